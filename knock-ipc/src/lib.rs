@@ -1,0 +1,1 @@
+//! The wire protocol between knockd and knockctl.

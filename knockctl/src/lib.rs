@@ -1,0 +1,1 @@
+//! Client-side tools: the `knock` client and the `knockctl` control CLI.

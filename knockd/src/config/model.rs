@@ -1,0 +1,146 @@
+//! The parsed, validated configuration. Plain data: no I/O here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// knockd 0.8 defaults.
+pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(25);
+pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
+/// knockd's SEQ_MAX.
+pub const MAX_SEQUENCE_LEN: usize = 32;
+/// Default cap on knock attempts tracked at once (all sources, all doors).
+pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
+pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
+
+/// Transport protocol of a knock or of a port opened by a native door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One knock of a sequence: `7000:tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Step {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.port, self.proto)
+    }
+}
+
+/// TCP flag bits as they sit in byte 13 of the TCP header.
+pub mod flag {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    /// Names as written in `tcpflags =`, in bit order.
+    pub const NAMES: [(&str, u8); 6] = [
+        ("fin", FIN),
+        ("syn", SYN),
+        ("rst", RST),
+        ("psh", PSH),
+        ("ack", ACK),
+        ("urg", URG),
+    ];
+}
+
+/// `TCPFlags = syn,!ack`: bits that must be set and bits that must be clear.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    pub set: u8,
+    pub unset: u8,
+}
+
+impl TcpFlags {
+    pub fn matches(self, flags: u8) -> bool {
+        flags & self.set == self.set && flags & self.unset == 0
+    }
+    pub fn is_dont_care(self) -> bool {
+        self.set == 0 && self.unset == 0
+    }
+}
+
+/// `Start_Command_6` / `Stop_Command_6`: knockd falls back to the v4 command when the key is
+/// absent, and an empty value disables the command for IPv6.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Command6 {
+    #[default]
+    Fallback,
+    Disabled,
+    Command(String),
+}
+
+/// Native door action (`Open = 22/tcp`): knockd itself inserts
+/// `iptables -I <chain> -s IP -p tcp --dport 22 -j ACCEPT` and deletes it after `Cmd_Timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenPort {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Door {
+    pub name: String,
+    /// Line of the `[name]` header in the config file.
+    pub line: usize,
+    pub sequence: Vec<Step>,
+    /// `One_Time_Sequences = file`: when set, `sequence` is the file's current line.
+    pub one_time_sequences: Option<PathBuf>,
+    pub seq_timeout: Duration,
+    pub tcp_flags: TcpFlags,
+    pub start_command: Option<String>,
+    pub start_command_6: Command6,
+    pub stop_command: Option<String>,
+    pub stop_command_6: Command6,
+    pub cmd_timeout: Duration,
+    pub target: Option<IpAddr>,
+    /// Native action (`Open = 22/tcp, 443/tcp`); empty for command doors.
+    pub open: Vec<OpenPort>,
+    /// Chain for the native action (`Open_Chain`), default INPUT.
+    pub open_chain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Options {
+    pub use_syslog: bool,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub interface: Option<String>,
+    /// `MaxAttempts`: cap on attempts tracked at once; None = DEFAULT_MAX_ATTEMPTS.
+    pub max_attempts: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    pub options: Options,
+    pub doors: Vec<Door>,
+}
+
+impl Config {
+    pub fn max_attempts(&self) -> usize {
+        self.options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+}
