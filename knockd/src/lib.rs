@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod filter;
+pub mod matcher;
 pub mod packet;
