@@ -1,1 +1,20 @@
 //! The wire protocol between knockd and knockctl.
+//!
+//! - [`protocol`]: the message types (plain serde structs and enums) and [`PROTOCOL_VERSION`].
+//! - [`codec`]: the only place that encodes bytes: bincode 1.3.3 inside u32 length-prefixed
+//!   frames, every frame's length checked against [`codec::MAX_FRAME`] before allocating.
+//! - [`client`]: a reference async client (connect + handshake, request, subscribe).
+//!
+//! A connection starts with `ClientMsg::Hello`; the daemon answers `ServerMsg::Hello` or
+//! `ServerMsg::Rejected` (version mismatch, permission). Then requests and responses
+//! alternate, until the client subscribes: from then on the daemon only sends events.
+
+pub mod client;
+pub mod codec;
+pub mod protocol;
+
+pub use client::{Client, ClientError};
+pub use protocol::*;
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";

@@ -1,1 +1,3 @@
 //! Client-side tools: the `knock` client and the `knockctl` control CLI.
+
+pub mod knock;

@@ -1,0 +1,207 @@
+//! All encoding lives here: bincode 1.3.3 (see deny.toml, RUSTSEC-2025-0141: unmaintained,
+//! complete, pinned on purpose) inside length-prefixed frames.
+//!
+//! Frame: u32 big-endian payload length, then the payload. The length is checked against
+//! [`MAX_FRAME`] before any buffer is allocated, on every frame. bincode itself runs with the
+//! same limit, so a length field inside a payload cannot make it allocate more either.
+
+use bincode::Options;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// Largest frame either side accepts (1 MiB: thousands of grants).
+pub const MAX_FRAME: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("message too large to send ({0} bytes, max {MAX_FRAME})")]
+    TooLarge(usize),
+    #[error("connection closed")]
+    Closed,
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(MAX_FRAME as u64)
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    let bytes = options()
+        .serialize(msg)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if bytes.len() > MAX_FRAME {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    options()
+        .deserialize(bytes)
+        .map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// The frame codec both sides use.
+pub fn frame_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// A framed, typed connection.
+pub struct Connection<S> {
+    framed: Framed<S, LengthDelimitedCodec>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S) -> Self {
+        Connection {
+            framed: Framed::new(stream, frame_codec()),
+        }
+    }
+
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
+        let bytes = encode(msg)?;
+        self.framed.send(Bytes::from(bytes)).await?;
+        Ok(())
+    }
+
+    /// Next message; `Closed` at a clean end of stream. An oversize length header is an
+    /// `Io(InvalidData)` error raised before reading the body.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, CodecError> {
+        match self.framed.next().await {
+            Some(Ok(frame)) => decode(&frame),
+            Some(Err(e)) => Err(CodecError::Io(e)),
+            None => Err(CodecError::Closed),
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        self.framed.get_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn samples() -> Vec<ServerMsg> {
+        let grant = GrantInfo {
+            door: "openSSH".into(),
+            addr: "10.0.0.12".parse().expect("ip"),
+            opened: "22/tcp (INPUT)".into(),
+            opened_at_unix_ms: 1_790_000_000_000,
+            expires_in_ms: Some(30_000),
+            closes: "native rule delete".into(),
+            refreshes: 0,
+        };
+        vec![
+            ServerMsg::Hello {
+                version: PROTOCOL_VERSION,
+                daemon_version: "0.1.0".into(),
+            },
+            ServerMsg::Rejected {
+                reason: "no".into(),
+            },
+            ServerMsg::Response {
+                response: Response::Grants {
+                    grants: vec![grant.clone()],
+                },
+            },
+            ServerMsg::Response {
+                response: Response::Status {
+                    status: Status::default(),
+                },
+            },
+            ServerMsg::Event {
+                event: Event {
+                    at_unix_ms: 1,
+                    kind: EventKind::GrantAdded { grant },
+                },
+            },
+            ServerMsg::Event {
+                event: Event {
+                    at_unix_ms: 2,
+                    kind: EventKind::Stage {
+                        addr: "fd99:77::2".parse().expect("ip"),
+                        door: "d".into(),
+                        stage: 2,
+                        of: 3,
+                    },
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in samples() {
+            let b = encode(&m).expect("encode");
+            assert_eq!(decode::<ServerMsg>(&b).expect("decode"), m);
+        }
+        let c = ClientMsg::Request {
+            request: Request::Revoke {
+                addr: "10.0.0.12".parse().expect("ip"),
+                door: Some("x".into()),
+            },
+        };
+        assert_eq!(
+            decode::<ClientMsg>(&encode(&c).expect("enc")).expect("dec"),
+            c
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [
+            &b""[..],
+            b"\xff\xff\xff\xff",
+            b"\x07",
+            &[0x01, 0xfc, 0xff, 0xff, 0xff, 0x7f],
+        ] {
+            assert!(decode::<ClientMsg>(bytes).is_err());
+        }
+        // A Vec length claiming 2^60 elements must not allocate.
+        let mut evil = encode(&Response::Grants { grants: vec![] }).expect("enc");
+        evil.truncate(1);
+        evil.extend_from_slice(&[0xff, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+        assert!(decode::<Response>(&evil).is_err());
+    }
+
+    #[tokio::test]
+    async fn huge_length_header_is_refused_before_allocating() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut conn = Connection::new(a);
+        b.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        let err = conn.recv::<ClientMsg>().await.expect_err("must refuse");
+        assert!(
+            matches!(err, CodecError::Io(ref e) if e.kind() == std::io::ErrorKind::InvalidData),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_over_a_stream() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (mut a, mut b) = (Connection::new(a), Connection::new(b));
+        for m in samples() {
+            a.send(&m).await.expect("send");
+            assert_eq!(b.recv::<ServerMsg>().await.expect("recv"), m);
+        }
+        drop(a);
+        assert!(matches!(
+            b.recv::<ServerMsg>().await,
+            Err(CodecError::Closed)
+        ));
+    }
+}

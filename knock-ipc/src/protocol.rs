@@ -1,0 +1,190 @@
+//! Message types. Rules: plain named structs and struct variants; new variants go at the end;
+//! any change to these types bumps [`PROTOCOL_VERSION`].
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Bump on any change to the types in this module.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Client → daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    Hello { version: u32, client: String },
+    Request { request: Request },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Status,
+    Grants,
+    Attempts,
+    Doors,
+    /// Close the grants of `addr` (only that door's when `door` is set).
+    Revoke {
+        addr: IpAddr,
+        door: Option<String>,
+    },
+    Reload,
+    /// Switch this connection to the live event stream.
+    Subscribe,
+}
+
+/// Daemon → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    Hello {
+        version: u32,
+        daemon_version: String,
+    },
+    /// Handshake refused (version mismatch, not allowed); the connection closes.
+    Rejected {
+        reason: String,
+    },
+    Response {
+        response: Response,
+    },
+    Event {
+        event: Event,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Status { status: Status },
+    Grants { grants: Vec<GrantInfo> },
+    Attempts { attempts: Vec<AttemptInfo> },
+    Doors { doors: Vec<DoorInfo> },
+    Revoked { grants: Vec<GrantInfo> },
+    Reloaded { warnings: Vec<String> },
+    ReloadFailed { errors: Vec<String> },
+    Subscribed,
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub stages: u64,
+    pub opens: u64,
+    pub resets: u64,
+    pub timeouts: u64,
+    pub evictions: u64,
+    pub commands_failed: u64,
+    /// Packets the kernel dropped before knockd could read them (pcap stats).
+    pub kernel_drops: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub daemon_version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub interfaces: Vec<String>,
+    pub config_file: String,
+    pub doors: u32,
+    pub attempts: u64,
+    pub max_attempts: u64,
+    pub grants: u64,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    pub door: String,
+    pub addr: IpAddr,
+    /// What was opened, e.g. `22/tcp (INPUT)` or the start command.
+    pub opened: String,
+    pub opened_at_unix_ms: i64,
+    /// None: open until revoked or closed by another door.
+    pub expires_in_ms: Option<u64>,
+    /// How it closes, e.g. `native rule delete`, `stop_command`.
+    pub closes: String,
+    pub refreshes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptInfo {
+    pub addr: IpAddr,
+    pub door: String,
+    pub stage: u32,
+    pub of: u32,
+    pub age_ms: u64,
+    pub remaining_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoorInfo {
+    pub name: String,
+    /// `7000:tcp` per knock; empty when a one-time door is exhausted.
+    pub sequence: Vec<String>,
+    pub seq_timeout_ms: u64,
+    pub cmd_timeout_ms: u64,
+    pub tcp_flags: String,
+    /// `open 22/tcp (INPUT)`, `command`, `command + stop_command`, or `none`.
+    pub action: String,
+    pub one_time: bool,
+    pub enabled: bool,
+    pub target: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_unix_ms: i64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    Stage {
+        addr: IpAddr,
+        door: String,
+        stage: u32,
+        of: u32,
+    },
+    Reset {
+        addr: IpAddr,
+        door: String,
+        stage: u32,
+    },
+    Timeout {
+        addr: IpAddr,
+        door: String,
+        stage: u32,
+    },
+    Open {
+        addr: IpAddr,
+        door: String,
+    },
+    GrantAdded {
+        grant: GrantInfo,
+    },
+    GrantRefreshed {
+        grant: GrantInfo,
+    },
+    GrantRevoked {
+        grant: GrantInfo,
+    },
+    GrantExpired {
+        grant: GrantInfo,
+    },
+    GrantClosed {
+        grant: GrantInfo,
+        by_door: String,
+    },
+    CommandFailed {
+        door: String,
+        message: String,
+    },
+    ReloadOk {
+        doors: u32,
+        warnings: Vec<String>,
+    },
+    ReloadFailed {
+        errors: Vec<String>,
+    },
+    /// This subscriber was too slow; `missed` events were skipped.
+    Lagged {
+        missed: u64,
+    },
+}
