@@ -1,9 +1,20 @@
 //! knockd: a port-knocking daemon compatible with knockd 0.8's configuration and logs.
 //!
-//! Pure cores (no I/O): [`config::parse`], [`packet`], [`filter`], [`matcher`].
-//! Effects behind small traits: capture, firewall/commands, clock (tokio time), filesystem.
+//! Pure cores (no I/O): [`config::parse()`], [`packet`], [`filter`], [`matcher`], [`grants`].
+//! Effects at the edge: [`capture`] (libpcap thread), [`action`] (the `Executor` trait that runs
+//! commands and iptables), [`knocklog`] (log file / syslog), [`daemon`] and [`signals`].
+//! [`engine`] is the one task that owns all knock state.
 
+pub mod action;
+pub mod addrs;
+pub mod capture;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod engine;
 pub mod filter;
+pub mod grants;
+pub mod knocklog;
 pub mod matcher;
 pub mod packet;
+pub mod signals;

@@ -1,1 +1,34 @@
-fn main() {}
+use clap::Parser;
+use knockd::cli::Args;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = if args.debug {
+        "knockd=trace,info"
+    } else if args.verbose {
+        "knockd=debug,info"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = if args.check_config {
+        knockd::daemon::check_config(&args.config)
+    } else {
+        knockd::daemon::run(args)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knockd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -97,9 +97,24 @@ fn complete_sequence_opens_with_stages() {
     assert_eq!(
         r.events,
         vec![
-            MatchEvent::Stage { src: a, door: 0, stage: 1, of: 3 },
-            MatchEvent::Stage { src: a, door: 0, stage: 2, of: 3 },
-            MatchEvent::Stage { src: a, door: 0, stage: 3, of: 3 },
+            MatchEvent::Stage {
+                src: a,
+                door: 0,
+                stage: 1,
+                of: 3
+            },
+            MatchEvent::Stage {
+                src: a,
+                door: 0,
+                stage: 2,
+                of: 3
+            },
+            MatchEvent::Stage {
+                src: a,
+                door: 0,
+                stage: 3,
+                of: 3
+            },
             MatchEvent::Open { src: a, door: 0 },
         ]
     );
@@ -210,7 +225,10 @@ fn immediate_retry_after_a_typo_works() {
         src: a,
         door: 0,
         stage: 2,
-        got: Step { port: 7000, proto: Proto::Tcp },
+        got: Step {
+            port: 7000,
+            proto: Proto::Tcp
+        },
     }));
 }
 
@@ -244,9 +262,11 @@ fn timeout_counts_from_first_knock_with_subsecond_precision() {
     r.knock(2800, a, 8000);
     r.knock(3500, a, 9000); // 1500 ms after the first knock: too late
     assert!(r.opens().is_empty());
-    assert!(r
-        .events
-        .contains(&MatchEvent::Timeout { src: a, door: 0, stage: 2 }));
+    assert!(r.events.contains(&MatchEvent::Timeout {
+        src: a,
+        door: 0,
+        stage: 2
+    }));
 }
 
 #[test]
@@ -260,7 +280,14 @@ fn expire_drops_attempts_at_their_deadline_without_traffic() {
     r.m.expire(r.at(4999), &mut out);
     assert!(out.is_empty());
     r.m.expire(r.at(5000), &mut out);
-    assert_eq!(out, vec![MatchEvent::Timeout { src: a, door: 0, stage: 2 }]);
+    assert_eq!(
+        out,
+        vec![MatchEvent::Timeout {
+            src: a,
+            door: 0,
+            stage: 2
+        }]
+    );
     assert!(r.m.is_empty());
     assert_eq!(r.m.next_deadline(), None);
 }
@@ -301,13 +328,18 @@ fn attempts_are_capped_and_the_oldest_is_evicted() {
 
 #[test]
 fn eviction_picks_the_oldest_across_doors() {
-    let mut r = Run::with_cap(vec![door(&[7000, 8000, 9000], 5), door(&[1000, 2000, 3000], 60)], 2);
+    let mut r = Run::with_cap(
+        vec![door(&[7000, 8000, 9000], 5), door(&[1000, 2000, 3000], 60)],
+        2,
+    );
     r.knock(0, ip(2), 1000); // door 1, oldest
     r.knock(1, ip(3), 7000); // door 0
     r.knock(2, ip(4), 7000); // evicts ip(2) on door 1
-    assert!(r
-        .events
-        .contains(&MatchEvent::Evicted { src: ip(2), door: 1, stage: 1 }));
+    assert!(r.events.contains(&MatchEvent::Evicted {
+        src: ip(2),
+        door: 1,
+        stage: 1
+    }));
 }
 
 #[test]
@@ -364,7 +396,10 @@ fn single_knock_door_opens_without_tracking() {
 
 #[test]
 fn reconfigure_keeps_attempts_of_unchanged_doors() {
-    let mut r = Run::new(vec![door(&[7000, 8000, 9000], 5), door(&[1000, 2000, 3000], 5)]);
+    let mut r = Run::new(vec![
+        door(&[7000, 8000, 9000], 5),
+        door(&[1000, 2000, 3000], 5),
+    ]);
     let a = ip(2);
     r.knock(0, a, 7000);
     r.knock(1, a, 1000);

@@ -1,0 +1,383 @@
+//! Firewall actions: what to run when a door opens or a grant closes.
+//!
+//! The pure part builds argument vectors (native `Open =` rules, `%IP%` expansion, the derived
+//! `-D` inverse of a single iptables command). The effect sits behind [`Executor`], with a
+//! real implementation that spawns processes and never blocks the engine.
+
+use crate::config::Proto;
+use std::future::Future;
+use std::net::IpAddr;
+use std::process::Stdio;
+
+/// Replace `%IP%` (case-sensitive, like knockd) with the canonical address text.
+pub fn expand(cmd: &str, ip: IpAddr) -> String {
+    cmd.replace("%IP%", &ip.to_string())
+}
+
+/// One rule of a native door: `iptables -I CHAIN -s IP -p PROTO --dport PORT -j ACCEPT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FwRule {
+    pub chain: String,
+    pub src: IpAddr,
+    pub proto: Proto,
+    pub port: u16,
+    /// Door name, recorded in an iptables comment so admins can see who added the rule.
+    pub door: String,
+}
+
+impl FwRule {
+    pub fn program(&self) -> &'static str {
+        if self.src.is_ipv6() {
+            "ip6tables"
+        } else {
+            "iptables"
+        }
+    }
+
+    /// The comment tag: `knockd:<door>`, with characters iptables or shells dislike replaced.
+    pub fn comment(&self) -> String {
+        let name: String = self
+            .door
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.:-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(200)
+            .collect();
+        format!("knockd:{name}")
+    }
+
+    fn argv(&self, op: &str) -> Vec<String> {
+        let prefix = if self.src.is_ipv6() { 128 } else { 32 };
+        vec![
+            self.program().to_string(),
+            "-w".to_string(),
+            op.to_string(),
+            self.chain.clone(),
+            "-s".to_string(),
+            format!("{}/{prefix}", self.src),
+            "-p".to_string(),
+            self.proto.to_string(),
+            "-m".to_string(),
+            self.proto.to_string(),
+            "--dport".to_string(),
+            self.port.to_string(),
+            "-m".to_string(),
+            "comment".to_string(),
+            "--comment".to_string(),
+            self.comment(),
+            "-j".to_string(),
+            "ACCEPT".to_string(),
+        ]
+    }
+
+    /// Insert at the top of the chain (`-I`, like knockd's documented example).
+    pub fn insert(&self) -> Vec<String> {
+        self.argv("-I")
+    }
+    pub fn delete(&self) -> Vec<String> {
+        self.argv("-D")
+    }
+    pub fn check(&self) -> Vec<String> {
+        self.argv("-C")
+    }
+}
+
+/// The inverse of a start command that is a single `iptables`/`ip6tables` `-A`/`-I` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// `... -D CHAIN rule...`: closes what the start command opened.
+    pub delete: Vec<String>,
+    /// `... -C CHAIN rule...`: exits 0 when the rule is present.
+    pub check: Vec<String>,
+}
+
+const SHELL_SPECIAL: &[char] = &[
+    ';', '|', '&', '$', '`', '<', '>', '(', ')', '{', '}', '\'', '"', '\\', '*', '?', '[', ']',
+    '~', '#', '\n',
+];
+
+fn is_iptables(program: &str) -> bool {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    matches!(
+        base,
+        "iptables" | "ip6tables" | "iptables-nft" | "ip6tables-nft" | "iptables-legacy"
+    ) || base == "ip6tables-legacy"
+}
+
+/// Split an expanded command into words if it is a plain command line (no shell syntax).
+pub fn plain_words(cmd: &str) -> Option<Vec<String>> {
+    if cmd.contains(SHELL_SPECIAL) {
+        return None;
+    }
+    let words: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    (!words.is_empty()).then_some(words)
+}
+
+/// Derive the closing command of `iptables [-t T] [-w] -I|-A CHAIN [N] rule...`.
+pub fn derive_inverse(expanded: &str) -> Option<Derived> {
+    let words = plain_words(expanded)?;
+    if !is_iptables(&words[0]) {
+        return None;
+    }
+    let ops = [
+        "-A",
+        "--append",
+        "-I",
+        "--insert",
+        "-D",
+        "--delete",
+        "-R",
+        "--replace",
+        "-F",
+        "--flush",
+        "-N",
+        "-X",
+        "-P",
+        "-C",
+        "--check",
+        "-Z",
+        "-L",
+        "-S",
+        "-E",
+    ];
+    let op_positions: Vec<usize> = words
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| ops.contains(&w.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let [pos] = op_positions[..] else {
+        return None;
+    };
+    let op = words[pos].as_str();
+    if !matches!(op, "-A" | "--append" | "-I" | "--insert") {
+        return None;
+    }
+    let chain = words.get(pos + 1)?;
+    if chain.starts_with('-') {
+        return None;
+    }
+    let mut rest = pos + 2;
+    if matches!(op, "-I" | "--insert")
+        && words
+            .get(rest)
+            .is_some_and(|w| w.chars().all(|c| c.is_ascii_digit()))
+    {
+        rest += 1;
+    }
+    let build = |new_op: &str| {
+        let mut v: Vec<String> = words[..pos].to_vec();
+        v.push(new_op.to_string());
+        v.push(chain.clone());
+        v.extend_from_slice(&words[rest..]);
+        v
+    };
+    Some(Derived {
+        delete: build("-D"),
+        check: build("-C"),
+    })
+}
+
+/// Two command lines are the same command: same words, program compared by basename.
+pub fn same_command(a: &[String], b: &[String]) -> bool {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    a.len() == b.len() && !a.is_empty() && base(&a[0]) == base(&b[0]) && a[1..] == b[1..]
+}
+
+/// Something for the executor to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A door's command, run by `/bin/sh -c` like knockd.
+    Shell(String),
+    /// A program with arguments, no shell.
+    Exec(Vec<String>),
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Shell(s) => f.write_str(s),
+            Action::Exec(v) => f.write_str(&v.join(" ")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Exited non-zero (`None`: killed by a signal).
+    Failed {
+        code: Option<i32>,
+        stderr: String,
+    },
+    /// Could not be started at all.
+    SpawnError(String),
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok)
+    }
+}
+
+/// Runs actions. Implementations must not block the caller's thread.
+pub trait Executor: Clone + Send + Sync + 'static {
+    fn run(&self, action: Action) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Spawns real processes (tokio::process), capturing stderr for the log.
+#[derive(Debug, Clone, Default)]
+pub struct SystemExecutor;
+
+impl Executor for SystemExecutor {
+    async fn run(&self, action: Action) -> Outcome {
+        let mut cmd = match &action {
+            Action::Shell(s) => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.arg("-c").arg(s);
+                c
+            }
+            Action::Exec(argv) => {
+                let Some((program, args)) = argv.split_first() else {
+                    return Outcome::SpawnError("empty command".to_string());
+                };
+                let mut c = tokio::process::Command::new(program);
+                c.args(args);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match cmd.output().await {
+            Ok(out) if out.status.success() => Outcome::Ok,
+            Ok(out) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                Outcome::Failed {
+                    code: out.status.code(),
+                    stderr: stderr.trim().chars().take(500).collect(),
+                }
+            }
+            Err(e) => Outcome::SpawnError(format!("{action}: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 12));
+
+    fn w(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn expands_ip_case_sensitively() {
+        assert_eq!(
+            expand("a %IP% b %IP% %ip%", V4),
+            "a 10.0.0.12 b 10.0.0.12 %ip%"
+        );
+        let v6 = IpAddr::V6(Ipv6Addr::new(0xfd99, 0x77, 0, 0, 0, 0, 0, 2));
+        assert_eq!(expand("-s %IP%", v6), "-s fd99:77::2");
+    }
+
+    #[test]
+    fn derives_the_inverse_of_seed_open_command() {
+        let open = "/sbin/iptables -I INPUT -s 10.0.0.12 -p tcp --dport 22 -j ACCEPT";
+        let d = derive_inverse(open).expect("derivable");
+        assert_eq!(
+            d.delete,
+            w("/sbin/iptables -D INPUT -s 10.0.0.12 -p tcp --dport 22 -j ACCEPT")
+        );
+        assert_eq!(
+            d.check,
+            w("/sbin/iptables -C INPUT -s 10.0.0.12 -p tcp --dport 22 -j ACCEPT")
+        );
+        // The seed's closeSSH door runs exactly this inverse.
+        let close = "/sbin/iptables -D INPUT -s 10.0.0.12 -p tcp --dport 22 -j ACCEPT";
+        assert!(same_command(&d.delete, &w(close)));
+        assert!(same_command(
+            &d.delete,
+            &w("iptables -D INPUT -s 10.0.0.12 -p tcp --dport 22 -j ACCEPT")
+        ));
+    }
+
+    #[test]
+    fn derive_table() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                "iptables -A INPUT -s 1.2.3.4 -j ACCEPT",
+                Some("iptables -D INPUT -s 1.2.3.4 -j ACCEPT"),
+            ),
+            (
+                "iptables -I INPUT 1 -s 1.2.3.4 -j ACCEPT",
+                Some("iptables -D INPUT -s 1.2.3.4 -j ACCEPT"),
+            ),
+            (
+                "ip6tables -w -t filter --insert INPUT -s ::1 -j ACCEPT",
+                Some("ip6tables -w -t filter -D INPUT -s ::1 -j ACCEPT"),
+            ),
+            ("iptables -D INPUT -s 1.2.3.4 -j ACCEPT", None),
+            ("iptables -I INPUT -s 1.2.3.4 -j ACCEPT; echo hi", None),
+            (
+                "iptables -I INPUT -s 1.2.3.4 -m comment --comment 'x y' -j ACCEPT",
+                None,
+            ),
+            ("/usr/bin/logger opened", None),
+            ("iptables -F", None),
+            ("iptables -I", None),
+        ];
+        for (cmd, want) in cases {
+            let got = derive_inverse(cmd).map(|d| d.delete.join(" "));
+            assert_eq!(got.as_deref(), *want, "{cmd}");
+        }
+    }
+
+    #[test]
+    fn native_rule_argv() {
+        let r = FwRule {
+            chain: "INPUT".into(),
+            src: V4,
+            proto: Proto::Tcp,
+            port: 22,
+            door: "open SSH".into(),
+        };
+        assert_eq!(
+            r.insert().join(" "),
+            "iptables -w -I INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment knockd:open_SSH -j ACCEPT"
+        );
+        assert_eq!(r.delete()[2], "-D");
+        assert_eq!(r.check()[2], "-C");
+        let r6 = FwRule {
+            src: "fd99:77::2".parse().expect("ip"),
+            ..r
+        };
+        assert_eq!(r6.insert()[0], "ip6tables");
+        assert_eq!(r6.insert()[5], "fd99:77::2/128");
+    }
+
+    #[tokio::test]
+    async fn system_executor_reports_exit_codes() {
+        let e = SystemExecutor;
+        assert!(e.run(Action::Shell("true".into())).await.is_ok());
+        assert_eq!(
+            e.run(Action::Shell("echo oops >&2; exit 3".into())).await,
+            Outcome::Failed {
+                code: Some(3),
+                stderr: "oops".into()
+            }
+        );
+        assert!(matches!(
+            e.run(Action::Exec(vec!["/nonexistent/x".into()])).await,
+            Outcome::SpawnError(_)
+        ));
+    }
+}

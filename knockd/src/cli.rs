@@ -1,0 +1,73 @@
+//! knockd's command line (knockd 0.8 compatible flags).
+
+use clap::Parser;
+use std::path::PathBuf;
+
+pub const DEFAULT_CONFIG: &str = "/etc/knockd.conf";
+pub const DEFAULT_PIDFILE: &str = "/var/run/knockd.pid";
+
+const AFTER_HELP: &str = "\
+Command-line options take precedence over the config file ([options] Interface, PidFile,
+LogFile). Without -i or Interface, knockd captures on the interface of the default route.
+
+Signals: SIGHUP reloads the config (a bad config is reported and the running one kept);
+SIGTERM/SIGINT close grants that have a deadline and exit.
+
+Examples:
+  knockd -t -c /etc/knockd.conf      check a config file and exit
+  knockd -i eth0 -v                  run in the foreground, verbose
+  knockd -d                          run as a daemon (pidfile /var/run/knockd.pid)";
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "knockd",
+    version,
+    about = "Port-knock server: opens firewall doors for clients that knock the right sequence",
+    long_about = "knockd listens to all traffic on an interface (libpcap) for special \
+sequences of port hits (knocks). When a client completes a door's sequence, knockd runs the \
+door's command or inserts a firewall rule for that client, and can close it again after a \
+timeout. The config file format is that of knockd 0.8 (see knockd.conf(5)).",
+    after_help = AFTER_HELP
+)]
+pub struct Args {
+    /// Interface to listen on (overrides Interface in the config; `any` for all)
+    #[arg(short = 'i', long, value_name = "INTERFACE")]
+    pub interface: Option<String>,
+
+    /// Config file
+    #[arg(short = 'c', long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    /// Detach and run in the background (writes the pidfile)
+    #[arg(short = 'd', long)]
+    pub daemon: bool,
+
+    /// Debug output on stderr (per-packet detail)
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+
+    /// Verbose output on stderr
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Accepted for knockd compatibility and ignored: reverse DNS of knockers would let any
+    /// packet trigger lookups and leak knocks to DNS observers
+    #[arg(short = 'l', long)]
+    pub lookup: bool,
+
+    /// Pidfile (overrides PidFile in the config) [default: /var/run/knockd.pid with -d]
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Log file (overrides LogFile in the config)
+    #[arg(short = 'g', long, value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+
+    /// Ignore IPv6 addresses and packets
+    #[arg(short = '4', long = "only-ip-v4")]
+    pub only_ipv4: bool,
+
+    /// Check the config file, print problems and warnings, and exit (0 = valid)
+    #[arg(short = 't', long = "check-config")]
+    pub check_config: bool,
+}

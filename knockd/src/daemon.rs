@@ -1,0 +1,243 @@
+//! Daemon lifecycle: config, privileges, capture, daemonising, pidfile, signals, engine.
+//! `main.rs` only parses the command line and maps the result to an exit code.
+
+use crate::action::SystemExecutor;
+use crate::capture::{Capture, CaptureStats};
+use crate::cli::{Args, DEFAULT_PIDFILE};
+use crate::config::{self, Parsed};
+use crate::engine::{Control, Engine};
+use crate::knocklog::KnockLog;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Load and validate the config; every problem is printed, none is fatal on its own.
+pub fn load_config(path: &Path) -> anyhow::Result<Parsed> {
+    match config::load(path) {
+        Ok(p) => Ok(p),
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("knockd: {e}");
+            }
+            bail!(
+                "{} problem(s) in {}; nothing was started",
+                errs.0.len(),
+                path.display()
+            )
+        }
+    }
+}
+
+/// `knockd -t`: print problems and warnings; Ok(()) when the config is valid.
+pub fn check_config(path: &Path) -> anyhow::Result<()> {
+    let parsed = load_config(path)?;
+    for w in &parsed.warnings {
+        println!("{w}");
+    }
+    println!(
+        "{}: OK, {} door(s), {} warning(s)",
+        path.display(),
+        parsed.config.doors.len(),
+        parsed.warnings.len()
+    );
+    Ok(())
+}
+
+/// The interface of the IPv4 default route, from /proc/net/route.
+pub fn default_route_interface() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    default_route_in(&table)
+}
+
+fn default_route_in(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let iface = f.next()?;
+        (f.next()? == "00000000").then(|| iface.to_string())
+    })
+}
+
+/// knockd needs to capture (CAP_NET_RAW) and change the firewall (CAP_NET_ADMIN).
+pub fn check_privileges() -> anyhow::Result<()> {
+    use caps::{CapSet, Capability};
+    let mut missing = Vec::new();
+    for c in [Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN] {
+        if !caps::has_cap(None, CapSet::Effective, c).unwrap_or(false) {
+            missing.push(c.to_string());
+        }
+    }
+    if !missing.is_empty() {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "/usr/sbin/knockd".into());
+        bail!(
+            "missing capabilities: {} (knockd needs CAP_NET_RAW to capture and CAP_NET_ADMIN for the firewall).\n\
+             Fix: run it as root (sudo knockd ...), or under systemd with AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN,\n\
+             or grant them to the binary: setcap cap_net_raw,cap_net_admin+eip {exe}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &Path) -> anyhow::Result<PidFile> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(pid) = text.trim().parse::<u32>() {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if pid != std::process::id() && comm.trim() == "knockd" {
+                    bail!(
+                        "knockd is already running (pid {pid}, pidfile {}); stop it first",
+                        path.display()
+                    );
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("could not create pid file {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Everything before the async part; then the runtime. Returns when the daemon stops.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let parsed = load_config(&args.config)?;
+    for w in &parsed.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut config = parsed.config;
+    // Command line beats the config file, for every option.
+    if let Some(i) = &args.interface {
+        config.options.interface = Some(i.clone());
+    }
+    if let Some(g) = &args.logfile {
+        config.options.log_file = Some(g.clone());
+    }
+    if let Some(p) = &args.pidfile {
+        config.options.pid_file = Some(p.clone());
+    }
+    let iface = match &config.options.interface {
+        Some(i) => i.clone(),
+        None => default_route_interface().unwrap_or_else(|| "eth0".to_string()),
+    };
+    if args.lookup {
+        tracing::warn!("-l/--lookup is ignored: knockd does not resolve knockers' addresses");
+    }
+    check_privileges()?;
+    let capture = Capture::open(&iface, args.only_ipv4)?;
+    let log = KnockLog::open(
+        config.options.log_file.as_deref(),
+        config.options.use_syslog,
+    )?;
+    if args.daemon {
+        if config.options.log_file.is_none() && !config.options.use_syslog {
+            tracing::warn!("running with -d but neither LogFile nor UseSyslog is set: events will not be logged anywhere");
+        }
+        nix::unistd::daemon(false, false).context("cannot daemonize")?;
+    }
+    let pid_path = config
+        .options
+        .pid_file
+        .clone()
+        .or_else(|| args.daemon.then(|| PathBuf::from(DEFAULT_PIDFILE)));
+    let _pidfile = pid_path.as_deref().map(PidFile::create).transpose()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args, config, iface, capture, log))
+}
+
+async fn serve(
+    args: Args,
+    config: config::Config,
+    iface: String,
+    capture: Capture,
+    log: KnockLog,
+) -> anyhow::Result<()> {
+    let (pkt_tx, pkt_rx) = mpsc::channel(8192);
+    let (ctl_tx, ctl_rx) = mpsc::channel(64);
+    let (filter_tx, filter_rx) = std::sync::mpsc::channel::<String>();
+    let stats = Arc::new(CaptureStats::default());
+
+    let mut engine = Engine::new(
+        config,
+        args.config.clone(),
+        SystemExecutor,
+        log,
+        Box::new(move |f| {
+            let _ = filter_tx.send(f);
+        }),
+    );
+    // Addresses first, so the first filter already names them.
+    let only_v4 = args.only_ipv4;
+    let addrs = local_addrs(&iface, only_v4);
+    engine.on_control(Control::LocalAddrs(addrs));
+    let _capture_thread = capture.spawn(filter_rx, pkt_tx, stats)?;
+    tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
+    let shutdown = crate::signals::install(ctl_tx.clone())?;
+    engine.log_line(&format!("starting up, listening on {iface}"));
+    engine.run(pkt_rx, ctl_rx, shutdown).await?;
+    Ok(())
+}
+
+fn local_addrs(iface: &str, only_v4: bool) -> Vec<std::net::IpAddr> {
+    match crate::addrs::local_addrs(iface) {
+        Ok(mut v) => {
+            if only_v4 {
+                v.retain(|a| a.is_ipv4());
+            }
+            v
+        }
+        Err(e) => {
+            tracing::debug!("cannot read addresses of {iface}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Addresses come and go (DHCP, PPPoE, VIPs): re-read them every 2 s.
+async fn watch_addresses(iface: String, only_v4: bool, ctl: mpsc::Sender<Control>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    let mut last = local_addrs(&iface, only_v4);
+    loop {
+        tick.tick().await;
+        let now = local_addrs(&iface, only_v4);
+        if now != last {
+            last = now.clone();
+            if ctl.send(Control::LocalAddrs(now)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_default_route_interface() {
+        let table = "Iface\tDestination\tGateway\tFlags\n\
+                     wg0\t0000000A\t00000000\t0001\n\
+                     ens3\t00000000\t0101A8C0\t0003\n";
+        assert_eq!(default_route_in(table).as_deref(), Some("ens3"));
+        assert_eq!(default_route_in("Iface\tDestination\n"), None);
+    }
+}

@@ -1,0 +1,403 @@
+use super::*;
+use crate::config::{flag, Door, OpenPort, Proto, Step, TcpFlags};
+use crate::knocklog::MemoryLog;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
+const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
+
+/// Records what it runs; actions whose text contains a `fail` substring exit 1.
+#[derive(Clone, Default)]
+struct FakeExec {
+    ran: Arc<Mutex<Vec<String>>>,
+    fail: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeExec {
+    fn ran(&self) -> Vec<String> {
+        self.ran.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+    fn fail_on(&self, s: &str) {
+        if let Ok(mut f) = self.fail.lock() {
+            f.push(s.to_string());
+        }
+    }
+}
+
+impl Executor for FakeExec {
+    async fn run(&self, a: Action) -> Outcome {
+        let s = a.to_string();
+        if let Ok(mut r) = self.ran.lock() {
+            r.push(s.clone());
+        }
+        let fails = self
+            .fail
+            .lock()
+            .map(|f| f.iter().any(|x| s.contains(x)))
+            .unwrap_or(false);
+        if fails {
+            Outcome::Failed {
+                code: Some(1),
+                stderr: String::new(),
+            }
+        } else {
+            Outcome::Ok
+        }
+    }
+}
+
+fn door(name: &str, ports: &[u16]) -> Door {
+    Door {
+        name: name.into(),
+        line: 1,
+        sequence: ports
+            .iter()
+            .map(|&port| Step {
+                port,
+                proto: Proto::Tcp,
+            })
+            .collect(),
+        one_time_sequences: None,
+        seq_timeout: Duration::from_secs(5),
+        tcp_flags: TcpFlags {
+            set: flag::SYN,
+            unset: 0,
+        },
+        start_command: None,
+        start_command_6: Command6::Fallback,
+        stop_command: None,
+        stop_command_6: Command6::Fallback,
+        cmd_timeout: Duration::from_secs(10),
+        target: None,
+        open: Vec::new(),
+        open_chain: "INPUT".into(),
+    }
+}
+
+fn seed() -> Config {
+    let mut open = door("openSSH", &[7000, 8000, 9000]);
+    open.start_command = Some("/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT".into());
+    let mut close = door("closeSSH", &[9000, 8000, 7000]);
+    close.start_command =
+        Some("/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT".into());
+    Config {
+        doors: vec![open, close],
+        ..Config::default()
+    }
+}
+
+struct T {
+    e: Engine<FakeExec, MemoryLog>,
+    exec: FakeExec,
+    log: MemoryLog,
+    filters: Arc<Mutex<Vec<String>>>,
+    sport: u16,
+}
+
+impl T {
+    fn new(config: Config) -> T {
+        let exec = FakeExec::default();
+        let log = MemoryLog::default();
+        let filters = Arc::new(Mutex::new(Vec::new()));
+        let f2 = filters.clone();
+        let e = Engine::new(
+            config,
+            PathBuf::from("/nonexistent/knockd.conf"),
+            exec.clone(),
+            log.clone(),
+            Box::new(move |f| {
+                if let Ok(mut v) = f2.lock() {
+                    v.push(f);
+                }
+            }),
+        );
+        T {
+            e,
+            exec,
+            log,
+            filters,
+            sport: 40000,
+        }
+    }
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+    fn knock(&mut self, src: IpAddr, port: u16) {
+        self.sport += 1;
+        let p = Packet {
+            src,
+            dst: SRV,
+            proto: Proto::Tcp,
+            sport: self.sport,
+            dport: port,
+            tcp_flags: flag::SYN,
+            tcp_seq: 1,
+        };
+        self.e.on_packet(&p, T::now());
+    }
+    fn knock_seq(&mut self, src: IpAddr, ports: &[u16]) {
+        for &p in ports {
+            self.knock(src, p);
+        }
+    }
+    /// Let spawned actions run and feed their completions back.
+    async fn settle(&mut self) {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            while let Ok(d) = self.e.done_rx.try_recv() {
+                self.e.on_done(d);
+            }
+            if self.e.inflight == 0 {
+                return;
+            }
+        }
+    }
+    async fn advance(&mut self, d: Duration) {
+        tokio::time::advance(d).await;
+        self.e.on_timer(T::now());
+        self.settle().await;
+    }
+    fn lines(&self) -> Vec<String> {
+        self.log.lines()
+    }
+    fn has_line(&self, s: &str) -> bool {
+        self.lines().iter().any(|l| l == s)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn seed_open_logs_like_knockd_and_records_a_grant() {
+    let mut t = T::new(seed());
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
+    t.settle().await;
+    let cmd = "/sbin/iptables -I INPUT -s 10.99.77.2 -p tcp --dport 22 -j ACCEPT";
+    assert_eq!(
+        t.lines(),
+        vec![
+            "10.99.77.2: openSSH: Stage 1".to_string(),
+            "10.99.77.2: openSSH: Stage 2".into(),
+            "10.99.77.2: openSSH: Stage 3".into(),
+            "10.99.77.2: openSSH: OPEN SESAME".into(),
+            format!("openSSH: running command: {cmd}"),
+            // 9000 is also closeSSH's first knock: doors are independent.
+            "10.99.77.2: closeSSH: Stage 1".into(),
+        ]
+    );
+    assert_eq!(t.exec.ran(), vec![cmd.to_string()]);
+    let g = t.e.ledger().find("openSSH", CLI).cloned().expect("grant");
+    assert_eq!(g.expires, None);
+    assert!(matches!(g.close, Close::Derived { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reknock_does_not_duplicate_a_present_rule_and_restores_a_missing_one() {
+    let mut t = T::new(seed());
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
+    t.settle().await;
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
+    t.settle().await;
+    let ran = t.exec.ran();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(ran[1].contains(" -C INPUT"), "{ran:?}");
+    // Someone deleted the rule: the check fails and the start command runs again.
+    t.exec.fail_on(" -C ");
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
+    t.settle().await;
+    let ran = t.exec.ran();
+    assert!(ran[3].contains(" -I INPUT"), "{ran:?}");
+    assert!(t.has_line("10.99.77.2: openSSH: rule was missing, re-inserted"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_door_closes_the_grant() {
+    let mut t = T::new(seed());
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
+    t.settle().await;
+    t.knock_seq(CLI, &[9000, 8000, 7000]);
+    t.settle().await;
+    assert!(t.e.ledger().is_empty());
+    assert!(t.has_line("10.99.77.2: closeSSH: closes the grant of door openSSH"));
+    assert!(t
+        .exec
+        .ran()
+        .last()
+        .is_some_and(|c| c.contains("-D INPUT -s 10.99.77.2")));
+}
+
+fn native() -> Config {
+    let mut d = door("ssh", &[1111, 2222, 3333]);
+    d.open = vec![OpenPort {
+        port: 22,
+        proto: Proto::Tcp,
+    }];
+    d.cmd_timeout = Duration::from_secs(30);
+    Config {
+        doors: vec![d],
+        ..Config::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn native_door_inserts_at_top_and_deletes_on_schedule() {
+    let mut t = T::new(native());
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    let ran = t.exec.ran();
+    assert_eq!(ran.len(), 1);
+    assert!(
+        ran[0].starts_with("iptables -w -I INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22"),
+        "{ran:?}"
+    );
+    t.advance(Duration::from_secs(29)).await;
+    assert_eq!(t.exec.ran().len(), 1);
+    t.advance(Duration::from_secs(1)).await;
+    let ran = t.exec.ran();
+    assert!(
+        ran[1].starts_with("iptables -w -D INPUT -s 10.99.77.2/32"),
+        "{ran:?}"
+    );
+    assert!(t.has_line("10.99.77.2: ssh: command timeout"));
+    assert!(t.e.ledger().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn native_reknock_refreshes_the_deadline() {
+    let mut t = T::new(native());
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    t.advance(Duration::from_secs(20)).await;
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    assert_eq!(t.e.ledger().len(), 1);
+    assert!(t.exec.ran()[1].contains(" -C INPUT"));
+    t.advance(Duration::from_secs(20)).await;
+    assert!(
+        !t.exec.ran().iter().any(|c| c.contains(" -D ")),
+        "closed too early"
+    );
+    t.advance(Duration::from_secs(10)).await;
+    assert!(t.exec.ran().iter().any(|c| c.contains(" -D ")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_command_runs_after_cmd_timeout() {
+    let mut d = door("web", &[1000, 2000, 3000]);
+    d.start_command = Some("open %IP%".into());
+    d.stop_command = Some("close %IP%".into());
+    d.cmd_timeout = Duration::from_secs(5);
+    let mut t = T::new(Config {
+        doors: vec![d],
+        ..Config::default()
+    });
+    t.knock_seq(CLI, &[1000, 2000, 3000]);
+    t.settle().await;
+    t.advance(Duration::from_secs(5)).await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2", "close 10.99.77.2"]);
+    assert!(t.has_line("web: running command: close 10.99.77.2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_start_is_logged_and_drops_the_grant() {
+    let mut t = T::new(native());
+    t.exec.fail_on(" -I ");
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    assert!(t.has_line("ssh: command returned non-zero status code (1)"));
+    assert!(t.e.ledger().is_empty());
+    assert_eq!(t.e.stats().commands_failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_is_logged_at_the_deadline() {
+    let mut t = T::new(seed());
+    t.knock_seq(CLI, &[7000, 8000]);
+    t.advance(Duration::from_millis(4999)).await;
+    assert!(!t.lines().iter().any(|l| l.contains("timeout")));
+    t.advance(Duration::from_millis(1)).await;
+    assert!(t.has_line("10.99.77.2: openSSH: sequence timeout (stage 2)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipv6_knock_on_v4_iptables_command_warns() {
+    let mut t = T::new(seed());
+    let v6: IpAddr = "fd99:77::2".parse().expect("ip");
+    for (e_src, port) in (t.sport..).zip([7000, 8000, 9000]) {
+        let p = Packet {
+            src: v6,
+            dst: "fd99:77::1".parse().expect("ip"),
+            proto: Proto::Tcp,
+            sport: e_src,
+            dport: port,
+            tcp_flags: flag::SYN,
+            tcp_seq: 1,
+        };
+        t.e.on_packet(&p, T::now());
+    }
+    t.settle().await;
+    assert!(t
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("openSSH: warning: IPv6 knock from fd99:77::2")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_loop_exits_on_capture_error_and_closes_timed_grants() {
+    let t = T::new(native());
+    let exec = t.exec.clone();
+    let log = t.log.clone();
+    let (pkt_tx, pkt_rx) = mpsc::channel(16);
+    let (_ctl_tx, ctl_rx) = mpsc::channel(16);
+    let task = tokio::spawn(t.e.run(pkt_rx, ctl_rx, std::future::pending()));
+    for (i, port) in [1111u16, 2222, 3333].into_iter().enumerate() {
+        let p = Packet {
+            src: CLI,
+            dst: SRV,
+            proto: Proto::Tcp,
+            sport: 5000 + i as u16,
+            dport: port,
+            tcp_flags: flag::SYN,
+            tcp_seq: 1,
+        };
+        pkt_tx
+            .send(CaptureMsg::Packet(p, T::now()))
+            .await
+            .expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    pkt_tx
+        .send(CaptureMsg::Error("kv0: The interface disappeared".into()))
+        .await
+        .expect("send");
+    let r = task.await.expect("join");
+    assert!(matches!(r, Err(EngineError::Capture(_))));
+    let ran = exec.ran();
+    assert!(
+        ran.iter().any(|c| c.contains(" -I ")) && ran.iter().any(|c| c.contains(" -D ")),
+        "{ran:?}"
+    );
+    assert!(log.lines().iter().any(|l| l == "shutting down"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_keeps_running_config_on_error_and_attempts_on_success() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("knockd.conf");
+    let good = "[openSSH]\n sequence = 7000,8000,9000\n command = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n tcpflags = syn\n";
+    std::fs::write(&path, good).expect("write");
+    let mut t = T::new(crate::config::load(&path).expect("load").config);
+    t.e.config_path = path.clone();
+    t.knock_seq(CLI, &[7000, 8000]);
+    std::fs::write(&path, "[openSSH]\n sequence = 7000,abc\n").expect("write");
+    let errs = t.e.reload().expect_err("bad config");
+    assert!(errs.iter().any(|e| e.contains(":2:")), "{errs:?}");
+    assert!(t.has_line("reload failed: keeping the running configuration"));
+    // Still running on the old config, attempt intact.
+    std::fs::write(&path, format!("{good}\n[other]\n sequence = 1,2,3\n")).expect("write");
+    t.e.reload().expect("good config");
+    t.knock(CLI, 9000);
+    t.settle().await;
+    assert!(t.has_line("10.99.77.2: openSSH: OPEN SESAME"));
+    assert_eq!(t.e.config().doors.len(), 2);
+    assert!(t.filters.lock().map(|f| f.len()).unwrap_or(0) >= 2);
+}

@@ -1,0 +1,278 @@
+//! The grant ledger: every door the daemon opened for an address, and how to close it.
+//! Pure data; the engine owns it and runs the actions.
+
+use crate::action::{Action, FwRule};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+/// How a grant is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// Native door: delete these rules.
+    Rules(Vec<FwRule>),
+    /// The door's Stop_Command, already expanded (run by /bin/sh).
+    StopCommand(String),
+    /// The `-D` inverse derived from a single iptables start command (no shell).
+    Derived {
+        delete: Vec<String>,
+        check: Vec<String>,
+    },
+}
+
+impl Close {
+    /// The actions that close the grant.
+    pub fn actions(&self) -> Vec<Action> {
+        match self {
+            Close::Rules(rules) => rules.iter().map(|r| Action::Exec(r.delete())).collect(),
+            Close::StopCommand(c) => vec![Action::Shell(c.clone())],
+            Close::Derived { delete, .. } => vec![Action::Exec(delete.clone())],
+        }
+    }
+
+    /// Human description, e.g. `iptables -D ...` or `stop_command`.
+    pub fn describe(&self) -> String {
+        match self {
+            Close::Rules(_) => "native rule delete".to_string(),
+            Close::StopCommand(_) => "stop_command".to_string(),
+            Close::Derived { .. } => "derived iptables -D".to_string(),
+        }
+    }
+}
+
+pub type GrantId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: GrantId,
+    pub door: String,
+    pub addr: IpAddr,
+    /// What was opened, for people: `tcp/22 (INPUT)` or the start command.
+    pub opened: String,
+    pub opened_at: SystemTime,
+    /// None: stays open until revoked or closed by another door.
+    pub expires: Option<Instant>,
+    pub close: Close,
+    /// How many times the door was knocked open again while this grant was open.
+    pub refreshes: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    grants: HashMap<GrantId, Grant>,
+    by_key: HashMap<(String, IpAddr), GrantId>,
+    timers: BTreeSet<(Instant, GrantId)>,
+    next_id: GrantId,
+}
+
+impl Ledger {
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    pub fn find(&self, door: &str, addr: IpAddr) -> Option<&Grant> {
+        let id = self.by_key.get(&(door.to_string(), addr))?;
+        self.grants.get(id)
+    }
+
+    pub fn get(&self, id: GrantId) -> Option<&Grant> {
+        self.grants.get(&id)
+    }
+
+    /// Add a new grant; returns its id.
+    pub fn insert(
+        &mut self,
+        door: &str,
+        addr: IpAddr,
+        opened: String,
+        opened_at: SystemTime,
+        expires: Option<Instant>,
+        close: Close,
+    ) -> GrantId {
+        if let Some(old) = self.by_key.get(&(door.to_string(), addr)).copied() {
+            self.remove(old);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        if let Some(t) = expires {
+            self.timers.insert((t, id));
+        }
+        self.by_key.insert((door.to_string(), addr), id);
+        self.grants.insert(
+            id,
+            Grant {
+                id,
+                door: door.to_string(),
+                addr,
+                opened,
+                opened_at,
+                expires,
+                close,
+                refreshes: 0,
+            },
+        );
+        id
+    }
+
+    /// Move a grant's deadline (re-knock).
+    pub fn refresh(&mut self, id: GrantId, expires: Option<Instant>) {
+        if let Some(g) = self.grants.get_mut(&id) {
+            if let Some(t) = g.expires {
+                self.timers.remove(&(t, id));
+            }
+            if let Some(t) = expires {
+                self.timers.insert((t, id));
+            }
+            g.expires = expires;
+            g.refreshes += 1;
+        }
+    }
+
+    pub fn remove(&mut self, id: GrantId) -> Option<Grant> {
+        let g = self.grants.remove(&id)?;
+        if let Some(t) = g.expires {
+            self.timers.remove(&(t, id));
+        }
+        self.by_key.remove(&(g.door.clone(), g.addr));
+        Some(g)
+    }
+
+    /// Remove and return every grant whose deadline is at or before `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Grant> {
+        let due: Vec<GrantId> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        due.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.iter().next().map(|(t, _)| *t)
+    }
+
+    /// Grants for `addr` whose derived closing command is exactly `words` (closeSSH-style doors).
+    pub fn closed_by(&self, addr: IpAddr, words: &[String]) -> Vec<GrantId> {
+        self.grants
+            .values()
+            .filter(|g| g.addr == addr)
+            .filter(|g| match &g.close {
+                Close::Derived { delete, .. } => crate::action::same_command(delete, words),
+                _ => false,
+            })
+            .map(|g| g.id)
+            .collect()
+    }
+
+    /// All grants, oldest first.
+    pub fn list(&self) -> Vec<&Grant> {
+        let mut v: Vec<&Grant> = self.grants.values().collect();
+        v.sort_by_key(|g| g.id);
+        v
+    }
+
+    pub fn ids(&self) -> Vec<GrantId> {
+        let mut v: Vec<GrantId> = self.grants.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn addr(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn insert_refresh_expire() {
+        let t0 = Instant::now();
+        let mut l = Ledger::default();
+        let close = Close::StopCommand("x".into());
+        let a = l.insert(
+            "d",
+            addr("10.0.0.2"),
+            "o".into(),
+            SystemTime::now(),
+            Some(t0 + Duration::from_secs(10)),
+            close.clone(),
+        );
+        let b = l.insert(
+            "d",
+            addr("10.0.0.3"),
+            "o".into(),
+            SystemTime::now(),
+            Some(t0 + Duration::from_secs(5)),
+            close,
+        );
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        l.refresh(b, Some(t0 + Duration::from_secs(20)));
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        let gone = l.expire(t0 + Duration::from_secs(10));
+        assert_eq!(gone.iter().map(|g| g.id).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.find("d", addr("10.0.0.3")).map(|g| g.refreshes), Some(1));
+    }
+
+    #[test]
+    fn one_grant_per_door_and_address() {
+        let mut l = Ledger::default();
+        let c = Close::StopCommand("x".into());
+        l.insert(
+            "d",
+            addr("10.0.0.2"),
+            "o".into(),
+            SystemTime::now(),
+            None,
+            c.clone(),
+        );
+        l.insert(
+            "d",
+            addr("10.0.0.2"),
+            "o".into(),
+            SystemTime::now(),
+            None,
+            c,
+        );
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn closed_by_matches_the_derived_inverse() {
+        let mut l = Ledger::default();
+        let w = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let close = Close::Derived {
+            delete: w("/sbin/iptables -D INPUT -s 10.0.0.2 -j ACCEPT"),
+            check: w("/sbin/iptables -C INPUT -s 10.0.0.2 -j ACCEPT"),
+        };
+        let id = l.insert(
+            "openSSH",
+            addr("10.0.0.2"),
+            "o".into(),
+            SystemTime::now(),
+            None,
+            close,
+        );
+        assert_eq!(
+            l.closed_by(
+                addr("10.0.0.2"),
+                &w("iptables -D INPUT -s 10.0.0.2 -j ACCEPT")
+            ),
+            vec![id]
+        );
+        assert!(l
+            .closed_by(
+                addr("10.0.0.3"),
+                &w("iptables -D INPUT -s 10.0.0.2 -j ACCEPT")
+            )
+            .is_empty());
+    }
+}

@@ -1,0 +1,142 @@
+//! knockd-compatible log lines: the `LogFile` (`[YYYY-MM-DD HH:MM] msg`), syslog (ident
+//! `knockd`, LOG_USER, LOG_NOTICE, no PID) and tracing (stderr in the foreground).
+//! Unlike knockd 0.8, no message ever carries a trailing newline.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+/// Where the knockd-format lines go.
+pub trait LogSink: Send {
+    fn line(&mut self, msg: &str);
+}
+
+/// Format one LogFile line (knockd 0.8: local time, minute resolution).
+pub fn file_line(now: chrono::DateTime<chrono::Local>, msg: &str) -> String {
+    format!("[{}] {}\n", now.format("%Y-%m-%d %H:%M"), msg)
+}
+
+/// Format one syslog datagram: `<13>Mmm dd hh:mm:ss knockd: msg` (RFC 3164, LOG_USER|LOG_NOTICE).
+pub fn syslog_line(now: chrono::DateTime<chrono::Local>, msg: &str) -> String {
+    format!("<13>{} knockd: {}", now.format("%b %e %H:%M:%S"), msg)
+}
+
+pub struct KnockLog {
+    file: Option<(PathBuf, File)>,
+    syslog: Option<UnixDatagram>,
+}
+
+impl KnockLog {
+    /// Open the configured sinks. An unwritable LogFile is an error naming the path.
+    pub fn open(log_file: Option<&Path>, use_syslog: bool) -> std::io::Result<KnockLog> {
+        let file = match log_file {
+            Some(p) => Some((p.to_path_buf(), open_append(p)?)),
+            None => None,
+        };
+        let syslog = if use_syslog { connect_syslog() } else { None };
+        Ok(KnockLog { file, syslog })
+    }
+
+    /// Reopen the log file (after SIGHUP or logrotate) and apply new settings.
+    pub fn reopen(&mut self, log_file: Option<&Path>, use_syslog: bool) -> std::io::Result<()> {
+        *self = KnockLog::open(log_file, use_syslog)?;
+        Ok(())
+    }
+
+    pub fn file_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(p, _)| p.as_path())
+    }
+}
+
+fn open_append(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open log file {}: {e}", p.display()),
+            )
+        })
+}
+
+fn connect_syslog() -> Option<UnixDatagram> {
+    let sock = UnixDatagram::unbound().ok()?;
+    match sock.connect("/dev/log") {
+        Ok(()) => Some(sock),
+        Err(e) => {
+            tracing::warn!("UseSyslog: cannot connect to /dev/log ({e}); logging to stderr only");
+            None
+        }
+    }
+}
+
+impl LogSink for KnockLog {
+    fn line(&mut self, msg: &str) {
+        tracing::info!(target: "knockd", "{msg}");
+        let now = chrono::Local::now();
+        if let Some((path, f)) = &mut self.file {
+            if let Err(e) = f.write_all(file_line(now, msg).as_bytes()) {
+                tracing::warn!("cannot write log file {}: {e}", path.display());
+            }
+        }
+        if let Some(s) = &self.syslog {
+            let _ = s.send(syslog_line(now, msg).as_bytes());
+        }
+    }
+}
+
+/// Collects lines in memory (tests).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLog(pub std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl MemoryLog {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl LogSink for MemoryLog {
+    fn line(&mut self, msg: &str) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(msg.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn formats_like_knockd() {
+        let t = chrono::Local
+            .with_ymd_and_hms(2026, 11, 24, 9, 5, 33)
+            .single()
+            .expect("time");
+        assert_eq!(
+            file_line(t, "10.0.0.12: openSSH: Stage 1"),
+            "[2026-11-24 09:05] 10.0.0.12: openSSH: Stage 1\n"
+        );
+        assert_eq!(
+            syslog_line(t, "10.0.0.12: openSSH: OPEN SESAME"),
+            "<13>Nov 24 09:05:33 knockd: 10.0.0.12: openSSH: OPEN SESAME"
+        );
+    }
+
+    #[test]
+    fn appends_to_the_log_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("knockd.log");
+        let mut log = KnockLog::open(Some(&p), false).expect("open");
+        log.line("a");
+        log.line("b");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.lines().all(|l| l.starts_with('[')));
+        assert!(KnockLog::open(Some(Path::new("/nonexistent/dir/x.log")), false).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! All signal handling in one place: SIGHUP → reload; SIGTERM/SIGINT → the shutdown future.
+
+use crate::engine::Control;
+use std::future::Future;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// Start listening for signals. The returned future completes on SIGTERM or SIGINT.
+pub fn install(ctl: mpsc::Sender<Control>) -> std::io::Result<impl Future<Output = ()>> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if ctl.send(Control::Reload(None)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
