@@ -15,7 +15,7 @@ pub fn expand(cmd: &str, ip: IpAddr) -> String {
 }
 
 /// One rule of a native door: `iptables -I CHAIN -s IP -p PROTO --dport PORT -j ACCEPT`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FwRule {
     pub chain: String,
     pub src: IpAddr,

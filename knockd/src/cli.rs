@@ -11,7 +11,9 @@ Command-line options take precedence over the config file ([options] Interface, 
 LogFile). Without -i or Interface, knockd captures on the interface of the default route.
 
 Signals: SIGHUP reloads the config (a bad config is reported and the running one kept);
-SIGTERM/SIGINT close grants that have a deadline and exit.
+SIGTERM/SIGINT close grants that have a deadline (see OnShutdown in knockd.conf(5)) and exit.
+`knockctl` talks to the running daemon over the control socket (status, list, revoke, reload,
+tail, tui). Open grants are saved in the state file, so a restart closes them on schedule.
 
 Examples:
   knockd -t -c /etc/knockd.conf      check a config file and exit
@@ -70,4 +72,13 @@ pub struct Args {
     /// Check the config file, print problems and warnings, and exit (0 = valid)
     #[arg(short = 't', long = "check-config")]
     pub check_config: bool,
+
+    /// Control socket for knockctl (overrides Socket in the config) [default: /run/knockd/knockd.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Where the grant ledger is kept across restarts (overrides StateFile in the config)
+    /// [default: /var/lib/knockd/state.json]
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
 }

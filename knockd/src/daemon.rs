@@ -4,9 +4,11 @@
 use crate::action::SystemExecutor;
 use crate::capture::{Capture, CaptureStats};
 use crate::cli::{Args, DEFAULT_PIDFILE};
-use crate::config::{self, Parsed};
+use crate::config::{self, Parsed, DEFAULT_SOCKET, DEFAULT_STATE_FILE};
+use crate::control::ControlSocket;
 use crate::engine::{Control, Engine};
 use crate::knocklog::KnockLog;
+use crate::state::SavedGrant;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,6 +131,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &args.pidfile {
         config.options.pid_file = Some(p.clone());
     }
+    if let Some(p) = &args.socket {
+        config.options.socket = Some(p.clone());
+    }
+    if let Some(p) = &args.state_file {
+        config.options.state_file = Some(p.clone());
+    }
     let iface = match &config.options.interface {
         Some(i) => i.clone(),
         None => default_route_interface().unwrap_or_else(|| "eth0".to_string()),
@@ -142,6 +150,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.options.log_file.as_deref(),
         config.options.use_syslog,
     )?;
+    let state_file = config
+        .options
+        .state_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE));
+    if let Some(dir) = state_file.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ok();
+        }
+    }
+    let saved = crate::state::load(&state_file)?;
+    let socket_path = config
+        .options
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let socket = ControlSocket::bind(&socket_path)?;
     if args.daemon {
         if config.options.log_file.is_none() && !config.options.use_syslog {
             tracing::warn!("running with -d but neither LogFile nor UseSyslog is set: events will not be logged anywhere");
@@ -160,16 +188,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, config, iface, capture, log))
+    let parts = Parts {
+        config,
+        iface,
+        capture,
+        log,
+        state_file,
+        saved,
+        socket,
+    };
+    runtime.block_on(serve(args, parts))
 }
 
-async fn serve(
-    args: Args,
+/// Everything opened and checked before the runtime starts.
+struct Parts {
     config: config::Config,
     iface: String,
     capture: Capture,
     log: KnockLog,
-) -> anyhow::Result<()> {
+    state_file: PathBuf,
+    saved: Vec<SavedGrant>,
+    socket: ControlSocket,
+}
+
+async fn serve(args: Args, parts: Parts) -> anyhow::Result<()> {
+    let Parts {
+        config,
+        iface,
+        capture,
+        log,
+        state_file,
+        saved,
+        socket,
+    } = parts;
     let (pkt_tx, pkt_rx) = mpsc::channel(8192);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let (filter_tx, filter_rx) = std::sync::mpsc::channel::<String>();
@@ -183,14 +234,19 @@ async fn serve(
         Box::new(move |f| {
             let _ = filter_tx.send(f);
         }),
-    );
+    )
+    .with_state_file(state_file)
+    .with_capture(vec![iface.clone()], stats.clone());
     // Addresses first, so the first filter already names them.
     let only_v4 = args.only_ipv4;
     let addrs = local_addrs(&iface, only_v4);
     engine.on_control(Control::LocalAddrs(addrs));
+    engine.restore(saved).await;
     let _capture_thread = capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
     let shutdown = crate::signals::install(ctl_tx.clone())?;
+    tracing::info!("control socket {}", socket.path().display());
+    tokio::spawn(socket.serve(ctl_tx.clone(), engine.events()));
     engine.log_line(&format!("starting up, listening on {iface}"));
     engine.run(pkt_rx, ctl_rx, shutdown).await?;
     Ok(())

@@ -5,17 +5,22 @@
 //! updates for the capture thread. Capture is therefore never blocked by a command.
 
 use crate::action::{self, Action, Executor, FwRule, Outcome};
-use crate::config::{self, Command6, Config, Door};
+use crate::capture::CaptureStats;
+use crate::config::{self, Command6, Config, Door, ShutdownPolicy};
 use crate::grants::{Close, Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
 use crate::matcher::{DoorRule, MatchEvent, Matcher};
 use crate::packet::Packet;
+use crate::state::{self, SavedGrant};
+use knock_ipc as ipc;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// From the capture thread.
 #[derive(Debug)]
@@ -33,7 +38,12 @@ pub type ReloadResult = Result<Vec<String>, Vec<String>>;
 pub enum Control {
     Reload(Option<oneshot::Sender<ReloadResult>>),
     LocalAddrs(Vec<IpAddr>),
+    /// A control-socket request (everything but Subscribe, which the socket server handles).
+    Request(ipc::Request, oneshot::Sender<ipc::Response>),
 }
+
+/// Capacity of the live event channel; a subscriber further behind skips ahead (`Lagged`).
+pub const EVENT_BUFFER: usize = 4096;
 
 /// Counters since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +105,54 @@ pub struct Engine<E: Executor, L: LogSink> {
     events: Vec<MatchEvent>,
     evictions_logged: u64,
     last_evict_log: Option<Instant>,
+    events_tx: broadcast::Sender<ipc::Event>,
+    state_file: Option<PathBuf>,
+    saved_version: u64,
+    started: Instant,
+    interfaces: Vec<String>,
+    capture_stats: Option<Arc<CaptureStats>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn door_info(d: &Door) -> ipc::DoorInfo {
+    let mut flags: Vec<String> = Vec::new();
+    for (name, bit) in config::flag::NAMES {
+        if d.tcp_flags.set & bit != 0 {
+            flags.push(name.to_string());
+        }
+        if d.tcp_flags.unset & bit != 0 {
+            flags.push(format!("!{name}"));
+        }
+    }
+    let action = if !d.open.is_empty() {
+        let ports: Vec<String> = d
+            .open
+            .iter()
+            .map(|o| format!("{}/{}", o.port, o.proto))
+            .collect();
+        format!("open {} ({})", ports.join(","), d.open_chain)
+    } else {
+        match (&d.start_command, &d.stop_command) {
+            (Some(_), Some(_)) => "command + stop_command".to_string(),
+            (Some(_), None) => "command".to_string(),
+            (None, Some(_)) => "stop_command".to_string(),
+            (None, None) => "none".to_string(),
+        }
+    };
+    ipc::DoorInfo {
+        name: d.name.clone(),
+        sequence: d.sequence.iter().map(|s| s.to_string()).collect(),
+        seq_timeout_ms: ms(d.seq_timeout),
+        cmd_timeout_ms: ms(d.cmd_timeout),
+        tcp_flags: flags.join(","),
+        action,
+        one_time: d.one_time_sequences.is_some(),
+        enabled: !d.sequence.is_empty(),
+        target: d.target,
+    }
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -113,6 +171,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let rules: Vec<DoorRule> = config.doors.iter().flat_map(rules_of).collect();
         let matcher = Matcher::new(rules, config.max_attempts());
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let mut e = Engine {
             config,
             config_path,
@@ -131,9 +190,171 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             events: Vec::new(),
             evictions_logged: 0,
             last_evict_log: None,
+            events_tx,
+            state_file: None,
+            saved_version: 0,
+            started: Instant::now(),
+            interfaces: Vec::new(),
+            capture_stats: None,
         };
         e.update_filter();
         e
+    }
+
+    /// Persist the grant ledger to this file after every change.
+    pub fn with_state_file(mut self, path: PathBuf) -> Self {
+        self.state_file = Some(path);
+        self
+    }
+
+    /// Interfaces and kernel counters, for `status`.
+    pub fn with_capture(mut self, interfaces: Vec<String>, stats: Arc<CaptureStats>) -> Self {
+        self.interfaces = interfaces;
+        self.capture_stats = Some(stats);
+        self
+    }
+
+    /// The live event stream (subscribe for `knockctl tail` and the TUI).
+    pub fn events(&self) -> broadcast::Sender<ipc::Event> {
+        self.events_tx.clone()
+    }
+
+    fn emit(&self, kind: impl FnOnce() -> ipc::EventKind) {
+        if self.events_tx.receiver_count() > 0 {
+            let _ = self.events_tx.send(ipc::Event {
+                at_unix_ms: state::unix_ms(SystemTime::now()),
+                kind: kind(),
+            });
+        }
+    }
+
+    fn grant_info(g: &Grant, now: Instant) -> ipc::GrantInfo {
+        ipc::GrantInfo {
+            door: g.door.clone(),
+            addr: g.addr,
+            opened: g.opened.clone(),
+            opened_at_unix_ms: state::unix_ms(g.opened_at),
+            expires_in_ms: g.expires.map(|t| {
+                u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+            }),
+            closes: g.close.describe(),
+            refreshes: g.refreshes,
+        }
+    }
+
+    fn emit_grant(&self, id: GrantId, kind: fn(ipc::GrantInfo) -> ipc::EventKind) {
+        if let Some(g) = self.ledger.get(id) {
+            let info = Self::grant_info(g, Instant::now());
+            self.emit(|| kind(info));
+        }
+    }
+
+    /// Write the ledger if it changed since the last save.
+    pub fn persist(&mut self) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        if self.ledger.version() == self.saved_version {
+            return;
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let saved: Vec<SavedGrant> = self
+            .ledger
+            .list()
+            .into_iter()
+            .map(|g| SavedGrant {
+                door: g.door.clone(),
+                addr: g.addr,
+                opened: g.opened.clone(),
+                opened_at_unix_ms: state::unix_ms(g.opened_at),
+                expires_at_unix_ms: g
+                    .expires
+                    .map(|t| state::unix_ms(wall + t.saturating_duration_since(now))),
+                close: g.close.clone(),
+                refreshes: g.refreshes,
+            })
+            .collect();
+        match state::save(&path, saved) {
+            Ok(()) => self.saved_version = self.ledger.version(),
+            Err(e) => {
+                let msg = format!("error: {e}");
+                self.line(&msg);
+                // Do not retry on every packet; the next ledger change tries again.
+                self.saved_version = self.ledger.version();
+            }
+        }
+    }
+
+    /// Take over the grants of a previous run: close those past their deadline, forget those
+    /// whose rule is gone from the firewall (never re-open them), re-arm the rest.
+    pub async fn restore(&mut self, saved: Vec<SavedGrant>) {
+        let wall = SystemTime::now();
+        let now = Instant::now();
+        for g in saved {
+            let remaining = g.expires_at_unix_ms.map(|ms| {
+                state::from_unix_ms(ms)
+                    .duration_since(wall)
+                    .unwrap_or(Duration::ZERO)
+            });
+            if remaining == Some(Duration::ZERO) {
+                let msg = format!(
+                    "{}: {}: grant expired while knockd was down, closing it",
+                    g.addr, g.door
+                );
+                self.line(&msg);
+                for a in g.close.actions() {
+                    let msg = format!("{}: running command: {a}", g.door);
+                    self.line(&msg);
+                    let o = self.exec.run(a).await;
+                    if !o.is_ok() {
+                        let msg = format!("{}: command failed: {o:?}", g.door);
+                        self.line(&msg);
+                    }
+                }
+                continue;
+            }
+            let checks: Vec<Action> = match &g.close {
+                Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.check())).collect(),
+                Close::Derived { check, .. } => vec![Action::Exec(check.clone())],
+                Close::StopCommand { .. } => Vec::new(),
+            };
+            let mut present = true;
+            for c in checks {
+                present &= self.exec.run(c).await.is_ok();
+            }
+            if !present {
+                let msg = format!(
+                    "{}: {}: rule no longer in the firewall, grant dropped",
+                    g.addr, g.door
+                );
+                self.line(&msg);
+                continue;
+            }
+            let expires = remaining.map(|r| now + r);
+            let id = self.ledger.insert(
+                &g.door,
+                g.addr,
+                g.opened,
+                state::from_unix_ms(g.opened_at_unix_ms),
+                expires,
+                g.close,
+            );
+            let msg = match remaining {
+                Some(r) => format!(
+                    "{}: {}: grant restored (closes in {}s)",
+                    g.addr,
+                    g.door,
+                    r.as_secs()
+                ),
+                None => format!("{}: {}: grant restored (no deadline)", g.addr, g.door),
+            };
+            self.line(&msg);
+            let _ = id;
+        }
+        // Force a write: the file now reflects what this run owns.
+        self.saved_version = self.ledger.version().wrapping_add(1);
+        self.persist();
     }
 
     pub fn stats(&self) -> &Stats {
@@ -228,6 +449,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 },
                 () = sleep => self.on_timer(tokio::time::Instant::now().into_std()),
             }
+            self.persist();
         }
         if let Err(e) = &result {
             let msg = format!("error: {e}");
@@ -251,6 +473,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
+            }
+            Control::Request(req, reply) => {
+                let r = self.on_request(req);
+                let _ = reply.send(r);
             }
             Control::LocalAddrs(mut addrs) => {
                 addrs.sort();
@@ -285,6 +511,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         for g in self.ledger.expire(now) {
             let msg = format!("{}: {}: command timeout", g.addr, g.door);
             self.line(&msg);
+            let info = Self::grant_info(&g, now);
+            self.emit(|| ipc::EventKind::GrantExpired { grant: info });
             self.close_grant(g);
         }
     }
@@ -303,13 +531,30 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 src, door, stage, ..
             } => {
                 self.stats.stages += 1;
-                let msg = format!("{src}: {}: Stage {stage}", self.door_name(door));
+                let name = self.door_name(door);
+                let msg = format!("{src}: {name}: Stage {stage}");
                 self.line(&msg);
+                let of = self
+                    .matcher
+                    .doors()
+                    .get(door)
+                    .map_or(0, |d| d.sequence.len());
+                self.emit(|| ipc::EventKind::Stage {
+                    addr: src,
+                    door: name,
+                    stage: stage as u32,
+                    of: of as u32,
+                });
             }
             MatchEvent::Open { src, door } => {
                 self.stats.opens += 1;
-                let msg = format!("{src}: {}: OPEN SESAME", self.door_name(door));
+                let name = self.door_name(door);
+                let msg = format!("{src}: {name}: OPEN SESAME");
                 self.line(&msg);
+                self.emit(|| ipc::EventKind::Open {
+                    addr: src,
+                    door: name,
+                });
                 self.open(door, src, now);
             }
             MatchEvent::Reset {
@@ -390,6 +635,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 door.cmd_timeout.as_secs()
             );
             self.line(&msg);
+            self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
             for r in rules {
                 self.spawn(
                     Some(id),
@@ -414,8 +660,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             format!("{opened} ({})", door.open_chain),
             SystemTime::now(),
             expires,
-            Close::Rules(rules),
+            Close::Rules { rules },
         );
+        self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
         for a in actions {
             let msg = format!("{}: running command: {a}", door.name);
             self.line(&msg);
@@ -477,6 +724,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 if let Some(g) = self.ledger.remove(id) {
                     let msg = format!("{src}: {}: closes the grant of door {}", door.name, g.door);
                     self.line(&msg);
+                    let info = Self::grant_info(&g, now);
+                    let by_door = door.name.clone();
+                    self.emit(|| ipc::EventKind::GrantClosed {
+                        grant: info,
+                        by_door,
+                    });
                     after = self.chains.remove(&id);
                 }
             }
@@ -494,6 +747,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         door.cmd_timeout.as_secs()
                     );
                     self.line(&msg);
+                    self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
                     return;
                 }
                 let id = self.ledger.insert(
@@ -502,8 +756,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     start.clone(),
                     SystemTime::now(),
                     expires,
-                    Close::StopCommand(stop),
+                    Close::StopCommand { command: stop },
                 );
+                self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
                 let msg = format!("{}: running command: {start}", door.name);
                 self.line(&msg);
                 self.spawn(
@@ -517,6 +772,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             (None, Some(d)) => {
                 if let Some(id) = existing {
                     self.ledger.refresh(id, None);
+                    self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
                     self.spawn(
                         Some(id),
                         &door.name,
@@ -537,6 +793,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         check: d.check,
                     },
                 );
+                self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
                 let msg = format!("{}: running command: {start}", door.name);
                 self.line(&msg);
                 self.spawn(
@@ -693,6 +950,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     None => format!("{}: command killed by a signal", d.door),
                 };
                 self.line(&msg);
+                let door = d.door.clone();
+                let message = if stderr.is_empty() {
+                    msg.clone()
+                } else {
+                    format!("{msg}: {stderr}")
+                };
+                self.emit(|| ipc::EventKind::CommandFailed { door, message });
                 if !stderr.is_empty() {
                     tracing::warn!(door = %d.door, "command stderr: {stderr}");
                 }
@@ -701,6 +965,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.stats.commands_failed += 1;
                 let msg = format!("{}: command failed to start: {e}", d.door);
                 self.line(&msg);
+                let door = d.door.clone();
+                self.emit(|| ipc::EventKind::CommandFailed { door, message: msg });
             }
         }
         if d.kind == TaskKind::Start && !d.outcome.is_ok() {
@@ -719,6 +985,109 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
+    /// Answer a control-socket request.
+    pub fn on_request(&mut self, req: ipc::Request) -> ipc::Response {
+        use ipc::{Request, Response};
+        let now = Instant::now();
+        match req {
+            Request::Status => Response::Status {
+                status: self.status(now),
+            },
+            Request::Grants => Response::Grants {
+                grants: self
+                    .ledger
+                    .list()
+                    .into_iter()
+                    .map(|g| Self::grant_info(g, now))
+                    .collect(),
+            },
+            Request::Attempts => Response::Attempts {
+                attempts: self
+                    .matcher
+                    .attempts()
+                    .into_iter()
+                    .map(|a| ipc::AttemptInfo {
+                        addr: a.src,
+                        door: self.door_name(a.door),
+                        stage: a.stage as u32,
+                        of: a.of as u32,
+                        age_ms: ms(now.saturating_duration_since(a.started)),
+                        remaining_ms: ms(a.deadline.saturating_duration_since(now)),
+                    })
+                    .collect(),
+            },
+            Request::Doors => Response::Doors {
+                doors: self.config.doors.iter().map(door_info).collect(),
+            },
+            Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
+            Request::Reload => match self.reload() {
+                Ok(warnings) => Response::Reloaded { warnings },
+                Err(errors) => Response::ReloadFailed { errors },
+            },
+            Request::Subscribe => Response::Error {
+                message: "subscribe must be the socket server's job".into(),
+            },
+        }
+    }
+
+    fn status(&self, now: Instant) -> ipc::Status {
+        let drops = self.capture_stats.as_ref().map_or(0, |s| {
+            s.dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed)
+        });
+        ipc::Status {
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            interfaces: self.interfaces.clone(),
+            config_file: self.config_path.display().to_string(),
+            doors: self.config.doors.len() as u32,
+            attempts: self.matcher.len() as u64,
+            max_attempts: self.matcher.cap() as u64,
+            grants: self.ledger.len() as u64,
+            counters: ipc::Counters {
+                packets: self.stats.packets,
+                stages: self.stats.stages,
+                opens: self.stats.opens,
+                resets: self.stats.resets,
+                timeouts: self.stats.timeouts,
+                evictions: self.stats.evictions,
+                commands_failed: self.stats.commands_failed,
+                kernel_drops: drops,
+            },
+        }
+    }
+
+    /// Close the grants of `addr` (of one door if given) now.
+    fn revoke(&mut self, addr: IpAddr, door: Option<&str>, now: Instant) -> ipc::Response {
+        let ids: Vec<GrantId> = self
+            .ledger
+            .list()
+            .into_iter()
+            .filter(|g| g.addr == addr && door.is_none_or(|d| d == g.door))
+            .map(|g| g.id)
+            .collect();
+        if ids.is_empty() {
+            let message = match door {
+                Some(d) => format!("no open grant for {addr} on door {d}"),
+                None => format!("no open grant for {addr}"),
+            };
+            return ipc::Response::Error { message };
+        }
+        let mut revoked = Vec::new();
+        for id in ids {
+            if let Some(g) = self.ledger.remove(id) {
+                let msg = format!("{}: {}: grant revoked", g.addr, g.door);
+                self.line(&msg);
+                let info = Self::grant_info(&g, now);
+                let ev = info.clone();
+                self.emit(|| ipc::EventKind::GrantRevoked { grant: ev });
+                revoked.push(info);
+                self.close_grant(g);
+            }
+        }
+        ipc::Response::Revoked { grants: revoked }
+    }
+
     /// Validate and apply the config file again. On any error, keep running on the old one.
     pub fn reload(&mut self) -> ReloadResult {
         let msg = format!("re-reading config file: {}", self.config_path.display());
@@ -732,6 +1101,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.line(&msg);
                 }
                 self.line("reload failed: keeping the running configuration");
+                let errors = problems.clone();
+                self.emit(|| ipc::EventKind::ReloadFailed { errors });
                 return Err(problems);
             }
         };
@@ -768,9 +1139,21 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Close every grant that has a deadline, and wait (bounded) for running commands.
     async fn shutdown(&mut self) {
+        let policy = self.config.options.on_shutdown;
+        if policy == ShutdownPolicy::Keep && !self.ledger.is_empty() {
+            let msg = format!(
+                "keeping {} grant(s) open (OnShutdown = keep): the next start closes them on schedule",
+                self.ledger.len()
+            );
+            self.line(&msg);
+        }
         for id in self.ledger.ids() {
-            let has_deadline = self.ledger.get(id).is_some_and(|g| g.expires.is_some());
-            if has_deadline {
+            let close = match policy {
+                ShutdownPolicy::Keep => false,
+                ShutdownPolicy::CloseAll => true,
+                ShutdownPolicy::Close => self.ledger.get(id).is_some_and(|g| g.expires.is_some()),
+            };
+            if close {
                 if let Some(g) = self.ledger.remove(id) {
                     let msg = format!("{}: {}: closing grant at shutdown", g.addr, g.door);
                     self.line(&msg);
@@ -785,6 +1168,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 _ => break,
             }
         }
+        self.persist();
         self.line("shutting down");
     }
 }

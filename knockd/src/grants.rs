@@ -7,12 +7,13 @@ use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 /// How a grant is closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Close {
     /// Native door: delete these rules.
-    Rules(Vec<FwRule>),
+    Rules { rules: Vec<FwRule> },
     /// The door's Stop_Command, already expanded (run by /bin/sh).
-    StopCommand(String),
+    StopCommand { command: String },
     /// The `-D` inverse derived from a single iptables start command (no shell).
     Derived {
         delete: Vec<String>,
@@ -24,8 +25,8 @@ impl Close {
     /// The actions that close the grant.
     pub fn actions(&self) -> Vec<Action> {
         match self {
-            Close::Rules(rules) => rules.iter().map(|r| Action::Exec(r.delete())).collect(),
-            Close::StopCommand(c) => vec![Action::Shell(c.clone())],
+            Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.delete())).collect(),
+            Close::StopCommand { command } => vec![Action::Shell(command.clone())],
             Close::Derived { delete, .. } => vec![Action::Exec(delete.clone())],
         }
     }
@@ -33,8 +34,8 @@ impl Close {
     /// Human description, e.g. `iptables -D ...` or `stop_command`.
     pub fn describe(&self) -> String {
         match self {
-            Close::Rules(_) => "native rule delete".to_string(),
-            Close::StopCommand(_) => "stop_command".to_string(),
+            Close::Rules { .. } => "native rule delete".to_string(),
+            Close::StopCommand { .. } => "stop_command".to_string(),
             Close::Derived { .. } => "derived iptables -D".to_string(),
         }
     }
@@ -63,9 +64,15 @@ pub struct Ledger {
     by_key: HashMap<(String, IpAddr), GrantId>,
     timers: BTreeSet<(Instant, GrantId)>,
     next_id: GrantId,
+    version: u64,
 }
 
 impl Ledger {
+    /// Changes on every mutation: the engine persists the ledger when it moves.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn len(&self) -> usize {
         self.grants.len()
     }
@@ -97,6 +104,7 @@ impl Ledger {
             self.remove(old);
         }
         self.next_id += 1;
+        self.version += 1;
         let id = self.next_id;
         if let Some(t) = expires {
             self.timers.insert((t, id));
@@ -121,6 +129,7 @@ impl Ledger {
     /// Move a grant's deadline (re-knock).
     pub fn refresh(&mut self, id: GrantId, expires: Option<Instant>) {
         if let Some(g) = self.grants.get_mut(&id) {
+            self.version += 1;
             if let Some(t) = g.expires {
                 self.timers.remove(&(t, id));
             }
@@ -134,6 +143,7 @@ impl Ledger {
 
     pub fn remove(&mut self, id: GrantId) -> Option<Grant> {
         let g = self.grants.remove(&id)?;
+        self.version += 1;
         if let Some(t) = g.expires {
             self.timers.remove(&(t, id));
         }
@@ -196,7 +206,9 @@ mod tests {
     fn insert_refresh_expire() {
         let t0 = Instant::now();
         let mut l = Ledger::default();
-        let close = Close::StopCommand("x".into());
+        let close = Close::StopCommand {
+            command: "x".into(),
+        };
         let a = l.insert(
             "d",
             addr("10.0.0.2"),
@@ -225,7 +237,9 @@ mod tests {
     #[test]
     fn one_grant_per_door_and_address() {
         let mut l = Ledger::default();
-        let c = Close::StopCommand("x".into());
+        let c = Close::StopCommand {
+            command: "x".into(),
+        };
         l.insert(
             "d",
             addr("10.0.0.2"),

@@ -14,7 +14,10 @@ pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
 
 /// Transport protocol of a knock or of a port opened by a native door.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
     Udp,
@@ -131,6 +134,39 @@ pub struct Options {
     pub interface: Option<String>,
     /// `MaxAttempts`: cap on attempts tracked at once; None = DEFAULT_MAX_ATTEMPTS.
     pub max_attempts: Option<usize>,
+    /// `Socket`: control socket path; None = DEFAULT_SOCKET.
+    pub socket: Option<PathBuf>,
+    /// `StateFile`: where the grant ledger is persisted; None = DEFAULT_STATE_FILE.
+    pub state_file: Option<PathBuf>,
+    /// `OnShutdown`: what happens to open grants when knockd stops.
+    pub on_shutdown: ShutdownPolicy,
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/knockd/state.json";
+
+/// What knockd does with open grants when it stops (`OnShutdown = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownPolicy {
+    /// `close` (default): close grants that have a deadline; grants without one (a door
+    /// with only an iptables start command, like knockd's example) stay open as in knockd.
+    #[default]
+    Close,
+    /// `close-all`: close every grant, including those without a deadline.
+    CloseAll,
+    /// `keep`: leave every rule in place; the state file lets the next start close them on
+    /// schedule (grants past their deadline are closed at once).
+    Keep,
+}
+
+impl ShutdownPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownPolicy::Close => "close",
+            ShutdownPolicy::CloseAll => "close-all",
+            ShutdownPolicy::Keep => "keep",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::model::{
-    flag, Command6, Config, Door, OpenPort, Options, Proto, Step, TcpFlags, DEFAULT_CMD_TIMEOUT,
-    DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, MAX_SEQUENCE_LEN,
+    flag, Command6, Config, Door, OpenPort, Options, Proto, ShutdownPolicy, Step, TcpFlags,
+    DEFAULT_CMD_TIMEOUT, DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, MAX_SEQUENCE_LEN,
 };
 use super::otp;
 use super::warn::Warning;
@@ -43,6 +43,9 @@ enum Key {
     PidFile,
     Interface,
     MaxAttempts,
+    Socket,
+    StateFile,
+    OnShutdown,
     Sequence,
     OneTimeSequences,
     SeqTimeout,
@@ -96,6 +99,9 @@ const KEYS: &[KeyInfo] = &[
     key(Key::PidFile, "PidFile", &[], Scope::Global),
     key(Key::Interface, "Interface", &[], Scope::Global),
     key(Key::MaxAttempts, "MaxAttempts", &[], Scope::Global),
+    key(Key::Socket, "Socket", &[], Scope::Global),
+    key(Key::StateFile, "StateFile", &[], Scope::Global),
+    key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
     key(Key::Sequence, "Sequence", &[], Scope::Door),
     key(Key::OneTimeSequences, "One_Time_Sequences", &[], Scope::Door),
     key(Key::SeqTimeout, "Seq_Timeout", &["Timeout"], Scope::Door),
@@ -800,7 +806,14 @@ impl Parser<'_> {
                 }
                 door.open_chain = value.to_string();
             }
-            Key::UseSyslog | Key::LogFile | Key::PidFile | Key::Interface | Key::MaxAttempts => {}
+            Key::UseSyslog
+            | Key::LogFile
+            | Key::PidFile
+            | Key::Interface
+            | Key::MaxAttempts
+            | Key::Socket
+            | Key::StateFile
+            | Key::OnShutdown => {}
         }
         Ok(())
     }
@@ -841,6 +854,34 @@ impl Parser<'_> {
                         )
                     })?;
                 o.max_attempts = Some(n);
+            }
+            Key::Socket => {
+                if !value.starts_with('/') {
+                    return Err(format!(
+                        "invalid Socket '{value}' (use an absolute path, e.g. Socket = /run/knockd/knockd.sock)"
+                    ));
+                }
+                o.socket = Some(PathBuf::from(value));
+            }
+            Key::StateFile => {
+                if !value.starts_with('/') {
+                    return Err(format!(
+                        "invalid StateFile '{value}' (use an absolute path, e.g. StateFile = /var/lib/knockd/state.json)"
+                    ));
+                }
+                o.state_file = Some(PathBuf::from(value));
+            }
+            Key::OnShutdown => {
+                o.on_shutdown = match value.to_ascii_lowercase().as_str() {
+                    "close" => ShutdownPolicy::Close,
+                    "close-all" => ShutdownPolicy::CloseAll,
+                    "keep" => ShutdownPolicy::Keep,
+                    _ => {
+                        return Err(format!(
+                            "invalid OnShutdown '{value}' (use close, close-all or keep)"
+                        ))
+                    }
+                };
             }
             _ => {}
         }

@@ -131,6 +131,7 @@ fn every_key_is_parsed() {
             pid_file: Some("/run/knockd.pid".into()),
             interface: Some("eth1".into()),
             max_attempts: Some(500),
+            ..Options::default()
         }
     );
     assert_eq!(p.config.max_attempts(), 500);
@@ -369,7 +370,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nfoo\n", 3, "'foo' is not a directive (write key = value"),
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
-        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts)"),
+        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown)"),
         ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),
@@ -660,4 +661,48 @@ fn load_missing_empty_or_exhausted_otp_file_is_an_error() {
     );
     assert_eq!(got[2].0, 8);
     assert!(got[2].1.contains("used.otp"), "{e}");
+}
+
+#[test]
+fn control_plane_options() {
+    let p = parse(
+        "[options]\n Socket = /run/k/k.sock\n StateFile = /var/lib/k/s.json\n OnShutdown = Keep\n[d]\n sequence = 1,5,3\n",
+        "t.conf",
+    )
+    .expect("valid");
+    let o = &p.config.options;
+    assert_eq!(
+        o.socket.as_deref(),
+        Some(std::path::Path::new("/run/k/k.sock"))
+    );
+    assert_eq!(
+        o.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/k/s.json"))
+    );
+    assert_eq!(o.on_shutdown, crate::config::ShutdownPolicy::Keep);
+    assert_eq!(
+        parse("[d]\n sequence = 1,5,3\n", "t.conf")
+            .expect("valid")
+            .config
+            .options
+            .on_shutdown,
+        crate::config::ShutdownPolicy::Close
+    );
+    for (text, line, needle) in [
+        ("[options]\n Socket = rel.sock\n", 2, "absolute path"),
+        ("[options]\n StateFile = s.json\n", 2, "absolute path"),
+        (
+            "[options]\n OnShutdown = never\n",
+            2,
+            "close, close-all or keep",
+        ),
+    ] {
+        let errs = parse(&format!("{text}[d]\n sequence = 1,5,3\n"), "t.conf").expect_err(text);
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.line == line && e.message.contains(needle)),
+            "{text}: {errs}"
+        );
+    }
 }
