@@ -268,6 +268,49 @@ impl Executor for SystemExecutor {
     }
 }
 
+/// Records every action instead of running it; actions whose text contains one of the
+/// `fail_on` substrings exit 1. For tests and benchmarks (no root, no firewall).
+#[derive(Debug, Clone, Default)]
+pub struct RecordingExecutor {
+    ran: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    fail: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RecordingExecutor {
+    /// Everything run so far, as command lines.
+    pub fn ran(&self) -> Vec<String> {
+        self.ran.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+    /// Make actions containing `s` fail from now on (e.g. `" -C "`: rule missing).
+    pub fn fail_on(&self, s: &str) {
+        if let Ok(mut f) = self.fail.lock() {
+            f.push(s.to_string());
+        }
+    }
+}
+
+impl Executor for RecordingExecutor {
+    async fn run(&self, a: Action) -> Outcome {
+        let s = a.to_string();
+        let fails = self
+            .fail
+            .lock()
+            .map(|f| f.iter().any(|x| s.contains(x)))
+            .unwrap_or(false);
+        if let Ok(mut r) = self.ran.lock() {
+            r.push(s);
+        }
+        if fails {
+            Outcome::Failed {
+                code: Some(1),
+                stderr: String::new(),
+            }
+        } else {
+            Outcome::Ok
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,45 +7,7 @@ use std::sync::{Arc, Mutex};
 const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
 const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
 
-/// Records what it runs; actions whose text contains a `fail` substring exit 1.
-#[derive(Clone, Default)]
-struct FakeExec {
-    ran: Arc<Mutex<Vec<String>>>,
-    fail: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeExec {
-    fn ran(&self) -> Vec<String> {
-        self.ran.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-    fn fail_on(&self, s: &str) {
-        if let Ok(mut f) = self.fail.lock() {
-            f.push(s.to_string());
-        }
-    }
-}
-
-impl Executor for FakeExec {
-    async fn run(&self, a: Action) -> Outcome {
-        let s = a.to_string();
-        if let Ok(mut r) = self.ran.lock() {
-            r.push(s.clone());
-        }
-        let fails = self
-            .fail
-            .lock()
-            .map(|f| f.iter().any(|x| s.contains(x)))
-            .unwrap_or(false);
-        if fails {
-            Outcome::Failed {
-                code: Some(1),
-                stderr: String::new(),
-            }
-        } else {
-            Outcome::Ok
-        }
-    }
-}
+type FakeExec = crate::action::RecordingExecutor;
 
 fn door(name: &str, ports: &[u16]) -> Door {
     Door {
