@@ -13,6 +13,13 @@ section() { printf '\n==== %s ====\n' "$*"; }
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "warning: not root: the end-to-end tests will be SKIPPED (CI=true makes them fail)" >&2
+else
+    # A fresh machine: install what the build and the tests need (idempotent, quick when done).
+    section "setup: bash scripts/setup.sh"
+    bash scripts/setup.sh
+fi
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
 section "build: cargo build --workspace --bins"
