@@ -1,3 +1,4 @@
 //! Client-side tools: the `knock` client and the `knockctl` control CLI.
 
+pub mod ctl;
 pub mod knock;

@@ -1,0 +1,12 @@
+//! `knockctl`: inspect and control a running knockd over its control socket.
+//!
+//! - [`cli`]: the clap definition ([`Args`]), also the source of the man page.
+//! - [`output`]: pure formatting of wire values for people (80 columns) and clocks.
+//! - [`run`](mod@run): connect, ask, print; follow the event stream; exit codes.
+
+pub mod cli;
+pub mod output;
+pub mod run;
+
+pub use cli::{Args, Command, EXAMPLES};
+pub use run::{render, request_for, run, CtlError, Reply};

@@ -1,0 +1,864 @@
+//! Pure formatting: wire values and a clock reading in, text out. Nothing here does I/O or
+//! reads the clock; the time zone is whatever `now` carries, so tests pass a fixed offset.
+//!
+//! Human output is laid out for 80 columns: tables align their columns and wrap the long
+//! free-text ones (what was opened, actions, sequences) onto continuation lines rather than
+//! cutting them.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, TimeZone};
+use knock_ipc::{AttemptInfo, DoorInfo, Event, EventKind, GrantInfo, Status};
+
+/// Width human output is laid out for.
+pub const WIDTH: usize = 80;
+
+/// Space between table columns.
+const GAP: usize = 2;
+
+/// `29s`, `4m03s`, `2h05m`, `3d04h`: the two most significant units, truncated.
+pub fn format_duration_secs(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Like [`format_duration_secs`], with tenths below a minute (`0.4s`, `12.3s`): knock
+/// sequences time out within seconds.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{}.{}s", ms / 1000, ms % 1000 / 100)
+    } else {
+        format_duration_secs(ms / 1000)
+    }
+}
+
+/// Time left on a grant: `29s`, `4m03s`, or `never` when it has no deadline.
+pub fn format_remaining(expires_in_ms: Option<u64>) -> String {
+    match expires_in_ms {
+        Some(ms) => format_duration_secs(ms / 1000),
+        None => "never".to_string(),
+    }
+}
+
+/// A wall-clock instant in `now`'s time zone: `14:59:16` today, `Mar 02 14:59` another day.
+pub fn format_clock<Tz: TimeZone>(unix_ms: i64, now: &DateTime<Tz>) -> String {
+    let Some(at) = DateTime::from_timestamp_millis(unix_ms) else {
+        return "?".to_string();
+    };
+    let at = at.with_timezone(&now.timezone()).naive_local();
+    if at.date() == now.date_naive() {
+        at.format("%H:%M:%S").to_string()
+    } else {
+        at.format("%b %d %H:%M").to_string()
+    }
+}
+
+/// `knockctl status`.
+pub fn format_status(status: &Status) -> String {
+    let c = &status.counters;
+    let interfaces = if status.interfaces.is_empty() {
+        "none".to_string()
+    } else {
+        status.interfaces.join(", ")
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("version", format!("knockd {}", status.daemon_version)),
+        ("pid", status.pid.to_string()),
+        ("uptime", format_duration_secs(status.uptime_secs)),
+        ("interfaces", interfaces),
+        ("config", status.config_file.clone()),
+        ("doors", status.doors.to_string()),
+        (
+            "attempts",
+            format!("{}/{}", status.attempts, status.max_attempts),
+        ),
+        ("grants", status.grants.to_string()),
+        (
+            "counters",
+            format!(
+                "packets {}  stages {}  opens {}  resets {}  timeouts {}",
+                c.packets, c.stages, c.opens, c.resets, c.timeouts
+            ),
+        ),
+        (
+            "",
+            format!(
+                "evictions {}  failed commands {}  kernel drops {}",
+                c.evictions, c.commands_failed, c.kernel_drops
+            ),
+        ),
+    ];
+    let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + GAP;
+    let mut out = String::new();
+    for (key, value) in rows {
+        push_line(&mut out, &format!("{key:key_width$}{value}"));
+    }
+    out
+}
+
+/// `knockctl list`: one row per grant, or `no open grants`.
+pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> String {
+    if grants.is_empty() {
+        return "no open grants\n".to_string();
+    }
+    let columns = [
+        Column::fixed("LEFT"),
+        Column::fixed("OPENED"),
+        Column::fixed("DOOR"),
+        Column::fixed("ADDRESS"),
+        Column::wrap("WHAT"),
+        Column::wrap("CLOSES BY"),
+    ];
+    let rows: Vec<Vec<String>> = grants
+        .iter()
+        .map(|g| {
+            let mut what = g.opened.clone();
+            if g.refreshes > 0 {
+                what.push_str(&format!(" (refreshed {}x)", g.refreshes));
+            }
+            vec![
+                format_remaining(g.expires_in_ms),
+                format_clock(g.opened_at_unix_ms, now),
+                g.door.clone(),
+                g.addr.to_string(),
+                what,
+                g.closes.clone(),
+            ]
+        })
+        .collect();
+    render_table(&columns, &rows, WIDTH)
+}
+
+/// `knockctl attempts`: one row per sequence in progress.
+pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
+    if attempts.is_empty() {
+        return "no knock sequences in progress\n".to_string();
+    }
+    let columns = [
+        Column::fixed("ADDRESS"),
+        Column::fixed("DOOR"),
+        Column::fixed("STAGE"),
+        Column::fixed("AGE"),
+        Column::fixed("TIMES OUT IN"),
+    ];
+    let rows: Vec<Vec<String>> = attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.addr.to_string(),
+                a.door.clone(),
+                format!("{}/{}", a.stage, a.of),
+                format_duration_ms(a.age_ms),
+                format_duration_ms(a.remaining_ms),
+            ]
+        })
+        .collect();
+    render_table(&columns, &rows, WIDTH)
+}
+
+/// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
+pub fn format_doors(doors: &[DoorInfo]) -> String {
+    if doors.is_empty() {
+        return "no doors configured\n".to_string();
+    }
+    let columns = [
+        Column::fixed("DOOR"),
+        Column::wrap("SEQUENCE"),
+        Column::fixed("WITHIN"),
+        Column::wrap("ACTION"),
+        Column::wrap("NOTES"),
+    ];
+    let rows: Vec<Vec<String>> = doors
+        .iter()
+        .map(|d| {
+            let sequence = if d.sequence.is_empty() {
+                "(used up)".to_string()
+            } else {
+                d.sequence.join(" ")
+            };
+            let mut notes = Vec::new();
+            if !d.enabled {
+                notes.push("disabled".to_string());
+            }
+            if d.one_time {
+                notes.push("one-time".to_string());
+            }
+            if let Some(target) = d.target {
+                notes.push(format!("target {target}"));
+            }
+            if !d.tcp_flags.is_empty() {
+                notes.push(format!("flags {}", d.tcp_flags));
+            }
+            if d.cmd_timeout_ms > 0 {
+                notes.push(format!(
+                    "closes after {}",
+                    format_duration_secs(d.cmd_timeout_ms / 1000)
+                ));
+            }
+            vec![
+                d.name.clone(),
+                sequence,
+                format_duration_secs(d.seq_timeout_ms / 1000),
+                d.action.clone(),
+                notes.join(", "),
+            ]
+        })
+        .collect();
+    render_table(&columns, &rows, WIDTH)
+}
+
+/// What `revoke` closed, one line per grant.
+pub fn format_revoked(grants: &[GrantInfo]) -> String {
+    let mut out = String::new();
+    for g in grants {
+        push_line(
+            &mut out,
+            &format!("revoked {} {} ({})", g.door, g.addr, g.opened),
+        );
+    }
+    out
+}
+
+/// Why `revoke` closed nothing.
+pub fn no_grant_message(addr: IpAddr, door: Option<&str>) -> String {
+    match door {
+        Some(door) => format!("no open grant for {addr} on door {door}"),
+        None => format!("no open grant for {addr}"),
+    }
+}
+
+/// A successful `reload`: `configuration reloaded`, then one line per warning.
+pub fn format_reloaded(warnings: &[String]) -> String {
+    let mut out = String::from("configuration reloaded\n");
+    for w in warnings {
+        push_line(&mut out, &format!("warning: {w}"));
+    }
+    out
+}
+
+/// A failed `reload`: a header, then one error (with its file:line) per line.
+pub fn format_reload_failed(errors: &[String]) -> String {
+    if errors.is_empty() {
+        return "reload failed (knockd gave no reason; see its log)".to_string();
+    }
+    let mut out = String::from("reload failed:");
+    for e in errors {
+        out.push_str("\n  ");
+        out.push_str(e);
+    }
+    out
+}
+
+/// One `tail` line: local time with milliseconds, then what happened.
+pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
+    let at = match DateTime::from_timestamp_millis(event.at_unix_ms) {
+        Some(at) => at
+            .with_timezone(tz)
+            .naive_local()
+            .format("%H:%M:%S%.3f")
+            .to_string(),
+        None => "??:??:??.???".to_string(),
+    };
+    let what = match &event.kind {
+        EventKind::Stage {
+            addr,
+            door,
+            stage,
+            of,
+        } => format!("{addr} {door} stage {stage}/{of}"),
+        EventKind::Reset { addr, door, stage } => {
+            format!("{addr} {door} reset at stage {stage} (wrong knock)")
+        }
+        EventKind::Timeout { addr, door, stage } => {
+            format!("{addr} {door} timed out at stage {stage}")
+        }
+        EventKind::Open { addr, door } => format!("{addr} {door} OPEN"),
+        EventKind::GrantAdded { grant } => match grant.expires_in_ms {
+            Some(ms) => format!(
+                "{} {} grant expires in {}",
+                grant.addr,
+                grant.door,
+                format_duration_secs(ms / 1000)
+            ),
+            None => format!("{} {} grant open until revoked", grant.addr, grant.door),
+        },
+        EventKind::GrantRefreshed { grant } => format!(
+            "{} {} grant refreshed, expires in {}",
+            grant.addr,
+            grant.door,
+            format_remaining(grant.expires_in_ms)
+        ),
+        EventKind::GrantRevoked { grant } => {
+            format!("{} {} grant revoked", grant.addr, grant.door)
+        }
+        EventKind::GrantExpired { grant } => {
+            format!("{} {} grant expired", grant.addr, grant.door)
+        }
+        EventKind::GrantClosed { grant, by_door } => format!(
+            "{} {} grant closed by door {by_door}",
+            grant.addr, grant.door
+        ),
+        EventKind::CommandFailed { door, message } => {
+            format!("{door} command failed: {message}")
+        }
+        EventKind::ReloadOk { doors, warnings } => {
+            let mut s = format!("configuration reloaded: {doors} doors");
+            if !warnings.is_empty() {
+                s.push_str(&format!(", warnings: {}", warnings.join("; ")));
+            }
+            s
+        }
+        EventKind::ReloadFailed { errors } => {
+            format!("reload failed: {}", errors.join("; "))
+        }
+        EventKind::Lagged { missed } => {
+            format!("missed {missed} events (knockctl was reading too slowly)")
+        }
+    };
+    format!("{at} {what}")
+}
+
+fn push_line(out: &mut String, line: &str) {
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+/// A table column: fixed columns keep their natural width, wrapping ones give way when the
+/// table is wider than the screen.
+struct Column {
+    header: &'static str,
+    wraps: bool,
+}
+
+impl Column {
+    fn fixed(header: &'static str) -> Column {
+        Column {
+            header,
+            wraps: false,
+        }
+    }
+
+    fn wrap(header: &'static str) -> Column {
+        Column {
+            header,
+            wraps: true,
+        }
+    }
+}
+
+fn text_width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Narrowest a wrapping column may get: its header, at least 10, and wide enough not to
+/// split words of up to 16 characters.
+fn min_width(column: &Column, longest_word: usize) -> usize {
+    text_width(column.header).max(10).max(longest_word.min(16))
+}
+
+/// Lays `rows` out under `columns`, two spaces apart, within `width` if the wrapping
+/// columns can give enough way.
+fn render_table(columns: &[Column], rows: &[Vec<String>], width: usize) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| text_width(c.header)).collect();
+    let mut words = vec![0; columns.len()];
+    for row in rows {
+        for ((w, longest), cell) in widths.iter_mut().zip(&mut words).zip(row) {
+            *w = (*w).max(text_width(cell));
+            let word = cell.split_whitespace().map(text_width).max().unwrap_or(0);
+            *longest = (*longest).max(word);
+        }
+    }
+    let mins: Vec<usize> = columns
+        .iter()
+        .zip(&words)
+        .map(|(c, longest)| min_width(c, *longest))
+        .collect();
+    let total =
+        |widths: &[usize]| widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
+    while total(&widths) > width {
+        // Shrink the widest wrapping column that still can.
+        let candidate = (0..columns.len())
+            .filter(|&i| columns[i].wraps && widths[i] > mins[i])
+            .max_by_key(|&i| widths[i]);
+        match candidate {
+            Some(i) => widths[i] -= 1,
+            None => break,
+        }
+    }
+
+    let header: Vec<String> = columns.iter().map(|c| c.header.to_string()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<Vec<String>> = widths
+            .iter()
+            .zip(row)
+            .map(|(w, cell)| wrap(cell, *w))
+            .collect();
+        let height = cells.iter().map(Vec::len).max().unwrap_or(1);
+        for line in 0..height {
+            let mut text = String::new();
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    text.push_str(&" ".repeat(GAP));
+                }
+                let part = cell.get(line).map(String::as_str).unwrap_or("");
+                text.push_str(part);
+                text.push_str(&" ".repeat(w.saturating_sub(text_width(part))));
+            }
+            push_line(&mut out, &text);
+        }
+    }
+    out
+}
+
+/// Greedy word wrap to `width` columns; a word longer than `width` is split. Always at least
+/// one (possibly empty) line.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = text_width(&line);
+            let sep = usize::from(used > 0);
+            if used + sep + word.len() <= width {
+                if sep == 1 {
+                    line.push(' ');
+                }
+                line.extend(word.iter());
+                break;
+            }
+            if used > 0 {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            // The word alone is too long: split it.
+            let rest = word.split_off(width);
+            lines.push(word.iter().collect());
+            word = rest;
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{FixedOffset, Utc};
+    use knock_ipc::Counters;
+
+    /// 2026-09-22 14:59:16.201 UTC.
+    const T0: i64 = 1_790_089_156_201;
+
+    fn now() -> DateTime<FixedOffset> {
+        DateTime::from_timestamp_millis(T0 + 10_000)
+            .expect("valid")
+            .with_timezone(&FixedOffset::east_opt(0).expect("utc"))
+    }
+
+    fn grant(door: &str, addr: &str, expires_in_ms: Option<u64>) -> GrantInfo {
+        GrantInfo {
+            door: door.into(),
+            addr: addr.parse().expect("ip"),
+            opened: "22/tcp (INPUT)".into(),
+            opened_at_unix_ms: T0,
+            expires_in_ms,
+            closes: "native rule delete".into(),
+            refreshes: 0,
+        }
+    }
+
+    fn assert_fits(text: &str) {
+        for line in text.lines() {
+            assert!(text_width(line) <= WIDTH, "too wide: {line:?}");
+            assert_eq!(line, line.trim_end(), "trailing spaces: {line:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for (secs, want) in [
+            (0, "0s"),
+            (29, "29s"),
+            (59, "59s"),
+            (60, "1m00s"),
+            (243, "4m03s"),
+            (3599, "59m59s"),
+            (3600, "1h00m"),
+            (7500, "2h05m"),
+            (86_399, "23h59m"),
+            (86_400, "1d00h"),
+            (273_600, "3d04h"),
+        ] {
+            assert_eq!(format_duration_secs(secs), want, "{secs}s");
+        }
+        assert_eq!(format_remaining(Some(29_999)), "29s");
+        assert_eq!(format_remaining(Some(243_500)), "4m03s");
+        assert_eq!(format_remaining(None), "never");
+        assert_eq!(format_duration_ms(400), "0.4s");
+        assert_eq!(format_duration_ms(12_345), "12.3s");
+        assert_eq!(format_duration_ms(61_000), "1m01s");
+    }
+
+    #[test]
+    fn clock_shows_date_only_for_other_days() {
+        let now = now();
+        assert_eq!(format_clock(T0, &now), "14:59:16");
+        assert_eq!(format_clock(T0 - 86_400_000, &now), "Sep 21 14:59");
+        let plus2 = now.with_timezone(&FixedOffset::east_opt(2 * 3600).expect("tz"));
+        assert_eq!(format_clock(T0, &plus2), "16:59:16");
+    }
+
+    #[test]
+    fn grants_table() {
+        let mut web = grant("web", "fd99:77::2", None);
+        web.opened = "start_command: /usr/local/bin/open-web --for %IP% --verbose".into();
+        web.closes = "stop_command".into();
+        web.opened_at_unix_ms = T0 - 86_400_000;
+        web.refreshes = 2;
+        let grants = [
+            grant("openSSH", "10.0.0.12", Some(29_400)),
+            grant("openSSH", "192.168.100.200", Some(243_000)),
+            web,
+        ];
+        let text = format_grants(&grants, &now());
+        assert_eq!(
+            text,
+            "\
+LEFT   OPENED        DOOR     ADDRESS          WHAT              CLOSES BY
+29s    14:59:16      openSSH  10.0.0.12        22/tcp (INPUT)    native rule
+                                                                 delete
+4m03s  14:59:16      openSSH  192.168.100.200  22/tcp (INPUT)    native rule
+                                                                 delete
+never  Sep 21 14:59  web      fd99:77::2       start_command:    stop_command
+                                               /usr/local/bin/o
+                                               pen-web --for
+                                               %IP% --verbose
+                                               (refreshed 2x)
+"
+        );
+        assert_fits(&text);
+    }
+
+    #[test]
+    fn narrow_grants_table_is_not_wrapped() {
+        let text = format_grants(&[grant("openSSH", "10.0.0.12", Some(30_000))], &now());
+        assert_eq!(
+            text,
+            "\
+LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
+30s   14:59:16  openSSH  10.0.0.12  22/tcp (INPUT)  native rule delete
+"
+        );
+    }
+
+    #[test]
+    fn empty_lists_say_so() {
+        assert_eq!(format_grants(&[], &now()), "no open grants\n");
+        assert_eq!(format_attempts(&[]), "no knock sequences in progress\n");
+        assert_eq!(format_doors(&[]), "no doors configured\n");
+    }
+
+    #[test]
+    fn status_block() {
+        let status = Status {
+            daemon_version: "0.1.0".into(),
+            pid: 4242,
+            uptime_secs: 273_600 + 720,
+            interfaces: vec!["eth0".into(), "wg0".into()],
+            config_file: "/etc/knockd.conf".into(),
+            doors: 3,
+            attempts: 2,
+            max_attempts: 1000,
+            grants: 1,
+            counters: Counters {
+                packets: 123_456,
+                stages: 55,
+                opens: 3,
+                resets: 4,
+                timeouts: 2,
+                evictions: 0,
+                commands_failed: 1,
+                kernel_drops: 0,
+            },
+        };
+        let text = format_status(&status);
+        assert_eq!(
+            text,
+            "\
+version     knockd 0.1.0
+pid         4242
+uptime      3d04h
+interfaces  eth0, wg0
+config      /etc/knockd.conf
+doors       3
+attempts    2/1000
+grants      1
+counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
+            evictions 0  failed commands 1  kernel drops 0
+"
+        );
+        assert_fits(&text);
+        let empty = format_status(&Status::default());
+        assert!(empty.contains("interfaces  none\n"), "{empty}");
+    }
+
+    #[test]
+    fn attempts_table() {
+        let attempts = [
+            AttemptInfo {
+                addr: "10.0.0.12".parse().expect("ip"),
+                door: "openSSH".into(),
+                stage: 2,
+                of: 3,
+                age_ms: 1_234,
+                remaining_ms: 3_766,
+            },
+            AttemptInfo {
+                addr: "2001:db8:1234:5678:9abc:def0:1234:5678"
+                    .parse()
+                    .expect("ip"),
+                door: "web".into(),
+                stage: 1,
+                of: 4,
+                age_ms: 250,
+                remaining_ms: 95_000,
+            },
+        ];
+        let text = format_attempts(&attempts);
+        assert_eq!(
+            text,
+            "\
+ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
+10.0.0.12                               openSSH  2/3    1.2s  3.7s
+2001:db8:1234:5678:9abc:def0:1234:5678  web      1/4    0.2s  1m35s
+"
+        );
+        assert_fits(&text);
+    }
+
+    #[test]
+    fn doors_table() {
+        let doors = [
+            DoorInfo {
+                name: "openSSH".into(),
+                sequence: vec!["7000:tcp".into(), "8000:tcp".into(), "9000:tcp".into()],
+                seq_timeout_ms: 5_000,
+                cmd_timeout_ms: 30_000,
+                tcp_flags: "syn".into(),
+                action: "open 22/tcp (INPUT)".into(),
+                one_time: false,
+                enabled: true,
+                target: None,
+            },
+            DoorInfo {
+                name: "oneShot".into(),
+                sequence: vec![],
+                seq_timeout_ms: 10_000,
+                cmd_timeout_ms: 0,
+                tcp_flags: String::new(),
+                action: "command + stop_command".into(),
+                one_time: true,
+                enabled: false,
+                target: Some("10.0.0.1".parse().expect("ip")),
+            },
+            DoorInfo {
+                name: "long".into(),
+                sequence: (1..=8).map(|i| format!("{}:udp", 10_000 + i)).collect(),
+                seq_timeout_ms: 15_000,
+                cmd_timeout_ms: 0,
+                tcp_flags: String::new(),
+                action: "open 443/tcp (INPUT)".into(),
+                one_time: false,
+                enabled: true,
+                target: None,
+            },
+        ];
+        let text = format_doors(&doors);
+        assert_eq!(
+            text,
+            "\
+DOOR     SEQUENCE              WITHIN  ACTION                NOTES
+openSSH  7000:tcp 8000:tcp     5s      open 22/tcp (INPUT)   flags syn, closes
+         9000:tcp                                            after 30s
+oneShot  (used up)             10s     command +             disabled, one-time,
+                                       stop_command          target 10.0.0.1
+long     10001:udp 10002:udp   15s     open 443/tcp (INPUT)
+         10003:udp 10004:udp
+         10005:udp 10006:udp
+         10007:udp 10008:udp
+"
+        );
+        assert_fits(&text);
+    }
+
+    #[test]
+    fn reload_and_revoke_messages() {
+        assert_eq!(format_reloaded(&[]), "configuration reloaded\n");
+        assert_eq!(
+            format_reload_failed(&[]),
+            "reload failed (knockd gave no reason; see its log)"
+        );
+        assert_eq!(
+            format_reloaded(&["knockd.conf:7: door x has no sequence".into()]),
+            "configuration reloaded\nwarning: knockd.conf:7: door x has no sequence\n"
+        );
+        assert_eq!(
+            format_reload_failed(&[
+                "/etc/knockd.conf:12: unknown protocol 'icmp'".into(),
+                "/etc/knockd.conf:30: missing sequence".into()
+            ]),
+            "reload failed:\n  /etc/knockd.conf:12: unknown protocol 'icmp'\n  /etc/knockd.conf:30: missing sequence"
+        );
+        let addr: IpAddr = "10.0.0.12".parse().expect("ip");
+        assert_eq!(no_grant_message(addr, None), "no open grant for 10.0.0.12");
+        assert_eq!(
+            no_grant_message(addr, Some("openSSH")),
+            "no open grant for 10.0.0.12 on door openSSH"
+        );
+        assert_eq!(
+            format_revoked(&[grant("openSSH", "10.0.0.12", None)]),
+            "revoked openSSH 10.0.0.12 (22/tcp (INPUT))\n"
+        );
+    }
+
+    #[test]
+    fn event_lines() {
+        let addr: IpAddr = "10.0.0.12".parse().expect("ip");
+        let door = "openSSH".to_string();
+        let g = grant("openSSH", "10.0.0.12", Some(30_000));
+        let cases = [
+            (
+                EventKind::Stage {
+                    addr,
+                    door: door.clone(),
+                    stage: 2,
+                    of: 3,
+                },
+                "10.0.0.12 openSSH stage 2/3",
+            ),
+            (
+                EventKind::Reset {
+                    addr,
+                    door: door.clone(),
+                    stage: 2,
+                },
+                "10.0.0.12 openSSH reset at stage 2 (wrong knock)",
+            ),
+            (
+                EventKind::Timeout {
+                    addr,
+                    door: door.clone(),
+                    stage: 1,
+                },
+                "10.0.0.12 openSSH timed out at stage 1",
+            ),
+            (
+                EventKind::Open {
+                    addr,
+                    door: door.clone(),
+                },
+                "10.0.0.12 openSSH OPEN",
+            ),
+            (
+                EventKind::GrantAdded { grant: g.clone() },
+                "10.0.0.12 openSSH grant expires in 30s",
+            ),
+            (
+                EventKind::GrantAdded {
+                    grant: grant("openSSH", "10.0.0.12", None),
+                },
+                "10.0.0.12 openSSH grant open until revoked",
+            ),
+            (
+                EventKind::GrantRefreshed { grant: g.clone() },
+                "10.0.0.12 openSSH grant refreshed, expires in 30s",
+            ),
+            (
+                EventKind::GrantRevoked { grant: g.clone() },
+                "10.0.0.12 openSSH grant revoked",
+            ),
+            (
+                EventKind::GrantExpired { grant: g.clone() },
+                "10.0.0.12 openSSH grant expired",
+            ),
+            (
+                EventKind::GrantClosed {
+                    grant: g,
+                    by_door: "closeSSH".into(),
+                },
+                "10.0.0.12 openSSH grant closed by door closeSSH",
+            ),
+            (
+                EventKind::CommandFailed {
+                    door,
+                    message: "exit status 1".into(),
+                },
+                "openSSH command failed: exit status 1",
+            ),
+            (
+                EventKind::ReloadOk {
+                    doors: 3,
+                    warnings: vec![],
+                },
+                "configuration reloaded: 3 doors",
+            ),
+            (
+                EventKind::ReloadOk {
+                    doors: 2,
+                    warnings: vec!["a".into(), "b".into()],
+                },
+                "configuration reloaded: 2 doors, warnings: a; b",
+            ),
+            (
+                EventKind::ReloadFailed {
+                    errors: vec!["f:1: x".into()],
+                },
+                "reload failed: f:1: x",
+            ),
+            (
+                EventKind::Lagged { missed: 12 },
+                "missed 12 events (knockctl was reading too slowly)",
+            ),
+        ];
+        for (kind, want) in cases {
+            let event = Event {
+                at_unix_ms: T0,
+                kind,
+            };
+            assert_eq!(format_event(&event, &Utc), format!("14:59:16.201 {want}"));
+        }
+        let event = Event {
+            at_unix_ms: T0 + 104,
+            kind: EventKind::Open {
+                addr: "fd99:77::2".parse().expect("ip"),
+                door: "web".into(),
+            },
+        };
+        let tz = FixedOffset::west_opt(5 * 3600).expect("tz");
+        assert_eq!(
+            format_event(&event, &tz),
+            "09:59:16.305 fd99:77::2 web OPEN"
+        );
+    }
+
+    #[test]
+    fn wrap_splits_words_and_long_words() {
+        assert_eq!(wrap("", 10), vec![""]);
+        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("x abcdefghij", 4), vec!["x", "abcd", "efgh", "ij"]);
+    }
+}

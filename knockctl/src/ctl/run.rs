@@ -1,0 +1,413 @@
+//! Talking to knockd: connect, send one request, print the answer; or follow the event
+//! stream. Turning an answer into text is [`render`], which is pure.
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, TimeZone};
+use knock_ipc::codec::CodecError;
+use knock_ipc::{Client, ClientError, Request, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use super::cli::{Args, Command};
+use super::output;
+
+/// How long knockd gets to accept the connection and to answer a request. `tail` waits for
+/// events as long as it takes.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why `knockctl` failed. The binary prints it as `knockctl: {err}` and exits with
+/// [`CtlError::exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Connecting or talking to knockd failed (not running, permission, version mismatch...).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// knockd did not answer in time.
+    #[error("knockd did not answer within {}s on {}", REPLY_TIMEOUT.as_secs(), .0.display())]
+    Timeout(PathBuf),
+    /// knockd answered the request with an error.
+    #[error("knockd: {0}")]
+    Daemon(String),
+    /// `reload` failed; one error per line, each naming its file:line.
+    #[error("{}", output::format_reload_failed(.0))]
+    ReloadFailed(Vec<String>),
+    /// `revoke` found nothing to close.
+    #[error("{}", output::no_grant_message(*.addr, .door.as_deref()))]
+    NoGrant { addr: IpAddr, door: Option<String> },
+    /// knockd answered with a response that does not fit the request.
+    #[error("unexpected reply from knockd to {request}: {reply}")]
+    Unexpected {
+        request: &'static str,
+        reply: String,
+    },
+    /// Writing to stdout or stderr failed.
+    #[error("cannot write output: {0}")]
+    Output(#[source] io::Error),
+    /// The terminal interface failed (for the `tui` command, once `knockctl::tui` exists).
+    #[error("{0:#}")]
+    Tui(anyhow::Error),
+}
+
+impl CtlError {
+    /// 3 when knockd is not running, 1 for everything else (usage errors are clap's 2).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Client(e) if e.is_not_running() => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs one `knockctl` command against the daemon at `args.socket`, writing results to
+/// `out` and notices to `err`. A closed `out` (`knockctl tail | head`) ends the run quietly.
+pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
+    match dispatch(args, out, err).await {
+        Err(CtlError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
+    match &args.command {
+        Command::Tail => tail(&args.socket, args.json, out, err).await,
+        command => {
+            let request = request_for(command);
+            let name = request_name(&request);
+            let mut client = connect(&args.socket).await?;
+            let response = within(&args.socket, client.request(request)).await?;
+            let reply = render(command, name, response, args.json, &Local::now());
+            write(out, &reply.stdout)?;
+            out.flush().map_err(CtlError::Output)?;
+            reply.result
+        }
+    }
+}
+
+/// What to print for a response, and whether the command succeeded.
+#[derive(Debug)]
+pub struct Reply {
+    /// Goes to stdout, even when `result` is an error (e.g. the JSON of a failed reload).
+    pub stdout: String,
+    pub result: Result<(), CtlError>,
+}
+
+impl Reply {
+    fn ok(stdout: String) -> Reply {
+        Reply {
+            stdout,
+            result: Ok(()),
+        }
+    }
+
+    fn fail(stdout: String, error: CtlError) -> Reply {
+        Reply {
+            stdout,
+            result: Err(error),
+        }
+    }
+}
+
+/// The request a (non-streaming) command sends.
+pub fn request_for(command: &Command) -> Request {
+    match command {
+        Command::Status => Request::Status,
+        Command::List => Request::Grants,
+        Command::Attempts => Request::Attempts,
+        Command::Doors => Request::Doors,
+        Command::Revoke { addr, door } => Request::Revoke {
+            addr: *addr,
+            door: door.clone(),
+        },
+        Command::Reload => Request::Reload,
+        Command::Tail => Request::Subscribe,
+    }
+}
+
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Status => "status",
+        Request::Grants => "list",
+        Request::Attempts => "attempts",
+        Request::Doors => "doors",
+        Request::Revoke { .. } => "revoke",
+        Request::Reload => "reload",
+        Request::Subscribe => "subscribe",
+    }
+}
+
+/// Turns knockd's answer to `command` into output and an outcome. `now` gives the time zone
+/// and the day for clock times.
+pub fn render<Tz: TimeZone>(
+    command: &Command,
+    request: &'static str,
+    response: Response,
+    json: bool,
+    now: &DateTime<Tz>,
+) -> Reply {
+    match (command, response) {
+        (_, Response::Error { message }) => Reply::fail(String::new(), CtlError::Daemon(message)),
+        (Command::Status, Response::Status { status }) => Reply::ok(if json {
+            doc(&status)
+        } else {
+            output::format_status(&status)
+        }),
+        (Command::List, Response::Grants { grants }) => Reply::ok(if json {
+            doc(&grants)
+        } else {
+            output::format_grants(&grants, now)
+        }),
+        (Command::Attempts, Response::Attempts { attempts }) => Reply::ok(if json {
+            doc(&attempts)
+        } else {
+            output::format_attempts(&attempts)
+        }),
+        (Command::Doors, Response::Doors { doors }) => Reply::ok(if json {
+            doc(&doors)
+        } else {
+            output::format_doors(&doors)
+        }),
+        (Command::Revoke { addr, door }, Response::Revoked { grants }) => {
+            let stdout = if json {
+                doc(&json!({ "revoked": grants }))
+            } else {
+                output::format_revoked(&grants)
+            };
+            if grants.is_empty() {
+                Reply::fail(
+                    stdout,
+                    CtlError::NoGrant {
+                        addr: *addr,
+                        door: door.clone(),
+                    },
+                )
+            } else {
+                Reply::ok(stdout)
+            }
+        }
+        (Command::Reload, Response::Reloaded { warnings }) => Reply::ok(if json {
+            doc(&json!({ "reloaded": true, "warnings": warnings }))
+        } else {
+            output::format_reloaded(&warnings)
+        }),
+        (Command::Reload, Response::ReloadFailed { errors }) => {
+            let stdout = if json {
+                doc(&json!({ "reloaded": false, "errors": errors }))
+            } else {
+                String::new()
+            };
+            Reply::fail(stdout, CtlError::ReloadFailed(errors))
+        }
+        (_, other) => Reply::fail(
+            String::new(),
+            CtlError::Unexpected {
+                request,
+                reply: format!("{other:?}"),
+            },
+        ),
+    }
+}
+
+/// A pretty JSON document and a final newline.
+fn doc<T: Serialize + ?Sized>(value: &T) -> String {
+    // Wire types and `json!` values always serialize; fall back to null regardless.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    text.push('\n');
+    text
+}
+
+/// `knockctl tail`: one line (or JSON object) per event until knockd closes the connection.
+async fn tail(
+    socket: &Path,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let client = connect(socket).await?;
+    let mut events = within(socket, client.subscribe()).await?;
+    let tz = Local;
+    loop {
+        match events.next().await {
+            Ok(event) => {
+                let line = if json {
+                    serde_json::to_string(&event).unwrap_or_else(|_| "null".into())
+                } else {
+                    output::format_event(&event, &tz)
+                };
+                write(out, &format!("{line}\n"))?;
+                out.flush().map_err(CtlError::Output)?;
+            }
+            Err(ClientError::Codec(CodecError::Closed)) => {
+                writeln!(err, "knockd closed the connection").map_err(CtlError::Output)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn connect(socket: &Path) -> Result<Client, CtlError> {
+    within(socket, Client::connect(socket)).await
+}
+
+/// Awaits a step of the conversation with knockd, for at most [`REPLY_TIMEOUT`].
+async fn within<T>(
+    socket: &Path,
+    step: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, CtlError> {
+    match tokio::time::timeout(REPLY_TIMEOUT, step).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(CtlError::Timeout(socket.to_path_buf())),
+    }
+}
+
+fn write(out: &mut dyn Write, text: &str) -> Result<(), CtlError> {
+    out.write_all(text.as_bytes()).map_err(CtlError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{FixedOffset, Utc};
+    use knock_ipc::GrantInfo;
+
+    fn now() -> DateTime<FixedOffset> {
+        Utc::now().fixed_offset()
+    }
+
+    fn grant() -> GrantInfo {
+        GrantInfo {
+            door: "openSSH".into(),
+            addr: "10.0.0.12".parse().expect("ip"),
+            opened: "22/tcp (INPUT)".into(),
+            opened_at_unix_ms: 1_790_089_156_201,
+            expires_in_ms: Some(30_000),
+            closes: "native rule delete".into(),
+            refreshes: 0,
+        }
+    }
+
+    fn revoke(door: Option<&str>) -> Command {
+        Command::Revoke {
+            addr: "10.0.0.12".parse().expect("ip"),
+            door: door.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn every_command_maps_to_its_request() {
+        assert_eq!(request_for(&Command::Status), Request::Status);
+        assert_eq!(request_for(&Command::List), Request::Grants);
+        assert_eq!(request_for(&Command::Attempts), Request::Attempts);
+        assert_eq!(request_for(&Command::Doors), Request::Doors);
+        assert_eq!(request_for(&Command::Reload), Request::Reload);
+        assert_eq!(
+            request_for(&revoke(Some("openSSH"))),
+            Request::Revoke {
+                addr: "10.0.0.12".parse().expect("ip"),
+                door: Some("openSSH".into())
+            }
+        );
+    }
+
+    #[test]
+    fn revoke_of_nothing_fails_and_names_the_door() {
+        let reply = render(
+            &revoke(Some("openSSH")),
+            "revoke",
+            Response::Revoked { grants: vec![] },
+            false,
+            &now(),
+        );
+        let err = reply.result.expect_err("nothing revoked");
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.to_string(),
+            "no open grant for 10.0.0.12 on door openSSH"
+        );
+
+        let reply = render(
+            &revoke(None),
+            "revoke",
+            Response::Revoked {
+                grants: vec![grant()],
+            },
+            false,
+            &now(),
+        );
+        assert!(reply.result.is_ok());
+        assert_eq!(reply.stdout, "revoked openSSH 10.0.0.12 (22/tcp (INPUT))\n");
+    }
+
+    #[test]
+    fn json_documents() {
+        let reply = render(
+            &Command::List,
+            "list",
+            Response::Grants {
+                grants: vec![grant()],
+            },
+            true,
+            &now(),
+        );
+        let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
+        assert_eq!(value[0]["addr"], "10.0.0.12");
+        assert_eq!(value[0]["expires_in_ms"], 30_000);
+
+        let reply = render(
+            &Command::Reload,
+            "reload",
+            Response::ReloadFailed {
+                errors: vec!["/etc/knockd.conf:3: bad".into()],
+            },
+            true,
+            &now(),
+        );
+        let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
+        assert_eq!(value["reloaded"], false);
+        assert_eq!(value["errors"][0], "/etc/knockd.conf:3: bad");
+        assert!(matches!(reply.result, Err(CtlError::ReloadFailed(_))));
+    }
+
+    #[test]
+    fn daemon_errors_and_mismatched_replies_exit_1() {
+        let reply = render(
+            &Command::Status,
+            "status",
+            Response::Error {
+                message: "engine is shutting down".into(),
+            },
+            false,
+            &now(),
+        );
+        let err = reply.result.expect_err("error");
+        assert_eq!(err.to_string(), "knockd: engine is shutting down");
+        assert_eq!(err.exit_code(), 1);
+
+        let reply = render(
+            &Command::Status,
+            "status",
+            Response::Subscribed,
+            false,
+            &now(),
+        );
+        let err = reply.result.expect_err("mismatch");
+        assert_eq!(
+            err.to_string(),
+            "unexpected reply from knockd to status: Subscribed"
+        );
+    }
+
+    #[test]
+    fn not_running_exits_3() {
+        let err = CtlError::from(ClientError::NotRunning("/run/knockd/knockd.sock".into()));
+        assert_eq!(err.exit_code(), 3);
+        let err = CtlError::from(ClientError::Refused("/run/knockd/knockd.sock".into()));
+        assert_eq!(err.exit_code(), 3);
+        let err = CtlError::from(ClientError::PermissionDenied("/s".into()));
+        assert_eq!(err.exit_code(), 1);
+    }
+}
