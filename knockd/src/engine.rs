@@ -105,6 +105,7 @@ pub struct Engine<E: Executor, L: LogSink> {
     events: Vec<MatchEvent>,
     evictions_logged: u64,
     last_evict_log: Option<Instant>,
+    log_budget: crate::ratelimit::LogBudget,
     events_tx: broadcast::Sender<ipc::Event>,
     state_file: Option<PathBuf>,
     saved_version: u64,
@@ -190,6 +191,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             events: Vec::new(),
             evictions_logged: 0,
             last_evict_log: None,
+            log_budget: Default::default(),
             events_tx,
             state_file: None,
             saved_version: 0,
@@ -332,7 +334,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 continue;
             }
             let expires = remaining.map(|r| now + r);
-            let id = self.ledger.insert(
+            self.ledger.insert(
                 &g.door,
                 g.addr,
                 g.opened,
@@ -350,7 +352,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 None => format!("{}: {}: grant restored (no deadline)", g.addr, g.door),
             };
             self.line(&msg);
-            let _ = id;
         }
         // Force a write: the file now reflects what this run owns.
         self.saved_version = self.ledger.version().wrapping_add(1);
@@ -375,6 +376,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     fn line(&mut self, msg: &str) {
         self.log.line(msg);
+    }
+
+    /// A per-knock line (Stage, reset, timeout): subject to the log rate limit.
+    fn knock_line(&mut self, msg: &str, now: Instant) {
+        if self.log_budget.allow(now) {
+            self.log.line(msg);
+        }
+        if let Some(summary) = self.log_budget.report(now) {
+            self.log.line(&summary);
+        }
     }
 
     /// Write one knockd-format log line.
@@ -533,7 +544,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.stats.stages += 1;
                 let name = self.door_name(door);
                 let msg = format!("{src}: {name}: Stage {stage}");
-                self.line(&msg);
+                self.knock_line(&msg, now);
                 let of = self
                     .matcher
                     .doors()
@@ -685,9 +696,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             Command6::Disabled => None,
             Command6::Fallback => {
                 let c = v4?;
-                if action::plain_words(c)
-                    .or_else(|| Some(c.split_whitespace().map(String::from).collect()))
-                    .and_then(|w| w.first().cloned())
+                if c.split_whitespace()
+                    .next()
                     .is_some_and(|p| p.rsplit('/').next() == Some("iptables"))
                 {
                     let msg = format!(

@@ -18,5 +18,6 @@ pub mod grants;
 pub mod knocklog;
 pub mod matcher;
 pub mod packet;
+pub mod ratelimit;
 pub mod signals;
 pub mod state;

@@ -1,0 +1,92 @@
+//! A token bucket for per-knock log lines (Stage, reset, timeout): a flood of spoofed knocks
+//! must not turn into a flood of log writes. OPEN SESAME, commands and errors are never limited.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct LogBudget {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    suppressed: u64,
+    since: Option<Instant>,
+}
+
+/// Lines per second allowed on average, and the burst.
+pub const RATE: f64 = 1000.0;
+pub const BURST: f64 = 5000.0;
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::new(RATE, BURST)
+    }
+}
+
+impl LogBudget {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        LogBudget {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+            suppressed: 0,
+            since: None,
+        }
+    }
+
+    /// May one more line be written at `now`?
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            if self.suppressed == 0 {
+                self.since = Some(now);
+            }
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    /// A summary line when lines were suppressed and the last summary is old enough.
+    pub fn report(&mut self, now: Instant) -> Option<String> {
+        let since = self.since?;
+        if self.suppressed == 0 || now.saturating_duration_since(since) < REPORT_EVERY {
+            return None;
+        }
+        let msg = format!(
+            "log rate limit: suppressed {} stage/reset/timeout line(s) in the last {}s (more than {} per second)",
+            self.suppressed,
+            now.saturating_duration_since(since).as_secs(),
+            self.rate
+        );
+        self.suppressed = 0;
+        self.since = None;
+        Some(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_limits_then_refills_and_reports() {
+        let t0 = Instant::now();
+        let mut b = LogBudget::new(10.0, 5.0);
+        let allowed = (0..20).filter(|_| b.allow(t0)).count();
+        assert_eq!(allowed, 5);
+        assert_eq!(b.report(t0), None, "too early for a summary");
+        assert!(b.allow(t0 + Duration::from_millis(100)));
+        let r = b.report(t0 + Duration::from_secs(10)).expect("summary");
+        assert!(r.contains("suppressed 15 "), "{r}");
+        assert_eq!(b.report(t0 + Duration::from_secs(30)), None);
+    }
+}
