@@ -1,0 +1,295 @@
+//! The control plane end to end: our knockd in a server namespace, knocks from the client
+//! namespace, `knockctl` on the control socket; firewall state checked with iptables inside
+//! the server namespace.
+
+use knock_e2e::{bin, require_root, wait_until, Daemon, Lab, CLI_V4, SRV_V4};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const SEED: &str = "\
+[options]
+	UseSyslog
+
+[openSSH]
+	sequence    = 7000,8000,9000
+	seq_timeout = 5
+	command     = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+	tcpflags    = syn
+
+[closeSSH]
+	sequence    = 9000,8000,7000
+	seq_timeout = 5
+	command     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+	tcpflags    = syn
+";
+
+const ACCEPT_22: &str = "-A INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
+
+struct Knockd {
+    daemon: Daemon,
+    socket: PathBuf,
+    conf: PathBuf,
+}
+
+fn start(lab: &Lab, conf_text: &str) -> Knockd {
+    let conf = lab.write_file("knockd.conf", conf_text);
+    let socket = lab.path("knockd.sock");
+    let state = lab.path("state.json");
+    let daemon = lab.spawn_srv([
+        bin("knockd").as_os_str(),
+        "-i".as_ref(),
+        lab.srv_if().as_ref(),
+        "-c".as_ref(),
+        conf.as_os_str(),
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--state-file".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert!(
+        daemon.wait_for_log("starting up, listening on kv0", Duration::from_secs(10)),
+        "knockd did not start:\n{}",
+        daemon.log_text()
+    );
+    Knockd {
+        daemon,
+        socket,
+        conf,
+    }
+}
+
+fn knock(lab: &Lab, ports: &[&str]) {
+    let mut args = vec![bin("knock").display().to_string(), SRV_V4.to_string()];
+    args.extend(ports.iter().map(|p| p.to_string()));
+    let out = lab.cli_exec(&args);
+    assert!(
+        out.status.success(),
+        "knock failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn knockctl(k: &Knockd, args: &[&str]) -> Output {
+    Command::new(bin("knockctl"))
+        .arg("--socket")
+        .arg(&k.socket)
+        .args(args)
+        .output()
+        .expect("run knockctl")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn has_rule(lab: &Lab, rule: &str) -> bool {
+    lab.iptables_rules(false).lines().any(|l| l == rule)
+}
+
+#[test]
+fn list_shows_the_grant_and_revoke_removes_the_rule() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = start(&lab, SEED);
+    knock(&lab, &["7000", "8000", "9000"]);
+    assert!(wait_until(Duration::from_secs(5), || has_rule(
+        &lab, ACCEPT_22
+    )));
+    let list = knockctl(&k, &["list"]);
+    assert!(list.status.success(), "{}", text(&list));
+    let out = text(&list);
+    assert!(out.contains(CLI_V4) && out.contains("openSSH"), "{out}");
+    let json = knockctl(&k, &["--json", "list"]);
+    assert!(
+        String::from_utf8_lossy(&json.stdout).contains("\"door\""),
+        "{}",
+        text(&json)
+    );
+
+    let rev = knockctl(&k, &["revoke", CLI_V4]);
+    assert!(rev.status.success(), "{}", text(&rev));
+    assert!(
+        wait_until(Duration::from_secs(5), || !has_rule(&lab, ACCEPT_22)),
+        "rule still there:\n{}",
+        lab.iptables_rules(false)
+    );
+    assert!(text(&knockctl(&k, &["list"])).contains("no open grants"));
+    let again = knockctl(&k, &["revoke", CLI_V4]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("no open grant for 10.99.77.2"));
+}
+
+#[test]
+fn reload_switches_sequences_and_refuses_a_broken_config() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = start(&lab, SEED);
+    std::fs::write(&k.conf, SEED.replace("7000,8000,9000", "7100,8100,9100")).expect("write");
+    let r = knockctl(&k, &["reload"]);
+    assert!(r.status.success(), "{}", text(&r));
+    knock(&lab, &["7000", "8000", "9000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!has_rule(&lab, ACCEPT_22), "old sequence still opens");
+    knock(&lab, &["7100", "8100", "9100"]);
+    assert!(wait_until(Duration::from_secs(5), || has_rule(
+        &lab, ACCEPT_22
+    )));
+    knockctl(&k, &["revoke", CLI_V4]);
+    assert!(wait_until(Duration::from_secs(5), || !has_rule(
+        &lab, ACCEPT_22
+    )));
+
+    // A broken config: refused with its line numbers, the running one keeps working.
+    std::fs::write(
+        &k.conf,
+        SEED.replace("seq_timeout = 5", "seq_timeout = soon"),
+    )
+    .expect("write");
+    let bad = knockctl(&k, &["reload"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    let out = text(&bad);
+    assert!(
+        out.contains("knockd.conf:6:") && out.contains("knockd.conf:12:"),
+        "{out}"
+    );
+    knock(&lab, &["7100", "8100", "9100"]);
+    assert!(wait_until(Duration::from_secs(5), || has_rule(
+        &lab, ACCEPT_22
+    )));
+    assert!(k
+        .daemon
+        .log_text()
+        .contains("reload failed: keeping the running configuration"));
+}
+
+#[test]
+fn tail_prints_the_stages_of_a_live_knock() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = start(&lab, SEED);
+    let tail = Command::new(bin("knockctl"))
+        .arg("--socket")
+        .arg(&k.socket)
+        .arg("tail")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tail");
+    std::thread::sleep(Duration::from_millis(300));
+    knock(&lab, &["7000", "8000", "9000"]);
+    assert!(wait_until(Duration::from_secs(5), || has_rule(
+        &lab, ACCEPT_22
+    )));
+    std::thread::sleep(Duration::from_millis(300));
+    k.daemon.kill_term();
+    let out = tail.wait_with_output().expect("tail output");
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "10.99.77.2 openSSH stage 1/3",
+        "10.99.77.2 openSSH stage 2/3",
+        "10.99.77.2 openSSH OPEN",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+}
+
+#[test]
+fn not_running_and_permission_errors() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let missing = Command::new(bin("knockctl"))
+        .args(["--socket", "/nonexistent/knockd.sock", "status"])
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(3), "{}", text(&missing));
+    assert!(text(&missing).contains("knockd is not running"));
+
+    let k = start(&lab, SEED);
+    assert!(knockctl(&k, &["status"]).status.success());
+    // Let an unprivileged user reach the socket file: the daemon's peer check must refuse it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(lab.tempdir(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod dir");
+    std::fs::set_permissions(&k.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod sock");
+    let nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("knockctl"))
+        .arg("--socket")
+        .arg(&k.socket)
+        .arg("list")
+        .output()
+        .expect("run setpriv");
+    assert_eq!(nobody.status.code(), Some(1), "{}", text(&nobody));
+    assert!(
+        text(&nobody).contains("permission denied: run as root or join group knockd"),
+        "{}",
+        text(&nobody)
+    );
+    // Root still gets in: the refused client changed nothing.
+    assert!(knockctl(&k, &["status"]).status.success());
+}
+
+#[test]
+fn sigkill_with_an_open_grant_then_restart_closes_it_at_its_deadline() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let conf =
+        "[ssh]\n sequence = 2222,1111,3333\n tcpflags = syn\n open = 22/tcp\n cmd_timeout = 3\n";
+    let rule = "-A INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:ssh\" -j ACCEPT";
+    let k = start(&lab, conf);
+    knock(&lab, &["2222", "1111", "3333"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || has_rule(&lab, rule)),
+        "not opened:\n{}\n{}",
+        lab.iptables_rules(false),
+        k.daemon.log_text()
+    );
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    // Nobody is left to close it...
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(has_rule(&lab, rule), "rule vanished without knockd?");
+    // ...until knockd is back: past its deadline, it is closed at once.
+    std::fs::remove_file(&k.socket).ok();
+    let k2 = start(&lab, conf);
+    assert!(
+        wait_until(Duration::from_secs(3), || !has_rule(&lab, rule)),
+        "rule still open after restart:\n{}\n{}",
+        lab.iptables_rules(false),
+        k2.daemon.log_text()
+    );
+    assert!(k2
+        .daemon
+        .log_text()
+        .contains("grant expired while knockd was down"));
+
+    // Killed before the deadline: the restarted daemon closes it on schedule.
+    knock(&lab, &["2222", "1111", "3333"]);
+    assert!(wait_until(Duration::from_secs(5), || has_rule(&lab, rule)));
+    k2.daemon.kill_9();
+    assert!(k2.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    std::fs::remove_file(&k2.socket).ok();
+    let k3 = start(&lab, conf);
+    assert!(
+        k3.daemon.log_text().contains("grant restored (closes in"),
+        "{}",
+        k3.daemon.log_text()
+    );
+    assert!(has_rule(&lab, rule));
+    assert!(wait_until(Duration::from_secs(5), || !has_rule(&lab, rule)));
+}
