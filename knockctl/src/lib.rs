@@ -2,3 +2,4 @@
 
 pub mod ctl;
 pub mod knock;
+pub mod tui;
