@@ -13,7 +13,7 @@ pub mod client;
 pub mod codec;
 pub mod protocol;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Subscription};
 pub use protocol::*;
 
 /// Default control socket path.

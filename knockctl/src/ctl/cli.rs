@@ -105,6 +105,8 @@ pub enum Command {
     Reload,
     /// Print events as they happen, one per line, until knockd closes the connection.
     Tail,
+    /// Live dashboard: attempts, grants, events, doors (`?` shows the keys).
+    Tui,
 }
 
 #[cfg(test)]

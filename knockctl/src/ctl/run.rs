@@ -47,7 +47,7 @@ pub enum CtlError {
     /// Writing to stdout or stderr failed.
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),
-    /// The terminal interface failed (for the `tui` command, once `knockctl::tui` exists).
+    /// The terminal interface failed (`knockctl tui`).
     #[error("{0:#}")]
     Tui(anyhow::Error),
 }
@@ -57,6 +57,13 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Client(e) if e.is_not_running() => 3,
+            CtlError::Tui(e)
+                if e
+                    .downcast_ref::<knock_ipc::ClientError>()
+                    .is_some_and(knock_ipc::ClientError::is_not_running) =>
+            {
+                3
+            }
             _ => 1,
         }
     }
@@ -74,6 +81,7 @@ pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resul
 async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
     match &args.command {
         Command::Tail => tail(&args.socket, args.json, out, err).await,
+        Command::Tui => crate::tui::run(&args.socket).await.map_err(CtlError::Tui),
         command => {
             let request = request_for(command);
             let name = request_name(&request);
@@ -123,7 +131,7 @@ pub fn request_for(command: &Command) -> Request {
             door: door.clone(),
         },
         Command::Reload => Request::Reload,
-        Command::Tail => Request::Subscribe,
+        Command::Tail | Command::Tui => Request::Subscribe,
     }
 }
 
