@@ -363,3 +363,48 @@ async fn reload_keeps_running_config_on_error_and_attempts_on_success() {
     assert_eq!(t.e.config().doors.len(), 2);
     assert!(t.filters.lock().map(|f| f.len()).unwrap_or(0) >= 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_time_sequences_advance_and_exhaustion_disables_the_door() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let otp = dir.path().join("seqs");
+    std::fs::write(
+        &otp,
+        "# used sequences get a leading '#'\n 7001,7002,7003\n 8001,8002,8003\n",
+    )
+    .expect("write");
+    let conf = dir.path().join("knockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[otp]\n one_time_sequences = {}\n command = open %IP%\n tcpflags = syn\n",
+            otp.display()
+        ),
+    )
+    .expect("write");
+    let mut t = T::new(crate::config::load(&conf).expect("load").config);
+    t.knock_seq(CLI, &[7001, 7002, 7003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"]);
+    let text = std::fs::read_to_string(&otp).expect("read");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('#') && l.contains("7001,7002,7003")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l == " 8001,8002,8003"), "{text}");
+    // The used sequence no longer opens; the next one does.
+    t.knock_seq(CLI, &[7001, 7002, 7003]);
+    t.knock_seq(CLI, &[8001, 8002, 8003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 2);
+    assert!(t.has_line(
+        "no more sequences left in the one time sequences file for door otp --> disabling the door"
+    ));
+    // Disabled: nothing opens, and the capture filter matches nothing.
+    t.knock_seq(CLI, &[8001, 8002, 8003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 2);
+    let last = t.filters.lock().map(|f| f.last().cloned()).ok().flatten();
+    assert_eq!(last.as_deref(), Some(crate::filter::MATCH_NOTHING));
+}
