@@ -75,7 +75,13 @@ fn connect_syslog() -> Option<UnixDatagram> {
 
 impl LogSink for KnockLog {
     fn line(&mut self, msg: &str) {
-        tracing::info!(target: "knockd", "{msg}");
+        if msg.starts_with("error") {
+            tracing::error!(target: "knockd", "{msg}");
+        } else if msg.contains("warning") {
+            tracing::warn!(target: "knockd", "{msg}");
+        } else {
+            tracing::info!(target: "knockd", "{msg}");
+        }
         let now = chrono::Local::now();
         if let Some((path, f)) = &mut self.file {
             if let Err(e) = f.write_all(file_line(now, msg).as_bytes()) {

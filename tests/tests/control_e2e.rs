@@ -290,6 +290,7 @@ fn sigkill_with_an_open_grant_then_restart_closes_it_at_its_deadline() {
         "{}",
         k3.daemon.log_text()
     );
-    assert!(has_rule(&lab, rule));
+    // (No check that the rule is still there now: on a loaded machine the restored grant may
+    // already have expired; the log line proves it was re-armed rather than closed at once.)
     assert!(wait_until(Duration::from_secs(5), || !has_rule(&lab, rule)));
 }
