@@ -1,11 +1,30 @@
 //! `knockctl tui`: a live operator dashboard for knockd.
+//!
+//! - [`state`]: everything on screen, changed only by pure functions with time as an input
+//!   ([`State::on_event`], [`State::on_response`], [`State::on_tick`]).
+//! - [`input`]: [`State::on_key`], keys to state changes and [`Command`]s.
+//! - [`render`](mod@render): [`render()`], a pure function of the state and the time.
+//! - `app`: the edge: the terminal (restored on every exit path, panics included), the
+//!   two connections to knockd (requests, events) with reconnect and backoff, the clock,
+//!   and the one `select!` loop.
+
+mod app;
+#[cfg(test)]
+mod fixtures;
+pub mod input;
+pub mod render;
+pub mod state;
+
+pub use input::{Command, KEYS};
+pub use render::render;
+pub use state::State;
 
 use std::path::Path;
 
 /// Run the dashboard against the daemon's control socket until the operator quits.
 ///
-/// Connection and permission errors are returned before the terminal is touched.
+/// Connection errors (socket missing, permission denied, version mismatch) are returned
+/// before the terminal is touched; they downcast to [`knock_ipc::ClientError`].
 pub async fn run(socket: &Path) -> anyhow::Result<()> {
-    let _ = socket;
-    anyhow::bail!("knockctl tui: not implemented yet")
+    app::run(socket).await
 }

@@ -1,0 +1,196 @@
+//! Test data: a small daemon's worth of doors, events and lists, at a fixed time.
+
+use chrono::FixedOffset;
+use knock_ipc::{
+    AttemptInfo, Counters, DoorInfo, Event, EventKind, GrantInfo, Request, Response, Status,
+};
+
+use super::state::State;
+
+/// 2026-09-22 14:59:16 UTC.
+pub const T0: i64 = 1_790_089_156_000;
+
+pub fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().expect("test address")
+}
+
+pub fn state() -> State {
+    State::new(true, FixedOffset::east_opt(0).expect("utc"))
+}
+
+pub fn ev(at: i64, kind: EventKind) -> Event {
+    Event {
+        at_unix_ms: at,
+        kind,
+    }
+}
+
+pub fn stage(at: i64, addr: &str, door: &str, stage: u32, of: u32) -> Event {
+    ev(
+        at,
+        EventKind::Stage {
+            addr: ip(addr),
+            door: door.into(),
+            stage,
+            of,
+        },
+    )
+}
+
+pub fn grant(addr: &str, door: &str, opened_at: i64, expires_in_ms: Option<u64>) -> GrantInfo {
+    GrantInfo {
+        door: door.into(),
+        addr: ip(addr),
+        opened: "22/tcp (INPUT)".into(),
+        opened_at_unix_ms: opened_at,
+        expires_in_ms,
+        closes: "native rule delete".into(),
+        refreshes: 0,
+    }
+}
+
+pub fn doors() -> Vec<DoorInfo> {
+    let door = |name: &str, sequence: &[&str], seq_s: u64, cmd_s: u64, one_time: bool| DoorInfo {
+        name: name.into(),
+        sequence: sequence.iter().map(|s| s.to_string()).collect(),
+        seq_timeout_ms: seq_s * 1000,
+        cmd_timeout_ms: cmd_s * 1000,
+        tcp_flags: "syn".into(),
+        action: "open 22/tcp (INPUT)".into(),
+        one_time,
+        enabled: true,
+        target: None,
+    };
+    vec![
+        door(
+            "openSSH",
+            &["7000:tcp", "8000:tcp", "9000:tcp"],
+            5,
+            30,
+            false,
+        ),
+        door("vault", &["1111:udp", "2222:tcp"], 10, 0, false),
+        door("backup", &[], 5, 10, true),
+    ]
+}
+
+pub fn status() -> Status {
+    Status {
+        daemon_version: "0.1.0".into(),
+        pid: 4242,
+        uptime_secs: 7_530,
+        interfaces: vec!["eth0".into()],
+        config_file: "/etc/knockd.conf".into(),
+        doors: 3,
+        attempts: 2,
+        max_attempts: 10_000,
+        grants: 2,
+        counters: Counters {
+            packets: 1_234,
+            stages: 57,
+            opens: 12,
+            resets: 3,
+            timeouts: 1,
+            ..Counters::default()
+        },
+    }
+}
+
+/// Connected, with status and doors, nothing going on.
+pub fn connected() -> State {
+    let mut s = state();
+    s.on_connected("0.1.0".into(), T0 - 10_000);
+    s.on_response(
+        &Request::Doors,
+        Response::Doors { doors: doors() },
+        T0 - 10_000,
+    );
+    s.on_response(
+        &Request::Status,
+        Response::Status { status: status() },
+        T0 - 10_000,
+    );
+    s
+}
+
+/// Two attempts in progress, one just reset, one just opened; two grants.
+pub fn busy() -> State {
+    let mut s = connected();
+    s.on_event(stage(T0 - 1_500, "10.0.0.12", "openSSH", 1, 3), T0 - 1_500);
+    s.on_event(stage(T0 - 800, "10.0.0.12", "openSSH", 2, 3), T0 - 800);
+    s.on_event(stage(T0 - 600, "fd99:77::2", "vault", 1, 2), T0 - 600);
+    s.on_event(stage(T0 - 3_000, "192.0.2.7", "openSSH", 1, 3), T0 - 3_000);
+    s.on_event(
+        ev(
+            T0 - 400,
+            EventKind::Reset {
+                addr: ip("192.0.2.7"),
+                door: "openSSH".into(),
+                stage: 1,
+            },
+        ),
+        T0 - 400,
+    );
+    s.on_event(stage(T0 - 20_000, "10.0.0.7", "vault", 1, 2), T0 - 20_000);
+    s.on_event(stage(T0 - 19_000, "10.0.0.7", "vault", 2, 2), T0 - 19_000);
+    s.on_event(
+        ev(
+            T0 - 19_000,
+            EventKind::Open {
+                addr: ip("10.0.0.7"),
+                door: "vault".into(),
+            },
+        ),
+        T0 - 19_000,
+    );
+    s.on_event(
+        ev(
+            T0 - 19_000,
+            EventKind::GrantAdded {
+                grant: grant("10.0.0.7", "vault", T0 - 19_000, None),
+            },
+        ),
+        T0 - 19_000,
+    );
+    s.on_event(stage(T0 - 1_200, "10.0.0.99", "openSSH", 1, 3), T0 - 1_200);
+    s.on_event(stage(T0 - 700, "10.0.0.99", "openSSH", 2, 3), T0 - 700);
+    s.on_event(stage(T0 - 300, "10.0.0.99", "openSSH", 3, 3), T0 - 300);
+    s.on_event(
+        ev(
+            T0 - 300,
+            EventKind::Open {
+                addr: ip("10.0.0.99"),
+                door: "openSSH".into(),
+            },
+        ),
+        T0 - 300,
+    );
+    s.on_event(
+        ev(
+            T0 - 300,
+            EventKind::GrantAdded {
+                grant: grant("10.0.0.99", "openSSH", T0 - 300, Some(30_000)),
+            },
+        ),
+        T0 - 300,
+    );
+    s
+}
+
+pub fn attempt_info(
+    addr: &str,
+    door: &str,
+    stage: u32,
+    of: u32,
+    age: u64,
+    left: u64,
+) -> AttemptInfo {
+    AttemptInfo {
+        addr: ip(addr),
+        door: door.into(),
+        stage,
+        of,
+        age_ms: age,
+        remaining_ms: left,
+    }
+}
