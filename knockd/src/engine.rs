@@ -378,10 +378,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.log.line(msg);
     }
 
-    /// A per-knock line (Stage, reset, timeout): subject to the log rate limit.
-    fn knock_line(&mut self, msg: &str, now: Instant) {
+    /// A per-knock line (Stage, reset, timeout): subject to the log rate limit, and only
+    /// formatted when it will be written.
+    fn knock_line(&mut self, now: Instant, msg: impl FnOnce() -> String) {
         if self.log_budget.allow(now) {
-            self.log.line(msg);
+            self.log.line(&msg());
         }
         if let Some(summary) = self.log_budget.report(now) {
             self.log.line(&summary);
@@ -539,17 +540,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     fn on_match(&mut self, ev: MatchEvent, now: Instant) {
         match ev {
             MatchEvent::Stage {
-                src, door, stage, ..
+                src,
+                door,
+                stage,
+                of,
             } => {
                 self.stats.stages += 1;
                 let name = self.door_name(door);
-                let msg = format!("{src}: {name}: Stage {stage}");
-                self.knock_line(&msg, now);
-                let of = self
-                    .matcher
-                    .doors()
-                    .get(door)
-                    .map_or(0, |d| d.sequence.len());
+                self.knock_line(now, || format!("{src}: {name}: Stage {stage}"));
                 self.emit(|| ipc::EventKind::Stage {
                     addr: src,
                     door: name,
@@ -575,19 +573,27 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 got,
             } => {
                 self.stats.resets += 1;
-                let msg = format!(
-                    "{src}: {}: sequence reset at stage {stage} (unexpected knock on {got})",
-                    self.door_name(door)
-                );
-                self.line(&msg);
+                let name = self.door_name(door);
+                self.knock_line(now, || {
+                    format!("{src}: {name}: sequence reset at stage {stage} (unexpected knock on {got})")
+                });
+                self.emit(|| ipc::EventKind::Reset {
+                    addr: src,
+                    door: name,
+                    stage: stage as u32,
+                });
             }
             MatchEvent::Timeout { src, door, stage } => {
                 self.stats.timeouts += 1;
-                let msg = format!(
-                    "{src}: {}: sequence timeout (stage {stage})",
-                    self.door_name(door)
-                );
-                self.line(&msg);
+                let name = self.door_name(door);
+                self.knock_line(now, || {
+                    format!("{src}: {name}: sequence timeout (stage {stage})")
+                });
+                self.emit(|| ipc::EventKind::Timeout {
+                    addr: src,
+                    door: name,
+                    stage: stage as u32,
+                });
             }
             MatchEvent::Evicted { src, door, stage } => {
                 self.stats.evictions += 1;
@@ -1144,6 +1150,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.config.doors.len()
         );
         self.line(&msg);
+        let doors = self.config.doors.len() as u32;
+        let w = warnings.clone();
+        self.emit(|| ipc::EventKind::ReloadOk { doors, warnings: w });
         Ok(warnings)
     }
 

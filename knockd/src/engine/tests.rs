@@ -345,7 +345,7 @@ async fn run_loop_exits_on_capture_error_and_closes_timed_grants() {
 async fn reload_keeps_running_config_on_error_and_attempts_on_success() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("knockd.conf");
-    let good = "[openSSH]\n sequence = 7000,8000,9000\n command = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n tcpflags = syn\n";
+    let good = "[openSSH]\n sequence = 7000,8000,9000\n seq_timeout = 2\n command = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n tcpflags = syn\n";
     std::fs::write(&path, good).expect("write");
     let mut t = T::new(crate::config::load(&path).expect("load").config);
     t.e.config_path = path.clone();
@@ -407,4 +407,66 @@ async fn one_time_sequences_advance_and_exhaustion_disables_the_door() {
     assert_eq!(t.exec.ran().len(), 2);
     let last = t.filters.lock().map(|f| f.last().cloned()).ok().flatten();
     assert_eq!(last.as_deref(), Some(crate::filter::MATCH_NOTHING));
+}
+
+/// Every kind of event reaches subscribers (tail and the TUI depend on it).
+#[tokio::test(start_paused = true)]
+async fn every_event_kind_is_broadcast() {
+    use knock_ipc::EventKind as K;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let text = "[ssh]\n sequence = 1111,2222,3333\n open = 22/tcp\n cmd_timeout = 5\n tcpflags = syn\n\
+                [openSSH]\n sequence = 7000,8000,9000\n seq_timeout = 2\n command = /sbin/iptables -I INPUT -s %IP% -j ACCEPT\n tcpflags = syn\n\
+                [closeSSH]\n sequence = 9100,8100,7100\n command = /sbin/iptables -D INPUT -s %IP% -j ACCEPT\n tcpflags = syn\n\
+                [broken]\n sequence = 4000,5000,6000\n command = fail-me\n tcpflags = syn\n";
+    std::fs::write(&conf, text).expect("write");
+    let mut t = T::new(crate::config::load(&conf).expect("load").config);
+    t.e.config_path = conf.clone();
+    let mut rx = t.e.events().subscribe();
+    t.exec.fail_on("fail-me");
+    t.knock_seq(CLI, &[1111, 2222, 3333]); // stage, open, grant added
+    t.knock_seq(CLI, &[1111, 2222, 3333]); // grant refreshed
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
+    t.knock_seq(CLI, &[9100, 8100, 7100]); // grant closed by door
+    t.knock_seq(CLI, &[4000, 5000, 6000]); // command failed
+    t.settle().await;
+    t.knock_seq(CLI, &[1111, 3333]); // reset
+    t.knock_seq(CLI, &[7000]);
+    t.advance(Duration::from_secs(5)).await; // timeout, grant expired
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    let _ = t.e.on_request(knock_ipc::Request::Revoke {
+        addr: CLI,
+        door: None,
+    }); // revoked
+    t.e.reload().expect("reload ok");
+    std::fs::write(&conf, "[x]\n sequence = nope\n").expect("write");
+    t.e.reload().expect_err("reload fails");
+    let mut seen = std::collections::BTreeSet::new();
+    while let Ok(e) = rx.try_recv() {
+        let name = format!("{:?}", e.kind);
+        seen.insert(
+            name.split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    for kind in [
+        "Stage",
+        "Open",
+        "Reset",
+        "Timeout",
+        "GrantAdded",
+        "GrantRefreshed",
+        "GrantExpired",
+        "GrantClosed",
+        "GrantRevoked",
+        "CommandFailed",
+        "ReloadOk",
+        "ReloadFailed",
+    ] {
+        assert!(seen.contains(kind), "no {kind} event; saw {seen:?}");
+    }
+    let _ = K::Lagged { missed: 0 };
 }
