@@ -470,3 +470,48 @@ async fn every_event_kind_is_broadcast() {
     }
     let _ = K::Lagged { missed: 0 };
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_policies() {
+    use crate::config::ShutdownPolicy;
+    for (policy, closes_native, closes_derived) in [
+        (ShutdownPolicy::Close, true, false),
+        (ShutdownPolicy::CloseAll, true, true),
+        (ShutdownPolicy::Keep, false, false),
+    ] {
+        let mut config = seed();
+        let mut native = door("ssh", &[1111, 2222, 3333]);
+        native.open = vec![OpenPort {
+            port: 22,
+            proto: Proto::Tcp,
+        }];
+        config.doors.push(native);
+        config.options.on_shutdown = policy;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.json");
+        let mut t = T::new(config);
+        t.e.state_file = Some(state.clone());
+        t.knock_seq(CLI, &[7000, 8000, 9000]);
+        t.knock_seq(CLI, &[1111, 2222, 3333]);
+        t.settle().await;
+        t.e.shutdown().await;
+        let ran = t.exec.ran();
+        assert_eq!(
+            ran.iter().any(|c| c.starts_with("iptables -w -D")),
+            closes_native,
+            "{policy:?}: {ran:?}"
+        );
+        assert_eq!(
+            ran.iter().any(|c| c.starts_with("/sbin/iptables -D")),
+            closes_derived,
+            "{policy:?}: {ran:?}"
+        );
+        let saved = crate::state::load(&state).expect("state");
+        let expected_left = 2 - usize::from(closes_native) - usize::from(closes_derived);
+        assert_eq!(
+            saved.len(),
+            expected_left,
+            "{policy:?}: state keeps what is still open"
+        );
+    }
+}
