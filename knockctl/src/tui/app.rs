@@ -28,6 +28,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long knockd gets to answer one request before the link counts as lost.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_secs(1);
+/// Shortest time between two frames.
+const FRAME: Duration = Duration::from_millis(33);
 /// Events arriving within this window share one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -135,12 +137,22 @@ impl App<'_> {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        // A frame is drawn after something changed, at most one per FRAME: a flood of
+        // events costs no more than ~30 draws a second.
+        let mut dirty = true;
+        let mut last_draw: Option<Instant> = None;
         loop {
-            terminal
-                .terminal
-                .draw(|frame| render(&self.state, frame, now_ms()))
-                .context("cannot draw on the terminal")?;
+            let draw_at = dirty.then(|| last_draw.map_or_else(Instant::now, |t| t + FRAME));
             tokio::select! {
+                () = sleep_until(draw_at) => {
+                    terminal
+                        .terminal
+                        .draw(|frame| render(&self.state, frame, now_ms()))
+                        .context("cannot draw on the terminal")?;
+                    last_draw = Some(Instant::now());
+                    dirty = false;
+                    continue;
+                }
                 key = keys.next() => match key {
                     Some(Ok(TermEvent::Key(key))) => {
                         if let Some(command) = self.state.on_key(key) {
@@ -150,7 +162,7 @@ impl App<'_> {
                             self.command(command).await;
                         }
                     }
-                    // Resize and the rest: redraw.
+                    // Resize and the rest: just redraw.
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e).context("cannot read the terminal"),
                     None => return Ok(()),
@@ -173,6 +185,7 @@ impl App<'_> {
                 _ = terminate.recv() => return Ok(()),
                 _ = hangup.recv() => return Ok(()),
             }
+            dirty = true;
         }
     }
 

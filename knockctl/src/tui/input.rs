@@ -58,6 +58,17 @@ impl State {
         if ctrl && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')) {
             return Some(Command::Quit);
         }
+        // No Alt bindings: Alt+x is what a terminal reports for Esc quickly followed by x.
+        if key.modifiers.contains(KeyModifiers::ALT) && matches!(key.code, KeyCode::Char(_)) {
+            let esc = self.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+            if esc.is_some() {
+                return esc;
+            }
+            return self.on_key(KeyEvent::new(
+                key.code,
+                key.modifiers.difference(KeyModifiers::ALT),
+            ));
+        }
         if let Some(overlay) = self.overlay.take() {
             return self.on_overlay_key(overlay, key);
         }
@@ -385,6 +396,16 @@ mod tests {
         press(&mut s, &[key(KeyCode::Esc)]);
         assert_eq!(s.filter, "");
         press(&mut s, &[ch('/'), ch('1'), key(KeyCode::Esc)]);
+        assert!(!s.editing_filter);
+        assert_eq!(s.filter, "");
+    }
+
+    #[test]
+    fn alt_char_is_esc_then_the_char() {
+        let mut s = busy();
+        press(&mut s, &[ch('/'), ch('x')]);
+        let alt_q = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::ALT);
+        assert_eq!(s.on_key(alt_q), Some(Command::Quit));
         assert!(!s.editing_filter);
         assert_eq!(s.filter, "");
     }

@@ -189,7 +189,11 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             status.interfaces.join(",")
         };
         left.push(Span::raw(format!(" on {interfaces}")));
-        if let Some(up) = state.uptime_secs(now) {
+        let up = match state.link {
+            Link::Connected => state.uptime_secs(now),
+            _ => None,
+        };
+        if let Some(up) = up {
             left.push(Span::raw(format!("  up {}", format_duration_secs(up))));
         }
         left.push(Span::raw(format!("  doors {}", status.doors)));

@@ -425,7 +425,7 @@ impl State {
                         "{} {} granted, expires in {}",
                         grant.addr,
                         grant.door,
-                        format_duration_secs(ms / 1000)
+                        format_duration_secs(ms.div_ceil(1000))
                     ),
                     None => format!("{} {} granted until revoked", grant.addr, grant.door),
                 };
@@ -440,7 +440,7 @@ impl State {
                         "{} {} grant refreshed, expires in {}",
                         grant.addr,
                         grant.door,
-                        format_remaining(grant.expires_in_ms)
+                        format_remaining(grant.expires_in_ms.map(|ms| ms.div_ceil(1000) * 1000))
                     ),
                 );
                 self.upsert_grant(grant, at, at);
