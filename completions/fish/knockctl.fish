@@ -1,0 +1,86 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_knockctl_global_optspecs
+    string join \n socket= json h/help V/version
+end
+
+function __fish_knockctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_knockctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_knockctl_using_subcommand
+    set -l cmd (__fish_knockctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c knockctl -n "__fish_knockctl_needs_command" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_needs_command" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c knockctl -n "__fish_knockctl_needs_command" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "status" -d 'Show version, pid, uptime, interfaces, config file, doors and counters'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "list" -d 'List open grants (addresses let in, and until when)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "grants" -d 'List open grants (addresses let in, and until when)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "attempts" -d 'List knock sequences in progress'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "doors" -d 'List configured doors: sequence, timeout, action'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "revoke" -d 'Close the open grants of ADDRESS (only those of one door with --door)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "reload" -d 'Re-read the configuration file (errors are printed with their file:line)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "tail" -d 'Print events as they happen, one per line, until knockd closes the connection'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "tui" -d 'Live dashboard: attempts, grants, events, doors (`?` shows the keys)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l door -d 'Only close the grant of this door' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s h -l help -d 'Print help'
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "status" -d 'Show version, pid, uptime, interfaces, config file, doors and counters'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "list" -d 'List open grants (addresses let in, and until when)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "attempts" -d 'List knock sequences in progress'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "doors" -d 'List configured doors: sequence, timeout, action'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "revoke" -d 'Close the open grants of ADDRESS (only those of one door with --door)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "reload" -d 'Re-read the configuration file (errors are printed with their file:line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "tail" -d 'Print events as they happen, one per line, until knockd closes the connection'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "tui" -d 'Live dashboard: attempts, grants, events, doors (`?` shows the keys)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
