@@ -3,6 +3,7 @@
 
 use std::io::{self, IsTerminal, Stdout};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -290,9 +291,16 @@ struct TerminalGuard {
     previous_hook: Arc<PanicHook>,
 }
 
+/// Whether the terminal is in raw mode on the alternate screen. Restoring twice would be
+/// harmful: leaving the alternate screen again moves the cursor back to where it was on
+/// entry, and what follows (a panic message) would overwrite the shell's screen.
+static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
+
 fn restore_terminal() {
-    let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+    }
 }
 
 fn reinstall_hook(previous: Arc<PanicHook>) {
@@ -309,6 +317,7 @@ impl TerminalGuard {
             chained(info);
         }));
         let setup = || -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
+            TERMINAL_TAKEN.store(true, Ordering::SeqCst);
             enable_raw_mode()?;
             execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
             Terminal::new(CrosstermBackend::new(io::stdout()))
