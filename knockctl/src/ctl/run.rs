@@ -58,8 +58,7 @@ impl CtlError {
         match self {
             CtlError::Client(e) if e.is_not_running() => 3,
             CtlError::Tui(e)
-                if e
-                    .downcast_ref::<knock_ipc::ClientError>()
+                if e.downcast_ref::<knock_ipc::ClientError>()
                     .is_some_and(knock_ipc::ClientError::is_not_running) =>
             {
                 3
