@@ -115,7 +115,11 @@ impl Drop for PidFile {
 }
 
 /// Everything before the async part; then the runtime. Returns when the daemon stops.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    // Reloads re-read this path, and -d changes the working directory to /.
+    if let Ok(abs) = std::path::absolute(&args.config) {
+        args.config = abs;
+    }
     let parsed = load_config(&args.config)?;
     for w in &parsed.warnings {
         tracing::warn!("{w}");
