@@ -125,22 +125,15 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let mut config = parsed.config;
-    // Command line beats the config file, for every option.
-    if let Some(i) = &args.interface {
-        config.options.interface = Some(i.clone());
-    }
-    if let Some(g) = &args.logfile {
-        config.options.log_file = Some(g.clone());
-    }
-    if let Some(p) = &args.pidfile {
-        config.options.pid_file = Some(p.clone());
-    }
-    if let Some(p) = &args.socket {
-        config.options.socket = Some(p.clone());
-    }
-    if let Some(p) = &args.state_file {
-        config.options.state_file = Some(p.clone());
-    }
+    // Command line beats the config file, for every option (also on reload).
+    let overrides = config::Overrides {
+        interface: args.interface.clone(),
+        log_file: args.logfile.clone(),
+        pid_file: args.pidfile.clone(),
+        socket: args.socket.clone(),
+        state_file: args.state_file.clone(),
+    };
+    overrides.apply(&mut config.options);
     let iface = match &config.options.interface {
         Some(i) => i.clone(),
         None => default_route_interface().unwrap_or_else(|| "eth0".to_string()),
@@ -194,6 +187,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let parts = Parts {
         config,
+        overrides,
         iface,
         capture,
         log,
@@ -207,6 +201,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
 /// Everything opened and checked before the runtime starts.
 struct Parts {
     config: config::Config,
+    overrides: config::Overrides,
     iface: String,
     capture: Capture,
     log: KnockLog,
@@ -218,6 +213,7 @@ struct Parts {
 async fn serve(args: Args, parts: Parts) -> anyhow::Result<()> {
     let Parts {
         config,
+        overrides,
         iface,
         capture,
         log,
@@ -239,6 +235,7 @@ async fn serve(args: Args, parts: Parts) -> anyhow::Result<()> {
             let _ = filter_tx.send(f);
         }),
     )
+    .with_overrides(overrides)
     .with_state_file(state_file)
     .with_capture(vec![iface.clone()], stats.clone());
     // Addresses first, so the first filter already names them.

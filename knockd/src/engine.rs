@@ -106,6 +106,7 @@ pub struct Engine<E: Executor, L: LogSink> {
     evictions_logged: u64,
     last_evict_log: Option<Instant>,
     log_budget: crate::ratelimit::LogBudget,
+    overrides: config::Overrides,
     events_tx: broadcast::Sender<ipc::Event>,
     state_file: Option<PathBuf>,
     saved_version: u64,
@@ -192,6 +193,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             evictions_logged: 0,
             last_evict_log: None,
             log_budget: Default::default(),
+            overrides: config::Overrides::default(),
             events_tx,
             state_file: None,
             saved_version: 0,
@@ -201,6 +203,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         };
         e.update_filter();
         e
+    }
+
+    /// Command-line settings re-applied over the config file on every reload.
+    pub fn with_overrides(mut self, overrides: config::Overrides) -> Self {
+        self.overrides = overrides;
+        self
     }
 
     /// Persist the grant ledger to this file after every change.
@@ -1127,9 +1135,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let msg = w.clone();
             self.line(&msg);
         }
-        let new = parsed.config;
+        let mut new = parsed.config;
+        self.overrides.apply(&mut new.options);
         if new.options.interface != self.config.options.interface {
             self.line("warning: Interface changed in the config: restart knockd to capture on the new interface");
+        }
+        // Reopen the log (logrotate moves it away, then sends SIGHUP). On failure keep the old one.
+        let (log_file, syslog) = (new.options.log_file.clone(), new.options.use_syslog);
+        if let Err(e) = self.log.reopen(log_file.as_deref(), syslog) {
+            let msg = format!("error: {e}; still logging to the previous log file");
+            self.line(&msg);
         }
         let keep: Vec<Option<usize>> = self
             .config

@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 /// Where the knockd-format lines go.
 pub trait LogSink: Send {
     fn line(&mut self, msg: &str);
+    /// Reopen the sinks with (possibly new) settings: on reload, so logrotate can move the
+    /// file away and SIGHUP knockd, like knockd 0.8.
+    fn reopen(&mut self, _log_file: Option<&Path>, _use_syslog: bool) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Format one LogFile line (knockd 0.8: local time, minute resolution).
@@ -36,12 +41,6 @@ impl KnockLog {
         };
         let syslog = if use_syslog { connect_syslog() } else { None };
         Ok(KnockLog { file, syslog })
-    }
-
-    /// Reopen the log file (after SIGHUP or logrotate) and apply new settings.
-    pub fn reopen(&mut self, log_file: Option<&Path>, use_syslog: bool) -> std::io::Result<()> {
-        *self = KnockLog::open(log_file, use_syslog)?;
-        Ok(())
     }
 
     pub fn file_path(&self) -> Option<&Path> {
@@ -74,6 +73,11 @@ fn connect_syslog() -> Option<UnixDatagram> {
 }
 
 impl LogSink for KnockLog {
+    fn reopen(&mut self, log_file: Option<&Path>, use_syslog: bool) -> std::io::Result<()> {
+        *self = KnockLog::open(log_file, use_syslog)?;
+        Ok(())
+    }
+
     fn line(&mut self, msg: &str) {
         if msg.starts_with("error") {
             tracing::error!(target: "knockd", "{msg}");

@@ -180,3 +180,30 @@ impl Config {
         self.options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
     }
 }
+
+/// Command-line settings that beat the config file, applied at start and on every reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub interface: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub state_file: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, options: &mut Options) {
+        let set = |dst: &mut Option<PathBuf>, src: &Option<PathBuf>| {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        };
+        if self.interface.is_some() {
+            options.interface.clone_from(&self.interface);
+        }
+        set(&mut options.log_file, &self.log_file);
+        set(&mut options.pid_file, &self.pid_file);
+        set(&mut options.socket, &self.socket);
+        set(&mut options.state_file, &self.state_file);
+    }
+}

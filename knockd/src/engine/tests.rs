@@ -515,3 +515,49 @@ async fn shutdown_policies() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn reload_reopens_the_log_file_and_keeps_command_line_overrides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let from_conf = dir.path().join("from-config.log");
+    let from_cli = dir.path().join("from-cli.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "[options]\n LogFile = {}\n[d]\n sequence = 1,5,3\n",
+            from_conf.display()
+        ),
+    )
+    .expect("write");
+    let overrides = crate::config::Overrides {
+        log_file: Some(from_cli.clone()),
+        ..Default::default()
+    };
+    let mut config = crate::config::load(&conf).expect("load").config;
+    overrides.apply(&mut config.options);
+    let log =
+        crate::knocklog::KnockLog::open(config.options.log_file.as_deref(), false).expect("log");
+    let mut e = Engine::new(
+        config,
+        conf.clone(),
+        FakeExec::default(),
+        log,
+        Box::new(|_| {}),
+    )
+    .with_overrides(overrides);
+    e.log_line("before rotation");
+    // logrotate: move the file away, then SIGHUP.
+    std::fs::rename(&from_cli, dir.path().join("from-cli.log.1")).expect("rotate");
+    e.reload().expect("reload");
+    e.log_line("after rotation");
+    let now = std::fs::read_to_string(&from_cli).expect("reopened log");
+    assert!(
+        now.contains("after rotation") && !now.contains("before rotation"),
+        "{now}"
+    );
+    assert!(
+        !from_conf.exists(),
+        "the command line's -g must win on reload too"
+    );
+}
