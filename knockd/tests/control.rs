@@ -463,3 +463,44 @@ async fn restored_grant_closes_on_schedule() {
     assert!(d2.grants().await.is_empty());
     let _: &Path = &d2.state;
 }
+
+#[tokio::test]
+async fn a_slow_subscriber_skips_ahead_and_never_stalls_the_daemon() {
+    let mut d = start().await;
+    let mut sub = d.client().await.subscribe().await.expect("subscribe");
+    // 20,000 first knocks from distinct sources while the subscriber reads nothing: far more
+    // events than the broadcast buffer plus the socket buffers hold.
+    for i in 0..20_000u32 {
+        let src = std::net::Ipv4Addr::from(0x0a64_0000 + i).to_string();
+        d.knock(&src, &[2222]).await;
+    }
+    // The daemon kept up: every packet was processed and it still answers at once.
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Response::Status { status }) = d.client().await.request(Request::Status).await
+            {
+                if status.counters.packets == 20_000 {
+                    return status;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("daemon stalled behind a slow subscriber");
+    assert_eq!(status.attempts, 20_000);
+    // The subscriber is told it missed events, then continues.
+    let mut lagged = false;
+    for _ in 0..30_000 {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Ok(e)) => {
+                if matches!(e.kind, EventKind::Lagged { missed } if missed > 0) {
+                    lagged = true;
+                    break;
+                }
+            }
+            other => panic!("stream ended early: {other:?}"),
+        }
+    }
+    assert!(lagged, "no Lagged event");
+}
