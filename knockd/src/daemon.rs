@@ -210,44 +210,35 @@ struct Parts {
     socket: ControlSocket,
 }
 
-async fn serve(args: Args, parts: Parts) -> anyhow::Result<()> {
-    let Parts {
-        config,
-        overrides,
-        iface,
-        capture,
-        log,
-        state_file,
-        saved,
-        socket,
-    } = parts;
+async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let (pkt_tx, pkt_rx) = mpsc::channel(8192);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let (filter_tx, filter_rx) = std::sync::mpsc::channel::<String>();
     let stats = Arc::new(CaptureStats::default());
 
+    let iface = p.iface;
     let mut engine = Engine::new(
-        config,
+        p.config,
         args.config.clone(),
         SystemExecutor,
-        log,
+        p.log,
         Box::new(move |f| {
             let _ = filter_tx.send(f);
         }),
     )
-    .with_overrides(overrides)
-    .with_state_file(state_file)
+    .with_overrides(p.overrides)
+    .with_state_file(p.state_file)
     .with_capture(vec![iface.clone()], stats.clone());
     // Addresses first, so the first filter already names them.
     let only_v4 = args.only_ipv4;
     let addrs = local_addrs(&iface, only_v4);
     engine.on_control(Control::LocalAddrs(addrs));
-    engine.restore(saved).await;
-    let _capture_thread = capture.spawn(filter_rx, pkt_tx, stats)?;
+    engine.restore(p.saved).await;
+    let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
     let shutdown = crate::signals::install(ctl_tx.clone())?;
-    tracing::info!("control socket {}", socket.path().display());
-    tokio::spawn(socket.serve(ctl_tx.clone(), engine.events()));
+    tracing::info!("control socket {}", p.socket.path().display());
+    tokio::spawn(p.socket.serve(ctl_tx.clone(), engine.events()));
     engine.log_line(&format!("starting up, listening on {iface}"));
     engine.run(pkt_rx, ctl_rx, shutdown).await?;
     Ok(())

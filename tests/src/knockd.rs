@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::{bin, wait_until, Daemon, Lab, SRV_IF};
 
+/// knockd 0.8's example config, verbatim (the fixture the config parser tests use too).
+pub const SEED: &str = include_str!("../fixtures/config/good/seed.conf");
+
 /// How long our knockd may take to log `starting up, listening on kv0`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 

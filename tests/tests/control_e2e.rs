@@ -2,75 +2,22 @@
 //! namespace, `knockctl` on the control socket; firewall state checked with iptables inside
 //! the server namespace.
 
-use knock_e2e::{bin, require_root, wait_until, Daemon, Lab, CLI_V4, SRV_V4};
-use std::path::PathBuf;
+use knock_e2e::knockd::{self, accept_rule, OurKnockd, SEED};
+use knock_e2e::{bin, require_root, wait_until, Lab, CLI_V4, SRV_V4};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const SEED: &str = "\
-[options]
-	UseSyslog
-
-[openSSH]
-	sequence    = 7000,8000,9000
-	seq_timeout = 5
-	command     = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-	tcpflags    = syn
-
-[closeSSH]
-	sequence    = 9000,8000,7000
-	seq_timeout = 5
-	command     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-	tcpflags    = syn
-";
-
-const ACCEPT_22: &str = "-A INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
-
-struct Knockd {
-    daemon: Daemon,
-    socket: PathBuf,
-    conf: PathBuf,
-}
-
-fn start(lab: &Lab, conf_text: &str) -> Knockd {
-    let conf = lab.write_file("knockd.conf", conf_text);
-    let socket = lab.path("knockd.sock");
-    let state = lab.path("state.json");
-    let daemon = lab.spawn_srv([
-        bin("knockd").as_os_str(),
-        "-i".as_ref(),
-        lab.srv_if().as_ref(),
-        "-c".as_ref(),
-        conf.as_os_str(),
-        "--socket".as_ref(),
-        socket.as_os_str(),
-        "--state-file".as_ref(),
-        state.as_os_str(),
-    ]);
-    assert!(
-        daemon.wait_for_log("starting up, listening on kv0", Duration::from_secs(10)),
-        "knockd did not start:\n{}",
-        daemon.log_text()
-    );
-    Knockd {
-        daemon,
-        socket,
-        conf,
-    }
+fn start(lab: &Lab, conf: &str) -> OurKnockd {
+    OurKnockd::start(lab, conf)
 }
 
 fn knock(lab: &Lab, ports: &[&str]) {
-    let mut args = vec![bin("knock").display().to_string(), SRV_V4.to_string()];
-    args.extend(ports.iter().map(|p| p.to_string()));
-    let out = lab.cli_exec(&args);
-    assert!(
-        out.status.success(),
-        "knock failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec![SRV_V4];
+    args.extend_from_slice(ports);
+    knockd::knock(lab, &args);
 }
 
-fn knockctl(k: &Knockd, args: &[&str]) -> Output {
+fn knockctl(k: &OurKnockd, args: &[&str]) -> Output {
     Command::new(bin("knockctl"))
         .arg("--socket")
         .arg(&k.socket)
@@ -88,7 +35,7 @@ fn text(o: &Output) -> String {
 }
 
 fn has_rule(lab: &Lab, rule: &str) -> bool {
-    lab.iptables_rules(false).lines().any(|l| l == rule)
+    knockd::rule_count(lab, false, rule) > 0
 }
 
 #[test]
@@ -100,7 +47,8 @@ fn list_shows_the_grant_and_revoke_removes_the_rule() {
     let k = start(&lab, SEED);
     knock(&lab, &["7000", "8000", "9000"]);
     assert!(wait_until(Duration::from_secs(5), || has_rule(
-        &lab, ACCEPT_22
+        &lab,
+        &accept_rule(22)
     )));
     let list = knockctl(&k, &["list"]);
     assert!(list.status.success(), "{}", text(&list));
@@ -116,7 +64,7 @@ fn list_shows_the_grant_and_revoke_removes_the_rule() {
     let rev = knockctl(&k, &["revoke", CLI_V4]);
     assert!(rev.status.success(), "{}", text(&rev));
     assert!(
-        wait_until(Duration::from_secs(5), || !has_rule(&lab, ACCEPT_22)),
+        wait_until(Duration::from_secs(5), || !has_rule(&lab, &accept_rule(22))),
         "rule still there:\n{}",
         lab.iptables_rules(false)
     );
@@ -138,14 +86,19 @@ fn reload_switches_sequences_and_refuses_a_broken_config() {
     assert!(r.status.success(), "{}", text(&r));
     knock(&lab, &["7000", "8000", "9000"]);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!has_rule(&lab, ACCEPT_22), "old sequence still opens");
+    assert!(
+        !has_rule(&lab, &accept_rule(22)),
+        "old sequence still opens"
+    );
     knock(&lab, &["7100", "8100", "9100"]);
     assert!(wait_until(Duration::from_secs(5), || has_rule(
-        &lab, ACCEPT_22
+        &lab,
+        &accept_rule(22)
     )));
     knockctl(&k, &["revoke", CLI_V4]);
     assert!(wait_until(Duration::from_secs(5), || !has_rule(
-        &lab, ACCEPT_22
+        &lab,
+        &accept_rule(22)
     )));
 
     // A broken config: refused with its line numbers, the running one keeps working.
@@ -163,7 +116,8 @@ fn reload_switches_sequences_and_refuses_a_broken_config() {
     );
     knock(&lab, &["7100", "8100", "9100"]);
     assert!(wait_until(Duration::from_secs(5), || has_rule(
-        &lab, ACCEPT_22
+        &lab,
+        &accept_rule(22)
     )));
     assert!(k
         .daemon
@@ -188,7 +142,8 @@ fn tail_prints_the_stages_of_a_live_knock() {
     std::thread::sleep(Duration::from_millis(300));
     knock(&lab, &["7000", "8000", "9000"]);
     assert!(wait_until(Duration::from_secs(5), || has_rule(
-        &lab, ACCEPT_22
+        &lab,
+        &accept_rule(22)
     )));
     std::thread::sleep(Duration::from_millis(300));
     k.daemon.kill_term();
@@ -250,14 +205,14 @@ fn sigkill_with_an_open_grant_then_restart_closes_it_at_its_deadline() {
     let lab = Lab::new();
     let conf =
         "[ssh]\n sequence = 2222,1111,3333\n tcpflags = syn\n open = 22/tcp\n cmd_timeout = 3\n";
-    let rule = "-A INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:ssh\" -j ACCEPT";
+    let rule = &knockd::native_rule(22, "ssh");
     let k = start(&lab, conf);
     knock(&lab, &["2222", "1111", "3333"]);
     assert!(
         wait_until(Duration::from_secs(5), || has_rule(&lab, rule)),
         "not opened:\n{}\n{}",
         lab.iptables_rules(false),
-        k.daemon.log_text()
+        k.log()
     );
     k.daemon.kill_9();
     assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
@@ -271,7 +226,7 @@ fn sigkill_with_an_open_grant_then_restart_closes_it_at_its_deadline() {
         wait_until(Duration::from_secs(3), || !has_rule(&lab, rule)),
         "rule still open after restart:\n{}\n{}",
         lab.iptables_rules(false),
-        k2.daemon.log_text()
+        k2.log()
     );
     assert!(k2
         .daemon
@@ -286,9 +241,9 @@ fn sigkill_with_an_open_grant_then_restart_closes_it_at_its_deadline() {
     std::fs::remove_file(&k2.socket).ok();
     let k3 = start(&lab, conf);
     assert!(
-        k3.daemon.log_text().contains("grant restored (closes in"),
+        k3.log().contains("grant restored (closes in"),
         "{}",
-        k3.daemon.log_text()
+        k3.log()
     );
     // (No check that the rule is still there now: on a loaded machine the restored grant may
     // already have expired; the log line proves it was re-armed rather than closed at once.)

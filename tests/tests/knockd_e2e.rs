@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use knock_e2e::knockd::{
     accept_rule, input_rules, knock, native_rule, rule_count, srv_ok, stays_absent, wait_no_rule,
-    wait_rule, OurKnockd, EFFECT_TIMEOUT,
+    wait_rule, OurKnockd, EFFECT_TIMEOUT, SEED,
 };
 use knock_e2e::{
     bin, debian_bin, read_text, require_root, wait_for_text, wait_until, Lab, CLI_V4, CLI_V6,
@@ -14,22 +14,6 @@ use knock_e2e::{
 };
 
 /// knockd 0.8's example config, verbatim.
-const SEED: &str = "\
-[options]
-	UseSyslog
-
-[openSSH]
-	sequence    = 7000,8000,9000
-	seq_timeout = 5
-	command     = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-	tcpflags    = syn
-
-[closeSSH]
-	sequence    = 9000,8000,7000
-	seq_timeout = 5
-	command     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-	tcpflags    = syn
-";
 
 /// A door that opens port 22 with `command`, plus `[sync]`: a one-knock door on 4444 whose
 /// `OPEN SESAME` in the log proves every earlier knock has been processed (knocks of one

@@ -2,24 +2,10 @@
 //! network namespaces: a partial knock shows up as `2/3`, the completed knock as a grant, `r`
 //! then `y` revokes it (the iptables rule is gone), `q` quits and the terminal is restored.
 
+use knock_e2e::knockd::{accept_rule, knock, OurKnockd, SEED};
 use knock_e2e::{bin, require_root, wait_until, Lab, SRV_V4};
 use std::process::Command;
 use std::time::Duration;
-
-const SEED: &str = "\
-[openSSH]
-	sequence    = 7000,8000,9000
-	seq_timeout = 30
-	command     = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-	tcpflags    = syn
-
-[closeSSH]
-	sequence    = 9000,8000,7000
-	seq_timeout = 5
-	command     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-	tcpflags    = syn
-";
-const ACCEPT_22: &str = "-A INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
 
 /// A private tmux server (its own socket name), killed on drop.
 struct Tmux {
@@ -62,37 +48,16 @@ impl Drop for Tmux {
     }
 }
 
-fn knock(lab: &Lab, ports: &[&str]) {
-    let mut args = vec![bin("knock").display().to_string(), SRV_V4.to_string()];
-    args.extend(ports.iter().map(|p| p.to_string()));
-    assert!(lab.cli_exec(&args).status.success());
-}
-
 #[test]
 fn tui_shows_knocks_and_grants_revokes_and_restores_the_terminal() {
     if !require_root() {
         return;
     }
     let lab = Lab::new();
-    let conf = lab.write_file("knockd.conf", SEED);
-    let socket = lab.path("knockd.sock");
-    let state = lab.path("state.json");
-    let knockd = lab.spawn_srv([
-        bin("knockd").as_os_str(),
-        "-i".as_ref(),
-        lab.srv_if().as_ref(),
-        "-c".as_ref(),
-        conf.as_os_str(),
-        "--socket".as_ref(),
-        socket.as_os_str(),
-        "--state-file".as_ref(),
-        state.as_os_str(),
-    ]);
-    assert!(
-        knockd.wait_for_log("starting up", Duration::from_secs(10)),
-        "{}",
-        knockd.log_text()
-    );
+    // Attempts must not time out while the test looks at them.
+    let k = OurKnockd::start(&lab, &SEED.replace("seq_timeout = 5", "seq_timeout = 30"));
+    let socket = &k.socket;
+    let accept_22 = accept_rule(22);
 
     let tmux = Tmux::new();
     // The pane runs the TUI, then says how it ended and stays open for inspection.
@@ -121,7 +86,7 @@ fn tui_shows_knocks_and_grants_revokes_and_restores_the_terminal() {
     );
 
     // A partial knock: the attempts pane shows the source, the door and 2/3.
-    knock(&lab, &["7000", "8000"]);
+    knock(&lab, &[SRV_V4, "7000", "8000"]);
     assert!(
         tmux.wait_screen(Duration::from_secs(5), |s| s
             .lines()
@@ -133,10 +98,10 @@ fn tui_shows_knocks_and_grants_revokes_and_restores_the_terminal() {
     );
 
     // Complete it: the grant appears.
-    knock(&lab, &["9000"]);
+    knock(&lab, &[SRV_V4, "9000"]);
     assert!(wait_until(Duration::from_secs(5), || lab
         .iptables_rules(false)
-        .contains(ACCEPT_22)));
+        .contains(&accept_22)));
     assert!(
         tmux.wait_screen(Duration::from_secs(5), |s| s.contains("Grants (1)")),
         "no grant:\n{}",
@@ -161,7 +126,7 @@ fn tui_shows_knocks_and_grants_revokes_and_restores_the_terminal() {
     assert!(
         wait_until(Duration::from_secs(5), || !lab
             .iptables_rules(false)
-            .contains(ACCEPT_22)),
+            .contains(&accept_22)),
         "rule still present:\n{}\n{}",
         lab.iptables_rules(false),
         tmux.screen()
