@@ -26,6 +26,7 @@
 //! Root-only tests start with `if !require_root() { return; }`: outside CI that prints a loud
 //! SKIPPED line; with `CI=true` a missing privilege is a failure.
 
+pub mod bench;
 mod bins;
 pub mod knockd;
 mod netns;

@@ -1,0 +1,397 @@
+//! Runs the scenarios: for each, each daemon in turn, each in a fresh lab.
+//!
+//! One run: start the daemon, subscribe to the server's firewall events, knock once to warm
+//! up (ARP, iptables, page cache), then start the flood (if any) and knock as the legitimate
+//! client every `legit_interval`: the latency of a knock is from the moment its last SYN left
+//! to the moment the kernel committed the ACCEPT rule. After each knock the grant is revoked
+//! and its deletion awaited, so every knock opens anew.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::daemon::{RunningDaemon, Variant, SEQUENCE};
+use super::generator::{FloodSpec, FloodStats, Flooder, Pattern};
+use super::knocker::Knocker;
+use super::monitor::{RuleBook, RuleMonitor};
+use super::procfs;
+use super::report::{Growth, GrowthSample, Legit, RunResult};
+use crate::Lab;
+
+/// What to run, and how long.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub smoke: bool,
+    pub variants: Vec<Variant>,
+    /// Knocks in the quiet scenario, `quiet_gap` apart.
+    pub quiet_trials: usize,
+    pub quiet_gap: Duration,
+    /// Length of each flood.
+    pub flood: Duration,
+    pub door_rates: Vec<u64>,
+    pub scan_rates: Vec<u64>,
+    /// State growth: this many first knocks from distinct sources at `growth_rate`.
+    pub growth_sources: u64,
+    pub growth_rate: u64,
+    /// During floods the legitimate client knocks this often...
+    pub legit_interval: Duration,
+    /// ...and a knock whose rule is not there after this long is a miss.
+    pub legit_timeout: Duration,
+    /// Wait after a flood before the last look at the daemon (pcap stats refresh each second).
+    pub settle: Duration,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            smoke: false,
+            variants: Variant::ALL.to_vec(),
+            quiet_trials: 40,
+            quiet_gap: Duration::from_millis(200),
+            flood: Duration::from_secs(10),
+            // 200k is past what one sender thread reaches here: it shows where the limit is.
+            door_rates: vec![20_000, 50_000, 100_000, 200_000],
+            scan_rates: vec![50_000, 100_000],
+            growth_sources: 1_000_000,
+            growth_rate: 100_000,
+            legit_interval: Duration::from_millis(500),
+            legit_timeout: Duration::from_secs(2),
+            settle: Duration::from_millis(1200),
+        }
+    }
+
+    /// A few seconds in all: checks that everything runs and reports, not timings.
+    pub fn smoke() -> Plan {
+        Plan {
+            smoke: true,
+            variants: Variant::ALL.to_vec(),
+            quiet_trials: 3,
+            quiet_gap: Duration::from_millis(20),
+            flood: Duration::from_millis(400),
+            door_rates: vec![2_000],
+            scan_rates: vec![2_000],
+            growth_sources: 1_000,
+            growth_rate: 2_500,
+            legit_interval: Duration::from_millis(100),
+            legit_timeout: Duration::from_secs(2),
+            settle: Duration::from_millis(50),
+        }
+    }
+
+    /// Every scenario of the plan, in order.
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        let mut v = vec![Scenario::Quiet];
+        v.extend(
+            self.door_rates
+                .iter()
+                .map(|&pps| Scenario::DoorFlood { pps }),
+        );
+        v.extend(
+            self.scan_rates
+                .iter()
+                .map(|&pps| Scenario::ScanFlood { pps }),
+        );
+        if self.growth_sources > 0 {
+            v.push(Scenario::StateGrowth {
+                sources: self.growth_sources,
+                pps: self.growth_rate,
+            });
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Knocks and nothing else.
+    Quiet,
+    /// Spoofed first knocks (port 7000), each from a new source.
+    DoorFlood { pps: u64 },
+    /// Spoofed SYNs to random ports from random sources.
+    ScanFlood { pps: u64 },
+    /// `sources` first knocks from distinct spoofed sources; the door's `seq_timeout` is long
+    /// enough that none of them expires during the run.
+    StateGrowth { sources: u64, pps: u64 },
+}
+
+impl Scenario {
+    pub fn name(&self) -> String {
+        match *self {
+            Scenario::Quiet => "quiet".to_string(),
+            Scenario::DoorFlood { pps } => format!("door-flood-{}", si(pps)),
+            Scenario::ScanFlood { pps } => format!("scan-flood-{}", si(pps)),
+            Scenario::StateGrowth { sources, .. } => format!("state-growth-{}", si(sources)),
+        }
+    }
+
+    fn seq_timeout(&self) -> u32 {
+        match self {
+            Scenario::StateGrowth { .. } => 120,
+            _ => 5,
+        }
+    }
+
+    fn flood(&self, plan: &Plan) -> Option<FloodSpec> {
+        let door = Pattern::Door { port: SEQUENCE[0] };
+        match *self {
+            Scenario::Quiet => None,
+            Scenario::DoorFlood { pps } => Some(FloodSpec {
+                pattern: door,
+                rate_pps: pps,
+                duration: plan.flood,
+            }),
+            Scenario::ScanFlood { pps } => Some(FloodSpec {
+                pattern: Pattern::Scan,
+                rate_pps: pps,
+                duration: plan.flood,
+            }),
+            Scenario::StateGrowth { sources, pps } => Some(FloodSpec {
+                pattern: door,
+                rate_pps: pps,
+                duration: Duration::from_secs_f64(sources as f64 / pps.max(1) as f64),
+            }),
+        }
+    }
+}
+
+/// `20000` → `20k`, `1000000` → `1M`.
+fn si(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// The lab's client and server addresses ([`crate::CLI_V4`], [`crate::SRV_V4`]; a test checks they agree).
+pub const CLI: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 2);
+const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
+
+/// How long the warm-up knock may take (first iptables run in a new namespace).
+const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a revoked grant may take to disappear.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs one scenario for one daemon in a fresh lab. Errors describe what broke.
+pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunResult> {
+    let lab = Lab::new();
+    let mut daemon = RunningDaemon::start(&lab, variant, scenario.seq_timeout())?;
+    let monitor = RuleMonitor::start(lab.srv_ns())?;
+    let mut book = RuleBook::new(CLI);
+    let mut knocker = Knocker::new(lab.cli_ns(), CLI, SRV)?;
+
+    let sent = knocker.knock(&SEQUENCE)?;
+    if book.wait_added(&monitor, sent + WARMUP_TIMEOUT).is_none() {
+        bail!(
+            "{}: the warm-up knock opened nothing within {WARMUP_TIMEOUT:?}; log:\n{}",
+            variant.label(),
+            daemon.log_text()
+        );
+    }
+    close(&daemon, &mut book, &monitor)?;
+
+    let pid = daemon.pid();
+    let before = procfs::sample(pid)?;
+    let backlog_before = procfs::backlog_drops();
+    let processed_before = daemon.processed();
+    let drops_before = daemon.status().map(|(c, _)| c.kernel_drops);
+    let flood = scenario.flood(plan);
+    let flooder = flood.map(|_| Flooder::new(lab.cli_ns(), SRV)).transpose()?;
+    let progress = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+
+    let mut legit = Legit::default();
+    let mut samples = Vec::new();
+    let flood_stats: Option<FloodStats> = std::thread::scope(|s| -> Result<_> {
+        let flood_thread = match (&flooder, &flood) {
+            (Some(f), Some(spec)) => Some(s.spawn(|| f.run(spec, &progress, &stop))),
+            _ => None,
+        };
+        let interval = if flood.is_some() {
+            plan.legit_interval
+        } else {
+            plan.quiet_gap
+        };
+        let knocking = (|| -> Result<()> {
+            loop {
+                let done = match &flood_thread {
+                    Some(t) => t.is_finished(),
+                    None => legit.tried >= plan.quiet_trials,
+                };
+                if done {
+                    return Ok(());
+                }
+                let slot = Instant::now();
+                samples.push(GrowthSample {
+                    t_s: start.elapsed().as_secs_f64(),
+                    sent: progress.load(Ordering::Relaxed),
+                    processed: daemon.processed().saturating_sub(processed_before),
+                    cpu_s: procfs::sample(pid)?.cpu_s - before.cpu_s,
+                });
+                knock_once(plan, &mut knocker, &daemon, &mut book, &monitor, &mut legit)?;
+                if let Some(rest) = (slot + interval).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        })();
+        stop.store(knocking.is_err(), Ordering::Relaxed);
+        let stats = flood_thread
+            .map(|t| t.join().map_err(|_| anyhow!("the flood thread panicked")))
+            .transpose()?;
+        knocking.map(|()| stats)
+    })?;
+
+    // Let the daemon finish what is queued and pcap refresh its counters, then look.
+    std::thread::sleep(plan.settle);
+    book.drain(&monitor);
+    if !daemon.is_running() {
+        bail!(
+            "{} exited during the run; log:\n{}",
+            variant.label(),
+            daemon.log_text()
+        );
+    }
+    let after = procfs::sample(pid)?;
+    let processed = daemon.processed().saturating_sub(processed_before);
+    let status = daemon.status();
+    samples.push(GrowthSample {
+        t_s: start.elapsed().as_secs_f64(),
+        sent: progress.load(Ordering::Relaxed),
+        processed,
+        cpu_s: after.cpu_s - before.cpu_s,
+    });
+    let growth = matches!(scenario, Scenario::StateGrowth { .. })
+        .then(|| Growth::from_samples(samples, status.map(|(_, a)| a)));
+    Ok(RunResult {
+        scenario: scenario.name(),
+        variant,
+        target_pps: flood.map(|f| f.rate_pps),
+        flood: flood_stats,
+        legit: legit.finish(),
+        cpu_s: after.cpu_s - before.cpu_s,
+        peak_rss_kib: after.hwm_kib,
+        rss_kib: after.rss_kib,
+        processed,
+        kernel_drops: status
+            .zip(drops_before)
+            .map(|((c, _), b)| c.kernel_drops.saturating_sub(b)),
+        backlog_drops: procfs::backlog_drops().saturating_sub(backlog_before),
+        stray_grants: book.strays,
+        threads: procfs::threads(pid),
+        memory: procfs::memory(pid),
+        growth,
+        error: None,
+    })
+}
+
+/// One legitimate knock: send, wait for the rule, revoke it.
+fn knock_once(
+    plan: &Plan,
+    knocker: &mut Knocker,
+    daemon: &RunningDaemon<'_>,
+    book: &mut RuleBook,
+    monitor: &RuleMonitor,
+    legit: &mut Legit,
+) -> Result<()> {
+    book.drain(monitor);
+    if book.watched_open() {
+        // The previous knock's rule arrived after its timeout.
+        legit.late += 1;
+        close(daemon, book, monitor)?;
+    }
+    let sent = knocker.knock(&SEQUENCE)?;
+    legit.tried += 1;
+    if let Some(at) = book.wait_added(monitor, sent + plan.legit_timeout) {
+        legit.latencies.push(at.saturating_duration_since(sent));
+        close(daemon, book, monitor)?;
+    }
+    Ok(())
+}
+
+/// Revokes the client's grant and waits until its rule is gone.
+fn close(daemon: &RunningDaemon<'_>, book: &mut RuleBook, monitor: &RuleMonitor) -> Result<()> {
+    daemon.revoke(CLI)?;
+    if !book.wait_closed(monitor, Instant::now() + REVOKE_TIMEOUT) {
+        bail!(
+            "{}: the client's rule was still there {REVOKE_TIMEOUT:?} after revoking it",
+            daemon.variant.label()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the whole plan; a failed run is recorded with its error, and the others go on.
+pub fn run_plan(plan: &Plan, mut progress: impl FnMut(&RunResult)) -> Vec<RunResult> {
+    let mut results = Vec::new();
+    for scenario in plan.scenarios() {
+        for &variant in &plan.variants {
+            let result = run_one(plan, scenario, variant)
+                .with_context(|| format!("{} / {}", scenario.name(), variant.label()))
+                .unwrap_or_else(|e| RunResult::failed(scenario.name(), variant, &e));
+            progress(&result);
+            results.push(result);
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CLI_V4, SRV_V4};
+
+    #[test]
+    fn addresses_are_the_labs() {
+        assert_eq!(CLI.to_string(), CLI_V4);
+        assert_eq!(SRV.to_string(), SRV_V4);
+    }
+
+    #[test]
+    fn scenario_names() {
+        assert_eq!(Scenario::Quiet.name(), "quiet");
+        assert_eq!(Scenario::DoorFlood { pps: 20_000 }.name(), "door-flood-20k");
+        assert_eq!(Scenario::ScanFlood { pps: 2_500 }.name(), "scan-flood-2500");
+        let growth = Scenario::StateGrowth {
+            sources: 1_000_000,
+            pps: 100_000,
+        };
+        assert_eq!(growth.name(), "state-growth-1M");
+    }
+
+    #[test]
+    fn growth_floods_each_source_once() {
+        let growth = Scenario::StateGrowth {
+            sources: 1_000_000,
+            pps: 100_000,
+        };
+        let spec = growth.flood(&Plan::full()).expect("a flood");
+        assert_eq!(spec.total(), 1_000_000);
+        assert_eq!(spec.pattern, Pattern::Door { port: 7000 });
+    }
+
+    #[test]
+    fn the_full_plan_has_every_scenario_of_the_issue() {
+        let names: Vec<String> = Plan::full()
+            .scenarios()
+            .iter()
+            .map(Scenario::name)
+            .collect();
+        for want in [
+            "quiet",
+            "door-flood-20k",
+            "door-flood-50k",
+            "door-flood-100k",
+            "scan-flood-50k",
+            "state-growth-1M",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        assert!(Plan::full().quiet_trials >= 30);
+    }
+}

@@ -1,0 +1,128 @@
+//! knock-bench: our knockd against Debian's knockd 0.8, side by side, in throwaway network
+//! namespaces. Run it through `sudo bash scripts/bench.sh [--smoke] [--out FILE]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use knock_e2e::bench::daemon::Variant;
+use knock_e2e::bench::report::table;
+use knock_e2e::bench::runner::Plan;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "knock-bench",
+    about = "Benchmark our knockd against Debian's knockd 0.8 in throwaway network namespaces",
+    after_help = "Needs root. All traffic stays inside two private network namespaces per run; \
+spoofed sources are from 10.192.0.0/12. Prints a side-by-side table and writes a JSON report."
+)]
+struct Args {
+    /// A few seconds in all, tiny counts and low rates: checks that it runs and reports
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the JSON report
+    #[arg(long, value_name = "FILE", default_value = "target/knock-bench.json")]
+    out: PathBuf,
+    /// Daemons to run, comma-separated: debian, ours-cmd, ours-native
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    daemons: Vec<String>,
+    /// Length of each flood in seconds
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Knocks in the quiet scenario
+    #[arg(long, value_name = "N")]
+    trials: Option<usize>,
+    /// Door-flood rates in packets per second, comma-separated (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    door_rates: Option<Vec<u64>>,
+    /// Scan-flood rates in packets per second, comma-separated (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    scan_rates: Option<Vec<u64>>,
+    /// Distinct spoofed sources in the state-growth scenario (0: skip it)
+    #[arg(long, value_name = "N")]
+    growth_sources: Option<u64>,
+    /// Rate of the state-growth scenario in packets per second
+    #[arg(long, value_name = "PPS")]
+    growth_rate: Option<u64>,
+}
+
+impl Args {
+    fn plan(&self) -> Result<Plan> {
+        let mut plan = if self.smoke {
+            Plan::smoke()
+        } else {
+            Plan::full()
+        };
+        if !self.daemons.is_empty() {
+            plan.variants = Vec::new();
+            for name in &self.daemons {
+                let Some(v) = Variant::parse(name) else {
+                    bail!("unknown daemon '{name}' (use debian, ours-cmd, ours-native)");
+                };
+                plan.variants.push(v);
+            }
+        }
+        if let Some(secs) = self.duration {
+            if !(0.1..=600.0).contains(&secs) {
+                bail!("--duration {secs}: use 0.1 to 600 seconds");
+            }
+            plan.flood = Duration::from_secs_f64(secs);
+        }
+        if let Some(n) = self.trials {
+            plan.quiet_trials = n.max(1);
+        }
+        if let Some(r) = &self.door_rates {
+            plan.door_rates = r.clone();
+        }
+        if let Some(r) = &self.scan_rates {
+            plan.scan_rates = r.clone();
+        }
+        if let Some(n) = self.growth_sources {
+            plan.growth_sources = n.min(1_000_000);
+        }
+        if let Some(r) = self.growth_rate {
+            plan.growth_rate = r.max(1);
+        }
+        Ok(plan)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("knock-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// True when every run completed (missed targets are reported, not failures).
+fn run(args: &Args) -> Result<bool> {
+    let plan = args.plan()?;
+    let report = knock_e2e::bench::run(&plan, &args.out, |r| {
+        let status = match &r.error {
+            Some(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+            None => format!(
+                "opened {}/{}, CPU {:.2} s",
+                r.legit.opened, r.legit.tried, r.cpu_s
+            ),
+        };
+        eprintln!(
+            "knock-bench: {} / {}: {status}",
+            r.scenario,
+            r.variant.label()
+        );
+    })?;
+    print!("{}", table(&report));
+    println!("\nJSON report: {}", args.out.display());
+    let failed = report.runs.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        eprintln!("knock-bench: {failed} run(s) failed");
+    }
+    Ok(failed == 0)
+}
