@@ -13,8 +13,6 @@ use knock_e2e::{
     DEBIAN_KNOCK, DEBIAN_KNOCKD, SRV_IF, SRV_V4, SRV_V6,
 };
 
-/// knockd 0.8's example config, verbatim.
-
 /// A door that opens port 22 with `command`, plus `[sync]`: a one-knock door on 4444 whose
 /// `OPEN SESAME` in the log proves every earlier knock has been processed (knocks of one
 /// client are handled in order, and a door never sees another door's ports).
