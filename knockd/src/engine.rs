@@ -26,6 +26,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 #[derive(Debug)]
 pub enum CaptureMsg {
     Packet(Packet, Instant),
+    /// Packets read together (one ring block), all received by `Instant`.
+    Batch(Vec<Packet>, Instant),
     /// Capture failed (interface gone...). The engine shuts down with this error.
     Error(String),
 }
@@ -441,12 +443,22 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.done_rx.recv() => self.on_done(d),
                 msg = packets.recv() => match msg {
+                    Some(CaptureMsg::Batch(batch, at)) => {
+                        for p in &batch {
+                            self.on_packet(p, at);
+                        }
+                    }
                     Some(CaptureMsg::Packet(p, at)) => {
                         self.on_packet(&p, at);
                         // Drain what is already queued before looking at timers again.
                         for _ in 0..256 {
                             match packets.try_recv() {
                                 Ok(CaptureMsg::Packet(p, at)) => self.on_packet(&p, at),
+                                Ok(CaptureMsg::Batch(batch, at)) => {
+                                    for p in &batch {
+                                        self.on_packet(p, at);
+                                    }
+                                }
                                 Ok(CaptureMsg::Error(e)) => {
                                     result = Err(EngineError::Capture(e));
                                     break;
