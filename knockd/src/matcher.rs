@@ -77,23 +77,20 @@ pub enum MatchEvent {
     },
 }
 
-/// Identity of a flow: source port, destination port, protocol. Never 0.
-type FlowId = u64;
+/// Identity of a flow: source and destination port (never 0: port 0 is not a knock port).
+/// The protocol is left out to keep attempts small; a UDP packet with exactly the ports of a
+/// counted TCP knock is then ignored rather than treated as a wrong knock.
+type FlowId = u32;
 const RECENT: usize = 4;
 
 fn flow_id(p: &Packet) -> FlowId {
-    let proto = match p.proto {
-        Proto::Tcp => 1u64,
-        Proto::Udp => 2u64,
-    };
-    (u64::from(p.sport) << 24) | (u64::from(p.dport) << 8) | proto
+    (u32::from(p.sport) << 16) | u32::from(p.dport)
 }
 
 #[derive(Debug, Clone)]
 struct Attempt {
     stage: u8,
     id: u64,
-    started: Instant,
     deadline: Instant,
     /// Flows of the last knocks that counted, to ignore their retransmissions.
     recent: [FlowId; RECENT],
@@ -116,7 +113,16 @@ pub struct AttemptInfo {
     pub deadline: Instant,
 }
 
-type Key = (IpAddr, DoorId);
+/// (source, door). The door index is stored as u32 to keep the table small.
+type Key = (IpAddr, u32);
+
+fn key(src: IpAddr, door: DoorId) -> Key {
+    (src, door as u32)
+}
+
+/// Keyed with random keys per process, so attacker-chosen source addresses cannot force
+/// collisions, and several times faster than SipHash on this hot path.
+type Hasher = ahash::RandomState;
 
 /// Expiry queue entry. Per door, deadlines are in insertion order (one timeout per door), so a
 /// FIFO is a priority queue. Entries of attempts that ended early stay until popped or compacted.
@@ -132,7 +138,7 @@ pub struct Matcher {
     doors: Vec<DoorRule>,
     /// Which doors have a given step anywhere in their sequence.
     by_step: HashMap<Step, Vec<DoorId>>,
-    attempts: HashMap<Key, Attempt>,
+    attempts: HashMap<Key, Attempt, Hasher>,
     queues: Vec<VecDeque<QueueEntry>>,
     live: Vec<usize>,
     local: HashSet<IpAddr>,
@@ -146,7 +152,8 @@ impl Matcher {
         let mut m = Matcher {
             doors,
             by_step: HashMap::new(),
-            attempts: HashMap::new(),
+            // Sized for the cap up front: no rehash (and its memory peak) under a flood.
+            attempts: HashMap::with_capacity_and_hasher(cap.clamp(1, 1 << 20), Hasher::new()),
             queues: vec![VecDeque::new(); n],
             live: vec![0; n],
             local: HashSet::new(),
@@ -240,7 +247,7 @@ impl Matcher {
         let src = pkt.src;
         let flow = flow_id(pkt);
         let len = self.doors[door].sequence.len();
-        if let Some(a) = self.attempts.get_mut(&(src, door)) {
+        if let Some(a) = self.attempts.get_mut(&key(src, door)) {
             let stage = usize::from(a.stage);
             if now >= a.deadline {
                 self.remove(src, door);
@@ -295,27 +302,26 @@ impl Matcher {
         let mut a = Attempt {
             stage: 0,
             id,
-            started: now,
             deadline,
             recent: [0; RECENT],
         };
         a.remember(flow);
         a.stage = 1;
-        self.attempts.insert((src, door), a);
+        self.attempts.insert(key(src, door), a);
         self.live[door] += 1;
         self.queues[door].push_back(QueueEntry { deadline, src, id });
         self.maybe_compact(door);
     }
 
     fn remove(&mut self, src: IpAddr, door: DoorId) -> Option<Attempt> {
-        let a = self.attempts.remove(&(src, door))?;
+        let a = self.attempts.remove(&key(src, door))?;
         self.live[door] -= 1;
         Some(a)
     }
 
     fn is_live(&self, door: DoorId, e: &QueueEntry) -> bool {
         self.attempts
-            .get(&(e.src, door))
+            .get(&key(e.src, door))
             .is_some_and(|a| a.id == e.id)
     }
 
@@ -397,12 +403,13 @@ impl Matcher {
         let mut v: Vec<AttemptInfo> = self
             .attempts
             .iter()
-            .map(|(&(src, door), a)| AttemptInfo {
+            .map(|(&(src, door), a)| (src, door as DoorId, a))
+            .map(|(src, door, a)| AttemptInfo {
                 src,
                 door,
                 stage: usize::from(a.stage),
                 of: self.doors[door].sequence.len(),
-                started: a.started,
+                started: a.deadline - self.doors[door].seq_timeout,
                 deadline: a.deadline,
             })
             .collect();
@@ -420,9 +427,10 @@ impl Matcher {
         self.queues = vec![VecDeque::new(); n];
         self.live = vec![0; n];
         for ((src, old), a) in old_attempts {
+            let old = old as DoorId;
             if let Some(Some(new)) = keep.get(old) {
                 if *new < n && usize::from(a.stage) < self.doors[*new].sequence.len() {
-                    self.attempts.insert((src, *new), a);
+                    self.attempts.insert(key(src, *new), a);
                     self.live[*new] += 1;
                 }
             }
@@ -448,7 +456,7 @@ impl Matcher {
         if door >= self.doors.len() {
             return;
         }
-        self.attempts.retain(|&(_, d), _| d != door);
+        self.attempts.retain(|&(_, d), _| d as DoorId != door);
         self.queues[door].clear();
         self.live[door] = 0;
         match sequence {
