@@ -1,0 +1,112 @@
+//! Persisting the grant ledger, and taking it over at start.
+
+use super::*;
+
+impl<E: Executor, L: LogSink> Engine<E, L> {
+    /// Write the ledger if it changed since the last save.
+    pub fn persist(&mut self) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        if self.ledger.version() == self.saved_version {
+            return;
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let saved: Vec<SavedGrant> = self
+            .ledger
+            .list()
+            .into_iter()
+            .map(|g| SavedGrant {
+                door: g.door.clone(),
+                addr: g.addr,
+                opened: g.opened.clone(),
+                opened_at_unix_ms: state::unix_ms(g.opened_at),
+                expires_at_unix_ms: g
+                    .expires
+                    .map(|t| state::unix_ms(wall + t.saturating_duration_since(now))),
+                close: g.close.clone(),
+                refreshes: g.refreshes,
+            })
+            .collect();
+        match state::save(&path, saved) {
+            Ok(()) => self.saved_version = self.ledger.version(),
+            Err(e) => {
+                let msg = format!("error: {e}");
+                self.line(&msg);
+                // Do not retry on every packet; the next ledger change tries again.
+                self.saved_version = self.ledger.version();
+            }
+        }
+    }
+
+    /// Take over the grants of a previous run: close those past their deadline, forget those
+    /// whose rule is gone from the firewall (never re-open them), re-arm the rest.
+    pub async fn restore(&mut self, saved: Vec<SavedGrant>) {
+        let wall = SystemTime::now();
+        let now = Instant::now();
+        for g in saved {
+            let remaining = g.expires_at_unix_ms.map(|ms| {
+                state::from_unix_ms(ms)
+                    .duration_since(wall)
+                    .unwrap_or(Duration::ZERO)
+            });
+            if remaining == Some(Duration::ZERO) {
+                let msg = format!(
+                    "{}: {}: grant expired while knockd was down, closing it",
+                    g.addr, g.door
+                );
+                self.line(&msg);
+                for a in g.close.actions() {
+                    let msg = format!("{}: running command: {a}", g.door);
+                    self.line(&msg);
+                    let o = self.exec.run(a).await;
+                    if !o.is_ok() {
+                        let msg = format!("{}: command failed: {o:?}", g.door);
+                        self.line(&msg);
+                    }
+                }
+                continue;
+            }
+            let checks: Vec<Action> = match &g.close {
+                Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.check())).collect(),
+                Close::Derived { check, .. } => vec![Action::Exec(check.clone())],
+                Close::StopCommand { .. } => Vec::new(),
+            };
+            let mut present = true;
+            for c in checks {
+                present &= self.exec.run(c).await.is_ok();
+            }
+            if !present {
+                let msg = format!(
+                    "{}: {}: rule no longer in the firewall, grant dropped",
+                    g.addr, g.door
+                );
+                self.line(&msg);
+                continue;
+            }
+            let expires = remaining.map(|r| now + r);
+            self.ledger.insert(
+                &g.door,
+                g.addr,
+                g.opened,
+                state::from_unix_ms(g.opened_at_unix_ms),
+                expires,
+                g.close,
+            );
+            let msg = match remaining {
+                Some(r) => format!(
+                    "{}: {}: grant restored (closes in {}s)",
+                    g.addr,
+                    g.door,
+                    r.as_secs()
+                ),
+                None => format!("{}: {}: grant restored (no deadline)", g.addr, g.door),
+            };
+            self.line(&msg);
+        }
+        // Force a write: the file now reflects what this run owns.
+        self.saved_version = self.ledger.version().wrapping_add(1);
+        self.persist();
+    }
+}

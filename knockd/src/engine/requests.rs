@@ -1,0 +1,155 @@
+//! Answers to control-socket requests.
+
+use super::*;
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn door_info(d: &Door) -> ipc::DoorInfo {
+    let mut flags: Vec<String> = Vec::new();
+    for (name, bit) in config::flag::NAMES {
+        if d.tcp_flags.set & bit != 0 {
+            flags.push(name.to_string());
+        }
+        if d.tcp_flags.unset & bit != 0 {
+            flags.push(format!("!{name}"));
+        }
+    }
+    let action = if !d.open.is_empty() {
+        let ports: Vec<String> = d
+            .open
+            .iter()
+            .map(|o| format!("{}/{}", o.port, o.proto))
+            .collect();
+        format!("open {} ({})", ports.join(","), d.open_chain)
+    } else {
+        match (&d.start_command, &d.stop_command) {
+            (Some(_), Some(_)) => "command + stop_command".to_string(),
+            (Some(_), None) => "command".to_string(),
+            (None, Some(_)) => "stop_command".to_string(),
+            (None, None) => "none".to_string(),
+        }
+    };
+    ipc::DoorInfo {
+        name: d.name.clone(),
+        sequence: d.sequence.iter().map(|s| s.to_string()).collect(),
+        seq_timeout_ms: ms(d.seq_timeout),
+        cmd_timeout_ms: ms(d.cmd_timeout),
+        tcp_flags: flags.join(","),
+        action,
+        one_time: d.one_time_sequences.is_some(),
+        enabled: !d.sequence.is_empty(),
+        target: d.target,
+    }
+}
+
+impl<E: Executor, L: LogSink> Engine<E, L> {
+    /// Answer a control-socket request.
+    pub fn on_request(&mut self, req: ipc::Request) -> ipc::Response {
+        use ipc::{Request, Response};
+        let now = Instant::now();
+        match req {
+            Request::Status => Response::Status {
+                status: self.status(now),
+            },
+            Request::Grants => Response::Grants {
+                grants: self
+                    .ledger
+                    .list()
+                    .into_iter()
+                    .map(|g| Self::grant_info(g, now))
+                    .collect(),
+            },
+            Request::Attempts => Response::Attempts {
+                attempts: self
+                    .matcher
+                    .attempts()
+                    .into_iter()
+                    .map(|a| ipc::AttemptInfo {
+                        addr: a.src,
+                        door: self.door_name(a.door),
+                        stage: a.stage as u32,
+                        of: a.of as u32,
+                        age_ms: ms(now.saturating_duration_since(a.started)),
+                        remaining_ms: ms(a.deadline.saturating_duration_since(now)),
+                    })
+                    .collect(),
+            },
+            Request::Doors => Response::Doors {
+                doors: self.config.doors.iter().map(door_info).collect(),
+            },
+            Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
+            Request::Reload => match self.reload() {
+                Ok(warnings) => Response::Reloaded { warnings },
+                Err(errors) => Response::ReloadFailed { errors },
+            },
+            Request::Subscribe => Response::Error {
+                message: "subscribe must be the socket server's job".into(),
+            },
+        }
+    }
+
+    pub(super) fn status(&self, now: Instant) -> ipc::Status {
+        let drops = self.capture_stats.as_ref().map_or(0, |s| {
+            s.dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed)
+        });
+        ipc::Status {
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            interfaces: self.interfaces.clone(),
+            config_file: self.config_path.display().to_string(),
+            doors: self.config.doors.len() as u32,
+            attempts: self.matcher.len() as u64,
+            max_attempts: self.matcher.cap() as u64,
+            grants: self.ledger.len() as u64,
+            counters: ipc::Counters {
+                packets: self.stats.packets,
+                stages: self.stats.stages,
+                opens: self.stats.opens,
+                resets: self.stats.resets,
+                timeouts: self.stats.timeouts,
+                evictions: self.stats.evictions,
+                commands_failed: self.stats.commands_failed,
+                kernel_drops: drops,
+            },
+        }
+    }
+
+    /// Close the grants of `addr` (of one door if given) now.
+    pub(super) fn revoke(
+        &mut self,
+        addr: IpAddr,
+        door: Option<&str>,
+        now: Instant,
+    ) -> ipc::Response {
+        let ids: Vec<GrantId> = self
+            .ledger
+            .list()
+            .into_iter()
+            .filter(|g| g.addr == addr && door.is_none_or(|d| d == g.door))
+            .map(|g| g.id)
+            .collect();
+        if ids.is_empty() {
+            let message = match door {
+                Some(d) => format!("no open grant for {addr} on door {d}"),
+                None => format!("no open grant for {addr}"),
+            };
+            return ipc::Response::Error { message };
+        }
+        let mut revoked = Vec::new();
+        for id in ids {
+            if let Some(g) = self.ledger.remove(id) {
+                let msg = format!("{}: {}: grant revoked", g.addr, g.door);
+                self.line(&msg);
+                let info = Self::grant_info(&g, now);
+                let ev = info.clone();
+                self.emit(|| ipc::EventKind::GrantRevoked { grant: ev });
+                revoked.push(info);
+                self.close_grant(g);
+            }
+        }
+        ipc::Response::Revoked { grants: revoked }
+    }
+}
