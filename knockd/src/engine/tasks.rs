@@ -121,12 +121,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
         }
         if d.kind == TaskKind::Start && !d.outcome.is_ok() {
+            // Undo whatever part did succeed (one of several native rules, half a script):
+            // close the grant now instead of forgetting it with a rule possibly left open.
             if let Some(g) = d.grant.and_then(|id| self.ledger.remove(id)) {
                 let msg = format!(
-                    "{}: {}: grant dropped: the start command failed",
+                    "{}: {}: the start command failed: closing the grant",
                     g.addr, g.door
                 );
                 self.line(&msg);
+                self.close_grant(g);
             }
         }
         if let Some(id) = d.grant {

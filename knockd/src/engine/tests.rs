@@ -260,14 +260,29 @@ async fn stop_command_runs_after_cmd_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failed_start_is_logged_and_drops_the_grant() {
-    let mut t = T::new(native());
-    t.exec.fail_on(" -I ");
+async fn failed_start_is_logged_and_closes_the_grant() {
+    // Two native rules; the second insert fails: the first must not stay open.
+    let mut config = native();
+    config.doors[0].open.push(OpenPort {
+        port: 443,
+        proto: Proto::Tcp,
+    });
+    let mut t = T::new(config);
+    t.exec
+        .fail_on("--dport 443 -m comment --comment knockd:ssh -j ACCEPT");
     t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
+    t.settle().await;
     assert!(t.has_line("ssh: command returned non-zero status code (1)"));
+    assert!(t.has_line("10.99.77.2: ssh: the start command failed: closing the grant"));
     assert!(t.e.ledger().is_empty());
-    assert_eq!(t.e.stats().commands_failed, 1);
+    let ran = t.exec.ran();
+    assert!(
+        ran.iter()
+            .any(|c| c
+                .starts_with("iptables -w -D INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 ")),
+        "the rule that did go in must be deleted: {ran:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
