@@ -47,17 +47,8 @@ pub enum Control {
 /// Capacity of the live event channel; a subscriber further behind skips ahead (`Lagged`).
 pub const EVENT_BUFFER: usize = 4096;
 
-/// Counters since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub packets: u64,
-    pub stages: u64,
-    pub opens: u64,
-    pub resets: u64,
-    pub timeouts: u64,
-    pub evictions: u64,
-    pub commands_failed: u64,
-}
+/// Counters since start (the wire type; `kernel_drops` is filled in from pcap at status time).
+pub type Stats = ipc::Counters;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TaskKind {

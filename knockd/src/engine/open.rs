@@ -153,23 +153,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
                     return;
                 }
-                let id = self.ledger.insert(
-                    &door.name,
+                self.grant_and_start(
+                    door,
                     src,
-                    start.clone(),
-                    SystemTime::now(),
+                    start,
                     expires,
                     Close::StopCommand { command: stop },
-                );
-                self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
-                let msg = format!("{}: running command: {start}", door.name);
-                self.line(&msg);
-                self.spawn(
-                    Some(id),
-                    &door.name,
-                    src,
-                    TaskKind::Start,
-                    vec![Action::Shell(start)],
                 );
             }
             (None, Some(d)) => {
@@ -185,27 +174,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     );
                     return;
                 }
-                let id = self.ledger.insert(
-                    &door.name,
-                    src,
-                    start.clone(),
-                    SystemTime::now(),
-                    None,
-                    Close::Derived {
-                        delete: d.delete,
-                        check: d.check,
-                    },
-                );
-                self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
-                let msg = format!("{}: running command: {start}", door.name);
-                self.line(&msg);
-                self.spawn(
-                    Some(id),
-                    &door.name,
-                    src,
-                    TaskKind::Start,
-                    vec![Action::Shell(start)],
-                );
+                let close = Close::Derived {
+                    delete: d.delete,
+                    check: d.check,
+                };
+                self.grant_and_start(door, src, start, None, close);
             }
             (None, None) => {
                 let msg = format!("{}: running command: {start}", door.name);
@@ -253,5 +226,34 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         self.matcher.set_sequence(door_idx, next);
         self.update_filter();
+    }
+
+    /// Record a new grant for a command door, then run its start command.
+    fn grant_and_start(
+        &mut self,
+        door: &Door,
+        src: IpAddr,
+        start: String,
+        expires: Option<Instant>,
+        close: Close,
+    ) {
+        let id = self.ledger.insert(
+            &door.name,
+            src,
+            start.clone(),
+            SystemTime::now(),
+            expires,
+            close,
+        );
+        self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
+        let msg = format!("{}: running command: {start}", door.name);
+        self.line(&msg);
+        self.spawn(
+            Some(id),
+            &door.name,
+            src,
+            TaskKind::Start,
+            vec![Action::Shell(start)],
+        );
     }
 }

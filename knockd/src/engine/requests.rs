@@ -105,14 +105,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             max_attempts: self.matcher.cap() as u64,
             grants: self.ledger.len() as u64,
             counters: ipc::Counters {
-                packets: self.stats.packets,
-                stages: self.stats.stages,
-                opens: self.stats.opens,
-                resets: self.stats.resets,
-                timeouts: self.stats.timeouts,
-                evictions: self.stats.evictions,
-                commands_failed: self.stats.commands_failed,
                 kernel_drops: drops,
+                ..self.stats.clone()
             },
         }
     }
