@@ -759,3 +759,27 @@ fn losing_the_interface_stops_knockd_with_an_error() {
         "no `knockd: ...` error naming {SRV_IF} on stderr:\n{stderr}"
     );
 }
+
+/// knockd 0.8 never saw an address added after it started (lab E11); ours re-reads them.
+#[test]
+fn an_address_added_after_start_is_picked_up() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let knockd = OurKnockd::start(&lab, &door_conf("7000,8000,9000", 5));
+    srv_ok(
+        &lab,
+        &["ip", "addr", "add", "10.99.77.10/24", "dev", SRV_IF],
+    );
+    // The address watcher polls every 2 s; then the capture filter names the new address.
+    assert!(
+        wait_until(Duration::from_secs(6), || knockd
+            .log()
+            .contains("10.99.77.10")),
+        "knockd never noticed the new address:\n{}",
+        knockd.log()
+    );
+    knock(&lab, &["10.99.77.10", "7000", "8000", "9000"]);
+    assert_opens(&lab, &knockd, &accept_rule(22));
+}
