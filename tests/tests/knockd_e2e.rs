@@ -783,3 +783,51 @@ fn an_address_added_after_start_is_picked_up() {
     knock(&lab, &["10.99.77.10", "7000", "8000", "9000"]);
     assert_opens(&lab, &knockd, &accept_rule(22));
 }
+
+/// `-i any`: Linux cooked capture (DLT_LINUX_SLL), IPv4 and IPv6 (knockd 0.8 could not do v6
+/// there, issue #83).
+#[test]
+fn capture_on_any_interface_works_for_ipv4_and_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let conf = lab.write_file(
+        "knockd.conf",
+        "[openSSH]\n sequence = 7000,8000,9000\n tcpflags = syn\n\
+         command = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+         command_6 = /sbin/ip6tables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n",
+    );
+    let socket = lab.path("any.sock");
+    let state = lab.path("any.json");
+    let knockd = lab.spawn_srv([
+        bin("knockd").as_os_str(),
+        "-i".as_ref(),
+        "any".as_ref(),
+        "-c".as_ref(),
+        conf.as_os_str(),
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--state-file".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert!(
+        knockd.wait_for_log("starting up, listening on any", Duration::from_secs(10)),
+        "{}",
+        knockd.log_text()
+    );
+    knock(&lab, &[SRV_V4, "7000", "8000", "9000"]);
+    assert!(
+        wait_rule(&lab, false, &accept_rule(22), EFFECT_TIMEOUT),
+        "IPv4 on -i any:\n{}",
+        knockd.log_text()
+    );
+    knock(&lab, &["-6", SRV_V6, "7000", "8000", "9000"]);
+    let v6 = format!("-A INPUT -s {CLI_V6}/128 -p tcp -m tcp --dport 22 -j ACCEPT");
+    assert!(
+        wait_rule(&lab, true, &v6, EFFECT_TIMEOUT),
+        "IPv6 on -i any:\n{}\n{}",
+        lab.iptables_rules(true),
+        knockd.log_text()
+    );
+}
