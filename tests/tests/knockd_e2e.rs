@@ -831,3 +831,38 @@ fn capture_on_any_interface_works_for_ipv4_and_ipv6() {
         knockd.log_text()
     );
 }
+
+/// Without CAP_NET_RAW/CAP_NET_ADMIN knockd says exactly what to do, and starts nothing.
+#[test]
+fn without_capabilities_it_says_how_to_fix_it() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let conf = lab.write_file("knockd.conf", &door_conf("7000,8000,9000", 5));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(lab.tempdir(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bin("knockd"))
+        .args(["-i", "lo", "-c"])
+        .arg(&conf)
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("missing capabilities: CAP_NET_RAW, CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert!(
+        err.contains("setcap cap_net_raw,cap_net_admin+eip"),
+        "{err}"
+    );
+}
