@@ -11,6 +11,8 @@ pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SEQUENCE_LEN: usize = 32;
 /// Default cap on knock attempts tracked at once (all sources, all doors).
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
+/// Open grants at most when `MaxGrants` is not set.
+pub const DEFAULT_MAX_GRANTS: usize = 10_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
 
 /// Transport protocol of a knock or of a port opened by a native door.
@@ -140,6 +142,8 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// `OnShutdown`: what happens to open grants when knockd stops.
     pub on_shutdown: ShutdownPolicy,
+    /// `MaxGrants`: cap on open grants; None = DEFAULT_MAX_GRANTS.
+    pub max_grants: Option<usize>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";
@@ -178,6 +182,9 @@ pub struct Config {
 impl Config {
     pub fn max_attempts(&self) -> usize {
         self.options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+    pub fn max_grants(&self) -> usize {
+        self.options.max_grants.unwrap_or(DEFAULT_MAX_GRANTS)
     }
 }
 

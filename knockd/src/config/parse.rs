@@ -58,6 +58,7 @@ enum Key {
     Target,
     Open,
     OpenChain,
+    MaxGrants,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,7 @@ const KEYS: &[KeyInfo] = &[
     key(Key::Socket, "Socket", &[], Scope::Global),
     key(Key::StateFile, "StateFile", &[], Scope::Global),
     key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
+    key(Key::MaxGrants, "MaxGrants", &[], Scope::Global),
     key(Key::Sequence, "Sequence", &[], Scope::Door),
     key(Key::OneTimeSequences, "One_Time_Sequences", &[], Scope::Door),
     key(Key::SeqTimeout, "Seq_Timeout", &["Timeout"], Scope::Door),
@@ -813,7 +815,8 @@ impl Parser<'_> {
             | Key::MaxAttempts
             | Key::Socket
             | Key::StateFile
-            | Key::OnShutdown => {}
+            | Key::OnShutdown
+            | Key::MaxGrants => {}
         }
         Ok(())
     }
@@ -854,6 +857,20 @@ impl Parser<'_> {
                         )
                     })?;
                 o.max_attempts = Some(n);
+            }
+            Key::MaxGrants => {
+                let n = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| value.parse::<usize>().ok())
+                    .flatten()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid MaxGrants '{value}' (use a whole number of at least 1, e.g. 10000)"
+                        )
+                    })?;
+                o.max_grants = Some(n);
             }
             Key::Socket => {
                 if !value.starts_with('/') {

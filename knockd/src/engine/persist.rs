@@ -1,6 +1,13 @@
 //! Persisting the grant ledger, and taking it over at start.
 
-use super::*;
+use super::Engine;
+use crate::action::{Action, Executor};
+use crate::firewall::{Op, OpOutcome};
+use crate::grants::Close;
+use crate::knocklog::LogSink;
+use crate::state::{self, SavedGrant};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::oneshot;
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Write the ledger if it changed since the last save.
@@ -40,6 +47,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
+    /// Apply `ops` now and wait for their outcomes (restore, before the engine runs).
+    async fn fw_now(&mut self, ops: Vec<Op>) -> Vec<OpOutcome> {
+        let n = ops.len();
+        let (tx, rx) = oneshot::channel();
+        self.fw().submit(
+            ops,
+            Box::new(move |o| {
+                let _ = tx.send(o);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| vec![OpOutcome::Failed("firewall queue stopped".into()); n])
+    }
+
     /// Take over the grants of a previous run: close those past their deadline, forget those
     /// whose rule is gone from the firewall (never re-open them), re-arm the rest.
     pub async fn restore(&mut self, saved: Vec<SavedGrant>) {
@@ -57,6 +78,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     g.addr, g.door
                 );
                 self.line(&msg);
+                if let Close::Rules { rules } = &g.close {
+                    let ops = rules
+                        .iter()
+                        .map(|r| Op::Delete { rule: r.clone() })
+                        .collect();
+                    for (r, o) in rules.iter().zip(self.fw_now(ops).await) {
+                        if let OpOutcome::Failed(e) = o {
+                            let msg = format!("{}: cannot delete {r}: {e}", g.door);
+                            self.line(&msg);
+                        }
+                    }
+                    continue;
+                }
                 for a in g.close.actions() {
                     let msg = format!("{}: running command: {a}", g.door);
                     self.line(&msg);
@@ -68,15 +102,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 }
                 continue;
             }
-            let checks: Vec<Action> = match &g.close {
-                Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.check())).collect(),
-                Close::Derived { check, .. } => vec![Action::Exec(check.clone())],
-                Close::StopCommand { .. } => Vec::new(),
+            let present = match &g.close {
+                Close::Rules { rules } => {
+                    let ops = rules
+                        .iter()
+                        .map(|r| Op::Check { rule: r.clone() })
+                        .collect();
+                    self.fw_now(ops).await.iter().all(|o| *o == OpOutcome::Ok)
+                }
+                Close::Derived { check, .. } => {
+                    self.exec.run(Action::Exec(check.clone())).await.is_ok()
+                }
+                Close::StopCommand { .. } => true,
             };
-            let mut present = true;
-            for c in checks {
-                present &= self.exec.run(c).await.is_ok();
-            }
             if !present {
                 let msg = format!(
                     "{}: {}: rule no longer in the firewall, grant dropped",
