@@ -1,5 +1,7 @@
 //! knockd's command line (knockd 0.8 compatible flags).
 
+use crate::config::FirewallKind;
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -81,4 +83,20 @@ pub struct Args {
     /// [default: /var/lib/knockd/state.json]
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+
+    /// Firewall backend of native doors (`Open =`), overriding Firewall in the config:
+    /// iptables (rules in INPUT) or nftables (kernel-expiring elements in table inet knockd)
+    /// [default: iptables]
+    #[arg(long, value_name = "BACKEND", value_parser = firewall_parser())]
+    pub firewall: Option<FirewallKind>,
+
+    /// Remove knockd's nftables table (inet knockd: its grants and the protection of the
+    /// doors' ports) and exit; other tables are not touched
+    #[arg(long)]
+    pub firewall_cleanup: bool,
+}
+
+fn firewall_parser() -> impl clap::builder::TypedValueParser<Value = FirewallKind> {
+    clap::builder::PossibleValuesParser::new(["iptables", "nftables"])
+        .map(|s: String| FirewallKind::parse(&s).unwrap_or_default())
 }

@@ -132,6 +132,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         pid_file: args.pidfile.clone(),
         socket: args.socket.clone(),
         state_file: args.state_file.clone(),
+        firewall: args.firewall,
     };
     overrides.apply(&mut config.options);
     let iface = match &config.options.interface {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::model::{
-    flag, Command6, Config, Door, OpenPort, Options, Proto, ShutdownPolicy, Step, TcpFlags,
-    DEFAULT_CMD_TIMEOUT, DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, MAX_SEQUENCE_LEN,
+    flag, Command6, Config, Door, FirewallKind, OpenPort, Options, Proto, ShutdownPolicy, Step,
+    TcpFlags, DEFAULT_CMD_TIMEOUT, DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, MAX_SEQUENCE_LEN,
 };
 use super::otp;
 use super::warn::Warning;
@@ -46,6 +46,8 @@ enum Key {
     Socket,
     StateFile,
     OnShutdown,
+    Firewall,
+    NftMark,
     Sequence,
     OneTimeSequences,
     SeqTimeout,
@@ -102,6 +104,8 @@ const KEYS: &[KeyInfo] = &[
     key(Key::Socket, "Socket", &[], Scope::Global),
     key(Key::StateFile, "StateFile", &[], Scope::Global),
     key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
+    key(Key::Firewall, "Firewall", &[], Scope::Global),
+    key(Key::NftMark, "NftMark", &[], Scope::Global),
     key(Key::Sequence, "Sequence", &[], Scope::Door),
     key(Key::OneTimeSequences, "One_Time_Sequences", &[], Scope::Door),
     key(Key::SeqTimeout, "Seq_Timeout", &["Timeout"], Scope::Door),
@@ -813,7 +817,9 @@ impl Parser<'_> {
             | Key::MaxAttempts
             | Key::Socket
             | Key::StateFile
-            | Key::OnShutdown => {}
+            | Key::OnShutdown
+            | Key::Firewall
+            | Key::NftMark => {}
         }
         Ok(())
     }
@@ -883,6 +889,12 @@ impl Parser<'_> {
                     }
                 };
             }
+            Key::Firewall => {
+                o.firewall = FirewallKind::parse(value).ok_or_else(|| {
+                    format!("invalid Firewall '{value}' (use iptables or nftables)")
+                })?;
+            }
+            Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
             _ => {}
         }
         Ok(())
@@ -1119,3 +1131,19 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+/// `NftMark = 0x4b4e` (hex or decimal), `0`/`off` for none.
+fn parse_mark(value: &str) -> Result<u32, String> {
+    let v = value.to_ascii_lowercase();
+    let n = if v == "off" || v == "none" {
+        Some(0)
+    } else if let Some(hex) = v.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16).ok()
+    } else {
+        v.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| v.parse::<u32>().ok())
+            .flatten()
+    };
+    n.ok_or_else(|| format!("invalid NftMark '{value}' (use a 32-bit mark such as 0x4b4e, or off)"))
+}
