@@ -174,12 +174,20 @@ impl Transport {
     }
 }
 
+/// Work for the worker thread, done in the order submitted.
+enum Work {
+    /// Element changes (grants): merged with other queued element jobs into one transaction.
+    Ops(Vec<ElemOp>),
+    /// An `nft -f` script (table set-up at reload).
+    Script(String),
+}
+
 struct Job {
-    ops: Vec<ElemOp>,
+    work: Work,
     reply: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
-/// Sends element changes to the worker thread. Cheap to clone.
+/// Sends work to the nftables worker thread. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Handle {
     tx: std::sync::mpsc::Sender<Job>,
@@ -192,10 +200,28 @@ impl Handle {
         std::thread::Builder::new()
             .name("knockd-nft".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let mut pending: Option<Job> = None;
+                loop {
+                    let first = match pending.take() {
+                        Some(j) => j,
+                        None => match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        },
+                    };
+                    if let Work::Script(script) = &first.work {
+                        let r = apply_script(script).map_err(|e| e.to_string());
+                        let _ = first.reply.send(r);
+                        continue;
+                    }
+                    // Merge the element jobs queued behind this one, up to a script.
                     let mut jobs = vec![first];
                     while jobs.len() < MAX_OPS_PER_BATCH {
                         match rx.try_recv() {
+                            Ok(j) if matches!(j.work, Work::Script(_)) => {
+                                pending = Some(j);
+                                break;
+                            }
                             Ok(j) => jobs.push(j),
                             Err(_) => break,
                         }
@@ -207,20 +233,39 @@ impl Handle {
         Ok(Handle { tx })
     }
 
-    /// Apply `ops` (in one transaction with whatever else is queued); Err names the problem.
-    pub async fn apply(&self, ops: Vec<ElemOp>) -> Result<(), String> {
+    async fn submit(&self, work: Work) -> Result<(), String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job { ops, reply })
+            .send(Job { work, reply })
             .map_err(|_| "the nftables thread has stopped".to_string())?;
         rx.await
             .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
+    }
+
+    /// Apply `ops` (in one transaction with whatever else is queued); Err names the problem.
+    pub async fn apply(&self, ops: Vec<ElemOp>) -> Result<(), String> {
+        self.submit(Work::Ops(ops)).await
+    }
+
+    /// Apply an `nft -f` script, after everything submitted before it.
+    pub async fn script(&self, script: String) -> Result<(), String> {
+        self.submit(Work::Script(script)).await
+    }
+}
+
+fn ops_of(j: &Job) -> &[ElemOp] {
+    match &j.work {
+        Work::Ops(o) => o,
+        Work::Script(_) => &[],
     }
 }
 
 fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
     if jobs.len() > 1 {
-        let all: Vec<ElemOp> = jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
+        let all: Vec<ElemOp> = jobs
+            .iter()
+            .flat_map(|j| ops_of(j).iter().cloned())
+            .collect();
         if transport.apply(&all).is_ok() {
             for j in jobs {
                 let _ = j.reply.send(Ok(()));
@@ -230,7 +275,7 @@ fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
         // One bad job must not fail the others: apply each alone.
     }
     for j in jobs {
-        let r = transport.apply(&j.ops).map_err(|e| e.to_string());
+        let r = transport.apply(ops_of(&j)).map_err(|e| e.to_string());
         let _ = j.reply.send(r);
     }
 }
