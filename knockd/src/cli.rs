@@ -17,6 +17,12 @@ SIGTERM/SIGINT close grants that have a deadline (see OnShutdown in knockd.conf(
 `knockctl` talks to the running daemon over the control socket (status, list, revoke, reload,
 tail, tui). Open grants are saved in the state file, so a restart closes them on schedule.
 
+With Firewall = nftables (or --firewall nftables), native doors are elements with a kernel
+timeout in table inet knockd, which stays when knockd stops (fail closed: the doors' ports stay
+protected, grants expire on schedule); --firewall-cleanup removes it. knockd -t and the
+start-up log name every nftables input chain that would drop what knockd opens, with the line
+to add to it.
+
 Examples:
   knockd -t -c /etc/knockd.conf      check a config file and exit
   knockd -i eth0 -v                  run in the foreground, verbose

@@ -124,3 +124,214 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{flag, FirewallKind, OpenPort, Proto, Step, TcpFlags};
+    use crate::knocklog::MemoryLog;
+    use crate::nft::listing::KernelElem;
+    use std::net::Ipv4Addr;
+
+    const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
+    const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
+    type Exec = crate::action::RecordingExecutor;
+
+    fn config() -> Config {
+        let door = Door {
+            name: "ssh".into(),
+            line: 1,
+            sequence: [1111, 2222, 3333]
+                .iter()
+                .map(|&port| Step {
+                    port,
+                    proto: Proto::Tcp,
+                })
+                .collect(),
+            one_time_sequences: None,
+            seq_timeout: Duration::from_secs(5),
+            tcp_flags: TcpFlags {
+                set: flag::SYN,
+                unset: 0,
+            },
+            start_command: None,
+            start_command_6: Command6::Fallback,
+            stop_command: None,
+            stop_command_6: Command6::Fallback,
+            cmd_timeout: Duration::from_secs(30),
+            target: None,
+            open: vec![OpenPort {
+                port: 22,
+                proto: Proto::Tcp,
+            }],
+            open_chain: "INPUT".into(),
+        };
+        let mut c = Config {
+            doors: vec![door],
+            ..Config::default()
+        };
+        c.options.firewall = FirewallKind::Nftables;
+        c
+    }
+
+    fn engine() -> (Engine<Exec, MemoryLog>, Exec, MemoryLog) {
+        let exec = Exec::default();
+        let log = MemoryLog::default();
+        let e = Engine::new(
+            config(),
+            PathBuf::from("/nonexistent/knockd.conf"),
+            exec.clone(),
+            log.clone(),
+            Box::new(|_| {}),
+        );
+        (e, exec, log)
+    }
+
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn knock(e: &mut Engine<Exec, MemoryLog>) {
+        for (i, port) in [1111u16, 2222, 3333].into_iter().enumerate() {
+            let p = Packet {
+                src: CLI,
+                dst: SRV,
+                proto: Proto::Tcp,
+                sport: 40000 + i as u16,
+                dport: port,
+                tcp_flags: flag::SYN,
+                tcp_seq: 1,
+            };
+            e.on_packet(&p, now());
+        }
+    }
+
+    async fn settle(e: &mut Engine<Exec, MemoryLog>) {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            while let Ok(d) = e.done_rx.try_recv() {
+                e.on_done(d);
+            }
+            if e.inflight == 0 {
+                return;
+            }
+        }
+    }
+
+    const PUT: &str = "nft put 10.99.77.2 . tcp . 22 timeout 30000ms";
+    const REMOVE: &str = "nft remove 10.99.77.2 . tcp . 22";
+
+    #[tokio::test(start_paused = true)]
+    async fn grant_is_an_element_the_kernel_expires() {
+        let (mut e, exec, log) = engine();
+        knock(&mut e);
+        settle(&mut e).await;
+        assert_eq!(exec.ran(), [PUT]);
+        let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
+        assert!(g.close.kernel_expires());
+        let info = Engine::<Exec, MemoryLog>::grant_info(&g, now());
+        assert_eq!(info.kernel_expires_in_ms, Some(30_000));
+        // A re-knock puts the element again with a fresh timeout; still one grant.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        knock(&mut e);
+        settle(&mut e).await;
+        assert_eq!(exec.ran(), [PUT, PUT]);
+        assert_eq!(e.ledger().len(), 1);
+        // At the deadline the kernel removes it: knockd runs nothing, the ledger follows.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        e.on_timer(now());
+        settle(&mut e).await;
+        assert_eq!(exec.ran(), [PUT, PUT]);
+        assert!(e.ledger().is_empty());
+        assert!(log
+            .lines()
+            .contains(&"10.99.77.2: ssh: grant expired (removed by the kernel)".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoke_deletes_and_shutdown_leaves_grants_to_the_kernel() {
+        let (mut e, exec, log) = engine();
+        knock(&mut e);
+        settle(&mut e).await;
+        e.revoke(CLI, None, now());
+        settle(&mut e).await;
+        assert_eq!(exec.ran(), [PUT, REMOVE]);
+        knock(&mut e);
+        settle(&mut e).await;
+        e.shutdown().await;
+        assert_eq!(exec.ran(), [PUT, REMOVE, PUT], "shutdown must not remove");
+        assert!(log
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("leaving 1 nftables grant(s)")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_put_drops_the_grant() {
+        let (mut e, exec, _log) = engine();
+        exec.fail_on("nft put");
+        knock(&mut e);
+        settle(&mut e).await;
+        assert!(e.ledger().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restore_takes_the_kernel_as_the_truth() {
+        let (mut e, _exec, log) = engine();
+        let elem = |a: &str, port| Elem {
+            addr: a.parse().expect("ip"),
+            proto: Proto::Tcp,
+            port,
+        };
+        let saved = vec![
+            SavedGrant {
+                door: "ssh".into(),
+                addr: CLI,
+                opened: "22/tcp (nftables)".into(),
+                opened_at_unix_ms: 1,
+                expires_at_unix_ms: Some(i64::MAX / 2),
+                close: Close::Nft {
+                    elems: vec![elem("10.99.77.2", 22)],
+                },
+                refreshes: 0,
+            },
+            SavedGrant {
+                door: "ssh".into(),
+                addr: "10.99.77.3".parse().expect("ip"),
+                opened: "22/tcp (nftables)".into(),
+                opened_at_unix_ms: 1,
+                expires_at_unix_ms: Some(i64::MAX / 2),
+                close: Close::Nft {
+                    elems: vec![elem("10.99.77.3", 22)],
+                },
+                refreshes: 0,
+            },
+        ];
+        let kernel = vec![
+            KernelElem {
+                elem: elem("10.99.77.2", 22),
+                timeout: Some(Duration::from_secs(30)),
+                expires: Some(Duration::from_secs(12)),
+            },
+            // Not in the state file: adopted by the door that opens 22/tcp.
+            KernelElem {
+                elem: elem("10.99.77.9", 22),
+                timeout: Some(Duration::from_secs(30)),
+                expires: Some(Duration::from_secs(20)),
+            },
+        ];
+        e.restore_with_kernel(saved, Some(kernel)).await;
+        let n = now();
+        let left = |a: &str| {
+            e.ledger()
+                .find("ssh", a.parse().expect("ip"))
+                .and_then(|g| g.expires)
+                .map(|t| (t.saturating_duration_since(n).as_millis() + 500) / 1000)
+        };
+        assert_eq!(left("10.99.77.2"), Some(12));
+        assert_eq!(left("10.99.77.9"), Some(20));
+        assert_eq!(left("10.99.77.3"), None);
+        assert!(log.lines().iter().any(|l| l
+            == "10.99.77.3: ssh: grant no longer in the kernel (expired or removed), forgotten"));
+    }
+}
