@@ -18,6 +18,7 @@ pub mod firewall;
 pub mod grants;
 pub mod knocklog;
 pub mod matcher;
+pub mod nft;
 pub mod packet;
 pub mod proc;
 pub mod ratelimit;
