@@ -1,5 +1,7 @@
 //! knockd's command line (knockd 0.8 compatible flags).
 
+use crate::config::FirewallKind;
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -22,6 +24,12 @@ every port of the host, never established traffic. A flood of first knocks only 
 attempts at stage 1, and one /24 or /64 holds at most MaxAttemptsPerNetwork attempts. A used-up
 or unwritable One_Time_Sequences file disables its door with a warning; it never stops knockd.
 See knockd.conf(5).
+
+With Firewall = nftables (or --firewall nftables), native doors are elements with a kernel
+timeout in table inet knockd, which stays when knockd stops (fail closed: the doors' ports stay
+protected, grants expire on schedule); --firewall-cleanup removes it. knockd -t and the
+start-up log name every nftables input chain that would drop what knockd opens, with the line
+to add to it.
 
 Examples:
   knockd -t -c /etc/knockd.conf      check a config file and exit
@@ -89,4 +97,20 @@ pub struct Args {
     /// [default: /var/lib/knockd/state.json]
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+
+    /// Firewall backend of native doors (`Open =`), overriding Firewall in the config:
+    /// iptables (rules in INPUT) or nftables (kernel-expiring elements in table inet knockd)
+    /// [default: iptables]
+    #[arg(long, value_name = "BACKEND", value_parser = firewall_parser())]
+    pub firewall: Option<FirewallKind>,
+
+    /// Remove knockd's nftables table (inet knockd: its grants and the protection of the
+    /// doors' ports) and exit; other tables are not touched
+    #[arg(long)]
+    pub firewall_cleanup: bool,
+}
+
+fn firewall_parser() -> impl clap::builder::TypedValueParser<Value = FirewallKind> {
+    clap::builder::PossibleValuesParser::new(["iptables", "nftables"])
+        .map(|s: String| FirewallKind::parse(&s).unwrap_or_default())
 }

@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use super::error::ConfigErrors;
 use super::keys::{lookup_key, valid_keys, Key, KeyInfo, Scope};
 use super::model::{
-    Command6, Config, Door, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
+    Command6, Config, Door, FirewallKind, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
     DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, DEFAULT_SWEEP_THRESHOLD, MAX_SWEEP_THRESHOLD,
 };
 use super::validate::{check_door, Findings};
 use super::values::{
-    flag_names, parse_bool, parse_count, parse_open, parse_sequence, parse_tcp_flags,
+    flag_names, parse_bool, parse_count, parse_mark, parse_open, parse_sequence, parse_tcp_flags,
     parse_timeout, valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
     MAX_INTERFACE_NAME_LEN,
 };
@@ -440,7 +440,9 @@ impl Parser<'_> {
             | Key::SweepPenalty
             | Key::MaxAttemptsPerNetwork
             | Key::NetworkPrefixV4
-            | Key::NetworkPrefixV6 => {}
+            | Key::NetworkPrefixV6
+            | Key::Firewall
+            | Key::NftMark => {}
         }
         Ok(())
     }
@@ -539,6 +541,12 @@ impl Parser<'_> {
                     }
                 };
             }
+            Key::Firewall => {
+                o.firewall = FirewallKind::parse(value).ok_or_else(|| {
+                    format!("invalid Firewall '{value}' (use iptables or nftables)")
+                })?;
+            }
+            Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
             _ => {}
         }
         Ok(())
