@@ -40,10 +40,80 @@ pub enum CaptureError {
     LinkType { iface: String, dlt: i32 },
 }
 
+/// What the capture thread last did with a filter: generation `n` (the n-th filter sent) was
+/// installed, with a note when it is coarser than exact, or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterStatus {
+    pub generation: u64,
+    pub result: Result<Option<String>, String>,
+}
+
+/// Filters for the capture thread, each with its generation; sending wakes the thread at once
+/// (it would otherwise notice only after its poll timeout).
+pub struct FilterSender {
+    tx: std::sync::mpsc::Sender<(u64, String)>,
+    wake: std::os::unix::net::UnixStream,
+    sent: Arc<AtomicU64>,
+}
+
+impl FilterSender {
+    /// Queue `expr`; returns its generation.
+    pub fn send(&self, expr: String) -> u64 {
+        use std::io::Write;
+        let g = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self.tx.send((g, expr));
+        let _ = (&self.wake).write(&[1]);
+        g
+    }
+
+    /// The generation counter (the last filter sent), to wait for its installation.
+    pub fn sent_counter(&self) -> Arc<AtomicU64> {
+        self.sent.clone()
+    }
+}
+
+/// The capture side of a [`FilterSender`].
+pub struct FilterReceiver {
+    rx: std::sync::mpsc::Receiver<(u64, String)>,
+    wake: std::os::unix::net::UnixStream,
+    status: tokio::sync::watch::Sender<FilterStatus>,
+}
+
+/// A filter channel: the sender (engine side), the receiver (capture thread), and a watch of
+/// what the capture thread installed.
+pub fn filter_channel() -> std::io::Result<(
+    FilterSender,
+    FilterReceiver,
+    tokio::sync::watch::Receiver<FilterStatus>,
+)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    let (status, watch) = tokio::sync::watch::channel(FilterStatus {
+        generation: 0,
+        result: Ok(None),
+    });
+    Ok((
+        FilterSender {
+            tx,
+            wake: a,
+            sent: Arc::new(AtomicU64::new(0)),
+        },
+        FilterReceiver {
+            rx,
+            wake: b,
+            status,
+        },
+        watch,
+    ))
+}
+
 pub struct Capture {
     iface: String,
     cap: pcap::Capture<pcap::Active>,
     link: LinkType,
+    dlt: i32,
     only_ipv4: bool,
 }
 
@@ -72,35 +142,76 @@ impl Capture {
             iface: iface.to_string(),
             cap,
             link,
+            dlt,
             only_ipv4,
         })
     }
 
-    /// Run on a new thread until the engine's receiver is dropped or capture fails.
+    /// The link type, as a DLT for compiling filters (`knockd -t`, reload checks).
+    pub fn linktype(&self) -> pcap::Linktype {
+        pcap::Linktype(self.dlt)
+    }
+
+    /// Run on a new thread until the engine's receiver is dropped or capture fails. The thread
+    /// has a large stack: libpcap's filter compiler recurses per term.
     pub fn spawn(
         self,
-        filters: std::sync::mpsc::Receiver<String>,
+        filters: FilterReceiver,
         tx: mpsc::Sender<CaptureMsg>,
         stats: Arc<CaptureStats>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("capture".into())
+            .stack_size(crate::bpf::COMPILE_STACK)
             .spawn(move || self.run(filters, tx, stats))
+    }
+
+    /// Fit and install filter generation `g`; report what happened on the status watch.
+    fn install(&mut self, g: u64, expr: &str, status: &tokio::sync::watch::Sender<FilterStatus>) {
+        let result = match crate::bpf::fit_expr(expr, 0, pcap::Linktype(self.dlt)) {
+            Ok(fitted) => match self.cap.filter(&fitted.expr, true) {
+                Ok(()) => {
+                    if let Some(n) = fitted.note() {
+                        tracing::warn!("{n}");
+                    }
+                    Ok(fitted.note())
+                }
+                Err(e) => Err(format!("cannot install capture filter: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let result = result.or_else(|e| {
+            // Never stay blind or on a stale filter: capture every TCP/UDP packet instead.
+            tracing::error!("{e}; capturing every TCP and UDP packet instead");
+            match self.cap.filter(crate::bpf::ANY_KNOCK, true) {
+                Ok(()) => Ok(Some(format!(
+                    "warning: {e}; capturing every TCP and UDP packet instead"
+                ))),
+                Err(e2) => Err(format!("{e}; the fallback filter failed too: {e2}")),
+            }
+        });
+        status.send_replace(FilterStatus {
+            generation: g,
+            result,
+        });
     }
 
     fn run(
         mut self,
-        filters: std::sync::mpsc::Receiver<String>,
+        filters: FilterReceiver,
         tx: mpsc::Sender<CaptureMsg>,
         stats: Arc<CaptureStats>,
     ) {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
         loop {
-            while let Ok(f) = filters.try_recv() {
-                if let Err(e) = self.cap.filter(&f, true) {
-                    tracing::error!(filter = %f, "cannot install capture filter: {e}");
-                }
+            // Only the newest queued filter matters.
+            let mut newest = None;
+            while let Ok(f) = filters.rx.try_recv() {
+                newest = Some(f);
+            }
+            if let Some((g, f)) = newest {
+                self.install(g, &f, &filters.status);
             }
             // Drain what is there without blocking.
             loop {
@@ -124,7 +235,10 @@ impl Capture {
             }
             if batch.is_empty() {
                 // Nothing ready: sleep until the kernel hands over a block (or a while passes).
-                let mut fds = [PollFd::new(self.cap.as_fd(), PollFlags::POLLIN)];
+                let mut fds = [
+                    PollFd::new(self.cap.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(filters.wake.as_fd(), PollFlags::POLLIN),
+                ];
                 if let Err(e) = poll(&mut fds, PollTimeout::from(POLL_MS)) {
                     if e != nix::errno::Errno::EINTR {
                         let _ = tx
@@ -132,9 +246,18 @@ impl Capture {
                         return;
                     }
                 }
-                if fds[0].revents().is_some_and(|r| {
+                let failed = fds[0].revents().is_some_and(|r| {
                     r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
-                }) {
+                });
+                let woken = fds[1]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN));
+                if woken {
+                    use std::io::Read;
+                    let mut buf = [0u8; 64];
+                    while matches!((&filters.wake).read(&mut buf), Ok(n) if n > 0) {}
+                }
+                if failed {
                     // The next read reports the reason (e.g. the interface disappeared).
                     if let Err(e) = self.cap.next_packet() {
                         if !matches!(e, pcap::Error::TimeoutExpired) {
