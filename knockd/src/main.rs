@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = if args.check_config {
-        knockd::daemon::check_config(&args.config)
+        knockd::daemon::check_config(&args.config, args.interface.as_deref())
     } else {
         knockd::daemon::run(args)
     };
