@@ -1,7 +1,10 @@
 use super::*;
 use crate::config::flag::{ACK, FIN, PSH, RST, SYN, URG};
 use crate::config::DEFAULT_MAX_ATTEMPTS;
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const SEED: &str = "[options]
 \tUseSyslog
