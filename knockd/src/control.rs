@@ -22,8 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semapho
 
 /// Group whose members may use the socket.
 pub const GROUP: &str = "knockd";
-/// Default cap on concurrent control connections (`MaxClients`).
-pub const DEFAULT_MAX_CLIENTS: usize = 64;
+pub use crate::config::DEFAULT_MAX_CLIENTS;
 /// Connections beyond the cap that only root may open.
 pub const ROOT_RESERVE: usize = 4;
 /// Connections over the cap being told so, at most (each holds a descriptor for up to

@@ -156,7 +156,6 @@ impl Drop for PidFile {
 pub fn run(mut args: Args) -> anyhow::Result<()> {
     // Control connections are capped below this, keeping a reserve (see fdlimit).
     let nofile = crate::fdlimit::raise_nofile();
-    let max_clients = crate::control::DEFAULT_MAX_CLIENTS;
     // Reloads re-read this path, and -d changes the working directory to /.
     if let Ok(abs) = std::path::absolute(&args.config) {
         args.config = abs;
@@ -173,6 +172,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         pid_file: args.pidfile.clone(),
         socket: args.socket.clone(),
         state_file: args.state_file.clone(),
+        base_dir: std::env::current_dir().ok(),
     };
     overrides.apply(&mut config.options);
     let iface = match &config.options.interface {
@@ -215,6 +215,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let extra = crate::control::ROOT_RESERVE + 16;
+    let max_clients = config
+        .options
+        .max_clients
+        .unwrap_or(crate::control::DEFAULT_MAX_CLIENTS);
     let (max_clients, warning) = crate::fdlimit::clients_cap(max_clients, nofile, extra);
     if let Some(w) = warning {
         tracing::warn!("{w}");

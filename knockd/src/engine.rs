@@ -512,16 +512,23 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let msg = format!("error: {e}; still logging to the previous log file");
             self.line(&msg);
         }
-        let keep: Vec<Option<usize>> = self
-            .config
+        // Door names are unique: a map keeps this linear (100,000 doors).
+        let by_name: std::collections::HashMap<&str, usize> = new
             .doors
             .iter()
-            .map(|old| {
-                new.doors.iter().position(|n| {
-                    n.name == old.name && n.sequence == old.sequence && !old.sequence.is_empty()
-                })
-            })
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
             .collect();
+        let keep: Vec<Option<usize>> =
+            self.config
+                .doors
+                .iter()
+                .map(|old| {
+                    by_name.get(old.name.as_str()).copied().filter(|&i| {
+                        new.doors[i].sequence == old.sequence && !old.sequence.is_empty()
+                    })
+                })
+                .collect();
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         self.matcher.reconfigure(rules, &keep);
         self.config = new;

@@ -12,13 +12,14 @@ use super::parse::{parse_inner, ParseOutput, Parsed};
 /// against the config file's directory, and the resolved path is stored in the door.
 pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         ConfigError::new(
             &file,
             0,
             format!("cannot read config file: {e} (check the path and permissions)"),
         )
     })?;
+    let text = super::text::decode(&bytes, &file)?;
     let ParseOutput {
         mut parsed,
         otp_lines,

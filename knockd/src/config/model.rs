@@ -12,6 +12,8 @@ pub const MAX_SEQUENCE_LEN: usize = 32;
 /// Default cap on knock attempts tracked at once (all sources, all doors).
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
+/// Default cap on concurrent control connections (`MaxClients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
 
 /// Transport protocol of a knock or of a port opened by a native door.
 #[derive(
@@ -140,6 +142,8 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// `OnShutdown`: what happens to open grants when knockd stops.
     pub on_shutdown: ShutdownPolicy,
+    /// `MaxClients`: cap on concurrent control connections; None = DEFAULT_MAX_CLIENTS.
+    pub max_clients: Option<usize>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";
@@ -189,6 +193,9 @@ pub struct Overrides {
     pub pid_file: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    /// Directory knockd started in: a relative LogFile or PidFile is resolved against it, at
+    /// start and identically on every reload (after -d the working directory is `/`).
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -205,5 +212,15 @@ impl Overrides {
         set(&mut options.pid_file, &self.pid_file);
         set(&mut options.socket, &self.socket);
         set(&mut options.state_file, &self.state_file);
+        if let Some(base) = &self.base_dir {
+            for p in [&mut options.log_file, &mut options.pid_file]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
     }
 }

@@ -279,3 +279,18 @@ pub(super) fn program_name(command: &str) -> &str {
     let first = command.split_whitespace().next().unwrap_or_default();
     first.rsplit('/').next().unwrap_or(first)
 }
+
+/// Why `name` cannot be a door name, if it cannot: door names go into log lines, syslog and
+/// `knockctl` output, so control characters (C0, DEL, C1: newline, ESC...) and the Unicode
+/// bidirectional overrides that reorder what a terminal shows are refused.
+pub(super) fn door_name_problem(name: &str) -> Option<String> {
+    let (col, c) = name.chars().enumerate().find(|&(_, c)| {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })?;
+    Some(format!(
+        "section name contains the control character U+{:04X} at position {} (door names are \
+         written to logs and knockctl output: use letters, digits, '-', '_' or '.')",
+        u32::from(c),
+        col + 1
+    ))
+}
