@@ -491,6 +491,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.line(&msg);
                 }
                 self.line("reload failed: keeping the running configuration");
+                // logrotate moved the file away and sent SIGHUP: reopen it all the same.
+                let (log_file, syslog) = (
+                    self.config.options.log_file.clone(),
+                    self.config.options.use_syslog,
+                );
+                if let Err(e) = self.log.reopen(log_file.as_deref(), syslog) {
+                    let msg = format!("error: {e}; still logging to the previous log file");
+                    self.line(&msg);
+                }
                 let errors = problems.clone();
                 self.emit(|| ipc::EventKind::ReloadFailed { errors });
                 return Err(problems);
