@@ -35,8 +35,12 @@ pub fn load_config(path: &Path) -> anyhow::Result<Parsed> {
 /// `knockd -t`: print problems and warnings; Ok(()) when the config is valid. The capture
 /// filter is compiled as it will run (the interface's addresses, Ethernet framing) and a
 /// fallback to a coarser filter is reported.
-pub fn check_config(path: &Path, interface: Option<&str>) -> anyhow::Result<()> {
-    let parsed = load_config(path)?;
+pub fn check_config(
+    path: &Path,
+    interface: Option<&str>,
+    firewall: Option<config::FirewallKind>,
+) -> anyhow::Result<()> {
+    let mut parsed = load_config(path)?;
     let mut warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
     let iface = interface
         .map(str::to_string)
@@ -51,6 +55,12 @@ pub fn check_config(path: &Path, interface: Option<&str>) -> anyhow::Result<()> 
     }
     for w in &warnings {
         println!("{w}");
+    }
+    if let Some(f) = firewall {
+        parsed.config.options.firewall = f;
+    }
+    for line in firewall_advice(&parsed.config.options) {
+        println!("{line}");
     }
     println!(
         "{}: OK, {} door(s), {} warning(s)",
@@ -77,6 +87,54 @@ pub fn check_filter(
         .collect();
     let fitted = crate::bpf::fit(&active, local, link)?;
     Ok(fitted.note())
+}
+
+/// Native nftables base chains on the input hook that would drop what knockd opens, and the
+/// line the admin needs (empty when there are none, or nft is not installed / not permitted).
+pub fn firewall_advice(options: &config::Options) -> Vec<String> {
+    use crate::nft::{detect, transport};
+    let json = match transport::list_ruleset() {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::debug!("cannot list the nftables ruleset: {e}");
+            return Vec::new();
+        }
+    };
+    match detect::drop_chains(&json, options.nft_mark()) {
+        Ok(chains) => detect::advice(options.firewall, options.nft_mark(), &chains),
+        Err(e) => {
+            tracing::debug!("cannot read the nftables ruleset: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// `Firewall = nftables`: create or update table inet knockd (one transaction), removing the
+/// elements of ports no longer protected; returns the elements the kernel still holds.
+pub fn set_up_nft_table(
+    config: &config::Config,
+) -> anyhow::Result<Vec<crate::nft::listing::KernelElem>> {
+    use crate::nft::{script::TableSpec, transport};
+    let listed = transport::list_elements()
+        .context("cannot read table inet knockd")?
+        .unwrap_or_default();
+    let spec = TableSpec::from_config(config);
+    let elems: Vec<_> = listed.iter().map(|k| k.elem).collect();
+    let stale = spec.stale(&elems);
+    transport::apply_script(&spec.script(&stale))
+        .context("cannot create table inet knockd (Firewall = nftables)")?;
+    Ok(listed
+        .into_iter()
+        .filter(|k| !stale.contains(&k.elem))
+        .collect())
+}
+
+/// `knockd --firewall-cleanup`: remove table inet knockd, and nothing else.
+pub fn firewall_cleanup() -> anyhow::Result<()> {
+    use crate::nft::{script::cleanup_script, transport};
+    transport::apply_script(&cleanup_script()).context("cannot remove table inet knockd")?;
+    println!("removed table inet knockd (if it existed); other tables were not touched");
+    Ok(())
 }
 
 /// The interface of the IPv4 default route, from /proc/net/route.
@@ -173,6 +231,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         socket: args.socket.clone(),
         state_file: args.state_file.clone(),
         base_dir: std::env::current_dir().ok(),
+        firewall: args.firewall,
     };
     overrides.apply(&mut config.options);
     let iface = match &config.options.interface {
@@ -209,6 +268,12 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         }
     }
     let saved = crate::state::load(&state_file)?;
+    let kernel = if config.options.firewall == config::FirewallKind::Nftables {
+        Some(set_up_nft_table(&config)?)
+    } else {
+        None
+    };
+    let advice = firewall_advice(&config.options);
     let socket_path = config
         .options
         .socket
@@ -250,6 +315,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         log,
         state_file,
         saved,
+        kernel,
+        advice,
         socket,
     };
     runtime.block_on(serve(args, parts))
@@ -264,6 +331,9 @@ struct Parts {
     log: KnockLog,
     state_file: PathBuf,
     saved: Vec<SavedGrant>,
+    kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+    /// What `firewall_advice` found at start, logged once the log is up.
+    advice: Vec<String>,
     socket: ControlSocket,
 }
 
@@ -282,7 +352,7 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let mut engine = Engine::new(
         p.config,
         args.config.clone(),
-        SystemExecutor,
+        SystemExecutor::default(),
         p.log,
         Box::new(move |f| {
             filter_tx.send(f);
@@ -295,7 +365,7 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let only_v4 = args.only_ipv4;
     let addrs = local_addrs(&iface, only_v4);
     engine.on_control(Control::LocalAddrs(addrs));
-    engine.restore(p.saved).await;
+    engine.restore_with_kernel(p.saved, p.kernel).await;
     let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
     let shutdown = crate::signals::install(ctl_tx.clone())?;
@@ -305,6 +375,10 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
             .serve(ctl_tx.clone(), engine.events(), filter_probe),
     );
     engine.log_line(&format!("starting up, listening on {iface}"));
+    for line in &p.advice {
+        tracing::warn!("{line}");
+        engine.log_line(line);
+    }
     engine.run(pkt_rx, ctl_rx, shutdown).await?;
     Ok(())
 }

@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use super::error::ConfigErrors;
 use super::keys::{lookup_key, valid_keys, Key, KeyInfo, Scope};
 use super::model::{
-    Command6, Config, Door, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
+    Command6, Config, Door, FirewallKind, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
     DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT,
 };
 use super::validate::{check_door, Findings};
 use super::values::{
-    flag_names, parse_bool, parse_open, parse_sequence, parse_tcp_flags, parse_timeout,
+    flag_names, parse_bool, parse_mark, parse_open, parse_sequence, parse_tcp_flags, parse_timeout,
     valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
     MAX_INTERFACE_NAME_LEN,
 };
@@ -439,7 +439,9 @@ impl Parser<'_> {
             | Key::Socket
             | Key::StateFile
             | Key::OnShutdown
-            | Key::MaxClients => {}
+            | Key::MaxClients
+            | Key::Firewall
+            | Key::NftMark => {}
         }
         Ok(())
     }
@@ -523,6 +525,12 @@ impl Parser<'_> {
                     }
                 };
             }
+            Key::Firewall => {
+                o.firewall = FirewallKind::parse(value).ok_or_else(|| {
+                    format!("invalid Firewall '{value}' (use iptables or nftables)")
+                })?;
+            }
+            Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
             _ => {}
         }
         Ok(())

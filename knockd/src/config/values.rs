@@ -294,3 +294,19 @@ pub(super) fn door_name_problem(name: &str) -> Option<String> {
         col + 1
     ))
 }
+
+/// `NftMark = 0x4b4e` (hex or decimal), `0`/`off` for none.
+pub(super) fn parse_mark(value: &str) -> Result<u32, String> {
+    let v = value.to_ascii_lowercase();
+    let n = if v == "off" || v == "none" {
+        Some(0)
+    } else if let Some(hex) = v.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16).ok()
+    } else {
+        v.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| v.parse::<u32>().ok())
+            .flatten()
+    };
+    n.ok_or_else(|| format!("invalid NftMark '{value}' (use a 32-bit mark such as 0x4b4e, or off)"))
+}
