@@ -143,6 +143,7 @@ impl ControlSocket {
         ctl: mpsc::Sender<Control>,
         events: broadcast::Sender<Event>,
         filter: FilterProbe,
+        config: PathBuf,
     ) {
         let listener = match self.listener.try_clone().and_then(UnixListener::from_std) {
             Ok(l) => l,
@@ -177,6 +178,7 @@ impl ControlSocket {
                 group: self.group,
                 limits: limits.clone(),
                 filter: filter.clone(),
+                config: config.clone(),
             };
             tokio::spawn(async move {
                 let _slot = slot;
@@ -320,6 +322,8 @@ struct Conn {
     group: Option<Gid>,
     limits: Arc<Limits>,
     filter: FilterProbe,
+    /// The config file a reload re-reads (parsed here, off the engine task).
+    config: PathBuf,
 }
 
 /// Is this peer allowed? Root, our own uid, or a member (primary or supplementary) of `group`.
@@ -479,17 +483,27 @@ impl Conn {
             } else {
                 None
             };
-            let reload = request == Request::Reload;
-            let (tx, rx) = oneshot::channel();
-            if self.ctl.send(Control::Request(request, tx)).await.is_err() {
-                return Ok(());
-            }
-            let mut response = rx.await.unwrap_or(Response::Error {
+            let shutting_down = || Response::Error {
                 message: "knockd is shutting down".into(),
-            });
-            if reload {
-                response = self.with_filter_result(response).await;
-            }
+            };
+            let response = if request == Request::Reload {
+                let (tx, rx) = oneshot::channel();
+                if !crate::reload::request(&self.ctl, self.config.clone(), Some(tx)).await {
+                    return Ok(());
+                }
+                let response = match rx.await {
+                    Ok(Ok(warnings)) => Response::Reloaded { warnings },
+                    Ok(Err(errors)) => Response::ReloadFailed { errors },
+                    Err(_) => shutting_down(),
+                };
+                self.with_filter_result(response).await
+            } else {
+                let (tx, rx) = oneshot::channel();
+                if self.ctl.send(Control::Request(request, tx)).await.is_err() {
+                    return Ok(());
+                }
+                rx.await.unwrap_or_else(|_| shutting_down())
+            };
             send(&mut wr, &ServerMsg::Response { response }).await?;
         }
     }

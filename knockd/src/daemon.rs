@@ -368,12 +368,14 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     engine.restore_with_kernel(p.saved, p.kernel).await;
     let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
-    let shutdown = crate::signals::install(ctl_tx.clone())?;
+    let shutdown = crate::signals::install(ctl_tx.clone(), args.config.clone())?;
     tracing::info!("control socket {}", p.socket.path().display());
-    tokio::spawn(
-        p.socket
-            .serve(ctl_tx.clone(), engine.events(), filter_probe),
-    );
+    tokio::spawn(p.socket.serve(
+        ctl_tx.clone(),
+        engine.events(),
+        filter_probe,
+        args.config.clone(),
+    ));
     engine.log_line(&format!("starting up, listening on {iface}"));
     for line in &p.advice {
         tracing::warn!("{line}");

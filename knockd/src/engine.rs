@@ -42,6 +42,9 @@ pub enum Control {
     LocalAddrs(Vec<IpAddr>),
     /// A control-socket request (everything but Subscribe, which the socket server handles).
     Request(ipc::Request, oneshot::Sender<ipc::Response>),
+    /// A reload whose config file was already read and parsed off the engine task (a large
+    /// config takes a while to parse; the engine only applies it).
+    ReloadLoaded(Box<config::Loaded>, Option<oneshot::Sender<ReloadResult>>),
 }
 
 /// Capacity of the live event channel; a subscriber further behind skips ahead (`Lagged`).
@@ -355,6 +358,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     let _ = reply.send(r);
                 }
             }
+            Control::ReloadLoaded(loaded, reply) => {
+                let r = self.reload_with(*loaded);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
             Control::Request(req, reply) => {
                 let r = self.on_request(req);
                 let _ = reply.send(r);
@@ -498,9 +507,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Validate and apply the config file again. On any error, keep running on the old one.
     pub fn reload(&mut self) -> ReloadResult {
+        let loaded = config::load(&self.config_path);
+        self.reload_with(loaded)
+    }
+
+    /// Apply a config file read and parsed elsewhere (see [`Control::ReloadLoaded`]).
+    pub fn reload_with(&mut self, loaded: config::Loaded) -> ReloadResult {
         let msg = format!("re-reading config file: {}", self.config_path.display());
         self.line(&msg);
-        let parsed = match config::load(&self.config_path) {
+        let parsed = match loaded {
             Ok(p) => p,
             Err(errs) => {
                 let problems: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();

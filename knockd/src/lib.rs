@@ -22,6 +22,7 @@ pub mod matcher;
 pub mod nft;
 pub mod packet;
 pub mod ratelimit;
+pub mod reload;
 pub mod safefile;
 pub mod signals;
 pub mod state;

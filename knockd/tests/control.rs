@@ -75,6 +75,7 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
         ctl.clone(),
         engine.events(),
         knockd::control::FilterProbe::inert(),
+        conf.clone(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

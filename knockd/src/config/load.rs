@@ -7,6 +7,9 @@ use super::error::{ConfigError, ConfigErrors};
 use super::otp;
 use super::parse::{parse_inner, ParseOutput, Parsed};
 
+/// What [`load`] returns.
+pub type Loaded = Result<Parsed, ConfigErrors>;
+
 /// Reads and parses the config file, then fills the current sequence of every
 /// One_Time_Sequences door from its file. A relative One_Time_Sequences path is resolved
 /// against the config file's directory, and the resolved path is stored in the door.

@@ -23,7 +23,7 @@ mod values;
 pub mod warn;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::load;
+pub use load::{load, Loaded};
 pub use model::*;
 pub use otp::OtpError;
 pub use parse::{parse, Parsed};
