@@ -41,8 +41,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// together: 16 frames of 1 MiB.
 pub const REPLY_BUDGET: usize = 16 * MAX_FRAME;
 /// Requests per second per connection (sustained), and burst.
-pub const RATE_PER_SEC: f64 = 20.0;
-pub const RATE_BURST: f64 = 20.0;
+pub const RATE_PER_SEC: f64 = 50.0;
+pub const RATE_BURST: f64 = 50.0;
 /// How long `reload` waits for the capture thread to install the new filter.
 const FILTER_WAIT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(250);

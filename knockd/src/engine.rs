@@ -518,13 +518,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let parsed = match loaded {
             Ok(p) => p,
             Err(errs) => {
-                let problems: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
-                for p in &problems {
-                    let msg = format!("config error: {p}");
-                    self.line(&msg);
-                }
-                self.line("reload failed: keeping the running configuration");
-                // logrotate moved the file away and sent SIGHUP: reopen it all the same.
+                // logrotate moved the file away and sent SIGHUP: reopen it all the same, before
+                // logging why the reload failed.
                 let (log_file, syslog) = (
                     self.config.options.log_file.clone(),
                     self.config.options.use_syslog,
@@ -533,6 +528,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     let msg = format!("error: {e}; still logging to the previous log file");
                     self.line(&msg);
                 }
+                let problems: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+                for p in &problems {
+                    let msg = format!("config error: {p}");
+                    self.line(&msg);
+                }
+                self.line("reload failed: keeping the running configuration");
                 let errors = problems.clone();
                 self.emit(|| ipc::EventKind::ReloadFailed { errors });
                 return Err(problems);

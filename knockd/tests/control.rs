@@ -41,6 +41,8 @@ struct Daemon {
     task: tokio::task::JoinHandle<()>,
     /// Dropping it stops the engine (a clean shutdown).
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// The engine's event channel (to count subscribers).
+    events: tokio::sync::broadcast::Sender<knock_ipc::Event>,
     sport: u16,
 }
 
@@ -71,9 +73,10 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
     let sock = ControlSocket::bind(&socket, 8).expect("bind");
     let (pkts, pkt_rx) = mpsc::channel(64);
     let (ctl, ctl_rx) = mpsc::channel(64);
+    let events = engine.events();
     tokio::spawn(sock.serve(
         ctl.clone(),
-        engine.events(),
+        events.clone(),
         knockd::control::FilterProbe::inert(),
         conf.clone(),
     ));
@@ -96,6 +99,7 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
         ctl,
         task,
         _stop: stop_tx,
+        events,
         sport: 30000,
     }
 }
@@ -584,4 +588,48 @@ async fn connection_cap_names_the_cap_and_stalled_frames_are_closed() {
     .expect("closed at once")
     .unwrap_or(0);
     assert_eq!(n, 0);
+}
+
+/// A `tail` subscriber that hangs up is noticed at once (its descriptor and receiver freed),
+/// not when the next event happens to be sent.
+#[tokio::test]
+async fn a_subscriber_that_hangs_up_is_dropped_without_waiting_for_an_event() {
+    let d = start().await;
+    let sub = d.client().await.subscribe().await.expect("subscribe");
+    assert!(
+        wait_for(|| d.events.receiver_count() == 1).await,
+        "subscribed"
+    );
+    drop(sub);
+    assert!(
+        wait_for(|| d.events.receiver_count() == 0).await,
+        "the hung-up subscriber is still registered"
+    );
+}
+
+/// One connection cannot flood the engine: past a burst of 50, requests are served at 50 per
+/// second.
+#[tokio::test]
+async fn requests_on_one_connection_are_rate_limited() {
+    let d = start().await;
+    let mut c = d.client().await;
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert!(c.request(Request::Status).await.is_ok());
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "100 requests in {took:?}: not rate limited"
+    );
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
