@@ -29,6 +29,8 @@ pub const COARSE_MAX_RANGES: usize = 200;
 /// IPv6 packets whose next header is an extension header: the decoder walks the chain.
 const IPV6_EXT: &str =
     "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))";
+/// New connections to any port (what the sweep guard watches), any destination.
+const SWEEP_ANY: &str = "(tcp and (tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)) or udp or (ip6 and ((ip6[6] == 6 and (ip6[53] & 0x12 == 0x02)) or ip6[6] == 17))";
 /// Last resort: every TCP and UDP packet (and IPv6 with extension headers).
 pub const ANY_KNOCK: &str = "tcp or udp or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))";
 
@@ -218,6 +220,10 @@ pub fn ports_filter(exact: &str) -> String {
         return crate::filter::MATCH_NOTHING.to_string();
     }
     parts.push(IPV6_EXT.to_string());
+    // The sweep guard's clause (new connections to any port) is kept, without destinations.
+    if exact.contains("tcp-syn|tcp-ack") {
+        parts.push(SWEEP_ANY.to_string());
+    }
     parts.join(" or ")
 }
 
@@ -281,6 +287,7 @@ mod tests {
             target: None,
             open: Vec::new(),
             open_chain: DEFAULT_OPEN_CHAIN.to_string(),
+            sweep_guard: false,
         }
     }
 
@@ -301,6 +308,15 @@ mod tests {
         for p in ports {
             assert!(r.iter().any(|&(a, b)| a <= p && p <= b), "{p} lost");
         }
+    }
+
+    #[test]
+    fn the_coarse_filter_keeps_the_sweep_guard_clause() {
+        let mut doors: Vec<Door> = (0..2_000).map(|i| door(i, 3)).collect();
+        doors[0].sweep_guard = true;
+        let f = fit(&doors, &local(), pcap::Linktype::ETHERNET).unwrap();
+        assert_eq!(f.level, Level::Ports);
+        assert!(f.expr.contains("tcp-syn|tcp-ack"), "{}", f.expr);
     }
 
     #[test]
