@@ -504,7 +504,7 @@ impl Conn {
                 }
                 rx.await.unwrap_or_else(|_| shutting_down())
             };
-            send(&mut wr, &ServerMsg::Response { response }).await?;
+            send(&mut wr, &bounded(ServerMsg::Response { response })).await?;
         }
     }
 
@@ -527,6 +527,48 @@ impl Conn {
             },
         }
     }
+}
+
+/// Most warnings or errors sent in one reload answer or event; the rest are counted (a
+/// config of 10,000 doors can have 20,000 warnings, far more than a frame holds).
+pub const MAX_LISTED_PROBLEMS: usize = 200;
+
+fn bounded_list(list: &mut Vec<String>, what: &str) {
+    if list.len() > MAX_LISTED_PROBLEMS {
+        let more = list.len() - MAX_LISTED_PROBLEMS;
+        list.truncate(MAX_LISTED_PROBLEMS);
+        list.push(format!(
+            "... and {more} more {what} (all of them are in knockd's log; `knockd -t` lists them too)"
+        ));
+    }
+}
+
+/// A message that fits in a frame whatever the size of the config behind it.
+fn bounded(mut msg: ServerMsg) -> ServerMsg {
+    match &mut msg {
+        ServerMsg::Response {
+            response: Response::Reloaded { warnings },
+        }
+        | ServerMsg::Event {
+            event:
+                Event {
+                    kind: EventKind::ReloadOk { warnings, .. },
+                    ..
+                },
+        } => bounded_list(warnings, "warnings"),
+        ServerMsg::Response {
+            response: Response::ReloadFailed { errors },
+        }
+        | ServerMsg::Event {
+            event:
+                Event {
+                    kind: EventKind::ReloadFailed { errors },
+                    ..
+                },
+        } => bounded_list(errors, "errors"),
+        _ => {}
+    }
+    msg
 }
 
 /// Send with a deadline: a client that does not read its answers is disconnected.
@@ -559,6 +601,42 @@ async fn stream_events(
             },
             _ = rd.recv::<ClientMsg>() => return Ok(()),
         };
-        send(&mut wr, &ServerMsg::Event { event }).await?;
+        send(&mut wr, &bounded(ServerMsg::Event { event })).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20,000 reload warnings (10,000 doors of 3 knocks) still fit in one frame, and the
+    /// answer says how many were left out.
+    #[test]
+    fn huge_reload_answers_fit_in_a_frame() {
+        let warnings: Vec<String> = (0..20_000)
+            .map(|i| format!("knockd.conf:{i}: warning: door 'd{i}': sequence has only 3 knocks: easy to guess or stumble on (use 4 or more)"))
+            .collect();
+        let msg = bounded(ServerMsg::Response {
+            response: Response::Reloaded {
+                warnings: warnings.clone(),
+            },
+        });
+        let bytes = knock_ipc::codec::encode(&msg).expect("fits in a frame");
+        assert!(bytes.len() <= MAX_FRAME);
+        let ServerMsg::Response {
+            response: Response::Reloaded { warnings: sent },
+        } = msg
+        else {
+            panic!("not a Reloaded answer");
+        };
+        assert_eq!(sent.len(), MAX_LISTED_PROBLEMS + 1);
+        assert!(sent[MAX_LISTED_PROBLEMS].contains("19800 more warnings"));
+        let ev = bounded(ServerMsg::Event {
+            event: Event {
+                at_unix_ms: 0,
+                kind: EventKind::ReloadFailed { errors: warnings },
+            },
+        });
+        assert!(knock_ipc::codec::encode(&ev).is_ok());
     }
 }
