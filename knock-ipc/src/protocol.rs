@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +73,10 @@ pub struct Counters {
     pub commands_failed: u64,
     /// Packets the kernel dropped before knockd could read them (pcap stats).
     pub kernel_drops: u64,
+    /// Sources the sweep guard found scanning.
+    pub scanners: u64,
+    /// First knocks refused (scanner penalty, network share, table full of advanced attempts).
+    pub refused: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use crate::capture::CaptureStats;
 use crate::config::{self, Command6, Config, Door, ShutdownPolicy};
 use crate::grants::{Close, Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
-use crate::matcher::{DoorRule, MatchEvent, Matcher};
+use crate::matcher::{DoorRule, MatchEvent, Matcher, Settings};
 use crate::packet::Packet;
 use crate::state::{self, SavedGrant};
 use knock_ipc as ipc;
@@ -106,6 +106,9 @@ pub struct Engine<E: Executor, L: LogSink> {
     started: Instant,
     interfaces: Vec<String>,
     capture_stats: Option<Arc<CaptureStats>>,
+    /// One-time sequences used but not yet recorded in their file (the rewrite failed): never
+    /// accepted again, recorded at the next reload that can.
+    used_otp: Vec<(PathBuf, Vec<config::Step>)>,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -122,7 +125,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         set_filter: Box<dyn FnMut(String) + Send>,
     ) -> Self {
         let rules: Vec<DoorRule> = config.doors.iter().flat_map(rules_of).collect();
-        let matcher = Matcher::new(rules, config.max_attempts());
+        let matcher = Matcher::with_settings(rules, Settings::from(&config));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let mut e = Engine {
@@ -151,6 +154,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             started: Instant::now(),
             interfaces: Vec::new(),
             capture_stats: None,
+            used_otp: Vec::new(),
         };
         e.update_filter();
         e
@@ -487,11 +491,36 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.evictions_logged = self.stats.evictions;
                     self.last_evict_log = Some(now);
                     let msg = format!(
-                        "attempt table full (MaxAttempts = {}): dropped {n} oldest attempt(s)",
-                        self.matcher.cap()
+                        "attempt table full (MaxAttempts = {}, MaxAttemptsPerNetwork = {}): evicted {n} attempt(s) at stage 1",
+                        self.matcher.cap(),
+                        self.matcher.settings().per_network
                     );
                     self.line(&msg);
                 }
+            }
+            MatchEvent::Scanner { src, strays } => {
+                self.stats.scanners += 1;
+                let penalty = self.matcher.settings().sweep_penalty.as_secs_f64();
+                self.knock_line(now, || {
+                    format!("{src}: sweep guard: {strays} non-knock ports during a knock: treated as a scanner, attempts ended, no new attempt for {penalty}s")
+                });
+            }
+            MatchEvent::Swept { src, door, stage } => {
+                self.stats.resets += 1;
+                let name = self.door_name(door);
+                self.emit(|| ipc::EventKind::Reset {
+                    addr: src,
+                    door: name,
+                    stage: stage as u32,
+                });
+            }
+            MatchEvent::Refused { src, door, reason } => {
+                self.stats.refused += 1;
+                let name = self.door_name(door);
+                tracing::debug!(%src, door = %name, reason = reason.as_str(), "first knock refused");
+                self.knock_line(now, || {
+                    format!("{src}: {name}: first knock refused: {}", reason.as_str())
+                });
             }
         }
     }
@@ -540,8 +569,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 })
             })
             .collect();
+        self.record_used_otp(&mut new);
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
-        self.matcher.reconfigure(rules, &keep);
+        let settings = Settings::from(&new);
+        self.matcher.reconfigure_with(rules, &keep, settings);
         let old_firewall = self.config.options.firewall;
         self.config = new;
         self.sync_nft_table(old_firewall);

@@ -165,6 +165,7 @@ mod tests {
                 proto: Proto::Tcp,
             }],
             open_chain: "INPUT".into(),
+            sweep_guard: true,
         };
         let mut c = Config {
             doors: vec![door],

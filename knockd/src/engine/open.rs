@@ -269,10 +269,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
             Err(e) => {
                 let msg = format!(
-                    "error while disabling used one time sequence for door {} --> disabling the door ({e})",
+                    "error while disabling used one time sequence for door {} --> disabling the door until the file can be rewritten and knockd is reloaded ({e})",
                     door.name
                 );
                 self.line(&msg);
+                self.used_otp.push((path.clone(), door.sequence.clone()));
                 None
             }
         };
@@ -281,6 +282,39 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         self.matcher.set_sequence(door_idx, next);
         self.update_filter();
+    }
+
+    /// At reload: a door whose current one-time sequence was used but could not be recorded
+    /// gets it recorded now, or stays disabled. Fail closed: a used sequence never opens again.
+    pub(super) fn record_used_otp(&mut self, new: &mut config::Config) {
+        for door in &mut new.doors {
+            let Some(path) = door.one_time_sequences.clone() else {
+                continue;
+            };
+            while !door.sequence.is_empty() {
+                let Some(i) = self
+                    .used_otp
+                    .iter()
+                    .position(|(p, s)| *p == path && *s == door.sequence)
+                else {
+                    break;
+                };
+                match config::otp::consume(&path, &door.sequence) {
+                    Ok(next) => {
+                        self.used_otp.swap_remove(i);
+                        door.sequence = next.unwrap_or_default();
+                    }
+                    Err(e) => {
+                        let msg = format!(
+                            "door {}: a used one time sequence still cannot be recorded --> door stays disabled ({e})",
+                            door.name
+                        );
+                        self.line(&msg);
+                        door.sequence.clear();
+                    }
+                }
+            }
+        }
     }
 
     /// Record a new grant for a command door, then run its start command.

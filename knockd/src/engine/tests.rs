@@ -34,6 +34,7 @@ fn door(name: &str, ports: &[u16]) -> Door {
         target: None,
         open: Vec::new(),
         open_chain: "INPUT".into(),
+        sweep_guard: true,
     }
 }
 
@@ -422,6 +423,55 @@ async fn one_time_sequences_advance_and_exhaustion_disables_the_door() {
     assert_eq!(t.exec.ran().len(), 2);
     let last = t.filters.lock().map(|f| f.last().cloned()).ok().flatten();
     assert_eq!(last.as_deref(), Some(crate::filter::MATCH_NOTHING));
+}
+
+/// Issue 10, fail closed: when recording a use fails, the door is disabled, and the used
+/// sequence never opens again, not even after a reload that reads the unchanged file.
+#[tokio::test(start_paused = true)]
+async fn one_time_sequence_that_cannot_be_recorded_never_opens_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let otp = dir.path().join("seqs");
+    let text = " 7001,7002,7003\n 8001,8002,8003\n";
+    std::fs::write(&otp, text).expect("write");
+    let conf = dir.path().join("knockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[otp]\n one_time_sequences = {}\n command = open %IP%\n tcpflags = syn\n",
+            otp.display()
+        ),
+    )
+    .expect("write");
+    let mut t = T::new(crate::config::load(&conf).expect("load").config);
+    t.e.config_path = conf.clone();
+    // The file goes away after start (or cannot be rewritten): recording fails.
+    std::fs::remove_file(&otp).expect("rm");
+    t.knock_seq(CLI, &[7001, 7002, 7003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"]);
+    assert!(
+        t.lines()
+            .iter()
+            .any(|l| l.contains("disabling the door until the file can be rewritten")),
+        "{:?}",
+        t.lines()
+    );
+    t.knock_seq(CLI, &[7001, 7002, 7003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 1, "disabled");
+    // The file is back, its used line not marked: the reload records it now.
+    std::fs::write(&otp, text).expect("write");
+    t.e.reload().expect("reload");
+    assert_eq!(
+        std::fs::read_to_string(&otp).expect("read"),
+        "# 7001,7002,7003\n 8001,8002,8003\n"
+    );
+    t.knock_seq(CLI, &[7001, 7002, 7003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 1, "the used sequence stays used");
+    t.knock_seq(CLI, &[8001, 8002, 8003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 2, "the next one opens");
 }
 
 /// Every kind of event reaches subscribers (tail and the TUI depend on it).
