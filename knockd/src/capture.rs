@@ -2,26 +2,40 @@
 //! channel to the engine. Filter updates arrive on a std channel and are applied between
 //! reads. Nothing here waits on the engine's commands.
 //!
-//! Packets are handed over in batches: libpcap fills ring blocks that the kernel releases when
-//! full or after [`BLOCK_TIMEOUT_MS`]; the thread drains everything available without blocking
-//! and sends it as one message. Under a flood that is one wake-up of the engine per block, not
-//! per packet (a per-packet hand-off spent most of the daemon's CPU in context switches);
-//! when quiet it adds at most the block timeout to a knock's latency.
+//! Packets are handed over in batches: the thread drains everything the kernel ring holds
+//! without blocking and sends it as one message (at most [`MAX_BATCH`]). Under a flood that is
+//! one wake-up of the engine per batch, not per packet (a per-packet hand-off spent most of the
+//! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
+//! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
+//! over as soon as it arrives, with no batching delay.
 
-use crate::engine::CaptureMsg;
-use crate::packet::{decode, LinkType};
+use crate::packet::{decode, LinkType, Packet};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
-/// How long the kernel may hold packets before handing a ring block over.
-pub const BLOCK_TIMEOUT_MS: i32 = 2;
 /// Largest batch sent to the engine at once.
 pub const MAX_BATCH: usize = 1024;
+/// Batches queued for the engine at most: the queue holds at most
+/// `QUEUE_BATCHES * MAX_BATCH` packets. When it is full the capture thread waits, the kernel
+/// ring fills and the kernel drops (counted in `knockctl status`), instead of seconds of queue.
+pub const QUEUE_BATCHES: usize = 16;
+
+/// From the capture thread to the engine.
+#[derive(Debug)]
+pub enum CaptureMsg {
+    /// Packets read together (at most [`MAX_BATCH`]), all received by `Instant`.
+    Batch(Vec<Packet>, Instant),
+    /// Capture failed (interface gone...). The engine shuts down with this error.
+    Error(String),
+}
+
+/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
 /// How long a read waits before checking for filter updates and shutdown.
 const POLL_MS: u16 = 200;
 
@@ -52,14 +66,13 @@ pub struct FilterStatus {
 /// (it would otherwise notice only after its poll timeout).
 pub struct FilterSender {
     tx: std::sync::mpsc::Sender<(u64, String)>,
-    wake: std::os::unix::net::UnixStream,
+    wake: UnixStream,
     sent: Arc<AtomicU64>,
 }
 
 impl FilterSender {
     /// Queue `expr`; returns its generation.
     pub fn send(&self, expr: String) -> u64 {
-        use std::io::Write;
         let g = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let _ = self.tx.send((g, expr));
         let _ = (&self.wake).write(&[1]);
@@ -75,8 +88,17 @@ impl FilterSender {
 /// The capture side of a [`FilterSender`].
 pub struct FilterReceiver {
     rx: std::sync::mpsc::Receiver<(u64, String)>,
-    wake: std::os::unix::net::UnixStream,
+    wake: UnixStream,
     status: tokio::sync::watch::Sender<FilterStatus>,
+}
+
+impl FilterReceiver {
+    /// The newest filter sent since the last call, if any (older ones are superseded).
+    fn latest(&self) -> Option<(u64, String)> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.rx.try_iter().last()
+    }
 }
 
 /// A filter channel: the sender (engine side), the receiver (capture thread), and a watch of
@@ -87,7 +109,7 @@ pub fn filter_channel() -> std::io::Result<(
     tokio::sync::watch::Receiver<FilterStatus>,
 )> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    let (a, b) = UnixStream::pair()?;
     a.set_nonblocking(true)?;
     b.set_nonblocking(true)?;
     let (status, watch) = tokio::sync::watch::channel(FilterStatus {
@@ -128,7 +150,7 @@ impl Capture {
             .map_err(err)?
             .snaplen(256)
             .buffer_size(8 << 20)
-            .timeout(BLOCK_TIMEOUT_MS)
+            .immediate_mode(true)
             .open()
             .map_err(err)?
             .setnonblock()
@@ -205,12 +227,7 @@ impl Capture {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
         loop {
-            // Only the newest queued filter matters.
-            let mut newest = None;
-            while let Ok(f) = filters.rx.try_recv() {
-                newest = Some(f);
-            }
-            if let Some((g, f)) = newest {
+            if let Some((g, f)) = filters.latest() {
                 self.install(g, &f, &filters.status);
             }
             // Drain what is there without blocking.
@@ -235,6 +252,7 @@ impl Capture {
             }
             if batch.is_empty() {
                 // Nothing ready: sleep until the kernel hands over a block (or a while passes).
+                // The wake-up socket: a new filter is read at the top of the loop.
                 let mut fds = [
                     PollFd::new(self.cap.as_fd(), PollFlags::POLLIN),
                     PollFd::new(filters.wake.as_fd(), PollFlags::POLLIN),
@@ -249,14 +267,6 @@ impl Capture {
                 let failed = fds[0].revents().is_some_and(|r| {
                     r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
                 });
-                let woken = fds[1]
-                    .revents()
-                    .is_some_and(|r| r.contains(PollFlags::POLLIN));
-                if woken {
-                    use std::io::Read;
-                    let mut buf = [0u8; 64];
-                    while matches!((&filters.wake).read(&mut buf), Ok(n) if n > 0) {}
-                }
                 if failed {
                     // The next read reports the reason (e.g. the interface disappeared).
                     if let Err(e) = self.cap.next_packet() {

@@ -30,6 +30,7 @@ pub(super) enum Key {
     Target,
     Open,
     OpenChain,
+    MaxGrants,
     SweepGuard,
 }
 
@@ -75,6 +76,7 @@ const KEYS: &[KeyInfo] = &[
     key(Key::Socket, "Socket", &[], Scope::Global),
     key(Key::StateFile, "StateFile", &[], Scope::Global),
     key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
+    key(Key::MaxGrants, "MaxGrants", &[], Scope::Global),
     key(Key::SweepThreshold, "SweepThreshold", &[], Scope::Global),
     key(Key::SweepPenalty, "SweepPenalty", &[], Scope::Global),
     key(Key::MaxAttemptsPerNetwork, "MaxAttemptsPerNetwork", &[], Scope::Global),

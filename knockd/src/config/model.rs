@@ -11,6 +11,8 @@ pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SEQUENCE_LEN: usize = 32;
 /// Default cap on knock attempts tracked at once (all sources, all doors).
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
+/// Open grants at most when `MaxGrants` is not set.
+pub const DEFAULT_MAX_GRANTS: usize = 10_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
 /// Default cap on concurrent control connections (`MaxClients`).
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
@@ -152,6 +154,8 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// `OnShutdown`: what happens to open grants when knockd stops.
     pub on_shutdown: ShutdownPolicy,
+    /// `MaxGrants`: cap on open grants; None = DEFAULT_MAX_GRANTS.
+    pub max_grants: Option<usize>,
     /// `SweepThreshold`; None = DEFAULT_SWEEP_THRESHOLD.
     pub sweep_threshold: Option<usize>,
     /// `SweepPenalty`; None = DEFAULT_SWEEP_PENALTY.
@@ -246,6 +250,9 @@ pub struct Config {
 impl Config {
     pub fn max_attempts(&self) -> usize {
         self.options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+    pub fn max_grants(&self) -> usize {
+        self.options.max_grants.unwrap_or(DEFAULT_MAX_GRANTS)
     }
 
     pub fn max_attempts_per_network(&self) -> usize {

@@ -445,6 +445,7 @@ impl Parser<'_> {
             | Key::StateFile
             | Key::OnShutdown
             | Key::MaxClients
+            | Key::MaxGrants
             | Key::SweepThreshold
             | Key::SweepPenalty
             | Key::MaxAttemptsPerNetwork
@@ -506,6 +507,20 @@ impl Parser<'_> {
                         )
                     })?;
                 o.max_clients = Some(n);
+            }
+            Key::MaxGrants => {
+                let n = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| value.parse::<usize>().ok())
+                    .flatten()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid MaxGrants '{value}' (use a whole number of at least 1, e.g. 10000)"
+                        )
+                    })?;
+                o.max_grants = Some(n);
             }
             Key::SweepThreshold => {
                 o.sweep_threshold = Some(parse_count(

@@ -112,6 +112,7 @@ fn every_key_is_parsed() {
   PidFile = /run/knockd.pid
   Interface = eth1
   MaxAttempts = 500
+  MaxGrants = 50
   UseSyslog = yes
 
 [web]
@@ -141,12 +142,14 @@ fn every_key_is_parsed() {
             pid_file: Some("/run/knockd.pid".into()),
             interface: Some("eth1".into()),
             max_attempts: Some(500),
+            max_grants: Some(50),
             ..Options::default()
         }
     );
     assert_eq!(p.config.max_attempts(), 500);
+    assert_eq!(p.config.max_grants(), 50);
     let web = &p.config.doors[0];
-    assert_eq!(web.line, 9);
+    assert_eq!(web.line, 10);
     assert_eq!(web.sequence, vec![udp(2222), tcp(3333), tcp(1111)]);
     assert_eq!(web.seq_timeout, Duration::from_millis(2500));
     assert_eq!(
@@ -391,7 +394,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nfoo\n", 3, "'foo' is not a directive (write key = value"),
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
-        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients)"),
+        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients)"),
         ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),
@@ -414,6 +417,8 @@ fn errors_name_line_and_fix() {
         // [options] values.
         ("[options]\nUseSyslog = maybe\n", 2, "invalid UseSyslog value 'maybe' (use yes or no"),
         ("[options]\nMaxAttempts = 0\n", 2, "invalid MaxAttempts '0' (use a whole number of at least 1"),
+        ("[options]\nMaxGrants = 0\n", 2, "invalid MaxGrants '0' (use a whole number of at least 1, e.g. 10000)"),
+        ("[options]\nMaxGrants = lots\n", 2, "invalid MaxGrants 'lots'"),
         ("[options]\nMaxAttempts = -1\n", 2, "invalid MaxAttempts '-1'"),
         ("[options]\nMaxAttempts = 1e5\n", 2, "invalid MaxAttempts '1e5'"),
         ("[options]\nMaxAttempts = 100000000000000000000000\n", 2, "invalid MaxAttempts"),
