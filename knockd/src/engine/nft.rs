@@ -141,10 +141,10 @@ mod tests {
     use crate::nft::listing::KernelElem;
     use crate::packet::Packet;
     use crate::state::SavedGrant;
-    use std::time::Instant;
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
     use std::sync::Arc;
+    use std::time::Instant;
 
     const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
     const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
