@@ -4,11 +4,14 @@ complete -c knockd -s p -l pidfile -d 'Pidfile (overrides PidFile in the config)
 complete -c knockd -s g -l logfile -d 'Log file (overrides LogFile in the config)' -r -F
 complete -c knockd -l socket -d 'Control socket for knockctl (overrides Socket in the config) [default: /run/knockd/knockd.sock]' -r -F
 complete -c knockd -l state-file -d 'Where the grant ledger is kept across restarts (overrides StateFile in the config) [default: /var/lib/knockd/state.json]' -r -F
+complete -c knockd -l firewall -d 'Firewall backend of native doors (`Open =`), overriding Firewall in the config: iptables (rules in INPUT) or nftables (kernel-expiring elements in table inet knockd) [default: iptables]' -r -f -a "iptables\t''
+nftables\t''"
 complete -c knockd -s d -l daemon -d 'Detach and run in the background (writes the pidfile)'
 complete -c knockd -s D -l debug -d 'Debug output on stderr (per-packet detail)'
 complete -c knockd -s v -l verbose -d 'Verbose output on stderr'
 complete -c knockd -s l -l lookup -d 'Accepted for knockd compatibility and ignored: reverse DNS of knockers would let any packet trigger lookups and leak knocks to DNS observers'
 complete -c knockd -s 4 -l only-ip-v4 -d 'Ignore IPv6 addresses and packets'
 complete -c knockd -s t -l check-config -d 'Check the config file, print problems and warnings, and exit (0 = valid)'
+complete -c knockd -l firewall-cleanup -d 'Remove knockd\'s nftables table (inet knockd: its grants and the protection of the doors\' ports) and exit; other tables are not touched'
 complete -c knockd -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c knockd -s V -l version -d 'Print version'

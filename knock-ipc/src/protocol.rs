@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +87,8 @@ pub struct Status {
     pub max_attempts: u64,
     pub grants: u64,
     pub counters: Counters,
+    /// Firewall backend of native doors: `iptables` or `nftables`.
+    pub firewall: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +103,9 @@ pub struct GrantInfo {
     /// How it closes, e.g. `native rule delete`, `stop_command`.
     pub closes: String,
     pub refreshes: u32,
+    /// `Firewall = nftables` grants: the time the kernel has left on the grant's set elements
+    /// (as written at the last knock, or read back from the kernel at start); None otherwise.
+    pub kernel_expires_in_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

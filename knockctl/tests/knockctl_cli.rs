@@ -157,6 +157,7 @@ fn grant(door: &str, address: &str, expires_in_ms: Option<u64>) -> GrantInfo {
         expires_in_ms,
         closes: "native rule delete".into(),
         refreshes: 0,
+        kernel_expires_in_ms: None,
     }
 }
 
@@ -177,6 +178,7 @@ async fn status_shows_daemon_facts() {
             opens: 1,
             ..Counters::default()
         },
+        firewall: "iptables".into(),
     };
     let daemon = FakeDaemon::start(Script::respond(vec![Response::Status { status }]));
     let out = knockctl(&daemon.socket, &["status"]).await;

@@ -196,6 +196,11 @@ pub enum Action {
     Shell(String),
     /// A program with arguments, no shell.
     Exec(Vec<String>),
+    /// Changes to the allow sets of table `inet knockd` (`Firewall = nftables`), one kernel
+    /// transaction.
+    Nft(Vec<crate::nft::ElemOp>),
+    /// An `nft -f` script for table `inet knockd` (set-up at reload).
+    NftScript(String),
 }
 
 impl std::fmt::Display for Action {
@@ -203,6 +208,11 @@ impl std::fmt::Display for Action {
         match self {
             Action::Shell(s) => f.write_str(s),
             Action::Exec(v) => f.write_str(&v.join(" ")),
+            Action::Nft(ops) => {
+                let ops: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+                f.write_str(&ops.join("; "))
+            }
+            Action::NftScript(s) => write!(f, "nft -f - <<< {}", s.lines().count()),
         }
     }
 }
@@ -230,13 +240,46 @@ pub trait Executor: Clone + Send + Sync + 'static {
     fn run(&self, action: Action) -> impl Future<Output = Outcome> + Send;
 }
 
-/// Spawns real processes (tokio::process), capturing stderr for the log.
+/// Spawns real processes (tokio::process), capturing stderr for the log; nftables changes go
+/// to the nftables worker thread (started on first use).
 #[derive(Debug, Clone, Default)]
-pub struct SystemExecutor;
+pub struct SystemExecutor {
+    nft: std::sync::Arc<std::sync::OnceLock<Result<crate::nft::transport::Handle, String>>>,
+}
+
+impl SystemExecutor {
+    fn nft(&self) -> Result<&crate::nft::transport::Handle, String> {
+        use crate::nft::transport::{Handle, Transport};
+        self.nft
+            .get_or_init(|| Handle::start(Transport::best()).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    async fn run_nft(&self, action: Action) -> Outcome {
+        let handle = match self.nft() {
+            Ok(h) => h,
+            Err(e) => return Outcome::SpawnError(e),
+        };
+        let r = match action {
+            Action::Nft(ops) => handle.apply(ops).await,
+            Action::NftScript(s) => handle.script(s).await,
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) => Outcome::Ok,
+            Err(stderr) => Outcome::Failed {
+                code: Some(1),
+                stderr,
+            },
+        }
+    }
+}
 
 impl Executor for SystemExecutor {
     async fn run(&self, action: Action) -> Outcome {
         let mut cmd = match &action {
+            Action::Nft(_) | Action::NftScript(_) => return self.run_nft(action).await,
             Action::Shell(s) => {
                 let mut c = tokio::process::Command::new("/bin/sh");
                 c.arg("-c").arg(s);
@@ -409,7 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn system_executor_reports_exit_codes() {
-        let e = SystemExecutor;
+        let e = SystemExecutor::default();
         assert!(e.run(Action::Shell("true".into())).await.is_ok());
         assert_eq!(
             e.run(Action::Shell("echo oops >&2; exit 3".into())).await,

@@ -1,5 +1,7 @@
 //! knockd's command line (knockd 0.8 compatible flags).
 
+use crate::config::FirewallKind;
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -14,6 +16,12 @@ Signals: SIGHUP reloads the config (a bad config is reported and the running one
 SIGTERM/SIGINT close grants that have a deadline (see OnShutdown in knockd.conf(5)) and exit.
 `knockctl` talks to the running daemon over the control socket (status, list, revoke, reload,
 tail, tui). Open grants are saved in the state file, so a restart closes them on schedule.
+
+With Firewall = nftables (or --firewall nftables), native doors are elements with a kernel
+timeout in table inet knockd, which stays when knockd stops (fail closed: the doors' ports stay
+protected, grants expire on schedule); --firewall-cleanup removes it. knockd -t and the
+start-up log name every nftables input chain that would drop what knockd opens, with the line
+to add to it.
 
 Examples:
   knockd -t -c /etc/knockd.conf      check a config file and exit
@@ -81,4 +89,20 @@ pub struct Args {
     /// [default: /var/lib/knockd/state.json]
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+
+    /// Firewall backend of native doors (`Open =`), overriding Firewall in the config:
+    /// iptables (rules in INPUT) or nftables (kernel-expiring elements in table inet knockd)
+    /// [default: iptables]
+    #[arg(long, value_name = "BACKEND", value_parser = firewall_parser())]
+    pub firewall: Option<FirewallKind>,
+
+    /// Remove knockd's nftables table (inet knockd: its grants and the protection of the
+    /// doors' ports) and exit; other tables are not touched
+    #[arg(long)]
+    pub firewall_cleanup: bool,
+}
+
+fn firewall_parser() -> impl clap::builder::TypedValueParser<Value = FirewallKind> {
+    clap::builder::PossibleValuesParser::new(["iptables", "nftables"])
+        .map(|s: String| FirewallKind::parse(&s).unwrap_or_default())
 }

@@ -33,10 +33,16 @@ pub fn load_config(path: &Path) -> anyhow::Result<Parsed> {
 }
 
 /// `knockd -t`: print problems and warnings; Ok(()) when the config is valid.
-pub fn check_config(path: &Path) -> anyhow::Result<()> {
-    let parsed = load_config(path)?;
+pub fn check_config(path: &Path, firewall: Option<config::FirewallKind>) -> anyhow::Result<()> {
+    let mut parsed = load_config(path)?;
     for w in &parsed.warnings {
         println!("{w}");
+    }
+    if let Some(f) = firewall {
+        parsed.config.options.firewall = f;
+    }
+    for line in firewall_advice(&parsed.config.options) {
+        println!("{line}");
     }
     println!(
         "{}: OK, {} door(s), {} warning(s)",
@@ -44,6 +50,54 @@ pub fn check_config(path: &Path) -> anyhow::Result<()> {
         parsed.config.doors.len(),
         parsed.warnings.len()
     );
+    Ok(())
+}
+
+/// Native nftables base chains on the input hook that would drop what knockd opens, and the
+/// line the admin needs (empty when there are none, or nft is not installed / not permitted).
+pub fn firewall_advice(options: &config::Options) -> Vec<String> {
+    use crate::nft::{detect, transport};
+    let json = match transport::list_ruleset() {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::debug!("cannot list the nftables ruleset: {e}");
+            return Vec::new();
+        }
+    };
+    match detect::drop_chains(&json, options.nft_mark()) {
+        Ok(chains) => detect::advice(options.firewall, options.nft_mark(), &chains),
+        Err(e) => {
+            tracing::debug!("cannot read the nftables ruleset: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// `Firewall = nftables`: create or update table inet knockd (one transaction), removing the
+/// elements of ports no longer protected; returns the elements the kernel still holds.
+pub fn set_up_nft_table(
+    config: &config::Config,
+) -> anyhow::Result<Vec<crate::nft::listing::KernelElem>> {
+    use crate::nft::{script::TableSpec, transport};
+    let listed = transport::list_elements()
+        .context("cannot read table inet knockd")?
+        .unwrap_or_default();
+    let spec = TableSpec::from_config(config);
+    let elems: Vec<_> = listed.iter().map(|k| k.elem).collect();
+    let stale = spec.stale(&elems);
+    transport::apply_script(&spec.script(&stale))
+        .context("cannot create table inet knockd (Firewall = nftables)")?;
+    Ok(listed
+        .into_iter()
+        .filter(|k| !stale.contains(&k.elem))
+        .collect())
+}
+
+/// `knockd --firewall-cleanup`: remove table inet knockd, and nothing else.
+pub fn firewall_cleanup() -> anyhow::Result<()> {
+    use crate::nft::{script::cleanup_script, transport};
+    transport::apply_script(&cleanup_script()).context("cannot remove table inet knockd")?;
+    println!("removed table inet knockd (if it existed); other tables were not touched");
     Ok(())
 }
 
@@ -132,6 +186,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         pid_file: args.pidfile.clone(),
         socket: args.socket.clone(),
         state_file: args.state_file.clone(),
+        firewall: args.firewall,
     };
     overrides.apply(&mut config.options);
     let iface = match &config.options.interface {
@@ -161,6 +216,12 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         }
     }
     let saved = crate::state::load(&state_file)?;
+    let kernel = if config.options.firewall == config::FirewallKind::Nftables {
+        Some(set_up_nft_table(&config)?)
+    } else {
+        None
+    };
+    let advice = firewall_advice(&config.options);
     let socket_path = config
         .options
         .socket
@@ -193,6 +254,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         log,
         state_file,
         saved,
+        kernel,
+        advice,
         socket,
     };
     runtime.block_on(serve(args, parts))
@@ -207,6 +270,9 @@ struct Parts {
     log: KnockLog,
     state_file: PathBuf,
     saved: Vec<SavedGrant>,
+    kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+    /// What `firewall_advice` found at start, logged once the log is up.
+    advice: Vec<String>,
     socket: ControlSocket,
 }
 
@@ -220,7 +286,7 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let mut engine = Engine::new(
         p.config,
         args.config.clone(),
-        SystemExecutor,
+        SystemExecutor::default(),
         p.log,
         Box::new(move |f| {
             let _ = filter_tx.send(f);
@@ -233,13 +299,17 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let only_v4 = args.only_ipv4;
     let addrs = local_addrs(&iface, only_v4);
     engine.on_control(Control::LocalAddrs(addrs));
-    engine.restore(p.saved).await;
+    engine.restore_with_kernel(p.saved, p.kernel).await;
     let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
     let shutdown = crate::signals::install(ctl_tx.clone())?;
     tracing::info!("control socket {}", p.socket.path().display());
     tokio::spawn(p.socket.serve(ctl_tx.clone(), engine.events()));
     engine.log_line(&format!("starting up, listening on {iface}"));
+    for line in &p.advice {
+        tracing::warn!("{line}");
+        engine.log_line(line);
+    }
     engine.run(pkt_rx, ctl_rx, shutdown).await?;
     Ok(())
 }

@@ -200,6 +200,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }),
             closes: g.close.describe(),
             refreshes: g.refreshes,
+            kernel_expires_in_ms: if g.close.kernel_expires() {
+                g.expires.map(|t| {
+                    u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+                })
+            } else {
+                None
+            },
         }
     }
 
@@ -383,9 +390,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         self.events = events;
         for g in self.ledger.expire(now) {
+            let info = Self::grant_info(&g, now);
+            if g.close.kernel_expires() {
+                // The kernel removed the elements at this deadline: the ledger only follows.
+                let msg = format!(
+                    "{}: {}: grant expired (removed by the kernel)",
+                    g.addr, g.door
+                );
+                self.line(&msg);
+                self.emit(|| ipc::EventKind::GrantExpired { grant: info });
+                self.chains.remove(&g.id);
+                continue;
+            }
             let msg = format!("{}: {}: command timeout", g.addr, g.door);
             self.line(&msg);
-            let info = Self::grant_info(&g, now);
             self.emit(|| ipc::EventKind::GrantExpired { grant: info });
             self.close_grant(g);
         }
@@ -524,7 +542,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .collect();
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         self.matcher.reconfigure(rules, &keep);
+        let old_firewall = self.config.options.firewall;
         self.config = new;
+        self.sync_nft_table(old_firewall);
         self.update_filter();
         let msg = format!(
             "configuration reloaded: {} door(s)",
@@ -547,7 +567,26 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             );
             self.line(&msg);
         }
+        let kernel = self
+            .ledger
+            .list()
+            .iter()
+            .filter(|g| g.close.kernel_expires())
+            .count();
+        if kernel > 0 {
+            let msg = format!(
+                "leaving {kernel} nftables grant(s) to the kernel: they close at their deadline, and table inet knockd keeps the doors' ports closed"
+            );
+            self.line(&msg);
+        }
         for id in self.ledger.ids() {
+            if self
+                .ledger
+                .get(id)
+                .is_some_and(|g| g.close.kernel_expires())
+            {
+                continue;
+            }
             let close = match policy {
                 ShutdownPolicy::Keep => false,
                 ShutdownPolicy::CloseAll => true,
@@ -573,6 +612,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 }
 
+mod nft;
 mod open;
 mod persist;
 mod requests;

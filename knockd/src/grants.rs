@@ -19,6 +19,9 @@ pub enum Close {
         delete: Vec<String>,
         check: Vec<String>,
     },
+    /// Native door with `Firewall = nftables`: these elements of table `inet knockd`, which
+    /// the kernel removes at their timeout (nothing runs at the deadline).
+    Nft { elems: Vec<crate::nft::Elem> },
 }
 
 impl Close {
@@ -28,6 +31,12 @@ impl Close {
             Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.delete())).collect(),
             Close::StopCommand { command } => vec![Action::Shell(command.clone())],
             Close::Derived { delete, .. } => vec![Action::Exec(delete.clone())],
+            Close::Nft { elems } => vec![Action::Nft(
+                elems
+                    .iter()
+                    .map(|&elem| crate::nft::ElemOp::Remove { elem })
+                    .collect(),
+            )],
         }
     }
 
@@ -37,7 +46,13 @@ impl Close {
             Close::Rules { .. } => "native rule delete".to_string(),
             Close::StopCommand { .. } => "stop_command".to_string(),
             Close::Derived { .. } => "derived iptables -D".to_string(),
+            Close::Nft { .. } => "kernel timeout (nftables)".to_string(),
         }
+    }
+
+    /// The kernel closes this grant by itself at its deadline (nftables element timeout).
+    pub fn kernel_expires(&self) -> bool {
+        matches!(self, Close::Nft { .. })
     }
 }
 

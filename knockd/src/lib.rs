@@ -17,6 +17,7 @@ pub mod filter;
 pub mod grants;
 pub mod knocklog;
 pub mod matcher;
+pub mod nft;
 pub mod packet;
 pub mod ratelimit;
 pub mod signals;

@@ -20,8 +20,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-    let result = if args.check_config {
-        knockd::daemon::check_config(&args.config)
+    let result = if args.firewall_cleanup {
+        knockd::daemon::firewall_cleanup()
+    } else if args.check_config {
+        knockd::daemon::check_config(&args.config, args.firewall)
     } else {
         knockd::daemon::run(args)
     };

@@ -81,6 +81,7 @@ pub fn format_status(status: &Status) -> String {
             format!("{}/{}", status.attempts, status.max_attempts),
         ),
         ("grants", status.grants.to_string()),
+        ("firewall", status.firewall.clone()),
         (
             "counters",
             format!(
@@ -102,6 +103,14 @@ pub fn format_status(status: &Status) -> String {
         push_line(&mut out, &format!("{key:key_width$}{value}"));
     }
     out
+}
+
+/// How a grant closes; for nftables grants with the time the kernel has left.
+pub fn closes_by(g: &GrantInfo) -> String {
+    match g.kernel_expires_in_ms {
+        Some(ms) => format!("{} (kernel: {} left)", g.closes, format_remaining(Some(ms))),
+        None => g.closes.clone(),
+    }
 }
 
 /// `knockctl list`: one row per grant, or `no open grants`.
@@ -130,7 +139,7 @@ pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> 
                 g.door.clone(),
                 g.addr.to_string(),
                 what,
-                g.closes.clone(),
+                closes_by(g),
             ]
         })
         .collect();
@@ -477,6 +486,7 @@ mod tests {
             expires_in_ms,
             closes: "native rule delete".into(),
             refreshes: 0,
+            kernel_expires_in_ms: None,
         }
     }
 
@@ -593,6 +603,7 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 commands_failed: 1,
                 kernel_drops: 0,
             },
+            firewall: "iptables".into(),
         };
         let text = format_status(&status);
         assert_eq!(
@@ -606,6 +617,7 @@ config      /etc/knockd.conf
 doors       3
 attempts    2/1000
 grants      1
+firewall    iptables
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
 "

@@ -294,6 +294,7 @@ mod tests {
             expires_in_ms: Some(30_000),
             closes: "native rule delete".into(),
             refreshes: 0,
+            kernel_expires_in_ms: None,
         }
     }
 

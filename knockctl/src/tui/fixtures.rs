@@ -46,6 +46,7 @@ pub fn grant(addr: &str, door: &str, opened_at: i64, expires_in_ms: Option<u64>)
         expires_in_ms,
         closes: "native rule delete".into(),
         refreshes: 0,
+        kernel_expires_in_ms: None,
     }
 }
 
@@ -93,6 +94,7 @@ pub fn status() -> Status {
             timeouts: 1,
             ..Counters::default()
         },
+        firewall: "iptables".into(),
     }
 }
 

@@ -409,7 +409,7 @@ fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             cells.push(Cell::from(format_clock(g.info.opened_at_unix_ms, &now_dt)));
         }
         cells.push(Cell::from(left));
-        cells.push(Cell::from(g.info.closes.clone()));
+        cells.push(Cell::from(crate::ctl::output::closes_by(&g.info)));
         Row::new(cells).style(style)
     });
     let (widths, headers): (Vec<Constraint>, &[&'static str]) = if wide {

@@ -1,19 +1,33 @@
 //! knockd.conf: parsing (pure, [`parse()`]) and loading from disk ([`load`]).
 //!
 //! - [`model`]: the validated configuration types.
-//! - [`parse()`], [`parse_sequence`], [`load`]: knockd 0.8's grammar; every error names its
-//!   line and the fix ([`ConfigError`]), dubious settings become [`Warning`]s.
+//! - `keys`: the key table (names, aliases, where each key may appear).
+//! - `values`: value parsers ([`parse_sequence`], ports, flags, timeouts, names).
+//! - [`parse()`]: knockd 0.8's grammar, line by line; every error names its line and the fix
+//!   ([`ConfigError`]).
+//! - `validate`: door-level checks and the [`Warning`]s for dubious doors.
+//! - [`load`]: reads the file and fills one-time-sequence doors from their files.
 //! - [`otp`]: One_Time_Sequences files (read the current sequence, mark one as used).
 
 pub mod error;
+mod keys;
+mod load;
 pub mod model;
 pub mod otp;
 // Private so that `config::parse` names only the function; everything is re-exported here.
 mod parse;
+mod validate;
+mod values;
 pub mod warn;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use load::load;
 pub use model::*;
 pub use otp::OtpError;
-pub use parse::{load, parse, parse_sequence, Parsed, MAX_CHAIN_NAME_LEN, MAX_TIMEOUT_SECS};
+pub use parse::{parse, Parsed};
+pub use values::{parse_sequence, MAX_CHAIN_NAME_LEN, MAX_TIMEOUT_SECS};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
 pub use warn::Warning;

@@ -140,6 +140,51 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// `OnShutdown`: what happens to open grants when knockd stops.
     pub on_shutdown: ShutdownPolicy,
+    /// `Firewall`: how native doors (`Open =`) open and close.
+    pub firewall: FirewallKind,
+    /// `NftMark`: None = default (`DEFAULT_NFT_MARK`), Some(0) = off.
+    pub nft_mark: Option<u32>,
+}
+
+/// Packet mark set by `Firewall = nftables` on packets a grant accepts ("KN").
+pub const DEFAULT_NFT_MARK: u32 = 0x4b4e;
+
+impl Options {
+    /// The mark knockd's nftables chain sets on accepted packets, if any.
+    pub fn nft_mark(&self) -> Option<u32> {
+        match self.nft_mark {
+            None => Some(DEFAULT_NFT_MARK),
+            Some(0) => None,
+            Some(m) => Some(m),
+        }
+    }
+}
+
+/// The firewall backend of native doors (`Firewall = ...`, `--firewall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirewallKind {
+    /// `iptables` (default): `iptables -I CHAIN ... -j ACCEPT` per port, deleted at the deadline.
+    #[default]
+    Iptables,
+    /// `nftables`: elements with a kernel timeout in the sets of table `inet knockd`.
+    Nftables,
+}
+
+impl FirewallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirewallKind::Iptables => "iptables",
+            FirewallKind::Nftables => "nftables",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<FirewallKind> {
+        match value.to_ascii_lowercase().as_str() {
+            "iptables" => Some(FirewallKind::Iptables),
+            "nftables" | "nft" => Some(FirewallKind::Nftables),
+            _ => None,
+        }
+    }
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";
@@ -189,6 +234,7 @@ pub struct Overrides {
     pub pid_file: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    pub firewall: Option<FirewallKind>,
 }
 
 impl Overrides {
@@ -205,5 +251,8 @@ impl Overrides {
         set(&mut options.pid_file, &self.pid_file);
         set(&mut options.socket, &self.socket);
         set(&mut options.state_file, &self.state_file);
+        if let Some(f) = self.firewall {
+            options.firewall = f;
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::model::Step;
-use super::parse::parse_sequence;
+use super::values::parse_sequence;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtpError {

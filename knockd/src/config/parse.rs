@@ -1,405 +1,32 @@
 //! The knockd.conf parser: knockd 0.8's grammar, strict where knockd was sloppy.
 //!
-//! [`parse`] is pure (text in, [`Parsed`] or every error out). [`load`] reads the file and
-//! fills the current sequence of one-time-sequence doors from their files.
+//! [`parse`] is pure (text in, [`Parsed`] or every error out). The key table is in
+//! [`super::keys`], value parsers in [`super::values`], door checks and warnings in
+//! [`super::validate`], reading from disk in [`super::load`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::ConfigErrors;
+use super::keys::{lookup_key, valid_keys, Key, KeyInfo, Scope};
 use super::model::{
-    flag, Command6, Config, Door, OpenPort, Options, Proto, ShutdownPolicy, Step, TcpFlags,
-    DEFAULT_CMD_TIMEOUT, DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, MAX_SEQUENCE_LEN,
+    Command6, Config, Door, FirewallKind, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
+    DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT,
 };
-use super::otp;
+use super::validate::{check_door, Findings};
+use super::values::{
+    flag_names, parse_bool, parse_mark, parse_open, parse_sequence, parse_tcp_flags, parse_timeout,
+    valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
+    MAX_INTERFACE_NAME_LEN,
+};
 use super::warn::Warning;
-
-/// Longest `Seq_Timeout` / `Cmd_Timeout` accepted (30 days), so that deadlines computed as
-/// `Instant + timeout` can never overflow.
-pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
-/// Longest iptables chain name (XT_EXTENSION_MAXNAMELEN - 1 = 28 usable characters).
-pub const MAX_CHAIN_NAME_LEN: usize = 28;
-/// Linux IFNAMSIZ - 1.
-const MAX_INTERFACE_NAME_LEN: usize = 15;
-
-const COMMENT_HINT: &str = "; note: '#' starts a comment only at the beginning of a line";
 
 /// A successfully parsed configuration plus the non-fatal findings about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub config: Config,
     pub warnings: Vec<Warning>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Keys
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Key {
-    UseSyslog,
-    LogFile,
-    PidFile,
-    Interface,
-    MaxAttempts,
-    Socket,
-    StateFile,
-    OnShutdown,
-    Sequence,
-    OneTimeSequences,
-    SeqTimeout,
-    TcpFlags,
-    StartCommand,
-    StartCommand6,
-    StopCommand,
-    StopCommand6,
-    CmdTimeout,
-    Target,
-    Open,
-    OpenChain,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    /// `[options]` only.
-    Global,
-    /// Door sections only.
-    Door,
-    /// UseSyslog: knockd accepts it anywhere.
-    Anywhere,
-}
-
-struct KeyInfo {
-    key: Key,
-    name: &'static str,
-    aliases: &'static [&'static str],
-    scope: Scope,
-}
-
-const fn key(
-    key: Key,
-    name: &'static str,
-    aliases: &'static [&'static str],
-    scope: Scope,
-) -> KeyInfo {
-    KeyInfo {
-        key,
-        name,
-        aliases,
-        scope,
-    }
-}
-
-/// Every key, in the order listed in "valid keys" messages.
-#[rustfmt::skip]
-const KEYS: &[KeyInfo] = &[
-    key(Key::UseSyslog, "UseSyslog", &[], Scope::Anywhere),
-    key(Key::LogFile, "LogFile", &[], Scope::Global),
-    key(Key::PidFile, "PidFile", &[], Scope::Global),
-    key(Key::Interface, "Interface", &[], Scope::Global),
-    key(Key::MaxAttempts, "MaxAttempts", &[], Scope::Global),
-    key(Key::Socket, "Socket", &[], Scope::Global),
-    key(Key::StateFile, "StateFile", &[], Scope::Global),
-    key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
-    key(Key::Sequence, "Sequence", &[], Scope::Door),
-    key(Key::OneTimeSequences, "One_Time_Sequences", &[], Scope::Door),
-    key(Key::SeqTimeout, "Seq_Timeout", &["Timeout"], Scope::Door),
-    key(Key::TcpFlags, "TCPFlags", &[], Scope::Door),
-    key(Key::StartCommand, "Start_Command", &["Command"], Scope::Door),
-    key(Key::StartCommand6, "Start_Command_6", &["Command_6"], Scope::Door),
-    key(Key::StopCommand, "Stop_Command", &[], Scope::Door),
-    key(Key::StopCommand6, "Stop_Command_6", &[], Scope::Door),
-    key(Key::CmdTimeout, "Cmd_Timeout", &[], Scope::Door),
-    key(Key::Target, "Target", &[], Scope::Door),
-    key(Key::Open, "Open", &[], Scope::Door),
-    key(Key::OpenChain, "Open_Chain", &[], Scope::Door),
-];
-
-fn lookup_key(written: &str) -> Option<&'static KeyInfo> {
-    KEYS.iter().find(|k| {
-        k.name.eq_ignore_ascii_case(written)
-            || k.aliases.iter().any(|a| a.eq_ignore_ascii_case(written))
-    })
-}
-
-fn key_name(key: Key) -> &'static str {
-    KEYS.iter().find(|k| k.key == key).map_or("?", |k| k.name)
-}
-
-fn valid_keys(scope: Scope) -> String {
-    KEYS.iter()
-        .filter(|k| k.scope == scope || (scope == Scope::Global && k.scope == Scope::Anywhere))
-        .map(|k| k.name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value parsers shared by Sequence, Open and the one-time-sequences file
-
-/// Parses a knock sequence: comma-separated `port[:proto]`, spaces allowed around items and
-/// around the `:`, proto `tcp`/`udp` (any case, default tcp), 1..=[`MAX_SEQUENCE_LEN`] knocks.
-/// The error is a complete message that names the problem and the fix.
-pub fn parse_sequence(text: &str) -> Result<Vec<Step>, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty sequence (list the knocks, e.g. 7000,8000:udp,9000)".into());
-    }
-    let mut steps = Vec::new();
-    for item in text.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(format!(
-                "empty item in sequence '{text}' (remove the extra ',')"
-            ));
-        }
-        if item.contains('/') {
-            return Err(format!(
-                "invalid knock '{item}' in sequence (write port or port:proto, e.g. 7000:udp)"
-            ));
-        }
-        let mut parts = item.split(':');
-        let port_text = parts.next().unwrap_or_default().trim();
-        let proto_text = parts.next().map(str::trim);
-        if parts.next().is_some() {
-            return Err(format!(
-                "junk after the protocol in knock '{item}' (write port or port:proto, e.g. 7000:udp)"
-            ));
-        }
-        let port = parse_port(port_text, "sequence")?;
-        let proto = match proto_text {
-            None => Proto::Tcp,
-            Some("") => {
-                return Err(format!(
-                    "missing protocol after ':' in knock '{item}' (use tcp or udp)"
-                ))
-            }
-            Some(p) => parse_proto(p, "sequence")?,
-        };
-        steps.push(Step { port, proto });
-    }
-    if steps.len() > MAX_SEQUENCE_LEN {
-        return Err(format!(
-            "sequence has {} knocks, more than the maximum of {MAX_SEQUENCE_LEN} (shorten it)",
-            steps.len()
-        ));
-    }
-    Ok(steps)
-}
-
-fn parse_port(text: &str, what: &str) -> Result<u16, String> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "invalid port '{text}' in {what} (use a number from 1 to 65535)"
-        ));
-    }
-    match text.parse::<u64>() {
-        Ok(n) if (1..=65535).contains(&n) => u16::try_from(n)
-            .map_err(|_| format!("port {text} out of range in {what} (use 1 to 65535)")),
-        _ => Err(format!(
-            "port {text} out of range in {what} (use 1 to 65535)"
-        )),
-    }
-}
-
-fn parse_proto(text: &str, what: &str) -> Result<Proto, String> {
-    if text.eq_ignore_ascii_case("tcp") {
-        Ok(Proto::Tcp)
-    } else if text.eq_ignore_ascii_case("udp") {
-        Ok(Proto::Udp)
-    } else {
-        Err(format!(
-            "unknown protocol '{text}' in {what} (use tcp or udp)"
-        ))
-    }
-}
-
-/// `Open = 22/tcp, 443, 53/udp`.
-fn parse_open(text: &str) -> Result<Vec<OpenPort>, String> {
-    if text.is_empty() {
-        return Err("Open is empty (list the ports to open, e.g. Open = 22/tcp, 443)".into());
-    }
-    let mut ports: Vec<OpenPort> = Vec::new();
-    for item in text.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(format!(
-                "empty item in Open '{text}' (remove the extra ',')"
-            ));
-        }
-        if item.contains(':') {
-            return Err(format!(
-                "invalid item '{item}' in Open (write port or port/proto, e.g. 22/tcp)"
-            ));
-        }
-        let mut parts = item.split('/');
-        let port_text = parts.next().unwrap_or_default().trim();
-        let proto_text = parts.next().map(str::trim);
-        if parts.next().is_some() {
-            return Err(format!(
-                "junk after the protocol in Open item '{item}' (write port or port/proto, e.g. 22/tcp)"
-            ));
-        }
-        let port = parse_port(port_text, "Open")?;
-        let proto = match proto_text {
-            None => Proto::Tcp,
-            Some("") => {
-                return Err(format!(
-                    "missing protocol after '/' in Open item '{item}' (use tcp or udp)"
-                ))
-            }
-            Some(p) => parse_proto(p, "Open")?,
-        };
-        let open = OpenPort { port, proto };
-        if ports.contains(&open) {
-            return Err(format!(
-                "{port}/{proto} is listed twice in Open (remove one)"
-            ));
-        }
-        ports.push(open);
-    }
-    Ok(ports)
-}
-
-/// `TCPFlags = syn,!ack`.
-fn parse_tcp_flags(text: &str) -> Result<TcpFlags, String> {
-    let names = || {
-        flag::NAMES
-            .iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if text.is_empty() {
-        return Err(format!(
-            "TCPFlags is empty (list flags from {}, e.g. TCPFlags = syn,!ack)",
-            names()
-        ));
-    }
-    let mut flags = TcpFlags::default();
-    for item in text.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(format!(
-                "empty item in TCPFlags '{text}' (remove the extra ',')"
-            ));
-        }
-        let (negated, name) = match item.strip_prefix('!') {
-            Some(rest) => (true, rest),
-            None => (false, item),
-        };
-        let bit = flag::NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, b)| *b)
-            .ok_or_else(|| {
-                format!(
-                    "unknown TCP flag '{item}' (use {}, optionally prefixed with '!' for must-be-clear)",
-                    names()
-                )
-            })?;
-        if negated {
-            flags.unset |= bit;
-        } else {
-            flags.set |= bit;
-        }
-    }
-    Ok(flags)
-}
-
-fn flag_names(bits: u8) -> String {
-    flag::NAMES
-        .iter()
-        .filter(|(_, b)| bits & b != 0)
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-enum SecondsError {
-    Syntax,
-    TooLarge,
-}
-
-/// `5`, `2.5`, `0.25`: whole seconds with an optional decimal fraction (nanosecond precision).
-fn parse_seconds(text: &str) -> Result<Duration, SecondsError> {
-    let (int, frac) = match text.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (text, None),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || frac.is_some_and(|f| !digits(f)) {
-        return Err(SecondsError::Syntax);
-    }
-    let secs = int.parse::<u64>().map_err(|_| SecondsError::TooLarge)?;
-    let nanos = match frac {
-        None => 0,
-        Some(f) => {
-            let mut s: String = f.chars().take(9).collect();
-            while s.len() < 9 {
-                s.push('0');
-            }
-            s.parse::<u32>().map_err(|_| SecondsError::Syntax)?
-        }
-    };
-    let d = Duration::new(secs, nanos);
-    if d > Duration::from_secs(MAX_TIMEOUT_SECS) {
-        return Err(SecondsError::TooLarge);
-    }
-    Ok(d)
-}
-
-/// `Seq_Timeout` (> 0) and `Cmd_Timeout` (>= 0).
-fn parse_timeout(value: &str, key: &str, zero_ok: bool) -> Result<Duration, String> {
-    let range = if zero_ok {
-        "0 or more"
-    } else {
-        "greater than 0"
-    };
-    match parse_seconds(value) {
-        Ok(d) if zero_ok || !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!(
-            "{key} must be greater than 0 (use seconds, e.g. 5 or 2.5)"
-        )),
-        Err(SecondsError::TooLarge) => Err(format!(
-            "{key} '{value}' is too large (at most {MAX_TIMEOUT_SECS} seconds)"
-        )),
-        Err(SecondsError::Syntax) => Err(format!(
-            "invalid {key} '{value}' (use seconds {range}, e.g. 5 or 2.5)"
-        )),
-    }
-}
-
-fn parse_bool(text: &str) -> Option<bool> {
-    const YES: [&str; 4] = ["yes", "true", "on", "1"];
-    const NO: [&str; 4] = ["no", "false", "off", "0"];
-    if YES.iter().any(|y| y.eq_ignore_ascii_case(text)) {
-        Some(true)
-    } else if NO.iter().any(|n| n.eq_ignore_ascii_case(text)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-fn valid_chain_name(name: &str) -> bool {
-    (1..=MAX_CHAIN_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-fn valid_interface_name(name: &str) -> bool {
-    (1..=MAX_INTERFACE_NAME_LEN).contains(&name.len())
-        && !name.contains('/')
-        && !name.chars().any(char::is_whitespace)
-}
-
-/// Basename of the first word of a shell command: `/sbin/iptables -I ...` -> `iptables`.
-fn program_name(command: &str) -> &str {
-    let first = command.split_whitespace().next().unwrap_or_default();
-    first.rsplit('/').next().unwrap_or(first)
 }
 
 fn new_door(name: &str, line: usize) -> Door {
@@ -452,9 +79,7 @@ enum Section {
 }
 
 struct Parser<'a> {
-    file: &'a str,
-    errors: Vec<ConfigError>,
-    warnings: Vec<Warning>,
+    out: Findings<'a>,
     options: Options,
     options_seen: HashMap<Key, Seen>,
     drafts: Vec<DoorDraft>,
@@ -462,10 +87,10 @@ struct Parser<'a> {
 }
 
 /// Output of the pure parse, with what `load` needs on top of [`Parsed`].
-struct ParseOutput {
-    parsed: Parsed,
+pub(super) struct ParseOutput {
+    pub(super) parsed: Parsed,
     /// Per door (same order as `config.doors`): line of its One_Time_Sequences key, if any.
-    otp_lines: Vec<Option<usize>>,
+    pub(super) otp_lines: Vec<Option<usize>>,
 }
 
 /// Parses knockd.conf text. Pure: no I/O. `file` is only used in messages.
@@ -475,11 +100,9 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, ConfigErrors> {
     parse_inner(text, file).map(|o| o.parsed)
 }
 
-fn parse_inner(text: &str, file: &str) -> Result<ParseOutput, ConfigErrors> {
+pub(super) fn parse_inner(text: &str, file: &str) -> Result<ParseOutput, ConfigErrors> {
     let mut p = Parser {
-        file,
-        errors: Vec::new(),
-        warnings: Vec::new(),
+        out: Findings::new(file),
         options: Options::default(),
         options_seen: HashMap::new(),
         drafts: Vec::new(),
@@ -494,17 +117,11 @@ fn parse_inner(text: &str, file: &str) -> Result<ParseOutput, ConfigErrors> {
 
 impl Parser<'_> {
     fn error(&mut self, line: usize, message: impl Into<String>) {
-        self.errors
-            .push(ConfigError::new(self.file, line, message.into()));
+        self.out.error(line, message);
     }
 
     fn warn(&mut self, line: usize, door: Option<&str>, message: impl Into<String>) {
-        self.warnings.push(Warning {
-            file: self.file.to_string(),
-            line,
-            door: door.map(str::to_string),
-            message: message.into(),
-        });
+        self.out.warn(line, door, message);
     }
 
     fn line(&mut self, n: usize, raw: &str) {
@@ -813,7 +430,9 @@ impl Parser<'_> {
             | Key::MaxAttempts
             | Key::Socket
             | Key::StateFile
-            | Key::OnShutdown => {}
+            | Key::OnShutdown
+            | Key::Firewall
+            | Key::NftMark => {}
         }
         Ok(())
     }
@@ -883,141 +502,15 @@ impl Parser<'_> {
                     }
                 };
             }
+            Key::Firewall => {
+                o.firewall = FirewallKind::parse(value).ok_or_else(|| {
+                    format!("invalid Firewall '{value}' (use iptables or nftables)")
+                })?;
+            }
+            Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
             _ => {}
         }
         Ok(())
-    }
-
-    /// Door-level checks (need every key of the door) and warnings.
-    fn finish_door(&mut self, draft: &DoorDraft) {
-        let door = &draft.door;
-        let name = door.name.as_str();
-        let seq_line = draft.line_of(Key::Sequence);
-        let otp_line = draft.line_of(Key::OneTimeSequences);
-        match (seq_line, otp_line) {
-            (Some(a), Some(b)) => self.error(
-                a.max(b),
-                format!(
-                    "door '{name}' has both Sequence (line {}) and One_Time_Sequences (line {}); keep one",
-                    a, b
-                ),
-            ),
-            (None, None) => self.error(
-                door.line,
-                format!(
-                    "door '{name}' has no knock sequence (add Sequence = port,port,... or One_Time_Sequences = /path/to/file)"
-                ),
-            ),
-            _ => {}
-        }
-        if let Some(open_line) = draft.line_of(Key::Open) {
-            for key in [
-                Key::StartCommand,
-                Key::StartCommand6,
-                Key::StopCommand,
-                Key::StopCommand6,
-            ] {
-                if let Some(l) = draft.line_of(key) {
-                    self.error(
-                        open_line,
-                        format!(
-                            "door '{name}' has both Open and {} (line {l}); pick one kind of action (Open, or commands)",
-                            key_name(key)
-                        ),
-                    );
-                }
-            }
-        } else if let Some(l) = draft.line_of(Key::OpenChain) {
-            self.error(
-                l,
-                format!("Open_Chain without Open in door '{name}' (add Open = port/proto, or remove Open_Chain)"),
-            );
-        }
-
-        // Warnings.
-        if let (Some(l), None) = (seq_line, otp_line) {
-            let seq = &door.sequence;
-            if !seq.is_empty() {
-                let ports: Vec<u16> = seq.iter().map(|s| s.port).collect();
-                if ports == [7000, 8000, 9000] || ports == [9000, 8000, 7000] {
-                    self.warn(
-                        l,
-                        Some(name),
-                        format!(
-                            "{} is knockd's example sequence, scanners try it (choose your own ports)",
-                            ports
-                                .iter()
-                                .map(u16::to_string)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        ),
-                    );
-                } else if ports.len() >= 2 {
-                    let up = ports.windows(2).all(|w| w[0] < w[1]);
-                    let down = ports.windows(2).all(|w| w[0] > w[1]);
-                    if up || down {
-                        let dir = if up { "increasing" } else { "decreasing" };
-                        self.warn(
-                            l,
-                            Some(name),
-                            format!(
-                                "sequence ports are strictly {dir}: a port sweep opens it (shuffle the order)"
-                            ),
-                        );
-                    }
-                }
-                if seq.len() < 3 {
-                    self.warn(
-                        l,
-                        Some(name),
-                        format!(
-                            "sequence has only {} knock{}: easy to guess (use at least 3)",
-                            seq.len(),
-                            if seq.len() == 1 { "" } else { "s" }
-                        ),
-                    );
-                }
-            }
-        }
-        let has_action = door.start_command.is_some()
-            || door.stop_command.is_some()
-            || matches!(door.start_command_6, Command6::Command(_))
-            || matches!(door.stop_command_6, Command6::Command(_))
-            || !door.open.is_empty();
-        if !has_action {
-            self.warn(
-                door.line,
-                Some(name),
-                "door has no action: a completed knock is only logged (set Start_Command or Open)",
-            );
-        }
-        for (cmd, cmd6, key, key6) in [
-            (
-                &door.start_command,
-                &door.start_command_6,
-                Key::StartCommand,
-                "Start_Command_6",
-            ),
-            (
-                &door.stop_command,
-                &door.stop_command_6,
-                Key::StopCommand,
-                "Stop_Command_6",
-            ),
-        ] {
-            if let (Some(cmd), Command6::Fallback) = (cmd, cmd6) {
-                if program_name(cmd).starts_with("iptables") {
-                    self.warn(
-                        draft.line_of(key).unwrap_or(door.line),
-                        Some(name),
-                        format!(
-                            "{} runs iptables and {key6} is not set: IPv6 knocks would pass an IPv6 address to iptables; set {key6} (ip6tables ...) or leave it empty to disable IPv6",
-                            key_name(key)
-                        ),
-                    );
-                }
-            }
-        }
     }
 
     fn finish(mut self) -> Result<ParseOutput, ConfigErrors> {
@@ -1025,22 +518,22 @@ impl Parser<'_> {
         let mut doors = Vec::new();
         let mut otp_lines = Vec::new();
         for draft in drafts.into_iter().filter(|d| d.keep) {
-            self.finish_door(&draft);
+            check_door(&mut self.out, &draft.door, |key| draft.line_of(key));
             otp_lines.push(draft.line_of(Key::OneTimeSequences));
             doors.push(draft.door);
         }
-        if !self.errors.is_empty() {
-            self.errors.sort_by_key(|e| e.line);
-            return Err(ConfigErrors(self.errors));
+        if !self.out.errors.is_empty() {
+            self.out.errors.sort_by_key(|e| e.line);
+            return Err(ConfigErrors(self.out.errors));
         }
-        self.warnings.sort_by_key(|w| w.line);
+        self.out.warnings.sort_by_key(|w| w.line);
         Ok(ParseOutput {
             parsed: Parsed {
                 config: Config {
                     options: self.options,
                     doors,
                 },
-                warnings: self.warnings,
+                warnings: self.out.warnings,
             },
             otp_lines,
         })
@@ -1058,64 +551,3 @@ fn command6(value: &str) -> Command6 {
         Command6::Command(value.to_string())
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Loading from disk
-
-/// Reads and parses the config file, then fills the current sequence of every
-/// One_Time_Sequences door from its file. A relative One_Time_Sequences path is resolved
-/// against the config file's directory, and the resolved path is stored in the door.
-pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            &file,
-            0,
-            format!("cannot read config file: {e} (check the path and permissions)"),
-        )
-    })?;
-    let ParseOutput {
-        mut parsed,
-        otp_lines,
-    } = parse_inner(&text, &file)?;
-    let base = path.parent().unwrap_or(Path::new(""));
-    let mut errors = Vec::new();
-    for (door, line) in parsed.config.doors.iter_mut().zip(otp_lines) {
-        let Some(otp_path) = door.one_time_sequences.take() else {
-            continue;
-        };
-        let otp_path = if otp_path.is_relative() {
-            base.join(otp_path)
-        } else {
-            otp_path
-        };
-        let line = line.unwrap_or(door.line);
-        match otp::read_current(&otp_path) {
-            Ok(Some(seq)) => door.sequence = seq,
-            Ok(None) => errors.push(ConfigError::new(
-                &file,
-                line,
-                format!(
-                    "one-time sequences file '{}' for door '{}' has no unused sequence: it is empty, or every line is used or invalid (add lines such as 7001,7002:udp,7003)",
-                    otp_path.display(),
-                    door.name
-                ),
-            )),
-            Err(e) => errors.push(ConfigError::new(
-                &file,
-                line,
-                format!("door '{}': {e}", door.name),
-            )),
-        }
-        door.one_time_sequences = Some(otp_path);
-    }
-    if errors.is_empty() {
-        Ok(parsed)
-    } else {
-        Err(ConfigErrors(errors))
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests;

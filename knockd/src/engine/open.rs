@@ -19,6 +19,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     pub(super) fn open_native(&mut self, door: &Door, src: IpAddr, now: Instant) {
+        if self.config.options.firewall == config::FirewallKind::Nftables {
+            return self.open_nft(door, src, now);
+        }
         let rules: Vec<FwRule> = door
             .open
             .iter()
@@ -72,6 +75,58 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.line(&msg);
             self.spawn(Some(id), &door.name, src, TaskKind::Start, vec![a]);
         }
+    }
+
+    /// `Firewall = nftables`: one element per port with timeout = cmd_timeout; a re-knock
+    /// puts them again with a fresh timeout. The kernel removes them at the deadline.
+    fn open_nft(&mut self, door: &Door, src: IpAddr, now: Instant) {
+        let elems: Vec<crate::nft::Elem> = door
+            .open
+            .iter()
+            .map(|o| crate::nft::Elem {
+                addr: src,
+                proto: o.proto,
+                port: o.port,
+            })
+            .collect();
+        let timeout = door.cmd_timeout;
+        let puts = Action::Nft(
+            elems
+                .iter()
+                .map(|&elem| crate::nft::ElemOp::Put { elem, timeout })
+                .collect(),
+        );
+        let expires = Some(now + timeout);
+        if let Some(id) = self.ledger.find(&door.name, src).map(|g| g.id) {
+            self.ledger.refresh(id, expires);
+            let msg = format!(
+                "{src}: {}: grant refreshed (the kernel closes it in {}s)",
+                door.name,
+                timeout.as_secs()
+            );
+            self.line(&msg);
+            self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
+            self.spawn(Some(id), &door.name, src, TaskKind::Free, vec![puts]);
+            return;
+        }
+        let opened = door
+            .open
+            .iter()
+            .map(|o| format!("{}/{}", o.port, o.proto))
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = self.ledger.insert(
+            &door.name,
+            src,
+            format!("{opened} (nftables)"),
+            SystemTime::now(),
+            expires,
+            Close::Nft { elems },
+        );
+        self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
+        let msg = format!("{}: running command: {puts}", door.name);
+        self.line(&msg);
+        self.spawn(Some(id), &door.name, src, TaskKind::Start, vec![puts]);
     }
 
     pub(super) fn pick<'a>(

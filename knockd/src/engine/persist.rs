@@ -43,9 +43,53 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Take over the grants of a previous run: close those past their deadline, forget those
     /// whose rule is gone from the firewall (never re-open them), re-arm the rest.
     pub async fn restore(&mut self, saved: Vec<SavedGrant>) {
+        self.restore_with_kernel(saved, None).await;
+    }
+
+    /// [`restore`](Self::restore), with the elements of table `inet knockd` as the kernel
+    /// holds them (`Firewall = nftables`; None: no table). For nftables grants the kernel is
+    /// the truth: a grant keeps the elements still there with the time the kernel has left,
+    /// and elements the state file does not know become grants of the door that opens them.
+    pub async fn restore_with_kernel(
+        &mut self,
+        saved: Vec<SavedGrant>,
+        kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+    ) {
         let wall = SystemTime::now();
         let now = Instant::now();
+        let mut kernel = kernel.unwrap_or_default();
         for g in saved {
+            if let Close::Nft { elems } = &g.close {
+                let (present, rest): (Vec<_>, Vec<_>) =
+                    kernel.into_iter().partition(|k| elems.contains(&k.elem));
+                kernel = rest;
+                let Some(left) = present.iter().map(|k| k.expires.unwrap_or_default()).max() else {
+                    let msg = format!(
+                        "{}: {}: grant no longer in the kernel (expired or removed), forgotten",
+                        g.addr, g.door
+                    );
+                    self.line(&msg);
+                    continue;
+                };
+                self.ledger.insert(
+                    &g.door,
+                    g.addr,
+                    g.opened,
+                    state::from_unix_ms(g.opened_at_unix_ms),
+                    Some(now + left),
+                    Close::Nft {
+                        elems: present.iter().map(|k| k.elem).collect(),
+                    },
+                );
+                let msg = format!(
+                    "{}: {}: grant restored from the kernel (closes in {}s)",
+                    g.addr,
+                    g.door,
+                    left.as_secs()
+                );
+                self.line(&msg);
+                continue;
+            }
             let remaining = g.expires_at_unix_ms.map(|ms| {
                 state::from_unix_ms(ms)
                     .duration_since(wall)
@@ -71,7 +115,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let checks: Vec<Action> = match &g.close {
                 Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.check())).collect(),
                 Close::Derived { check, .. } => vec![Action::Exec(check.clone())],
-                Close::StopCommand { .. } => Vec::new(),
+                Close::StopCommand { .. } | Close::Nft { .. } => Vec::new(),
             };
             let mut present = true;
             for c in checks {
@@ -104,6 +148,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 None => format!("{}: {}: grant restored (no deadline)", g.addr, g.door),
             };
             self.line(&msg);
+        }
+        if self.config.options.firewall == config::FirewallKind::Nftables {
+            self.adopt_kernel_elems(kernel);
         }
         // Force a write: the file now reflects what this run owns.
         self.saved_version = self.ledger.version().wrapping_add(1);

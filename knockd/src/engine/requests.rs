@@ -108,6 +108,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 kernel_drops: drops,
                 ..self.stats.clone()
             },
+            firewall: self.config.options.firewall.as_str().to_string(),
         }
     }
 

@@ -1,0 +1,103 @@
+//! The native nftables backend (`Firewall = nftables`): knockd owns one table, `inet knockd`,
+//! whose sets hold the grants with per-element timeouts, so the kernel itself closes a grant at
+//! its deadline whether or not knockd is alive (fail closed).
+//!
+//! - [`script`]: the table, its sets and chain, and element changes as `nft -f` text (pure).
+//! - [`netlink`]: the same element changes as one nf_tables netlink batch (pure encoding).
+//! - [`listing`]: the kernel's set listing (`nft -j list table inet knockd`) back into elements.
+//! - [`detect`]: native base chains on the input hook that drop, and the line the admin needs.
+//! - [`transport`]: the effect: a worker thread with a long-lived netlink socket (element
+//!   batches) and `nft -f -` (table set-up, listing, clean-up).
+
+pub mod detect;
+pub mod listing;
+pub mod netlink;
+pub mod script;
+pub mod transport;
+
+use crate::config::Proto;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The table knockd owns (family `inet`). Nothing else is ever touched.
+pub const TABLE: &str = "knockd";
+/// Allow sets: (source address . protocol . port) with `flags timeout`.
+pub const SET4: &str = "allow4";
+pub const SET6: &str = "allow6";
+/// The base chain (hook input, priority filter - 10).
+pub const CHAIN: &str = "input";
+/// Priority of knockd's chain: before the usual filter chains (0) and iptables-nft's INPUT.
+pub const PRIORITY: i32 = -10;
+
+/// One grant tuple: a set element `addr . proto . port`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Elem {
+    pub addr: IpAddr,
+    pub proto: Proto,
+    pub port: u16,
+}
+
+impl Elem {
+    /// The set this element lives in.
+    pub fn set(&self) -> &'static str {
+        if self.addr.is_ipv4() {
+            SET4
+        } else {
+            SET6
+        }
+    }
+}
+
+impl std::fmt::Display for Elem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} . {} . {}", self.addr, self.proto, self.port)
+    }
+}
+
+/// One change to the allow sets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ElemOp {
+    /// Make the element present with exactly this timeout from now (open or refresh). Written as
+    /// add + delete + add in the same transaction, so it neither fails when the element is
+    /// missing nor keeps an older timeout on kernels that cannot update one in place.
+    Put { elem: Elem, timeout: Duration },
+    /// Make the element absent (revoke). Written as add + delete: never fails when the kernel
+    /// already expired it.
+    Remove { elem: Elem },
+}
+
+impl ElemOp {
+    pub fn elem(&self) -> &Elem {
+        match self {
+            ElemOp::Put { elem, .. } | ElemOp::Remove { elem } => elem,
+        }
+    }
+}
+
+impl std::fmt::Display for ElemOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ElemOp::Put { elem, timeout } => {
+                write!(f, "nft put {elem} timeout {}ms", timeout.as_millis())
+            }
+            ElemOp::Remove { elem } => write!(f, "nft remove {elem}"),
+        }
+    }
+}
+
+/// Errors of the nftables backend; each names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft ({0}); install the nftables package (apt install nftables)")]
+    Spawn(String),
+    #[error("nft failed: {0}")]
+    Nft(String),
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("table inet {TABLE} is missing (removed by someone else?); knockd recreates it on reload (knockctl reload)")]
+    NoTable,
+    #[error("cannot read the kernel's set listing: {0}")]
+    Listing(String),
+}

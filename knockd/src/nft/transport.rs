@@ -1,0 +1,343 @@
+//! The effect side of the nftables backend.
+//!
+//! Element changes (grants) go through a worker thread that owns a long-lived nf_tables
+//! netlink socket: one batch = one kernel transaction, tens of microseconds, no process. Jobs
+//! that queue up while a transaction is in flight are merged into the next one (batching under
+//! load, no added delay for a lone knock). Table set-up, clean-up and listings are rare and
+//! go through the `nft` program (`nft -f -`, `nft -j list ...`).
+
+use super::listing::{self, KernelElem};
+use super::netlink;
+use super::{ElemOp, NftError, TABLE};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Most element operations in one kernel transaction (keeps a batch well under the socket
+/// buffer; a flood's backlog is split into several transactions).
+pub const MAX_OPS_PER_BATCH: usize = 256;
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Run `nft` with `args`, `stdin` as its input; stdout on success.
+pub fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NftError::Spawn(e.to_string()))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| NftError::Nft(format!("writing to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NftError::Nft(e.to_string()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(NftError::Nft(err.trim().chars().take(1000).collect()))
+    }
+}
+
+/// Apply an `nft -f` script as one transaction.
+pub fn apply_script(script: &str) -> Result<(), NftError> {
+    nft(&["-f", "-"], Some(script)).map(|_| ())
+}
+
+/// The elements of knockd's allow sets, as the kernel holds them. `Ok(None)`: no table.
+pub fn list_elements() -> Result<Option<Vec<KernelElem>>, NftError> {
+    match nft(&["-j", "list", "table", "inet", TABLE], None) {
+        Ok(json) => listing::parse(&json).map(Some),
+        Err(NftError::Nft(e)) if e.contains("No such file or directory") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The whole ruleset as JSON (for detection).
+pub fn list_ruleset() -> Result<String, NftError> {
+    nft(&["-j", "list", "ruleset"], None)
+}
+
+/// A long-lived `NETLINK_NETFILTER` socket.
+pub struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    pub fn open() -> Result<Netlink, NftError> {
+        use nix::sys::socket::{
+            bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
+            SockType,
+        };
+        let err = |what: &str, e: nix::Error| NftError::Netlink(format!("{what}: {e}"));
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .map_err(|e| err("socket", e))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| err("bind", e))?;
+        let tv =
+            nix::sys::time::TimeVal::new(i64::try_from(RECV_TIMEOUT.as_secs()).unwrap_or(5), 0);
+        setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| err("SO_RCVTIMEO", e))?;
+        // Room for the acks of a large batch.
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &(1 << 20));
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        Ok(Netlink {
+            fd,
+            seq,
+            buf: vec![0; 1 << 16],
+        })
+    }
+
+    /// Apply `ops` as one kernel transaction (all or nothing).
+    pub fn apply(&mut self, ops: &[ElemOp]) -> Result<(), NftError> {
+        use nix::sys::socket::{recv, send, MsgFlags};
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let batch = netlink::encode(ops, self.seq);
+        self.seq = batch.last_seq.wrapping_add(2);
+        let fd = self.fd.as_raw_fd();
+        send(fd, &batch.bytes, MsgFlags::empty())
+            .map_err(|e| NftError::Netlink(format!("send: {e}")))?;
+        let in_batch = |s: u32| {
+            s.wrapping_sub(batch.first_seq) <= batch.last_seq.wrapping_sub(batch.first_seq)
+        };
+        let mut first_error = None;
+        loop {
+            let n = recv(fd, &mut self.buf, MsgFlags::empty())
+                .map_err(|e| NftError::Netlink(format!("no answer from the kernel: {e}")))?;
+            for ack in netlink::decode_acks(&self.buf[..n]) {
+                if !in_batch(ack.seq) {
+                    continue; // a late answer to an earlier batch
+                }
+                if ack.errno != 0 && first_error.is_none() {
+                    first_error = Some(ack.errno);
+                }
+                if ack.seq == batch.last_seq {
+                    return match first_error {
+                        None => Ok(()),
+                        Some(libc::ENOENT) => Err(NftError::NoTable),
+                        Some(e) => Err(NftError::Netlink(format!(
+                            "the kernel refused the transaction: {}",
+                            std::io::Error::from_raw_os_error(e)
+                        ))),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// How element batches reach the kernel.
+pub enum Transport {
+    Netlink(Netlink),
+    /// One `nft -f -` process per batch (about 2 ms); used when the socket cannot be opened.
+    Cli,
+}
+
+impl Transport {
+    /// The netlink socket, or `nft -f -` if it cannot be opened.
+    pub fn best() -> Transport {
+        match Netlink::open() {
+            Ok(n) => Transport::Netlink(n),
+            Err(e) => {
+                tracing::warn!("nftables: {e}; falling back to one nft process per batch");
+                Transport::Cli
+            }
+        }
+    }
+
+    pub fn apply(&mut self, ops: &[ElemOp]) -> Result<(), NftError> {
+        for chunk in ops.chunks(MAX_OPS_PER_BATCH) {
+            match self {
+                Transport::Netlink(n) => n.apply(chunk)?,
+                Transport::Cli => apply_script(&super::script::ops_script(chunk))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Work for the worker thread, done in the order submitted.
+enum Work {
+    /// Element changes (grants): merged with other queued element jobs into one transaction.
+    Ops(Vec<ElemOp>),
+    /// An `nft -f` script (table set-up at reload).
+    Script(String),
+}
+
+struct Job {
+    work: Work,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Sends work to the nftables worker thread. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+impl Handle {
+    /// Start the worker thread with `transport`.
+    pub fn start(mut transport: Transport) -> Result<Handle, NftError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("knockd-nft".into())
+            .spawn(move || {
+                let mut pending: Option<Job> = None;
+                loop {
+                    let first = match pending.take() {
+                        Some(j) => j,
+                        None => match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        },
+                    };
+                    if let Work::Script(script) = &first.work {
+                        let r = apply_script(script).map_err(|e| e.to_string());
+                        let _ = first.reply.send(r);
+                        continue;
+                    }
+                    // Merge the element jobs queued behind this one, up to a script.
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_OPS_PER_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) if matches!(j.work, Work::Script(_)) => {
+                                pending = Some(j);
+                                break;
+                            }
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    run_jobs(&mut transport, jobs);
+                }
+            })
+            .map_err(|e| NftError::Netlink(format!("cannot start the nftables thread: {e}")))?;
+        Ok(Handle { tx })
+    }
+
+    async fn submit(&self, work: Work) -> Result<(), String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job { work, reply })
+            .map_err(|_| "the nftables thread has stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
+    }
+
+    /// Apply `ops` (in one transaction with whatever else is queued); Err names the problem.
+    pub async fn apply(&self, ops: Vec<ElemOp>) -> Result<(), String> {
+        self.submit(Work::Ops(ops)).await
+    }
+
+    /// Apply an `nft -f` script, after everything submitted before it.
+    pub async fn script(&self, script: String) -> Result<(), String> {
+        self.submit(Work::Script(script)).await
+    }
+}
+
+fn ops_of(j: &Job) -> &[ElemOp] {
+    match &j.work {
+        Work::Ops(o) => o,
+        Work::Script(_) => &[],
+    }
+}
+
+fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
+    if jobs.len() > 1 {
+        let all: Vec<ElemOp> = jobs
+            .iter()
+            .flat_map(|j| ops_of(j).iter().cloned())
+            .collect();
+        if transport.apply(&all).is_ok() {
+            for j in jobs {
+                let _ = j.reply.send(Ok(()));
+            }
+            return;
+        }
+        // One bad job must not fail the others: apply each alone.
+    }
+    for j in jobs {
+        let r = transport.apply(ops_of(&j)).map_err(|e| e.to_string());
+        let _ = j.reply.send(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Proto;
+    use crate::nft::Elem;
+
+    /// Run by hand inside a throwaway namespace: `ip netns exec NS <test binary> --ignored probe`.
+    #[test]
+    #[ignore = "needs CAP_NET_ADMIN inside a throwaway network namespace"]
+    fn probe_netlink_in_namespace() {
+        apply_script(&crate::nft::script::TableSpec::default().script(&[])).expect("table");
+        let mut n = Netlink::open().expect("socket");
+        let e = Elem {
+            addr: "10.0.0.12".parse().expect("ip"),
+            proto: Proto::Tcp,
+            port: 22,
+        };
+        let e6 = Elem {
+            addr: "fd99::2".parse().expect("ip"),
+            proto: Proto::Udp,
+            port: 53,
+        };
+        let t = std::time::Instant::now();
+        n.apply(&[
+            ElemOp::Put {
+                elem: e,
+                timeout: Duration::from_secs(30),
+            },
+            ElemOp::Put {
+                elem: e6,
+                timeout: Duration::from_secs(40),
+            },
+        ])
+        .expect("put");
+        eprintln!("put took {:?}", t.elapsed());
+        let listed = list_elements().expect("list").expect("table");
+        eprintln!("{listed:?}");
+        assert_eq!(listed.len(), 2);
+        n.apply(&[ElemOp::Remove { elem: e }]).expect("remove");
+        n.apply(&[ElemOp::Remove { elem: e }])
+            .expect("remove twice");
+        assert_eq!(list_elements().expect("list").expect("table").len(), 1);
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let t = std::time::Instant::now();
+            n.apply(&[ElemOp::Put {
+                elem: e,
+                timeout: Duration::from_secs(30),
+            }])
+            .expect("put");
+            times.push(t.elapsed());
+        }
+        times.sort();
+        eprintln!("p50 {:?} p99 {:?}", times[100], times[198]);
+        apply_script(&crate::nft::script::cleanup_script()).expect("cleanup");
+        assert!(matches!(
+            n.apply(&[ElemOp::Remove { elem: e }]),
+            Err(NftError::NoTable)
+        ));
+    }
+}

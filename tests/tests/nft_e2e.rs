@@ -1,0 +1,297 @@
+//! `Firewall = nftables` end to end. The server namespace runs a native nftables ruleset with a
+//! default-drop `inet filter` input chain plus the one line the docs tell an admin to add
+//! (`meta mark 0x4b4e accept`), and a TCP listener on port 22. A knock from the client
+//! namespace must give a real TCP connection; everything else must not. nft only ever runs
+//! inside the lab's namespaces.
+
+use knock_e2e::bench::netns::create_in;
+use knock_e2e::knockd::{self, srv_ok, OurKnockd};
+use knock_e2e::{bin, require_root, wait_until, Lab, CLI_V4, CLI_V6, SRV_V4, SRV_V6};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The host's own firewall: default drop, established traffic, neighbour discovery, and the
+/// documented admin line for knockd's mark.
+const HOST_RULESET: &str = "\
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ct state established,related accept
+        iif lo accept
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+        meta mark 0x4b4e accept
+    }
+}
+";
+
+fn conf(cmd_timeout: u32) -> String {
+    format!(
+        "[options]\n\
+         \tFirewall = nftables\n\
+         [ssh]\n\
+         \tsequence    = 7000,8000,9000\n\
+         \topen        = 22/tcp\n\
+         \tcmd_timeout = {cmd_timeout}\n\
+         [web]\n\
+         \tsequence    = 7100,8100,9100\n\
+         \topen        = 8080/tcp\n\
+         \tcmd_timeout = {cmd_timeout}\n"
+    )
+}
+
+/// A lab whose server has the host ruleset and listeners on 22 and 8080 (v4 and v6).
+fn lab() -> Lab {
+    let lab = Lab::new();
+    let file = lab.write_file("host.nft", HOST_RULESET);
+    srv_ok(&lab, &["nft", "-f", file.to_str().expect("utf-8 path")]);
+    for port in [22u16, 8080] {
+        let listener = create_in(lab.srv_ns(), || {
+            Ok(TcpListener::bind(SocketAddr::from((
+                std::net::Ipv6Addr::UNSPECIFIED,
+                port,
+            )))?)
+        })
+        .expect("listener in the server namespace");
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                drop(conn);
+            }
+        });
+    }
+    lab
+}
+
+/// Can the client open a TCP connection to the server's `port` (v4 or v6)?
+fn connects(lab: &Lab, v6: bool, port: u16) -> bool {
+    let ip: std::net::IpAddr = if v6 { SRV_V6 } else { SRV_V4 }.parse().expect("ip");
+    create_in(lab.cli_ns(), move || {
+        Ok(
+            TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_millis(700))
+                .is_ok(),
+        )
+    })
+    .expect("connect from the client namespace")
+}
+
+fn knock(lab: &Lab, v6: bool, ports: &[&str]) {
+    let mut args = vec![if v6 { SRV_V6 } else { SRV_V4 }];
+    args.extend_from_slice(ports);
+    knockd::knock(lab, &args);
+}
+
+fn knockctl(k: &OurKnockd, args: &[&str]) -> Output {
+    Command::new(bin("knockctl"))
+        .arg("--socket")
+        .arg(&k.socket)
+        .args(args)
+        .output()
+        .expect("run knockctl")
+}
+
+fn table(lab: &Lab) -> String {
+    let out = lab.srv_exec(["nft", "list", "table", "inet", "knockd"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_connects(lab: &Lab, v6: bool, port: u16, k: &OurKnockd) {
+    assert!(
+        wait_until(Duration::from_secs(5), || connects(lab, v6, port)),
+        "no connection to port {port} after the knock\n{}\nknockd log:\n{}",
+        table(lab),
+        k.log()
+    );
+}
+
+fn grant_flow(v6: bool) {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(30));
+    let client = if v6 { CLI_V6 } else { CLI_V4 };
+    assert!(table(&lab).contains("tcp . 22"), "{}", table(&lab));
+    // Nobody gets in without knocking: knockd's chain drops new connections to 22.
+    assert!(!connects(&lab, v6, 22), "port 22 open before any knock");
+    knock(&lab, v6, &["7000", "8000", "9000"]);
+    wait_connects(&lab, v6, 22, &k);
+    assert!(
+        table(&lab).contains(&format!("{client} . tcp . 22 timeout 30s")),
+        "{}",
+        table(&lab)
+    );
+    // Only what was granted: another protected port stays closed.
+    assert!(!connects(&lab, v6, 8080));
+    // knockctl shows the backend and the kernel's time left.
+    let status = String::from_utf8_lossy(&knockctl(&k, &["status"]).stdout).into_owned();
+    assert!(status.contains("firewall    nftables"), "{status}");
+    let list = String::from_utf8_lossy(&knockctl(&k, &["list"]).stdout).into_owned();
+    assert!(list.contains("kernel") && list.contains(client), "{list}");
+    // Revoke cuts new connections.
+    let out = knockctl(&k, &["revoke", client]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || !connects(&lab, v6, 22)),
+        "still connects after revoke\n{}",
+        table(&lab)
+    );
+    assert!(!table(&lab).contains(&format!("{client} . tcp")));
+}
+
+#[test]
+fn nft_knock_connects_stranger_does_not_revoke_cuts_v4() {
+    grant_flow(false);
+}
+
+#[test]
+fn nft_knock_connects_stranger_does_not_revoke_cuts_v6() {
+    grant_flow(true);
+}
+
+#[test]
+fn nft_kill_9_fails_closed_when_the_grant_expires() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(3));
+    let knocked = Instant::now();
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    // knockd is gone and not restarted: the kernel still closes the door on time.
+    let deadline = knocked + Duration::from_millis(3300);
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    assert!(
+        !connects(&lab, false, 22),
+        "port 22 still open 3 s after the knock with knockd dead\n{}",
+        table(&lab)
+    );
+    // And the port stays protected.
+    assert!(table(&lab).contains("tcp . 22"), "{}", table(&lab));
+}
+
+#[test]
+fn nft_restart_restores_grants_with_the_kernel_timeout() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(60));
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    knock(&lab, true, &["7100", "8100", "9100"]);
+    wait_connects(&lab, false, 22, &k);
+    wait_connects(&lab, true, 8080, &k);
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    // Lose the state file too: the kernel is the truth.
+    let _ = std::fs::remove_file(lab.path("state.json"));
+    std::thread::sleep(Duration::from_millis(1200));
+    let k2 = OurKnockd::start(&lab, &conf(60));
+    let json = knockctl(&k2, &["--json", "list"]);
+    let text = String::from_utf8_lossy(&json.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let grants = v
+        .as_array()
+        .or_else(|| v.get("grants").and_then(|g| g.as_array()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(grants.len(), 2, "{text}\n{}", k2.log());
+    for g in &grants {
+        let left = g["kernel_expires_in_ms"]
+            .as_u64()
+            .expect("kernel time left");
+        assert!(
+            (40_000..=59_000).contains(&left),
+            "kernel time left {left} ms: {text}"
+        );
+    }
+    assert!(connects(&lab, false, 22) && connects(&lab, true, 8080));
+}
+
+#[test]
+fn nft_reload_removing_a_door_removes_its_protection_and_elements() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(60));
+    knock(&lab, false, &["7100", "8100", "9100"]);
+    wait_connects(&lab, false, 8080, &k);
+    k.rewrite_conf(
+        "[options]\n Firewall = nftables\n[ssh]\n sequence = 7000,8000,9000\n open = 22/tcp\n",
+    );
+    k.daemon.kill_hup();
+    assert!(
+        wait_until(Duration::from_secs(5), || !table(&lab).contains("8080")),
+        "8080 still in the table after the reload:\n{}\n{}",
+        table(&lab),
+        k.log()
+    );
+    let t = table(&lab);
+    assert!(t.contains("tcp . 22"), "{t}");
+    assert!(!t.contains(&format!("{CLI_V4} . tcp . 8080")), "{t}");
+    // knockd no longer protects 8080: the host's own policy (drop) applies, and the mark is
+    // gone with the element.
+    assert!(!connects(&lab, false, 8080));
+}
+
+#[test]
+fn nft_advice_cleanup_and_check() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    // A default-drop chain without the admin line: `knockd -t` names it and the fix.
+    let file = lab.write_file(
+        "drop.nft",
+        "table inet fw {\n chain in {\n  type filter hook input priority filter; policy drop;\n }\n}\n",
+    );
+    srv_ok(&lab, &["nft", "-f", file.to_str().expect("utf-8 path")]);
+    let conf = lab.write_file("knockd.conf", &conf(10));
+    let bin = bin("knockd");
+    let bin = bin.to_str().expect("utf-8 path");
+    let out = lab.srv_exec([bin, "-t", "-c", conf.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("'inet fw in'")
+            && text.contains("nft insert rule inet fw in meta mark 0x4b4e accept"),
+        "{text}"
+    );
+    let out = lab.srv_exec([
+        bin,
+        "-t",
+        "--firewall",
+        "iptables",
+        "-c",
+        conf.to_str().expect("utf-8 path"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("an iptables ACCEPT") && text.contains("Firewall = nftables"),
+        "{text}"
+    );
+    // Start creates the table, stop leaves it (fail closed), --firewall-cleanup removes only it.
+    let k = OurKnockd::start(&lab, &knockd_conf_text(&conf));
+    assert!(
+        k.log().contains("nft insert rule inet fw in"),
+        "{}",
+        k.log()
+    );
+    k.daemon.kill_term();
+    assert!(k.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(table(&lab).contains("chain input"), "{}", table(&lab));
+    let out = lab.srv_exec([bin, "--firewall-cleanup"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(table(&lab), "");
+    let rest = lab.srv_exec(["nft", "list", "ruleset"]);
+    assert!(String::from_utf8_lossy(&rest.stdout).contains("table inet fw"));
+    // Idempotent.
+    assert!(lab.srv_exec([bin, "--firewall-cleanup"]).status.success());
+}
+
+fn knockd_conf_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).expect("read conf")
+}
