@@ -25,6 +25,7 @@ fn grant() -> GrantInfo {
         expires_in_ms: Some(30_000),
         closes: "native rule delete".into(),
         refreshes: 1,
+        kernel_expires_in_ms: Some(29_000),
     }
 }
 
