@@ -130,6 +130,7 @@ pub fn request_for(command: &Command) -> Request {
             door: door.clone(),
         },
         Command::Reload => Request::Reload,
+        Command::Metrics => Request::Status,
         Command::Tail | Command::Tui => Request::Subscribe,
     }
 }
@@ -150,6 +151,9 @@ pub fn render<Tz: TimeZone>(
         } else {
             output::format_status(&status)
         }),
+        (Command::Metrics, Response::Status { status }) => {
+            Reply::ok(super::metrics::format_metrics(&status))
+        }
         (Command::List, Response::Grants { grants }) => Reply::ok(if json {
             doc(&grants)
         } else {
