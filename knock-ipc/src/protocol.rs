@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +64,8 @@ pub enum ServerMsg {
     },
 }
 
+// One Response per request, moved once: the size of the Status variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Status { status: Status },
@@ -88,6 +90,14 @@ pub struct Counters {
     pub commands_failed: u64,
     /// Packets the kernel dropped before knockd could read them (pcap stats).
     pub kernel_drops: u64,
+    /// Sources the sweep guard found scanning.
+    pub scanners: u64,
+    /// First knocks refused (scanner penalty, network share, table full of advanced attempts).
+    pub refused: u64,
+    /// Opens refused because the command pool's queue was full.
+    pub refused_pool_full: u64,
+    /// Opens refused because MaxGrants grants were open.
+    pub refused_max_grants: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

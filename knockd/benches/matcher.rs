@@ -43,6 +43,7 @@ fn door() -> DoorRule {
         },
         target: None,
         enabled: true,
+        sweep_guard: true,
     }
 }
 

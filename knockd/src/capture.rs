@@ -2,26 +2,80 @@
 //! channel to the engine. Filter updates arrive on a std channel and are applied between
 //! reads. Nothing here waits on the engine's commands.
 //!
-//! Packets are handed over in batches: libpcap fills ring blocks that the kernel releases when
-//! full or after [`BLOCK_TIMEOUT_MS`]; the thread drains everything available without blocking
-//! and sends it as one message. Under a flood that is one wake-up of the engine per block, not
-//! per packet (a per-packet hand-off spent most of the daemon's CPU in context switches);
-//! when quiet it adds at most the block timeout to a knock's latency.
+//! Packets are handed over in batches: the thread drains everything the kernel ring holds
+//! without blocking and sends it as one message (at most [`MAX_BATCH`]). Under a flood that is
+//! one wake-up of the engine per batch, not per packet (a per-packet hand-off spent most of the
+//! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
+//! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
+//! over as soon as it arrives, with no batching delay.
 
-use crate::engine::CaptureMsg;
-use crate::packet::{decode, LinkType};
+use crate::packet::{decode, LinkType, Packet};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
-/// How long the kernel may hold packets before handing a ring block over.
-pub const BLOCK_TIMEOUT_MS: i32 = 2;
 /// Largest batch sent to the engine at once.
 pub const MAX_BATCH: usize = 1024;
+/// Batches queued for the engine at most: the queue holds at most
+/// `QUEUE_BATCHES * MAX_BATCH` packets. When it is full the capture thread waits, the kernel
+/// ring fills and the kernel drops (counted in `knockctl status`), instead of seconds of queue.
+pub const QUEUE_BATCHES: usize = 16;
+
+/// From the capture thread to the engine.
+#[derive(Debug)]
+pub enum CaptureMsg {
+    /// Packets read together (at most [`MAX_BATCH`]), all received by `Instant`.
+    Batch(Vec<Packet>, Instant),
+    /// Capture failed (interface gone...). The engine shuts down with this error.
+    Error(String),
+}
+
+/// The engine's end of the filter channel: a new filter wakes the capture thread at once (a
+/// byte on a socket pair it polls), so a knock right after a reload is seen with its filter.
+pub struct FilterSender {
+    tx: std::sync::mpsc::Sender<String>,
+    wake: UnixStream,
+}
+
+/// The capture thread's end.
+pub struct FilterReceiver {
+    rx: std::sync::mpsc::Receiver<String>,
+    wake: UnixStream,
+}
+
+/// A channel of BPF filter expressions from the engine to the capture thread.
+pub fn filter_channel() -> std::io::Result<(FilterSender, FilterReceiver)> {
+    let (a, b) = UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    Ok((FilterSender { tx, wake: a }, FilterReceiver { rx, wake: b }))
+}
+
+impl FilterSender {
+    pub fn send(&self, filter: String) {
+        if self.tx.send(filter).is_ok() {
+            // Full socket buffer: a wake-up is already pending.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+impl FilterReceiver {
+    /// The newest filter sent since the last call, if any.
+    fn latest(&self) -> Option<String> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.rx.try_iter().last()
+    }
+}
+
+/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
 /// How long a read waits before checking for filter updates and shutdown.
 const POLL_MS: u16 = 200;
 
@@ -58,7 +112,7 @@ impl Capture {
             .map_err(err)?
             .snaplen(256)
             .buffer_size(8 << 20)
-            .timeout(BLOCK_TIMEOUT_MS)
+            .immediate_mode(true)
             .open()
             .map_err(err)?
             .setnonblock()
@@ -79,7 +133,7 @@ impl Capture {
     /// Run on a new thread until the engine's receiver is dropped or capture fails.
     pub fn spawn(
         self,
-        filters: std::sync::mpsc::Receiver<String>,
+        filters: FilterReceiver,
         tx: mpsc::Sender<CaptureMsg>,
         stats: Arc<CaptureStats>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -90,14 +144,14 @@ impl Capture {
 
     fn run(
         mut self,
-        filters: std::sync::mpsc::Receiver<String>,
+        filters: FilterReceiver,
         tx: mpsc::Sender<CaptureMsg>,
         stats: Arc<CaptureStats>,
     ) {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
         loop {
-            while let Ok(f) = filters.try_recv() {
+            if let Some(f) = filters.latest() {
                 if let Err(e) = self.cap.filter(&f, true) {
                     tracing::error!(filter = %f, "cannot install capture filter: {e}");
                 }
@@ -124,7 +178,10 @@ impl Capture {
             }
             if batch.is_empty() {
                 // Nothing ready: sleep until the kernel hands over a block (or a while passes).
-                let mut fds = [PollFd::new(self.cap.as_fd(), PollFlags::POLLIN)];
+                let mut fds = [
+                    PollFd::new(self.cap.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(filters.wake.as_fd(), PollFlags::POLLIN),
+                ];
                 if let Err(e) = poll(&mut fds, PollTimeout::from(POLL_MS)) {
                     if e != nix::errno::Errno::EINTR {
                         let _ = tx

@@ -17,6 +17,14 @@ SIGTERM/SIGINT close grants that have a deadline (see OnShutdown in knockd.conf(
 `knockctl` talks to the running daemon over the control socket (status, list, revoke, reload,
 tail, tui). Open grants are saved in the state file, so a restart closes them on schedule.
 
+Under attack: the sweep guard ends the attempts of a source that, while knocking, opens
+connections to SweepThreshold (5) other ports of this host, and refuses its first knocks for
+SweepPenalty (60 s); the capture filter then sees new connections (SYN without ACK, UDP) to
+every port of the host, never established traffic. A flood of first knocks only displaces
+attempts at stage 1, and one /24 or /64 holds at most MaxAttemptsPerNetwork attempts. A used-up
+or unwritable One_Time_Sequences file disables its door with a warning; it never stops knockd.
+See knockd.conf(5).
+
 With Firewall = nftables (or --firewall nftables), native doors are elements with a kernel
 timeout in table inet knockd, which stays when knockd stops (fail closed: the doors' ports stay
 protected, grants expire on schedule); --firewall-cleanup removes it. knockd -t and the

@@ -7,6 +7,7 @@ use crate::cli::{Args, DEFAULT_PIDFILE};
 use crate::config::{self, Parsed, DEFAULT_SOCKET, DEFAULT_STATE_FILE};
 use crate::control::ControlSocket;
 use crate::engine::{Control, Engine};
+use crate::firewall::iptables::IptablesRestore;
 use crate::knocklog::KnockLog;
 use crate::state::SavedGrant;
 use anyhow::{bail, Context};
@@ -277,9 +278,9 @@ struct Parts {
 }
 
 async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
-    let (pkt_tx, pkt_rx) = mpsc::channel(8192);
+    let (pkt_tx, pkt_rx) = mpsc::channel(crate::capture::QUEUE_BATCHES);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
-    let (filter_tx, filter_rx) = std::sync::mpsc::channel::<String>();
+    let (filter_tx, filter_rx) = crate::capture::filter_channel()?;
     let stats = Arc::new(CaptureStats::default());
 
     let iface = p.iface;
@@ -287,9 +288,10 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
         p.config,
         args.config.clone(),
         SystemExecutor::default(),
+        Arc::new(IptablesRestore::default()),
         p.log,
         Box::new(move |f| {
-            let _ = filter_tx.send(f);
+            filter_tx.send(f);
         }),
     )
     .with_overrides(p.overrides)

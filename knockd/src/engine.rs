@@ -4,33 +4,23 @@
 //! timers; outputs are log lines, firewall actions (spawned, never awaited inline) and filter
 //! updates for the capture thread. Capture is therefore never blocked by a command.
 
-use crate::action::{self, Action, Executor, FwRule, Outcome};
-use crate::capture::CaptureStats;
-use crate::config::{self, Command6, Config, Door, ShutdownPolicy};
-use crate::grants::{Close, Grant, GrantId, Ledger};
+use crate::action::{Executor, Outcome};
+use crate::capture::{CaptureMsg, CaptureStats};
+use crate::config::{self, Config, Door, ShutdownPolicy};
+use crate::firewall::{Firewall, FirewallQueue};
+use crate::grants::{Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
-use crate::matcher::{DoorRule, MatchEvent, Matcher};
+use crate::matcher::{DoorRule, MatchEvent, Matcher, Settings};
 use crate::packet::Packet;
-use crate::state::{self, SavedGrant};
+use crate::state;
 use knock_ipc as ipc;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-
-/// From the capture thread.
-#[derive(Debug)]
-pub enum CaptureMsg {
-    Packet(Packet, Instant),
-    /// Packets read together (one ring block), all received by `Instant`.
-    Batch(Vec<Packet>, Instant),
-    /// Capture failed (interface gone...). The engine shuts down with this error.
-    Error(String),
-}
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 
 /// Result of a reload: warnings on success, every problem on failure.
 pub type ReloadResult = Result<Vec<String>, Vec<String>>;
@@ -43,6 +33,15 @@ pub enum Control {
     /// A control-socket request (everything but Subscribe, which the socket server handles).
     Request(ipc::Request, oneshot::Sender<ipc::Response>),
 }
+
+/// Commands (door commands, derived checks) running at once.
+pub const POOL_SIZE: usize = 4;
+/// Close commands running at once, besides the pool: a flood of starts never delays a close.
+pub const CLOSE_POOL_SIZE: usize = 2;
+/// Command tasks admitted at once (running or waiting for the pool); more are refused.
+pub const POOL_QUEUE: usize = 64;
+/// A re-knock checks an open grant's rules at most this often.
+pub const REFRESH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Capacity of the live event channel; a subscriber further behind skips ahead (`Lagged`).
 pub const EVENT_BUFFER: usize = 4096;
@@ -62,12 +61,17 @@ enum TaskKind {
     Free,
 }
 
+/// Actions on one (door, source) run in order, across grant ids.
+type Key = (String, IpAddr);
+
 #[derive(Debug)]
 struct Done {
     grant: Option<GrantId>,
     door: String,
     addr: IpAddr,
     kind: TaskKind,
+    /// Ran through the command pool (counted against its queue), not the firewall queue.
+    pooled: bool,
     /// For Ensure: whether the rule had to be re-inserted.
     reinserted: bool,
     outcome: Outcome,
@@ -86,6 +90,15 @@ pub struct Engine<E: Executor, L: LogSink> {
     matcher: Matcher,
     ledger: Ledger,
     exec: E,
+    firewall: Arc<dyn Firewall>,
+    fw_queue: Option<FirewallQueue>,
+    /// Commands running at once, for starts and for closes (closes never wait behind starts).
+    pool: Arc<Semaphore>,
+    close_pool: Arc<Semaphore>,
+    /// Command tasks admitted and not finished (starts, checks, free commands).
+    pooled: usize,
+    refusals_logged: u64,
+    last_refusal_log: Option<Instant>,
     log: L,
     set_filter: Box<dyn FnMut(String) + Send>,
     filter: String,
@@ -93,7 +106,8 @@ pub struct Engine<E: Executor, L: LogSink> {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     inflight: usize,
-    chains: HashMap<GrantId, watch::Receiver<bool>>,
+    chains: HashMap<Key, watch::Receiver<bool>>,
+    chains_gc_at: usize,
     stats: Stats,
     events: Vec<MatchEvent>,
     evictions_logged: u64,
@@ -106,6 +120,9 @@ pub struct Engine<E: Executor, L: LogSink> {
     started: Instant,
     interfaces: Vec<String>,
     capture_stats: Option<Arc<CaptureStats>>,
+    /// One-time sequences used but not yet recorded in their file (the rewrite failed): never
+    /// accepted again, recorded at the next reload that can.
+    used_otp: Vec<(PathBuf, Vec<config::Step>)>,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -113,16 +130,19 @@ fn rules_of(door: &Door) -> Vec<DoorRule> {
 }
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
-    /// `set_filter` receives every new BPF expression (at start, on reload, on address change).
+    /// `firewall` applies native doors' rules (`IptablesRestore` in the daemon, a
+    /// `RecordingFirewall` in tests); `exec` runs door commands. `set_filter` receives every
+    /// new BPF expression (at start, on reload, on address change).
     pub fn new(
         config: Config,
         config_path: PathBuf,
         exec: E,
+        firewall: Arc<dyn Firewall>,
         log: L,
         set_filter: Box<dyn FnMut(String) + Send>,
     ) -> Self {
         let rules: Vec<DoorRule> = config.doors.iter().flat_map(rules_of).collect();
-        let matcher = Matcher::new(rules, config.max_attempts());
+        let matcher = Matcher::with_settings(rules, Settings::from(&config));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let mut e = Engine {
@@ -131,6 +151,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             matcher,
             ledger: Ledger::default(),
             exec,
+            firewall,
+            fw_queue: None,
+            pool: Arc::new(Semaphore::new(POOL_SIZE)),
+            close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
+            pooled: 0,
+            refusals_logged: 0,
+            last_refusal_log: None,
             log,
             set_filter,
             filter: String::new(),
@@ -139,6 +166,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             done_rx,
             inflight: 0,
             chains: HashMap::new(),
+            chains_gc_at: 64,
             stats: Stats::default(),
             events: Vec::new(),
             evictions_logged: 0,
@@ -151,6 +179,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             started: Instant::now(),
             interfaces: Vec::new(),
             capture_stats: None,
+            used_otp: Vec::new(),
         };
         e.update_filter();
         e
@@ -215,6 +244,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let info = Self::grant_info(g, Instant::now());
             self.emit(|| kind(info));
         }
+    }
+
+    /// The firewall queue (started on first use, on the engine's runtime).
+    fn fw(&mut self) -> FirewallQueue {
+        let fw = &self.firewall;
+        self.fw_queue
+            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
+            .clone()
+    }
+
+    /// `MaxGrants`: open grants at most.
+    pub fn max_grants(&self) -> usize {
+        self.config.max_grants()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -286,8 +328,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .map(tokio::time::Instant::from_std)
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
             );
+            // Not biased: packets, timers, completions and control requests all get their
+            // turn, whatever the packet rate (a batch is at most capture::MAX_BATCH packets).
             tokio::select! {
-                biased;
                 () = &mut shutdown => break,
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.done_rx.recv() => self.on_done(d),
@@ -295,28 +338,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     Some(CaptureMsg::Batch(batch, at)) => {
                         for p in &batch {
                             self.on_packet(p, at);
-                        }
-                    }
-                    Some(CaptureMsg::Packet(p, at)) => {
-                        self.on_packet(&p, at);
-                        // Drain what is already queued before looking at timers again.
-                        for _ in 0..256 {
-                            match packets.try_recv() {
-                                Ok(CaptureMsg::Packet(p, at)) => self.on_packet(&p, at),
-                                Ok(CaptureMsg::Batch(batch, at)) => {
-                                    for p in &batch {
-                                        self.on_packet(p, at);
-                                    }
-                                }
-                                Ok(CaptureMsg::Error(e)) => {
-                                    result = Err(EngineError::Capture(e));
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        if result.is_err() {
-                            break;
                         }
                     }
                     Some(CaptureMsg::Error(e)) => {
@@ -341,10 +362,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        match (self.matcher.next_deadline(), self.ledger.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.matcher.next_deadline(),
+            self.ledger.next_deadline(),
+            self.ledger.next_recheck(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn on_control(&mut self, c: Control) {
@@ -399,13 +424,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 );
                 self.line(&msg);
                 self.emit(|| ipc::EventKind::GrantExpired { grant: info });
-                self.chains.remove(&g.id);
                 continue;
             }
             let msg = format!("{}: {}: command timeout", g.addr, g.door);
             self.line(&msg);
             self.emit(|| ipc::EventKind::GrantExpired { grant: info });
             self.close_grant(g);
+        }
+        for id in self.ledger.due_rechecks(now) {
+            self.check_grant(id, now);
         }
     }
 
@@ -487,11 +514,36 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.evictions_logged = self.stats.evictions;
                     self.last_evict_log = Some(now);
                     let msg = format!(
-                        "attempt table full (MaxAttempts = {}): dropped {n} oldest attempt(s)",
-                        self.matcher.cap()
+                        "attempt table full (MaxAttempts = {}, MaxAttemptsPerNetwork = {}): evicted {n} attempt(s) at stage 1",
+                        self.matcher.cap(),
+                        self.matcher.settings().per_network
                     );
                     self.line(&msg);
                 }
+            }
+            MatchEvent::Scanner { src, strays } => {
+                self.stats.scanners += 1;
+                let penalty = self.matcher.settings().sweep_penalty.as_secs_f64();
+                self.knock_line(now, || {
+                    format!("{src}: sweep guard: {strays} non-knock ports during a knock: treated as a scanner, attempts ended, no new attempt for {penalty}s")
+                });
+            }
+            MatchEvent::Swept { src, door, stage } => {
+                self.stats.resets += 1;
+                let name = self.door_name(door);
+                self.emit(|| ipc::EventKind::Reset {
+                    addr: src,
+                    door: name,
+                    stage: stage as u32,
+                });
+            }
+            MatchEvent::Refused { src, door, reason } => {
+                self.stats.refused += 1;
+                let name = self.door_name(door);
+                tracing::debug!(%src, door = %name, reason = reason.as_str(), "first knock refused");
+                self.knock_line(now, || {
+                    format!("{src}: {name}: first knock refused: {}", reason.as_str())
+                });
             }
         }
     }
@@ -540,8 +592,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 })
             })
             .collect();
+        self.record_used_otp(&mut new);
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
-        self.matcher.reconfigure(rules, &keep);
+        let settings = Settings::from(&new);
+        self.matcher.reconfigure_with(rules, &keep, settings);
         let old_firewall = self.config.options.firewall;
         self.config = new;
         self.sync_nft_table(old_firewall);

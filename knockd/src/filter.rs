@@ -126,11 +126,52 @@ pub fn build(doors: &[Door], local: &[IpAddr]) -> String {
             }
         }
     }
+    if doors
+        .iter()
+        .any(|d| d.sweep_guard && !d.sequence.is_empty())
+    {
+        for clause in new_connections(doors, &local) {
+            push(clause);
+        }
+    }
     if parts.is_empty() {
         MATCH_NOTHING.to_string()
     } else {
         parts.join(" or ")
     }
+}
+
+/// For the sweep guard: new connections (TCP SYN without ACK, any UDP) to every port of
+/// this host's addresses and the doors' targets. Established traffic (every TCP segment with
+/// ACK set) stays out. IPv6 TCP flags are read at a fixed offset, so only packets without
+/// extension headers are tested (the door sub-filters let those with extension headers in).
+fn new_connections(doors: &[Door], local: &[IpAddr]) -> Vec<String> {
+    let mut dsts: Vec<IpAddr> = local.to_vec();
+    dsts.extend(doors.iter().filter_map(|d| d.target));
+    dsts.sort();
+    dsts.dedup();
+    let mut out = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let fam: Vec<IpAddr> = dsts
+            .iter()
+            .filter(|a| Family::of(a) == family)
+            .copied()
+            .collect();
+        let dst = if fam.is_empty() {
+            if !local.is_empty() {
+                continue;
+            }
+            None
+        } else {
+            Some(alternatives(fam.iter().map(|a| format!("dst host {a}"))))
+        };
+        let rest = match family {
+            Family::V4 => "((tcp and (tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)) or udp)",
+            Family::V6 => "((ip6[6] == 6 and (ip6[53] & 0x12 == 0x02)) or ip6[6] == 17)",
+        };
+        out.push(conjunction(family.qualifier(), dst.as_deref(), rest));
+    }
+    out
 }
 
 /// The door's destination ports for `proto`, sorted and deduplicated.
@@ -216,6 +257,7 @@ mod tests {
             target,
             open: Vec::new(),
             open_chain: DEFAULT_OPEN_CHAIN.to_string(),
+            sweep_guard: false,
         }
     }
 
@@ -506,6 +548,84 @@ mod tests {
                 assert!(crate::packet::decode(crate::packet::LinkType::Ethernet, &frame).is_some());
             }
         }
+    }
+
+    /// With the sweep guard on, new connections to any port of this host pass, established
+    /// traffic and other hosts' traffic do not.
+    #[test]
+    fn sweep_guard_sees_new_connections_to_every_port_only() {
+        let mut doors = seed();
+        doors[0].sweep_guard = true;
+        let expr = build(&doors, &[A4, A6]);
+        assert!(expr.contains("tcp-syn|tcp-ack"), "{expr}");
+        compile(&expr);
+        let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+        let prog = cap.compile(&expr, true).unwrap();
+        let (IpAddr::V4(d4), IpAddr::V6(d6)) = (A4, A6) else {
+            unreachable!()
+        };
+        let s4 = Ipv4Addr::new(192, 0, 2, 7);
+        let s6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+        let v4 = |dst, proto, l4: Vec<u8>| testpkt::ether_ip(&testpkt::ipv4(s4, dst, proto, &l4));
+        let v6 = |dst, proto, l4: Vec<u8>| {
+            testpkt::ether_ip(&testpkt::ipv6_ext(s6, dst, &[], proto, &l4))
+        };
+        let other4 = Ipv4Addr::new(10, 99, 77, 2);
+        let cases = [
+            (
+                "v4 syn 80",
+                v4(d4, TCP, testpkt::tcp(1, 80, flag::SYN, 1)),
+                true,
+            ),
+            (
+                "v4 syn 7001",
+                v4(d4, TCP, testpkt::tcp(1, 7001, flag::SYN, 1)),
+                true,
+            ),
+            ("v4 udp 53", v4(d4, UDP, testpkt::udp(1, 53, b"")), true),
+            (
+                "v4 ack 80",
+                v4(d4, TCP, testpkt::tcp(1, 80, flag::ACK, 1)),
+                false,
+            ),
+            (
+                "v4 psh+ack 22",
+                v4(d4, TCP, testpkt::tcp(1, 22, flag::ACK | flag::PSH, 1)),
+                false,
+            ),
+            (
+                "v4 syn+ack 80",
+                v4(d4, TCP, testpkt::tcp(1, 80, flag::SYN | flag::ACK, 1)),
+                false,
+            ),
+            (
+                "v4 syn other host",
+                v4(other4, TCP, testpkt::tcp(1, 80, flag::SYN, 1)),
+                false,
+            ),
+            (
+                "v6 syn 443",
+                v6(d6, TCP, testpkt::tcp(1, 443, flag::SYN, 1)),
+                true,
+            ),
+            ("v6 udp 53", v6(d6, UDP, testpkt::udp(1, 53, b"")), true),
+            (
+                "v6 ack 443",
+                v6(d6, TCP, testpkt::tcp(1, 443, flag::ACK, 1)),
+                false,
+            ),
+            (
+                "v6 syn other host",
+                v6(Ipv6Addr::LOCALHOST, TCP, testpkt::tcp(1, 443, flag::SYN, 1)),
+                false,
+            ),
+        ];
+        for (name, frame, want) in cases {
+            assert_eq!(prog.filter(&frame), want, "{name}: {expr}");
+        }
+        // Every door with the guard off: the filter is the door ports only.
+        doors[0].sweep_guard = false;
+        assert!(!build(&doors, &[A4]).contains("tcp-ack"));
     }
 
     #[test]

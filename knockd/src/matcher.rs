@@ -10,10 +10,19 @@
 //!    an immediate retry works.
 //! 4. `seq_timeout` runs from the first knock with full `Instant` precision; `expire` drops
 //!    attempts at their deadline, whether or not more packets arrive.
-//! 5. The number of attempts is capped; at the cap the oldest attempt is evicted. Work per
-//!    packet is O(doors sharing the port), independent of the number of attempts.
+//! 5. The number of attempts is capped, and so is each source network's share ([`tiers`]).
+//!    A first knock that needs room may only evict an attempt still at stage 1 (the oldest of
+//!    the network holding the most stage-1 attempts); advanced attempts end only by
+//!    completing, a wrong knock or their timeout. With no stage-1 attempt to evict, the first
+//!    knock is refused. Work per packet is O(doors sharing the port), independent of the
+//!    number of attempts.
+//! 6. Sweep guard ([`sweep`]): a new connection (TCP SYN without ACK, or UDP) from a source
+//!    with an attempt in progress on a guarded door, to this host, that neither counts as a
+//!    knock nor is a retransmission of one, is a stray. At `threshold` distinct stray ports
+//!    the source is a scanner: its guarded attempts end and for `penalty` it cannot start a
+//!    guarded attempt.
 
-use crate::config::{Proto, Step, TcpFlags};
+use crate::config::{flag, Proto, Step, TcpFlags};
 use crate::packet::Packet;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -28,6 +37,9 @@ pub struct DoorRule {
     pub target: Option<IpAddr>,
     /// A disabled door (one-time sequences exhausted) matches nothing.
     pub enabled: bool,
+    /// Whether the sweep guard watches this door's attempts (`SweepGuard = off` for knockd
+    /// 0.8 behaviour).
+    pub sweep_guard: bool,
 }
 
 impl From<&crate::config::Door> for DoorRule {
@@ -38,6 +50,7 @@ impl From<&crate::config::Door> for DoorRule {
             tcp_flags: d.tcp_flags,
             target: d.target,
             enabled: !d.sequence.is_empty(),
+            sweep_guard: d.sweep_guard,
         }
     }
 }
@@ -69,12 +82,110 @@ pub enum MatchEvent {
         door: DoorId,
         stage: usize,
     },
-    /// The attempt table was full; this, the oldest attempt, made room.
+    /// A first knock needed room; this stage-1 attempt made it.
     Evicted {
         src: IpAddr,
         door: DoorId,
         stage: usize,
     },
+    /// The sweep guard found `strays` distinct non-knock ports: `src` is a scanner. Followed
+    /// by a `Swept` for each attempt this ends.
+    Scanner { src: IpAddr, strays: usize },
+    /// An attempt ended because its source is a scanner.
+    Swept {
+        src: IpAddr,
+        door: DoorId,
+        stage: usize,
+    },
+    /// A first knock that did not start an attempt.
+    Refused {
+        src: IpAddr,
+        door: DoorId,
+        reason: Refusal,
+    },
+}
+
+/// Why a first knock was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The source is penalised by the sweep guard.
+    Scanner,
+    /// Its network holds its whole share and none of it is at stage 1.
+    NetworkFull,
+    /// The table is full and no attempt is at stage 1.
+    TableFull,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Scanner => "source is penalised as a scanner",
+            Refusal::NetworkFull => "its network holds its whole share of attempts",
+            Refusal::TableFull => "attempt table full of advanced attempts",
+        }
+    }
+}
+
+/// Limits and the sweep guard's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Attempts tracked at once.
+    pub max_attempts: usize,
+    /// Attempts one source network may hold.
+    pub per_network: usize,
+    /// Prefix lengths that make a network.
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    /// Distinct stray ports that make a scanner; 0 turns the guard off.
+    pub sweep_threshold: usize,
+    pub sweep_penalty: Duration,
+}
+
+pub use crate::config::model::{
+    DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_SWEEP_PENALTY, DEFAULT_SWEEP_THRESHOLD,
+};
+
+/// Default share of one network: a tenth of the table (at least 1).
+pub fn default_per_network(max_attempts: usize) -> usize {
+    (max_attempts / 10).max(1)
+}
+
+impl From<&crate::config::Config> for Settings {
+    fn from(c: &crate::config::Config) -> Self {
+        Settings {
+            max_attempts: c.max_attempts(),
+            per_network: c.max_attempts_per_network(),
+            prefix_v4: c.options.network_prefix_v4.unwrap_or(DEFAULT_PREFIX_V4),
+            prefix_v6: c.options.network_prefix_v6.unwrap_or(DEFAULT_PREFIX_V6),
+            sweep_threshold: c.sweep_threshold(),
+            sweep_penalty: c.sweep_penalty(),
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults for a table of `max_attempts`.
+    pub fn new(max_attempts: usize) -> Settings {
+        Settings {
+            max_attempts,
+            per_network: default_per_network(max_attempts),
+            prefix_v4: DEFAULT_PREFIX_V4,
+            prefix_v6: DEFAULT_PREFIX_V6,
+            sweep_threshold: DEFAULT_SWEEP_THRESHOLD,
+            sweep_penalty: DEFAULT_SWEEP_PENALTY,
+        }
+    }
+}
+
+/// What one door made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Not a knock of this door (or a wrong one).
+    Nothing,
+    /// Started or advanced an attempt.
+    Counted,
+    /// A retransmission of a counted knock.
+    Repeat,
 }
 
 /// Identity of a flow: source and destination port (never 0: port 0 is not a knock port).
@@ -142,13 +253,24 @@ pub struct Matcher {
     queues: Vec<VecDeque<QueueEntry>>,
     live: Vec<usize>,
     local: HashSet<IpAddr>,
+    /// Door `Target`s: also "this host" for the sweep guard.
+    targets: HashSet<IpAddr>,
+    settings: Settings,
     cap: usize,
+    nets: Networks,
+    guard: SweepGuard,
     next_id: u64,
 }
 
 impl Matcher {
+    /// A matcher with the default [`Settings`] for a table of `cap` attempts.
     pub fn new(doors: Vec<DoorRule>, cap: usize) -> Matcher {
+        Matcher::with_settings(doors, Settings::new(cap))
+    }
+
+    pub fn with_settings(doors: Vec<DoorRule>, settings: Settings) -> Matcher {
         let n = doors.len();
+        let cap = settings.max_attempts.max(1);
         let mut m = Matcher {
             doors,
             by_step: HashMap::new(),
@@ -157,14 +279,37 @@ impl Matcher {
             queues: vec![VecDeque::new(); n],
             live: vec![0; n],
             local: HashSet::new(),
-            cap: cap.max(1),
+            targets: HashSet::new(),
+            settings,
+            cap,
+            nets: Networks::default(),
+            guard: SweepGuard::new(settings.sweep_threshold, settings.sweep_penalty, cap),
             next_id: 0,
         };
         m.reindex();
         m
     }
 
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Whether the sweep guard watches any door (the capture filter must then see new
+    /// connections to every port of this host).
+    pub fn wants_new_connections(&self) -> bool {
+        self.guard.enabled() && self.doors.iter().any(|d| d.enabled && d.sweep_guard)
+    }
+
+    fn guarded(&self, door: DoorId) -> bool {
+        self.guard.enabled() && self.doors[door].sweep_guard
+    }
+
+    fn net(&self, src: IpAddr) -> NetId {
+        network(src, self.settings.prefix_v4, self.settings.prefix_v6)
+    }
+
     fn reindex(&mut self) {
+        self.targets = self.doors.iter().filter_map(|d| d.target).collect();
         self.by_step.clear();
         for (id, door) in self.doors.iter().enumerate() {
             for step in &door.sequence {
@@ -204,36 +349,69 @@ impl Matcher {
         }
     }
 
+    fn is_this_host(&self, dst: IpAddr) -> bool {
+        self.local.is_empty() || self.local.contains(&dst) || self.targets.contains(&dst)
+    }
+
     /// Feed one captured packet. Events are appended to `out`.
     pub fn on_packet(&mut self, pkt: &Packet, now: Instant, out: &mut Vec<MatchEvent>) {
         let step = Step {
             port: pkt.dport,
             proto: pkt.proto,
         };
-        let Some(ids) = self.by_step.get(&step) else {
-            return;
-        };
-        // Few doors share a port; copy the ids to release the borrow on self.
-        let mut buf = [0usize; 8];
-        let mut more = Vec::new();
-        let ids: &[DoorId] = if ids.len() <= buf.len() {
-            buf[..ids.len()].copy_from_slice(ids);
-            &buf[..ids.len()]
-        } else {
-            more.extend_from_slice(ids);
-            &more
-        };
-        for &door in ids {
-            let rule = &self.doors[door];
-            if !rule.enabled || !self.dst_ok(rule, pkt.dst) {
-                continue;
+        let mut matched = false;
+        if let Some(ids) = self.by_step.get(&step) {
+            // Few doors share a port; copy the ids to release the borrow on self.
+            let mut buf = [0usize; 8];
+            let mut more = Vec::new();
+            let ids: &[DoorId] = if ids.len() <= buf.len() {
+                buf[..ids.len()].copy_from_slice(ids);
+                &buf[..ids.len()]
+            } else {
+                more.extend_from_slice(ids);
+                &more
+            };
+            for &door in ids {
+                let rule = &self.doors[door];
+                if !rule.enabled || !self.dst_ok(rule, pkt.dst) {
+                    continue;
+                }
+                // knockd ignores (does not reset on) TCP packets whose flags do not match.
+                if pkt.proto == Proto::Tcp && !rule.tcp_flags.matches(pkt.tcp_flags) {
+                    continue;
+                }
+                if self.step_door(door, step, pkt, now, out) != Outcome::Nothing {
+                    matched = true;
+                }
             }
-            // knockd ignores (does not reset on) TCP packets whose flags do not match.
-            if pkt.proto == Proto::Tcp && !rule.tcp_flags.matches(pkt.tcp_flags) {
-                continue;
-            }
-            self.step_door(door, step, pkt, now, out);
         }
+        if !matched
+            && is_new_connection(pkt)
+            && self.guard.watching(pkt.src)
+            && self.is_this_host(pkt.dst)
+        {
+            let port_key = (u32::from(pkt.proto == Proto::Udp) << 16) | u32::from(pkt.dport);
+            if let Some(strays) = self.guard.stray(pkt.src, port_key) {
+                self.scanner(pkt.src, strays, now, out);
+            }
+        }
+    }
+
+    /// `src` is a scanner: end its guarded attempts and penalise it.
+    fn scanner(&mut self, src: IpAddr, strays: usize, now: Instant, out: &mut Vec<MatchEvent>) {
+        out.push(MatchEvent::Scanner { src, strays });
+        for door in 0..self.doors.len() {
+            if self.guarded(door) {
+                if let Some(a) = self.remove(src, door) {
+                    out.push(MatchEvent::Swept {
+                        src,
+                        door,
+                        stage: usize::from(a.stage),
+                    });
+                }
+            }
+        }
+        self.guard.penalise(src, now);
     }
 
     fn step_door(
@@ -243,7 +421,7 @@ impl Matcher {
         pkt: &Packet,
         now: Instant,
         out: &mut Vec<MatchEvent>,
-    ) {
+    ) -> Outcome {
         let src = pkt.src;
         let flow = flow_id(pkt);
         let len = self.doors[door].sequence.len();
@@ -253,11 +431,15 @@ impl Matcher {
                 self.remove(src, door);
                 out.push(MatchEvent::Timeout { src, door, stage });
             } else if a.recent.contains(&flow) {
-                return;
+                return Outcome::Repeat;
             } else if self.doors[door].sequence[stage] == step {
                 a.remember(flow);
                 a.stage += 1;
                 let stage = stage + 1;
+                if stage == 2 {
+                    let net = self.net(src);
+                    self.nets.advanced(net);
+                }
                 out.push(MatchEvent::Stage {
                     src,
                     door,
@@ -268,7 +450,7 @@ impl Matcher {
                     self.remove(src, door);
                     out.push(MatchEvent::Open { src, door });
                 }
-                return;
+                return Outcome::Counted;
             } else {
                 self.remove(src, door);
                 out.push(MatchEvent::Reset {
@@ -281,7 +463,30 @@ impl Matcher {
         }
         // No live attempt (or it just ended): is this a first knock?
         if self.doors[door].sequence[0] != step {
-            return;
+            return Outcome::Nothing;
+        }
+        if self.guarded(door) && self.guard.is_penalised(src, now) {
+            out.push(MatchEvent::Refused {
+                src,
+                door,
+                reason: Refusal::Scanner,
+            });
+            return Outcome::Nothing;
+        }
+        if len == 1 {
+            out.push(MatchEvent::Stage {
+                src,
+                door,
+                stage: 1,
+                of: len,
+            });
+            out.push(MatchEvent::Open { src, door });
+            return Outcome::Counted;
+        }
+        let net = self.net(src);
+        if let Err(reason) = self.make_room(net, out) {
+            out.push(MatchEvent::Refused { src, door, reason });
+            return Outcome::Nothing;
         }
         out.push(MatchEvent::Stage {
             src,
@@ -289,13 +494,6 @@ impl Matcher {
             stage: 1,
             of: len,
         });
-        if len == 1 {
-            out.push(MatchEvent::Open { src, door });
-            return;
-        }
-        if self.attempts.len() >= self.cap {
-            self.evict_oldest(out);
-        }
         let id = self.next_id;
         self.next_id += 1;
         let deadline = now + self.doors[door].seq_timeout;
@@ -307,32 +505,95 @@ impl Matcher {
         };
         a.remember(flow);
         a.stage = 1;
-        self.attempts.insert(key(src, door), a);
-        self.live[door] += 1;
+        self.insert(src, door, a);
         self.queues[door].push_back(QueueEntry { deadline, src, id });
         self.maybe_compact(door);
+        Outcome::Counted
+    }
+
+    /// Room for one more attempt from `net`: within its share and the table, evicting a
+    /// stage-1 attempt if needed.
+    fn make_room(&mut self, net: NetId, out: &mut Vec<MatchEvent>) -> Result<(), Refusal> {
+        let victim_net = if self.nets.total(net) >= self.settings.per_network.max(1) {
+            Some((net, Refusal::NetworkFull))
+        } else if self.attempts.len() >= self.cap {
+            Some((self.nets.victim(net).unwrap_or(net), Refusal::TableFull))
+        } else {
+            None
+        };
+        let Some((victim_net, refusal)) = victim_net else {
+            return Ok(());
+        };
+        let attempts = &self.attempts;
+        let victim = self.nets.pop_stage1(victim_net, |e| {
+            attempts
+                .get(&(e.0, e.1))
+                .is_some_and(|a| a.id == e.2 && a.stage == 1)
+        });
+        let Some((src, door, _)) = victim else {
+            return Err(refusal);
+        };
+        let door = door as DoorId;
+        if let Some(a) = self.remove(src, door) {
+            out.push(MatchEvent::Evicted {
+                src,
+                door,
+                stage: usize::from(a.stage),
+            });
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, src: IpAddr, door: DoorId, a: Attempt) {
+        let net = self.net(src);
+        self.nets.added(net, (src, door as u32, a.id), a.stage);
+        let attempts = &self.attempts;
+        self.nets.maybe_compact(net, |e| {
+            attempts
+                .get(&(e.0, e.1))
+                .is_some_and(|a| a.id == e.2 && a.stage == 1)
+        });
+        if self.guarded(door) {
+            self.guard.attempt_started(src);
+        }
+        self.attempts.insert(key(src, door), a);
+        self.live[door] += 1;
     }
 
     fn remove(&mut self, src: IpAddr, door: DoorId) -> Option<Attempt> {
         let a = self.attempts.remove(&key(src, door))?;
         self.live[door] -= 1;
+        let net = self.net(src);
+        self.nets.removed(net, a.stage);
+        if self.guarded(door) {
+            self.guard.attempt_ended(src);
+        }
         Some(a)
+    }
+
+    /// Rebuild the per-network and per-source accounting from the attempts (after a reload).
+    fn rebuild_accounting(&mut self) {
+        self.nets.clear();
+        self.guard.clear_attempts();
+        let mut all: Vec<(IpAddr, u32, u64, u8)> = self
+            .attempts
+            .iter()
+            .map(|(&(src, door), a)| (src, door, a.id, a.stage))
+            .collect();
+        all.sort_by_key(|e| e.2);
+        for (src, door, id, stage) in all {
+            let net = self.net(src);
+            self.nets.added(net, (src, door, id), stage);
+            if self.guarded(door as DoorId) {
+                self.guard.attempt_started(src);
+            }
+        }
     }
 
     fn is_live(&self, door: DoorId, e: &QueueEntry) -> bool {
         self.attempts
             .get(&key(e.src, door))
             .is_some_and(|a| a.id == e.id)
-    }
-
-    /// Drop stale entries at the head of a door's queue.
-    fn trim_head(&mut self, door: DoorId) {
-        while let Some(e) = self.queues[door].front().copied() {
-            if self.is_live(door, &e) {
-                break;
-            }
-            self.queues[door].pop_front();
-        }
     }
 
     /// Queues keep entries of attempts that ended early; keep them within 2x the live count.
@@ -345,32 +606,9 @@ impl Matcher {
         self.queues[door] = q;
     }
 
-    fn evict_oldest(&mut self, out: &mut Vec<MatchEvent>) {
-        let mut oldest: Option<(Instant, DoorId)> = None;
-        for door in 0..self.queues.len() {
-            self.trim_head(door);
-            if let Some(e) = self.queues[door].front() {
-                let started = e.deadline - self.doors[door].seq_timeout;
-                if oldest.is_none_or(|(t, _)| started < t) {
-                    oldest = Some((started, door));
-                }
-            }
-        }
-        if let Some((_, door)) = oldest {
-            if let Some(e) = self.queues[door].pop_front() {
-                if let Some(a) = self.remove(e.src, door) {
-                    out.push(MatchEvent::Evicted {
-                        src: e.src,
-                        door,
-                        stage: usize::from(a.stage),
-                    });
-                }
-            }
-        }
-    }
-
     /// Drop every attempt whose deadline is at or before `now`, emitting `Timeout`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<MatchEvent>) {
+        self.guard.expire(now);
         for door in 0..self.queues.len() {
             while let Some(e) = self.queues[door].front().copied() {
                 if e.deadline > now {
@@ -420,6 +658,23 @@ impl Matcher {
     /// Replace the doors (reload). `keep[old] = Some(new)` carries the old door's attempts over
     /// to the new index; attempts of other doors are dropped.
     pub fn reconfigure(&mut self, doors: Vec<DoorRule>, keep: &[Option<DoorId>]) {
+        self.reconfigure_with(doors, keep, self.settings);
+    }
+
+    /// [`Matcher::reconfigure`] with new settings. A smaller table keeps the attempts it has
+    /// until they end.
+    pub fn reconfigure_with(
+        &mut self,
+        doors: Vec<DoorRule>,
+        keep: &[Option<DoorId>],
+        settings: Settings,
+    ) {
+        if settings != self.settings {
+            self.settings = settings;
+            self.cap = settings.max_attempts.max(1);
+            let guard = SweepGuard::new(settings.sweep_threshold, settings.sweep_penalty, self.cap);
+            self.guard = guard;
+        }
         let n = doors.len();
         let old_attempts = std::mem::take(&mut self.attempts);
         let mut old_queues = std::mem::take(&mut self.queues);
@@ -448,6 +703,7 @@ impl Matcher {
             self.queues[door] = q;
         }
         self.reindex();
+        self.rebuild_accounting();
     }
 
     /// Change one door's sequence (one-time sequences) or disable it (`None`). Its attempts are
@@ -467,8 +723,25 @@ impl Matcher {
             _ => self.doors[door].enabled = false,
         }
         self.reindex();
+        self.rebuild_accounting();
     }
 }
 
+/// TCP SYN without ACK, or any UDP datagram: what opens a connection.
+fn is_new_connection(p: &Packet) -> bool {
+    match p.proto {
+        Proto::Tcp => p.tcp_flags & (flag::SYN | flag::ACK) == flag::SYN,
+        Proto::Udp => true,
+    }
+}
+
+pub mod sweep;
+pub mod tiers;
+
+use sweep::SweepGuard;
+use tiers::{network, NetId, Networks};
+
+#[cfg(test)]
+mod attack_tests;
 #[cfg(test)]
 mod tests;

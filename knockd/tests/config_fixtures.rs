@@ -96,3 +96,32 @@ fn config_fixtures_bad_fail_as_expected() {
         );
     }
 }
+
+/// `disabled/*.conf` load with every door disabled (empty sequence) and a warning saying so.
+#[test]
+fn config_fixtures_disabled_load_with_doors_disabled() {
+    let files = fixtures("disabled");
+    assert!(!files.is_empty());
+    for file in &files {
+        let parsed = knockd::config::load(file)
+            .unwrap_or_else(|e| panic!("{} should load:\n{e}", file.display()));
+        for door in &parsed.config.doors {
+            assert!(
+                door.sequence.is_empty(),
+                "{}: {}",
+                file.display(),
+                door.name
+            );
+            assert!(
+                parsed
+                    .warnings
+                    .iter()
+                    .any(|w| w.door.as_deref() == Some(&door.name)
+                        && w.message.starts_with("door disabled:")),
+                "{}: {:#?}",
+                file.display(),
+                parsed.warnings
+            );
+        }
+    }
+}

@@ -4,9 +4,11 @@
 use knock_ipc::codec::Connection;
 use knock_ipc::{Client, ClientMsg, EventKind, Request, Response, ServerMsg, PROTOCOL_VERSION};
 use knockd::action::RecordingExecutor;
+use knockd::capture::CaptureMsg;
 use knockd::config::{flag, Proto};
 use knockd::control::ControlSocket;
-use knockd::engine::{CaptureMsg, Control, Engine};
+use knockd::engine::{Control, Engine};
+use knockd::firewall::fake::RecordingFirewall;
 use knockd::knocklog::MemoryLog;
 use knockd::packet::Packet;
 use std::net::IpAddr;
@@ -35,6 +37,7 @@ struct Daemon {
     socket: PathBuf,
     state: PathBuf,
     exec: RecordingExecutor,
+    fw: RecordingFirewall,
     log: MemoryLog,
     pkts: mpsc::Sender<CaptureMsg>,
     ctl: mpsc::Sender<Control>,
@@ -48,7 +51,11 @@ fn addr(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
+async fn start_in(
+    dir: tempfile::TempDir,
+    exec: RecordingExecutor,
+    fw: RecordingFirewall,
+) -> Daemon {
     let conf = dir.path().join("knockd.conf");
     if !conf.exists() {
         std::fs::write(&conf, CONF).expect("write conf");
@@ -61,6 +68,7 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
         config,
         conf.clone(),
         exec.clone(),
+        std::sync::Arc::new(fw.clone()),
         log.clone(),
         Box::new(|_| {}),
     )
@@ -86,6 +94,7 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
         socket,
         state,
         exec,
+        fw,
         log,
         pkts,
         ctl,
@@ -99,6 +108,7 @@ async fn start() -> Daemon {
     start_in(
         tempfile::tempdir().expect("tempdir"),
         RecordingExecutor::default(),
+        RecordingFirewall::default(),
     )
     .await
 }
@@ -117,7 +127,7 @@ impl Daemon {
                 tcp_seq: 7,
             };
             self.pkts
-                .send(CaptureMsg::Packet(p, Instant::now()))
+                .send(CaptureMsg::Batch(vec![p], Instant::now()))
                 .await
                 .expect("send");
         }
@@ -155,6 +165,15 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("never ran {needle}: {:?}", self.exec.ran());
+    }
+    async fn wait_fw(&self, needle: &str) {
+        for _ in 0..200 {
+            if self.fw.ops().iter().any(|c| c.contains(needle)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("firewall never did {needle}: {:?}", self.fw.ops());
     }
 }
 
@@ -285,7 +304,7 @@ async fn tail_sees_stages_open_grant_and_expiry_and_refresh_keeps_one_grant() {
             break;
         }
     }
-    d.wait_ran("iptables -w -D INPUT -s 10.0.0.12/32").await;
+    d.wait_fw("delete INPUT 22/tcp from 10.0.0.12 ").await;
     assert!(d.grants().await.is_empty());
 }
 
@@ -410,12 +429,18 @@ async fn ledger_survives_a_crash_and_is_reconciled_at_start() {
     std::fs::remove_file(&d.socket).ok();
     let exec = RecordingExecutor::default();
     exec.fail_on(" -C ");
-    let d2 = start_in(dir, exec).await;
+    let d2 = start_in(dir, exec, d.fw.clone()).await;
     let ran = d2.exec.ran();
+    let ops = d2.fw.ops();
     assert!(
-        ran.iter()
-            .any(|c| c.starts_with("iptables -w -D INPUT -s 10.0.0.12/32")),
-        "{ran:?}"
+        ops.iter()
+            .any(|c| c.starts_with("delete INPUT 22/tcp from 10.0.0.12 ")),
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|c| c.starts_with("add")).count(),
+        1,
+        "never re-open: {ops:?}"
     );
     assert!(
         !ran.iter().any(|c| c.contains(" -I ")),
@@ -445,13 +470,18 @@ async fn restored_grant_closes_on_schedule() {
         CONF.replace("cmd_timeout = 1", "cmd_timeout = 2"),
     )
     .expect("w");
-    let mut d = start_in(dir, RecordingExecutor::default()).await;
+    let mut d = start_in(
+        dir,
+        RecordingExecutor::default(),
+        RecordingFirewall::default(),
+    )
+    .await;
     d.knock("10.0.0.12", &[2222, 1111, 3333]).await;
     d.wait_grants(1).await;
     d.task.abort();
     let _ = d.task.await;
     std::fs::remove_file(&d.socket).ok();
-    let d2 = start_in(d._dir, RecordingExecutor::default()).await;
+    let d2 = start_in(d._dir, RecordingExecutor::default(), d.fw.clone()).await;
     let g = d2.wait_grants(1).await;
     assert!(g[0].expires_in_ms.is_some_and(|ms| ms <= 2000));
     assert!(d2
@@ -459,7 +489,7 @@ async fn restored_grant_closes_on_schedule() {
         .lines()
         .iter()
         .any(|l| l.starts_with("10.0.0.12: ssh: grant restored (closes in")));
-    d2.wait_ran("iptables -w -D INPUT -s 10.0.0.12/32").await;
+    d2.wait_fw("delete INPUT 22/tcp from 10.0.0.12 ").await;
     assert!(d2.grants().await.is_empty());
     let _: &Path = &d2.state;
 }

@@ -97,6 +97,20 @@ pub fn format_status(status: &Status) -> String {
                 c.evictions, c.commands_failed, c.kernel_drops
             ),
         ),
+        (
+            "",
+            format!(
+                "scanners {}  refused first knocks {}",
+                c.scanners, c.refused
+            ),
+        ),
+        (
+            "",
+            format!(
+                "opens refused: pool full {}  MaxGrants {}",
+                c.refused_pool_full, c.refused_max_grants
+            ),
+        ),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + GAP;
     let mut out = String::new();
@@ -642,6 +656,10 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 evictions: 0,
                 commands_failed: 1,
                 kernel_drops: 0,
+                scanners: 0,
+                refused: 0,
+                refused_pool_full: 7,
+                refused_max_grants: 0,
             },
             firewall: "iptables".into(),
         };
@@ -660,6 +678,8 @@ grants      1
 firewall    iptables
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
+            scanners 0  refused first knocks 0
+            opens refused: pool full 7  MaxGrants 0
 "
         );
         assert_fits(&text);

@@ -10,6 +10,11 @@ pub(super) enum Key {
     Socket,
     StateFile,
     OnShutdown,
+    SweepThreshold,
+    SweepPenalty,
+    MaxAttemptsPerNetwork,
+    NetworkPrefixV4,
+    NetworkPrefixV6,
     Firewall,
     NftMark,
     Sequence,
@@ -24,6 +29,8 @@ pub(super) enum Key {
     Target,
     Open,
     OpenChain,
+    MaxGrants,
+    SweepGuard,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +75,12 @@ const KEYS: &[KeyInfo] = &[
     key(Key::Socket, "Socket", &[], Scope::Global),
     key(Key::StateFile, "StateFile", &[], Scope::Global),
     key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
+    key(Key::MaxGrants, "MaxGrants", &[], Scope::Global),
+    key(Key::SweepThreshold, "SweepThreshold", &[], Scope::Global),
+    key(Key::SweepPenalty, "SweepPenalty", &[], Scope::Global),
+    key(Key::MaxAttemptsPerNetwork, "MaxAttemptsPerNetwork", &[], Scope::Global),
+    key(Key::NetworkPrefixV4, "NetworkPrefixV4", &[], Scope::Global),
+    key(Key::NetworkPrefixV6, "NetworkPrefixV6", &[], Scope::Global),
     key(Key::Firewall, "Firewall", &[], Scope::Global),
     key(Key::NftMark, "NftMark", &[], Scope::Global),
     key(Key::Sequence, "Sequence", &[], Scope::Door),
@@ -82,6 +95,7 @@ const KEYS: &[KeyInfo] = &[
     key(Key::Target, "Target", &[], Scope::Door),
     key(Key::Open, "Open", &[], Scope::Door),
     key(Key::OpenChain, "Open_Chain", &[], Scope::Door),
+    key(Key::SweepGuard, "SweepGuard", &[], Scope::Door),
 ];
 
 pub(super) fn lookup_key(written: &str) -> Option<&'static KeyInfo> {

@@ -6,10 +6,18 @@ use std::path::Path;
 use super::error::{ConfigError, ConfigErrors};
 use super::otp;
 use super::parse::{parse_inner, ParseOutput, Parsed};
+use super::warn::Warning;
+
+/// Directories the shipped unit (ProtectSystem=strict) lets knockd write to.
+const UNIT_WRITABLE: [&str; 2] = ["/etc/knockd/", "/var/lib/knockd/"];
 
 /// Reads and parses the config file, then fills the current sequence of every
 /// One_Time_Sequences door from its file. A relative One_Time_Sequences path is resolved
 /// against the config file's directory, and the resolved path is stored in the door.
+///
+/// One-time sequences fail closed without stopping the daemon: a door whose file has no
+/// unused sequence left, or whose file knockd could not rewrite to record a use, is loaded
+/// disabled (empty sequence) with a warning. A file that cannot be read is an error.
 pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -35,25 +43,39 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
             otp_path
         };
         let line = line.unwrap_or(door.line);
+        let warn = |message: String| Warning {
+            file: file.clone(),
+            line,
+            door: Some(door.name.clone()),
+            message,
+        };
         match otp::read_current(&otp_path) {
-            Ok(Some(seq)) => door.sequence = seq,
-            Ok(None) => errors.push(ConfigError::new(
-                &file,
-                line,
-                format!(
-                    "one-time sequences file '{}' for door '{}' has no unused sequence: it is empty, or every line is used or invalid (add lines such as 7001,7002:udp,7003)",
-                    otp_path.display(),
-                    door.name
-                ),
-            )),
+            Ok(Some(seq)) => match otp::check_writable(&otp_path) {
+                Ok(()) => door.sequence = seq,
+                Err(e) => parsed.warnings.push(warn(format!(
+                    "door disabled: {e}; a used sequence could not be recorded (fix the permissions and reload)"
+                ))),
+            },
+            Ok(None) => parsed.warnings.push(warn(format!(
+                "door disabled: one-time sequences file '{}' has no unused sequence: it is empty, or every line is used or invalid (add lines such as 7001,7002:udp,7003, then reload)",
+                otp_path.display()
+            ))),
             Err(e) => errors.push(ConfigError::new(
                 &file,
                 line,
                 format!("door '{}': {e}", door.name),
             )),
         }
+        let real = std::fs::canonicalize(&otp_path).unwrap_or_else(|_| otp_path.clone());
+        if !UNIT_WRITABLE.iter().any(|d| real.starts_with(d)) {
+            parsed.warnings.push(warn(format!(
+                "one-time sequences file '{}' is outside /etc/knockd and /var/lib/knockd: under the shipped unit (ProtectSystem=strict) knockd cannot record a used sequence there and the door is disabled (move the file, or add its directory to ReadWritePaths)",
+                real.display()
+            )));
+        }
         door.one_time_sequences = Some(otp_path);
     }
+    parsed.warnings.sort_by_key(|w| w.line);
     if errors.is_empty() {
         Ok(parsed)
     } else {

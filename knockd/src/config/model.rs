@@ -11,7 +11,17 @@ pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SEQUENCE_LEN: usize = 32;
 /// Default cap on knock attempts tracked at once (all sources, all doors).
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
+/// Open grants at most when `MaxGrants` is not set.
+pub const DEFAULT_MAX_GRANTS: usize = 10_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
+/// Distinct non-knock ports that make a source with an attempt in progress a scanner.
+pub const DEFAULT_SWEEP_THRESHOLD: usize = 5;
+pub const MAX_SWEEP_THRESHOLD: usize = 1024;
+/// How long a scanner cannot start an attempt on a guarded door.
+pub const DEFAULT_SWEEP_PENALTY: Duration = Duration::from_secs(60);
+/// Source networks for the per-network share of the attempt table.
+pub const DEFAULT_PREFIX_V4: u8 = 24;
+pub const DEFAULT_PREFIX_V6: u8 = 64;
 
 /// Transport protocol of a knock or of a port opened by a native door.
 #[derive(
@@ -124,6 +134,8 @@ pub struct Door {
     pub open: Vec<OpenPort>,
     /// Chain for the native action (`Open_Chain`), default INPUT.
     pub open_chain: String,
+    /// `SweepGuard` (default on): the sweep guard watches this door's attempts.
+    pub sweep_guard: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -140,6 +152,17 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// `OnShutdown`: what happens to open grants when knockd stops.
     pub on_shutdown: ShutdownPolicy,
+    /// `MaxGrants`: cap on open grants; None = DEFAULT_MAX_GRANTS.
+    pub max_grants: Option<usize>,
+    /// `SweepThreshold`; None = DEFAULT_SWEEP_THRESHOLD.
+    pub sweep_threshold: Option<usize>,
+    /// `SweepPenalty`; None = DEFAULT_SWEEP_PENALTY.
+    pub sweep_penalty: Option<Duration>,
+    /// `MaxAttemptsPerNetwork`; None = a tenth of MaxAttempts.
+    pub max_attempts_per_network: Option<usize>,
+    /// `NetworkPrefixV4` / `NetworkPrefixV6`; None = /24 and /64.
+    pub network_prefix_v4: Option<u8>,
+    pub network_prefix_v6: Option<u8>,
     /// `Firewall`: how native doors (`Open =`) open and close.
     pub firewall: FirewallKind,
     /// `NftMark`: None = default (`DEFAULT_NFT_MARK`), Some(0) = off.
@@ -223,6 +246,25 @@ pub struct Config {
 impl Config {
     pub fn max_attempts(&self) -> usize {
         self.options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+    pub fn max_grants(&self) -> usize {
+        self.options.max_grants.unwrap_or(DEFAULT_MAX_GRANTS)
+    }
+
+    pub fn max_attempts_per_network(&self) -> usize {
+        self.options
+            .max_attempts_per_network
+            .unwrap_or((self.max_attempts() / 10).max(1))
+    }
+
+    pub fn sweep_threshold(&self) -> usize {
+        self.options
+            .sweep_threshold
+            .unwrap_or(DEFAULT_SWEEP_THRESHOLD)
+    }
+
+    pub fn sweep_penalty(&self) -> Duration {
+        self.options.sweep_penalty.unwrap_or(DEFAULT_SWEEP_PENALTY)
     }
 }
 

@@ -71,6 +71,29 @@ pub fn consume(path: &Path, used: &[Step]) -> Result<Option<Vec<Step>>, OtpError
     Ok(current_in(&out))
 }
 
+/// Checks that [`consume`] could rewrite `path`: a file can be created in (and removed from)
+/// its directory. Run at load, so that a door whose used sequences could not be recorded is
+/// disabled from the start instead of accepting a used sequence again.
+pub fn check_writable(path: &Path) -> Result<(), OtpError> {
+    let write_err = |source| OtpError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let real = fs::canonicalize(path).map_err(|source| OtpError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = real.parent().unwrap_or(Path::new("/"));
+    let probe = dir.join(format!(".knockd-write-check.{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)
+        .map_err(write_err)?;
+    fs::remove_file(&probe).map_err(write_err)
+}
+
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     bytes.split_inclusive(|b| *b == b'\n')
 }
@@ -178,6 +201,29 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn check_writable_probes_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "1,2,3\n");
+        check_writable(&p).unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "probe removed"
+        );
+        let missing = dir.path().join("nope");
+        assert!(matches!(
+            check_writable(&missing),
+            Err(OtpError::Read { .. })
+        ));
+        // A directory that cannot be written (root bypasses modes, so a file stands in for
+        // the directory: creating under it fails for everyone).
+        let not_dir = dir.path().join("plain");
+        fs::write(&not_dir, "").unwrap();
+        let fake = not_dir.join("otp");
+        assert!(check_writable(&fake).is_err());
     }
 
     #[test]

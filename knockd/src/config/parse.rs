@@ -12,12 +12,12 @@ use super::error::ConfigErrors;
 use super::keys::{lookup_key, valid_keys, Key, KeyInfo, Scope};
 use super::model::{
     Command6, Config, Door, FirewallKind, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
-    DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT,
+    DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, DEFAULT_SWEEP_THRESHOLD, MAX_SWEEP_THRESHOLD,
 };
 use super::validate::{check_door, Findings};
 use super::values::{
-    flag_names, parse_bool, parse_mark, parse_open, parse_sequence, parse_tcp_flags, parse_timeout,
-    valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
+    flag_names, parse_bool, parse_count, parse_mark, parse_open, parse_sequence, parse_tcp_flags,
+    parse_timeout, valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
     MAX_INTERFACE_NAME_LEN,
 };
 use super::warn::Warning;
@@ -45,6 +45,7 @@ fn new_door(name: &str, line: usize) -> Door {
         target: None,
         open: Vec::new(),
         open_chain: DEFAULT_OPEN_CHAIN.to_string(),
+        sweep_guard: true,
     }
 }
 
@@ -423,6 +424,10 @@ impl Parser<'_> {
                 }
                 door.open_chain = value.to_string();
             }
+            Key::SweepGuard => {
+                door.sweep_guard = parse_bool(value)
+                    .ok_or_else(|| format!("invalid SweepGuard '{value}' (use on or off)"))?;
+            }
             Key::UseSyslog
             | Key::LogFile
             | Key::PidFile
@@ -431,6 +436,12 @@ impl Parser<'_> {
             | Key::Socket
             | Key::StateFile
             | Key::OnShutdown
+            | Key::MaxGrants
+            | Key::SweepThreshold
+            | Key::SweepPenalty
+            | Key::MaxAttemptsPerNetwork
+            | Key::NetworkPrefixV4
+            | Key::NetworkPrefixV6
             | Key::Firewall
             | Key::NftMark => {}
         }
@@ -474,6 +485,49 @@ impl Parser<'_> {
                     })?;
                 o.max_attempts = Some(n);
             }
+            Key::MaxGrants => {
+                let n = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| value.parse::<usize>().ok())
+                    .flatten()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid MaxGrants '{value}' (use a whole number of at least 1, e.g. 10000)"
+                        )
+                    })?;
+                o.max_grants = Some(n);
+            }
+            Key::SweepThreshold => {
+                o.sweep_threshold = Some(parse_count(
+                    value,
+                    "SweepThreshold",
+                    1,
+                    MAX_SWEEP_THRESHOLD,
+                    "5",
+                )?);
+            }
+            Key::SweepPenalty => {
+                o.sweep_penalty = Some(parse_timeout(value, "SweepPenalty", false)?);
+            }
+            Key::MaxAttemptsPerNetwork => {
+                o.max_attempts_per_network = Some(parse_count(
+                    value,
+                    "MaxAttemptsPerNetwork",
+                    1,
+                    usize::MAX,
+                    "10000",
+                )?);
+            }
+            Key::NetworkPrefixV4 => {
+                let n = parse_count(value, "NetworkPrefixV4", 0, 32, "24")?;
+                o.network_prefix_v4 = u8::try_from(n).ok();
+            }
+            Key::NetworkPrefixV6 => {
+                let n = parse_count(value, "NetworkPrefixV6", 0, 128, "64")?;
+                o.network_prefix_v6 = u8::try_from(n).ok();
+            }
             Key::Socket => {
                 if !value.starts_with('/') {
                     return Err(format!(
@@ -515,10 +569,16 @@ impl Parser<'_> {
 
     fn finish(mut self) -> Result<ParseOutput, ConfigErrors> {
         let drafts = std::mem::take(&mut self.drafts);
+        let sweep_threshold = self
+            .options
+            .sweep_threshold
+            .unwrap_or(DEFAULT_SWEEP_THRESHOLD);
         let mut doors = Vec::new();
         let mut otp_lines = Vec::new();
         for draft in drafts.into_iter().filter(|d| d.keep) {
-            check_door(&mut self.out, &draft.door, |key| draft.line_of(key));
+            check_door(&mut self.out, &draft.door, sweep_threshold, |key| {
+                draft.line_of(key)
+            });
             otp_lines.push(draft.line_of(Key::OneTimeSequences));
             doors.push(draft.door);
         }

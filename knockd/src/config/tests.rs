@@ -87,7 +87,14 @@ fn seed_parses_verbatim() {
         .collect();
     assert_eq!(
         lines,
-        vec![(5, true), (7, false), (11, true), (13, false)],
+        vec![
+            (5, true),
+            (5, false),
+            (7, false),
+            (11, true),
+            (11, false),
+            (13, false)
+        ],
         "{:#?}",
         p.warnings
     );
@@ -105,6 +112,7 @@ fn every_key_is_parsed() {
   PidFile = /run/knockd.pid
   Interface = eth1
   MaxAttempts = 500
+  MaxGrants = 50
   UseSyslog = yes
 
 [web]
@@ -134,12 +142,14 @@ fn every_key_is_parsed() {
             pid_file: Some("/run/knockd.pid".into()),
             interface: Some("eth1".into()),
             max_attempts: Some(500),
+            max_grants: Some(50),
             ..Options::default()
         }
     );
     assert_eq!(p.config.max_attempts(), 500);
+    assert_eq!(p.config.max_grants(), 50);
     let web = &p.config.doors[0];
-    assert_eq!(web.line, 9);
+    assert_eq!(web.line, 10);
     assert_eq!(web.sequence, vec![udp(2222), tcp(3333), tcp(1111)]);
     assert_eq!(web.seq_timeout, Duration::from_millis(2500));
     assert_eq!(
@@ -195,7 +205,13 @@ fn every_key_is_parsed() {
         native.target,
         Some(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)))
     );
-    assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .all(|w| w.message.contains("sequence has only 3 knocks")),
+        "{:#?}",
+        p.warnings
+    );
 }
 
 #[test]
@@ -263,9 +279,9 @@ fn use_syslog_forms() {
         assert_eq!(p.config.options.use_syslog, on, "{text}");
     }
     // Inside a door (knockd compat): sets the global flag, with a warning.
-    let p = ok("[d]\nsequence = 1,5,3\nopen = 22\n  USESYSLOG\n");
+    let p = ok("[d]\nsequence = 1000,5000,3000,2000\nopen = 22\n  USESYSLOG\n");
     assert!(p.config.options.use_syslog);
-    assert_eq!(p.warnings.len(), 1);
+    assert_eq!(p.warnings.len(), 1, "{:#?}", p.warnings);
     assert_eq!(p.warnings[0].line, 4);
     assert!(p.warnings[0].message.contains("move it to [options]"));
 }
@@ -373,8 +389,8 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nfoo\n", 3, "'foo' is not a directive (write key = value"),
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
-        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, Firewall, NftMark)"),
-        ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain)"),
+        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark)"),
+        ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),
         ("[options]\nSequence = 1,2,3\n", 2, "Sequence is a door key and does not belong in [options]"),
@@ -396,6 +412,8 @@ fn errors_name_line_and_fix() {
         // [options] values.
         ("[options]\nUseSyslog = maybe\n", 2, "invalid UseSyslog value 'maybe' (use yes or no"),
         ("[options]\nMaxAttempts = 0\n", 2, "invalid MaxAttempts '0' (use a whole number of at least 1"),
+        ("[options]\nMaxGrants = 0\n", 2, "invalid MaxGrants '0' (use a whole number of at least 1, e.g. 10000)"),
+        ("[options]\nMaxGrants = lots\n", 2, "invalid MaxGrants 'lots'"),
         ("[options]\nMaxAttempts = -1\n", 2, "invalid MaxAttempts '-1'"),
         ("[options]\nMaxAttempts = 1e5\n", 2, "invalid MaxAttempts '1e5'"),
         ("[options]\nMaxAttempts = 100000000000000000000000\n", 2, "invalid MaxAttempts"),
@@ -525,28 +543,31 @@ fn warnings_table() {
     #[rustfmt::skip]
     let cases: Vec<(&str, Option<(usize, &str)>)> = vec![
         // Short sequences.
-        ("[d]\nsequence = 5000,1000\nopen = 22\n", Some((2, "sequence has only 2 knocks: easy to guess (use at least 3)"))),
+        ("[d]\nsequence = 5000,1000\nopen = 22\n", Some((2, "sequence has only 2 knocks: easy to guess or stumble on (use 4 or more)"))),
         ("[d]\nsequence = 5000\nopen = 22\n", Some((2, "sequence has only 1 knock: easy to guess"))),
-        // Monotonic.
-        ("[d]\nsequence = 1000,2000,3000\nopen = 22\n", Some((2, "sequence ports are strictly increasing: a port sweep opens it (shuffle the order)"))),
-        ("[d]\nsequence = 3000,2000:udp,1000\nopen = 22\n", Some((2, "strictly decreasing: a port sweep opens it"))),
-        ("[d]\nsequence = 1000,2000\nopen = 22\n", Some((2, "strictly increasing"))),
+        ("[d]\nsequence = 3000,1000,2000\nopen = 22\n", Some((2, "sequence has only 3 knocks"))),
+        // Ports a sweep meets without tripping the guard; the old "shuffle" advice is gone.
+        ("[d]\nsequence = 1000,1001,1002,1003\nopen = 22\n", Some((2, "ports too close together: a port sweep over 1000-1003 meets only 0 other port(s) between the knocks, under SweepThreshold (5), and opens the door (spread the ports further apart)"))),
+        ("[d]\nsequence = 2003,1000,1001,1002\nopen = 22\n", Some((2, "a port sweep over 1000-2003 meets only 0 other"))),
+        ("[options]\nSweepThreshold = 300\n[d]\nsequence = 1000,1100,1200,1300\nopen = 22\n", Some((4, "meets only 297 other port(s) between the knocks, under SweepThreshold (300)"))),
+        // The guard turned off.
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\nSweepGuard = off\n", Some((4, "SweepGuard is off: two port sweeps open this door whatever the order of its ports"))),
         // The example sequence (and its reverse), any protocol.
         ("[d]\nsequence = 7000,8000,9000\nopen = 22\n", Some((2, "7000,8000,9000 is knockd's example sequence, scanners try it"))),
         ("[d]\nsequence = 9000:udp,8000,7000\nopen = 22\n", Some((2, "9000,8000,7000 is knockd's example sequence"))),
         // No action.
-        ("[d]\nsequence = 3000,1000,2000\n", Some((1, "door has no action: a completed knock is only logged (set Start_Command or Open)"))),
-        ("[d]\nsequence = 3000,1000,2000\ncommand =\n", Some((1, "door has no action"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\n", Some((1, "door has no action: a completed knock is only logged (set Start_Command or Open)"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand =\n", Some((1, "door has no action"))),
         // IPv6 fallback to iptables.
-        ("[d]\nsequence = 3000,1000,2000\ncommand = /sbin/iptables -I INPUT -s %IP% -j ACCEPT\n", Some((3, "Start_Command runs iptables and Start_Command_6 is not set: IPv6 knocks would pass an IPv6 address to iptables; set Start_Command_6 (ip6tables ...) or leave it empty to disable IPv6"))),
-        ("[d]\nsequence = 3000,1000,2000\ncommand = iptables-nft -I INPUT -s %IP% -j ACCEPT\n", Some((3, "Start_Command runs iptables"))),
-        ("[d]\nsequence = 3000,1000,2000\ncommand = x\nstop_command = iptables -D INPUT -s %IP% -j ACCEPT\n", Some((4, "Stop_Command runs iptables and Stop_Command_6 is not set"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand = /sbin/iptables -I INPUT -s %IP% -j ACCEPT\n", Some((3, "Start_Command runs iptables and Start_Command_6 is not set: IPv6 knocks would pass an IPv6 address to iptables; set Start_Command_6 (ip6tables ...) or leave it empty to disable IPv6"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand = iptables-nft -I INPUT -s %IP% -j ACCEPT\n", Some((3, "Start_Command runs iptables"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand = x\nstop_command = iptables -D INPUT -s %IP% -j ACCEPT\n", Some((4, "Stop_Command runs iptables and Stop_Command_6 is not set"))),
         // Clean doors.
-        ("[d]\nsequence = 3000,1000,2000\nopen = 22\n", None),
-        ("[d]\nsequence = 3000,1000,2000\ncommand = /sbin/iptables -I INPUT\ncommand_6 =\n", None),
-        ("[d]\nsequence = 3000,1000,2000\ncommand = /sbin/iptables -I INPUT\ncommand_6 = ip6tables -I INPUT\n", None),
-        ("[d]\nsequence = 3000,1000,2000\ncommand = /usr/bin/nft add element inet f s { %IP% }\n", None),
-        ("[d]\nsequence = 3000,1000,2000\nstart_command_6 = ip6tables -I INPUT\n", None),
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\n", None),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand = /sbin/iptables -I INPUT\ncommand_6 =\n", None),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand = /sbin/iptables -I INPUT\ncommand_6 = ip6tables -I INPUT\n", None),
+        ("[d]\nsequence = 3000,1000,2000,1500\ncommand = /usr/bin/nft add element inet f s { %IP% }\n", None),
+        ("[d]\nsequence = 3000,1000,2000,1500\nstart_command_6 = ip6tables -I INPUT\n", None),
         ("[d]\nsequence = 3000,1000,2000,1000\nopen = 22\n", None),
         // One-time sequences: no short/monotonic warnings.
         ("[d]\none_time_sequences = /x\nopen = 22\n", None),
@@ -566,9 +587,9 @@ fn warnings_table() {
             ),
         }
     }
-    // The example sequence is not also reported as monotonic.
-    let ws = warnings("[d]\nsequence = 7000,8000,9000\nopen = 22\n");
-    assert_eq!(ws.len(), 1, "{ws:#?}");
+    // Monotonic but spread out: no warning (the sweep guard handles it), no "shuffle" advice.
+    let ws = warnings("[d]\nsequence = 1000,2000,3000,4000\nopen = 22\n");
+    assert!(ws.is_empty(), "{ws:#?}");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -642,28 +663,59 @@ fn load_fills_one_time_sequences() {
 }
 
 #[test]
-fn load_missing_empty_or_exhausted_otp_file_is_an_error() {
+fn load_missing_otp_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "[a]\nopen = 22\none_time_sequences = missing.otp\n";
+    let p = write(&dir, "knockd.conf", conf);
+    let e = load(&p).unwrap_err();
+    assert_eq!(e.len(), 1, "{e}");
+    assert_eq!(e.0[0].line, 3);
+    assert!(
+        e.0[0]
+            .message
+            .contains("cannot read one-time sequences file")
+            && e.0[0].message.contains("missing.otp"),
+        "{e}"
+    );
+}
+
+/// Issue 13: a used-up one-time file disables its door, not the daemon.
+#[test]
+fn load_empty_or_exhausted_otp_file_disables_the_door_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir, "empty.otp", "");
     write(&dir, "used.otp", "#1,2,3\n\n# 4,5,6\nnot a sequence\n");
-    let conf = "[a]\nopen = 22\none_time_sequences = missing.otp\n[b]\none_time_sequences = empty.otp\nopen = 22\n[c]\none_time_sequences = used.otp\nopen = 22\n";
+    write(&dir, "ok.otp", "4000,1000,3000,2000\n");
+    let conf = "[b]\none_time_sequences = empty.otp\nopen = 22\n[c]\none_time_sequences = used.otp\nopen = 22\n[d]\none_time_sequences = ok.otp\nopen = 22\n";
     let p = write(&dir, "knockd.conf", conf);
-    let e = load(&p).unwrap_err();
-    let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.message.as_str())).collect();
-    assert_eq!(got.len(), 3, "{e}");
-    assert_eq!(got[0].0, 3);
-    assert!(
-        got[0].1.contains("cannot read one-time sequences file")
-            && got[0].1.contains("missing.otp"),
-        "{e}"
+    let parsed = load(&p).unwrap();
+    let doors = &parsed.config.doors;
+    assert!(doors[0].sequence.is_empty() && doors[1].sequence.is_empty());
+    assert_eq!(doors[2].sequence.len(), 4);
+    let disabled: Vec<(usize, Option<&str>)> = parsed
+        .warnings
+        .iter()
+        .filter(|w| w.message.starts_with("door disabled:"))
+        .map(|w| (w.line, w.door.as_deref()))
+        .collect();
+    assert_eq!(
+        disabled,
+        vec![(2, Some("b")), (5, Some("c"))],
+        "{:#?}",
+        parsed.warnings
     );
-    assert_eq!(got[1].0, 5);
-    assert!(
-        got[1].1.contains("empty.otp") && got[1].1.contains("has no unused sequence"),
-        "{e}"
-    );
-    assert_eq!(got[2].0, 8);
-    assert!(got[2].1.contains("used.otp"), "{e}");
+    assert!(parsed
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("has no unused sequence") && w.message.contains("used.otp")));
+    // Outside the unit's writable directories: said so.
+    assert!(parsed
+        .warnings
+        .iter()
+        .any(|w| w.door.as_deref() == Some("d") && w.message.contains("ReadWritePaths")));
+    // The disabled doors are not in the filter and match nothing.
+    let rules: Vec<crate::matcher::DoorRule> = doors.iter().map(Into::into).collect();
+    assert!(!rules[0].enabled && !rules[1].enabled && rules[2].enabled);
 }
 
 #[test]

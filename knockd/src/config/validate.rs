@@ -43,6 +43,7 @@ impl<'a> Findings<'a> {
 pub(super) fn check_door(
     out: &mut Findings<'_>,
     door: &Door,
+    sweep_threshold: usize,
     line_of: impl Fn(Key) -> Option<usize>,
 ) {
     let name = door.name.as_str();
@@ -106,32 +107,43 @@ pub(super) fn check_door(
                             .join(",")
                     ),
                 );
-            } else if ports.len() >= 2 {
-                let up = ports.windows(2).all(|w| w[0] < w[1]);
-                let down = ports.windows(2).all(|w| w[0] > w[1]);
-                if up || down {
-                    let dir = if up { "increasing" } else { "decreasing" };
-                    out.warn(
-                        l,
-                        Some(name),
-                        format!(
-                            "sequence ports are strictly {dir}: a port sweep opens it (shuffle the order)"
-                        ),
-                    );
-                }
             }
-            if seq.len() < 3 {
+            if seq.len() <= 3 {
                 out.warn(
                     l,
                     Some(name),
                     format!(
-                        "sequence has only {} knock{}: easy to guess (use at least 3)",
+                        "sequence has only {} knock{}: easy to guess or stumble on (use 4 or more)",
                         seq.len(),
                         if seq.len() == 1 { "" } else { "s" }
                     ),
                 );
             }
+            if door.sweep_guard {
+                let weakest = [true, false]
+                    .into_iter()
+                    .filter_map(|up| sweep_strays(&ports, up))
+                    .min();
+                if let Some(strays) = weakest.filter(|n| *n < sweep_threshold) {
+                    let lo = ports.iter().min().copied().unwrap_or_default();
+                    let hi = ports.iter().max().copied().unwrap_or_default();
+                    out.warn(
+                        l,
+                        Some(name),
+                        format!(
+                            "ports too close together: a port sweep over {lo}-{hi} meets only {strays} other port(s) between the knocks, under SweepThreshold ({sweep_threshold}), and opens the door (spread the ports further apart)"
+                        ),
+                    );
+                }
+            }
         }
+    }
+    if !door.sweep_guard {
+        out.warn(
+            line_of(Key::SweepGuard).unwrap_or(door.line),
+            Some(name),
+            "SweepGuard is off: two port sweeps open this door whatever the order of its ports (knockd 0.8 behaviour; turn it on unless a client needs it)",
+        );
     }
     let has_action = door.start_command.is_some()
         || door.stop_command.is_some()
@@ -170,6 +182,60 @@ pub(super) fn check_door(
                     ),
                 );
             }
+        }
+    }
+}
+
+/// How many distinct non-knock ports a sweep (ascending if `up`, else descending, as many
+/// passes as it takes) over exactly the door's port range meets between the first and the
+/// last knock, when such a sweep can open the door at all; `None` when it cannot (it hits
+/// another of the door's ports out of order, which resets the attempt).
+pub(super) fn sweep_strays(ports: &[u16], up: bool) -> Option<usize> {
+    let key = |p: u16| if up { i64::from(p) } else { -i64::from(p) };
+    let lo = ports.iter().map(|&p| key(p)).min()?;
+    let hi = ports.iter().map(|&p| key(p)).max()?;
+    let mut strays = 0usize;
+    for w in ports.windows(2) {
+        let (a, b) = (key(w[0]), key(w[1]));
+        if a < b {
+            // Within one pass: every port strictly between is visited.
+            if ports.iter().any(|&p| a < key(p) && key(p) < b) {
+                return None;
+            }
+            strays += usize::try_from(b - a - 1).unwrap_or(usize::MAX);
+        } else {
+            // Next pass: visits (a, hi] and [lo, b); free only when they hold no port.
+            if ports
+                .iter()
+                .any(|&p| (key(p) > a && key(p) <= hi) || (key(p) >= lo && key(p) < b))
+            {
+                return None;
+            }
+            strays += usize::try_from((hi - a) + (b - lo)).unwrap_or(usize::MAX);
+        }
+    }
+    Some(strays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sweep_strays;
+
+    #[test]
+    fn sweep_strays_table() {
+        for (ports, up, want) in [
+            (&[7000, 8000, 9000][..], true, Some(1998)),
+            (&[7000, 8000, 9000][..], false, None),
+            (&[9000, 7000, 8000][..], true, Some(999)),
+            (&[9000, 7000, 8000][..], false, None),
+            (&[7000, 7001, 7002][..], true, Some(0)),
+            (&[9000, 7000, 7001][..], true, Some(0)),
+            (&[7000, 8000, 7500][..], true, None),
+            (&[7000, 7000, 7000][..], true, Some(0)),
+            (&[7000, 7002, 7004][..], false, None),
+            (&[7004, 7002, 7000][..], false, Some(2)),
+        ] {
+            assert_eq!(sweep_strays(ports, up), want, "{ports:?} up={up}");
         }
     }
 }

@@ -249,6 +249,29 @@ pub(super) fn parse_timeout(value: &str, key: &str, zero_ok: bool) -> Result<Dur
     }
 }
 
+/// A whole number in `min..=max`; `example` goes into the message.
+pub(super) fn parse_count(
+    value: &str,
+    key: &str,
+    min: usize,
+    max: usize,
+    example: &str,
+) -> Result<usize, String> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse::<usize>().ok())
+        .flatten()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            if max == usize::MAX {
+                format!("invalid {key} '{value}' (use a whole number of at least {min}, e.g. {example})")
+            } else {
+                format!("invalid {key} '{value}' (use a whole number from {min} to {max}, e.g. {example})")
+            }
+        })
+}
+
 pub(super) fn parse_bool(text: &str) -> Option<bool> {
     const YES: [&str; 4] = ["yes", "true", "on", "1"];
     const NO: [&str; 4] = ["no", "false", "off", "0"];

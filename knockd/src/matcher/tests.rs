@@ -2,13 +2,13 @@ use super::*;
 use crate::config::flag;
 use std::net::Ipv4Addr;
 
-const DST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
+pub(super) const DST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
 
-fn ip(last: u8) -> IpAddr {
+pub(super) fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 99, 77, last))
 }
 
-fn seq(ports: &[u16]) -> Vec<Step> {
+pub(super) fn seq(ports: &[u16]) -> Vec<Step> {
     ports
         .iter()
         .map(|&port| Step {
@@ -18,7 +18,7 @@ fn seq(ports: &[u16]) -> Vec<Step> {
         .collect()
 }
 
-fn door(ports: &[u16], secs: u64) -> DoorRule {
+pub(super) fn door(ports: &[u16], secs: u64) -> DoorRule {
     DoorRule {
         sequence: seq(ports),
         seq_timeout: Duration::from_secs(secs),
@@ -28,11 +28,12 @@ fn door(ports: &[u16], secs: u64) -> DoorRule {
         },
         target: None,
         enabled: true,
+        sweep_guard: true,
     }
 }
 
 /// A SYN from `src:sport` to `dport`; the sequence number is derived from sport.
-fn syn(src: IpAddr, sport: u16, dport: u16) -> Packet {
+pub(super) fn syn(src: IpAddr, sport: u16, dport: u16) -> Packet {
     Packet {
         src,
         dst: DST,
@@ -44,39 +45,45 @@ fn syn(src: IpAddr, sport: u16, dport: u16) -> Packet {
     }
 }
 
-struct Run {
-    m: Matcher,
+pub(super) struct Run {
+    pub(super) m: Matcher,
     t0: Instant,
-    events: Vec<MatchEvent>,
+    pub(super) events: Vec<MatchEvent>,
     sport: u16,
 }
 
 impl Run {
-    fn new(doors: Vec<DoorRule>) -> Run {
+    pub(super) fn new(doors: Vec<DoorRule>) -> Run {
         Run::with_cap(doors, 1000)
     }
-    fn with_cap(doors: Vec<DoorRule>, cap: usize) -> Run {
+    /// A table of `cap` attempts that one network may fill (no per-network share).
+    pub(super) fn with_cap(doors: Vec<DoorRule>, cap: usize) -> Run {
+        let mut s = Settings::new(cap);
+        s.per_network = cap;
+        Run::with_settings(doors, s)
+    }
+    pub(super) fn with_settings(doors: Vec<DoorRule>, settings: Settings) -> Run {
         Run {
-            m: Matcher::new(doors, cap),
+            m: Matcher::with_settings(doors, settings),
             t0: Instant::now(),
             events: Vec::new(),
             sport: 40000,
         }
     }
-    fn at(&self, ms: u64) -> Instant {
+    pub(super) fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
     }
     /// Knock with a fresh source port (a new connection, like knock(1)).
-    fn knock(&mut self, ms: u64, src: IpAddr, dport: u16) {
+    pub(super) fn knock(&mut self, ms: u64, src: IpAddr, dport: u16) {
         self.sport += 1;
         let p = syn(src, self.sport, dport);
         self.packet(ms, p);
     }
-    fn packet(&mut self, ms: u64, p: Packet) {
+    pub(super) fn packet(&mut self, ms: u64, p: Packet) {
         let now = self.at(ms);
         self.m.on_packet(&p, now, &mut self.events);
     }
-    fn opens(&self) -> Vec<(IpAddr, DoorId)> {
+    pub(super) fn opens(&self) -> Vec<(IpAddr, DoorId)> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -303,7 +310,7 @@ fn packet_after_timeout_starts_a_new_attempt() {
     assert_eq!(r.opens(), vec![(a, 0)]);
 }
 
-/// Semantics 5: bounded state, oldest evicted first.
+/// Semantics 5: bounded state; among stage-1 attempts of one network, the oldest goes first.
 #[test]
 fn attempts_are_capped_and_the_oldest_is_evicted() {
     let mut r = Run::with_cap(vec![door(&[7000, 8000, 9000], 5)], 3);
