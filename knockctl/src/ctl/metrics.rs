@@ -4,7 +4,9 @@
 //!
 //! Every field of the wire's `Counters` is exported, including ones added after this file was
 //! written: a number becomes `knockd_<field>_total`, a map of numbers (for example refusals
-//! by reason) one series per key, labelled `reason`. Known fields get a better name and help.
+//! by reason) one series per key, labelled `reason`; `refused` and every `refused_<reason>`
+//! field form the family `knockd_refusals_total{reason=...}`. Known fields get a better name
+//! and help.
 
 use knock_ipc::Status;
 use serde_json::Value;
@@ -27,7 +29,7 @@ const COUNTERS: &[(&str, &str, &str)] = &[
     (
         "evictions",
         "evictions",
-        "Attempts evicted because MaxAttempts were tracked.",
+        "Stage-1 attempts evicted to make room (MaxAttempts or a network's share).",
     ),
     (
         "commands_failed",
@@ -39,7 +41,27 @@ const COUNTERS: &[(&str, &str, &str)] = &[
         "kernel_drops",
         "Packets the kernel dropped before knockd read them.",
     ),
+    (
+        "scanners",
+        "scanners",
+        "Sources the sweep guard found scanning.",
+    ),
 ];
+
+/// Refusal counters (`refused`, `refused_<reason>`) form one family labelled by reason.
+const REFUSALS: (&str, &str) = (
+    "refusals",
+    "Knocks or opens refused, by reason: first_knock (scanner penalty, network share or \
+     table full of advanced attempts), pool_full, max_grants.",
+);
+
+/// The reason label of a refusal counter field, None for other fields.
+fn refusal_reason(field: &str) -> Option<String> {
+    match field {
+        "refused" => Some("first_knock".to_string()),
+        f => f.strip_prefix("refused_").map(sanitize),
+    }
+}
 
 /// The exposition text for a status reply.
 pub fn format_metrics(status: &Status) -> String {
@@ -92,7 +114,12 @@ pub fn format_metrics(status: &Status) -> String {
         Ok(Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
+    let mut refusals = Vec::new();
     for (field, value) in &fields {
+        if let (Some(reason), Value::Number(n)) = (refusal_reason(field), value) {
+            refusals.push((reason, n.to_string()));
+            continue;
+        }
         let (name, help) = COUNTERS
             .iter()
             .find(|(f, _, _)| f == field)
@@ -115,6 +142,13 @@ pub fn format_metrics(status: &Status) -> String {
                 }
             }
             _ => {}
+        }
+    }
+    if !refusals.is_empty() {
+        let (name, help) = REFUSALS;
+        header(&mut out, name, help, "counter");
+        for (reason, n) in refusals {
+            out.push_str(&format!("knockd_{name}_total{{reason=\"{reason}\"}} {n}\n"));
         }
     }
     out
@@ -159,14 +193,12 @@ mod tests {
     fn status() -> Status {
         Status {
             daemon_version: "0.1.0".into(),
-            pid: 42,
             uptime_secs: 7500,
-            interfaces: vec!["eth0".into()],
-            config_file: "/etc/knockd.conf".into(),
             doors: 3,
             attempts: 4,
             max_attempts: 100_000,
             grants: 2,
+            firewall: "iptables".into(),
             counters: Counters {
                 packets: 1234,
                 stages: 40,
@@ -176,9 +208,10 @@ mod tests {
                 evictions: 0,
                 commands_failed: 2,
                 kernel_drops: 5,
+                refused: 7,
+                refused_pool_full: 1,
                 ..Counters::default()
             },
-            firewall: "iptables".into(),
             ..Status::default()
         }
     }
@@ -203,6 +236,9 @@ mod tests {
             "knockd_evictions_total 0",
             "knockd_command_failures_total 2",
             "knockd_kernel_drops_total 5",
+            "knockd_refusals_total{reason=\"first_knock\"} 7",
+            "knockd_refusals_total{reason=\"pool_full\"} 1",
+            "knockd_refusals_total{reason=\"max_grants\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -234,6 +270,11 @@ mod tests {
         };
         let text = format_metrics(&status());
         for field in fields.keys() {
+            if let Some(reason) = refusal_reason(field) {
+                let line = format!("knockd_refusals_total{{reason=\"{reason}\"}} ");
+                assert!(text.contains(&line), "{field} not exported:\n{text}");
+                continue;
+            }
             let name = COUNTERS
                 .iter()
                 .find(|(f, _, _)| f == field)
