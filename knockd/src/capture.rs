@@ -35,46 +35,6 @@ pub enum CaptureMsg {
     Error(String),
 }
 
-/// The engine's end of the filter channel: a new filter wakes the capture thread at once (a
-/// byte on a socket pair it polls), so a knock right after a reload is seen with its filter.
-pub struct FilterSender {
-    tx: std::sync::mpsc::Sender<String>,
-    wake: UnixStream,
-}
-
-/// The capture thread's end.
-pub struct FilterReceiver {
-    rx: std::sync::mpsc::Receiver<String>,
-    wake: UnixStream,
-}
-
-/// A channel of BPF filter expressions from the engine to the capture thread.
-pub fn filter_channel() -> std::io::Result<(FilterSender, FilterReceiver)> {
-    let (a, b) = UnixStream::pair()?;
-    a.set_nonblocking(true)?;
-    b.set_nonblocking(true)?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    Ok((FilterSender { tx, wake: a }, FilterReceiver { rx, wake: b }))
-}
-
-impl FilterSender {
-    pub fn send(&self, filter: String) {
-        if self.tx.send(filter).is_ok() {
-            // Full socket buffer: a wake-up is already pending.
-            let _ = (&self.wake).write(&[1]);
-        }
-    }
-}
-
-impl FilterReceiver {
-    /// The newest filter sent since the last call, if any.
-    fn latest(&self) -> Option<String> {
-        let mut buf = [0u8; 64];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
-        self.rx.try_iter().last()
-    }
-}
-
 /// Kernel-side counters from `pcap_stats`, refreshed about once a second.
 /// How long a read waits before checking for filter updates and shutdown.
 const POLL_MS: u16 = 200;
@@ -94,10 +54,88 @@ pub enum CaptureError {
     LinkType { iface: String, dlt: i32 },
 }
 
+/// What the capture thread last did with a filter: generation `n` (the n-th filter sent) was
+/// installed, with a note when it is coarser than exact, or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterStatus {
+    pub generation: u64,
+    pub result: Result<Option<String>, String>,
+}
+
+/// Filters for the capture thread, each with its generation; sending wakes the thread at once
+/// (it would otherwise notice only after its poll timeout).
+pub struct FilterSender {
+    tx: std::sync::mpsc::Sender<(u64, String)>,
+    wake: UnixStream,
+    sent: Arc<AtomicU64>,
+}
+
+impl FilterSender {
+    /// Queue `expr`; returns its generation.
+    pub fn send(&self, expr: String) -> u64 {
+        let g = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self.tx.send((g, expr));
+        let _ = (&self.wake).write(&[1]);
+        g
+    }
+
+    /// The generation counter (the last filter sent), to wait for its installation.
+    pub fn sent_counter(&self) -> Arc<AtomicU64> {
+        self.sent.clone()
+    }
+}
+
+/// The capture side of a [`FilterSender`].
+pub struct FilterReceiver {
+    rx: std::sync::mpsc::Receiver<(u64, String)>,
+    wake: UnixStream,
+    status: tokio::sync::watch::Sender<FilterStatus>,
+}
+
+impl FilterReceiver {
+    /// The newest filter sent since the last call, if any (older ones are superseded).
+    fn latest(&self) -> Option<(u64, String)> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.rx.try_iter().last()
+    }
+}
+
+/// A filter channel: the sender (engine side), the receiver (capture thread), and a watch of
+/// what the capture thread installed.
+pub fn filter_channel() -> std::io::Result<(
+    FilterSender,
+    FilterReceiver,
+    tokio::sync::watch::Receiver<FilterStatus>,
+)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (a, b) = UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    let (status, watch) = tokio::sync::watch::channel(FilterStatus {
+        generation: 0,
+        result: Ok(None),
+    });
+    Ok((
+        FilterSender {
+            tx,
+            wake: a,
+            sent: Arc::new(AtomicU64::new(0)),
+        },
+        FilterReceiver {
+            rx,
+            wake: b,
+            status,
+        },
+        watch,
+    ))
+}
+
 pub struct Capture {
     iface: String,
     cap: pcap::Capture<pcap::Active>,
     link: LinkType,
+    dlt: i32,
     only_ipv4: bool,
 }
 
@@ -126,11 +164,18 @@ impl Capture {
             iface: iface.to_string(),
             cap,
             link,
+            dlt,
             only_ipv4,
         })
     }
 
-    /// Run on a new thread until the engine's receiver is dropped or capture fails.
+    /// The link type, as a DLT for compiling filters (`knockd -t`, reload checks).
+    pub fn linktype(&self) -> pcap::Linktype {
+        pcap::Linktype(self.dlt)
+    }
+
+    /// Run on a new thread until the engine's receiver is dropped or capture fails. The thread
+    /// has a large stack: libpcap's filter compiler recurses per term.
     pub fn spawn(
         self,
         filters: FilterReceiver,
@@ -139,7 +184,38 @@ impl Capture {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("capture".into())
+            .stack_size(crate::bpf::COMPILE_STACK)
             .spawn(move || self.run(filters, tx, stats))
+    }
+
+    /// Fit and install filter generation `g`; report what happened on the status watch.
+    fn install(&mut self, g: u64, expr: &str, status: &tokio::sync::watch::Sender<FilterStatus>) {
+        let result = match crate::bpf::fit_expr(expr, 0, pcap::Linktype(self.dlt)) {
+            Ok(fitted) => match self.cap.filter(&fitted.expr, true) {
+                Ok(()) => {
+                    if let Some(n) = fitted.note() {
+                        tracing::warn!("{n}");
+                    }
+                    Ok(fitted.note())
+                }
+                Err(e) => Err(format!("cannot install capture filter: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let result = result.or_else(|e| {
+            // Never stay blind or on a stale filter: capture every TCP/UDP packet instead.
+            tracing::error!("{e}; capturing every TCP and UDP packet instead");
+            match self.cap.filter(crate::bpf::ANY_KNOCK, true) {
+                Ok(()) => Ok(Some(format!(
+                    "warning: {e}; capturing every TCP and UDP packet instead"
+                ))),
+                Err(e2) => Err(format!("{e}; the fallback filter failed too: {e2}")),
+            }
+        });
+        status.send_replace(FilterStatus {
+            generation: g,
+            result,
+        });
     }
 
     fn run(
@@ -151,10 +227,8 @@ impl Capture {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
         loop {
-            if let Some(f) = filters.latest() {
-                if let Err(e) = self.cap.filter(&f, true) {
-                    tracing::error!(filter = %f, "cannot install capture filter: {e}");
-                }
+            if let Some((g, f)) = filters.latest() {
+                self.install(g, &f, &filters.status);
             }
             // Drain what is there without blocking.
             loop {
@@ -178,6 +252,7 @@ impl Capture {
             }
             if batch.is_empty() {
                 // Nothing ready: sleep until the kernel hands over a block (or a while passes).
+                // The wake-up socket: a new filter is read at the top of the loop.
                 let mut fds = [
                     PollFd::new(self.cap.as_fd(), PollFlags::POLLIN),
                     PollFd::new(filters.wake.as_fd(), PollFlags::POLLIN),
@@ -189,9 +264,10 @@ impl Capture {
                         return;
                     }
                 }
-                if fds[0].revents().is_some_and(|r| {
+                let failed = fds[0].revents().is_some_and(|r| {
                     r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
-                }) {
+                });
+                if failed {
                     // The next read reports the reason (e.g. the interface disappeared).
                     if let Err(e) = self.cap.next_packet() {
                         if !matches!(e, pcap::Error::TimeoutExpired) {

@@ -32,6 +32,9 @@ pub enum Control {
     LocalAddrs(Vec<IpAddr>),
     /// A control-socket request (everything but Subscribe, which the socket server handles).
     Request(ipc::Request, oneshot::Sender<ipc::Response>),
+    /// A reload whose config file was already read and parsed off the engine task (a large
+    /// config takes a while to parse; the engine only applies it).
+    ReloadLoaded(Box<config::Loaded>, Option<oneshot::Sender<ReloadResult>>),
 }
 
 /// Commands (door commands, derived checks) running at once.
@@ -380,6 +383,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     let _ = reply.send(r);
                 }
             }
+            Control::ReloadLoaded(loaded, reply) => {
+                let r = self.reload_with(*loaded);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
             Control::Request(req, reply) => {
                 let r = self.on_request(req);
                 let _ = reply.send(r);
@@ -550,11 +559,27 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Validate and apply the config file again. On any error, keep running on the old one.
     pub fn reload(&mut self) -> ReloadResult {
+        let loaded = config::load(&self.config_path);
+        self.reload_with(loaded)
+    }
+
+    /// Apply a config file read and parsed elsewhere (see [`Control::ReloadLoaded`]).
+    pub fn reload_with(&mut self, loaded: config::Loaded) -> ReloadResult {
         let msg = format!("re-reading config file: {}", self.config_path.display());
         self.line(&msg);
-        let parsed = match config::load(&self.config_path) {
+        let parsed = match loaded {
             Ok(p) => p,
             Err(errs) => {
+                // logrotate moved the file away and sent SIGHUP: reopen it all the same, before
+                // logging why the reload failed.
+                let (log_file, syslog) = (
+                    self.config.options.log_file.clone(),
+                    self.config.options.use_syslog,
+                );
+                if let Err(e) = self.log.reopen(log_file.as_deref(), syslog) {
+                    let msg = format!("error: {e}; still logging to the previous log file");
+                    self.line(&msg);
+                }
                 let problems: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
                 for p in &problems {
                     let msg = format!("config error: {p}");
@@ -582,16 +607,23 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let msg = format!("error: {e}; still logging to the previous log file");
             self.line(&msg);
         }
-        let keep: Vec<Option<usize>> = self
-            .config
+        // Door names are unique: a map keeps this linear (100,000 doors).
+        let by_name: std::collections::HashMap<&str, usize> = new
             .doors
             .iter()
-            .map(|old| {
-                new.doors.iter().position(|n| {
-                    n.name == old.name && n.sequence == old.sequence && !old.sequence.is_empty()
-                })
-            })
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
             .collect();
+        let keep: Vec<Option<usize>> =
+            self.config
+                .doors
+                .iter()
+                .map(|old| {
+                    by_name.get(old.name.as_str()).copied().filter(|&i| {
+                        new.doors[i].sequence == old.sequence && !old.sequence.is_empty()
+                    })
+                })
+                .collect();
         self.record_used_otp(&mut new);
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);

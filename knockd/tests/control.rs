@@ -44,6 +44,8 @@ struct Daemon {
     task: tokio::task::JoinHandle<()>,
     /// Dropping it stops the engine (a clean shutdown).
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// The engine's event channel (to count subscribers).
+    events: tokio::sync::broadcast::Sender<knock_ipc::Event>,
     sport: u16,
 }
 
@@ -76,10 +78,16 @@ async fn start_in(
     engine
         .restore(knockd::state::load(&state).expect("state"))
         .await;
-    let sock = ControlSocket::bind(&socket).expect("bind");
+    let sock = ControlSocket::bind(&socket, 8).expect("bind");
     let (pkts, pkt_rx) = mpsc::channel(64);
     let (ctl, ctl_rx) = mpsc::channel(64);
-    tokio::spawn(sock.serve(ctl.clone(), engine.events()));
+    let events = engine.events();
+    tokio::spawn(sock.serve(
+        ctl.clone(),
+        events.clone(),
+        knockd::control::FilterProbe::inert(),
+        conf.clone(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = engine
@@ -100,6 +108,7 @@ async fn start_in(
         ctl,
         task,
         _stop: stop_tx,
+        events,
         sport: 30000,
     }
 }
@@ -392,16 +401,18 @@ async fn bad_clients_only_close_their_own_connection() {
 #[tokio::test]
 async fn second_daemon_on_the_same_socket_is_refused_and_stale_socket_replaced() {
     let d = start().await;
-    let err = ControlSocket::bind(&d.socket).err().expect("must refuse");
+    let err = ControlSocket::bind(&d.socket, 8)
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("already running"), "{err}");
     let dir = tempfile::tempdir().expect("tempdir");
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
     assert!(stale.exists());
-    ControlSocket::bind(&stale).expect("stale socket replaced");
+    ControlSocket::bind(&stale, 8).expect("stale socket replaced");
     let file = dir.path().join("file");
     std::fs::write(&file, "x").expect("write");
-    assert!(ControlSocket::bind(&file)
+    assert!(ControlSocket::bind(&file, 8)
         .err()
         .expect("refuse")
         .to_string()
@@ -533,4 +544,122 @@ async fn a_slow_subscriber_skips_ahead_and_never_stalls_the_daemon() {
         }
     }
     assert!(lagged, "no Lagged event");
+}
+
+/// The socket cannot be used to exhaust knockd: past `MaxClients` (8 here, plus the slots
+/// reserved for root, since tests may run as root) a client is told the cap; a slot freed is
+/// usable again; a client that stalls mid-frame is closed after `FRAME_TIMEOUT`, and a frame
+/// longer than a request can be is refused before it is buffered.
+#[tokio::test]
+async fn connection_cap_names_the_cap_and_stalled_frames_are_closed() {
+    use knockd::control::{FRAME_TIMEOUT, ROOT_RESERVE};
+    let d = start().await;
+    let root = nix::unistd::Uid::effective().is_root();
+    let slots = 8 + if root { ROOT_RESERVE } else { 0 };
+    let mut held = Vec::new();
+    for _ in 0..slots {
+        held.push(Client::connect(&d.socket).await.expect("connect"));
+    }
+    let err = Client::connect(&d.socket)
+        .await
+        .err()
+        .expect("over the cap");
+    assert!(err.to_string().contains("MaxClients = 8"), "{err}");
+    // Everyone held still answers.
+    let mut first = held.remove(0);
+    assert!(matches!(
+        first.request(Request::Status).await.expect("status"),
+        Response::Status { .. }
+    ));
+    drop(first);
+    let mut c = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(x) = Client::connect(&d.socket).await {
+            c = Some(x);
+            break;
+        }
+    }
+    let mut c = c.expect("a freed slot is usable again");
+    assert!(c.request(Request::Status).await.is_ok());
+    drop(c);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Three bytes of a frame, then nothing: closed after FRAME_TIMEOUT.
+    let mut s = tokio::net::UnixStream::connect(&d.socket)
+        .await
+        .expect("connect");
+    s.write_all(&[0, 0, 0]).await.expect("write");
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(
+        FRAME_TIMEOUT + Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+    )
+    .await
+    .expect("closed in time")
+    .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(t.elapsed() >= FRAME_TIMEOUT - Duration::from_millis(500));
+
+    // A header announcing more than a request can be: closed at once, nothing buffered.
+    let mut big = tokio::net::UnixStream::connect(&d.socket)
+        .await
+        .expect("connect");
+    big.write_all(&((knock_ipc::codec::MAX_REQUEST_FRAME as u32) + 1).to_be_bytes())
+        .await
+        .expect("write");
+    let n = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut big, &mut buf),
+    )
+    .await
+    .expect("closed at once")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+/// A `tail` subscriber that hangs up is noticed at once (its descriptor and receiver freed),
+/// not when the next event happens to be sent.
+#[tokio::test]
+async fn a_subscriber_that_hangs_up_is_dropped_without_waiting_for_an_event() {
+    let d = start().await;
+    let sub = d.client().await.subscribe().await.expect("subscribe");
+    assert!(
+        wait_for(|| d.events.receiver_count() == 1).await,
+        "subscribed"
+    );
+    drop(sub);
+    assert!(
+        wait_for(|| d.events.receiver_count() == 0).await,
+        "the hung-up subscriber is still registered"
+    );
+}
+
+/// One connection cannot flood the engine: past a burst of 50, requests are served at 50 per
+/// second.
+#[tokio::test]
+async fn requests_on_one_connection_are_rate_limited() {
+    let d = start().await;
+    let mut c = d.client().await;
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert!(c.request(Request::Status).await.is_ok());
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "100 requests in {took:?}: not rate limited"
+    );
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }

@@ -14,6 +14,8 @@ pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
 /// Open grants at most when `MaxGrants` is not set.
 pub const DEFAULT_MAX_GRANTS: usize = 10_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
+/// Default cap on concurrent control connections (`MaxClients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Distinct non-knock ports that make a source with an attempt in progress a scanner.
 pub const DEFAULT_SWEEP_THRESHOLD: usize = 5;
 pub const MAX_SWEEP_THRESHOLD: usize = 1024;
@@ -167,6 +169,8 @@ pub struct Options {
     pub firewall: FirewallKind,
     /// `NftMark`: None = default (`DEFAULT_NFT_MARK`), Some(0) = off.
     pub nft_mark: Option<u32>,
+    /// `MaxClients`: cap on concurrent control connections; None = DEFAULT_MAX_CLIENTS.
+    pub max_clients: Option<usize>,
 }
 
 /// Packet mark set by `Firewall = nftables` on packets a grant accepts ("KN").
@@ -277,6 +281,9 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
     pub firewall: Option<FirewallKind>,
+    /// Directory knockd started in: a relative LogFile or PidFile is resolved against it, at
+    /// start and identically on every reload (after -d the working directory is `/`).
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -295,6 +302,16 @@ impl Overrides {
         set(&mut options.state_file, &self.state_file);
         if let Some(f) = self.firewall {
             options.firewall = f;
+        }
+        if let Some(base) = &self.base_dir {
+            for p in [&mut options.log_file, &mut options.pid_file]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
     }
 }

@@ -660,6 +660,41 @@ async fn reload_reopens_the_log_file_and_keeps_command_line_overrides() {
     );
 }
 
+/// logrotate moves the log away and sends SIGHUP while the config is broken: the reload fails
+/// (the running config stays) and the log is reopened all the same.
+#[tokio::test(start_paused = true)]
+async fn a_failed_reload_still_reopens_the_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let log_path = dir.path().join("knockd.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "[options]\n LogFile = {}\n[d]\n sequence = 1,5,3\n",
+            log_path.display()
+        ),
+    )
+    .expect("write");
+    let config = crate::config::load(&conf).expect("load").config;
+    let log = crate::knocklog::KnockLog::open(Some(&log_path), false).expect("log");
+    let mut e = Engine::new(
+        config,
+        conf.clone(),
+        FakeExec::default(),
+        Arc::new(RecordingFirewall::default()),
+        log,
+        Box::new(|_| {}),
+    );
+    e.log_line("before rotation");
+    std::fs::rename(&log_path, dir.path().join("knockd.log.1")).expect("rotate");
+    std::fs::write(&conf, "[d]\n sequence = 1,abc\n").expect("break the config");
+    assert!(e.reload().is_err());
+    e.log_line("after rotation");
+    let now = std::fs::read_to_string(&log_path).expect("reopened log");
+    assert!(now.contains("after rotation"), "{now}");
+    assert!(now.contains("reload failed"), "{now}");
+}
+
 fn slow_command_door() -> Config {
     let mut d = door("web", &[1000, 2000, 3000]);
     d.start_command = Some("open %IP%".into());
