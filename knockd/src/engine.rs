@@ -708,7 +708,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .ledger
             .list()
             .iter()
-            .filter(|g| g.close.kernel_expires())
+            .filter(|g| g.close.kernel_expires() && g.closing.is_none())
             .count();
         if kernel > 0 {
             let msg = format!(
