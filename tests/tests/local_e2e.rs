@@ -375,3 +375,43 @@ fn symlinked_log_and_pid_files_are_refused_not_followed() {
     drop(k);
     assert!(!Path::new(&planted).metadata().expect("stat").len() > 0);
 }
+
+/// A reload to 100,000 doors while a 3 s grant is open: the config is parsed off the engine
+/// task, so the grant still closes on time (with the quadratic duplicate check and the
+/// on-task parse of before, a 6 s grant stayed open about 20 s), and the reload succeeds.
+#[test]
+fn a_huge_reload_does_not_hold_a_grant_open() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = spawn_limited(&lab, SSH, 1024, &[]);
+    started(&k);
+    let (big, last) = big_config(100_000, 3, 2204);
+    k.rewrite_conf(&format!("{SSH}{big}"));
+    knockd::knock(&lab, &[SRV_V4, "2222", "1111", "3333"]);
+    let rule = native_rule(22, "ssh");
+    assert!(knockd::wait_rule(
+        &lab,
+        false,
+        &rule,
+        Duration::from_secs(5)
+    ));
+    let opened = Instant::now();
+    let t = Instant::now();
+    let out = knockctl(&k, &["reload"]);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        knockd::wait_no_rule(&lab, false, &rule, Duration::from_secs(10)),
+        "{}",
+        k.log()
+    );
+    let closed = opened.elapsed();
+    eprintln!("reload to 100,000 doors answered in {took:?}; 3 s grant closed after {closed:?}");
+    assert!(
+        closed < Duration::from_millis(4_500),
+        "a 3 s grant closed after {closed:?} during a 100,000-door reload"
+    );
+    knock_last(&lab, &k, &last, 2204);
+}
