@@ -176,21 +176,11 @@ pub trait Executor: Clone + Send + Sync + 'static {
 /// process group, killed with its children after [`crate::proc::COMMAND_TIME_LIMIT`];
 /// nftables changes go to the nftables worker thread (started on first use).
 #[derive(Debug, Clone, Default)]
-pub struct SystemExecutor {
-    nft: std::sync::Arc<std::sync::OnceLock<Result<crate::nft::transport::Handle, String>>>,
-}
+pub struct SystemExecutor;
 
 impl SystemExecutor {
-    fn nft(&self) -> Result<&crate::nft::transport::Handle, String> {
-        use crate::nft::transport::{Handle, Transport};
-        self.nft
-            .get_or_init(|| Handle::start(Transport::best()).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
     async fn run_nft(&self, action: Action) -> Outcome {
-        let handle = match self.nft() {
+        let handle = match crate::nft::transport::shared() {
             Ok(h) => h,
             Err(e) => return Outcome::SpawnError(e),
         };
@@ -377,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn system_executor_reports_exit_codes() {
-        let e = SystemExecutor::default();
+        let e = SystemExecutor;
         assert!(e.run(Action::Shell("true".into())).await.is_ok());
         assert_eq!(
             e.run(Action::Shell("echo oops >&2; exit 3".into())).await,

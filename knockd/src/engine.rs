@@ -95,6 +95,10 @@ pub struct Engine<E: Executor, L: LogSink> {
     exec: E,
     firewall: Arc<dyn Firewall>,
     fw_queue: Option<FirewallQueue>,
+    /// The backend of native doors with `Firewall = nftables` (chosen per grant by the config
+    /// in force, so a reload can switch backends).
+    nft_firewall: Arc<dyn Firewall>,
+    nft_queue: Option<FirewallQueue>,
     /// Commands running at once, for starts and for closes (closes never wait behind starts).
     pool: Arc<Semaphore>,
     close_pool: Arc<Semaphore>,
@@ -156,6 +160,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             exec,
             firewall,
             fw_queue: None,
+            nft_firewall: Arc::new(crate::firewall::nftables::NftFirewall),
+            nft_queue: None,
             pool: Arc::new(Semaphore::new(POOL_SIZE)),
             close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
             pooled: 0,
@@ -186,6 +192,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         };
         e.update_filter();
         e
+    }
+
+    /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
+    /// a `RecordingFirewall` in tests).
+    pub fn with_nft_firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
+        self.nft_firewall = fw;
+        self.nft_queue = None;
+        self
     }
 
     /// Command-line settings re-applied over the config file on every reload.
@@ -253,6 +267,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     fn fw(&mut self) -> FirewallQueue {
         let fw = &self.firewall;
         self.fw_queue
+            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
+            .clone()
+    }
+
+    fn nft_fw(&mut self) -> FirewallQueue {
+        let fw = &self.nft_firewall;
+        self.nft_queue
             .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
             .clone()
     }

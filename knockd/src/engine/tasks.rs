@@ -71,6 +71,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .collect();
                 self.submit_fw(None, &g.door, g.addr, TaskKind::Close, ops);
             }
+            Close::Nft { elems } => {
+                let ops = elems
+                    .iter()
+                    .map(|e| Op::Delete {
+                        rule: crate::nft::fw_rule(e, &g.door),
+                    })
+                    .collect();
+                let q = self.nft_fw();
+                self.submit_to(q, None, &g.door, g.addr, TaskKind::Close, ops);
+            }
             close => {
                 let actions = close.actions();
                 for a in &actions {
@@ -91,10 +101,24 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kind: TaskKind,
         ops: Vec<Op>,
     ) {
+        let q = self.fw();
+        self.submit_to(q, grant, door, addr, kind, ops);
+    }
+
+    /// Hand ops to `queue` (the iptables or the nftables one).
+    pub(super) fn submit_to(
+        &mut self,
+        queue: crate::firewall::FirewallQueue,
+        grant: Option<GrantId>,
+        door: &str,
+        addr: IpAddr,
+        kind: TaskKind,
+        ops: Vec<Op>,
+    ) {
         let done_tx = self.done_tx.clone();
         let door = door.to_string();
         self.inflight += 1;
-        self.fw().submit(
+        queue.submit(
             ops,
             Box::new(move |outcomes: Vec<OpOutcome>| {
                 let reinserted = kind == TaskKind::Ensure && outcomes.contains(&OpOutcome::Absent);
