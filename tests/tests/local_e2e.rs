@@ -377,8 +377,9 @@ fn symlinked_log_and_pid_files_are_refused_not_followed() {
 }
 
 /// A reload to 100,000 doors while a 3 s grant is open: the config is parsed off the engine
-/// task, so the grant still closes on time (with the quadratic duplicate check and the
-/// on-task parse of before, a 6 s grant stayed open about 20 s), and the reload succeeds.
+/// task, so the engine still closes the grant on time (with the quadratic duplicate check and
+/// the on-task parse of before, a 6 s grant stayed open about 20 s), the rule goes, and the
+/// reload succeeds with every door seen.
 #[test]
 fn a_huge_reload_does_not_hold_a_grant_open() {
     if !require_root() {
@@ -408,12 +409,38 @@ fn a_huge_reload_does_not_hold_a_grant_open() {
         k.log()
     );
     let closed = opened.elapsed();
-    eprintln!("reload to 100,000 doors answered in {took:?}; 3 s grant closed after {closed:?}");
-    // The engine still applies the parsed config on its task (matcher tables, door map): about
-    // a second in a debug build on a loaded machine, a tenth of it in release.
+    // When the engine decided to close it, from its own log (the rule's removal then goes
+    // through the firewall queue and iptables, which a loaded machine can slow down).
+    let log = k.log();
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(chrono_like_secs)
+            .unwrap_or_else(|| panic!("no '{needle}' in the log:\n{log}"))
+    };
+    let decided = at("ssh: command timeout") - at("ssh: OPEN SESAME");
+    eprintln!(
+        "reload to 100,000 doors answered in {took:?}; the engine closed the 3 s grant after \
+         {decided:.2} s, the rule was gone after {closed:?}"
+    );
     assert!(
-        closed < Duration::from_millis(5_000),
-        "a 3 s grant closed after {closed:?} during a 100,000-door reload"
+        decided < 3.8,
+        "the engine closed a 3 s grant after {decided:.2} s during a 100,000-door reload:\n{}",
+        log.lines()
+            .filter(|l| l.contains("ssh:") || l.contains("re-reading") || l.contains("reloaded"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     knock_last(&lab, &k, &last, 2204);
+}
+
+/// Seconds within the day of a tracing timestamp (`2026-11-25T17:48:05.505754Z`).
+fn chrono_like_secs(t: &str) -> Option<f64> {
+    let time = t.split_once('T')?.1.trim_end_matches('Z');
+    let mut it = time.split(':');
+    let h: f64 = it.next()?.parse().ok()?;
+    let m: f64 = it.next()?.parse().ok()?;
+    let s: f64 = it.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
