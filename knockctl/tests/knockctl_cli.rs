@@ -158,6 +158,8 @@ fn grant(door: &str, address: &str, expires_in_ms: Option<u64>) -> GrantInfo {
         closes: "native rule delete".into(),
         refreshes: 0,
         kernel_expires_in_ms: None,
+        closing: false,
+        close_error: None,
     }
 }
 
@@ -194,6 +196,37 @@ async fn status_shows_daemon_facts() {
         "attempts    2/1000\n",
         "grants      1\n",
         "counters    packets 99  stages 0  opens 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert_eq!(daemon.requests().await, vec![Request::Status]);
+}
+
+#[tokio::test]
+async fn metrics_prints_prometheus_text() {
+    let status = Status {
+        daemon_version: "0.1.0".into(),
+        grants: 2,
+        attempts: 5,
+        counters: Counters {
+            packets: 99,
+            opens: 1,
+            ..Counters::default()
+        },
+        firewall: "iptables".into(),
+        ..Status::default()
+    };
+    let daemon = FakeDaemon::start(Script::respond(vec![Response::Status { status }]));
+    let out = knockctl(&daemon.socket, &["metrics"]).await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    for line in [
+        "# TYPE knockd_packets_total counter\n",
+        "knockd_packets_total 99\n",
+        "knockd_opens_total 1\n",
+        "knockd_grants_open 2\n",
+        "knockd_attempts_tracked 5\n",
+        "knockd_up 1\n",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }

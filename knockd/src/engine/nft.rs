@@ -11,7 +11,7 @@ use crate::nft::script::{cleanup_script, TableSpec};
 use crate::nft::Elem;
 use knock_ipc as ipc;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// After a reload: with nftables, update the table in one transaction (the protected ports
@@ -19,7 +19,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// when the backend was switched away from nftables, remove the table.
     pub(super) fn sync_nft_table(&mut self, old: config::FirewallKind) {
         use config::FirewallKind::Nftables;
-        let now = Instant::now();
+        let now = super::now();
         let nft = self.config.options.firewall == Nftables;
         if !nft && old != Nftables {
             return;
@@ -82,7 +82,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Grants for kernel elements the state file does not know (state file lost or older than
     /// the kernel): each element is given to the first nftables door that opens its port.
     pub(super) fn adopt_kernel_elems(&mut self, orphans: Vec<KernelElem>) {
-        let now = Instant::now();
+        let now = super::now();
         let mut groups: Vec<(String, IpAddr, Vec<Elem>, Duration)> = Vec::new();
         for k in orphans {
             let Some(door) = self.config.doors.iter().find(|d| {
@@ -145,6 +145,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
     use std::sync::Arc;
+    use std::time::Instant;
 
     const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
     const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
@@ -342,6 +343,8 @@ mod tests {
                     elems: vec![elem("10.99.77.2", 22)],
                 },
                 refreshes: 0,
+                closing: false,
+                close_error: None,
             },
             SavedGrant {
                 door: "ssh".into(),
@@ -353,6 +356,8 @@ mod tests {
                     elems: vec![elem("10.99.77.3", 22)],
                 },
                 refreshes: 0,
+                closing: false,
+                close_error: None,
             },
         ];
         let kernel = vec![

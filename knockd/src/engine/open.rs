@@ -45,7 +45,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             return Some(g.id);
         }
         let id = g.id;
-        if let Some(old) = self.ledger.remove(id) {
+        if let Some(old) = self.ledger.begin_close(id) {
             let msg = format!(
                 "{src}: {door}: the door's action changed since this grant opened: closing its old rules before opening the new ones"
             );
