@@ -341,14 +341,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     fn update_filter(&mut self) {
-        let active: Vec<Door> = self
-            .config
-            .doors
-            .iter()
-            .filter(|d| !d.sequence.is_empty())
-            .cloned()
-            .collect();
-        let f = crate::filter::build(&active, &self.local);
+        // Exact for small configs, the union of knock ports for large ones (cheap to build).
+        // Doors without a sequence contribute nothing, so no filtered copy of 100,000 doors.
+        let f = crate::bpf::expression(&self.config.doors, &self.local);
         if f != self.filter {
             tracing::debug!(filter = %f, "new capture filter");
             self.filter = f.clone();
@@ -648,8 +643,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
         };
         let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
-        for w in &warnings {
+        // A config of 100,000 doors can have 200,000 warnings: log a bounded number (writing
+        // them all took seconds on this task, holding grants open past their deadline).
+        for w in warnings.iter().take(config::MAX_LOGGED_WARNINGS) {
             let msg = w.clone();
+            self.line(&msg);
+        }
+        if warnings.len() > config::MAX_LOGGED_WARNINGS {
+            let msg = format!(
+                "warning: {} more warning(s) not logged (knockd -t lists them all)",
+                warnings.len() - config::MAX_LOGGED_WARNINGS
+            );
             self.line(&msg);
         }
         let mut new = parsed.config;
