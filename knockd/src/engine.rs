@@ -9,7 +9,7 @@ use crate::capture::CaptureStats;
 use crate::config::{self, Command6, Config, Door, ShutdownPolicy};
 use crate::grants::{Close, Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
-use crate::matcher::{DoorRule, MatchEvent, Matcher, Settings};
+use crate::matcher::{DoorRule, MatchEvent, Matcher, Refusal, Settings};
 use crate::packet::Packet;
 use crate::state::{self, SavedGrant};
 use knock_ipc as ipc;
@@ -109,6 +109,10 @@ pub struct Engine<E: Executor, L: LogSink> {
     /// One-time sequences used but not yet recorded in their file (the rewrite failed): never
     /// accepted again, recorded at the next reload that can.
     used_otp: Vec<(PathBuf, Vec<config::Step>)>,
+    /// TOTP doors: the clock, each door's current step, and the next step boundary.
+    wall_clock: totp::WallClock,
+    totp_steps: Vec<Option<u64>>,
+    totp_next: Option<Instant>,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -155,9 +159,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             interfaces: Vec::new(),
             capture_stats: None,
             used_otp: Vec::new(),
+            wall_clock: totp::system_wall_clock,
+            totp_steps: Vec::new(),
+            totp_next: None,
         };
+        e.rotate_totp(tokio::time::Instant::now().into_std(), true);
         e.update_filter();
         e
+    }
+
+    /// Replace the wall clock of TOTP doors (tests).
+    pub fn set_wall_clock(&mut self, clock: totp::WallClock) {
+        self.wall_clock = clock;
+        self.rotate_totp(tokio::time::Instant::now().into_std(), true);
+        self.update_filter();
     }
 
     /// Command-line settings re-applied over the config file on every reload.
@@ -262,8 +277,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .config
             .doors
             .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                if d.totp.is_some() {
+                    let mut d = d.clone();
+                    d.sequence = self.totp_filter_steps(i);
+                    Some(d)
+                } else {
+                    (!d.sequence.is_empty()).then(|| d.clone())
+                }
+            })
             .filter(|d| !d.sequence.is_empty())
-            .cloned()
             .collect();
         let f = crate::filter::build(&active, &self.local);
         if f != self.filter {
@@ -345,10 +369,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        match (self.matcher.next_deadline(), self.ledger.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.matcher.next_deadline(),
+            self.ledger.next_deadline(),
+            self.totp_next,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn on_control(&mut self, c: Control) {
@@ -387,6 +415,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     pub fn on_timer(&mut self, now: Instant) {
+        if self.totp_next.is_some_and(|t| now >= t) && self.rotate_totp(now, false) {
+            self.update_filter();
+        }
         let mut events = std::mem::take(&mut self.events);
         self.matcher.expire(now, &mut events);
         for ev in events.drain(..) {
@@ -514,6 +545,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     stage: stage as u32,
                 });
             }
+            MatchEvent::Refused {
+                src,
+                door,
+                reason: Refusal::Replay,
+            } => {
+                self.stats.refused += 1;
+                let name = self.door_name(door);
+                let step = self.totp_step(door).unwrap_or_default();
+                let msg = format!(
+                    "{src}: {name}: sequence refused: {} (step {step})",
+                    Refusal::Replay.as_str()
+                );
+                self.line(&msg);
+            }
             MatchEvent::Refused { src, door, reason } => {
                 self.stats.refused += 1;
                 let name = self.door_name(door);
@@ -573,9 +618,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);
         self.matcher.reconfigure_with(rules, &keep, settings);
+        self.totp_steps.clear();
         let old_firewall = self.config.options.firewall;
         self.config = new;
         self.sync_nft_table(old_firewall);
+        self.rotate_totp(tokio::time::Instant::now().into_std(), true);
         self.update_filter();
         let msg = format!(
             "configuration reloaded: {} door(s)",
@@ -648,6 +695,7 @@ mod open;
 mod persist;
 mod requests;
 mod tasks;
+pub mod totp;
 
 #[cfg(test)]
 mod tests;

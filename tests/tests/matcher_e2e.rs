@@ -168,3 +168,97 @@ fn a_client_opens_through_a_spoofed_flood_of_first_knocks() {
         knockd.log()
     );
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// `knockd --new-totp` makes the secret, `TOTP_File` names it, `knock --totp` opens the door.
+/// The same packets from a second client address are refused (and logged), and after the
+/// window (steps of 5 s here) they open nothing.
+#[test]
+fn knock_totp_opens_and_replays_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let secret = lab.path("door.totp");
+    let out = std::process::Command::new(knock_e2e::bin("knockd"))
+        .arg("--new-totp")
+        .arg(&secret)
+        .output()
+        .expect("knockd --new-totp");
+    assert!(out.status.success(), "{out:?}");
+    // Refuses to overwrite.
+    let again = std::process::Command::new(knock_e2e::bin("knockd"))
+        .arg("--new-totp")
+        .arg(&secret)
+        .output()
+        .expect("knockd --new-totp");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{again:?}"
+    );
+    // Short steps so that the window passes within the test.
+    let text = std::fs::read_to_string(&secret).expect("read");
+    std::fs::write(&secret, text.replace("step = 30", "step = 5")).expect("write");
+    let spec = knock_ipc::totp::Spec::read(&secret).expect("spec");
+    let knockd = OurKnockd::start(
+        &lab,
+        &format!(
+            "[rot]\n TOTP_File = {}\n command = /bin/true\n tcpflags = syn\n[sync]\n sequence = 4444\n command = /bin/true\n",
+            secret.display()
+        ),
+    );
+    // Knock when a step has at least 2 s left, so the test knows which step was sent.
+    while unix_now() % 5 > 2 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let step = spec.step_at(unix_now());
+    let secret_arg = secret.to_str().expect("utf8");
+    let out = knock(&lab, &["--totp", secret_arg, SRV_V4]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        knockd.wait_count("10.99.77.2: rot: OPEN SESAME", 1, EFFECT_TIMEOUT),
+        "{}",
+        knockd.log()
+    );
+    let ports = spec.ports(step);
+    let replay = |src: &str| {
+        let mut k = Knocker::new(lab.cli_ns(), src.parse().expect("src"), srv()).expect("knocker");
+        k.knock(&ports).expect("replay");
+    };
+    replay("10.99.77.41");
+    sync(&lab, &knockd, 1);
+    let log = knockd.log();
+    assert!(
+        log.contains("10.99.77.41: rot: sequence refused: replay"),
+        "replay from a second address not refused:\n{log}"
+    );
+    assert!(!log.contains("10.99.77.41: rot: OPEN SESAME"), "{log}");
+    // After the window (the step, its successor as "previous", then gone).
+    while spec.step_at(unix_now()) < step + 2 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    replay("10.99.77.42");
+    replay("10.99.77.2");
+    sync(&lab, &knockd, 2);
+    let log = knockd.log();
+    assert!(!log.contains("10.99.77.42: rot: OPEN SESAME"), "{log}");
+    assert_eq!(
+        log.matches("10.99.77.2: rot: OPEN SESAME").count(),
+        1,
+        "{log}"
+    );
+    // The secret never reaches the log.
+    let b32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = "))
+        .expect("secret line");
+    assert!(!log.contains(b32));
+}

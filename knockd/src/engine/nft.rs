@@ -166,6 +166,8 @@ mod tests {
             }],
             open_chain: "INPUT".into(),
             sweep_guard: true,
+            totp_file: None,
+            totp: None,
         };
         let mut c = Config {
             doors: vec![door],
