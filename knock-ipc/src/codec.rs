@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Largest frame either side accepts (1 MiB: thousands of grants).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -54,6 +54,71 @@ pub fn frame_codec() -> LengthDelimitedCodec {
         .big_endian()
         .max_frame_length(MAX_FRAME)
         .new_codec()
+}
+
+/// Largest client → daemon message the daemon accepts. Requests are a few dozen bytes; a
+/// small limit bounds what a connection can make the daemon buffer (the frame decoder
+/// reserves a frame's announced length as soon as it has read the header).
+pub const MAX_REQUEST_FRAME: usize = 16 << 10;
+
+/// The reading half of a connection, with its own frame limit.
+pub struct Reader<R> {
+    framed: FramedRead<R, LengthDelimitedCodec>,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Frames longer than `max_frame` are refused before their body is read.
+    pub fn new(read: R, max_frame: usize) -> Self {
+        let mut codec = frame_codec();
+        codec.set_max_frame_length(max_frame.min(MAX_FRAME));
+        Reader {
+            framed: FramedRead::new(read, codec),
+        }
+    }
+
+    /// Next message (cancel-safe: a partial frame stays buffered); `Closed` at a clean end.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, CodecError> {
+        match self.framed.next().await {
+            Some(Ok(frame)) => decode(&frame),
+            Some(Err(e)) => Err(CodecError::Io(e)),
+            None => Err(CodecError::Closed),
+        }
+    }
+
+    /// Bytes of a frame received but not complete yet (0 between frames).
+    pub fn buffered(&self) -> usize {
+        self.framed.read_buffer().len()
+    }
+}
+
+/// The writing half of a connection.
+pub struct Writer<W> {
+    framed: FramedWrite<W, LengthDelimitedCodec>,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    pub fn new(write: W) -> Self {
+        Writer {
+            framed: FramedWrite::new(write, frame_codec()),
+        }
+    }
+
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
+        let bytes = encode(msg)?;
+        self.framed.send(Bytes::from(bytes)).await?;
+        Ok(())
+    }
+}
+
+/// One whole frame carrying `msg` (length header included), for a best-effort
+/// non-blocking write.
+pub fn frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    let body = encode(msg)?;
+    let len = u32::try_from(body.len()).map_err(|_| CodecError::TooLarge(body.len()))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 /// A framed, typed connection.
@@ -189,6 +254,37 @@ mod tests {
             matches!(err, CodecError::Io(ref e) if e.kind() == std::io::ErrorKind::InvalidData),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn reader_refuses_a_frame_over_its_limit_and_reports_partial_frames() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut rd = Reader::new(a, MAX_REQUEST_FRAME);
+        b.write_all(&((MAX_REQUEST_FRAME + 1) as u32).to_be_bytes())
+            .await
+            .expect("write");
+        assert!(rd.recv::<ClientMsg>().await.is_err());
+
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut rd = Reader::new(a, MAX_REQUEST_FRAME);
+        let whole = frame(&ClientMsg::Request {
+            request: Request::Status,
+        })
+        .expect("frame");
+        b.write_all(&whole[..3]).await.expect("write");
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rd.recv::<ClientMsg>())
+                .await;
+        assert!(pending.is_err(), "a partial frame is not a message");
+        assert_eq!(rd.buffered(), 3);
+        b.write_all(&whole[3..]).await.expect("write");
+        assert_eq!(
+            rd.recv::<ClientMsg>().await.expect("recv"),
+            ClientMsg::Request {
+                request: Request::Status
+            }
+        );
+        assert_eq!(rd.buffered(), 0);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,8 @@ pub enum ServerMsg {
     },
 }
 
+// One Response per request, moved once: the size of the Status variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Status { status: Status },
@@ -77,6 +79,10 @@ pub struct Counters {
     pub scanners: u64,
     /// First knocks refused (scanner penalty, network share, table full of advanced attempts).
     pub refused: u64,
+    /// Opens refused because the command pool's queue was full.
+    pub refused_pool_full: u64,
+    /// Opens refused because MaxGrants grants were open.
+    pub refused_max_grants: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -4,88 +4,16 @@
 //! `-D` inverse of a single iptables command). The effect sits behind [`Executor`], with a
 //! real implementation that spawns processes and never blocks the engine.
 
-use crate::config::Proto;
+use crate::proc::Exit;
 use std::future::Future;
 use std::net::IpAddr;
-use std::process::Stdio;
 
 /// Replace `%IP%` (case-sensitive, like knockd) with the canonical address text.
 pub fn expand(cmd: &str, ip: IpAddr) -> String {
     cmd.replace("%IP%", &ip.to_string())
 }
 
-/// One rule of a native door: `iptables -I CHAIN -s IP -p PROTO --dport PORT -j ACCEPT`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct FwRule {
-    pub chain: String,
-    pub src: IpAddr,
-    pub proto: Proto,
-    pub port: u16,
-    /// Door name, recorded in an iptables comment so admins can see who added the rule.
-    pub door: String,
-}
-
-impl FwRule {
-    pub fn program(&self) -> &'static str {
-        if self.src.is_ipv6() {
-            "ip6tables"
-        } else {
-            "iptables"
-        }
-    }
-
-    /// The comment tag: `knockd:<door>`, with characters iptables or shells dislike replaced.
-    pub fn comment(&self) -> String {
-        let name: String = self
-            .door
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "_.:-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(200)
-            .collect();
-        format!("knockd:{name}")
-    }
-
-    fn argv(&self, op: &str) -> Vec<String> {
-        let prefix = if self.src.is_ipv6() { 128 } else { 32 };
-        vec![
-            self.program().to_string(),
-            "-w".to_string(),
-            op.to_string(),
-            self.chain.clone(),
-            "-s".to_string(),
-            format!("{}/{prefix}", self.src),
-            "-p".to_string(),
-            self.proto.to_string(),
-            "-m".to_string(),
-            self.proto.to_string(),
-            "--dport".to_string(),
-            self.port.to_string(),
-            "-m".to_string(),
-            "comment".to_string(),
-            "--comment".to_string(),
-            self.comment(),
-            "-j".to_string(),
-            "ACCEPT".to_string(),
-        ]
-    }
-
-    /// Insert at the top of the chain (`-I`, like knockd's documented example).
-    pub fn insert(&self) -> Vec<String> {
-        self.argv("-I")
-    }
-    pub fn delete(&self) -> Vec<String> {
-        self.argv("-D")
-    }
-    pub fn check(&self) -> Vec<String> {
-        self.argv("-C")
-    }
-}
+pub use crate::firewall::FwRule;
 
 /// The inverse of a start command that is a single `iptables`/`ip6tables` `-A`/`-I` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +155,10 @@ pub enum Outcome {
     },
     /// Could not be started at all.
     SpawnError(String),
+    /// Still running at its time limit: killed.
+    TimedOut(std::time::Duration),
+    /// A native door's firewall op failed (the backend's message).
+    Firewall(String),
 }
 
 impl Outcome {
@@ -240,8 +172,9 @@ pub trait Executor: Clone + Send + Sync + 'static {
     fn run(&self, action: Action) -> impl Future<Output = Outcome> + Send;
 }
 
-/// Spawns real processes (tokio::process), capturing stderr for the log; nftables changes go
-/// to the nftables worker thread (started on first use).
+/// Spawns real processes (no shell for `Exec`, `/bin/sh -c` for `Shell`), each in its own
+/// process group, killed with its children after [`crate::proc::COMMAND_TIME_LIMIT`];
+/// nftables changes go to the nftables worker thread (started on first use).
 #[derive(Debug, Clone, Default)]
 pub struct SystemExecutor {
     nft: std::sync::Arc<std::sync::OnceLock<Result<crate::nft::transport::Handle, String>>>,
@@ -278,35 +211,16 @@ impl SystemExecutor {
 
 impl Executor for SystemExecutor {
     async fn run(&self, action: Action) -> Outcome {
-        let mut cmd = match &action {
+        let argv = match &action {
             Action::Nft(_) | Action::NftScript(_) => return self.run_nft(action).await,
-            Action::Shell(s) => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(s);
-                c
-            }
-            Action::Exec(argv) => {
-                let Some((program, args)) = argv.split_first() else {
-                    return Outcome::SpawnError("empty command".to_string());
-                };
-                let mut c = tokio::process::Command::new(program);
-                c.args(args);
-                c
-            }
+            Action::Shell(s) => vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()],
+            Action::Exec(argv) => argv.clone(),
         };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        match cmd.output().await {
-            Ok(out) if out.status.success() => Outcome::Ok,
-            Ok(out) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Outcome::Failed {
-                    code: out.status.code(),
-                    stderr: stderr.trim().chars().take(500).collect(),
-                }
-            }
-            Err(e) => Outcome::SpawnError(format!("{action}: {e}")),
+        match crate::proc::run(&argv, None, crate::proc::COMMAND_TIME_LIMIT).await {
+            Exit::Status { code: Some(0), .. } => Outcome::Ok,
+            Exit::Status { code, stderr } => Outcome::Failed { code, stderr },
+            Exit::TimedOut(d) => Outcome::TimedOut(d),
+            Exit::SpawnError(e) => Outcome::SpawnError(e),
         }
     }
 }
@@ -317,6 +231,8 @@ impl Executor for SystemExecutor {
 pub struct RecordingExecutor {
     ran: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     fail: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hold: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    released: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl RecordingExecutor {
@@ -330,6 +246,25 @@ impl RecordingExecutor {
             f.push(s.to_string());
         }
     }
+    /// Stop failing.
+    pub fn heal(&self) {
+        if let Ok(mut f) = self.fail.lock() {
+            f.clear();
+        }
+    }
+    /// Actions containing `s` hang (after being recorded) until [`Self::release`].
+    pub fn hold_on(&self, s: &str) {
+        if let Ok(mut h) = self.hold.lock() {
+            h.push(s.to_string());
+        }
+    }
+    /// Let held actions finish, and stop holding.
+    pub fn release(&self) {
+        if let Ok(mut h) = self.hold.lock() {
+            h.clear();
+        }
+        self.released.notify_waiters();
+    }
 }
 
 impl Executor for RecordingExecutor {
@@ -340,8 +275,21 @@ impl Executor for RecordingExecutor {
             .lock()
             .map(|f| f.iter().any(|x| s.contains(x)))
             .unwrap_or(false);
+        let held = |s: &str| {
+            self.hold
+                .lock()
+                .map(|h| h.iter().any(|x| s.contains(x)))
+                .unwrap_or(false)
+        };
+        let wait = self.released.notified();
+        tokio::pin!(wait);
+        wait.as_mut().enable();
+        let hold = held(&s);
         if let Ok(mut r) = self.ran.lock() {
             r.push(s);
+        }
+        if hold {
+            wait.await;
         }
         if fails {
             Outcome::Failed {
@@ -425,29 +373,6 @@ mod tests {
             let got = derive_inverse(cmd).map(|d| d.delete.join(" "));
             assert_eq!(got.as_deref(), *want, "{cmd}");
         }
-    }
-
-    #[test]
-    fn native_rule_argv() {
-        let r = FwRule {
-            chain: "INPUT".into(),
-            src: V4,
-            proto: Proto::Tcp,
-            port: 22,
-            door: "open SSH".into(),
-        };
-        assert_eq!(
-            r.insert().join(" "),
-            "iptables -w -I INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment knockd:open_SSH -j ACCEPT"
-        );
-        assert_eq!(r.delete()[2], "-D");
-        assert_eq!(r.check()[2], "-C");
-        let r6 = FwRule {
-            src: "fd99:77::2".parse().expect("ip"),
-            ..r
-        };
-        assert_eq!(r6.insert()[0], "ip6tables");
-        assert_eq!(r6.insert()[5], "fd99:77::2/128");
     }
 
     #[tokio::test]

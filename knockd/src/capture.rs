@@ -2,26 +2,40 @@
 //! channel to the engine. Filter updates arrive on a std channel and are applied between
 //! reads. Nothing here waits on the engine's commands.
 //!
-//! Packets are handed over in batches: libpcap fills ring blocks that the kernel releases when
-//! full or after [`BLOCK_TIMEOUT_MS`]; the thread drains everything available without blocking
-//! and sends it as one message. Under a flood that is one wake-up of the engine per block, not
-//! per packet (a per-packet hand-off spent most of the daemon's CPU in context switches);
-//! when quiet it adds at most the block timeout to a knock's latency.
+//! Packets are handed over in batches: the thread drains everything the kernel ring holds
+//! without blocking and sends it as one message (at most [`MAX_BATCH`]). Under a flood that is
+//! one wake-up of the engine per batch, not per packet (a per-packet hand-off spent most of the
+//! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
+//! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
+//! over as soon as it arrives, with no batching delay.
 
-use crate::engine::CaptureMsg;
-use crate::packet::{decode, LinkType};
+use crate::packet::{decode, LinkType, Packet};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
-/// How long the kernel may hold packets before handing a ring block over.
-pub const BLOCK_TIMEOUT_MS: i32 = 2;
 /// Largest batch sent to the engine at once.
 pub const MAX_BATCH: usize = 1024;
+/// Batches queued for the engine at most: the queue holds at most
+/// `QUEUE_BATCHES * MAX_BATCH` packets. When it is full the capture thread waits, the kernel
+/// ring fills and the kernel drops (counted in `knockctl status`), instead of seconds of queue.
+pub const QUEUE_BATCHES: usize = 16;
+
+/// From the capture thread to the engine.
+#[derive(Debug)]
+pub enum CaptureMsg {
+    /// Packets read together (at most [`MAX_BATCH`]), all received by `Instant`.
+    Batch(Vec<Packet>, Instant),
+    /// Capture failed (interface gone...). The engine shuts down with this error.
+    Error(String),
+}
+
+/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
 /// How long a read waits before checking for filter updates and shutdown.
 const POLL_MS: u16 = 200;
 
@@ -40,10 +54,88 @@ pub enum CaptureError {
     LinkType { iface: String, dlt: i32 },
 }
 
+/// What the capture thread last did with a filter: generation `n` (the n-th filter sent) was
+/// installed, with a note when it is coarser than exact, or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterStatus {
+    pub generation: u64,
+    pub result: Result<Option<String>, String>,
+}
+
+/// Filters for the capture thread, each with its generation; sending wakes the thread at once
+/// (it would otherwise notice only after its poll timeout).
+pub struct FilterSender {
+    tx: std::sync::mpsc::Sender<(u64, String)>,
+    wake: UnixStream,
+    sent: Arc<AtomicU64>,
+}
+
+impl FilterSender {
+    /// Queue `expr`; returns its generation.
+    pub fn send(&self, expr: String) -> u64 {
+        let g = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self.tx.send((g, expr));
+        let _ = (&self.wake).write(&[1]);
+        g
+    }
+
+    /// The generation counter (the last filter sent), to wait for its installation.
+    pub fn sent_counter(&self) -> Arc<AtomicU64> {
+        self.sent.clone()
+    }
+}
+
+/// The capture side of a [`FilterSender`].
+pub struct FilterReceiver {
+    rx: std::sync::mpsc::Receiver<(u64, String)>,
+    wake: UnixStream,
+    status: tokio::sync::watch::Sender<FilterStatus>,
+}
+
+impl FilterReceiver {
+    /// The newest filter sent since the last call, if any (older ones are superseded).
+    fn latest(&self) -> Option<(u64, String)> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.rx.try_iter().last()
+    }
+}
+
+/// A filter channel: the sender (engine side), the receiver (capture thread), and a watch of
+/// what the capture thread installed.
+pub fn filter_channel() -> std::io::Result<(
+    FilterSender,
+    FilterReceiver,
+    tokio::sync::watch::Receiver<FilterStatus>,
+)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (a, b) = UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    let (status, watch) = tokio::sync::watch::channel(FilterStatus {
+        generation: 0,
+        result: Ok(None),
+    });
+    Ok((
+        FilterSender {
+            tx,
+            wake: a,
+            sent: Arc::new(AtomicU64::new(0)),
+        },
+        FilterReceiver {
+            rx,
+            wake: b,
+            status,
+        },
+        watch,
+    ))
+}
+
 pub struct Capture {
     iface: String,
     cap: pcap::Capture<pcap::Active>,
     link: LinkType,
+    dlt: i32,
     only_ipv4: bool,
 }
 
@@ -58,7 +150,7 @@ impl Capture {
             .map_err(err)?
             .snaplen(256)
             .buffer_size(8 << 20)
-            .timeout(BLOCK_TIMEOUT_MS)
+            .immediate_mode(true)
             .open()
             .map_err(err)?
             .setnonblock()
@@ -72,35 +164,71 @@ impl Capture {
             iface: iface.to_string(),
             cap,
             link,
+            dlt,
             only_ipv4,
         })
     }
 
-    /// Run on a new thread until the engine's receiver is dropped or capture fails.
+    /// The link type, as a DLT for compiling filters (`knockd -t`, reload checks).
+    pub fn linktype(&self) -> pcap::Linktype {
+        pcap::Linktype(self.dlt)
+    }
+
+    /// Run on a new thread until the engine's receiver is dropped or capture fails. The thread
+    /// has a large stack: libpcap's filter compiler recurses per term.
     pub fn spawn(
         self,
-        filters: std::sync::mpsc::Receiver<String>,
+        filters: FilterReceiver,
         tx: mpsc::Sender<CaptureMsg>,
         stats: Arc<CaptureStats>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("capture".into())
+            .stack_size(crate::bpf::COMPILE_STACK)
             .spawn(move || self.run(filters, tx, stats))
+    }
+
+    /// Fit and install filter generation `g`; report what happened on the status watch.
+    fn install(&mut self, g: u64, expr: &str, status: &tokio::sync::watch::Sender<FilterStatus>) {
+        let result = match crate::bpf::fit_expr(expr, 0, pcap::Linktype(self.dlt)) {
+            Ok(fitted) => match self.cap.filter(&fitted.expr, true) {
+                Ok(()) => {
+                    if let Some(n) = fitted.note() {
+                        tracing::warn!("{n}");
+                    }
+                    Ok(fitted.note())
+                }
+                Err(e) => Err(format!("cannot install capture filter: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let result = result.or_else(|e| {
+            // Never stay blind or on a stale filter: capture every TCP/UDP packet instead.
+            tracing::error!("{e}; capturing every TCP and UDP packet instead");
+            match self.cap.filter(crate::bpf::ANY_KNOCK, true) {
+                Ok(()) => Ok(Some(format!(
+                    "warning: {e}; capturing every TCP and UDP packet instead"
+                ))),
+                Err(e2) => Err(format!("{e}; the fallback filter failed too: {e2}")),
+            }
+        });
+        status.send_replace(FilterStatus {
+            generation: g,
+            result,
+        });
     }
 
     fn run(
         mut self,
-        filters: std::sync::mpsc::Receiver<String>,
+        filters: FilterReceiver,
         tx: mpsc::Sender<CaptureMsg>,
         stats: Arc<CaptureStats>,
     ) {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
         loop {
-            while let Ok(f) = filters.try_recv() {
-                if let Err(e) = self.cap.filter(&f, true) {
-                    tracing::error!(filter = %f, "cannot install capture filter: {e}");
-                }
+            if let Some((g, f)) = filters.latest() {
+                self.install(g, &f, &filters.status);
             }
             // Drain what is there without blocking.
             loop {
@@ -124,7 +252,11 @@ impl Capture {
             }
             if batch.is_empty() {
                 // Nothing ready: sleep until the kernel hands over a block (or a while passes).
-                let mut fds = [PollFd::new(self.cap.as_fd(), PollFlags::POLLIN)];
+                // The wake-up socket: a new filter is read at the top of the loop.
+                let mut fds = [
+                    PollFd::new(self.cap.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(filters.wake.as_fd(), PollFlags::POLLIN),
+                ];
                 if let Err(e) = poll(&mut fds, PollTimeout::from(POLL_MS)) {
                     if e != nix::errno::Errno::EINTR {
                         let _ = tx
@@ -132,9 +264,10 @@ impl Capture {
                         return;
                     }
                 }
-                if fds[0].revents().is_some_and(|r| {
+                let failed = fds[0].revents().is_some_and(|r| {
                     r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
-                }) {
+                });
+                if failed {
                     // The next read reports the reason (e.g. the interface disappeared).
                     if let Err(e) = self.cap.next_packet() {
                         if !matches!(e, pcap::Error::TimeoutExpired) {

@@ -7,6 +7,7 @@ use crate::cli::{Args, DEFAULT_PIDFILE};
 use crate::config::{self, Parsed, DEFAULT_SOCKET, DEFAULT_STATE_FILE};
 use crate::control::ControlSocket;
 use crate::engine::{Control, Engine};
+use crate::firewall::iptables::IptablesRestore;
 use crate::knocklog::KnockLog;
 use crate::state::SavedGrant;
 use anyhow::{bail, Context};
@@ -53,10 +54,28 @@ pub fn new_totp(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `knockd -t`: print problems and warnings; Ok(()) when the config is valid.
-pub fn check_config(path: &Path, firewall: Option<config::FirewallKind>) -> anyhow::Result<()> {
+/// `knockd -t`: print problems and warnings; Ok(()) when the config is valid. The capture
+/// filter is compiled as it will run (the interface's addresses, Ethernet framing) and a
+/// fallback to a coarser filter is reported.
+pub fn check_config(
+    path: &Path,
+    interface: Option<&str>,
+    firewall: Option<config::FirewallKind>,
+) -> anyhow::Result<()> {
     let mut parsed = load_config(path)?;
-    for w in &parsed.warnings {
+    let mut warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    let iface = interface
+        .map(str::to_string)
+        .or_else(|| parsed.config.options.interface.clone())
+        .or_else(default_route_interface);
+    let local = iface
+        .as_deref()
+        .map(|i| local_addrs(i, false))
+        .unwrap_or_default();
+    if let Some(note) = check_filter(&parsed.config, &local, pcap::Linktype::ETHERNET)? {
+        warnings.push(note);
+    }
+    for w in &warnings {
         println!("{w}");
     }
     if let Some(f) = firewall {
@@ -69,9 +88,27 @@ pub fn check_config(path: &Path, firewall: Option<config::FirewallKind>) -> anyh
         "{}: OK, {} door(s), {} warning(s)",
         path.display(),
         parsed.config.doors.len(),
-        parsed.warnings.len()
+        warnings.len()
     );
     Ok(())
+}
+
+/// Compile the capture filter for `config` exactly as the capture will run it. Err when no
+/// filter at all can be built (the config is refused); Ok(Some(note)) when a coarser filter
+/// than the exact one will be used.
+pub fn check_filter(
+    config: &config::Config,
+    local: &[std::net::IpAddr],
+    link: pcap::Linktype,
+) -> anyhow::Result<Option<String>> {
+    let active: Vec<config::model::Door> = config
+        .doors
+        .iter()
+        .filter(|d| !d.sequence.is_empty())
+        .cloned()
+        .collect();
+    let fitted = crate::bpf::fit(&active, local, link)?;
+    Ok(fitted.note())
 }
 
 /// Native nftables base chains on the input hook that would drop what knockd opens, and the
@@ -162,23 +199,29 @@ pub fn check_privileges() -> anyhow::Result<()> {
 struct PidFile(PathBuf);
 
 impl PidFile {
+    /// Write our pid, never through a symlink or into someone else's file (see
+    /// [`crate::safefile`]); refuse when the pid in an existing file is a running knockd.
     fn create(path: &Path) -> anyhow::Result<PidFile> {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if pid != std::process::id() && comm.trim() == "knockd" {
-                    bail!(
-                        "knockd is already running (pid {pid}, pidfile {}); stop it first",
-                        path.display()
-                    );
-                }
-            }
-        }
+        use std::io::{Read, Seek, Write};
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).ok();
         }
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("could not create pid file {}", path.display()))?;
+        let mut f = crate::safefile::open_write("PidFile", path, false, 0o644)?;
+        let mut text = String::new();
+        let _ = f.read_to_string(&mut text);
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid != std::process::id() && comm.trim() == "knockd" {
+                bail!(
+                    "knockd is already running (pid {pid}, pidfile {}); stop it first",
+                    path.display()
+                );
+            }
+        }
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .with_context(|| format!("could not write pid file {}", path.display()))?;
         Ok(PidFile(path.to_path_buf()))
     }
 }
@@ -191,6 +234,8 @@ impl Drop for PidFile {
 
 /// Everything before the async part; then the runtime. Returns when the daemon stops.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
+    // Control connections are capped below this, keeping a reserve (see fdlimit).
+    let nofile = crate::fdlimit::raise_nofile();
     // Reloads re-read this path, and -d changes the working directory to /.
     if let Ok(abs) = std::path::absolute(&args.config) {
         args.config = abs;
@@ -207,6 +252,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         pid_file: args.pidfile.clone(),
         socket: args.socket.clone(),
         state_file: args.state_file.clone(),
+        base_dir: std::env::current_dir().ok(),
         firewall: args.firewall,
     };
     overrides.apply(&mut config.options);
@@ -219,6 +265,13 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     check_privileges()?;
     let capture = Capture::open(&iface, args.only_ipv4)?;
+    if let Some(note) = check_filter(
+        &config,
+        &local_addrs(&iface, args.only_ipv4),
+        capture.linktype(),
+    )? {
+        tracing::warn!("{note}");
+    }
     let log = KnockLog::open(
         config.options.log_file.as_deref(),
         config.options.use_syslog,
@@ -248,7 +301,16 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         .socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-    let socket = ControlSocket::bind(&socket_path)?;
+    let extra = crate::control::ROOT_RESERVE + 16;
+    let max_clients = config
+        .options
+        .max_clients
+        .unwrap_or(crate::control::DEFAULT_MAX_CLIENTS);
+    let (max_clients, warning) = crate::fdlimit::clients_cap(max_clients, nofile, extra);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    let socket = ControlSocket::bind(&socket_path, max_clients)?;
     if args.daemon {
         if config.options.log_file.is_none() && !config.options.use_syslog {
             tracing::warn!("running with -d but neither LogFile nor UseSyslog is set: events will not be logged anywhere");
@@ -298,9 +360,14 @@ struct Parts {
 }
 
 async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
-    let (pkt_tx, pkt_rx) = mpsc::channel(8192);
+    let (pkt_tx, pkt_rx) = mpsc::channel(crate::capture::QUEUE_BATCHES);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
-    let (filter_tx, filter_rx) = std::sync::mpsc::channel::<String>();
+    let (filter_tx, filter_rx, filter_status) =
+        crate::capture::filter_channel().context("cannot create the filter channel")?;
+    let filter_probe = crate::control::FilterProbe {
+        sent: filter_tx.sent_counter(),
+        status: filter_status,
+    };
     let stats = Arc::new(CaptureStats::default());
 
     let iface = p.iface;
@@ -308,9 +375,10 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
         p.config,
         args.config.clone(),
         SystemExecutor::default(),
+        Arc::new(IptablesRestore::default()),
         p.log,
         Box::new(move |f| {
-            let _ = filter_tx.send(f);
+            filter_tx.send(f);
         }),
     )
     .with_overrides(p.overrides)
@@ -323,9 +391,14 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     engine.restore_with_kernel(p.saved, p.kernel).await;
     let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
-    let shutdown = crate::signals::install(ctl_tx.clone())?;
+    let shutdown = crate::signals::install(ctl_tx.clone(), args.config.clone())?;
     tracing::info!("control socket {}", p.socket.path().display());
-    tokio::spawn(p.socket.serve(ctl_tx.clone(), engine.events()));
+    tokio::spawn(p.socket.serve(
+        ctl_tx.clone(),
+        engine.events(),
+        filter_probe,
+        args.config.clone(),
+    ));
     engine.log_line(&format!("starting up, listening on {iface}"));
     for line in &p.advice {
         tracing::warn!("{line}");

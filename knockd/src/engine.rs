@@ -4,33 +4,23 @@
 //! timers; outputs are log lines, firewall actions (spawned, never awaited inline) and filter
 //! updates for the capture thread. Capture is therefore never blocked by a command.
 
-use crate::action::{self, Action, Executor, FwRule, Outcome};
-use crate::capture::CaptureStats;
-use crate::config::{self, Command6, Config, Door, ShutdownPolicy};
-use crate::grants::{Close, Grant, GrantId, Ledger};
+use crate::action::{Executor, Outcome};
+use crate::capture::{CaptureMsg, CaptureStats};
+use crate::config::{self, Config, Door, ShutdownPolicy};
+use crate::firewall::{Firewall, FirewallQueue};
+use crate::grants::{Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
 use crate::matcher::{DoorRule, MatchEvent, Matcher, Refusal, Settings};
 use crate::packet::Packet;
-use crate::state::{self, SavedGrant};
+use crate::state;
 use knock_ipc as ipc;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-
-/// From the capture thread.
-#[derive(Debug)]
-pub enum CaptureMsg {
-    Packet(Packet, Instant),
-    /// Packets read together (one ring block), all received by `Instant`.
-    Batch(Vec<Packet>, Instant),
-    /// Capture failed (interface gone...). The engine shuts down with this error.
-    Error(String),
-}
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 
 /// Result of a reload: warnings on success, every problem on failure.
 pub type ReloadResult = Result<Vec<String>, Vec<String>>;
@@ -42,7 +32,19 @@ pub enum Control {
     LocalAddrs(Vec<IpAddr>),
     /// A control-socket request (everything but Subscribe, which the socket server handles).
     Request(ipc::Request, oneshot::Sender<ipc::Response>),
+    /// A reload whose config file was already read and parsed off the engine task (a large
+    /// config takes a while to parse; the engine only applies it).
+    ReloadLoaded(Box<config::Loaded>, Option<oneshot::Sender<ReloadResult>>),
 }
+
+/// Commands (door commands, derived checks) running at once.
+pub const POOL_SIZE: usize = 4;
+/// Close commands running at once, besides the pool: a flood of starts never delays a close.
+pub const CLOSE_POOL_SIZE: usize = 2;
+/// Command tasks admitted at once (running or waiting for the pool); more are refused.
+pub const POOL_QUEUE: usize = 64;
+/// A re-knock checks an open grant's rules at most this often.
+pub const REFRESH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Capacity of the live event channel; a subscriber further behind skips ahead (`Lagged`).
 pub const EVENT_BUFFER: usize = 4096;
@@ -62,12 +64,17 @@ enum TaskKind {
     Free,
 }
 
+/// Actions on one (door, source) run in order, across grant ids.
+type Key = (String, IpAddr);
+
 #[derive(Debug)]
 struct Done {
     grant: Option<GrantId>,
     door: String,
     addr: IpAddr,
     kind: TaskKind,
+    /// Ran through the command pool (counted against its queue), not the firewall queue.
+    pooled: bool,
     /// For Ensure: whether the rule had to be re-inserted.
     reinserted: bool,
     outcome: Outcome,
@@ -86,6 +93,15 @@ pub struct Engine<E: Executor, L: LogSink> {
     matcher: Matcher,
     ledger: Ledger,
     exec: E,
+    firewall: Arc<dyn Firewall>,
+    fw_queue: Option<FirewallQueue>,
+    /// Commands running at once, for starts and for closes (closes never wait behind starts).
+    pool: Arc<Semaphore>,
+    close_pool: Arc<Semaphore>,
+    /// Command tasks admitted and not finished (starts, checks, free commands).
+    pooled: usize,
+    refusals_logged: u64,
+    last_refusal_log: Option<Instant>,
     log: L,
     set_filter: Box<dyn FnMut(String) + Send>,
     filter: String,
@@ -93,7 +109,8 @@ pub struct Engine<E: Executor, L: LogSink> {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     inflight: usize,
-    chains: HashMap<GrantId, watch::Receiver<bool>>,
+    chains: HashMap<Key, watch::Receiver<bool>>,
+    chains_gc_at: usize,
     stats: Stats,
     events: Vec<MatchEvent>,
     evictions_logged: u64,
@@ -120,11 +137,14 @@ fn rules_of(door: &Door) -> Vec<DoorRule> {
 }
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
-    /// `set_filter` receives every new BPF expression (at start, on reload, on address change).
+    /// `firewall` applies native doors' rules (`IptablesRestore` in the daemon, a
+    /// `RecordingFirewall` in tests); `exec` runs door commands. `set_filter` receives every
+    /// new BPF expression (at start, on reload, on address change).
     pub fn new(
         config: Config,
         config_path: PathBuf,
         exec: E,
+        firewall: Arc<dyn Firewall>,
         log: L,
         set_filter: Box<dyn FnMut(String) + Send>,
     ) -> Self {
@@ -138,6 +158,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             matcher,
             ledger: Ledger::default(),
             exec,
+            firewall,
+            fw_queue: None,
+            pool: Arc::new(Semaphore::new(POOL_SIZE)),
+            close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
+            pooled: 0,
+            refusals_logged: 0,
+            last_refusal_log: None,
             log,
             set_filter,
             filter: String::new(),
@@ -146,6 +173,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             done_rx,
             inflight: 0,
             chains: HashMap::new(),
+            chains_gc_at: 64,
             stats: Stats::default(),
             events: Vec::new(),
             evictions_logged: 0,
@@ -236,6 +264,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
+    /// The firewall queue (started on first use, on the engine's runtime).
+    fn fw(&mut self) -> FirewallQueue {
+        let fw = &self.firewall;
+        self.fw_queue
+            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
+            .clone()
+    }
+
+    /// `MaxGrants`: open grants at most.
+    pub fn max_grants(&self) -> usize {
+        self.config.max_grants()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -314,8 +355,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .map(tokio::time::Instant::from_std)
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
             );
+            // Not biased: packets, timers, completions and control requests all get their
+            // turn, whatever the packet rate (a batch is at most capture::MAX_BATCH packets).
             tokio::select! {
-                biased;
                 () = &mut shutdown => break,
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.done_rx.recv() => self.on_done(d),
@@ -323,28 +365,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     Some(CaptureMsg::Batch(batch, at)) => {
                         for p in &batch {
                             self.on_packet(p, at);
-                        }
-                    }
-                    Some(CaptureMsg::Packet(p, at)) => {
-                        self.on_packet(&p, at);
-                        // Drain what is already queued before looking at timers again.
-                        for _ in 0..256 {
-                            match packets.try_recv() {
-                                Ok(CaptureMsg::Packet(p, at)) => self.on_packet(&p, at),
-                                Ok(CaptureMsg::Batch(batch, at)) => {
-                                    for p in &batch {
-                                        self.on_packet(p, at);
-                                    }
-                                }
-                                Ok(CaptureMsg::Error(e)) => {
-                                    result = Err(EngineError::Capture(e));
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        if result.is_err() {
-                            break;
                         }
                     }
                     Some(CaptureMsg::Error(e)) => {
@@ -373,6 +393,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.matcher.next_deadline(),
             self.ledger.next_deadline(),
             self.totp_next,
+            self.ledger.next_recheck(),
         ]
         .into_iter()
         .flatten()
@@ -383,6 +404,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         match c {
             Control::Reload(reply) => {
                 let r = self.reload();
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Control::ReloadLoaded(loaded, reply) => {
+                let r = self.reload_with(*loaded);
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
@@ -434,13 +461,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 );
                 self.line(&msg);
                 self.emit(|| ipc::EventKind::GrantExpired { grant: info });
-                self.chains.remove(&g.id);
                 continue;
             }
             let msg = format!("{}: {}: command timeout", g.addr, g.door);
             self.line(&msg);
             self.emit(|| ipc::EventKind::GrantExpired { grant: info });
             self.close_grant(g);
+        }
+        for id in self.ledger.due_rechecks(now) {
+            self.check_grant(id, now);
         }
     }
 
@@ -572,11 +601,27 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Validate and apply the config file again. On any error, keep running on the old one.
     pub fn reload(&mut self) -> ReloadResult {
+        let loaded = config::load(&self.config_path);
+        self.reload_with(loaded)
+    }
+
+    /// Apply a config file read and parsed elsewhere (see [`Control::ReloadLoaded`]).
+    pub fn reload_with(&mut self, loaded: config::Loaded) -> ReloadResult {
         let msg = format!("re-reading config file: {}", self.config_path.display());
         self.line(&msg);
-        let parsed = match config::load(&self.config_path) {
+        let parsed = match loaded {
             Ok(p) => p,
             Err(errs) => {
+                // logrotate moved the file away and sent SIGHUP: reopen it all the same, before
+                // logging why the reload failed.
+                let (log_file, syslog) = (
+                    self.config.options.log_file.clone(),
+                    self.config.options.use_syslog,
+                );
+                if let Err(e) = self.log.reopen(log_file.as_deref(), syslog) {
+                    let msg = format!("error: {e}; still logging to the previous log file");
+                    self.line(&msg);
+                }
                 let problems: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
                 for p in &problems {
                     let msg = format!("config error: {p}");
@@ -604,16 +649,23 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let msg = format!("error: {e}; still logging to the previous log file");
             self.line(&msg);
         }
-        let keep: Vec<Option<usize>> = self
-            .config
+        // Door names are unique: a map keeps this linear (100,000 doors).
+        let by_name: std::collections::HashMap<&str, usize> = new
             .doors
             .iter()
-            .map(|old| {
-                new.doors.iter().position(|n| {
-                    n.name == old.name && n.sequence == old.sequence && !old.sequence.is_empty()
-                })
-            })
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
             .collect();
+        let keep: Vec<Option<usize>> =
+            self.config
+                .doors
+                .iter()
+                .map(|old| {
+                    by_name.get(old.name.as_str()).copied().filter(|&i| {
+                        new.doors[i].sequence == old.sequence && !old.sequence.is_empty()
+                    })
+                })
+                .collect();
         self.record_used_otp(&mut new);
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);

@@ -71,8 +71,10 @@ pub fn build(doors: &[Door], local: &[IpAddr]) -> String {
     local.dedup();
 
     let mut parts: Vec<String> = Vec::new();
+    // Dedup with a set: 10,000 doors make 20,000 sub-expressions (a linear search was quadratic).
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut push = |s: String| {
-        if !parts.contains(&s) {
+        if seen.insert(s.clone()) {
             parts.push(s);
         }
     };

@@ -25,10 +25,14 @@ pub enum Close {
 }
 
 impl Close {
-    /// The actions that close the grant.
+    /// The actions that close the grant. Native rules go through the firewall backend; for
+    /// them this is the equivalent single `iptables -D` per rule (for people and logs).
     pub fn actions(&self) -> Vec<Action> {
         match self {
-            Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.delete())).collect(),
+            Close::Rules { rules } => rules
+                .iter()
+                .map(|r| Action::Exec(crate::firewall::iptables::argv(r, "-D")))
+                .collect(),
             Close::StopCommand { command } => vec![Action::Shell(command.clone())],
             Close::Derived { delete, .. } => vec![Action::Exec(delete.clone())],
             Close::Nft { elems } => vec![Action::Nft(
@@ -71,6 +75,19 @@ pub struct Grant {
     pub close: Close,
     /// How many times the door was knocked open again while this grant was open.
     pub refreshes: u32,
+    /// When its rules were last checked (re-knocks check at most once per interval).
+    pub last_check: Option<Instant>,
+    /// A check queued for this time (a re-knock came too soon after the last one).
+    pub recheck: Option<Instant>,
+}
+
+/// When a re-knock's check of a grant's rules runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckWhen {
+    /// Now (recorded as the last check).
+    Now,
+    /// Later: queued for this time (see [`Ledger::due_rechecks`]), or already queued.
+    Later,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +95,7 @@ pub struct Ledger {
     grants: HashMap<GrantId, Grant>,
     by_key: HashMap<(String, IpAddr), GrantId>,
     timers: BTreeSet<(Instant, GrantId)>,
+    rechecks: BTreeSet<(Instant, GrantId)>,
     next_id: GrantId,
     version: u64,
 }
@@ -136,6 +154,8 @@ impl Ledger {
                 expires,
                 close,
                 refreshes: 0,
+                last_check: None,
+                recheck: None,
             },
         );
         id
@@ -156,11 +176,63 @@ impl Ledger {
         }
     }
 
+    /// A re-knock wants the grant's rules checked: at most once per `interval`; a check asked
+    /// for sooner is queued for `last check + interval` (one at a time).
+    pub fn check_due(
+        &mut self,
+        id: GrantId,
+        now: Instant,
+        interval: std::time::Duration,
+    ) -> CheckWhen {
+        let Some(g) = self.grants.get_mut(&id) else {
+            return CheckWhen::Later;
+        };
+        match g.last_check {
+            Some(t) if now.saturating_duration_since(t) < interval => {
+                if g.recheck.is_none() {
+                    let at = t + interval;
+                    g.recheck = Some(at);
+                    self.rechecks.insert((at, id));
+                }
+                CheckWhen::Later
+            }
+            _ => {
+                g.last_check = Some(now);
+                CheckWhen::Now
+            }
+        }
+    }
+
+    /// Queued checks that are due: their grants (recorded as checked now).
+    pub fn due_rechecks(&mut self, now: Instant) -> Vec<GrantId> {
+        let due: Vec<(Instant, GrantId)> = self
+            .rechecks
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
+        for k in &due {
+            self.rechecks.remove(k);
+            if let Some(g) = self.grants.get_mut(&k.1) {
+                g.recheck = None;
+                g.last_check = Some(now);
+            }
+        }
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    pub fn next_recheck(&self) -> Option<Instant> {
+        self.rechecks.iter().next().map(|(t, _)| *t)
+    }
+
     pub fn remove(&mut self, id: GrantId) -> Option<Grant> {
         let g = self.grants.remove(&id)?;
         self.version += 1;
         if let Some(t) = g.expires {
             self.timers.remove(&(t, id));
+        }
+        if let Some(t) = g.recheck {
+            self.rechecks.remove(&(t, id));
         }
         self.by_key.remove(&(g.door.clone(), g.addr));
         Some(g)

@@ -2,7 +2,7 @@
 //! `knockd`, LOG_USER, LOG_NOTICE, no PID) and tracing (stderr in the foreground).
 //! Unlike knockd 0.8, no message ever carries a trailing newline.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -48,17 +48,9 @@ impl KnockLog {
     }
 }
 
+/// Append to the log file, never through a symlink (see [`crate::safefile`]).
 fn open_append(p: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot open log file {}: {e}", p.display()),
-            )
-        })
+    Ok(crate::safefile::open_write("LogFile", p, true, 0o640)?)
 }
 
 fn connect_syslog() -> Option<UnixDatagram> {

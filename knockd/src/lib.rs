@@ -7,18 +7,24 @@
 
 pub mod action;
 pub mod addrs;
+pub mod bpf;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod fdlimit;
 pub mod filter;
+pub mod firewall;
 pub mod grants;
 pub mod knocklog;
 pub mod matcher;
 pub mod nft;
 pub mod packet;
+pub mod proc;
 pub mod ratelimit;
+pub mod reload;
+pub mod safefile;
 pub mod signals;
 pub mod state;

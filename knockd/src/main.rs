@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     } else if args.firewall_cleanup {
         knockd::daemon::firewall_cleanup()
     } else if args.check_config {
-        knockd::daemon::check_config(&args.config, args.firewall)
+        knockd::daemon::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {
         knockd::daemon::run(args)
     };

@@ -4,9 +4,11 @@
 use knock_ipc::codec::Connection;
 use knock_ipc::{Client, ClientMsg, EventKind, Request, Response, ServerMsg, PROTOCOL_VERSION};
 use knockd::action::RecordingExecutor;
+use knockd::capture::CaptureMsg;
 use knockd::config::{flag, Proto};
 use knockd::control::ControlSocket;
-use knockd::engine::{CaptureMsg, Control, Engine};
+use knockd::engine::{Control, Engine};
+use knockd::firewall::fake::RecordingFirewall;
 use knockd::knocklog::MemoryLog;
 use knockd::packet::Packet;
 use std::net::IpAddr;
@@ -35,12 +37,15 @@ struct Daemon {
     socket: PathBuf,
     state: PathBuf,
     exec: RecordingExecutor,
+    fw: RecordingFirewall,
     log: MemoryLog,
     pkts: mpsc::Sender<CaptureMsg>,
     ctl: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<()>,
     /// Dropping it stops the engine (a clean shutdown).
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// The engine's event channel (to count subscribers).
+    events: tokio::sync::broadcast::Sender<knock_ipc::Event>,
     sport: u16,
 }
 
@@ -48,7 +53,11 @@ fn addr(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
+async fn start_in(
+    dir: tempfile::TempDir,
+    exec: RecordingExecutor,
+    fw: RecordingFirewall,
+) -> Daemon {
     let conf = dir.path().join("knockd.conf");
     if !conf.exists() {
         std::fs::write(&conf, CONF).expect("write conf");
@@ -61,6 +70,7 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
         config,
         conf.clone(),
         exec.clone(),
+        std::sync::Arc::new(fw.clone()),
         log.clone(),
         Box::new(|_| {}),
     )
@@ -68,10 +78,16 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
     engine
         .restore(knockd::state::load(&state).expect("state"))
         .await;
-    let sock = ControlSocket::bind(&socket).expect("bind");
+    let sock = ControlSocket::bind(&socket, 8).expect("bind");
     let (pkts, pkt_rx) = mpsc::channel(64);
     let (ctl, ctl_rx) = mpsc::channel(64);
-    tokio::spawn(sock.serve(ctl.clone(), engine.events()));
+    let events = engine.events();
+    tokio::spawn(sock.serve(
+        ctl.clone(),
+        events.clone(),
+        knockd::control::FilterProbe::inert(),
+        conf.clone(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = engine
@@ -86,11 +102,13 @@ async fn start_in(dir: tempfile::TempDir, exec: RecordingExecutor) -> Daemon {
         socket,
         state,
         exec,
+        fw,
         log,
         pkts,
         ctl,
         task,
         _stop: stop_tx,
+        events,
         sport: 30000,
     }
 }
@@ -99,6 +117,7 @@ async fn start() -> Daemon {
     start_in(
         tempfile::tempdir().expect("tempdir"),
         RecordingExecutor::default(),
+        RecordingFirewall::default(),
     )
     .await
 }
@@ -117,7 +136,7 @@ impl Daemon {
                 tcp_seq: 7,
             };
             self.pkts
-                .send(CaptureMsg::Packet(p, Instant::now()))
+                .send(CaptureMsg::Batch(vec![p], Instant::now()))
                 .await
                 .expect("send");
         }
@@ -155,6 +174,15 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("never ran {needle}: {:?}", self.exec.ran());
+    }
+    async fn wait_fw(&self, needle: &str) {
+        for _ in 0..200 {
+            if self.fw.ops().iter().any(|c| c.contains(needle)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("firewall never did {needle}: {:?}", self.fw.ops());
     }
 }
 
@@ -285,7 +313,7 @@ async fn tail_sees_stages_open_grant_and_expiry_and_refresh_keeps_one_grant() {
             break;
         }
     }
-    d.wait_ran("iptables -w -D INPUT -s 10.0.0.12/32").await;
+    d.wait_fw("delete INPUT 22/tcp from 10.0.0.12 ").await;
     assert!(d.grants().await.is_empty());
 }
 
@@ -373,16 +401,18 @@ async fn bad_clients_only_close_their_own_connection() {
 #[tokio::test]
 async fn second_daemon_on_the_same_socket_is_refused_and_stale_socket_replaced() {
     let d = start().await;
-    let err = ControlSocket::bind(&d.socket).err().expect("must refuse");
+    let err = ControlSocket::bind(&d.socket, 8)
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("already running"), "{err}");
     let dir = tempfile::tempdir().expect("tempdir");
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
     assert!(stale.exists());
-    ControlSocket::bind(&stale).expect("stale socket replaced");
+    ControlSocket::bind(&stale, 8).expect("stale socket replaced");
     let file = dir.path().join("file");
     std::fs::write(&file, "x").expect("write");
-    assert!(ControlSocket::bind(&file)
+    assert!(ControlSocket::bind(&file, 8)
         .err()
         .expect("refuse")
         .to_string()
@@ -410,12 +440,18 @@ async fn ledger_survives_a_crash_and_is_reconciled_at_start() {
     std::fs::remove_file(&d.socket).ok();
     let exec = RecordingExecutor::default();
     exec.fail_on(" -C ");
-    let d2 = start_in(dir, exec).await;
+    let d2 = start_in(dir, exec, d.fw.clone()).await;
     let ran = d2.exec.ran();
+    let ops = d2.fw.ops();
     assert!(
-        ran.iter()
-            .any(|c| c.starts_with("iptables -w -D INPUT -s 10.0.0.12/32")),
-        "{ran:?}"
+        ops.iter()
+            .any(|c| c.starts_with("delete INPUT 22/tcp from 10.0.0.12 ")),
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|c| c.starts_with("add")).count(),
+        1,
+        "never re-open: {ops:?}"
     );
     assert!(
         !ran.iter().any(|c| c.contains(" -I ")),
@@ -445,13 +481,18 @@ async fn restored_grant_closes_on_schedule() {
         CONF.replace("cmd_timeout = 1", "cmd_timeout = 2"),
     )
     .expect("w");
-    let mut d = start_in(dir, RecordingExecutor::default()).await;
+    let mut d = start_in(
+        dir,
+        RecordingExecutor::default(),
+        RecordingFirewall::default(),
+    )
+    .await;
     d.knock("10.0.0.12", &[2222, 1111, 3333]).await;
     d.wait_grants(1).await;
     d.task.abort();
     let _ = d.task.await;
     std::fs::remove_file(&d.socket).ok();
-    let d2 = start_in(d._dir, RecordingExecutor::default()).await;
+    let d2 = start_in(d._dir, RecordingExecutor::default(), d.fw.clone()).await;
     let g = d2.wait_grants(1).await;
     assert!(g[0].expires_in_ms.is_some_and(|ms| ms <= 2000));
     assert!(d2
@@ -459,7 +500,7 @@ async fn restored_grant_closes_on_schedule() {
         .lines()
         .iter()
         .any(|l| l.starts_with("10.0.0.12: ssh: grant restored (closes in")));
-    d2.wait_ran("iptables -w -D INPUT -s 10.0.0.12/32").await;
+    d2.wait_fw("delete INPUT 22/tcp from 10.0.0.12 ").await;
     assert!(d2.grants().await.is_empty());
     let _: &Path = &d2.state;
 }
@@ -503,4 +544,122 @@ async fn a_slow_subscriber_skips_ahead_and_never_stalls_the_daemon() {
         }
     }
     assert!(lagged, "no Lagged event");
+}
+
+/// The socket cannot be used to exhaust knockd: past `MaxClients` (8 here, plus the slots
+/// reserved for root, since tests may run as root) a client is told the cap; a slot freed is
+/// usable again; a client that stalls mid-frame is closed after `FRAME_TIMEOUT`, and a frame
+/// longer than a request can be is refused before it is buffered.
+#[tokio::test]
+async fn connection_cap_names_the_cap_and_stalled_frames_are_closed() {
+    use knockd::control::{FRAME_TIMEOUT, ROOT_RESERVE};
+    let d = start().await;
+    let root = nix::unistd::Uid::effective().is_root();
+    let slots = 8 + if root { ROOT_RESERVE } else { 0 };
+    let mut held = Vec::new();
+    for _ in 0..slots {
+        held.push(Client::connect(&d.socket).await.expect("connect"));
+    }
+    let err = Client::connect(&d.socket)
+        .await
+        .err()
+        .expect("over the cap");
+    assert!(err.to_string().contains("MaxClients = 8"), "{err}");
+    // Everyone held still answers.
+    let mut first = held.remove(0);
+    assert!(matches!(
+        first.request(Request::Status).await.expect("status"),
+        Response::Status { .. }
+    ));
+    drop(first);
+    let mut c = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(x) = Client::connect(&d.socket).await {
+            c = Some(x);
+            break;
+        }
+    }
+    let mut c = c.expect("a freed slot is usable again");
+    assert!(c.request(Request::Status).await.is_ok());
+    drop(c);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Three bytes of a frame, then nothing: closed after FRAME_TIMEOUT.
+    let mut s = tokio::net::UnixStream::connect(&d.socket)
+        .await
+        .expect("connect");
+    s.write_all(&[0, 0, 0]).await.expect("write");
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(
+        FRAME_TIMEOUT + Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+    )
+    .await
+    .expect("closed in time")
+    .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(t.elapsed() >= FRAME_TIMEOUT - Duration::from_millis(500));
+
+    // A header announcing more than a request can be: closed at once, nothing buffered.
+    let mut big = tokio::net::UnixStream::connect(&d.socket)
+        .await
+        .expect("connect");
+    big.write_all(&((knock_ipc::codec::MAX_REQUEST_FRAME as u32) + 1).to_be_bytes())
+        .await
+        .expect("write");
+    let n = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut big, &mut buf),
+    )
+    .await
+    .expect("closed at once")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+/// A `tail` subscriber that hangs up is noticed at once (its descriptor and receiver freed),
+/// not when the next event happens to be sent.
+#[tokio::test]
+async fn a_subscriber_that_hangs_up_is_dropped_without_waiting_for_an_event() {
+    let d = start().await;
+    let sub = d.client().await.subscribe().await.expect("subscribe");
+    assert!(
+        wait_for(|| d.events.receiver_count() == 1).await,
+        "subscribed"
+    );
+    drop(sub);
+    assert!(
+        wait_for(|| d.events.receiver_count() == 0).await,
+        "the hung-up subscriber is still registered"
+    );
+}
+
+/// One connection cannot flood the engine: past a burst of 50, requests are served at 50 per
+/// second.
+#[tokio::test]
+async fn requests_on_one_connection_are_rate_limited() {
+    let d = start().await;
+    let mut c = d.client().await;
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert!(c.request(Request::Status).await.is_ok());
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "100 requests in {took:?}: not rate limited"
+    );
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }

@@ -103,6 +103,13 @@ pub fn format_status(status: &Status) -> String {
                 c.scanners, c.refused
             ),
         ),
+        (
+            "",
+            format!(
+                "opens refused: pool full {}  MaxGrants {}",
+                c.refused_pool_full, c.refused_max_grants
+            ),
+        ),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + GAP;
     let mut out = String::new();
@@ -344,7 +351,27 @@ pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
             format!("missed {missed} events (knockctl was reading too slowly)")
         }
     };
-    format!("{at} {what}")
+    format!("{at} {}", visible(&what))
+}
+
+/// `text` with control characters (newline, ESC, any C0/C1, DEL) and Unicode bidirectional
+/// overrides shown as `\u{..}` escapes: a door name or message from the daemon (or from an
+/// old state file) can never add lines, move the cursor or reorder what the terminal shows.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    let odd =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(odd) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if odd(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn push_line(out: &mut String, line: &str) {
@@ -392,7 +419,8 @@ fn render_table(columns: &[Column], rows: &[Vec<String>], width: usize) -> Strin
     let mut words = vec![0; columns.len()];
     for row in rows {
         for ((w, longest), cell) in widths.iter_mut().zip(&mut words).zip(row) {
-            *w = (*w).max(text_width(cell));
+            let cell = visible(cell);
+            *w = (*w).max(text_width(&cell));
             let word = cell.split_whitespace().map(text_width).max().unwrap_or(0);
             *longest = (*longest).max(word);
         }
@@ -421,7 +449,7 @@ fn render_table(columns: &[Column], rows: &[Vec<String>], width: usize) -> Strin
         let cells: Vec<Vec<String>> = widths
             .iter()
             .zip(row)
-            .map(|(w, cell)| wrap(cell, *w))
+            .map(|(w, cell)| wrap(&visible(cell), *w))
             .collect();
         let height = cells.iter().map(Vec::len).max().unwrap_or(1);
         for line in 0..height {
@@ -507,6 +535,29 @@ mod tests {
             assert!(text_width(line) <= WIDTH, "too wide: {line:?}");
             assert_eq!(line, line.trim_end(), "trailing spaces: {line:?}");
         }
+    }
+
+    /// A door name with a newline, ESC or a bidi override (from an old state file, say)
+    /// cannot add a fake row or recolour the table.
+    #[test]
+    fn odd_door_names_cannot_spoof_the_list() {
+        let evil = "x\n10.6.6.6      admin    14:59:16  never    derived\u{1b}[2J\u{202e}";
+        let out = format_grants(&[grant(evil, "10.0.0.12", Some(30_000))], &now());
+        assert_eq!(out.lines().filter(|l| l.contains("10.6.6.6")).count(), 1);
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{out}"
+        );
+        assert!(out.contains("\\u{a}") && out.contains("\\u{1b}"), "{out}");
+        let ev = Event {
+            at_unix_ms: T0,
+            kind: EventKind::Open {
+                addr: "10.0.0.12".parse().expect("ip"),
+                door: evil.into(),
+            },
+        };
+        let line = format_event(&ev, &now().timezone());
+        assert_eq!(line.lines().count(), 1, "{line}");
     }
 
     #[test]
@@ -616,6 +667,8 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 kernel_drops: 0,
                 scanners: 0,
                 refused: 0,
+                refused_pool_full: 7,
+                refused_max_grants: 0,
             },
             firewall: "iptables".into(),
         };
@@ -635,6 +688,7 @@ firewall    iptables
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
+            opens refused: pool full 7  MaxGrants 0
 "
         );
         assert_fits(&text);

@@ -11,6 +11,9 @@ use super::warn::Warning;
 /// Directories the shipped unit (ProtectSystem=strict) lets knockd write to.
 const UNIT_WRITABLE: [&str; 2] = ["/etc/knockd/", "/var/lib/knockd/"];
 
+/// What [`load`] returns.
+pub type Loaded = Result<Parsed, ConfigErrors>;
+
 /// Reads and parses the config file, then fills the current sequence of every
 /// One_Time_Sequences door from its file. A relative One_Time_Sequences path is resolved
 /// against the config file's directory, and the resolved path is stored in the door.
@@ -20,13 +23,14 @@ const UNIT_WRITABLE: [&str; 2] = ["/etc/knockd/", "/var/lib/knockd/"];
 /// disabled (empty sequence) with a warning. A file that cannot be read is an error.
 pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         ConfigError::new(
             &file,
             0,
             format!("cannot read config file: {e} (check the path and permissions)"),
         )
     })?;
+    let text = super::text::decode(&bytes, &file)?;
     let ParseOutput {
         mut parsed,
         otp_lines,

@@ -7,6 +7,7 @@
 //!   ([`ConfigError`]).
 //! - `validate`: door-level checks and the [`Warning`]s for dubious doors.
 //! - [`load`]: reads the file and fills one-time-sequence doors from their files.
+//! - `text`: bytes to text (non-UTF-8 comments accepted, other non-UTF-8 bytes reported by line).
 //! - [`otp`]: One_Time_Sequences files (read the current sequence, mark one as used).
 
 pub mod error;
@@ -16,12 +17,13 @@ pub mod model;
 pub mod otp;
 // Private so that `config::parse` names only the function; everything is re-exported here.
 mod parse;
+mod text;
 mod validate;
 mod values;
 pub mod warn;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::load;
+pub use load::{load, Loaded};
 pub use model::*;
 pub use otp::OtpError;
 pub use parse::{parse, Parsed};

@@ -11,7 +11,11 @@ pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SEQUENCE_LEN: usize = 32;
 /// Default cap on knock attempts tracked at once (all sources, all doors).
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
+/// Open grants at most when `MaxGrants` is not set.
+pub const DEFAULT_MAX_GRANTS: usize = 10_000;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
+/// Default cap on concurrent control connections (`MaxClients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Distinct non-knock ports that make a source with an attempt in progress a scanner.
 pub const DEFAULT_SWEEP_THRESHOLD: usize = 5;
 pub const MAX_SWEEP_THRESHOLD: usize = 1024;
@@ -154,6 +158,8 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// `OnShutdown`: what happens to open grants when knockd stops.
     pub on_shutdown: ShutdownPolicy,
+    /// `MaxGrants`: cap on open grants; None = DEFAULT_MAX_GRANTS.
+    pub max_grants: Option<usize>,
     /// `SweepThreshold`; None = DEFAULT_SWEEP_THRESHOLD.
     pub sweep_threshold: Option<usize>,
     /// `SweepPenalty`; None = DEFAULT_SWEEP_PENALTY.
@@ -167,6 +173,8 @@ pub struct Options {
     pub firewall: FirewallKind,
     /// `NftMark`: None = default (`DEFAULT_NFT_MARK`), Some(0) = off.
     pub nft_mark: Option<u32>,
+    /// `MaxClients`: cap on concurrent control connections; None = DEFAULT_MAX_CLIENTS.
+    pub max_clients: Option<usize>,
 }
 
 /// Packet mark set by `Firewall = nftables` on packets a grant accepts ("KN").
@@ -247,6 +255,9 @@ impl Config {
     pub fn max_attempts(&self) -> usize {
         self.options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
     }
+    pub fn max_grants(&self) -> usize {
+        self.options.max_grants.unwrap_or(DEFAULT_MAX_GRANTS)
+    }
 
     pub fn max_attempts_per_network(&self) -> usize {
         self.options
@@ -274,6 +285,9 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
     pub firewall: Option<FirewallKind>,
+    /// Directory knockd started in: a relative LogFile or PidFile is resolved against it, at
+    /// start and identically on every reload (after -d the working directory is `/`).
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -292,6 +306,16 @@ impl Overrides {
         set(&mut options.state_file, &self.state_file);
         if let Some(f) = self.firewall {
             options.firewall = f;
+        }
+        if let Some(base) = &self.base_dir {
+            for p in [&mut options.log_file, &mut options.pid_file]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
     }
 }

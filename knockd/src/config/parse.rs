@@ -86,6 +86,9 @@ struct Parser<'a> {
     options: Options,
     options_seen: HashMap<Key, Seen>,
     drafts: Vec<DoorDraft>,
+    /// Line of each kept door's header, by name (the duplicate check must stay O(1): 100,000
+    /// doors took 19.5 s with a linear search).
+    door_lines: HashMap<String, usize>,
     section: Section,
 }
 
@@ -109,6 +112,7 @@ pub(super) fn parse_inner(text: &str, file: &str) -> Result<ParseOutput, ConfigE
         options: Options::default(),
         options_seen: HashMap::new(),
         drafts: Vec::new(),
+        door_lines: HashMap::new(),
         section: Section::None,
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -181,6 +185,11 @@ impl Parser<'_> {
             self.discard_section(n);
             return;
         }
+        if let Some(message) = super::values::door_name_problem(name) {
+            self.error(n, message);
+            self.discard_section(n);
+            return;
+        }
         if name == "options" {
             self.section = Section::Options;
             return;
@@ -195,11 +204,10 @@ impl Parser<'_> {
             self.section = Section::Options;
             return;
         }
-        let first = self
-            .drafts
-            .iter()
-            .find(|d| d.keep && d.door.name == name)
-            .map(|d| d.door.line);
+        let first = self.door_lines.get(name).copied();
+        if first.is_none() {
+            self.door_lines.insert(name.to_string(), n);
+        }
         if let Some(first) = first {
             self.error(
                 n,
@@ -444,6 +452,8 @@ impl Parser<'_> {
             | Key::Socket
             | Key::StateFile
             | Key::OnShutdown
+            | Key::MaxClients
+            | Key::MaxGrants
             | Key::SweepThreshold
             | Key::SweepPenalty
             | Key::MaxAttemptsPerNetwork
@@ -491,6 +501,34 @@ impl Parser<'_> {
                         )
                     })?;
                 o.max_attempts = Some(n);
+            }
+            Key::MaxClients => {
+                let n = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| value.parse::<usize>().ok())
+                    .flatten()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid MaxClients '{value}' (use a whole number from 1 to 100000, e.g. 64)"
+                        )
+                    })?;
+                o.max_clients = Some(n);
+            }
+            Key::MaxGrants => {
+                let n = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| value.parse::<usize>().ok())
+                    .flatten()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid MaxGrants '{value}' (use a whole number of at least 1, e.g. 10000)"
+                        )
+                    })?;
+                o.max_grants = Some(n);
             }
             Key::SweepThreshold => {
                 o.sweep_threshold = Some(parse_count(

@@ -120,6 +120,7 @@ fn every_key_is_parsed() {
   PidFile = /run/knockd.pid
   Interface = eth1
   MaxAttempts = 500
+  MaxGrants = 50
   UseSyslog = yes
 
 [web]
@@ -149,12 +150,14 @@ fn every_key_is_parsed() {
             pid_file: Some("/run/knockd.pid".into()),
             interface: Some("eth1".into()),
             max_attempts: Some(500),
+            max_grants: Some(50),
             ..Options::default()
         }
     );
     assert_eq!(p.config.max_attempts(), 500);
+    assert_eq!(p.config.max_grants(), 50);
     let web = &p.config.doors[0];
-    assert_eq!(web.line, 9);
+    assert_eq!(web.line, 10);
     assert_eq!(web.sequence, vec![udp(2222), tcp(3333), tcp(1111)]);
     assert_eq!(web.seq_timeout, Duration::from_millis(2500));
     assert_eq!(
@@ -392,6 +395,11 @@ fn errors_name_line_and_fix() {
         ("[  ]\n", 1, "empty section name"),
         ("[door\nsequence = 1,5,3\n", 1, "has no closing ']'"),
         ("[a]b]\n", 1, "contains '[' or ']'"),
+        ("[a\u{1b}b]\n", 1, "control character U+001B at position 2"),
+        ("[ab\rc]\nsequence = 1,5,3\n", 1, "control character U+000D"),
+        ("[a\u{7f}]\n", 1, "U+007F"),
+        ("[a\u{85}b]\n", 1, "U+0085"),
+        ("[\u{202e}nimda]\n", 1, "U+202E"),
         ("[d] # ssh\nsequence = 1,5,3\n", 1, "junk '# ssh' after section header (nothing may follow ']'"),
         ("[options]\nUseSyslog =\n", 2, "invalid UseSyslog value ''"),
         ("[d]\nsequence=1,5,3\ninterface = eth0\n", 3, "interface belongs in [options], not in door 'd'"),
@@ -399,7 +407,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nfoo\n", 3, "'foo' is not a directive (write key = value"),
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
-        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark)"),
+        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients)"),
         ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard, TOTP_File)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),
@@ -422,6 +430,8 @@ fn errors_name_line_and_fix() {
         // [options] values.
         ("[options]\nUseSyslog = maybe\n", 2, "invalid UseSyslog value 'maybe' (use yes or no"),
         ("[options]\nMaxAttempts = 0\n", 2, "invalid MaxAttempts '0' (use a whole number of at least 1"),
+        ("[options]\nMaxGrants = 0\n", 2, "invalid MaxGrants '0' (use a whole number of at least 1, e.g. 10000)"),
+        ("[options]\nMaxGrants = lots\n", 2, "invalid MaxGrants 'lots'"),
         ("[options]\nMaxAttempts = -1\n", 2, "invalid MaxAttempts '-1'"),
         ("[options]\nMaxAttempts = 1e5\n", 2, "invalid MaxAttempts '1e5'"),
         ("[options]\nMaxAttempts = 100000000000000000000000\n", 2, "invalid MaxAttempts"),
@@ -735,7 +745,7 @@ fn load_empty_or_exhausted_otp_file_disables_the_door_with_a_warning() {
 #[test]
 fn control_plane_options() {
     let p = parse(
-        "[options]\n Socket = /run/k/k.sock\n StateFile = /var/lib/k/s.json\n OnShutdown = Keep\n[d]\n sequence = 1,5,3\n",
+        "[options]\n Socket = /run/k/k.sock\n StateFile = /var/lib/k/s.json\n OnShutdown = Keep\n MaxClients = 200\n[d]\n sequence = 1,5,3\n",
         "t.conf",
     )
     .expect("valid");
@@ -749,6 +759,7 @@ fn control_plane_options() {
         Some(std::path::Path::new("/var/lib/k/s.json"))
     );
     assert_eq!(o.on_shutdown, crate::config::ShutdownPolicy::Keep);
+    assert_eq!(o.max_clients, Some(200));
     assert_eq!(
         parse("[d]\n sequence = 1,5,3\n", "t.conf")
             .expect("valid")
@@ -760,6 +771,12 @@ fn control_plane_options() {
     for (text, line, needle) in [
         ("[options]\n Socket = rel.sock\n", 2, "absolute path"),
         ("[options]\n StateFile = s.json\n", 2, "absolute path"),
+        ("[options]\n MaxClients = 0\n", 2, "invalid MaxClients '0'"),
+        (
+            "[options]\n MaxClients = lots\n",
+            2,
+            "whole number from 1 to 100000",
+        ),
         (
             "[options]\n OnShutdown = never\n",
             2,
@@ -821,5 +838,60 @@ fn load_totp_doors() {
     assert!(
         e.contains("cannot read TOTP file") && e.contains("knockd --new-totp"),
         "{e}"
+    );
+}
+
+/// 100,000 doors parse and validate in well under a second (release; a few seconds in a
+/// debug build): no check is quadratic in the number of doors.
+#[test]
+fn a_hundred_thousand_doors_load_quickly_and_duplicates_are_still_found() {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(100_000 * 60);
+    for i in 0..100_000u32 {
+        let _ = write!(
+            text,
+            "[door{i}]\n sequence = {},{},{}\n command = true\n",
+            1 + i % 60_000,
+            2 + (i * 7) % 60_000,
+            3 + (i * 13) % 60_000
+        );
+    }
+    let t = std::time::Instant::now();
+    let parsed = parse(&text, "big.conf").expect("valid");
+    let took = t.elapsed();
+    assert_eq!(parsed.config.doors.len(), 100_000);
+    let limit = if cfg!(debug_assertions) { 10 } else { 1 };
+    assert!(took.as_secs() < limit, "100,000 doors took {took:?}");
+    text.push_str("[door99999]\n sequence = 1,5,3\n");
+    let errs = parse(&text, "big.conf").expect_err("duplicate");
+    assert!(
+        errs.0[0].message.contains("duplicate door [door99999]"),
+        "{errs}"
+    );
+}
+
+/// A relative LogFile/PidFile is resolved against the start directory, on every apply (so a
+/// reload after -d does not move the log to /); absolute paths and CLI values are kept.
+#[test]
+fn relative_log_and_pid_files_resolve_against_the_start_directory() {
+    let o = crate::config::Overrides {
+        base_dir: Some("/srv/knock".into()),
+        ..Default::default()
+    };
+    let mut opts = parse(
+        "[options]\n LogFile = knockd.log\n PidFile = /run/k.pid\n[d]\n sequence = 1,5,3\n",
+        "t.conf",
+    )
+    .expect("valid")
+    .config
+    .options;
+    o.apply(&mut opts);
+    assert_eq!(
+        opts.log_file.as_deref(),
+        Some(std::path::Path::new("/srv/knock/knockd.log"))
+    );
+    assert_eq!(
+        opts.pid_file.as_deref(),
+        Some(std::path::Path::new("/run/k.pid"))
     );
 }

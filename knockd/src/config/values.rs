@@ -303,6 +303,21 @@ pub(super) fn program_name(command: &str) -> &str {
     first.rsplit('/').next().unwrap_or(first)
 }
 
+/// Why `name` cannot be a door name, if it cannot: door names go into log lines, syslog and
+/// `knockctl` output, so control characters (C0, DEL, C1: newline, ESC...) and the Unicode
+/// bidirectional overrides that reorder what a terminal shows are refused.
+pub(super) fn door_name_problem(name: &str) -> Option<String> {
+    let (col, c) = name.chars().enumerate().find(|&(_, c)| {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })?;
+    Some(format!(
+        "section name contains the control character U+{:04X} at position {} (door names are \
+         written to logs and knockctl output: use letters, digits, '-', '_' or '.')",
+        u32::from(c),
+        col + 1
+    ))
+}
+
 /// `NftMark = 0x4b4e` (hex or decimal), `0`/`off` for none.
 pub(super) fn parse_mark(value: &str) -> Result<u32, String> {
     let v = value.to_ascii_lowercase();

@@ -1,10 +1,17 @@
 //! `Firewall = nftables` in the engine: keeping table `inet knockd` in step with the config at
 //! reload, and taking over the kernel's elements at start (the kernel is the truth).
 
-use super::*;
+use super::{Engine, TaskKind};
+use crate::action::{Action, Executor};
+use crate::config;
+use crate::grants::Close;
+use crate::knocklog::LogSink;
 use crate::nft::listing::KernelElem;
 use crate::nft::script::{cleanup_script, TableSpec};
 use crate::nft::Elem;
+use knock_ipc as ipc;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// After a reload: with nftables, update the table in one transaction (the protected ports
@@ -52,7 +59,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.line(&msg);
                 let info = Self::grant_info(&g, now);
                 self.emit(|| ipc::EventKind::GrantRevoked { grant: info });
-                self.chains.remove(&g.id);
                 if let Close::Nft { elems } = g.close {
                     stale.extend(elems);
                 }
@@ -64,8 +70,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.line("Firewall is no longer nftables: removing table inet knockd");
             cleanup_script()
         };
-        self.spawn_after(
-            None,
+        self.spawn(
             None,
             "nftables",
             IpAddr::from([0, 0, 0, 0]),
@@ -128,10 +133,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{flag, FirewallKind, OpenPort, Proto, Step, TcpFlags};
+    use crate::config::{
+        flag, Command6, Config, Door, FirewallKind, OpenPort, Proto, Step, TcpFlags,
+    };
+    use crate::firewall::fake::RecordingFirewall;
     use crate::knocklog::MemoryLog;
     use crate::nft::listing::KernelElem;
+    use crate::packet::Packet;
+    use crate::state::SavedGrant;
     use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+    use std::sync::Arc;
 
     const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
     const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
@@ -184,6 +196,7 @@ mod tests {
             config(),
             PathBuf::from("/nonexistent/knockd.conf"),
             exec.clone(),
+            Arc::new(RecordingFirewall::default()),
             log.clone(),
             Box::new(|_| {}),
         );

@@ -1,6 +1,19 @@
 //! What happens when a door opens: native rules, commands, grants, one-time sequences.
+//!
+//! A re-knock of an open grant whose action is unchanged moves its deadline (and checks its
+//! rules at most once per second); one whose action changed since (a reload changed `Open`,
+//! `Open_Chain` or the start command) is a close of exactly the old rules plus an open.
 
-use super::*;
+use super::tasks::Refusal;
+use super::{Engine, TaskKind, REFRESH_CHECK_INTERVAL};
+use crate::action::{self, Action, Executor, FwRule};
+use crate::config::{self, Command6, Door};
+use crate::firewall::Op;
+use crate::grants::{CheckWhen, Close, GrantId};
+use crate::knocklog::LogSink;
+use knock_ipc as ipc;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// A door opened for `src`: run or refresh its action and record the grant.
@@ -16,6 +29,99 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if door.one_time_sequences.is_some() {
             self.next_one_time_sequence(door_idx);
         }
+    }
+
+    /// The open grant of (door, src) if its action is still `same`; a grant whose action
+    /// changed is closed here (its own recorded rules or command) and None returned.
+    fn current_grant(
+        &mut self,
+        door: &str,
+        src: IpAddr,
+        now: Instant,
+        same: impl Fn(&crate::grants::Grant) -> bool,
+    ) -> Option<GrantId> {
+        let g = self.ledger.find(door, src)?;
+        if same(g) {
+            return Some(g.id);
+        }
+        let id = g.id;
+        if let Some(old) = self.ledger.remove(id) {
+            let msg = format!(
+                "{src}: {door}: the door's action changed since this grant opened: closing its old rules before opening the new ones"
+            );
+            self.line(&msg);
+            let info = Self::grant_info(&old, now);
+            let by_door = door.to_string();
+            self.emit(|| ipc::EventKind::GrantClosed {
+                grant: info,
+                by_door,
+            });
+            self.close_grant(old);
+        }
+        None
+    }
+
+    /// A re-knock of an open grant: check (and restore) its rules now, or queued for when the
+    /// last check is [`REFRESH_CHECK_INTERVAL`] old.
+    fn request_check(&mut self, id: GrantId, now: Instant) {
+        if self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL) == CheckWhen::Now {
+            self.check_grant(id, now);
+        }
+    }
+
+    /// Make sure the rules of grant `id` are in the firewall, re-adding what went missing:
+    /// native rules through the firewall, a derived rule by its check and its start command
+    /// (only when the pool has room: the grant stays open either way).
+    pub(super) fn check_grant(&mut self, id: GrantId, now: Instant) {
+        let Some(g) = self.ledger.get(id) else {
+            return;
+        };
+        let (door, addr) = (g.door.clone(), g.addr);
+        match &g.close {
+            Close::Rules { rules } => {
+                let timeout = g.expires.map(|t| t.saturating_duration_since(now));
+                let ops = rules
+                    .iter()
+                    .map(|r| Op::Refresh {
+                        rule: r.clone(),
+                        timeout,
+                    })
+                    .collect();
+                self.submit_fw(Some(id), &door, addr, TaskKind::Ensure, ops);
+            }
+            Close::Derived { check, .. } => {
+                if self.pool_has_room() {
+                    let actions =
+                        vec![Action::Exec(check.clone()), Action::Shell(g.opened.clone())];
+                    self.spawn(Some(id), &door, addr, TaskKind::Ensure, actions);
+                }
+            }
+            // The kernel owns nftables elements; a re-knock puts them again (open_nft).
+            Close::StopCommand { .. } | Close::Nft { .. } => {}
+        }
+    }
+
+    /// Room for one more grant? Counted and logged when not.
+    fn admit_grant(&mut self, door: &str, src: IpAddr, now: Instant, pooled: bool) -> bool {
+        if self.ledger.len() >= self.max_grants() {
+            self.refuse(Refusal::MaxGrants, door, src, now);
+            return false;
+        }
+        if pooled && !self.pool_has_room() {
+            self.refuse(Refusal::PoolFull, door, src, now);
+            return false;
+        }
+        true
+    }
+
+    fn refreshed(&mut self, id: GrantId, door: &Door, src: IpAddr, what: &str) {
+        let msg = format!(
+            "{src}: {}: grant refreshed ({what} in {}s)",
+            door.name,
+            door.cmd_timeout.as_secs()
+        );
+        self.line(&msg);
+        self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
     }
 
     pub(super) fn open_native(&mut self, door: &Door, src: IpAddr, now: Instant) {
@@ -34,24 +140,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             })
             .collect();
         let expires = Some(now + door.cmd_timeout);
-        if let Some(id) = self.ledger.find(&door.name, src).map(|g| g.id) {
+        let timeout = Some(door.cmd_timeout);
+        let existing = self.current_grant(
+            &door.name,
+            src,
+            now,
+            |g| matches!(&g.close, Close::Rules { rules: r } if *r == rules),
+        );
+        if let Some(id) = existing {
             self.ledger.refresh(id, expires);
-            let msg = format!(
-                "{src}: {}: grant refreshed (closes in {}s)",
-                door.name,
-                door.cmd_timeout.as_secs()
-            );
-            self.line(&msg);
-            self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
-            for r in rules {
-                self.spawn(
-                    Some(id),
-                    &door.name,
-                    src,
-                    TaskKind::Ensure,
-                    vec![Action::Exec(r.check()), Action::Exec(r.insert())],
-                );
-            }
+            self.refreshed(id, door, src, "closes");
+            self.request_check(id, now);
+            return;
+        }
+        if !self.admit_grant(&door.name, src, now, false) {
             return;
         }
         let opened = door
@@ -60,7 +162,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .map(|o| format!("{}/{}", o.port, o.proto))
             .collect::<Vec<_>>()
             .join(",");
-        let actions: Vec<Action> = rules.iter().map(|r| Action::Exec(r.insert())).collect();
+        let ops: Vec<Op> = rules
+            .iter()
+            .map(|r| Op::Add {
+                rule: r.clone(),
+                timeout,
+            })
+            .collect();
         let id = self.ledger.insert(
             &door.name,
             src,
@@ -69,12 +177,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             expires,
             Close::Rules { rules },
         );
+        self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
-        for a in actions {
-            let msg = format!("{}: running command: {a}", door.name);
-            self.line(&msg);
-            self.spawn(Some(id), &door.name, src, TaskKind::Start, vec![a]);
-        }
+        let msg = format!(
+            "{}: opening {opened} in {} for {src} ({} firewall)",
+            door.name,
+            door.open_chain,
+            self.fw().name()
+        );
+        self.line(&msg);
+        self.submit_fw(Some(id), &door.name, src, TaskKind::Start, ops);
     }
 
     /// `Firewall = nftables`: one element per port with timeout = cmd_timeout; a re-knock
@@ -107,6 +219,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.line(&msg);
             self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
             self.spawn(Some(id), &door.name, src, TaskKind::Free, vec![puts]);
+            return;
+        }
+        if !self.admit_grant(&door.name, src, now, true) {
             return;
         }
         let opened = door
@@ -175,8 +290,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             return;
         };
         // A door whose command is exactly the inverse of an open grant (the seed's closeSSH)
-        // closes that grant.
-        let mut after = None;
+        // closes that grant; its own command then runs after that grant's actions.
+        let mut chain_door = None;
         if let Some(words) = action::plain_words(&start) {
             for id in self.ledger.closed_by(src, &words) {
                 if let Some(g) = self.ledger.remove(id) {
@@ -188,24 +303,18 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         grant: info,
                         by_door,
                     });
-                    after = self.chains.remove(&id);
+                    chain_door = Some(g.door.clone());
                 }
             }
         }
-        let existing = self.ledger.find(&door.name, src).map(|g| g.id);
+        let existing = self.current_grant(&door.name, src, now, |g| g.opened == start);
         let derived = action::derive_inverse(&start);
         match (stop, derived) {
             (Some(stop), _) => {
                 let expires = Some(now + door.cmd_timeout);
                 if let Some(id) = existing {
                     self.ledger.refresh(id, expires);
-                    let msg = format!(
-                        "{src}: {}: grant refreshed (stop command in {}s)",
-                        door.name,
-                        door.cmd_timeout.as_secs()
-                    );
-                    self.line(&msg);
-                    self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
+                    self.refreshed(id, door, src, "stop command");
                     return;
                 }
                 self.grant_and_start(
@@ -214,32 +323,32 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     start,
                     expires,
                     Close::StopCommand { command: stop },
+                    now,
                 );
             }
             (None, Some(d)) => {
                 if let Some(id) = existing {
                     self.ledger.refresh(id, None);
                     self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
-                    self.spawn(
-                        Some(id),
-                        &door.name,
-                        src,
-                        TaskKind::Ensure,
-                        vec![Action::Exec(d.check.clone()), Action::Shell(start)],
-                    );
+                    self.request_check(id, now);
                     return;
                 }
                 let close = Close::Derived {
                     delete: d.delete,
                     check: d.check,
                 };
-                self.grant_and_start(door, src, start, None, close);
+                self.grant_and_start(door, src, start, None, close, now);
             }
             (None, None) => {
+                if !self.pool_has_room() {
+                    self.refuse(Refusal::PoolFull, &door.name, src, now);
+                    return;
+                }
                 let msg = format!("{}: running command: {start}", door.name);
                 self.line(&msg);
-                self.spawn_after(
-                    after,
+                let chain = chain_door.unwrap_or_else(|| door.name.clone());
+                self.spawn_in(
+                    &chain,
                     None,
                     &door.name,
                     src,
@@ -325,7 +434,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         start: String,
         expires: Option<Instant>,
         close: Close,
+        now: Instant,
     ) {
+        if !self.admit_grant(&door.name, src, now, true) {
+            return;
+        }
         let id = self.ledger.insert(
             &door.name,
             src,
@@ -334,6 +447,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             expires,
             close,
         );
+        self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
         let msg = format!("{}: running command: {start}", door.name);
         self.line(&msg);

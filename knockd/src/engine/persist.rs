@@ -1,6 +1,13 @@
 //! Persisting the grant ledger, and taking it over at start.
 
-use super::*;
+use super::Engine;
+use crate::action::{Action, Executor};
+use crate::firewall::{Op, OpOutcome};
+use crate::grants::Close;
+use crate::knocklog::LogSink;
+use crate::state::{self, SavedGrant};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::oneshot;
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Write the ledger if it changed since the last save.
@@ -38,6 +45,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.saved_version = self.ledger.version();
             }
         }
+    }
+
+    /// Apply `ops` now and wait for their outcomes (restore, before the engine runs).
+    async fn fw_now(&mut self, ops: Vec<Op>) -> Vec<OpOutcome> {
+        let n = ops.len();
+        let (tx, rx) = oneshot::channel();
+        self.fw().submit(
+            ops,
+            Box::new(move |o| {
+                let _ = tx.send(o);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| vec![OpOutcome::Failed("firewall queue stopped".into()); n])
     }
 
     /// Take over the grants of a previous run: close those past their deadline, forget those
@@ -101,6 +122,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     g.addr, g.door
                 );
                 self.line(&msg);
+                if let Close::Rules { rules } = &g.close {
+                    let ops = rules
+                        .iter()
+                        .map(|r| Op::Delete { rule: r.clone() })
+                        .collect();
+                    for (r, o) in rules.iter().zip(self.fw_now(ops).await) {
+                        if let OpOutcome::Failed(e) = o {
+                            let msg = format!("{}: cannot delete {r}: {e}", g.door);
+                            self.line(&msg);
+                        }
+                    }
+                    continue;
+                }
                 for a in g.close.actions() {
                     let msg = format!("{}: running command: {a}", g.door);
                     self.line(&msg);
@@ -112,15 +146,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 }
                 continue;
             }
-            let checks: Vec<Action> = match &g.close {
-                Close::Rules { rules } => rules.iter().map(|r| Action::Exec(r.check())).collect(),
-                Close::Derived { check, .. } => vec![Action::Exec(check.clone())],
-                Close::StopCommand { .. } | Close::Nft { .. } => Vec::new(),
+            let present = match &g.close {
+                Close::Rules { rules } => {
+                    let ops = rules
+                        .iter()
+                        .map(|r| Op::Check { rule: r.clone() })
+                        .collect();
+                    self.fw_now(ops).await.iter().all(|o| *o == OpOutcome::Ok)
+                }
+                Close::Derived { check, .. } => {
+                    self.exec.run(Action::Exec(check.clone())).await.is_ok()
+                }
+                Close::StopCommand { .. } | Close::Nft { .. } => true,
             };
-            let mut present = true;
-            for c in checks {
-                present &= self.exec.run(c).await.is_ok();
-            }
             if !present {
                 let msg = format!(
                     "{}: {}: rule no longer in the firewall, grant dropped",
@@ -149,7 +187,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             };
             self.line(&msg);
         }
-        if self.config.options.firewall == config::FirewallKind::Nftables {
+        if self.config.options.firewall == crate::config::FirewallKind::Nftables {
             self.adopt_kernel_elems(kernel);
         }
         // Force a write: the file now reflects what this run owns.

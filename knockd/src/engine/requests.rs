@@ -1,6 +1,14 @@
 //! Answers to control-socket requests.
 
-use super::*;
+use super::Engine;
+use crate::action::Executor;
+use crate::config::{self, Door};
+use crate::grants::GrantId;
+use crate::knocklog::LogSink;
+use knock_ipc as ipc;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

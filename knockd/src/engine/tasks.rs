@@ -1,26 +1,130 @@
-//! Running actions off the engine task, in order per grant, and taking their results back.
+//! Running actions off the engine task, and taking their results back.
+//!
+//! Door commands go through a bounded pool: at most [`POOL_SIZE`] run at once (closes have
+//! [`CLOSE_POOL_SIZE`] more of their own), at most [`POOL_QUEUE`] starts and checks are admitted
+//! at once; beyond that a start is refused and counted, never queued without limit. Native
+//! doors' rules go to the firewall queue, which batches them. Either way, the actions of one
+//! (door, source) run in order, across grant ids: a re-knock right after an expiry waits for
+//! the old close.
 
-use super::*;
+use super::{Done, Engine, Key, TaskKind, POOL_QUEUE, POOL_SIZE};
+use crate::action::{Action, Executor, Outcome};
+use crate::firewall::{Op, OpOutcome};
+use crate::grants::{Close, Grant, GrantId};
+use crate::knocklog::LogSink;
+use knock_ipc as ipc;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Why a start was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    PoolFull,
+    MaxGrants,
+}
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
-    pub(super) fn close_grant(&mut self, g: Grant) {
-        let after = self.chains.remove(&g.id);
-        for a in g.close.actions() {
-            let msg = format!("{}: running command: {a}", g.door);
+    /// Count a refused open and log it, at most one summary line every 10 s.
+    pub(super) fn refuse(&mut self, why: Refusal, door: &str, src: IpAddr, now: Instant) {
+        match why {
+            Refusal::PoolFull => self.stats.refused_pool_full += 1,
+            Refusal::MaxGrants => self.stats.refused_max_grants += 1,
+        }
+        tracing::debug!(%src, door, ?why, "open refused");
+        let total = self.stats.refused_pool_full + self.stats.refused_max_grants;
+        if self
+            .last_refusal_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            let n = total - self.refusals_logged;
+            self.refusals_logged = total;
+            self.last_refusal_log = Some(now);
+            let msg = format!(
+                "warning: {n} open(s) refused (latest: {src} on door {door}: {}); totals: command pool full {}, MaxGrants {}",
+                match why {
+                    Refusal::PoolFull => format!(
+                        "{POOL_QUEUE} commands already waiting for the pool of {POOL_SIZE}"
+                    ),
+                    Refusal::MaxGrants => format!("{} grants open (MaxGrants)", self.max_grants()),
+                },
+                self.stats.refused_pool_full,
+                self.stats.refused_max_grants
+            );
             self.line(&msg);
         }
-        self.spawn_after(
-            after,
-            None,
-            &g.door,
-            g.addr,
-            TaskKind::Close,
-            g.close.actions(),
+    }
+
+    /// Room in the pool for one more start or check?
+    pub(super) fn pool_has_room(&self) -> bool {
+        self.pooled < POOL_QUEUE
+    }
+
+    /// Close `g` (already out of the ledger): its rules through the firewall queue, its
+    /// command through the close pool.
+    pub(super) fn close_grant(&mut self, g: Grant) {
+        match &g.close {
+            Close::Rules { rules } => {
+                let ops = rules
+                    .iter()
+                    .map(|r| Op::Delete { rule: r.clone() })
+                    .collect();
+                self.submit_fw(None, &g.door, g.addr, TaskKind::Close, ops);
+            }
+            close => {
+                let actions = close.actions();
+                for a in &actions {
+                    let msg = format!("{}: running command: {a}", g.door);
+                    self.line(&msg);
+                }
+                self.spawn(None, &g.door, g.addr, TaskKind::Close, actions);
+            }
+        }
+    }
+
+    /// Hand native rule ops to the firewall queue; the outcome comes back as a [`Done`].
+    pub(super) fn submit_fw(
+        &mut self,
+        grant: Option<GrantId>,
+        door: &str,
+        addr: IpAddr,
+        kind: TaskKind,
+        ops: Vec<Op>,
+    ) {
+        let done_tx = self.done_tx.clone();
+        let door = door.to_string();
+        self.inflight += 1;
+        self.fw().submit(
+            ops,
+            Box::new(move |outcomes: Vec<OpOutcome>| {
+                let reinserted = kind == TaskKind::Ensure && outcomes.contains(&OpOutcome::Absent);
+                let failed: Vec<String> = outcomes
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        OpOutcome::Failed(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect();
+                let outcome = if failed.is_empty() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Firewall(failed.join("; "))
+                };
+                let _ = done_tx.send(Done {
+                    grant,
+                    door,
+                    addr,
+                    kind,
+                    pooled: false,
+                    reinserted,
+                    outcome,
+                });
+            }),
         );
     }
 
-    /// Spawn `actions` for a grant, after the grant's previous actions finished (so a close
-    /// never overtakes the insert it undoes).
+    /// Run door command `actions` through the pool, after the previous actions of the same
+    /// (door, source) finished. Callers check [`Self::pool_has_room`] for starts first.
     pub(super) fn spawn(
         &mut self,
         grant: Option<GrantId>,
@@ -29,45 +133,61 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kind: TaskKind,
         actions: Vec<Action>,
     ) {
-        let after = grant.and_then(|id| self.chains.get(&id).cloned());
-        let done = self.spawn_after(after, grant, door, addr, kind, actions);
-        if let (Some(id), Some(rx)) = (grant, done) {
-            self.chains.insert(id, rx);
-        }
+        self.spawn_in(door, grant, door, addr, kind, actions);
     }
 
-    pub(super) fn spawn_after(
+    /// [`Self::spawn`], ordered after the actions of (`chain_door`, `addr`).
+    pub(super) fn spawn_in(
         &mut self,
-        after: Option<watch::Receiver<bool>>,
+        chain_door: &str,
         grant: Option<GrantId>,
         door: &str,
         addr: IpAddr,
         kind: TaskKind,
         actions: Vec<Action>,
-    ) -> Option<watch::Receiver<bool>> {
+    ) {
+        let key: Key = (chain_door.to_string(), addr);
         let (tx, rx) = watch::channel(false);
+        let after = self.chains.insert(key, rx);
         let exec = self.exec.clone();
+        let pooled = kind != TaskKind::Close;
+        let pool = if pooled {
+            self.pool.clone()
+        } else {
+            self.close_pool.clone()
+        };
         let done_tx = self.done_tx.clone();
         let door = door.to_string();
         self.inflight += 1;
+        if pooled {
+            self.pooled += 1;
+        }
         tokio::spawn(async move {
             if let Some(mut prev) = after {
                 let _ = prev.wait_for(|d| *d).await;
             }
+            let run = |a: Action| {
+                let exec = exec.clone();
+                let pool = pool.clone();
+                async move {
+                    let _permit = pool.acquire_owned().await;
+                    exec.run(a).await
+                }
+            };
             let mut reinserted = false;
             let mut outcome = Outcome::Ok;
             if kind == TaskKind::Ensure {
                 // [check, insert]: insert only when the check fails.
                 let mut it = actions.into_iter();
                 if let (Some(check), Some(insert)) = (it.next(), it.next()) {
-                    if !exec.run(check).await.is_ok() {
+                    if !run(check).await.is_ok() {
                         reinserted = true;
-                        outcome = exec.run(insert).await;
+                        outcome = run(insert).await;
                     }
                 }
             } else {
                 for a in actions {
-                    let o = exec.run(a).await;
+                    let o = run(a).await;
                     if !o.is_ok() {
                         outcome = o;
                     }
@@ -79,46 +199,67 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 door,
                 addr,
                 kind,
+                pooled,
                 reinserted,
                 outcome,
             });
         });
-        Some(rx)
     }
 
     pub(super) fn on_done(&mut self, d: Done) {
         self.inflight = self.inflight.saturating_sub(1);
+        if d.pooled {
+            self.pooled = self.pooled.saturating_sub(1);
+        }
+        // Forget finished chains (whichever door they were keyed by).
+        // Amortised: only when the map doubled since the last sweep.
+        if self.chains.len() >= self.chains_gc_at || self.inflight == 0 {
+            self.chains.retain(|_, rx| !*rx.borrow());
+            self.chains_gc_at = (2 * self.chains.len()).max(64);
+        }
         if d.reinserted && d.outcome.is_ok() {
             let msg = format!("{}: {}: rule was missing, re-inserted", d.addr, d.door);
             self.line(&msg);
         }
-        match &d.outcome {
-            Outcome::Ok => {}
+        let failure = match &d.outcome {
+            Outcome::Ok => None,
             Outcome::Failed { code, stderr } => {
-                self.stats.commands_failed += 1;
                 let msg = match code {
                     Some(c) => format!("{}: command returned non-zero status code ({c})", d.door),
                     None => format!("{}: command killed by a signal", d.door),
                 };
-                self.line(&msg);
-                let door = d.door.clone();
-                let message = if stderr.is_empty() {
+                if !stderr.is_empty() {
+                    tracing::warn!(door = %d.door, "command stderr: {stderr}");
+                }
+                let full = if stderr.is_empty() {
                     msg.clone()
                 } else {
                     format!("{msg}: {stderr}")
                 };
-                self.emit(|| ipc::EventKind::CommandFailed { door, message });
-                if !stderr.is_empty() {
-                    tracing::warn!(door = %d.door, "command stderr: {stderr}");
-                }
+                Some((msg, full))
             }
             Outcome::SpawnError(e) => {
-                self.stats.commands_failed += 1;
                 let msg = format!("{}: command failed to start: {e}", d.door);
-                self.line(&msg);
-                let door = d.door.clone();
-                self.emit(|| ipc::EventKind::CommandFailed { door, message: msg });
+                Some((msg.clone(), msg))
             }
+            Outcome::TimedOut(limit) => {
+                let msg = format!(
+                    "{}: command still running after {}s: killed",
+                    d.door,
+                    limit.as_secs()
+                );
+                Some((msg.clone(), msg))
+            }
+            Outcome::Firewall(e) => {
+                let msg = format!("{}: {}: firewall: {e}", d.addr, d.door);
+                Some((msg.clone(), msg))
+            }
+        };
+        if let Some((line, message)) = failure {
+            self.stats.commands_failed += 1;
+            self.line(&line);
+            let door = d.door.clone();
+            self.emit(|| ipc::EventKind::CommandFailed { door, message });
         }
         if d.kind == TaskKind::Start && !d.outcome.is_ok() {
             // Undo whatever part did succeed (one of several native rules, half a script):
@@ -130,11 +271,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 );
                 self.line(&msg);
                 self.close_grant(g);
-            }
-        }
-        if let Some(id) = d.grant {
-            if self.ledger.get(id).is_none() {
-                self.chains.remove(&id);
             }
         }
     }

@@ -1,8 +1,15 @@
-use super::*;
-use crate::config::{flag, Door, OpenPort, Proto, Step, TcpFlags};
+use super::{Engine, EngineError};
+use crate::capture::CaptureMsg;
+use crate::config::{flag, Command6, Config, Door, OpenPort, Proto, Step, TcpFlags};
+use crate::firewall::fake::RecordingFirewall;
+use crate::grants::Close;
 use crate::knocklog::MemoryLog;
-use std::net::Ipv4Addr;
+use crate::packet::Packet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
 const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
@@ -55,6 +62,7 @@ fn seed() -> Config {
 struct T {
     e: Engine<FakeExec, MemoryLog>,
     exec: FakeExec,
+    fw: RecordingFirewall,
     log: MemoryLog,
     filters: Arc<Mutex<Vec<String>>>,
     sport: u16,
@@ -63,6 +71,7 @@ struct T {
 impl T {
     fn new(config: Config) -> T {
         let exec = FakeExec::default();
+        let fw = RecordingFirewall::default();
         let log = MemoryLog::default();
         let filters = Arc::new(Mutex::new(Vec::new()));
         let f2 = filters.clone();
@@ -70,6 +79,7 @@ impl T {
             config,
             PathBuf::from("/nonexistent/knockd.conf"),
             exec.clone(),
+            Arc::new(fw.clone()),
             log.clone(),
             Box::new(move |f| {
                 if let Ok(mut v) = f2.lock() {
@@ -80,6 +90,7 @@ impl T {
         T {
             e,
             exec,
+            fw,
             log,
             filters,
             sport: 40000,
@@ -160,13 +171,19 @@ async fn reknock_does_not_duplicate_a_present_rule_and_restores_a_missing_one() 
     let mut t = T::new(seed());
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
+    // Within a second of the last check: a deadline change now, the check a second later.
+    t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
+    assert_eq!(t.exec.ran().len(), 1, "{:?}", t.exec.ran());
+    t.advance(Duration::from_secs(1)).await;
+    t.settle().await;
     let ran = t.exec.ran();
-    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_eq!(ran.len(), 2, "one queued check: {ran:?}");
     assert!(ran[1].contains(" -C INPUT"), "{ran:?}");
     // Someone deleted the rule: the check fails and the start command runs again.
     t.exec.fail_on(" -C ");
+    t.advance(Duration::from_secs(1)).await;
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
     let ran = t.exec.ran();
@@ -208,20 +225,16 @@ async fn native_door_inserts_at_top_and_deletes_on_schedule() {
     let mut t = T::new(native());
     t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
-    let ran = t.exec.ran();
-    assert_eq!(ran.len(), 1);
-    assert!(
-        ran[0].starts_with("iptables -w -I INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22"),
-        "{ran:?}"
-    );
+    assert_eq!(t.fw.ops(), ["add INPUT 22/tcp from 10.99.77.2 (ssh)"]);
+    assert_eq!(t.fw.rules().len(), 1);
+    assert!(t.exec.ran().is_empty(), "no process per rule");
     t.advance(Duration::from_secs(29)).await;
-    assert_eq!(t.exec.ran().len(), 1);
+    t.settle().await;
+    assert_eq!(t.fw.ops().len(), 1);
     t.advance(Duration::from_secs(1)).await;
-    let ran = t.exec.ran();
-    assert!(
-        ran[1].starts_with("iptables -w -D INPUT -s 10.99.77.2/32"),
-        "{ran:?}"
-    );
+    t.settle().await;
+    assert_eq!(t.fw.ops()[1], "delete INPUT 22/tcp from 10.99.77.2 (ssh)");
+    assert!(t.fw.rules().is_empty());
     assert!(t.has_line("10.99.77.2: ssh: command timeout"));
     assert!(t.e.ledger().is_empty());
 }
@@ -233,16 +246,35 @@ async fn native_reknock_refreshes_the_deadline() {
     t.settle().await;
     t.advance(Duration::from_secs(20)).await;
     t.knock_seq(CLI, &[1111, 2222, 3333]);
+    // A burst of re-knocks: one check, never a second rule.
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
     assert_eq!(t.e.ledger().len(), 1);
-    assert!(t.exec.ran()[1].contains(" -C INPUT"));
+    assert_eq!(
+        t.fw.ops(),
+        [
+            "add INPUT 22/tcp from 10.99.77.2 (ssh)",
+            "refresh INPUT 22/tcp from 10.99.77.2 (ssh)"
+        ]
+    );
+    // Someone removed the rule: the next check (a second later) puts it back.
+    t.fw.remove_rule(&t.fw.rules()[0]);
+    t.advance(Duration::from_secs(1)).await;
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    assert_eq!(t.fw.rules().len(), 1);
+    assert!(t.has_line("10.99.77.2: ssh: rule was missing, re-inserted"));
     t.advance(Duration::from_secs(20)).await;
+    t.settle().await;
     assert!(
-        !t.exec.ran().iter().any(|c| c.contains(" -D ")),
+        !t.fw.ops().iter().any(|c| c.starts_with("delete")),
         "closed too early"
     );
     t.advance(Duration::from_secs(10)).await;
-    assert!(t.exec.ran().iter().any(|c| c.contains(" -D ")));
+    t.settle().await;
+    assert!(t.fw.ops().iter().any(|c| c.starts_with("delete")));
+    assert!(t.fw.rules().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -271,20 +303,19 @@ async fn failed_start_is_logged_and_closes_the_grant() {
         proto: Proto::Tcp,
     });
     let mut t = T::new(config);
-    t.exec
-        .fail_on("--dport 443 -m comment --comment knockd:ssh -j ACCEPT");
+    t.fw.fail_on("add INPUT 443/tcp");
     t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
     t.settle().await;
-    assert!(t.has_line("ssh: command returned non-zero status code (1)"));
+    assert!(t.has_line(
+        "10.99.77.2: ssh: firewall: injected failure: add INPUT 443/tcp from 10.99.77.2 (ssh)"
+    ));
     assert!(t.has_line("10.99.77.2: ssh: the start command failed: closing the grant"));
     assert!(t.e.ledger().is_empty());
-    let ran = t.exec.ran();
     assert!(
-        ran.iter()
-            .any(|c| c
-                .starts_with("iptables -w -D INPUT -s 10.99.77.2/32 -p tcp -m tcp --dport 22 ")),
-        "the rule that did go in must be deleted: {ran:?}"
+        t.fw.rules().is_empty(),
+        "the rule that did go in must be deleted: {:?}",
+        t.fw.ops()
     );
 }
 
@@ -324,7 +355,7 @@ async fn ipv6_knock_on_v4_iptables_command_warns() {
 #[tokio::test(start_paused = true)]
 async fn run_loop_exits_on_capture_error_and_closes_timed_grants() {
     let t = T::new(native());
-    let exec = t.exec.clone();
+    let fw = t.fw.clone();
     let log = t.log.clone();
     let (pkt_tx, pkt_rx) = mpsc::channel(16);
     let (_ctl_tx, ctl_rx) = mpsc::channel(16);
@@ -340,7 +371,7 @@ async fn run_loop_exits_on_capture_error_and_closes_timed_grants() {
             tcp_seq: 1,
         };
         pkt_tx
-            .send(CaptureMsg::Packet(p, T::now()))
+            .send(CaptureMsg::Batch(vec![p], T::now()))
             .await
             .expect("send");
     }
@@ -351,10 +382,10 @@ async fn run_loop_exits_on_capture_error_and_closes_timed_grants() {
         .expect("send");
     let r = task.await.expect("join");
     assert!(matches!(r, Err(EngineError::Capture(_))));
-    let ran = exec.ran();
+    let ops = fw.ops();
     assert!(
-        ran.iter().any(|c| c.contains(" -I ")) && ran.iter().any(|c| c.contains(" -D ")),
-        "{ran:?}"
+        ops.iter().any(|c| c.starts_with("add")) && ops.iter().any(|c| c.starts_with("delete")),
+        "{ops:?}"
     );
     assert!(log.lines().iter().any(|l| l == "shutting down"));
 }
@@ -642,9 +673,10 @@ async fn shutdown_policies() {
         t.e.shutdown().await;
         let ran = t.exec.ran();
         assert_eq!(
-            ran.iter().any(|c| c.starts_with("iptables -w -D")),
+            t.fw.ops().iter().any(|c| c.starts_with("delete")),
             closes_native,
-            "{policy:?}: {ran:?}"
+            "{policy:?}: {:?}",
+            t.fw.ops()
         );
         assert_eq!(
             ran.iter().any(|c| c.starts_with("/sbin/iptables -D")),
@@ -687,6 +719,7 @@ async fn reload_reopens_the_log_file_and_keeps_command_line_overrides() {
         config,
         conf.clone(),
         FakeExec::default(),
+        Arc::new(RecordingFirewall::default()),
         log,
         Box::new(|_| {}),
     )
@@ -704,5 +737,126 @@ async fn reload_reopens_the_log_file_and_keeps_command_line_overrides() {
     assert!(
         !from_conf.exists(),
         "the command line's -g must win on reload too"
+    );
+}
+
+/// logrotate moves the log away and sends SIGHUP while the config is broken: the reload fails
+/// (the running config stays) and the log is reopened all the same.
+#[tokio::test(start_paused = true)]
+async fn a_failed_reload_still_reopens_the_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let log_path = dir.path().join("knockd.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "[options]\n LogFile = {}\n[d]\n sequence = 1,5,3\n",
+            log_path.display()
+        ),
+    )
+    .expect("write");
+    let config = crate::config::load(&conf).expect("load").config;
+    let log = crate::knocklog::KnockLog::open(Some(&log_path), false).expect("log");
+    let mut e = Engine::new(
+        config,
+        conf.clone(),
+        FakeExec::default(),
+        Arc::new(RecordingFirewall::default()),
+        log,
+        Box::new(|_| {}),
+    );
+    e.log_line("before rotation");
+    std::fs::rename(&log_path, dir.path().join("knockd.log.1")).expect("rotate");
+    std::fs::write(&conf, "[d]\n sequence = 1,abc\n").expect("break the config");
+    assert!(e.reload().is_err());
+    e.log_line("after rotation");
+    let now = std::fs::read_to_string(&log_path).expect("reopened log");
+    assert!(now.contains("after rotation"), "{now}");
+    assert!(now.contains("reload failed"), "{now}");
+}
+
+fn slow_command_door() -> Config {
+    let mut d = door("web", &[1000, 2000, 3000]);
+    d.start_command = Some("open %IP%".into());
+    d.stop_command = Some("close %IP%".into());
+    d.cmd_timeout = Duration::from_secs(5);
+    Config {
+        doors: vec![d],
+        ..Config::default()
+    }
+}
+
+fn nth(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i))
+}
+
+/// A flood that completes the sequence from many sources: a few commands run, a bounded
+/// number wait, the rest is refused and counted; once the pool drains, grants close.
+#[tokio::test(start_paused = true)]
+async fn the_command_pool_is_bounded_and_overflow_is_counted() {
+    use super::{POOL_QUEUE, POOL_SIZE};
+    let mut t = T::new(slow_command_door());
+    t.exec.hold_on("open ");
+    for i in 0..200 {
+        t.knock_seq(nth(i), &[1000, 2000, 3000]);
+    }
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), POOL_SIZE, "running at once");
+    assert_eq!(t.e.ledger().len(), POOL_QUEUE, "admitted");
+    assert_eq!(t.e.stats().refused_pool_full, (200 - POOL_QUEUE) as u64);
+    assert!(t
+        .lines()
+        .iter()
+        .any(|l| l.contains("open(s) refused") && l.contains("command pool full")));
+    let refusal_lines = t.lines().iter().filter(|l| l.contains("refused")).count();
+    assert_eq!(refusal_lines, 1, "refusals are logged at a limited rate");
+    // Timers keep firing while the pool is saturated; each close waits for its own start.
+    t.advance(Duration::from_secs(5)).await;
+    t.settle().await;
+    assert!(t.has_line("10.200.0.0: web: command timeout"));
+    assert!(!t.exec.ran().iter().any(|c| c.starts_with("close ")));
+    t.exec.release();
+    for _ in 0..20 {
+        t.settle().await;
+    }
+    assert_eq!(
+        t.exec
+            .ran()
+            .iter()
+            .filter(|c| c.starts_with("open "))
+            .count(),
+        POOL_QUEUE
+    );
+    // Every admitted start ran, and every grant's close ran after its start.
+    assert!(t.e.ledger().is_empty());
+    assert_eq!(
+        t.exec
+            .ran()
+            .iter()
+            .filter(|c| c.starts_with("close "))
+            .count(),
+        POOL_QUEUE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_grants_refuses_new_grants_but_not_reknocks() {
+    let mut config = native();
+    config.options.max_grants = Some(3);
+    let mut t = T::new(config);
+    for i in 0..5 {
+        t.knock_seq(nth(i), &[1111, 2222, 3333]);
+    }
+    t.settle().await;
+    assert_eq!(t.e.ledger().len(), 3);
+    assert_eq!(t.fw.rules().len(), 3);
+    assert_eq!(t.e.stats().refused_max_grants, 2);
+    // A re-knock of an open grant is a deadline change, never refused.
+    t.knock_seq(nth(0), &[1111, 2222, 3333]);
+    t.settle().await;
+    assert_eq!(t.e.stats().refused_max_grants, 2);
+    assert_eq!(
+        t.e.ledger().find("ssh", nth(0)).map(|g| g.refreshes),
+        Some(1)
     );
 }

@@ -32,16 +32,24 @@ pub enum Variant {
     OursCmd,
     /// Our knockd with `open = 22/tcp` instead of the command.
     OursNative,
+    /// Our knockd with `open = 22/tcp` and `Firewall = nftables` (set elements over netlink).
+    OursNft,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Debian, Variant::OursCmd, Variant::OursNative];
+    pub const ALL: [Variant; 4] = [
+        Variant::Debian,
+        Variant::OursCmd,
+        Variant::OursNative,
+        Variant::OursNft,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Variant::Debian => "debian",
             Variant::OursCmd => "ours-cmd",
             Variant::OursNative => "ours-native",
+            Variant::OursNft => "ours-nft",
         }
     }
 
@@ -60,12 +68,20 @@ impl Variant {
                 format!("command     = {IPTABLES} -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT")
             }
             // cmd_timeout only bounds the grant; the bench revokes it after every knock.
-            Variant::OursNative => "open        = 22/tcp\n\tcmd_timeout = 3600".to_string(),
+            Variant::OursNative | Variant::OursNft => {
+                "open        = 22/tcp\n\tcmd_timeout = 3600".to_string()
+            }
+        };
+        let firewall = if self == Variant::OursNft {
+            "\tFirewall = nftables\n"
+        } else {
+            ""
         };
         let seq = SEQUENCE.map(|p| p.to_string()).join(",");
         format!(
             "[options]\n\
              \tLogFile = {log}\n\
+             {firewall}\
              \n\
              [openSSH]\n\
              \tsequence    = {seq}\n\
@@ -274,6 +290,16 @@ mod tests {
         assert!(c.contains("open        = 22/tcp"));
         assert!(c.contains("seq_timeout = 60"));
         assert!(!c.contains("command"));
+    }
+
+    #[test]
+    fn nft_door_uses_the_nftables_backend() {
+        let c = Variant::OursNft.config("/tmp/l", 60);
+        assert!(c.contains("\tFirewall = nftables\n"), "{c}");
+        assert!(c.contains("open        = 22/tcp"));
+        assert!(!Variant::OursNative
+            .config("/tmp/l", 60)
+            .contains("Firewall"));
     }
 
     #[test]

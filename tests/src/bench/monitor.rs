@@ -1,7 +1,8 @@
 //! Watches the server namespace's firewall: an nftables netlink listener (the multicast group
 //! `nft monitor` uses) on its own thread, timestamping every rule added or deleted with the
 //! same monotonic clock as the knocks. iptables on Debian 12 is iptables-nft, so every
-//! `iptables -I/-D` shows up here the moment the kernel commits it.
+//! `iptables -I/-D` shows up here the moment the kernel commits it. Elements added to or
+//! deleted from knockd's `inet knockd allow4` set (`Firewall = nftables`) count as rules too.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -25,6 +26,14 @@ const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+/// Set-element "handles" are made from the key, above any real rule handle.
+const ELEM_HANDLE: u64 = 1 << 63;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
@@ -156,13 +165,17 @@ pub fn parse_messages(buf: &[u8]) -> Vec<RuleChange> {
             break;
         }
         let change = match (kind >> 8, kind & 0xff) {
-            (NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE) => Some(Change::Added),
-            (NFNL_SUBSYS_NFTABLES, NFT_MSG_DELRULE) => Some(Change::Removed),
+            (NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE) => Some((Change::Added, false)),
+            (NFNL_SUBSYS_NFTABLES, NFT_MSG_DELRULE) => Some((Change::Removed, false)),
+            (NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM) => Some((Change::Added, true)),
+            (NFNL_SUBSYS_NFTABLES, NFT_MSG_DELSETELEM) => Some((Change::Removed, true)),
             _ => None,
         };
         let body = &buf[off + NLMSG_HDRLEN..off + len];
-        if let (Some(change), Some(attrs)) = (change, body.get(NFGENMSG_LEN..)) {
-            out.push(parse_rule(change, attrs));
+        match (change, body.get(NFGENMSG_LEN..)) {
+            (Some((change, false)), Some(attrs)) => out.push(parse_rule(change, attrs)),
+            (Some((change, true)), Some(attrs)) => parse_elems(change, attrs, &mut out),
+            _ => {}
         }
         off += align4(len);
     }
@@ -187,6 +200,42 @@ fn parse_rule(change: Change, attrs: &[u8]) -> RuleChange {
         }
     }
     rule
+}
+
+/// Elements of `inet knockd allow4` (key: address . proto . port, each padded to 4 bytes).
+fn parse_elems(change: Change, attrs: &[u8], out: &mut Vec<RuleChange>) {
+    let (mut table, mut set, mut elems): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+    for (kind, value) in Attrs(attrs) {
+        match kind {
+            NFTA_SET_ELEM_LIST_TABLE => table = value,
+            NFTA_SET_ELEM_LIST_SET => set = value,
+            NFTA_SET_ELEM_LIST_ELEMENTS => elems = value,
+            _ => {}
+        }
+    }
+    if table != b"knockd\0" || set != b"allow4\0" {
+        return;
+    }
+    for (kind, elem) in Attrs(elems) {
+        if kind != NFTA_LIST_ELEM {
+            continue;
+        }
+        let key = Attrs(elem)
+            .find(|&(k, _)| k == NFTA_SET_ELEM_KEY)
+            .and_then(|(_, k)| Attrs(k).find(|&(k, _)| k == NFTA_DATA_VALUE))
+            .map(|(_, v)| v);
+        if let Some(&[a, b, c, d, proto, _, _, _, p0, p1, ..]) = key {
+            let port = u64::from(u16::from_be_bytes([p0, p1]));
+            out.push(RuleChange {
+                change,
+                handle: ELEM_HANDLE
+                    | (u64::from(u32::from_be_bytes([a, b, c, d])) << 24)
+                    | (u64::from(proto) << 16)
+                    | port,
+                saddr: Some(Ipv4Addr::new(a, b, c, d)),
+            });
+        }
+    }
 }
 
 /// `payload load 4b @ network header + 12` followed by `cmp eq ADDR`: what iptables-nft
@@ -464,6 +513,39 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].saddr, None);
         assert_eq!(got[0].handle, 3);
+    }
+
+    fn setelem(msg: u16, set: &[u8], key: &[u8]) -> Vec<u8> {
+        let mut body = vec![1, 0, 0, 0]; // nfgenmsg: NFPROTO_INET
+        body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, b"knockd\0"));
+        body.extend(attr(NFTA_SET_ELEM_LIST_SET, set));
+        body.extend(nested(
+            NFTA_SET_ELEM_LIST_ELEMENTS,
+            &[nested(
+                NFTA_LIST_ELEM,
+                &[nested(NFTA_SET_ELEM_KEY, &[attr(NFTA_DATA_VALUE, key)])],
+            )],
+        ));
+        let mut m = Vec::new();
+        m.extend_from_slice(&((body.len() + NLMSG_HDRLEN) as u32).to_ne_bytes());
+        m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn knockd_set_elements_count_as_rules() {
+        let key = [10, 99, 77, 2, 6, 0, 0, 0, 0, 22, 0, 0];
+        let mut buf = setelem(NFT_MSG_NEWSETELEM, b"allow4\0", &key);
+        buf.extend(setelem(NFT_MSG_DELSETELEM, b"allow4\0", &key));
+        buf.extend(setelem(NFT_MSG_NEWSETELEM, b"other\0", &key));
+        let got = parse_messages(&buf);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].change, Change::Added);
+        assert_eq!(got[1].change, Change::Removed);
+        assert_eq!(got[0].handle, got[1].handle);
+        assert_eq!(got[0].saddr, Some(Ipv4Addr::new(10, 99, 77, 2)));
     }
 
     #[test]

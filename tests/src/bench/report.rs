@@ -232,7 +232,7 @@ pub fn check_targets(runs: &[RunResult]) -> Vec<TargetCheck> {
         let scenario = target.split(':').next().unwrap_or(target);
         runs.iter().any(|r| r.scenario == scenario)
     };
-    for v in [Variant::OursCmd, Variant::OursNative] {
+    for v in [Variant::OursCmd, Variant::OursNative, Variant::OursNft] {
         if !runs.iter().any(|r| r.variant == v) {
             continue;
         }
@@ -259,6 +259,18 @@ pub fn check_targets(runs: &[RunResult]) -> Vec<TargetCheck> {
                 ))
             }),
         );
+        if v == Variant::OursNft {
+            push(
+                "quiet: p50 <= 1 ms (nftables)",
+                ours("quiet").and_then(|o| {
+                    let p = o.legit.p50_ms?;
+                    Some((
+                        opened_all(o) && p <= 1.0,
+                        format!("p50 {p:.2} ms, opened {}", opened(o)),
+                    ))
+                }),
+            );
+        }
         push(
             "door-flood-20k: every knock opens, p99 <= 2x quiet p99, CPU <= 1/5 of knockd's",
             ours("door-flood-20k")

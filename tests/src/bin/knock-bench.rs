@@ -25,7 +25,7 @@ struct Args {
     /// Where to write the JSON report
     #[arg(long, value_name = "FILE", default_value = "target/knock-bench.json")]
     out: PathBuf,
-    /// Daemons to run, comma-separated: debian, ours-cmd, ours-native
+    /// Daemons to run, comma-separated: debian, ours-cmd, ours-native, ours-nft
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     daemons: Vec<String>,
     /// Length of each flood in seconds
@@ -59,7 +59,7 @@ impl Args {
             plan.variants = Vec::new();
             for name in &self.daemons {
                 let Some(v) = Variant::parse(name) else {
-                    bail!("unknown daemon '{name}' (use debian, ours-cmd, ours-native)");
+                    bail!("unknown daemon '{name}' (use debian, ours-cmd, ours-native, ours-nft)");
                 };
                 plan.variants.push(v);
             }

@@ -1,0 +1,112 @@
+//! A firewall that keeps its rules in memory and records every batch: for tests and
+//! benchmarks without root. It behaves like a real one (a delete of a missing rule is
+//! `Absent`, a refresh re-adds a missing rule), can be made to fail ops, and to be slow.
+
+use super::{BoxFuture, Firewall, FwRule, Op, OpOutcome};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+struct Inner {
+    batches: Vec<Vec<Op>>,
+    present: HashSet<FwRule>,
+    fail_on: Vec<String>,
+    delay: Duration,
+}
+
+/// Cheap to clone; clones share their rules and records.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingFirewall(Arc<Mutex<Inner>>);
+
+impl RecordingFirewall {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        match self.0.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// Every batch applied so far.
+    pub fn batches(&self) -> Vec<Vec<Op>> {
+        self.with(|i| i.batches.clone())
+    }
+
+    /// Every op applied so far, as text (`add INPUT 22/tcp from 10.0.0.2 (ssh)`).
+    pub fn ops(&self) -> Vec<String> {
+        self.with(|i| i.batches.iter().flatten().map(Op::to_string).collect())
+    }
+
+    /// The rules in force now.
+    pub fn rules(&self) -> Vec<FwRule> {
+        self.with(|i| i.present.iter().cloned().collect())
+    }
+
+    /// Ops whose text contains `s` fail from now on.
+    pub fn fail_on(&self, s: &str) {
+        self.with(|i| i.fail_on.push(s.to_string()));
+    }
+
+    /// Ops stop failing.
+    pub fn heal(&self) {
+        self.with(|i| i.fail_on.clear());
+    }
+
+    /// Someone else removed (or added) a rule behind knockd's back.
+    pub fn remove_rule(&self, r: &FwRule) {
+        self.with(|i| i.present.remove(r));
+    }
+    pub fn add_rule(&self, r: FwRule) {
+        self.with(|i| i.present.insert(r));
+    }
+
+    /// Each batch takes this long.
+    pub fn set_delay(&self, d: Duration) {
+        self.with(|i| i.delay = d);
+    }
+
+    fn apply_now(&self, ops: Vec<Op>) -> Vec<OpOutcome> {
+        self.with(|i| {
+            let out = ops
+                .iter()
+                .map(|op| {
+                    let text = op.to_string();
+                    if i.fail_on.iter().any(|f| text.contains(f.as_str())) {
+                        return OpOutcome::Failed(format!("injected failure: {text}"));
+                    }
+                    let r = op.rule().clone();
+                    match op {
+                        Op::Add { .. } => {
+                            i.present.insert(r);
+                            OpOutcome::Ok
+                        }
+                        Op::Delete { .. } if i.present.remove(&r) => OpOutcome::Ok,
+                        Op::Check { .. } if i.present.contains(&r) => OpOutcome::Ok,
+                        Op::Delete { .. } | Op::Check { .. } => OpOutcome::Absent,
+                        Op::Refresh { .. } if i.present.insert(r) => OpOutcome::Absent,
+                        Op::Refresh { .. } => OpOutcome::Ok,
+                    }
+                })
+                .collect();
+            i.batches.push(ops);
+            out
+        })
+    }
+}
+
+impl Firewall for RecordingFirewall {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let delay = me.with(|i| i.delay);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            me.apply_now(ops)
+        })
+    }
+}

@@ -1,0 +1,327 @@
+//! Firewall backends for native doors (`Open = 22/tcp`).
+//!
+//! The engine never runs a firewall program itself. It hands the rules of a grant, as [`Op`]s,
+//! to a [`FirewallQueue`]: one task that owns the backend and applies what is queued as one
+//! batch ([`Firewall::apply`]). Ops that arrive while a batch is being applied go into the next
+//! batch, so a lone knock pays no batching delay and a flood of grants costs one transaction per
+//! batch instead of one process per rule. One batch at a time, in submission order: the ops of
+//! one (door, source) can never overtake each other.
+//!
+//! # Plugging in a backend
+//!
+//! Implement [`Firewall`] (see [`iptables::IptablesRestore`] and the recording
+//! [`fake::RecordingFirewall`]) and pass it to the engine with
+//! `Engine::with_firewall(Arc::new(MyBackend::new(...)))`:
+//!
+//! - `apply` receives a non-empty batch and returns **one [`OpOutcome`] per op, in order**.
+//!   It runs on the queue's task: it may take as long as it needs (the engine is not waiting),
+//!   but it must not block a thread (use `tokio::process`, async netlink...) and it must bound
+//!   its own time (see [`crate::proc`]'s limits): the queue waits for it.
+//! - Prefer one kernel transaction per batch. When the transaction fails, find out which ops
+//!   failed (retry them alone) so that one stale delete does not fail the other grants.
+//! - [`Op::Add`] puts the rule first (an `-I`): it must win over later rules of its chain.
+//!   Its `timeout` is when the grant ends: a backend whose kernel expires rules on its own
+//!   (nftables set elements with a timeout) uses it, so the rule goes even if knockd dies;
+//!   iptables ignores it (knockd deletes the rule at the deadline).
+//! - [`Op::Delete`] of a rule that is not there is [`OpOutcome::Absent`], not a failure: the
+//!   grant is closed either way.
+//! - [`Op::Refresh`] (a re-knock of an open grant; at most once per grant per second) makes
+//!   sure the rule is there, re-adding it if someone removed it ([`OpOutcome::Absent`]), and
+//!   moves an expiring rule's timeout.
+//! - [`Op::Check`] (at start, for grants restored from the state file): [`OpOutcome::Ok`] if
+//!   the rule is present, [`OpOutcome::Absent`] if not.
+//! - `name` appears in logs and `knockctl status`.
+
+pub mod fake;
+pub mod iptables;
+
+use crate::config::Proto;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A boxed future that is `Send` (what [`Firewall::apply`] returns, so backends can be chosen at
+/// run time and held as `Arc<dyn Firewall>`).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One rule of a native door: accept `proto` to `port` from `src`, in `chain`. Recorded in the
+/// state file (its fields are data: the backend builds the rule from them, nothing else).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FwRule {
+    pub chain: String,
+    pub src: IpAddr,
+    pub proto: Proto,
+    pub port: u16,
+    /// Door name, recorded in a rule comment so admins can see who added the rule.
+    pub door: String,
+}
+
+impl FwRule {
+    /// The comment tag: `knockd:<door>`, with characters firewalls or shells dislike replaced.
+    pub fn comment(&self) -> String {
+        let name: String = self
+            .door
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.:-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(200)
+            .collect();
+        format!("knockd:{name}")
+    }
+
+    /// A chain name the backends accept: letters, digits, `_-.`, at most 28 bytes (iptables'
+    /// limit). Checked on rules read from the state file before anything runs them.
+    pub fn is_valid(&self) -> bool {
+        !self.chain.is_empty()
+            && self.chain.len() <= 28
+            && !self.chain.starts_with('-')
+            && self
+                .chain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    }
+}
+
+impl std::fmt::Display for FwRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}/{} from {} ({})",
+            self.chain, self.port, self.proto, self.src, self.door
+        )
+    }
+}
+
+/// One change to the firewall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Open: the rule goes first in its chain. `timeout`: until the grant's deadline (None: no
+    /// deadline), for backends that expire rules in the kernel.
+    Add {
+        rule: FwRule,
+        timeout: Option<Duration>,
+    },
+    /// Close. A rule already gone is [`OpOutcome::Absent`].
+    Delete { rule: FwRule },
+    /// Re-knock: ensure the rule is there (re-add when missing), move its timeout.
+    Refresh {
+        rule: FwRule,
+        timeout: Option<Duration>,
+    },
+    /// Is the rule present?
+    Check { rule: FwRule },
+}
+
+impl Op {
+    pub fn rule(&self) -> &FwRule {
+        match self {
+            Op::Add { rule, .. }
+            | Op::Delete { rule }
+            | Op::Refresh { rule, .. }
+            | Op::Check { rule } => rule,
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = match self {
+            Op::Add { .. } => "add",
+            Op::Delete { .. } => "delete",
+            Op::Refresh { .. } => "refresh",
+            Op::Check { .. } => "check",
+        };
+        write!(f, "{verb} {}", self.rule())
+    }
+}
+
+/// What became of one op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// Done (Add, Delete, Refresh of a present rule), or present (Check).
+    Ok,
+    /// The rule was not there: Delete and Check report it; Refresh has added it again.
+    Absent,
+    /// Not done; the backend's message (the program's stderr, a time-out...).
+    Failed(String),
+}
+
+impl OpOutcome {
+    pub fn is_failed(&self) -> bool {
+        matches!(self, OpOutcome::Failed(_))
+    }
+}
+
+/// A firewall backend for native doors. See the module documentation for the contract.
+pub trait Firewall: Send + Sync + 'static {
+    /// Short name for logs (`iptables`, `nftables`).
+    fn name(&self) -> &'static str;
+    /// Apply `ops` (one transaction when possible); one outcome per op, in order.
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>>;
+}
+
+/// Called with the outcomes of one submitted group of ops, on the queue's task.
+pub type Reply = Box<dyn FnOnce(Vec<OpOutcome>) + Send>;
+
+struct Job {
+    ops: Vec<Op>,
+    reply: Reply,
+}
+
+/// Largest batch handed to the backend at once.
+pub const MAX_BATCH_OPS: usize = 2048;
+
+/// The single owner of a backend: batches what is queued, applies it, answers each submitter.
+#[derive(Clone)]
+pub struct FirewallQueue {
+    tx: mpsc::UnboundedSender<Job>,
+    name: &'static str,
+}
+
+impl FirewallQueue {
+    /// Start the queue's task on the current runtime.
+    pub fn start(fw: Arc<dyn Firewall>) -> FirewallQueue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let name = fw.name();
+        tokio::spawn(Self::serve(fw, rx));
+        FirewallQueue { tx, name }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Queue `ops` (applied in order, after everything submitted before); `reply` gets their
+    /// outcomes. The queue is bounded by what the engine lets in (MaxGrants, one refresh per
+    /// grant per second), not here.
+    pub fn submit(&self, ops: Vec<Op>, reply: Reply) {
+        if ops.is_empty() {
+            reply(Vec::new());
+            return;
+        }
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { ops, reply }) {
+            let n = job.ops.len();
+            (job.reply)(vec![
+                OpOutcome::Failed(
+                    "the firewall queue has stopped".into()
+                );
+                n
+            ]);
+        }
+    }
+
+    async fn serve(fw: Arc<dyn Firewall>, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut carry: Option<Job> = None;
+        loop {
+            let first = match carry.take() {
+                Some(j) => j,
+                None => match rx.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            let mut n = first.ops.len();
+            let mut jobs = vec![first];
+            while n < MAX_BATCH_OPS {
+                match rx.try_recv() {
+                    Ok(j) if n + j.ops.len() > MAX_BATCH_OPS => {
+                        carry = Some(j);
+                        break;
+                    }
+                    Ok(j) => {
+                        n += j.ops.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut ops = Vec::with_capacity(n);
+            let mut replies = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                replies.push((j.ops.len(), j.reply));
+                ops.extend(j.ops);
+            }
+            let mut outcomes = fw.apply(ops).await;
+            outcomes.resize(n, OpOutcome::Failed("no outcome from the backend".into()));
+            let mut it = outcomes.into_iter();
+            for (k, reply) in replies {
+                reply(it.by_ref().take(k).collect());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::RecordingFirewall;
+    use super::*;
+
+    pub(crate) fn rule(src: &str, port: u16) -> FwRule {
+        FwRule {
+            chain: "INPUT".into(),
+            src: src.parse().expect("ip"),
+            proto: Proto::Tcp,
+            port,
+            door: "ssh".into(),
+        }
+    }
+
+    #[test]
+    fn chain_names_from_the_state_file_are_validated() {
+        assert!(rule("10.0.0.1", 22).is_valid());
+        for bad in ["", "-F", "IN PUT", "a;b", "x\ny", &"A".repeat(29)] {
+            let r = FwRule {
+                chain: bad.into(),
+                ..rule("10.0.0.1", 22)
+            };
+            assert!(!r.is_valid(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ops_queued_while_a_batch_runs_go_together_into_the_next_one() {
+        let fw = RecordingFirewall::default();
+        fw.set_delay(Duration::from_millis(50));
+        let q = FirewallQueue::start(Arc::new(fw.clone()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..5u16 {
+            let tx = tx.clone();
+            q.submit(
+                vec![Op::Add {
+                    rule: rule("10.0.0.1", 1000 + i),
+                    timeout: None,
+                }],
+                Box::new(move |o| {
+                    let _ = tx.send((i, o));
+                }),
+            );
+            if i == 0 {
+                // Let the first batch start alone.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(rx.recv().await.expect("reply"));
+        }
+        assert_eq!(
+            got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        assert!(got.iter().all(|(_, o)| o == &vec![OpOutcome::Ok]));
+        let sizes: Vec<usize> = fw.batches().iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            vec![1, 4],
+            "a lone op is not delayed; the rest are batched"
+        );
+    }
+}
