@@ -170,6 +170,8 @@ mod tests {
             closes: "native rule delete".into(),
             refreshes: 0,
             kernel_expires_in_ms: Some(29_500),
+            closing: true,
+            close_error: Some("xtables lock held".into()),
         };
         vec![
             ServerMsg::Hello {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +116,10 @@ pub struct GrantInfo {
     /// `Firewall = nftables` grants: the time the kernel has left on the grant's set elements
     /// (as written at the last knock, or read back from the kernel at start); None otherwise.
     pub kernel_expires_in_ms: Option<u64>,
+    /// Being closed: kept (and listed) until its close succeeded.
+    pub closing: bool,
+    /// Why the last close attempt failed (it is retried with backoff).
+    pub close_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -158,6 +158,8 @@ fn grant(door: &str, address: &str, expires_in_ms: Option<u64>) -> GrantInfo {
         closes: "native rule delete".into(),
         refreshes: 0,
         kernel_expires_in_ms: None,
+        closing: false,
+        close_error: None,
     }
 }
 

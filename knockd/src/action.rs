@@ -37,6 +37,70 @@ fn is_iptables(program: &str) -> bool {
     ) || base == "ip6tables-legacy"
 }
 
+/// Every iptables command option (exactly one per command line).
+const OPS: &[&str] = &[
+    "-A",
+    "--append",
+    "-I",
+    "--insert",
+    "-D",
+    "--delete",
+    "-R",
+    "--replace",
+    "-F",
+    "--flush",
+    "-N",
+    "-X",
+    "-P",
+    "-C",
+    "--check",
+    "-Z",
+    "-L",
+    "-S",
+    "-E",
+];
+
+/// Directories a recorded iptables program may live in.
+const TRUSTED_DIRS: &[&str] = &[
+    "/sbin/",
+    "/usr/sbin/",
+    "/bin/",
+    "/usr/bin/",
+    "/usr/local/sbin/",
+];
+
+/// Is a derived inverse read back from the state file one knockd could have written for
+/// `addr`? The state file is data: only `iptables`/`ip6tables` (bare, or in a system
+/// directory), exactly one command option (`-D` for delete, `-C` for check, otherwise the
+/// same words), no shell syntax or control characters, and the grant's address in it.
+pub fn valid_recorded_inverse(delete: &[String], check: &[String], addr: IpAddr) -> bool {
+    let a = addr.to_string();
+    let ok = |w: &[String], op: &str| {
+        let Some(program) = w.first() else {
+            return false;
+        };
+        let base = program.rsplit('/').next().unwrap_or(program);
+        let trusted = is_iptables(base)
+            && (program == base
+                || TRUSTED_DIRS
+                    .iter()
+                    .any(|d| program.strip_prefix(d) == Some(base)));
+        trusted
+            && w.iter()
+                .all(|x| !x.contains(SHELL_SPECIAL) && !x.chars().any(char::is_control))
+            && w.iter().filter(|x| OPS.contains(&x.as_str())).count() == 1
+            && w.iter().any(|x| x == op)
+            && w.iter()
+                .any(|x| *x == a || x.strip_prefix(&a).is_some_and(|r| r.starts_with('/')))
+    };
+    let same_but_op = delete.len() == check.len()
+        && delete
+            .iter()
+            .zip(check)
+            .all(|(d, c)| d == c || (d == "-D" && c == "-C"));
+    ok(delete, "-D") && ok(check, "-C") && same_but_op
+}
+
 /// Split an expanded command into words if it is a plain command line (no shell syntax).
 pub fn plain_words(cmd: &str) -> Option<Vec<String>> {
     if cmd.contains(SHELL_SPECIAL) {
@@ -52,31 +116,10 @@ pub fn derive_inverse(expanded: &str) -> Option<Derived> {
     if !is_iptables(&words[0]) {
         return None;
     }
-    let ops = [
-        "-A",
-        "--append",
-        "-I",
-        "--insert",
-        "-D",
-        "--delete",
-        "-R",
-        "--replace",
-        "-F",
-        "--flush",
-        "-N",
-        "-X",
-        "-P",
-        "-C",
-        "--check",
-        "-Z",
-        "-L",
-        "-S",
-        "-E",
-    ];
     let op_positions: Vec<usize> = words
         .iter()
         .enumerate()
-        .filter(|(_, w)| ops.contains(&w.as_str()))
+        .filter(|(_, w)| OPS.contains(&w.as_str()))
         .map(|(i, _)| i)
         .collect();
     let [pos] = op_positions[..] else {
@@ -176,21 +219,11 @@ pub trait Executor: Clone + Send + Sync + 'static {
 /// process group, killed with its children after [`crate::proc::COMMAND_TIME_LIMIT`];
 /// nftables changes go to the nftables worker thread (started on first use).
 #[derive(Debug, Clone, Default)]
-pub struct SystemExecutor {
-    nft: std::sync::Arc<std::sync::OnceLock<Result<crate::nft::transport::Handle, String>>>,
-}
+pub struct SystemExecutor;
 
 impl SystemExecutor {
-    fn nft(&self) -> Result<&crate::nft::transport::Handle, String> {
-        use crate::nft::transport::{Handle, Transport};
-        self.nft
-            .get_or_init(|| Handle::start(Transport::best()).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
     async fn run_nft(&self, action: Action) -> Outcome {
-        let handle = match self.nft() {
+        let handle = match crate::nft::transport::shared() {
             Ok(h) => h,
             Err(e) => return Outcome::SpawnError(e),
         };
@@ -375,9 +408,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn recorded_inverses_from_the_state_file_are_validated() {
+        let ip: IpAddr = "10.0.0.12".parse().expect("ip");
+        let good =
+            derive_inverse("/sbin/iptables -I INPUT -s 10.0.0.12 -p tcp --dport 22 -j ACCEPT")
+                .expect("derived");
+        assert!(valid_recorded_inverse(&good.delete, &good.check, ip));
+        let other: IpAddr = "10.0.0.13".parse().expect("ip");
+        assert!(!valid_recorded_inverse(&good.delete, &good.check, other));
+        for (d, c) in [
+            (
+                "/tmp/x/iptables -D INPUT -s 10.0.0.12 -j ACCEPT",
+                "/tmp/x/iptables -C INPUT -s 10.0.0.12 -j ACCEPT",
+            ),
+            ("sh -D INPUT -s 10.0.0.12", "sh -C INPUT -s 10.0.0.12"),
+            (
+                "iptables -F INPUT -s 10.0.0.12",
+                "iptables -C INPUT -s 10.0.0.12",
+            ),
+            (
+                "iptables -D INPUT -s 10.0.0.12 -j ACCEPT",
+                "iptables -C INPUT -s 10.0.0.12 -j DROP",
+            ),
+            (
+                "iptables -D INPUT -s 10.0.0.12 -X",
+                "iptables -C INPUT -s 10.0.0.12 -X",
+            ),
+        ] {
+            assert!(!valid_recorded_inverse(&w(d), &w(c), ip), "{d}");
+        }
+        let mut evil = good.delete.clone();
+        evil.push("$(id)".into());
+        let mut evil_c = good.check.clone();
+        evil_c.push("$(id)".into());
+        assert!(!valid_recorded_inverse(&evil, &evil_c, ip));
+    }
+
     #[tokio::test]
     async fn system_executor_reports_exit_codes() {
-        let e = SystemExecutor::default();
+        let e = SystemExecutor;
         assert!(e.run(Action::Shell("true".into())).await.is_ok());
         assert_eq!(
             e.run(Action::Shell("echo oops >&2; exit 3".into())).await,

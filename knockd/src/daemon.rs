@@ -374,7 +374,7 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let mut engine = Engine::new(
         p.config,
         args.config.clone(),
-        SystemExecutor::default(),
+        SystemExecutor,
         Arc::new(IptablesRestore::default()),
         p.log,
         Box::new(move |f| {

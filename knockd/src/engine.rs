@@ -22,6 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 
+/// The engine's clock: tokio's, so that tests with paused time see timers, deadlines and
+/// retries move together (the same as `Instant::now()` when time is not paused).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Result of a reload: warnings on success, every problem on failure.
 pub type ReloadResult = Result<Vec<String>, Vec<String>>;
 
@@ -43,6 +49,9 @@ pub const POOL_SIZE: usize = 4;
 pub const CLOSE_POOL_SIZE: usize = 2;
 /// Command tasks admitted at once (running or waiting for the pool); more are refused.
 pub const POOL_QUEUE: usize = 64;
+/// A failed close is retried after this, doubling up to [`CLOSE_RETRY_MAX`].
+pub const CLOSE_RETRY_FIRST: Duration = Duration::from_secs(1);
+pub const CLOSE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A re-knock checks an open grant's rules at most this often.
 pub const REFRESH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -62,6 +71,8 @@ enum TaskKind {
     Ensure,
     /// A command with no grant (fire and forget, like knockd).
     Free,
+    /// At start: are a restored grant's rules still there?
+    Verify,
 }
 
 /// Actions on one (door, source) run in order, across grant ids.
@@ -77,6 +88,9 @@ struct Done {
     pooled: bool,
     /// For Ensure: whether the rule had to be re-inserted.
     reinserted: bool,
+    /// Firewall ops: how many, and how many found their rule absent.
+    total: usize,
+    absent: usize,
     outcome: Outcome,
 }
 
@@ -95,6 +109,10 @@ pub struct Engine<E: Executor, L: LogSink> {
     exec: E,
     firewall: Arc<dyn Firewall>,
     fw_queue: Option<FirewallQueue>,
+    /// The backend of native doors with `Firewall = nftables` (chosen per grant by the config
+    /// in force, so a reload can switch backends).
+    nft_firewall: Arc<dyn Firewall>,
+    nft_queue: Option<FirewallQueue>,
     /// Commands running at once, for starts and for closes (closes never wait behind starts).
     pool: Arc<Semaphore>,
     close_pool: Arc<Semaphore>,
@@ -160,6 +178,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             exec,
             firewall,
             fw_queue: None,
+            nft_firewall: Arc::new(crate::firewall::nftables::NftFirewall),
+            nft_queue: None,
             pool: Arc::new(Semaphore::new(POOL_SIZE)),
             close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
             pooled: 0,
@@ -183,7 +203,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             events_tx,
             state_file: None,
             saved_version: 0,
-            started: Instant::now(),
+            started: now(),
             interfaces: Vec::new(),
             capture_stats: None,
             used_otp: Vec::new(),
@@ -201,6 +221,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.wall_clock = clock;
         self.rotate_totp(tokio::time::Instant::now().into_std(), true);
         self.update_filter();
+    }
+
+    /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
+    /// a `RecordingFirewall` in tests).
+    pub fn with_nft_firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
+        self.nft_firewall = fw;
+        self.nft_queue = None;
+        self
     }
 
     /// Command-line settings re-applied over the config file on every reload.
@@ -242,7 +270,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             addr: g.addr,
             opened: g.opened.clone(),
             opened_at_unix_ms: state::unix_ms(g.opened_at),
-            expires_in_ms: g.expires.map(|t| {
+            expires_in_ms: g.expires.filter(|_| g.closing.is_none()).map(|t| {
                 u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
             }),
             closes: g.close.describe(),
@@ -254,12 +282,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             } else {
                 None
             },
+            closing: g.closing.is_some(),
+            close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
         }
     }
 
     fn emit_grant(&self, id: GrantId, kind: fn(ipc::GrantInfo) -> ipc::EventKind) {
         if let Some(g) = self.ledger.get(id) {
-            let info = Self::grant_info(g, Instant::now());
+            let info = Self::grant_info(g, now());
             self.emit(|| kind(info));
         }
     }
@@ -268,6 +298,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     fn fw(&mut self) -> FirewallQueue {
         let fw = &self.firewall;
         self.fw_queue
+            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
+            .clone()
+    }
+
+    fn nft_fw(&mut self) -> FirewallQueue {
+        let fw = &self.nft_firewall;
+        self.nft_queue
             .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
             .clone()
     }
@@ -394,6 +431,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.ledger.next_deadline(),
             self.totp_next,
             self.ledger.next_recheck(),
+            self.ledger.next_retry(),
         ]
         .into_iter()
         .flatten()
@@ -451,21 +489,34 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.on_match(ev, now);
         }
         self.events = events;
-        for g in self.ledger.expire(now) {
-            let info = Self::grant_info(&g, now);
+        for id in self.ledger.expire(now) {
+            let Some(g) = self.ledger.get(id) else {
+                continue;
+            };
+            let info = Self::grant_info(g, now);
+            let (addr, door) = (g.addr, g.door.clone());
             if g.close.kernel_expires() {
                 // The kernel removed the elements at this deadline: the ledger only follows.
-                let msg = format!(
-                    "{}: {}: grant expired (removed by the kernel)",
-                    g.addr, g.door
-                );
+                self.ledger.remove(id);
+                let msg = format!("{addr}: {door}: grant expired (removed by the kernel)");
                 self.line(&msg);
                 self.emit(|| ipc::EventKind::GrantExpired { grant: info });
                 continue;
             }
-            let msg = format!("{}: {}: command timeout", g.addr, g.door);
+            let msg = format!("{addr}: {door}: command timeout");
             self.line(&msg);
             self.emit(|| ipc::EventKind::GrantExpired { grant: info });
+            self.close_id(id);
+        }
+        for g in self.ledger.due_retries(now) {
+            let failures = g.closing.as_ref().map_or(0, |c| c.failures);
+            let msg = format!(
+                "{}: {}: closing again (attempt {})",
+                g.addr,
+                g.door,
+                failures + 1
+            );
+            self.line(&msg);
             self.close_grant(g);
         }
         for id in self.ledger.due_rechecks(now) {
@@ -701,7 +752,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .ledger
             .list()
             .iter()
-            .filter(|g| g.close.kernel_expires())
+            .filter(|g| g.close.kernel_expires() && g.closing.is_none())
             .count();
         if kernel > 0 {
             let msg = format!(
@@ -723,12 +774,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 ShutdownPolicy::Close => self.ledger.get(id).is_some_and(|g| g.expires.is_some()),
             };
             if close {
-                if let Some(g) = self.ledger.remove(id) {
+                if let Some(g) = self.ledger.begin_close(id) {
                     let msg = format!("{}: {}: closing grant at shutdown", g.addr, g.door);
                     self.line(&msg);
                     self.close_grant(g);
                 }
             }
+        }
+        // Closes waiting for a retry get one more try now.
+        let far = now() + Duration::from_secs(365 * 86_400);
+        for g in self.ledger.due_retries(far) {
+            self.close_grant(g);
         }
         let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
         while self.inflight > 0 {
@@ -736,6 +792,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 Ok(Some(d)) => self.on_done(d),
                 _ => break,
             }
+        }
+        let left = self.ledger.closing();
+        if left > 0 {
+            let msg = format!(
+                "error: {left} grant(s) could not be closed: kept in the state file as closing, the next start closes them (see knockctl list)"
+            );
+            self.line(&msg);
         }
         self.persist();
         self.line("shutting down");

@@ -79,6 +79,20 @@ pub struct Grant {
     pub last_check: Option<Instant>,
     /// A check queued for this time (a re-knock came too soon after the last one).
     pub recheck: Option<Instant>,
+    /// Set once the grant is being closed: it stays in the ledger (and the state file) until
+    /// its close succeeded.
+    pub closing: Option<Closing>,
+}
+
+/// A grant whose close has started but not yet succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closing {
+    /// Failed close attempts so far.
+    pub failures: u32,
+    /// The last failure, for `knockctl list` and the TUI.
+    pub last_error: Option<String>,
+    /// When the next attempt runs (None: one is running or none is scheduled).
+    pub retry_at: Option<Instant>,
 }
 
 /// When a re-knock's check of a grant's rules runs.
@@ -96,6 +110,7 @@ pub struct Ledger {
     by_key: HashMap<(String, IpAddr), GrantId>,
     timers: BTreeSet<(Instant, GrantId)>,
     rechecks: BTreeSet<(Instant, GrantId)>,
+    retries: BTreeSet<(Instant, GrantId)>,
     next_id: GrantId,
     version: u64,
 }
@@ -156,6 +171,7 @@ impl Ledger {
                 refreshes: 0,
                 last_check: None,
                 recheck: None,
+                closing: None,
             },
         );
         id
@@ -225,6 +241,7 @@ impl Ledger {
         self.rechecks.iter().next().map(|(t, _)| *t)
     }
 
+    /// Forget a grant (its rules are gone, or the kernel removes them).
     pub fn remove(&mut self, id: GrantId) -> Option<Grant> {
         let g = self.grants.remove(&id)?;
         self.version += 1;
@@ -234,19 +251,98 @@ impl Ledger {
         if let Some(t) = g.recheck {
             self.rechecks.remove(&(t, id));
         }
-        self.by_key.remove(&(g.door.clone(), g.addr));
+        if let Some(t) = g.closing.as_ref().and_then(|c| c.retry_at) {
+            self.retries.remove(&(t, id));
+        }
+        if self.by_key.get(&(g.door.clone(), g.addr)) == Some(&id) {
+            self.by_key.remove(&(g.door.clone(), g.addr));
+        }
         Some(g)
     }
 
-    /// Remove and return every grant whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: Instant) -> Vec<Grant> {
+    /// Start closing an open grant: it leaves the (door, address) slot (a new knock opens a
+    /// new grant) but stays listed, as closing, until [`Self::remove`] after its close
+    /// succeeded. Returns a copy to close; None if unknown or already closing.
+    pub fn begin_close(&mut self, id: GrantId) -> Option<Grant> {
+        let g = self.grants.get_mut(&id)?;
+        if g.closing.is_some() {
+            return None;
+        }
+        self.version += 1;
+        if let Some(t) = g.expires {
+            self.timers.remove(&(t, id));
+        }
+        if let Some(t) = g.recheck.take() {
+            self.rechecks.remove(&(t, id));
+        }
+        g.closing = Some(Closing::default());
+        let key = (g.door.clone(), g.addr);
+        if self.by_key.get(&key) == Some(&id) {
+            self.by_key.remove(&key);
+        }
+        Some(g.clone())
+    }
+
+    /// A close attempt failed: remember why, and retry at `retry_at`.
+    pub fn close_failed(&mut self, id: GrantId, error: String, retry_at: Instant) -> u32 {
+        let Some(c) = self.grants.get_mut(&id).and_then(|g| g.closing.as_mut()) else {
+            return 0;
+        };
+        self.version += 1;
+        c.failures += 1;
+        c.last_error = Some(error);
+        if let Some(t) = c.retry_at.replace(retry_at) {
+            self.retries.remove(&(t, id));
+        }
+        self.retries.insert((retry_at, id));
+        c.failures
+    }
+
+    /// Closing grants whose retry is due (their retry time cleared: an attempt is running).
+    pub fn due_retries(&mut self, now: Instant) -> Vec<Grant> {
+        let due: Vec<(Instant, GrantId)> = self
+            .retries
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for k in due {
+            self.retries.remove(&k);
+            if let Some(g) = self.grants.get_mut(&k.1) {
+                if let Some(c) = g.closing.as_mut() {
+                    c.retry_at = None;
+                }
+                out.push(g.clone());
+            }
+        }
+        out
+    }
+
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.iter().next().map(|(t, _)| *t)
+    }
+
+    /// Open grants whose deadline is at or before `now` (still in the ledger: the caller
+    /// closes them with [`Self::begin_close`] or forgets them with [`Self::remove`]).
+    pub fn expire(&mut self, now: Instant) -> Vec<GrantId> {
         let due: Vec<GrantId> = self
             .timers
             .iter()
             .take_while(|(t, _)| *t <= now)
             .map(|(_, id)| *id)
             .collect();
-        due.into_iter().filter_map(|id| self.remove(id)).collect()
+        for id in &due {
+            if let Some(t) = self.grants.get_mut(id).and_then(|g| g.expires) {
+                self.timers.remove(&(t, *id));
+            }
+        }
+        due
+    }
+
+    /// Grants being closed.
+    pub fn closing(&self) -> usize {
+        self.grants.values().filter(|g| g.closing.is_some()).count()
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -257,7 +353,7 @@ impl Ledger {
     pub fn closed_by(&self, addr: IpAddr, words: &[String]) -> Vec<GrantId> {
         self.grants
             .values()
-            .filter(|g| g.addr == addr)
+            .filter(|g| g.addr == addr && g.closing.is_none())
             .filter(|g| match &g.close {
                 Close::Derived { delete, .. } => crate::action::same_command(delete, words),
                 _ => false,
@@ -315,10 +411,63 @@ mod tests {
         assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(5)));
         l.refresh(b, Some(t0 + Duration::from_secs(20)));
         assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(10)));
-        let gone = l.expire(t0 + Duration::from_secs(10));
-        assert_eq!(gone.iter().map(|g| g.id).collect::<Vec<_>>(), vec![a]);
+        let due = l.expire(t0 + Duration::from_secs(10));
+        assert_eq!(due, vec![a]);
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(20)));
+        l.remove(a);
         assert_eq!(l.len(), 1);
         assert_eq!(l.find("d", addr("10.0.0.3")).map(|g| g.refreshes), Some(1));
+    }
+
+    #[test]
+    fn a_closing_grant_stays_listed_until_removed_and_retries_on_schedule() {
+        let t0 = Instant::now();
+        let mut l = Ledger::default();
+        let close = Close::StopCommand {
+            command: "x".into(),
+        };
+        let ip = addr("10.0.0.2");
+        let a = l.insert(
+            "d",
+            ip,
+            "o".into(),
+            SystemTime::now(),
+            Some(t0),
+            close.clone(),
+        );
+        let g = l.begin_close(a).expect("open grant");
+        assert_eq!(g.closing, Some(Closing::default()));
+        assert!(l.begin_close(a).is_none(), "already closing");
+        assert!(
+            l.find("d", ip).is_none(),
+            "the slot is free for a new grant"
+        );
+        assert_eq!(l.len(), 1, "still listed");
+        assert_eq!(l.closing(), 1);
+        assert!(l.next_deadline().is_none());
+        assert_eq!(
+            l.close_failed(a, "lock".into(), t0 + Duration::from_secs(1)),
+            1
+        );
+        assert!(l.due_retries(t0).is_empty());
+        let due = l.due_retries(t0 + Duration::from_secs(1));
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0]
+                .closing
+                .as_ref()
+                .and_then(|c| c.last_error.as_deref()),
+            Some("lock")
+        );
+        // A new knock meanwhile opens a new grant beside the closing one.
+        let b = l.insert("d", ip, "o".into(), SystemTime::now(), None, close);
+        assert_eq!(l.len(), 2);
+        assert!(l.remove(a).is_some());
+        assert_eq!(
+            l.find("d", ip).map(|g| g.id),
+            Some(b),
+            "removing the old keeps the new"
+        );
     }
 
     #[test]

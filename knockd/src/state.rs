@@ -23,6 +23,12 @@ pub struct SavedGrant {
     pub close: Close,
     #[serde(default)]
     pub refreshes: u32,
+    /// Its close had started and not succeeded: the next start closes it at once.
+    #[serde(default)]
+    pub closing: bool,
+    /// Why the last close attempt failed.
+    #[serde(default)]
+    pub close_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +153,8 @@ mod tests {
                     }],
                 },
                 refreshes: 2,
+                closing: false,
+                close_error: None,
             },
             SavedGrant {
                 door: "openSSH".into(),
@@ -159,6 +167,8 @@ mod tests {
                     check: vec!["iptables".into(), "-C".into()],
                 },
                 refreshes: 0,
+                closing: true,
+                close_error: Some("lock".into()),
             },
         ]
     }

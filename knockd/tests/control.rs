@@ -441,6 +441,9 @@ async fn ledger_survives_a_crash_and_is_reconciled_at_start() {
     let exec = RecordingExecutor::default();
     exec.fail_on(" -C ");
     let d2 = start_in(dir, exec, d.fw.clone()).await;
+    // Restore closes and checks in the background, while the engine already serves.
+    d2.wait_fw("delete INPUT 22/tcp from 10.0.0.12 ").await;
+    d2.wait_grants(0).await;
     let ran = d2.exec.ran();
     let ops = d2.fw.ops();
     assert!(

@@ -119,8 +119,15 @@ pub fn format_status(status: &Status) -> String {
     out
 }
 
-/// How a grant closes; for nftables grants with the time the kernel has left.
+/// How a grant closes; for nftables grants with the time the kernel has left; a grant being
+/// closed shows CLOSING and why its last attempt failed.
 pub fn closes_by(g: &GrantInfo) -> String {
+    if g.closing {
+        return match &g.close_error {
+            Some(e) => format!("CLOSING, retrying: {e}"),
+            None => "CLOSING".to_string(),
+        };
+    }
     match g.kernel_expires_in_ms {
         Some(ms) => format!("{} (kernel: {} left)", g.closes, format_remaining(Some(ms))),
         None => g.closes.clone(),
@@ -527,6 +534,8 @@ mod tests {
             closes: "native rule delete".into(),
             refreshes: 0,
             kernel_expires_in_ms: None,
+            closing: false,
+            close_error: None,
         }
     }
 

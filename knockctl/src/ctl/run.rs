@@ -295,6 +295,8 @@ mod tests {
             closes: "native rule delete".into(),
             refreshes: 0,
             kernel_expires_in_ms: None,
+            closing: false,
+            close_error: None,
         }
     }
 

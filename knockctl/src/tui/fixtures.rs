@@ -47,6 +47,8 @@ pub fn grant(addr: &str, door: &str, opened_at: i64, expires_in_ms: Option<u64>)
         closes: "native rule delete".into(),
         refreshes: 0,
         kernel_expires_in_ms: None,
+        closing: false,
+        close_error: None,
     }
 }
 

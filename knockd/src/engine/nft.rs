@@ -11,7 +11,7 @@ use crate::nft::script::{cleanup_script, TableSpec};
 use crate::nft::Elem;
 use knock_ipc as ipc;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// After a reload: with nftables, update the table in one transaction (the protected ports
@@ -19,7 +19,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// when the backend was switched away from nftables, remove the table.
     pub(super) fn sync_nft_table(&mut self, old: config::FirewallKind) {
         use config::FirewallKind::Nftables;
-        let now = Instant::now();
+        let now = super::now();
         let nft = self.config.options.firewall == Nftables;
         if !nft && old != Nftables {
             return;
@@ -82,7 +82,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Grants for kernel elements the state file does not know (state file lost or older than
     /// the kernel): each element is given to the first nftables door that opens its port.
     pub(super) fn adopt_kernel_elems(&mut self, orphans: Vec<KernelElem>) {
-        let now = Instant::now();
+        let now = super::now();
         let mut groups: Vec<(String, IpAddr, Vec<Elem>, Duration)> = Vec::new();
         for k in orphans {
             let Some(door) = self.config.doors.iter().find(|d| {
@@ -137,6 +137,7 @@ mod tests {
         flag, Command6, Config, Door, FirewallKind, OpenPort, Proto, Step, TcpFlags,
     };
     use crate::firewall::fake::RecordingFirewall;
+    use crate::firewall::Op;
     use crate::knocklog::MemoryLog;
     use crate::nft::listing::KernelElem;
     use crate::packet::Packet;
@@ -144,6 +145,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
     use std::sync::Arc;
+    use std::time::Instant;
 
     const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
     const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
@@ -189,18 +191,34 @@ mod tests {
         c
     }
 
-    fn engine() -> (Engine<Exec, MemoryLog>, Exec, MemoryLog) {
-        let exec = Exec::default();
+    /// The engine, its nftables backend (recording) and its log.
+    fn engine() -> (Engine<Exec, MemoryLog>, RecordingFirewall, MemoryLog) {
         let log = MemoryLog::default();
+        let nft = RecordingFirewall::default();
         let e = Engine::new(
             config(),
             PathBuf::from("/nonexistent/knockd.conf"),
-            exec.clone(),
+            Exec::default(),
             Arc::new(RecordingFirewall::default()),
             log.clone(),
             Box::new(|_| {}),
-        );
-        (e, exec, log)
+        )
+        .with_nft_firewall(Arc::new(nft.clone()));
+        (e, nft, log)
+    }
+
+    /// Every op the nftables backend got, with its timeout in seconds.
+    fn ops(fw: &RecordingFirewall) -> Vec<String> {
+        fw.batches()
+            .into_iter()
+            .flatten()
+            .map(|op| match &op {
+                Op::Add { timeout, .. } | Op::Refresh { timeout, .. } => {
+                    format!("{op} {}s", timeout.map_or(0, |t| t.as_secs()))
+                }
+                _ => op.to_string(),
+            })
+            .collect()
     }
 
     fn now() -> Instant {
@@ -234,15 +252,16 @@ mod tests {
         }
     }
 
-    const PUT: &str = "nft put 10.99.77.2 . tcp . 22 timeout 30000ms";
-    const REMOVE: &str = "nft remove 10.99.77.2 . tcp . 22";
+    const PUT: &str = "add inet-knockd 22/tcp from 10.99.77.2 (ssh) 30s";
+    const REFRESH: &str = "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh) 30s";
+    const REMOVE: &str = "delete inet-knockd 22/tcp from 10.99.77.2 (ssh)";
 
     #[tokio::test(start_paused = true)]
     async fn grant_is_an_element_the_kernel_expires() {
         let (mut e, exec, log) = engine();
         knock(&mut e);
         settle(&mut e).await;
-        assert_eq!(exec.ran(), [PUT]);
+        assert_eq!(ops(&exec), [PUT]);
         let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
         assert!(g.close.kernel_expires());
         let info = Engine::<Exec, MemoryLog>::grant_info(&g, now());
@@ -251,13 +270,29 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         knock(&mut e);
         settle(&mut e).await;
-        assert_eq!(exec.ran(), [PUT, PUT]);
+        assert_eq!(ops(&exec), [PUT, REFRESH]);
         assert_eq!(e.ledger().len(), 1);
+        // A flood of re-knocks: at most one kernel write a second, with the time left then.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        knock(&mut e);
+        settle(&mut e).await;
+        assert_eq!(ops(&exec), [PUT, REFRESH]);
+        tokio::time::advance(Duration::from_millis(900)).await;
+        e.on_timer(now());
+        settle(&mut e).await;
+        assert_eq!(
+            ops(&exec),
+            [
+                PUT,
+                REFRESH,
+                "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh) 29s"
+            ]
+        );
         // At the deadline the kernel removes it: knockd runs nothing, the ledger follows.
         tokio::time::advance(Duration::from_secs(30)).await;
         e.on_timer(now());
         settle(&mut e).await;
-        assert_eq!(exec.ran(), [PUT, PUT]);
+        assert_eq!(ops(&exec).len(), 3);
         assert!(e.ledger().is_empty());
         assert!(log
             .lines()
@@ -271,11 +306,11 @@ mod tests {
         settle(&mut e).await;
         e.revoke(CLI, None, now());
         settle(&mut e).await;
-        assert_eq!(exec.ran(), [PUT, REMOVE]);
+        assert_eq!(ops(&exec), [PUT, REMOVE]);
         knock(&mut e);
         settle(&mut e).await;
         e.shutdown().await;
-        assert_eq!(exec.ran(), [PUT, REMOVE, PUT], "shutdown must not remove");
+        assert_eq!(ops(&exec), [PUT, REMOVE, PUT], "shutdown must not remove");
         assert!(log
             .lines()
             .iter()
@@ -285,7 +320,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_put_drops_the_grant() {
         let (mut e, exec, _log) = engine();
-        exec.fail_on("nft put");
+        exec.fail_on("add inet-knockd");
         knock(&mut e);
         settle(&mut e).await;
         assert!(e.ledger().is_empty());
@@ -310,6 +345,8 @@ mod tests {
                     elems: vec![elem("10.99.77.2", 22)],
                 },
                 refreshes: 0,
+                closing: false,
+                close_error: None,
             },
             SavedGrant {
                 door: "ssh".into(),
@@ -321,6 +358,8 @@ mod tests {
                     elems: vec![elem("10.99.77.3", 22)],
                 },
                 refreshes: 0,
+                closing: false,
+                close_error: None,
             },
         ];
         let kernel = vec![

@@ -45,7 +45,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             return Some(g.id);
         }
         let id = g.id;
-        if let Some(old) = self.ledger.remove(id) {
+        if let Some(old) = self.ledger.begin_close(id) {
             let msg = format!(
                 "{src}: {door}: the door's action changed since this grant opened: closing its old rules before opening the new ones"
             );
@@ -96,8 +96,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.spawn(Some(id), &door, addr, TaskKind::Ensure, actions);
                 }
             }
-            // The kernel owns nftables elements; a re-knock puts them again (open_nft).
-            Close::StopCommand { .. } | Close::Nft { .. } => {}
+            // Put the elements again with the time the ledger has left (the re-knock moved it).
+            Close::Nft { elems } => {
+                let timeout = g.expires.map(|t| t.saturating_duration_since(now));
+                let ops = elems
+                    .iter()
+                    .map(|e| Op::Refresh {
+                        rule: crate::nft::fw_rule(e, &door),
+                        timeout,
+                    })
+                    .collect();
+                let q = self.nft_fw();
+                self.submit_to(q, Some(id), &door, addr, TaskKind::Free, ops);
+            }
+            Close::StopCommand { .. } => {}
         }
     }
 
@@ -189,8 +201,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.submit_fw(Some(id), &door.name, src, TaskKind::Start, ops);
     }
 
-    /// `Firewall = nftables`: one element per port with timeout = cmd_timeout; a re-knock
-    /// puts them again with a fresh timeout. The kernel removes them at the deadline.
+    /// `Firewall = nftables`: one element per port with timeout = cmd_timeout, through the
+    /// nftables firewall queue (batched, no command pool); a re-knock puts them again with a
+    /// fresh timeout. The kernel removes them at the deadline: nothing runs then.
     fn open_nft(&mut self, door: &Door, src: IpAddr, now: Instant) {
         let elems: Vec<crate::nft::Elem> = door
             .open
@@ -201,27 +214,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 port: o.port,
             })
             .collect();
-        let timeout = door.cmd_timeout;
-        let puts = Action::Nft(
-            elems
-                .iter()
-                .map(|&elem| crate::nft::ElemOp::Put { elem, timeout })
-                .collect(),
-        );
-        let expires = Some(now + timeout);
+        let timeout = Some(door.cmd_timeout);
+        let expires = Some(now + door.cmd_timeout);
         if let Some(id) = self.ledger.find(&door.name, src).map(|g| g.id) {
+            // The ledger's deadline moves now; the kernel's with the next check of this grant
+            // (at once, or at most once a second under a flood of re-knocks).
             self.ledger.refresh(id, expires);
-            let msg = format!(
-                "{src}: {}: grant refreshed (the kernel closes it in {}s)",
-                door.name,
-                timeout.as_secs()
-            );
-            self.line(&msg);
-            self.emit_grant(id, |grant| ipc::EventKind::GrantRefreshed { grant });
-            self.spawn(Some(id), &door.name, src, TaskKind::Free, vec![puts]);
+            self.refreshed(id, door, src, "the kernel closes it");
+            self.request_check(id, now);
             return;
         }
-        if !self.admit_grant(&door.name, src, now, true) {
+        if !self.admit_grant(&door.name, src, now, false) {
             return;
         }
         let opened = door
@@ -230,6 +233,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .map(|o| format!("{}/{}", o.port, o.proto))
             .collect::<Vec<_>>()
             .join(",");
+        let ops = elems
+            .iter()
+            .map(|e| Op::Add {
+                rule: crate::nft::fw_rule(e, &door.name),
+                timeout,
+            })
+            .collect();
         let id = self.ledger.insert(
             &door.name,
             src,
@@ -238,10 +248,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             expires,
             Close::Nft { elems },
         );
+        self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
-        let msg = format!("{}: running command: {puts}", door.name);
+        let msg = format!(
+            "{}: opening {opened} for {src} (nftables, kernel timeout {}s)",
+            door.name,
+            door.cmd_timeout.as_secs()
+        );
         self.line(&msg);
-        self.spawn(Some(id), &door.name, src, TaskKind::Start, vec![puts]);
+        let q = self.nft_fw();
+        self.submit_to(q, Some(id), &door.name, src, TaskKind::Start, ops);
     }
 
     pub(super) fn pick<'a>(

@@ -1,13 +1,13 @@
 //! Persisting the grant ledger, and taking it over at start.
 
-use super::Engine;
-use crate::action::{Action, Executor};
-use crate::firewall::{Op, OpOutcome};
-use crate::grants::Close;
+use super::{Engine, TaskKind};
+use crate::action::{self, Action, Executor, Outcome};
+use crate::config::Command6;
+use crate::firewall::Op;
+use crate::grants::{Close, GrantId};
 use crate::knocklog::LogSink;
 use crate::state::{self, SavedGrant};
-use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::oneshot;
+use std::time::{Duration, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Write the ledger if it changed since the last save.
@@ -18,7 +18,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if self.ledger.version() == self.saved_version {
             return;
         }
-        let now = Instant::now();
+        let now = super::now();
         let wall = SystemTime::now();
         let saved: Vec<SavedGrant> = self
             .ledger
@@ -34,6 +34,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .map(|t| state::unix_ms(wall + t.saturating_duration_since(now))),
                 close: g.close.clone(),
                 refreshes: g.refreshes,
+                closing: g.closing.is_some(),
+                close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
             })
             .collect();
         match state::save(&path, saved) {
@@ -47,18 +49,128 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
-    /// Apply `ops` now and wait for their outcomes (restore, before the engine runs).
-    async fn fw_now(&mut self, ops: Vec<Op>) -> Vec<OpOutcome> {
-        let n = ops.len();
-        let (tx, rx) = oneshot::channel();
-        self.fw().submit(
-            ops,
-            Box::new(move |o| {
-                let _ = tx.send(o);
-            }),
-        );
-        rx.await
-            .unwrap_or_else(|_| vec![OpOutcome::Failed("firewall queue stopped".into()); n])
+    /// What closes a saved grant, taken from data only: native rules as recorded (their
+    /// fields are checked), a stop command from the config's door of that name (never the
+    /// command text of the state file), a derived inverse re-derived from the config's door or
+    /// checked as one knockd could have written. Err: nothing runs, the admin is told.
+    fn vet_close(&self, g: &SavedGrant) -> Result<Close, String> {
+        let door = self.config.doors.iter().find(|d| d.name == g.door);
+        let v6 = g.addr.is_ipv6();
+        let pick = |v4: &Option<String>, c6: &Command6| -> Option<String> {
+            if !v6 {
+                return v4.clone();
+            }
+            match c6 {
+                Command6::Command(c) => Some(c.clone()),
+                Command6::Disabled => None,
+                Command6::Fallback => v4.clone(),
+            }
+        };
+        let by_hand = "close it by hand if it is still open";
+        match &g.close {
+            Close::Rules { rules } => {
+                if rules.iter().all(|r| r.src == g.addr && r.is_valid()) {
+                    Ok(g.close.clone())
+                } else {
+                    Err(format!(
+                        "state file lists a native rule that is not for this address or has an invalid chain: not run; {by_hand}"
+                    ))
+                }
+            }
+            Close::StopCommand { .. } => door
+                .and_then(|d| pick(&d.stop_command, &d.stop_command_6))
+                .map(|c| Close::StopCommand {
+                    command: action::expand(&c, g.addr),
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "door '{}' is no longer in the config or has no Stop_Command: the stop command recorded in the state file is not run; {by_hand}",
+                        g.door
+                    )
+                }),
+            Close::Derived { delete, check } => {
+                let from_config = door
+                    .and_then(|d| pick(&d.start_command, &d.start_command_6))
+                    .and_then(|c| action::derive_inverse(&action::expand(&c, g.addr)))
+                    .filter(|d| d.delete == *delete);
+                if let Some(d) = from_config {
+                    return Ok(Close::Derived {
+                        delete: d.delete,
+                        check: d.check,
+                    });
+                }
+                if action::valid_recorded_inverse(delete, check, g.addr) {
+                    Ok(g.close.clone())
+                } else {
+                    Err(format!(
+                        "the closing command in the state file is not an iptables -D for this address: not run; {by_hand}"
+                    ))
+                }
+            }
+            Close::Nft { .. } => Ok(g.close.clone()),
+        }
+    }
+
+    /// A restored grant: check that its rules are still there (in the background). All gone:
+    /// forgotten (never re-opened); some gone: the rest is closed; all there: kept.
+    fn verify(&mut self, id: GrantId) {
+        let Some(g) = self.ledger.get(id) else {
+            return;
+        };
+        let (door, addr) = (g.door.clone(), g.addr);
+        match &g.close {
+            Close::Rules { rules } => {
+                let ops = rules
+                    .iter()
+                    .map(|r| Op::Check { rule: r.clone() })
+                    .collect();
+                self.submit_fw(Some(id), &door, addr, TaskKind::Verify, ops);
+            }
+            Close::Derived { check, .. } => {
+                let a = vec![Action::Exec(check.clone())];
+                self.spawn(Some(id), &door, addr, TaskKind::Verify, a);
+            }
+            Close::StopCommand { .. } | Close::Nft { .. } => {}
+        }
+    }
+
+    /// The outcome of [`Self::verify`].
+    pub(super) fn on_verified(
+        &mut self,
+        id: GrantId,
+        outcome: &Outcome,
+        absent: usize,
+        total: usize,
+    ) {
+        let Some(g) = self.ledger.get(id) else {
+            return;
+        };
+        let (door, addr) = (g.door.clone(), g.addr);
+        let absent = match outcome {
+            Outcome::Ok => absent,
+            // A derived check exits 1 when its rule is missing.
+            Outcome::Failed { code: Some(1), .. } if total == 0 => 1,
+            _ => {
+                let msg = format!("{addr}: {door}: warning: cannot check the restored grant's rules ({outcome:?}): kept");
+                self.line(&msg);
+                return;
+            }
+        };
+        let total = total.max(1);
+        if absent == 0 {
+            return;
+        }
+        if absent >= total {
+            self.ledger.remove(id);
+            let msg = format!("{addr}: {door}: rule no longer in the firewall, grant dropped");
+            self.line(&msg);
+        } else {
+            let msg = format!(
+                "{addr}: {door}: {absent} of {total} rules no longer in the firewall: closing the others"
+            );
+            self.line(&msg);
+            self.close_id(id);
+        }
     }
 
     /// Take over the grants of a previous run: close those past their deadline, forget those
@@ -77,7 +189,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kernel: Option<Vec<crate::nft::listing::KernelElem>>,
     ) {
         let wall = SystemTime::now();
-        let now = Instant::now();
+        let now = super::now();
         let mut kernel = kernel.unwrap_or_default();
         for g in saved {
             if let Close::Nft { elems } = &g.close {
@@ -116,74 +228,46 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .duration_since(wall)
                     .unwrap_or(Duration::ZERO)
             });
-            if remaining == Some(Duration::ZERO) {
-                let msg = format!(
-                    "{}: {}: grant expired while knockd was down, closing it",
-                    g.addr, g.door
-                );
-                self.line(&msg);
-                if let Close::Rules { rules } = &g.close {
-                    let ops = rules
-                        .iter()
-                        .map(|r| Op::Delete { rule: r.clone() })
-                        .collect();
-                    for (r, o) in rules.iter().zip(self.fw_now(ops).await) {
-                        if let OpOutcome::Failed(e) = o {
-                            let msg = format!("{}: cannot delete {r}: {e}", g.door);
-                            self.line(&msg);
-                        }
-                    }
+            // The state file is data: what closes the grant comes from the config, or is
+            // checked against the little a previous run could have written.
+            let close = match self.vet_close(&g) {
+                Ok(c) => c,
+                Err(why) => {
+                    let msg = format!("error: {}: {}: {why}", g.addr, g.door);
+                    self.line(&msg);
                     continue;
                 }
-                for a in g.close.actions() {
-                    let msg = format!("{}: running command: {a}", g.door);
-                    self.line(&msg);
-                    let o = self.exec.run(a).await;
-                    if !o.is_ok() {
-                        let msg = format!("{}: command failed: {o:?}", g.door);
-                        self.line(&msg);
-                    }
-                }
-                continue;
-            }
-            let present = match &g.close {
-                Close::Rules { rules } => {
-                    let ops = rules
-                        .iter()
-                        .map(|r| Op::Check { rule: r.clone() })
-                        .collect();
-                    self.fw_now(ops).await.iter().all(|o| *o == OpOutcome::Ok)
-                }
-                Close::Derived { check, .. } => {
-                    self.exec.run(Action::Exec(check.clone())).await.is_ok()
-                }
-                Close::StopCommand { .. } | Close::Nft { .. } => true,
             };
-            if !present {
-                let msg = format!(
-                    "{}: {}: rule no longer in the firewall, grant dropped",
-                    g.addr, g.door
-                );
-                self.line(&msg);
-                continue;
-            }
-            let expires = remaining.map(|r| now + r);
-            self.ledger.insert(
-                &g.door,
-                g.addr,
+            let due = g.closing || remaining == Some(Duration::ZERO);
+            let (door, addr) = (g.door.clone(), g.addr);
+            let id = self.ledger.insert(
+                &door,
+                addr,
                 g.opened,
                 state::from_unix_ms(g.opened_at_unix_ms),
-                expires,
-                g.close,
+                remaining.map(|r| now + r),
+                close,
             );
+            if due {
+                let msg = if g.closing {
+                    format!(
+                        "{addr}: {door}: grant was still closing when knockd stopped, closing it"
+                    )
+                } else {
+                    format!("{addr}: {door}: grant expired while knockd was down, closing it")
+                };
+                self.line(&msg);
+                // Through the pool and the firewall queue: in parallel, while knocks are served.
+                self.close_id(id);
+                continue;
+            }
+            self.verify(id);
             let msg = match remaining {
                 Some(r) => format!(
-                    "{}: {}: grant restored (closes in {}s)",
-                    g.addr,
-                    g.door,
+                    "{addr}: {door}: grant restored (closes in {}s)",
                     r.as_secs()
                 ),
-                None => format!("{}: {}: grant restored (no deadline)", g.addr, g.door),
+                None => format!("{addr}: {door}: grant restored (no deadline)"),
             };
             self.line(&msg);
         }

@@ -70,7 +70,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Answer a control-socket request.
     pub fn on_request(&mut self, req: ipc::Request) -> ipc::Response {
         use ipc::{Request, Response};
-        let now = Instant::now();
+        let now = super::now();
         match req {
             Request::Status => Response::Status {
                 status: self.status(now),
@@ -151,7 +151,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .ledger
             .list()
             .into_iter()
-            .filter(|g| g.addr == addr && door.is_none_or(|d| d == g.door))
+            .filter(|g| g.addr == addr && g.closing.is_none() && door.is_none_or(|d| d == g.door))
             .map(|g| g.id)
             .collect();
         if ids.is_empty() {
@@ -163,7 +163,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         let mut revoked = Vec::new();
         for id in ids {
-            if let Some(g) = self.ledger.remove(id) {
+            if let Some(g) = self.ledger.begin_close(id) {
                 let msg = format!("{}: {}: grant revoked", g.addr, g.door);
                 self.line(&msg);
                 let info = Self::grant_info(&g, now);

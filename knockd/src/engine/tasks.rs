@@ -7,7 +7,9 @@
 //! (door, source) run in order, across grant ids: a re-knock right after an expiry waits for
 //! the old close.
 
-use super::{Done, Engine, Key, TaskKind, POOL_QUEUE, POOL_SIZE};
+use super::{
+    Done, Engine, Key, TaskKind, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX, POOL_QUEUE, POOL_SIZE,
+};
 use crate::action::{Action, Executor, Outcome};
 use crate::firewall::{Op, OpOutcome};
 use crate::grants::{Close, Grant, GrantId};
@@ -60,8 +62,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.pooled < POOL_QUEUE
     }
 
-    /// Close `g` (already out of the ledger): its rules through the firewall queue, its
-    /// command through the close pool.
+    /// Start closing open grant `id`: it stays in the ledger, as closing, until done.
+    pub(super) fn close_id(&mut self, id: GrantId) {
+        if let Some(g) = self.ledger.begin_close(id) {
+            self.close_grant(g);
+        }
+    }
+
+    /// Run the close of `g` (a closing grant): its rules through the firewall queue, its
+    /// command through the close pool. The outcome removes it, or schedules a retry.
     pub(super) fn close_grant(&mut self, g: Grant) {
         match &g.close {
             Close::Rules { rules } => {
@@ -69,7 +78,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .iter()
                     .map(|r| Op::Delete { rule: r.clone() })
                     .collect();
-                self.submit_fw(None, &g.door, g.addr, TaskKind::Close, ops);
+                self.submit_fw(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
+            }
+            Close::Nft { elems } => {
+                let ops = elems
+                    .iter()
+                    .map(|e| Op::Delete {
+                        rule: crate::nft::fw_rule(e, &g.door),
+                    })
+                    .collect();
+                let q = self.nft_fw();
+                self.submit_to(q, None, &g.door, g.addr, TaskKind::Close, ops);
             }
             close => {
                 let actions = close.actions();
@@ -77,8 +96,36 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     let msg = format!("{}: running command: {a}", g.door);
                     self.line(&msg);
                 }
-                self.spawn(None, &g.door, g.addr, TaskKind::Close, actions);
+                self.spawn(Some(g.id), &g.door, g.addr, TaskKind::Close, actions);
             }
+        }
+    }
+
+    /// A close finished: forget the grant, or keep it closing and retry with backoff.
+    fn on_close_done(&mut self, id: GrantId, outcome: &Outcome, failure: Option<&str>) {
+        if outcome.is_ok() {
+            self.ledger.remove(id);
+            return;
+        }
+        let failures = self
+            .ledger
+            .get(id)
+            .and_then(|g| g.closing.as_ref())
+            .map_or(0, |c| c.failures);
+        let delay = CLOSE_RETRY_FIRST
+            .saturating_mul(1 << failures.min(10))
+            .min(CLOSE_RETRY_MAX);
+        let error = failure.unwrap_or("close failed").to_string();
+        let retry_at = super::now() + delay;
+        self.ledger.close_failed(id, error, retry_at);
+        if let Some(g) = self.ledger.get(id) {
+            let msg = format!(
+                "{}: {}: close failed: grant kept as closing, retry in {}s",
+                g.addr,
+                g.door,
+                delay.as_secs()
+            );
+            self.line(&msg);
         }
     }
 
@@ -91,13 +138,29 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kind: TaskKind,
         ops: Vec<Op>,
     ) {
+        let q = self.fw();
+        self.submit_to(q, grant, door, addr, kind, ops);
+    }
+
+    /// Hand ops to `queue` (the iptables or the nftables one).
+    pub(super) fn submit_to(
+        &mut self,
+        queue: crate::firewall::FirewallQueue,
+        grant: Option<GrantId>,
+        door: &str,
+        addr: IpAddr,
+        kind: TaskKind,
+        ops: Vec<Op>,
+    ) {
         let done_tx = self.done_tx.clone();
         let door = door.to_string();
         self.inflight += 1;
-        self.fw().submit(
+        queue.submit(
             ops,
             Box::new(move |outcomes: Vec<OpOutcome>| {
-                let reinserted = kind == TaskKind::Ensure && outcomes.contains(&OpOutcome::Absent);
+                let total = outcomes.len();
+                let absent = outcomes.iter().filter(|o| **o == OpOutcome::Absent).count();
+                let reinserted = kind == TaskKind::Ensure && absent > 0;
                 let failed: Vec<String> = outcomes
                     .into_iter()
                     .filter_map(|o| match o {
@@ -117,6 +180,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     kind,
                     pooled: false,
                     reinserted,
+                    total,
+                    absent,
                     outcome,
                 });
             }),
@@ -201,6 +266,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 kind,
                 pooled,
                 reinserted,
+                total: 0,
+                absent: 0,
                 outcome,
             });
         });
@@ -220,6 +287,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if d.reinserted && d.outcome.is_ok() {
             let msg = format!("{}: {}: rule was missing, re-inserted", d.addr, d.door);
             self.line(&msg);
+        }
+        if let (TaskKind::Verify, Some(id)) = (d.kind, d.grant) {
+            self.on_verified(id, &d.outcome, d.absent, d.total);
+            return;
         }
         let failure = match &d.outcome {
             Outcome::Ok => None,
@@ -255,16 +326,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 Some((msg.clone(), msg))
             }
         };
+        let message = failure.as_ref().map(|(_, m)| m.clone());
         if let Some((line, message)) = failure {
             self.stats.commands_failed += 1;
             self.line(&line);
             let door = d.door.clone();
             self.emit(|| ipc::EventKind::CommandFailed { door, message });
         }
+        if let (TaskKind::Close, Some(id)) = (d.kind, d.grant) {
+            self.on_close_done(id, &d.outcome, message.as_deref());
+        }
         if d.kind == TaskKind::Start && !d.outcome.is_ok() {
             // Undo whatever part did succeed (one of several native rules, half a script):
             // close the grant now instead of forgetting it with a rule possibly left open.
-            if let Some(g) = d.grant.and_then(|id| self.ledger.remove(id)) {
+            if let Some(g) = d.grant.and_then(|id| self.ledger.begin_close(id)) {
                 let msg = format!(
                     "{}: {}: the start command failed: closing the grant",
                     g.addr, g.door

@@ -860,3 +860,236 @@ async fn max_grants_refuses_new_grants_but_not_reknocks() {
         Some(1)
     );
 }
+
+/// A close that fails keeps the grant, as closing with its error, and is retried with
+/// backoff until it succeeds.
+#[tokio::test(start_paused = true)]
+async fn a_failed_close_is_retried_and_visible_until_it_succeeds() {
+    let mut t = T::new(native());
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    t.fw.fail_on("delete");
+    t.advance(Duration::from_secs(30)).await;
+    t.settle().await;
+    let g = t.e.ledger().list()[0].clone();
+    let c = g.closing.clone().expect("closing");
+    assert_eq!(c.failures, 1);
+    assert!(c
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("injected failure")));
+    let info = match t.e.on_request(knock_ipc::Request::Grants) {
+        knock_ipc::Response::Grants { grants } => grants,
+        other => panic!("{other:?}"),
+    };
+    assert!(info[0].closing, "{info:?}");
+    assert!(info[0]
+        .close_error
+        .as_deref()
+        .is_some_and(|e| e.contains("injected")));
+    assert!(t.has_line("10.99.77.2: ssh: close failed: grant kept as closing, retry in 1s"));
+    // Backoff: 1 s, then 2 s.
+    t.advance(Duration::from_secs(1)).await;
+    t.settle().await;
+    assert_eq!(
+        t.fw.ops()
+            .iter()
+            .filter(|o| o.starts_with("delete"))
+            .count(),
+        2
+    );
+    t.advance(Duration::from_secs(1)).await;
+    t.settle().await;
+    assert_eq!(
+        t.fw.ops()
+            .iter()
+            .filter(|o| o.starts_with("delete"))
+            .count(),
+        2
+    );
+    // A new knock meanwhile opens a new grant; the old one is still closing.
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    assert_eq!(t.e.ledger().len(), 2);
+    t.fw.heal();
+    t.advance(Duration::from_secs(1)).await;
+    t.settle().await;
+    assert_eq!(t.e.ledger().len(), 1);
+    assert!(t.e.ledger().list()[0].closing.is_none());
+    assert!(t.has_line("10.99.77.2: ssh: closing again (attempt 3)"));
+}
+
+/// Shutdown with a close that fails: the grant stays in the state file as closing, and the
+/// next start closes it.
+#[tokio::test(start_paused = true)]
+async fn shutdown_with_a_failing_close_keeps_the_grant_for_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let mut t = T::new(native());
+    t.e.state_file = Some(state.clone());
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    t.fw.fail_on("delete");
+    t.e.shutdown().await;
+    let saved = crate::state::load(&state).expect("state");
+    assert_eq!(saved.len(), 1);
+    assert!(saved[0].closing);
+    assert!(saved[0].close_error.is_some());
+    assert!(t.lines().iter().any(|l| l.contains("could not be closed")));
+    // Next start: closed at once, whatever its deadline.
+    let fw = t.fw.clone();
+    fw.heal();
+    let mut t2 = T::new(native());
+    t2.fw = fw.clone();
+    t2.e.firewall = Arc::new(fw.clone());
+    t2.e.restore(saved).await;
+    t2.settle().await;
+    assert!(fw.rules().is_empty());
+    assert!(t2.e.ledger().is_empty());
+    assert!(t2.has_line("10.99.77.2: ssh: grant was still closing when knockd stopped, closing it"));
+}
+
+/// After a reload that changes a native door's ports, a re-knock closes exactly the rules
+/// the grant opened and opens the new ones: no rule outlives its grant.
+#[tokio::test(start_paused = true)]
+async fn a_reknock_after_a_reload_that_changed_the_rules_closes_the_old_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let text = |port: u16| {
+        format!("[ssh]\n sequence = 1111,2222,3333\n open = {port}/tcp\n cmd_timeout = 30\n tcpflags = syn\n")
+    };
+    std::fs::write(&conf, text(22)).expect("write");
+    let mut t = T::new(crate::config::load(&conf).expect("load").config);
+    t.e.config_path = conf.clone();
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    std::fs::write(&conf, text(2222)).expect("write");
+    t.e.reload().expect("reload");
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    t.settle().await;
+    t.settle().await;
+    let ports: Vec<u16> = t.fw.rules().iter().map(|r| r.port).collect();
+    assert_eq!(ports, vec![2222], "{:?}", t.fw.ops());
+    let g = t.e.ledger().find("ssh", CLI).cloned().expect("grant");
+    assert!(matches!(&g.close, Close::Rules { rules } if rules[0].port == 2222));
+    t.advance(Duration::from_secs(30)).await;
+    t.settle().await;
+    assert!(t.fw.rules().is_empty(), "{:?}", t.fw.ops());
+    assert!(t.e.ledger().is_empty());
+}
+
+fn saved_native(ports: &[u16], expires_in: i64) -> crate::state::SavedGrant {
+    use crate::action::FwRule;
+    crate::state::SavedGrant {
+        door: "ssh".into(),
+        addr: CLI,
+        opened: "x".into(),
+        opened_at_unix_ms: 1,
+        expires_at_unix_ms: Some(crate::state::unix_ms(std::time::SystemTime::now()) + expires_in),
+        close: Close::Rules {
+            rules: ports
+                .iter()
+                .map(|&port| FwRule {
+                    chain: "INPUT".into(),
+                    src: CLI,
+                    proto: Proto::Tcp,
+                    port,
+                    door: "ssh".into(),
+                })
+                .collect(),
+        },
+        refreshes: 0,
+        closing: false,
+        close_error: None,
+    }
+}
+
+/// Restore with one rule of a two-rule grant gone: the other rule is closed, not forgotten.
+#[tokio::test(start_paused = true)]
+async fn restore_closes_what_is_left_of_a_partial_grant() {
+    let mut t = T::new(native());
+    let g = saved_native(&[22, 443], 60_000);
+    if let Close::Rules { rules } = &g.close {
+        t.fw.add_rule(rules[1].clone()); // 443 is there, 22 is gone
+    }
+    t.e.restore(vec![g]).await;
+    t.settle().await;
+    t.settle().await;
+    assert!(t.fw.rules().is_empty(), "{:?}", t.fw.ops());
+    assert!(t.e.ledger().is_empty());
+    assert!(
+        t.has_line("10.99.77.2: ssh: 1 of 2 rules no longer in the firewall: closing the others")
+    );
+    // All there: kept, closes on schedule. None there: forgotten, never re-opened.
+    let mut t = T::new(native());
+    let all = saved_native(&[22], 60_000);
+    if let Close::Rules { rules } = &all.close {
+        t.fw.add_rule(rules[0].clone());
+    }
+    let mut none = saved_native(&[22], 60_000);
+    none.addr = "10.99.77.3".parse().expect("ip");
+    if let Close::Rules { rules } = &mut none.close {
+        rules[0].src = none.addr;
+    }
+    t.e.restore(vec![all, none]).await;
+    t.settle().await;
+    assert_eq!(t.e.ledger().len(), 1);
+    assert!(!t.fw.ops().iter().any(|o| o.starts_with("add")));
+}
+
+/// The state file is data: a stop command written into it is never run; the config's door
+/// of that name provides the command, and a grant whose door is gone is reported.
+#[tokio::test(start_paused = true)]
+async fn a_tampered_state_file_cannot_run_commands() {
+    let mut config = slow_command_door();
+    config.doors[0].name = "web".into();
+    let mut t = T::new(config);
+    let past = crate::state::unix_ms(std::time::SystemTime::now()) - 1000;
+    let mk = |door: &str, close: Close| crate::state::SavedGrant {
+        door: door.into(),
+        addr: CLI,
+        opened: "open".into(),
+        opened_at_unix_ms: 1,
+        expires_at_unix_ms: Some(past),
+        close,
+        refreshes: 0,
+        closing: false,
+        close_error: None,
+    };
+    let w = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    t.e.restore(vec![
+        mk(
+            "web",
+            Close::StopCommand {
+                command: "id > /tmp/pwned".into(),
+            },
+        ),
+        mk(
+            "gone",
+            Close::StopCommand {
+                command: "id > /tmp/pwned2".into(),
+            },
+        ),
+        mk(
+            "gone",
+            Close::Derived {
+                delete: w("/tmp/evil/iptables -D INPUT -s 10.99.77.2 -j ACCEPT"),
+                check: w("/tmp/evil/iptables -C INPUT -s 10.99.77.2 -j ACCEPT"),
+            },
+        ),
+    ])
+    .await;
+    t.settle().await;
+    assert_eq!(
+        t.exec.ran(),
+        vec!["close 10.99.77.2"],
+        "only the config's stop command"
+    );
+    assert!(t.lines().iter().any(|l| l.contains(
+        "door 'gone' is no longer in the config or has no Stop_Command: the stop command recorded in the state file is not run"
+    )));
+    assert!(t
+        .lines()
+        .iter()
+        .any(|l| l.contains("is not an iptables -D for this address: not run")));
+}

@@ -34,6 +34,7 @@
 
 pub mod fake;
 pub mod iptables;
+pub mod nftables;
 
 use crate::config::Proto;
 use std::future::Future;

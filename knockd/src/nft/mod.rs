@@ -56,6 +56,17 @@ impl std::fmt::Display for Elem {
     }
 }
 
+/// The element as a firewall rule for the [`crate::firewall`] queue (chain `inet-knockd`).
+pub fn fw_rule(e: &Elem, door: &str) -> crate::firewall::FwRule {
+    crate::firewall::FwRule {
+        chain: "inet-knockd".into(),
+        src: e.addr,
+        proto: e.proto,
+        port: e.port,
+        door: door.to_string(),
+    }
+}
+
 /// One change to the allow sets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ElemOp {

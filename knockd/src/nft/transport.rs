@@ -253,6 +253,16 @@ impl Handle {
     }
 }
 
+/// The process's nftables worker (one netlink socket, one FIFO for element batches and
+/// scripts), started on first use.
+pub fn shared() -> Result<&'static Handle, String> {
+    static SHARED: std::sync::OnceLock<Result<Handle, String>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| Handle::start(Transport::best()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 fn ops_of(j: &Job) -> &[ElemOp] {
     match &j.work {
         Work::Ops(o) => o,

@@ -1,0 +1,109 @@
+//! The nftables backend (`Firewall = nftables`) behind the [`Firewall`] trait: a batch is one
+//! kernel transaction on the shared nf_tables netlink socket ([`crate::nft::transport`]),
+//! changing elements of the allow sets of table `inet knockd`. A rule is the element
+//! `src . proto . port` (its chain and door are not part of it); `Add` and `Refresh` put it with
+//! the grant's timeout, so the kernel removes it at the deadline even if knockd is dead.
+//!
+//! Outcomes: a delete never reports `Absent` (it is written add + delete, which cannot fail on
+//! an element the kernel already expired), and `Check` reports `Ok` (restore reads the sets back
+//! instead, see [`crate::nft::listing`]).
+
+use super::{BoxFuture, Firewall, Op, OpOutcome};
+use crate::config::MAX_TIMEOUT_SECS;
+use crate::nft::{transport, Elem, ElemOp};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NftFirewall;
+
+fn elem_op(op: &Op) -> Option<ElemOp> {
+    let r = op.rule();
+    let elem = Elem {
+        addr: r.src,
+        proto: r.proto,
+        port: r.port,
+    };
+    let put = |timeout: &Option<Duration>| ElemOp::Put {
+        elem,
+        timeout: timeout.unwrap_or(Duration::from_secs(MAX_TIMEOUT_SECS)),
+    };
+    match op {
+        Op::Add { timeout, .. } | Op::Refresh { timeout, .. } => Some(put(timeout)),
+        Op::Delete { .. } => Some(ElemOp::Remove { elem }),
+        Op::Check { .. } => None,
+    }
+}
+
+impl Firewall for NftFirewall {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
+        Box::pin(async move {
+            let handle = match transport::shared() {
+                Ok(h) => h,
+                Err(e) => return vec![OpOutcome::Failed(e); ops.len()],
+            };
+            let elem_ops: Vec<ElemOp> = ops.iter().filter_map(elem_op).collect();
+            if handle.apply(elem_ops).await.is_ok() {
+                return vec![OpOutcome::Ok; ops.len()];
+            }
+            // One bad op must not fail the others: each alone.
+            let mut out = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let r = match elem_op(op) {
+                    Some(e) => handle.apply(vec![e]).await,
+                    None => Ok(()),
+                };
+                out.push(match r {
+                    Ok(()) => OpOutcome::Ok,
+                    Err(e) => OpOutcome::Failed(e),
+                });
+            }
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Proto;
+    use crate::firewall::FwRule;
+
+    #[test]
+    fn ops_become_element_changes() {
+        let rule = FwRule {
+            chain: "INPUT".into(),
+            src: "10.0.0.2".parse().expect("ip"),
+            proto: Proto::Tcp,
+            port: 22,
+            door: "ssh".into(),
+        };
+        let t = Some(Duration::from_secs(30));
+        let put = "nft put 10.0.0.2 . tcp . 22 timeout 30000ms";
+        let s = |op: Op| elem_op(&op).map(|e| e.to_string());
+        assert_eq!(
+            s(Op::Add {
+                rule: rule.clone(),
+                timeout: t
+            })
+            .as_deref(),
+            Some(put)
+        );
+        assert_eq!(
+            s(Op::Refresh {
+                rule: rule.clone(),
+                timeout: t
+            })
+            .as_deref(),
+            Some(put)
+        );
+        assert_eq!(
+            s(Op::Delete { rule: rule.clone() }).as_deref(),
+            Some("nft remove 10.0.0.2 . tcp . 22")
+        );
+        assert_eq!(s(Op::Check { rule }), None);
+    }
+}
