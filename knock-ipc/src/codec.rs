@@ -15,6 +15,15 @@ use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 /// Largest frame either side accepts (1 MiB: thousands of grants).
 pub const MAX_FRAME: usize = 1 << 20;
 
+/// Memory a peer can make the receiver allocate: as soon as a 4-byte header announcing `n`
+/// bytes (at most [`MAX_FRAME`]) arrives, the frame codec reserves `n` bytes for the body;
+/// decoding a frame of `n` bytes then allocates at most `DECODE_MEMORY_FACTOR * n` bytes plus
+/// a few KiB (the messages' in-memory form is larger than their varint encoding; bincode caps
+/// every pre-allocation by what is left of the frame). So one connection costs at most about
+/// `MAX_FRAME` plus the decoded message. Checked by the `frame` fuzz target
+/// (knock-fuzz/src/frame.rs), which found the header reservation.
+pub const DECODE_MEMORY_FACTOR: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("i/o: {0}")]

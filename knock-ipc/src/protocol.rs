@@ -30,6 +30,21 @@ pub enum Request {
     Subscribe,
 }
 
+impl Request {
+    /// The request's name, as clients show it in messages (`revoke failed: ...`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Grants => "grants",
+            Request::Attempts => "attempts",
+            Request::Doors => "doors",
+            Request::Revoke { .. } => "revoke",
+            Request::Reload => "reload",
+            Request::Subscribe => "subscribe",
+        }
+    }
+}
+
 /// Daemon → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ServerMsg {

@@ -202,6 +202,37 @@ async fn status_shows_daemon_facts() {
     assert_eq!(daemon.requests().await, vec![Request::Status]);
 }
 
+#[tokio::test]
+async fn metrics_prints_prometheus_text() {
+    let status = Status {
+        daemon_version: "0.1.0".into(),
+        grants: 2,
+        attempts: 5,
+        counters: Counters {
+            packets: 99,
+            opens: 1,
+            ..Counters::default()
+        },
+        firewall: "iptables".into(),
+        ..Status::default()
+    };
+    let daemon = FakeDaemon::start(Script::respond(vec![Response::Status { status }]));
+    let out = knockctl(&daemon.socket, &["metrics"]).await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    for line in [
+        "# TYPE knockd_packets_total counter\n",
+        "knockd_packets_total 99\n",
+        "knockd_opens_total 1\n",
+        "knockd_grants_open 2\n",
+        "knockd_attempts_tracked 5\n",
+        "knockd_up 1\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert_eq!(daemon.requests().await, vec![Request::Status]);
+}
+
 /// Noon UTC today: knockctl shows a time of the current day without its date.
 fn today_noon_utc_ms() -> i64 {
     let noon = chrono::Utc::now()

@@ -605,17 +605,18 @@ impl Matcher {
     fn insert(&mut self, src: IpAddr, door: DoorId, a: Attempt) {
         let net = self.net(src);
         self.nets.added(net, (src, door as u32, a.id), a.stage);
+        if self.guarded(door) {
+            self.guard.attempt_started(src);
+        }
+        self.attempts.insert(key(src, door), a);
+        self.live[door] += 1;
+        // After the insert: compaction keeps only entries of live stage-1 attempts.
         let attempts = &self.attempts;
         self.nets.maybe_compact(net, |e| {
             attempts
                 .get(&(e.0, e.1))
                 .is_some_and(|a| a.id == e.2 && a.stage == 1)
         });
-        if self.guarded(door) {
-            self.guard.attempt_started(src);
-        }
-        self.attempts.insert(key(src, door), a);
-        self.live[door] += 1;
     }
 
     fn remove(&mut self, src: IpAddr, door: DoorId) -> Option<Attempt> {
@@ -632,7 +633,7 @@ impl Matcher {
     /// Rebuild the per-network and per-source accounting from the attempts (after a reload).
     fn rebuild_accounting(&mut self) {
         self.nets.clear();
-        self.guard.clear_attempts();
+        self.guard.reset_counts();
         let mut all: Vec<(IpAddr, u32, u64, u8)> = self
             .attempts
             .iter()
@@ -646,6 +647,7 @@ impl Matcher {
                 self.guard.attempt_started(src);
             }
         }
+        self.guard.prune();
     }
 
     fn is_live(&self, door: DoorId, e: &QueueEntry) -> bool {

@@ -81,18 +81,33 @@ pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
             })
         }
     };
-    let invalid = |reason: String| StateError::Invalid {
+    parse(&text).map_err(|reason| StateError::Invalid {
         path: path.to_path_buf(),
         reason,
-    };
-    let state: State = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    })
+}
+
+/// The grants in a state file's text (pure; what [`load`] does after reading). The error is
+/// the reason the text is not a valid state file.
+pub fn parse(text: &str) -> Result<Vec<SavedGrant>, String> {
+    let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if state.format != FORMAT {
-        return Err(invalid(format!(
+        return Err(format!(
             "format {} is not {FORMAT}, written by {}",
             state.format, state.written_by
-        )));
+        ));
     }
     Ok(state.grants)
+}
+
+/// The text [`save`] writes for `grants` (pure); [`parse`] reads it back unchanged.
+pub fn render(grants: Vec<SavedGrant>) -> Result<String, serde_json::Error> {
+    let state = State {
+        format: FORMAT,
+        written_by: format!("knockd {}", env!("CARGO_PKG_VERSION")),
+        grants,
+    };
+    serde_json::to_string_pretty(&state)
 }
 
 /// Write the ledger atomically (mode 0600).
@@ -101,13 +116,7 @@ pub fn save(path: &Path, grants: Vec<SavedGrant>) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let state = State {
-        format: FORMAT,
-        written_by: format!("knockd {}", env!("CARGO_PKG_VERSION")),
-        grants,
-    };
-    let text = serde_json::to_string_pretty(&state)
-        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let text = render(grants).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("json.tmp");
     {

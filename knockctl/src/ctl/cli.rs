@@ -107,7 +107,22 @@ pub enum Command {
     Tail,
     /// Live dashboard: attempts, grants, events, doors (`?` shows the keys).
     Tui,
+    /// Print counters and gauges in the Prometheus text format (for node_exporter's textfile
+    /// collector; knockd opens no TCP port).
+    #[command(long_about = METRICS_ABOUT)]
+    Metrics,
 }
+
+const METRICS_ABOUT: &str = "\
+Print knockd's counters and gauges in the Prometheus text exposition format: packets, knocks, \
+opens, resets, timeouts, evictions, command failures, kernel drops (counters, `_total`) and \
+grants open, attempts tracked, doors, uptime (gauges). knockd opens no TCP port: run this \
+from a timer and let node_exporter's textfile collector serve the file, e.g. every minute:
+
+  knockctl metrics > /var/lib/prometheus/node-exporter/knockd.prom.tmp && \
+  mv /var/lib/prometheus/node-exporter/knockd.prom.tmp /var/lib/prometheus/node-exporter/knockd.prom
+
+(a systemd service and timer doing this are in packaging/metrics/).";
 
 #[cfg(test)]
 mod tests {

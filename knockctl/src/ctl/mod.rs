@@ -1,10 +1,12 @@
 //! `knockctl`: inspect and control a running knockd over its control socket.
 //!
 //! - [`cli`]: the clap definition ([`Args`]), also the source of the man page.
+//! - [`metrics`]: counters and gauges in the Prometheus text format (`knockctl metrics`).
 //! - [`output`]: pure formatting of wire values for people (80 columns) and clocks.
 //! - [`run`](mod@run): connect, ask, print; follow the event stream; exit codes.
 
 pub mod cli;
+pub mod metrics;
 pub mod output;
 pub mod run;
 

@@ -6,6 +6,7 @@
 //! cutting them.
 
 use std::net::IpAddr;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use chrono::{DateTime, TimeZone};
 use knock_ipc::{AttemptInfo, DoorInfo, Event, EventKind, GrantInfo, Status};
@@ -409,8 +410,14 @@ impl Column {
     }
 }
 
+/// Columns `s` takes on a terminal: wide (CJK, emoji) characters count two, combining marks
+/// none.
 fn text_width(s: &str) -> usize {
-    s.chars().count()
+    UnicodeWidthStr::width(s)
+}
+
+fn char_width(c: char) -> usize {
+    UnicodeWidthChar::width(c).unwrap_or(0)
 }
 
 /// Narrowest a wrapping column may get: its header, at least 10, and wide enough not to
@@ -486,7 +493,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         loop {
             let used = text_width(&line);
             let sep = usize::from(used > 0);
-            if used + sep + word.len() <= width {
+            let needed: usize = word.iter().copied().map(char_width).sum();
+            if used + sep + needed <= width {
                 if sep == 1 {
                     line.push(' ');
                 }
@@ -497,8 +505,18 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
                 lines.push(std::mem::take(&mut line));
                 continue;
             }
-            // The word alone is too long: split it.
-            let rest = word.split_off(width);
+            // The word alone is too long: split it where it fills the width (at least one
+            // character, so a double-width character in a 1-column cell still moves on).
+            let mut fits = 0;
+            let mut taken = 0;
+            for &c in &word {
+                if taken > 0 && fits + char_width(c) > width {
+                    break;
+                }
+                fits += char_width(c);
+                taken += 1;
+            }
+            let rest = word.split_off(taken);
             lines.push(word.iter().collect());
             word = rest;
         }
@@ -644,6 +662,28 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
 30s   14:59:16  openSSH  10.0.0.12  22/tcp (INPUT)  native rule delete
 "
         );
+    }
+
+    #[test]
+    fn wide_characters_are_measured_in_columns() {
+        // A door named in CJK takes two columns per character: the columns after it stay
+        // aligned, and wrapping never splits a line past the width.
+        let grants = [
+            grant("門番", "10.0.0.12", Some(30_000)),
+            grant("openSSH", "10.0.0.13", Some(30_000)),
+        ];
+        let text = format_grants(&grants, &now());
+        assert_eq!(
+            text,
+            "\
+LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
+30s   14:59:16  門番     10.0.0.12  22/tcp (INPUT)  native rule delete
+30s   14:59:16  openSSH  10.0.0.13  22/tcp (INPUT)  native rule delete
+"
+        );
+        assert_eq!(wrap("門番門番門番", 5), ["門番", "門番", "門番"]);
+        assert_eq!(wrap("門", 1), ["門"]);
+        assert_eq!(text_width("門番"), 4);
     }
 
     #[test]

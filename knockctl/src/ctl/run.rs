@@ -83,7 +83,7 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         Command::Tui => crate::tui::run(&args.socket).await.map_err(CtlError::Tui),
         command => {
             let request = request_for(command);
-            let name = request_name(&request);
+            let name = request.name();
             let mut client = connect(&args.socket).await?;
             let response = within(&args.socket, client.request(request)).await?;
             let reply = render(command, name, response, args.json, &Local::now());
@@ -130,19 +130,8 @@ pub fn request_for(command: &Command) -> Request {
             door: door.clone(),
         },
         Command::Reload => Request::Reload,
+        Command::Metrics => Request::Status,
         Command::Tail | Command::Tui => Request::Subscribe,
-    }
-}
-
-fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::Status => "status",
-        Request::Grants => "list",
-        Request::Attempts => "attempts",
-        Request::Doors => "doors",
-        Request::Revoke { .. } => "revoke",
-        Request::Reload => "reload",
-        Request::Subscribe => "subscribe",
     }
 }
 
@@ -162,6 +151,9 @@ pub fn render<Tz: TimeZone>(
         } else {
             output::format_status(&status)
         }),
+        (Command::Metrics, Response::Status { status }) => {
+            Reply::ok(super::metrics::format_metrics(&status))
+        }
         (Command::List, Response::Grants { grants }) => Reply::ok(if json {
             doc(&grants)
         } else {

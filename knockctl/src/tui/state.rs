@@ -559,7 +559,7 @@ impl State {
             }
             Response::Error { message } => {
                 self.set_notice(
-                    format!("knockd: {message} ({})", request_name(request)),
+                    format!("knockd: {message} ({})", request.name()),
                     true,
                     Some(now),
                 );
@@ -572,7 +572,7 @@ impl State {
     /// A command could not be carried out (not connected, no answer).
     pub fn on_command_failed(&mut self, request: &Request, reason: &str, now: i64) {
         self.set_notice(
-            format!("{} failed: {reason}", request_name(request)),
+            format!("{} failed: {reason}", request.name()),
             true,
             Some(now),
         );
@@ -932,18 +932,6 @@ impl State {
 }
 
 /// The word for a request in messages.
-pub fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::Status => "status",
-        Request::Grants => "grants",
-        Request::Attempts => "attempts",
-        Request::Doors => "doors",
-        Request::Revoke { .. } => "revoke",
-        Request::Reload => "reload",
-        Request::Subscribe => "subscribe",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ pub fn read_current(path: &Path) -> Result<Option<Vec<Step>>, OtpError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(first_valid(&bytes))
+    Ok(current_in(&bytes))
 }
 
 /// Marks `used` as used: the first uncommented line whose parsed sequence equals `used` gets a
@@ -68,7 +68,7 @@ pub fn consume(path: &Path, used: &[Step]) -> Result<Option<Vec<Step>>, OtpError
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(first_valid(&out))
+    Ok(current_in(&out))
 }
 
 /// Checks that [`consume`] could rewrite `path`: a file can be created in (and removed from)
@@ -107,7 +107,9 @@ fn parse_line(line: &[u8]) -> Option<Vec<Step>> {
     parse_sequence(text).ok()
 }
 
-fn first_valid(bytes: &[u8]) -> Option<Vec<Step>> {
+/// The current sequence of a one-time sequences file's contents (pure; what [`read_current`]
+/// does after reading the file).
+pub fn current_in(bytes: &[u8]) -> Option<Vec<Step>> {
     lines(bytes).find_map(parse_line)
 }
 

@@ -88,7 +88,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     })
                     .collect();
                 let q = self.nft_fw();
-                self.submit_to(q, None, &g.door, g.addr, TaskKind::Close, ops);
+                self.submit_to(q, Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             close => {
                 let actions = close.actions();
