@@ -26,6 +26,8 @@ fn grant() -> GrantInfo {
         closes: "native rule delete".into(),
         refreshes: 1,
         kernel_expires_in_ms: Some(29_000),
+        closing: true,
+        close_error: Some("iptables: exit status 1".into()),
     }
 }
 
