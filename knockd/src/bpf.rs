@@ -12,7 +12,7 @@
 //! ranges), and as a last resort every TCP and UDP packet. Userspace re-checks destination,
 //! ports and flags of every packet, so a coarser filter costs CPU, never a knock.
 
-use crate::config::model::Door;
+use crate::config::model::{Door, Proto};
 use std::net::IpAddr;
 
 /// The kernel's limit on a classic BPF socket filter (BPF_MAXINSNS).
@@ -20,9 +20,11 @@ pub const KERNEL_MAX_INSNS: usize = 4096;
 /// Stack for threads that compile filters (libpcap recursion depth grows with the expression;
 /// this is address space, only the pages touched are used).
 pub const COMPILE_STACK: usize = 256 << 20;
-/// The exact filter is not tried above this many port tests (libpcap's optimizer would take
-/// seconds and the result would not fit in the kernel anyway).
+/// The exact filter is not tried above this many port and address tests (libpcap's optimizer
+/// would take seconds and the result would not fit in the kernel anyway).
 pub const EXACT_MAX_TESTS: usize = 1_000;
+/// Nor when the doors have more than this many knock ports (per address) in all.
+pub const EXACT_MAX_DOOR_TESTS: usize = 500;
 /// Most port ranges in the coarse filter.
 pub const COARSE_MAX_RANGES: usize = 200;
 
@@ -87,26 +89,84 @@ pub enum FitError {
     Compile { doors: usize, reason: String },
 }
 
-/// The link types knockd captures on map to these DLTs for `pcap_open_dead`.
-pub fn dead_linktype(dlt: i32) -> pcap::Linktype {
-    pcap::Linktype(dlt)
+/// Distinct knock ports (with protocol) of one door: at most 32 knocks, no allocation.
+fn unique_ports(d: &Door) -> usize {
+    let seq = &d.sequence;
+    (0..seq.len())
+        .filter(|&i| !seq[..i].contains(&seq[i]))
+        .count()
 }
 
-/// Choose the filter for `doors` (those with a sequence) on a capture of link type `link`
-/// whose interface has addresses `local`.
+/// Port tests of the exact filter per address (the distinct knock ports of every door): above
+/// [`EXACT_MAX_DOOR_TESTS`] the exact filter is not even built. A pure function of the config,
+/// so `-t`, start, reload and the engine all decide alike.
+pub fn door_tests(doors: &[Door]) -> usize {
+    doors.iter().map(unique_ports).sum()
+}
+
+/// Does `doors` get the coarse filter? Stops counting at the limit (cheap on 100,000 doors).
+fn is_large(doors: &[Door]) -> bool {
+    let mut n = 0;
+    doors.iter().any(|d| {
+        n += unique_ports(d);
+        n > EXACT_MAX_DOOR_TESTS
+    })
+}
+
+/// Why the exact filter is skipped for `doors`, if it is.
+pub fn too_many_tests(doors: &[Door]) -> Option<String> {
+    is_large(doors).then(|| {
+        format!(
+            "would test {} door ports per address (more than {EXACT_MAX_DOOR_TESTS})",
+            door_tests(doors)
+        )
+    })
+}
+
+/// What a reload says when `doors` get the coarse filter (None when the exact one is tried).
+pub fn coarse_note(doors: &[Door]) -> Option<String> {
+    let why = too_many_tests(doors)?;
+    Some(format!(
+        "the exact capture filter for {} door(s) {why}; capturing the union of all \
+         knock ports instead: every knock is still seen, knockd checks the rest in user space \
+         at some CPU cost",
+        doors.iter().filter(|d| !d.sequence.is_empty()).count()
+    ))
+}
+
+/// The filter expression the engine hands to the capture thread: the exact one from
+/// [`crate::filter::build`], or for large configs the coarse [`ports_filter_of`] (cheap to
+/// build: the exact text of 100,000 doors took seconds on the engine task).
+pub fn expression(doors: &[Door], local: &[IpAddr]) -> String {
+    if is_large(doors) {
+        ports_filter_of(doors)
+    } else {
+        crate::filter::build(doors, local)
+    }
+}
+
+/// Choose and compile the filter for `doors` (those with a sequence) on a capture of link type
+/// `link` whose interface has addresses `local`, as the capture thread will.
 pub fn fit(doors: &[Door], local: &[IpAddr], link: pcap::Linktype) -> Result<Fitted, FitError> {
-    fit_expr(&crate::filter::build(doors, local), doors.len(), link)
+    let mut f = fit_expr(&expression(doors, local), doors.len(), link)?;
+    if let Some(why) = too_many_tests(doors) {
+        if f.level == Level::Exact {
+            f.level = Level::Ports;
+        }
+        f.fallback.get_or_insert(why);
+    }
+    Ok(f)
 }
 
-/// Fit the exact expression `exact` (from [`crate::filter::build`] for `doors` doors): it, or
-/// the union of the knock ports it names, or [`ANY_KNOCK`]. Runs the compiler on its own
-/// large-stack thread, so it is safe to call from any thread.
-pub fn fit_expr(exact: &str, doors: usize, link: pcap::Linktype) -> Result<Fitted, FitError> {
+/// Fit `expr` (from [`expression`]): it, or the union of the knock ports it names, or
+/// [`ANY_KNOCK`]. Runs the compiler on its own large-stack thread, so it is safe to call from
+/// any thread.
+pub fn fit_expr(expr: &str, doors: usize, link: pcap::Linktype) -> Result<Fitted, FitError> {
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("bpf-compile".into())
             .stack_size(COMPILE_STACK)
-            .spawn_scoped(s, || fit_here(exact, doors, link))
+            .spawn_scoped(s, || fit_here(expr, doors, link))
             .map_err(|e| FitError::Compile {
                 doors,
                 reason: format!("cannot start the compiler thread: {e}"),
@@ -182,29 +242,67 @@ pub fn kernel_budget() -> usize {
     KERNEL_MAX_INSNS.min(optmem.saturating_sub(1024) / 32)
 }
 
-/// The union of the knock ports named in the exact expression (`tcp dst port N`,
-/// `udp dst port N`), merged into at most [`COARSE_MAX_RANGES`] ranges per protocol (smallest
-/// gaps first, so the extra ports are few).
-pub fn ports_filter(exact: &str) -> String {
-    let mut parts = Vec::new();
+/// The union of the knock ports named in `expr` (`tcp dst port N`, `udp dst portrange A-B`),
+/// as [`coarse`] builds it.
+pub fn ports_filter(expr: &str) -> String {
+    let sweep = expr.contains("tcp-syn|tcp-ack");
+    let mut per_proto = Vec::new();
     for proto in ["tcp", "udp"] {
-        let needle = format!("{proto} dst port ");
-        let mut ports: Vec<u16> = exact
-            .match_indices(&needle)
-            .filter_map(|(i, _)| {
-                let rest = &exact[i + needle.len()..];
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        for kw in ["port", "portrange"] {
+            let needle = format!("{proto} dst {kw} ");
+            for (i, _) in expr.match_indices(&needle) {
+                let rest = &expr[i + needle.len()..];
                 let end = rest
-                    .find(|c: char| !c.is_ascii_digit())
+                    .find(|c: char| !c.is_ascii_digit() && c != '-')
                     .unwrap_or(rest.len());
-                rest[..end].parse().ok()
-            })
-            .collect();
-        if ports.is_empty() {
+                let token = &rest[..end];
+                let (a, b) = token.split_once('-').unwrap_or((token, token));
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
+                    ranges.push((a.min(b), a.max(b)));
+                }
+            }
+        }
+        per_proto.push((proto, ranges));
+    }
+    coarse(per_proto, sweep)
+}
+
+/// The coarse filter for `doors`, straight from the config (no exact text built first).
+pub fn ports_filter_of(doors: &[Door]) -> String {
+    let sweep = doors
+        .iter()
+        .any(|d| d.sweep_guard && !d.sequence.is_empty());
+    // A bitmap per protocol: linear in the knocks, no sort of 300,000 ports.
+    let mut seen = [vec![false; 65_536], vec![false; 65_536]];
+    for step in doors.iter().flat_map(|d| d.sequence.iter()) {
+        seen[usize::from(step.proto == Proto::Udp)][usize::from(step.port)] = true;
+    }
+    let per_proto = ["tcp", "udp"]
+        .into_iter()
+        .zip(seen)
+        .map(|(name, bits)| {
+            let ranges = (0..=u16::MAX)
+                .filter(|&p| bits[usize::from(p)])
+                .map(|p| (p, p))
+                .collect();
+            (name, ranges)
+        })
+        .collect();
+    coarse(per_proto, sweep)
+}
+
+/// Per protocol, `ranges` merged into at most [`COARSE_MAX_RANGES`] (smallest gaps first, so
+/// the extra ports are few); plus IPv6 with extension headers, and the sweep guard's clause
+/// (new connections to any port) when a door has it.
+fn coarse(per_proto: Vec<(&str, Vec<(u16, u16)>)>, sweep: bool) -> String {
+    let mut parts = Vec::new();
+    for (proto, mut ranges) in per_proto {
+        if ranges.is_empty() {
             continue;
         }
-        ports.sort_unstable();
-        ports.dedup();
-        let tests: Vec<String> = merge(&ports, COARSE_MAX_RANGES)
+        ranges.sort_unstable();
+        let tests: Vec<String> = merge(&ranges, COARSE_MAX_RANGES)
             .iter()
             .map(|&(a, b)| {
                 if a == b {
@@ -220,31 +318,32 @@ pub fn ports_filter(exact: &str) -> String {
         return crate::filter::MATCH_NOTHING.to_string();
     }
     parts.push(IPV6_EXT.to_string());
-    // The sweep guard's clause (new connections to any port) is kept, without destinations.
-    if exact.contains("tcp-syn|tcp-ack") {
+    if sweep {
         parts.push(SWEEP_ANY.to_string());
     }
     parts.join(" or ")
 }
 
-/// Sorted, deduplicated `ports` as inclusive ranges, at most `max` of them.
-fn merge(ports: &[u16], max: usize) -> Vec<(u16, u16)> {
-    let mut ranges: Vec<(u16, u16)> = Vec::new();
-    for &p in ports {
-        match ranges.last_mut() {
-            Some((_, b)) if u32::from(*b) + 1 == u32::from(p) => *b = p,
-            _ => ranges.push((p, p)),
+/// Sorted `ranges` (inclusive, possibly overlapping) joined where they touch, then merged
+/// until at most `max` are left.
+fn merge(ranges: &[(u16, u16)], max: usize) -> Vec<(u16, u16)> {
+    let mut joined: Vec<(u16, u16)> = Vec::new();
+    for &(a, b) in ranges {
+        match joined.last_mut() {
+            Some((_, end)) if u32::from(a) <= u32::from(*end) + 1 => *end = (*end).max(b),
+            _ => joined.push((a, b)),
         }
     }
-    if ranges.len() <= max.max(1) {
-        return ranges;
+    let max = max.max(1);
+    if joined.len() <= max {
+        return joined;
     }
     // Merge every gap no wider than the (len - max)-th smallest one.
-    let mut gaps: Vec<u16> = ranges.windows(2).map(|w| w[1].0 - w[0].1).collect();
+    let mut gaps: Vec<u16> = joined.windows(2).map(|w| w[1].0 - w[0].1).collect();
     gaps.sort_unstable();
-    let limit = gaps[ranges.len() - max.max(1) - 1];
+    let limit = gaps[joined.len() - max - 1];
     let mut out: Vec<(u16, u16)> = Vec::new();
-    for r in ranges {
+    for r in joined {
         match out.last_mut() {
             Some((_, b)) if r.0 - *b <= limit => *b = r.1,
             _ => out.push(r),
@@ -299,13 +398,18 @@ mod tests {
 
     #[test]
     fn merge_keeps_every_port_and_bounds_the_ranges() {
+        let single = |v: &[u16]| v.iter().map(|&p| (p, p)).collect::<Vec<_>>();
         assert_eq!(
-            merge(&[1, 2, 3, 7, 9, 10], 10),
+            merge(&single(&[1, 2, 3, 7, 9, 10]), 10),
             vec![(1, 3), (7, 7), (9, 10)]
         );
-        assert_eq!(merge(&[1, 2, 3, 7, 9, 10], 2), vec![(1, 3), (7, 10)]);
+        assert_eq!(
+            merge(&single(&[1, 2, 3, 7, 9, 10]), 2),
+            vec![(1, 3), (7, 10)]
+        );
+        assert_eq!(merge(&[(1, 5), (3, 9), (10, 12)], 10), vec![(1, 12)]);
         let ports: Vec<u16> = (0..20_000u32).map(|i| (i * 3 + 1) as u16).collect();
-        let r = merge(&ports, COARSE_MAX_RANGES);
+        let r = merge(&single(&ports), COARSE_MAX_RANGES);
         assert!(r.len() <= COARSE_MAX_RANGES, "{}", r.len());
         for p in ports {
             assert!(r.iter().any(|&(a, b)| a <= p && p <= b), "{p} lost");
@@ -319,6 +423,24 @@ mod tests {
         let f = fit(&doors, &local(), pcap::Linktype::ETHERNET).unwrap();
         assert_eq!(f.level, Level::Ports);
         assert!(f.expr.contains("tcp-syn|tcp-ack"), "{}", f.expr);
+    }
+
+    #[test]
+    fn large_configs_get_the_coarse_filter_without_building_the_exact_one() {
+        let doors: Vec<Door> = (0..100_000).map(|i| door(i, 3)).collect();
+        let t = Instant::now();
+        let e = expression(&doors, &local());
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+        assert!(!e.contains("dst host"), "{e}");
+        assert!(coarse_note(&doors).unwrap().contains("100000 door(s)"));
+        // Re-deriving the coarse filter from its own text keeps every range.
+        assert_eq!(ports_filter(&e), e);
+        let small: Vec<Door> = (0..10).map(|i| door(i, 3)).collect();
+        assert!(coarse_note(&small).is_none());
+        assert_eq!(
+            expression(&small, &local()),
+            crate::filter::build(&small, &local())
+        );
     }
 
     #[test]

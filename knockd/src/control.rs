@@ -538,7 +538,7 @@ fn bounded_list(list: &mut Vec<String>, what: &str) {
         let more = list.len() - MAX_LISTED_PROBLEMS;
         list.truncate(MAX_LISTED_PROBLEMS);
         list.push(format!(
-            "... and {more} more {what} (all of them are in knockd's log; `knockd -t` lists them too)"
+            "... and {more} more {what} (`knockd -t` lists them all)"
         ));
     }
 }

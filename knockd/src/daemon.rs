@@ -241,8 +241,14 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         args.config = abs;
     }
     let parsed = load_config(&args.config)?;
-    for w in &parsed.warnings {
+    for w in parsed.warnings.iter().take(config::MAX_LOGGED_WARNINGS) {
         tracing::warn!("{w}");
+    }
+    if parsed.warnings.len() > config::MAX_LOGGED_WARNINGS {
+        tracing::warn!(
+            "{} more warning(s) not logged (knockd -t lists them all)",
+            parsed.warnings.len() - config::MAX_LOGGED_WARNINGS
+        );
     }
     let mut config = parsed.config;
     // Command line beats the config file, for every option (also on reload).

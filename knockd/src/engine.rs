@@ -351,23 +351,27 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     fn update_filter(&mut self) {
-        let active: Vec<Door> = self
-            .config
-            .doors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| {
-                if d.totp.is_some() {
+        // Exact for small configs, the union of knock ports for large ones (cheap to build).
+        // Doors without a sequence contribute nothing, so no filtered copy of 100,000 doors;
+        // TOTP doors (rare) get a copy carrying their accepted steps' ports.
+        let f = if self.config.doors.iter().any(|d| d.totp.is_some()) {
+            let doors: Vec<Door> = self
+                .config
+                .doors
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
                     let mut d = d.clone();
-                    d.sequence = self.totp_filter_steps(i);
-                    Some(d)
-                } else {
-                    (!d.sequence.is_empty()).then(|| d.clone())
-                }
-            })
-            .filter(|d| !d.sequence.is_empty())
-            .collect();
-        let f = crate::filter::build(&active, &self.local);
+                    if d.totp.is_some() {
+                        d.sequence = self.totp_filter_steps(i);
+                    }
+                    d
+                })
+                .collect();
+            crate::bpf::expression(&doors, &self.local)
+        } else {
+            crate::bpf::expression(&self.config.doors, &self.local)
+        };
         if f != self.filter {
             tracing::debug!(filter = %f, "new capture filter");
             self.filter = f.clone();
@@ -685,8 +689,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
         };
         let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
-        for w in &warnings {
+        // A config of 100,000 doors can have 200,000 warnings: log a bounded number (writing
+        // them all took seconds on this task, holding grants open past their deadline).
+        for w in warnings.iter().take(config::MAX_LOGGED_WARNINGS) {
             let msg = w.clone();
+            self.line(&msg);
+        }
+        if warnings.len() > config::MAX_LOGGED_WARNINGS {
+            let msg = format!(
+                "warning: {} more warning(s) not logged (knockd -t lists them all)",
+                warnings.len() - config::MAX_LOGGED_WARNINGS
+            );
             self.line(&msg);
         }
         let mut new = parsed.config;

@@ -29,7 +29,36 @@ pub async fn request(
     path: PathBuf,
     reply: Option<oneshot::Sender<ReloadResult>>,
 ) -> bool {
-    let loaded = load(path).await;
+    let mut loaded = load(path.clone()).await;
+    if let Ok(parsed) = &mut loaded {
+        // The engine logs and answers a bounded number of warnings: cut the rest here, so it
+        // does not format 200,000 of them (100,000 doors) on its task.
+        let total = parsed.warnings.len();
+        if total > config::MAX_LOGGED_WARNINGS {
+            parsed.warnings.truncate(config::MAX_LOGGED_WARNINGS);
+            parsed.warnings.push(config::Warning {
+                file: path.display().to_string(),
+                line: 0,
+                door: None,
+                message: format!(
+                    "{} more warning(s) not shown (knockd -t lists them all)",
+                    total - config::MAX_LOGGED_WARNINGS
+                ),
+            });
+        }
+        // Said here, off the engine task: the capture filter will be coarse.
+        if let Some(message) = crate::bpf::coarse_note(&parsed.config.doors) {
+            parsed.warnings.insert(
+                0,
+                config::Warning {
+                    file: path.display().to_string(),
+                    line: 0,
+                    door: None,
+                    message,
+                },
+            );
+        }
+    }
     ctl.send(Control::ReloadLoaded(Box::new(loaded), reply))
         .await
         .is_ok()

@@ -375,3 +375,72 @@ fn symlinked_log_and_pid_files_are_refused_not_followed() {
     drop(k);
     assert!(!Path::new(&planted).metadata().expect("stat").len() > 0);
 }
+
+/// A reload to 100,000 doors while a 3 s grant is open: the config is parsed off the engine
+/// task, so the engine still closes the grant on time (with the quadratic duplicate check and
+/// the on-task parse of before, a 6 s grant stayed open about 20 s), the rule goes, and the
+/// reload succeeds with every door seen.
+#[test]
+fn a_huge_reload_does_not_hold_a_grant_open() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = spawn_limited(&lab, SSH, 1024, &[]);
+    started(&k);
+    let (big, last) = big_config(100_000, 3, 2204);
+    k.rewrite_conf(&format!("{SSH}{big}"));
+    knockd::knock(&lab, &[SRV_V4, "2222", "1111", "3333"]);
+    let rule = native_rule(22, "ssh");
+    assert!(knockd::wait_rule(
+        &lab,
+        false,
+        &rule,
+        Duration::from_secs(5)
+    ));
+    let opened = Instant::now();
+    let t = Instant::now();
+    let out = knockctl(&k, &["reload"]);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        knockd::wait_no_rule(&lab, false, &rule, Duration::from_secs(10)),
+        "{}",
+        k.log()
+    );
+    let closed = opened.elapsed();
+    // When the engine decided to close it, from its own log (the rule's removal then goes
+    // through the firewall queue and iptables, which a loaded machine can slow down).
+    let log = k.log();
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(chrono_like_secs)
+            .unwrap_or_else(|| panic!("no '{needle}' in the log:\n{log}"))
+    };
+    let decided = at("ssh: command timeout") - at("ssh: OPEN SESAME");
+    eprintln!(
+        "reload to 100,000 doors answered in {took:?}; the engine closed the 3 s grant after \
+         {decided:.2} s, the rule was gone after {closed:?}"
+    );
+    assert!(
+        decided < 3.8,
+        "the engine closed a 3 s grant after {decided:.2} s during a 100,000-door reload:\n{}",
+        log.lines()
+            .filter(|l| l.contains("ssh:") || l.contains("re-reading") || l.contains("reloaded"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    knock_last(&lab, &k, &last, 2204);
+}
+
+/// Seconds within the day of a tracing timestamp (`2026-11-25T17:48:05.505754Z`).
+fn chrono_like_secs(t: &str) -> Option<f64> {
+    let time = t.split_once('T')?.1.trim_end_matches('Z');
+    let mut it = time.split(':');
+    let h: f64 = it.next()?.parse().ok()?;
+    let m: f64 = it.next()?.parse().ok()?;
+    let s: f64 = it.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}

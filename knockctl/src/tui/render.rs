@@ -197,6 +197,10 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             left.push(Span::raw(format!("  up {}", format_duration_secs(up))));
         }
         left.push(Span::raw(format!("  doors {}", status.doors)));
+        // The default backend (iptables) goes unsaid; nftables grants close in the kernel.
+        if !status.firewall.is_empty() && status.firewall != "iptables" {
+            left.push(Span::raw(format!("  {}", status.firewall)));
+        }
     }
     let link = match &state.link {
         Link::Connected => Span::styled("[connected]", theme.fg(Color::Green)),
@@ -409,7 +413,14 @@ fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             cells.push(Cell::from(format_clock(g.info.opened_at_unix_ms, &now_dt)));
         }
         cells.push(Cell::from(left));
-        cells.push(Cell::from(crate::ctl::output::closes_by(&g.info)));
+        cells.push(Cell::from(match g.info.kernel_expires_in_ms {
+            // nftables: the kernel closes it; its own time left.
+            Some(ms) => format!(
+                "kernel, {} left",
+                crate::ctl::output::format_remaining(Some(ms))
+            ),
+            None => g.info.closes.clone(),
+        }));
         Row::new(cells).style(style)
     });
     let (widths, headers): (Vec<Constraint>, &[&'static str]) = if wide {
@@ -800,6 +811,26 @@ mod tests {
             .find(|l| l.contains(needle))
             .map(String::as_str)
             .unwrap_or_else(|| panic!("no line with {needle:?}"))
+    }
+
+    #[test]
+    fn nftables_backend_in_the_header_and_kernel_time_in_grants() {
+        let mut s = connected();
+        let mut status = status();
+        status.firewall = "nftables".into();
+        s.on_response(&Request::Status, Response::Status { status }, T0);
+        let mut g = grant("10.0.0.12", "openSSH", T0 - 2_000, Some(28_000));
+        g.closes = "kernel timeout (nftables)".into();
+        g.kernel_expires_in_ms = Some(28_000);
+        s.on_response(&Request::Grants, Response::Grants { grants: vec![g] }, T0);
+        let t = draw(&s, 120, 24, T0);
+        let l = lines(&t);
+        assert!(l[0].contains("doors 3  nftables"), "{}", l[0]);
+        let row = line_with(pane(&l, "2 Grants"), "10.0.0.12");
+        assert!(row.contains("kernel, 28s left"), "{row}");
+        // The default backend goes unsaid.
+        let plain = lines(&draw(&connected(), 120, 24, T0));
+        assert!(!plain[0].contains("iptables"), "{}", plain[0]);
     }
 
     #[test]

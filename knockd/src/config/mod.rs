@@ -32,4 +32,4 @@ pub use values::{parse_sequence, MAX_CHAIN_NAME_LEN, MAX_TIMEOUT_SECS};
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
-pub use warn::Warning;
+pub use warn::{Warning, MAX_LOGGED_WARNINGS};

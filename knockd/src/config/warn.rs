@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// Most warnings the daemon logs at start or reload (`knockd -t` prints them all).
+pub const MAX_LOGGED_WARNINGS: usize = 200;
+
 /// A non-fatal finding about a config file.
 /// Displays as `{file}:{line}: warning: door 'x': message` (without the door part when
 /// `door` is None).
