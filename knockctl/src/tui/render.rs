@@ -433,7 +433,7 @@ fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
                 Constraint::Length(7),
                 Constraint::Fill(1),
             ],
-            &["ADDRESS", "DOOR", "OPENED", "AT", "LEFT", "CLOSES"],
+            &["ADDRESS", "DOOR", "WHAT", "OPENED", "LEFT", "CLOSES"],
         )
     } else {
         (
@@ -444,7 +444,7 @@ fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
                 Constraint::Length(7),
                 Constraint::Fill(1),
             ],
-            &["ADDRESS", "DOOR", "OPENED", "LEFT", "CLOSES"],
+            &["ADDRESS", "DOOR", "WHAT", "LEFT", "CLOSES"],
         )
     };
     let table = Table::new(table_rows, widths)
