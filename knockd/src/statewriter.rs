@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Writes are at least this far apart; changes in between go into the next write.
 pub const COALESCE: Duration = Duration::from_millis(100);
+/// ... unless an open waits for the write (write-ahead): then at least this far apart.
+pub const URGENT_GAP: Duration = Duration::from_millis(3);
 
 /// One change to the ledger.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ enum Msg {
     /// Changes, with the generation of this send.
     Changes(u64, Vec<Change>),
     Flush(oneshot::Sender<()>),
+    /// An open waits for the next write: make it soon.
+    Urgent,
 }
 
 /// Handle to the writer task.
@@ -69,6 +73,7 @@ impl StateWriter {
     /// logged): an open waits for this, so a rule never exists without its record.
     pub fn barrier(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let generation = self.sent.load(Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Urgent);
         let mut rx = self.written.clone();
         async move {
             let _ = rx.wait_for(|w| *w >= generation).await;
@@ -124,50 +129,57 @@ async fn serve(
     let mut map = BTreeMap::new();
     let mut dirty = false;
     let mut generation = 0;
-    let mut next_write = tokio::time::Instant::now();
+    // Someone waits for the write (an open, write-ahead): write within URGENT_GAP.
+    let mut urgent = false;
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut last_write: Option<tokio::time::Instant> = None;
     loop {
-        let msg = if dirty {
-            match tokio::time::timeout_at(next_write, rx.recv()).await {
-                Ok(m) => m,
-                Err(_) => {
-                    write(&path, &map, &errors).await;
-                    let _ = written.send(generation);
-                    dirty = false;
-                    next_write = tokio::time::Instant::now() + COALESCE;
-                    continue;
-                }
+        let due = last_write.map(|t| t + if urgent { URGENT_GAP } else { COALESCE });
+        let msg = match (dirty || !waiters.is_empty(), due) {
+            (true, Some(due)) if due > tokio::time::Instant::now() => {
+                tokio::time::timeout_at(due, rx.recv()).await.ok()
             }
-        } else {
-            rx.recv().await
+            // Dirty and due: write now (below).
+            (true, _) => None,
+            (false, _) => Some(rx.recv().await),
         };
-        match msg {
-            Some(Msg::Changes(g, c)) => {
-                apply(&mut map, c);
-                generation = g;
-                dirty = true;
-            }
-            Some(Msg::Flush(done)) => {
-                // Take everything already queued first.
-                while let Ok(Msg::Changes(g, c)) = rx.try_recv() {
-                    apply(&mut map, c);
-                    generation = g;
-                    dirty = true;
+        let closed = matches!(msg, Some(None));
+        if let Some(Some(m)) = msg {
+            let mut next = Some(m);
+            // Take everything already queued into this write.
+            while let Some(m) = next {
+                match m {
+                    Msg::Changes(g, c) => {
+                        apply(&mut map, c);
+                        generation = g;
+                        dirty = true;
+                    }
+                    Msg::Urgent => urgent = true,
+                    Msg::Flush(done) => {
+                        urgent = true;
+                        waiters.push(done);
+                    }
                 }
-                if dirty {
-                    write(&path, &map, &errors).await;
-                    let _ = written.send(generation);
-                    dirty = false;
-                    next_write = tokio::time::Instant::now() + COALESCE;
-                }
-                let _ = done.send(());
+                next = rx.try_recv().ok();
             }
-            None => {
-                if dirty {
-                    write(&path, &map, &errors).await;
-                    let _ = written.send(generation);
-                }
-                return;
+            // Not due yet: wait (the loop computes the deadline again).
+            let due = last_write.map(|t| t + if urgent { URGENT_GAP } else { COALESCE });
+            if due.is_some_and(|d| d > tokio::time::Instant::now()) && !closed {
+                continue;
             }
+        }
+        if dirty {
+            write(&path, &map, &errors).await;
+            last_write = Some(tokio::time::Instant::now());
+            dirty = false;
+        }
+        let _ = written.send(generation);
+        urgent = false;
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if closed {
+            return;
         }
     }
 }

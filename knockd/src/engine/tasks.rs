@@ -158,7 +158,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.inflight += 1;
         // Write-ahead: an open goes to the firewall only once the state file records it; and
         // nothing overtakes an op of the same (door, source) that is still waiting.
-        let barrier = if kind == TaskKind::Start {
+        // (Not for nftables elements: the kernel removes them at their timeout anyway.)
+        let kernel = grant
+            .and_then(|id| self.ledger.get(id))
+            .is_some_and(|g| g.close.kernel_expires());
+        let barrier = if kind == TaskKind::Start && !kernel {
             self.state_barrier()
         } else {
             None
