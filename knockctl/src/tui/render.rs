@@ -11,7 +11,7 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use crate::ctl::output::{format_clock, format_duration_ms, format_duration_secs};
+use crate::ctl::output::{format_clock, format_duration_ms, format_duration_secs, visible};
 
 use super::input::KEYS;
 use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};
@@ -346,7 +346,7 @@ fn render_attempts(state: &State, frame: &mut Frame, area: Rect, now: i64, theme
         };
         Row::new(vec![
             Cell::from(a.addr.to_string()),
-            Cell::from(a.door.clone()),
+            Cell::from(visible(&a.door).into_owned()),
             Cell::from(format!("{}/{}", a.stage, a.of)),
             Cell::from(bar(a.stage, a.of)).style(if a.ended.is_some() {
                 style
@@ -406,7 +406,7 @@ fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
         };
         let mut cells = vec![
             Cell::from(g.info.addr.to_string()),
-            Cell::from(g.info.door.clone()),
+            Cell::from(visible(&g.info.door).into_owned()),
             Cell::from(g.info.opened.clone()),
         ];
         if wide {
@@ -503,7 +503,7 @@ fn render_log(state: &State, frame: &mut Frame, area: Rect, shared: bool, theme:
                     style.add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(" "),
-                Span::styled(e.text.clone(), style),
+                Span::styled(visible(&e.text).into_owned(), style),
             ]))
         })
         .collect();
@@ -558,7 +558,7 @@ fn render_doors(state: &State, frame: &mut Frame, area: Rect, shared: bool, them
             (true, false) => "yes",
             (true, true) => "used",
         };
-        let mut name = d.name.clone();
+        let mut name = visible(&d.name).into_owned();
         if !d.enabled {
             name.push_str(" (off)");
         }
