@@ -60,12 +60,14 @@ for t in "${TARGETS[@]}"; do
     [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
     echo "[fuzz] $t: ${SECONDS_EACH}s"
     status=0
+    started=$(date +%s)
     cargo fuzz run -s none "$t" "${dirs[@]}" -- \
         -max_total_time="$SECONDS_EACH" -timeout=10 -max_len=16384 \
         -artifact_prefix="$artifacts" -print_final_stats=1 >"$log" 2>&1 || status=$?
+    took=$(( $(date +%s) - started ))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    line=$(printf '%-11s %12s execs %9s execs/s  %ss' "$t" "${execs:-?}" "${rate:-?}" "$SECONDS_EACH")
+    line=$(printf '%-11s %12s execs %9s execs/s  %ss' "$t" "${execs:-?}" "${rate:-?}" "$took")
     if [ "$status" -ne 0 ]; then
         found+=("$t")
         line="$line  FINDING (exit $status): see $log and $artifacts"
@@ -76,7 +78,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 echo
-echo "target          executions      execs/s  duration"
+echo "target          executions      execs/s  ran (incl. build check)"
 printf '%s\n' "${summary[@]}"
 if [ ${#found[@]} -gt 0 ]; then
     echo "fuzz.sh: findings in: ${found[*]}" >&2

@@ -3,19 +3,21 @@
 //! the daemon reads it (`ClientMsg`) and as a client reads it (`ServerMsg`).
 //!
 //! Invariants: no panic; a length header over `MAX_FRAME` is an error, never a buffer; memory
-//! bounded by [`memory_limit`] (`knock_ipc::codec::DECODE_MEMORY_FACTOR`); every message that
+//! bounded by [`memory_limit`] (as documented at `knock_ipc::codec::DECODE_MEMORY_FACTOR`); every message that
 //! decodes encodes again, within `MAX_FRAME`, to bytes that decode to the same message.
 
 use bytes::BytesMut;
-use knock_ipc::codec::{decode, encode, frame_codec, DECODE_MEMORY_FACTOR, MAX_FRAME};
+use knock_ipc::codec::{
+    decode, encode, frame_codec, DECODE_MEMORY_FACTOR, DECODE_PREALLOC_LIMIT, MAX_FRAME,
+};
 use knock_ipc::protocol::{ClientMsg, ServerMsg};
 use tokio_util::codec::Decoder;
 
 /// Peak bytes for `len` bytes received: the receive buffer, the body reserved for the
 /// announced length (at most `MAX_FRAME`, whatever arrives), plus what knock-ipc documents for
-/// decoding one frame of at most `len` bytes.
+/// decoding one frame of at most `len` bytes (sequence pre-allocation, then the message).
 pub fn memory_limit(len: usize) -> usize {
-    2 * len + MAX_FRAME + DECODE_MEMORY_FACTOR * len + (64 << 10)
+    2 * len + MAX_FRAME + DECODE_PREALLOC_LIMIT + DECODE_MEMORY_FACTOR * len + (64 << 10)
 }
 
 pub fn check(data: &[u8]) {

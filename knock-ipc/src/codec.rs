@@ -3,7 +3,8 @@
 //!
 //! Frame: u32 big-endian payload length, then the payload. The length is checked against
 //! [`MAX_FRAME`] before any buffer is allocated, on every frame. bincode itself runs with the
-//! same limit, so a length field inside a payload cannot make it allocate more either.
+//! same limit on the bytes it reads; what a frame can make the receiver allocate is bounded
+//! as documented at [`DECODE_PREALLOC_LIMIT`].
 
 use bincode::Options;
 use bytes::Bytes;
@@ -15,13 +16,22 @@ use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 /// Largest frame either side accepts (1 MiB: thousands of grants).
 pub const MAX_FRAME: usize = 1 << 20;
 
-/// Memory a peer can make the receiver allocate: as soon as a 4-byte header announcing `n`
-/// bytes (at most [`MAX_FRAME`]) arrives, the frame codec reserves `n` bytes for the body;
-/// decoding a frame of `n` bytes then allocates at most `DECODE_MEMORY_FACTOR * n` bytes plus
-/// a few KiB (the messages' in-memory form is larger than their varint encoding; bincode caps
-/// every pre-allocation by what is left of the frame). So one connection costs at most about
-/// `MAX_FRAME` plus the decoded message. Checked by the `frame` fuzz target
-/// (knock-fuzz/src/frame.rs), which found the header reservation.
+/// Memory a peer can make the receiver allocate:
+/// - as soon as a 4-byte header announcing `n` bytes (at most [`MAX_FRAME`]) arrives, the
+///   frame codec reserves `n` bytes for the body;
+/// - decoding a frame pre-allocates each sequence for the length it announces, capped by serde
+///   at 1 MiB per sequence; our messages nest at most two sequences (doors → their knocks), so
+///   at most [`DECODE_PREALLOC_LIMIT`] before the frame runs out of bytes;
+/// - a message that does decode takes at most `DECODE_MEMORY_FACTOR * n` bytes (the in-memory form is
+///   larger than the varint encoding).
+///
+/// So one connection costs at most about 3 MiB plus the decoded message, whatever it sends.
+/// Checked by the `frame` fuzz target (knock-fuzz/src/frame.rs), which found the first two
+/// (inputs kept in fuzz/regressions/frame/).
+pub const DECODE_PREALLOC_LIMIT: usize = 2 << 20;
+
+/// A decoded message takes at most this many bytes per byte of its frame (see
+/// [`DECODE_PREALLOC_LIMIT`]).
 pub const DECODE_MEMORY_FACTOR: usize = 32;
 
 #[derive(Debug, thiserror::Error)]

@@ -213,6 +213,9 @@ impl Drop for PidFile {
 
 /// Everything before the async part; then the runtime. Returns when the daemon stops.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
+    // From the first instant, SIGHUP/SIGTERM/SIGINT wait (pending) until the handlers are in
+    // place (signals::install): a SIGHUP during start-up is a queued reload, never fatal.
+    crate::signals::hold();
     // Control connections are capped below this, keeping a reserve (see fdlimit).
     let nofile = crate::fdlimit::raise_nofile();
     // Reloads re-read this path, and -d changes the working directory to /.
@@ -274,6 +277,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ok();
         }
     }
+    // One knockd per state file: a second one (another socket, the same default path) stops here.
+    let state_lock = crate::state::lock(&state_file)?;
     let saved = crate::state::load(&state_file)?;
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(set_up_nft_table(&config)?)
@@ -321,6 +326,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         capture,
         log,
         state_file,
+        _state_lock: state_lock,
         saved,
         kernel,
         advice,
@@ -337,6 +343,7 @@ struct Parts {
     capture: Capture,
     log: KnockLog,
     state_file: PathBuf,
+    _state_lock: crate::state::StateLock,
     saved: Vec<SavedGrant>,
     kernel: Option<Vec<crate::nft::listing::KernelElem>>,
     /// What `firewall_advice` found at start, logged once the log is up.
@@ -347,6 +354,9 @@ struct Parts {
 async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let (pkt_tx, pkt_rx) = mpsc::channel(crate::capture::QUEUE_BATCHES);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
+    // Signals first: a SIGHUP held since start-up, or sent during the restore, becomes a
+    // reload queued for the engine.
+    let shutdown = crate::signals::install(ctl_tx.clone(), args.config.clone())?;
     let (filter_tx, filter_rx, filter_status) =
         crate::capture::filter_channel().context("cannot create the filter channel")?;
     let filter_probe = crate::control::FilterProbe {
@@ -376,7 +386,6 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     engine.restore_with_kernel(p.saved, p.kernel).await;
     let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
-    let shutdown = crate::signals::install(ctl_tx.clone(), args.config.clone())?;
     tracing::info!("control socket {}", p.socket.path().display());
     tokio::spawn(p.socket.serve(
         ctl_tx.clone(),

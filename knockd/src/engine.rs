@@ -137,7 +137,9 @@ pub struct Engine<E: Executor, L: LogSink> {
     overrides: config::Overrides,
     events_tx: broadcast::Sender<ipc::Event>,
     state_file: Option<PathBuf>,
-    saved_version: u64,
+    state_writer: Option<crate::statewriter::StateWriter>,
+    state_errors_tx: mpsc::UnboundedSender<String>,
+    state_errors_rx: mpsc::UnboundedReceiver<String>,
     started: Instant,
     interfaces: Vec<String>,
     capture_stats: Option<Arc<CaptureStats>>,
@@ -166,6 +168,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let matcher = Matcher::with_settings(rules, Settings::from(&config));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
+        let (state_errors_tx, state_errors_rx) = mpsc::unbounded_channel();
         let mut e = Engine {
             config,
             config_path,
@@ -198,7 +201,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             overrides: config::Overrides::default(),
             events_tx,
             state_file: None,
-            saved_version: 0,
+            state_writer: None,
+            state_errors_tx,
+            state_errors_rx,
             started: now(),
             interfaces: Vec::new(),
             capture_stats: None,
@@ -760,7 +765,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             );
             self.line(&msg);
         }
-        self.persist();
+        self.flush_state().await;
         self.line("shutting down");
     }
 }

@@ -111,6 +111,8 @@ pub struct Ledger {
     timers: BTreeSet<(Instant, GrantId)>,
     rechecks: BTreeSet<(Instant, GrantId)>,
     retries: BTreeSet<(Instant, GrantId)>,
+    /// Grants changed since the last [`Ledger::take_dirty`] (what the state writer needs).
+    dirty: std::collections::HashSet<GrantId>,
     next_id: GrantId,
     version: u64,
 }
@@ -154,6 +156,7 @@ impl Ledger {
         self.next_id += 1;
         self.version += 1;
         let id = self.next_id;
+        self.dirty.insert(id);
         if let Some(t) = expires {
             self.timers.insert((t, id));
         }
@@ -181,6 +184,7 @@ impl Ledger {
     pub fn refresh(&mut self, id: GrantId, expires: Option<Instant>) {
         if let Some(g) = self.grants.get_mut(&id) {
             self.version += 1;
+            self.dirty.insert(id);
             if let Some(t) = g.expires {
                 self.timers.remove(&(t, id));
             }
@@ -245,6 +249,7 @@ impl Ledger {
     pub fn remove(&mut self, id: GrantId) -> Option<Grant> {
         let g = self.grants.remove(&id)?;
         self.version += 1;
+        self.dirty.insert(id);
         if let Some(t) = g.expires {
             self.timers.remove(&(t, id));
         }
@@ -269,6 +274,7 @@ impl Ledger {
             return None;
         }
         self.version += 1;
+        self.dirty.insert(id);
         if let Some(t) = g.expires {
             self.timers.remove(&(t, id));
         }
@@ -289,6 +295,7 @@ impl Ledger {
             return 0;
         };
         self.version += 1;
+        self.dirty.insert(id);
         c.failures += 1;
         c.last_error = Some(error);
         if let Some(t) = c.retry_at.replace(retry_at) {
@@ -338,6 +345,11 @@ impl Ledger {
             }
         }
         due
+    }
+
+    /// The grants changed since the last call (changed or removed).
+    pub fn take_dirty(&mut self) -> Vec<GrantId> {
+        self.dirty.drain().collect()
     }
 
     /// Grants being closed.

@@ -28,3 +28,4 @@ pub mod reload;
 pub mod safefile;
 pub mod signals;
 pub mod state;
+pub mod statewriter;

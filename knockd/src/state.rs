@@ -47,6 +47,14 @@ pub enum StateError {
     },
     #[error("state file {path} is not valid ({reason}); inspect it, or move it away to start with an empty ledger (the rules it lists would then not be closed by knockd)")]
     Invalid { path: PathBuf, reason: String },
+    #[error("refusing state file {path}: {reason} (fix: {fix})")]
+    Unsafe {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    #[error("state file {path} is in use by another knockd{holder}: give each knockd its own StateFile (or --state-file), or stop the other one")]
+    Locked { path: PathBuf, holder: String },
     #[error("cannot write state file {path}: {source} (check the directory exists and is writable, or set StateFile / --state-file)")]
     Write {
         path: PathBuf,
@@ -69,11 +77,55 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
     }
 }
 
-/// Read the saved grants; a missing file is an empty ledger.
+/// Who may own the state file and its directory: root, or the user knockd runs as.
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::Uid::effective().as_raw()
+}
+
+/// The state file's directory must not let anyone else replace the file: owned by root (or
+/// knockd's user) and writable by nobody else.
+pub fn check_dir(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(dir).map_err(|source| StateError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !trusted_owner(meta.uid()) || meta.mode() & 0o022 != 0 {
+        return Err(StateError::Unsafe {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the state directory is owned by uid {} with mode {:o}: others could replace the state file",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+            fix: format!("chown root:root {0} && chmod go-w {0}", dir.display()),
+        });
+    }
+    Ok(())
+}
+
+/// Read the saved grants; a missing file is an empty ledger. The file is opened without
+/// following a symbolic link and must be a plain file owned by root (or knockd's user) and
+/// writable by nobody else; its directory too ([`check_dir`]).
 pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    check_dir(path)?;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let mut file = match opened {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StateError::Unsafe {
+                path: path.to_path_buf(),
+                reason: "the state file is a symbolic link; knockd does not follow it".into(),
+                fix: format!("rm {}", path.display()),
+            })
+        }
         Err(source) => {
             return Err(StateError::Read {
                 path: path.to_path_buf(),
@@ -81,6 +133,31 @@ pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
             })
         }
     };
+    let meta = file.metadata().map_err(|source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.file_type().is_file() || !trusted_owner(meta.uid()) || meta.mode() & 0o022 != 0 {
+        return Err(StateError::Unsafe {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the state file is not a plain file owned by root and writable only by it (uid {}, mode {:o})",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+            fix: format!(
+                "check who wrote it; then chown root:root {0} && chmod 600 {0}, or move it away",
+                path.display()
+            ),
+        });
+    }
+    let mut text = String::new();
+    if let Err(source) = file.read_to_string(&mut text) {
+        return Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
     parse(&text).map_err(|reason| StateError::Invalid {
         path: path.to_path_buf(),
         reason,
@@ -98,6 +175,75 @@ pub fn parse(text: &str) -> Result<Vec<SavedGrant>, String> {
         ));
     }
     Ok(state.grants)
+}
+
+/// 64 unpredictable bits (the kernel's random pool).
+fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // No /dev/urandom: a per-process random SipHash key still makes names unpredictable.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        return h.finish();
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Held for knockd's lifetime: an exclusive `flock` on `<state file>.lock`. A second knockd
+/// pointed at the same state file (another socket, the same default path) fails to take it
+/// and refuses to start, instead of both rewriting the file.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Take the state file's lock (see [`StateLock`]).
+pub fn lock(path: &Path) -> Result<StateLock, StateError> {
+    use std::io::{Read, Seek};
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let err = |source| StateError::Write {
+        path: lock_path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(err)?;
+    #[allow(deprecated)] // nix's Flock type needs an owned file; this lock lives in StateLock.
+    let locked = nix::fcntl::flock(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    );
+    if locked.is_err() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let holder = match pid.trim() {
+            "" => String::new(),
+            p => format!(" (pid {p})"),
+        };
+        return Err(StateError::Locked {
+            path: path.to_path_buf(),
+            holder,
+        });
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(StateLock { _file: file })
 }
 
 /// The text [`save`] writes for `grants` (pure); [`parse`] reads it back unchanged.
@@ -118,20 +264,29 @@ pub fn save(path: &Path, grants: Vec<SavedGrant>) -> Result<(), StateError> {
     };
     let text = render(grants).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
-    {
+    // A fresh name nobody can guess, created exclusively, never through a symlink: nothing
+    // planted in the directory can be written through.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state.json".into());
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", random_u64()));
+    let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(text.as_bytes()).map_err(err)?;
-        f.write_all(b"\n").map_err(err)?;
-        f.sync_all().map_err(err)?;
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
     }
-    std::fs::rename(&tmp, path).map_err(err)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -213,6 +368,51 @@ mod tests {
             .expect_err("format")
             .to_string()
             .contains("format 99"));
+    }
+
+    #[test]
+    fn symlinks_and_writable_dirs_are_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("elsewhere.json");
+        save(&target, sample()).expect("save");
+        let link = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let e = load(&link).expect_err("symlink").to_string();
+        assert!(e.contains("symbolic link") && e.contains("fix: rm"), "{e}");
+        // Saving replaces the link itself (rename), never writes through it.
+        save(&link, vec![]).expect("save");
+        assert_eq!(load(&target).expect("target untouched"), sample());
+        // A directory others can write to: refused, with the chmod that fixes it.
+        let open = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let e = load(&open.path().join("state.json"))
+            .expect_err("world-writable dir")
+            .to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        // A state file others can write to.
+        let p = dir.path().join("s2.json");
+        save(&p, vec![]).expect("save");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(load(&p)
+            .expect_err("0666")
+            .to_string()
+            .contains("chmod 600"));
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_state_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("state.json");
+        let held = lock(&p).expect("first");
+        let e = lock(&p).expect_err("second").to_string();
+        assert!(
+            e.contains("in use by another knockd") && e.contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        drop(held);
+        lock(&p).expect("free again");
     }
 
     #[test]

@@ -175,6 +175,16 @@ impl Daemon {
         }
         panic!("never ran {needle}: {:?}", self.exec.ran());
     }
+    async fn wait_state(&self, needles: &[&str]) {
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&self.state).unwrap_or_default();
+            if needles.iter().all(|n| text.contains(n)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the state file never listed {needles:?}");
+    }
     async fn wait_fw(&self, needle: &str) {
         for _ in 0..200 {
             if self.fw.ops().iter().any(|c| c.contains(needle)) {
@@ -425,6 +435,9 @@ async fn ledger_survives_a_crash_and_is_reconciled_at_start() {
     d.knock("10.0.0.12", &[2222, 1111, 3333]).await; // native, 1 s deadline
     d.knock("10.0.0.13", &[7000, 8000, 9000]).await; // derived, no deadline
     d.wait_grants(2).await;
+    // State writes are coalesced (at most every 100 ms): wait for this one.
+    d.wait_state(&["10.0.0.12", "10.0.0.13"]).await;
+    d.wait_fw("add INPUT 22/tcp from 10.0.0.12 ").await;
     // "SIGKILL": abort the engine without its shutdown; the state file stays behind.
     d.task.abort();
     let _ = d.task.await;
@@ -492,6 +505,9 @@ async fn restored_grant_closes_on_schedule() {
     .await;
     d.knock("10.0.0.12", &[2222, 1111, 3333]).await;
     d.wait_grants(1).await;
+    d.wait_state(&["10.0.0.12"]).await;
+    // Write-ahead: the rule goes in after the state file recorded the grant.
+    d.wait_fw("add INPUT 22/tcp from 10.0.0.12 ").await;
     d.task.abort();
     let _ = d.task.await;
     std::fs::remove_file(&d.socket).ok();

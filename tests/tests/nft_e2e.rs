@@ -94,6 +94,22 @@ fn table(lab: &Lab) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Seconds the kernel has left on the client's port-22 element (0: none).
+fn kernel_expires_s(lab: &Lab) -> u64 {
+    let out = lab.srv_exec(["nft", "-j", "list", "set", "inet", "knockd", "allow4"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["set"]["elem"].as_array())
+        .flatten()
+        .filter(|e| e["elem"]["val"]["concat"][0] == CLI_V4)
+        .filter_map(|e| e["elem"]["expires"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 fn wait_connects(lab: &Lab, v6: bool, port: u16, k: &OurKnockd) {
     assert!(
         wait_until(Duration::from_secs(5), || connects(lab, v6, port)),
@@ -161,15 +177,57 @@ fn nft_kill_9_fails_closed_when_the_grant_expires() {
     k.daemon.kill_9();
     assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
     // knockd is gone and not restarted: the kernel still closes the door on time.
-    let deadline = knocked + Duration::from_millis(3300);
+    let deadline = knocked + Duration::from_millis(3000);
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    // (The kernel's timer started when the element went in, a moment after the knock.)
     assert!(
-        !connects(&lab, false, 22),
+        wait_until(Duration::from_millis(1500), || !connects(&lab, false, 22)),
         "port 22 still open 3 s after the knock with knockd dead\n{}",
         table(&lab)
     );
     // And the port stays protected.
     assert!(table(&lab).contains("tcp . 22"), "{}", table(&lab));
+}
+
+#[test]
+fn nft_reknock_extends_the_kernel_timeout() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(3));
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    std::thread::sleep(Duration::from_millis(2000));
+    let reknocked = Instant::now();
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    // The refreshed element is in the kernel (with about 3 s left, not 1 s).
+    assert!(
+        wait_until(Duration::from_secs(3), || kernel_expires_s(&lab) >= 2),
+        "{}\n{}",
+        table(&lab),
+        k.log()
+    );
+    // knockd dies; the kernel keeps the refreshed deadline: open 1.8 s after the re-knock
+    // (past the first knock's deadline), closed after 3 s.
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    std::thread::sleep(
+        (reknocked + Duration::from_millis(1800)).saturating_duration_since(Instant::now()),
+    );
+    assert!(
+        connects(&lab, false, 22),
+        "the re-knock did not extend the kernel timeout\n{}",
+        table(&lab)
+    );
+    std::thread::sleep(
+        (reknocked + Duration::from_millis(3400)).saturating_duration_since(Instant::now()),
+    );
+    assert!(
+        wait_until(Duration::from_millis(1500), || !connects(&lab, false, 22)),
+        "{}",
+        table(&lab)
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use knock_ipc::Request;
 
-use super::state::{Overlay, Pane, State};
+use super::state::{AttemptEnd, Overlay, Pane, State};
 
 /// Something only the loop can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("j k / Up Down", "select a row"),
     ("g G / Home End", "first / last row"),
     ("PgUp PgDn", "ten rows up / down"),
-    ("r", "revoke the selected grant (asks y/n)"),
+    ("r", "revoke grant or OPEN attempt (y/n)"),
     ("R", "reload the configuration"),
     ("/", "filter rows by address or door"),
     ("Esc", "clear the filter, close a popup"),
@@ -181,6 +181,10 @@ impl State {
     }
 
     fn ask_revoke(&mut self) {
+        if self.focus == Pane::Attempts {
+            self.ask_revoke_attempt();
+            return;
+        }
         if self.focus != Pane::Grants {
             self.set_notice(
                 "select a grant first: Tab to the Grants pane, j/k, then r".into(),
@@ -203,6 +207,45 @@ impl State {
                 self.set_notice(format!("{addr} ({door}) is already closed"), true, None)
             }
             None => self.set_notice("no open grant to revoke".into(), true, None),
+        }
+    }
+
+    /// `r` on an attempt: an attempt that opened its door offers to revoke that grant.
+    fn ask_revoke_attempt(&mut self) {
+        let Some(index) = self.selection(Pane::Attempts) else {
+            self.set_notice("no attempt selected".into(), true, None);
+            return;
+        };
+        let Some((addr, door, opened)) = self.visible_attempts().get(index).map(|a| {
+            (
+                a.addr,
+                a.door.clone(),
+                matches!(a.ended, Some((AttemptEnd::Open, _))),
+            )
+        }) else {
+            self.set_notice("no attempt selected".into(), true, None);
+            return;
+        };
+        if !opened {
+            self.set_notice(
+                format!("{addr} ({door}) has not opened the door: nothing to revoke"),
+                true,
+                None,
+            );
+            return;
+        }
+        let open = self
+            .grants
+            .iter()
+            .any(|g| g.info.addr == addr && g.info.door == door && g.ended.is_none());
+        if open {
+            self.overlay = Some(Overlay::ConfirmRevoke { addr, door });
+        } else {
+            self.set_notice(
+                format!("{addr} ({door}) opened, but holds no open grant (already closed)"),
+                true,
+                None,
+            );
         }
     }
 }
@@ -343,6 +386,43 @@ mod tests {
                 Some("revoke cancelled")
             );
         }
+    }
+
+    #[test]
+    fn revoke_from_an_attempt_that_opened_its_door() {
+        let mut s = busy();
+        let row = |s: &State, addr: &str| {
+            s.visible_attempts()
+                .iter()
+                .position(|a| a.addr == ip(addr))
+                .expect("attempt row")
+        };
+        // 10.0.0.99 just opened openSSH and holds a grant: r asks to revoke it.
+        s.selected[Pane::Attempts.index()] = row(&s, "10.0.0.99");
+        assert_eq!(s.on_key(ch('r')), None);
+        assert_eq!(
+            s.overlay,
+            Some(Overlay::ConfirmRevoke {
+                addr: ip("10.0.0.99"),
+                door: "openSSH".into()
+            })
+        );
+        assert_eq!(
+            s.on_key(ch('y')),
+            Some(Command::Revoke {
+                addr: ip("10.0.0.99"),
+                door: "openSSH".into()
+            })
+        );
+        // An attempt still in progress has nothing to revoke.
+        let mut s = busy();
+        s.selected[Pane::Attempts.index()] = row(&s, "10.0.0.12");
+        assert_eq!(s.on_key(ch('r')), None);
+        assert_eq!(s.overlay, None);
+        assert!(s
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.error && n.text.contains("has not opened")));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `knockctl tui`: a live operator dashboard for knockd.
 //!
 //! - [`state`]: everything on screen, changed only by pure functions with time as an input
-//!   ([`State::on_event`], [`State::on_response`], [`State::on_tick`]).
+//!   ([`State::on_event`], [`State::on_response`], [`State::on_tick`]); one file per pane
+//!   (`state/attempts.rs`, `grants.rs`, `events.rs`, `doors.rs`) plus what they share.
 //! - [`input`]: [`State::on_key`], keys to state changes and [`Command`]s.
-//! - [`render`](mod@render): [`render()`], a pure function of the state and the time.
+//! - [`render`](mod@render): [`render()`], a pure function of the state and the time; one
+//!   file per pane (`render/attempts.rs`, ...) plus layout, header, footer and popups.
 //! - `app`: the edge: the terminal (restored on every exit path, panics included), the
 //!   two connections to knockd (requests, events) with reconnect and backoff, the clock,
 //!   and the one `select!` loop.

@@ -4,49 +4,92 @@ use super::{Engine, TaskKind};
 use crate::action::{self, Action, Executor, Outcome};
 use crate::config::Command6;
 use crate::firewall::Op;
-use crate::grants::{Close, GrantId};
+use crate::grants::{Close, Grant, GrantId};
 use crate::knocklog::LogSink;
 use crate::state::{self, SavedGrant};
-use std::time::{Duration, SystemTime};
+use crate::statewriter::{Change, StateWriter};
+use std::time::{Duration, Instant, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
-    /// Write the ledger if it changed since the last save.
+    /// The saved form of a grant (wall-clock deadline).
+    fn saved(g: &Grant, now: Instant, wall: SystemTime) -> SavedGrant {
+        SavedGrant {
+            door: g.door.clone(),
+            addr: g.addr,
+            opened: g.opened.clone(),
+            opened_at_unix_ms: state::unix_ms(g.opened_at),
+            expires_at_unix_ms: g
+                .expires
+                .map(|t| state::unix_ms(wall + t.saturating_duration_since(now))),
+            close: g.close.clone(),
+            refreshes: g.refreshes,
+            closing: g.closing.is_some(),
+            close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
+        }
+    }
+
+    fn writer(&mut self) -> Option<StateWriter> {
+        let path = self.state_file.clone()?;
+        let errors = self.state_errors_tx.clone();
+        Some(
+            self.state_writer
+                .get_or_insert_with(|| StateWriter::start(path, errors))
+                .clone(),
+        )
+    }
+
+    /// Hand what changed in the ledger to the state writer (O(changes); the writer coalesces
+    /// and writes off this task). Write errors it reported since are logged here.
     pub fn persist(&mut self) {
-        let Some(path) = self.state_file.clone() else {
+        while let Ok(e) = self.state_errors_rx.try_recv() {
+            let msg = format!("error: {e}");
+            self.line(&msg);
+        }
+        let dirty = self.ledger.take_dirty();
+        let Some(w) = self.writer() else {
             return;
         };
-        if self.ledger.version() == self.saved_version {
+        if dirty.is_empty() {
             return;
         }
         let now = super::now();
         let wall = SystemTime::now();
-        let saved: Vec<SavedGrant> = self
-            .ledger
-            .list()
+        let changes = dirty
             .into_iter()
-            .map(|g| SavedGrant {
-                door: g.door.clone(),
-                addr: g.addr,
-                opened: g.opened.clone(),
-                opened_at_unix_ms: state::unix_ms(g.opened_at),
-                expires_at_unix_ms: g
-                    .expires
-                    .map(|t| state::unix_ms(wall + t.saturating_duration_since(now))),
-                close: g.close.clone(),
-                refreshes: g.refreshes,
-                closing: g.closing.is_some(),
-                close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
+            .map(|id| match self.ledger.get(id) {
+                Some(g) => Change::Upsert(id, Box::new(Self::saved(g, now, wall))),
+                None => Change::Remove(id),
             })
             .collect();
-        match state::save(&path, saved) {
-            Ok(()) => self.saved_version = self.ledger.version(),
-            Err(e) => {
-                let msg = format!("error: {e}");
-                self.line(&msg);
-                // Do not retry on every packet; the next ledger change tries again.
-                self.saved_version = self.ledger.version();
-            }
+        w.send(changes);
+    }
+
+    /// Persist now and return what resolves once that is on disk (None: no state file).
+    pub(super) fn state_barrier(
+        &mut self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        self.persist();
+        self.state_writer
+            .as_ref()
+            .map(|w| Box::pin(w.barrier()) as std::pin::Pin<Box<_>>)
+    }
+
+    /// Persist and wait until the state file is written (clean shutdown).
+    pub async fn flush_state(&mut self) {
+        self.persist();
+        if let Some(w) = self.writer() {
+            w.flush().await;
         }
+        while let Ok(e) = self.state_errors_rx.try_recv() {
+            let msg = format!("error: {e}");
+            self.line(&msg);
+        }
+    }
+
+    /// Take over the grants of a previous run: close those past their deadline, forget those
+    /// whose rule is gone from the firewall (never re-open them), re-arm the rest.
+    pub async fn restore(&mut self, saved: Vec<SavedGrant>) {
+        self.restore_with_kernel(saved, None).await;
     }
 
     /// What closes a saved grant, taken from data only: native rules as recorded (their
@@ -173,12 +216,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
-    /// Take over the grants of a previous run: close those past their deadline, forget those
-    /// whose rule is gone from the firewall (never re-open them), re-arm the rest.
-    pub async fn restore(&mut self, saved: Vec<SavedGrant>) {
-        self.restore_with_kernel(saved, None).await;
-    }
-
     /// [`restore`](Self::restore), with the elements of table `inet knockd` as the kernel
     /// holds them (`Firewall = nftables`; None: no table). For nftables grants the kernel is
     /// the truth: a grant keeps the elements still there with the time the kernel has left,
@@ -274,8 +311,18 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if self.config.options.firewall == crate::config::FirewallKind::Nftables {
             self.adopt_kernel_elems(kernel);
         }
-        // Force a write: the file now reflects what this run owns.
-        self.saved_version = self.ledger.version().wrapping_add(1);
-        self.persist();
+        // The file now reflects what this run owns (grants dropped above leave it).
+        self.ledger.take_dirty();
+        let now = super::now();
+        let wall = SystemTime::now();
+        let all = self
+            .ledger
+            .list()
+            .into_iter()
+            .map(|g| (g.id, Self::saved(g, now, wall)))
+            .collect();
+        if let Some(w) = self.writer() {
+            w.send(vec![Change::Reset(all)]);
+        }
     }
 }

@@ -153,39 +153,61 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         ops: Vec<Op>,
     ) {
         let done_tx = self.done_tx.clone();
+        let key: Key = (door.to_string(), addr);
         let door = door.to_string();
         self.inflight += 1;
-        queue.submit(
-            ops,
-            Box::new(move |outcomes: Vec<OpOutcome>| {
-                let total = outcomes.len();
-                let absent = outcomes.iter().filter(|o| **o == OpOutcome::Absent).count();
-                let reinserted = kind == TaskKind::Ensure && absent > 0;
-                let failed: Vec<String> = outcomes
-                    .into_iter()
-                    .filter_map(|o| match o {
-                        OpOutcome::Failed(m) => Some(m),
-                        _ => None,
-                    })
-                    .collect();
-                let outcome = if failed.is_empty() {
-                    Outcome::Ok
-                } else {
-                    Outcome::Firewall(failed.join("; "))
-                };
-                let _ = done_tx.send(Done {
-                    grant,
-                    door,
-                    addr,
-                    kind,
-                    pooled: false,
-                    reinserted,
-                    total,
-                    absent,
-                    outcome,
-                });
-            }),
-        );
+        // Write-ahead: an open goes to the firewall only once the state file records it; and
+        // nothing overtakes an op of the same (door, source) that is still waiting.
+        let barrier = if kind == TaskKind::Start {
+            self.state_barrier()
+        } else {
+            None
+        };
+        let prev = self.chains.get(&key).filter(|rx| !*rx.borrow()).cloned();
+        let reply: crate::firewall::Reply = Box::new(move |outcomes: Vec<OpOutcome>| {
+            let total = outcomes.len();
+            let absent = outcomes.iter().filter(|o| **o == OpOutcome::Absent).count();
+            let reinserted = kind == TaskKind::Ensure && absent > 0;
+            let failed: Vec<String> = outcomes
+                .into_iter()
+                .filter_map(|o| match o {
+                    OpOutcome::Failed(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            let outcome = if failed.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Firewall(failed.join("; "))
+            };
+            let _ = done_tx.send(Done {
+                grant,
+                door,
+                addr,
+                kind,
+                pooled: false,
+                reinserted,
+                total,
+                absent,
+                outcome,
+            });
+        });
+        if barrier.is_none() && prev.is_none() {
+            queue.submit(ops, reply);
+            return;
+        }
+        let (tx, rx) = watch::channel(false);
+        self.chains.insert(key, rx);
+        tokio::spawn(async move {
+            if let Some(mut p) = prev {
+                let _ = p.wait_for(|d| *d).await;
+            }
+            if let Some(b) = barrier {
+                b.await;
+            }
+            queue.submit(ops, reply);
+            let _ = tx.send(true);
+        });
     }
 
     /// Run door command `actions` through the pool, after the previous actions of the same
@@ -227,9 +249,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if pooled {
             self.pooled += 1;
         }
+        let barrier = if kind == TaskKind::Start {
+            self.state_barrier()
+        } else {
+            None
+        };
         tokio::spawn(async move {
             if let Some(mut prev) = after {
                 let _ = prev.wait_for(|d| *d).await;
+            }
+            if let Some(b) = barrier {
+                b.await;
             }
             let run = |a: Action| {
                 let exec = exec.clone();

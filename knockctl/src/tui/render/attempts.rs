@@ -1,0 +1,87 @@
+//! Attempts pane: source, door, stage with a progress bar, age, time left or how it ended.
+
+use super::{empty_text, header_row, highlight, ms_between, pane_block, selection_state, Theme};
+use crate::ctl::output::format_duration_ms;
+use crate::ctl::output::visible;
+use crate::tui::state::{Pane, State};
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
+use ratatui::Frame;
+
+/// Cells of the text progress bar.
+const BAR: usize = 10;
+
+fn bar(stage: u32, of: u32) -> String {
+    let filled = if of == 0 {
+        0
+    } else {
+        (stage.min(of) as usize * BAR) / of as usize
+    };
+    format!("{}{}", "█".repeat(filled), "░".repeat(BAR - filled))
+}
+
+pub(super) fn render_attempts(
+    state: &State,
+    frame: &mut Frame,
+    area: Rect,
+    now: i64,
+    theme: &Theme,
+) {
+    let rows = state.visible_attempts();
+    let title = format!(" 1 Attempts ({}) ", rows.len());
+    let block = pane_block(state, Pane::Attempts, title, theme);
+    if rows.is_empty() {
+        frame.render_widget(
+            empty_text(state, "no knock sequences in progress", theme).block(block),
+            area,
+        );
+        return;
+    }
+    let table_rows = rows.iter().map(|a| {
+        let end_at = a.ended.map_or(now, |(_, at)| at);
+        let age = format_duration_ms(ms_between(a.started_ms, end_at));
+        let (left, style) = match a.ended {
+            Some((how, _)) => (how.label().to_string(), theme.attempt_end(how)),
+            None => (
+                a.deadline_ms
+                    .map_or("?".to_string(), |d| format_duration_ms(ms_between(now, d))),
+                Style::new(),
+            ),
+        };
+        Row::new(vec![
+            Cell::from(a.addr.to_string()),
+            Cell::from(visible(&a.door).into_owned()),
+            Cell::from(format!("{}/{}", a.stage, a.of)),
+            Cell::from(bar(a.stage, a.of)).style(if a.ended.is_some() {
+                style
+            } else {
+                theme.fg(Color::Cyan)
+            }),
+            Cell::from(age),
+            Cell::from(left),
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        table_rows,
+        [
+            Constraint::Min(15),
+            Constraint::Length(14),
+            Constraint::Length(5),
+            Constraint::Length(BAR as u16),
+            Constraint::Length(6),
+            Constraint::Length(7),
+        ],
+    )
+    .header(header_row(&[
+        "SOURCE", "DOOR", "STAGE", "PROGRESS", "AGE", "LEFT",
+    ]))
+    .block(block)
+    .row_highlight_style(highlight())
+    .highlight_symbol("> ")
+    .highlight_spacing(HighlightSpacing::Always);
+    let mut table_state =
+        TableState::default().with_selected(selection_state(state, Pane::Attempts));
+    frame.render_stateful_widget(table, area, &mut table_state);
+}

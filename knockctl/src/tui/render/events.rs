@@ -1,0 +1,53 @@
+//! Events pane: the daemon's event log, newest first.
+
+use super::{bottom_title, clock, empty_text, highlight, pane_block, selection_state, Theme};
+use crate::ctl::output::visible;
+use crate::tui::state::{Pane, State};
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{HighlightSpacing, List, ListItem, ListState};
+use ratatui::Frame;
+
+pub(super) fn render_log(
+    state: &State,
+    frame: &mut Frame,
+    area: Rect,
+    shared: bool,
+    theme: &Theme,
+) {
+    let block = pane_block(
+        state,
+        Pane::Log,
+        bottom_title(state, Pane::Log, shared),
+        theme,
+    );
+    let entries = state.visible_log();
+    if entries.is_empty() {
+        frame.render_widget(empty_text(state, "no events yet", theme).block(block), area);
+        return;
+    }
+    let items: Vec<ListItem> = entries
+        .iter()
+        .map(|e| {
+            let style = theme.log(e.kind);
+            ListItem::new(Line::from(vec![
+                Span::styled(clock(state, e.at_ms), theme.dim()),
+                Span::raw(" "),
+                Span::styled(
+                    format!("{:<7}", e.kind.tag()),
+                    style.add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(" "),
+                Span::styled(visible(&e.text).into_owned(), style),
+            ]))
+        })
+        .collect();
+    let list = List::new(items)
+        .block(block)
+        .highlight_style(highlight())
+        .highlight_symbol("> ")
+        .highlight_spacing(HighlightSpacing::Always);
+    let mut list_state = ListState::default().with_selected(selection_state(state, Pane::Log));
+    frame.render_stateful_widget(list, area, &mut list_state);
+}

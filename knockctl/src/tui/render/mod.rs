@@ -1,0 +1,492 @@
+//! Drawing: a pure function of the state and the time. Every colour has a text twin (a
+//! marker, a label, a border weight), so the screen reads the same with NO_COLOR.
+//!
+//! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]); this file lays them
+//! out and draws what they share: header, footer, pane frames, popups, the theme.
+
+use chrono::{DateTime, FixedOffset};
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Wrap};
+use ratatui::Frame;
+
+use crate::ctl::output::format_duration_secs;
+
+mod attempts;
+mod doors;
+mod events;
+mod grants;
+
+use attempts::render_attempts;
+use doors::render_doors;
+use events::render_log;
+use grants::render_grants;
+
+use super::input::KEYS;
+use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};
+
+/// Draws the whole dashboard for the moment `now` (Unix ms).
+pub fn render(state: &State, frame: &mut Frame, now: i64) {
+    let theme = Theme { color: state.color };
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    render_header(state, frame, header, now, &theme);
+    let (panes, shared) = body_layout(state, body);
+    for (pane, area) in panes {
+        match pane {
+            Pane::Attempts => render_attempts(state, frame, area, now, &theme),
+            Pane::Grants => render_grants(state, frame, area, now, &theme),
+            Pane::Log => render_log(state, frame, area, shared, &theme),
+            Pane::Doors => render_doors(state, frame, area, shared, &theme),
+        }
+    }
+    render_footer(state, frame, footer, &theme);
+    if let Some(overlay) = &state.overlay {
+        render_overlay(overlay, frame, body, &theme);
+    }
+}
+
+/// Where each pane goes. Small screens stack attempts, grants and one of log/doors; tall
+/// ones stack all four; wide ones put the log in a column of its own. The flag tells
+/// whether log and doors share one place.
+pub fn body_layout(state: &State, body: Rect) -> (Vec<(Pane, Rect)>, bool) {
+    if body.width >= 150 && body.height >= 20 {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)])
+                .areas(body);
+        // Doors get the rows they need (header, borders), up to a third.
+        let doors = u16::try_from(state.visible_doors().len().max(1))
+            .unwrap_or(u16::MAX)
+            .saturating_add(3)
+            .min(left.height / 3);
+        let [a, g, d] = Layout::vertical([
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Length(doors),
+        ])
+        .areas(left);
+        let panes = vec![
+            (Pane::Attempts, a),
+            (Pane::Grants, g),
+            (Pane::Doors, d),
+            (Pane::Log, right),
+        ];
+        (panes, false)
+    } else if body.height >= 36 {
+        let [a, g, l, d] = Layout::vertical([Constraint::Fill(1); 4]).areas(body);
+        let panes = vec![
+            (Pane::Attempts, a),
+            (Pane::Grants, g),
+            (Pane::Log, l),
+            (Pane::Doors, d),
+        ];
+        (panes, false)
+    } else {
+        let [a, g, b] = Layout::vertical([Constraint::Fill(1); 3]).areas(body);
+        let panes = vec![(Pane::Attempts, a), (Pane::Grants, g), (state.bottom, b)];
+        (panes, true)
+    }
+}
+
+struct Theme {
+    color: bool,
+}
+
+impl Theme {
+    fn fg(&self, color: Color) -> Style {
+        if self.color {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    }
+
+    fn dim(&self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new()
+        }
+    }
+
+    fn log(&self, kind: LogKind) -> Style {
+        let color = match kind {
+            LogKind::Stage => Color::Cyan,
+            LogKind::Open => Color::Green,
+            LogKind::Reset => Color::Yellow,
+            LogKind::Timeout => Color::Magenta,
+            LogKind::Grant | LogKind::Refresh => Color::LightGreen,
+            LogKind::Revoke => Color::LightRed,
+            LogKind::Expire | LogKind::Close => Color::Blue,
+            LogKind::Reload => Color::LightBlue,
+            LogKind::Error => Color::Red,
+            LogKind::Info => Color::Gray,
+        };
+        let style = self.fg(color);
+        match kind {
+            LogKind::Open | LogKind::Error => style.add_modifier(Modifier::BOLD),
+            _ => style,
+        }
+    }
+
+    fn attempt_end(&self, end: AttemptEnd) -> Style {
+        let color = match end {
+            AttemptEnd::Open => Color::Green,
+            AttemptEnd::Reset => Color::Yellow,
+            AttemptEnd::Timeout => Color::Magenta,
+        };
+        self.fg(color).add_modifier(Modifier::BOLD)
+    }
+
+    fn grant_end(&self, end: GrantEnd) -> Style {
+        let color = match end {
+            GrantEnd::Revoked => Color::LightRed,
+            GrantEnd::Expired | GrantEnd::Closed => Color::Blue,
+        };
+        self.fg(color).add_modifier(Modifier::BOLD)
+    }
+
+    fn error(&self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+}
+
+fn clock(state: &State, at_ms: i64) -> String {
+    DateTime::from_timestamp_millis(at_ms).map_or_else(
+        || "??:??:??".to_string(),
+        |t| t.with_timezone(&state.tz).format("%H:%M:%S").to_string(),
+    )
+}
+
+fn now_dt(state: &State, now: i64) -> DateTime<FixedOffset> {
+    DateTime::from_timestamp_millis(now)
+        .unwrap_or_default()
+        .with_timezone(&state.tz)
+}
+
+/// Seconds left, rounded up so a 30 s grant starts at `30s`.
+fn secs_left(deadline_ms: i64, now: i64) -> u64 {
+    u64::try_from((deadline_ms - now).max(0)).map_or(0, |ms| ms.div_ceil(1000))
+}
+
+fn ms_between(from: i64, to: i64) -> u64 {
+    u64::try_from((to - from).max(0)).unwrap_or(0)
+}
+
+fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: &Theme) {
+    let [top, bottom] = Layout::vertical([Constraint::Length(1); 2]).areas(area);
+    let version = state.daemon_version.as_deref().unwrap_or("?");
+    let mut left = vec![Span::styled(
+        format!("knockd {version}"),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    if let Some(status) = &state.status {
+        let interfaces = if status.interfaces.is_empty() {
+            "no interface".to_string()
+        } else {
+            status.interfaces.join(",")
+        };
+        left.push(Span::raw(format!(" on {interfaces}")));
+        let up = match state.link {
+            Link::Connected => state.uptime_secs(now),
+            _ => None,
+        };
+        if let Some(up) = up {
+            left.push(Span::raw(format!("  up {}", format_duration_secs(up))));
+        }
+        left.push(Span::raw(format!("  doors {}", status.doors)));
+        // The default backend (iptables) goes unsaid; nftables grants close in the kernel.
+        if !status.firewall.is_empty() && status.firewall != "iptables" {
+            left.push(Span::raw(format!("  {}", status.firewall)));
+        }
+    }
+    let link = match &state.link {
+        Link::Connected => Span::styled("[connected]", theme.fg(Color::Green)),
+        Link::Connecting => Span::styled("[connecting...]", theme.fg(Color::Yellow)),
+        Link::Disconnected { .. } => Span::styled("[DISCONNECTED]", theme.error()),
+    };
+    let link_width = u16::try_from(link.content.chars().count()).unwrap_or(0);
+    let [top_left, top_right] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(link_width)]).areas(top);
+    frame.render_widget(Paragraph::new(Line::from(left)), top_left);
+    frame.render_widget(
+        Paragraph::new(Line::from(link)).alignment(Alignment::Right),
+        top_right,
+    );
+
+    let line = match &state.link {
+        Link::Disconnected {
+            reason,
+            retry_at_ms,
+        } => {
+            let secs = secs_left(*retry_at_ms, now);
+            let when = if secs == 0 {
+                "retrying now".to_string()
+            } else {
+                format!("retrying in {secs}s")
+            };
+            Line::from(vec![
+                Span::styled(format!("disconnected, {when}"), theme.error()),
+                Span::raw(format!(": {reason}")),
+            ])
+        }
+        _ => {
+            let (packets, opens, resets, timeouts) = state.status.as_ref().map_or(
+                ("-".to_string(), "-".into(), "-".into(), "-".into()),
+                |s| {
+                    let c = &s.counters;
+                    (
+                        c.packets.to_string(),
+                        c.opens.to_string(),
+                        c.resets.to_string(),
+                        c.timeouts.to_string(),
+                    )
+                },
+            );
+            let label = theme.dim();
+            let mut spans = Vec::new();
+            for (name, value) in [
+                ("packets", packets),
+                ("knocks/s", format!("{:.1}", state.knock_rate(now))),
+                ("opens", opens),
+                ("resets", resets),
+                ("timeouts", timeouts),
+            ] {
+                if !spans.is_empty() {
+                    spans.push(Span::raw("  "));
+                }
+                spans.push(Span::styled(format!("{name} "), label));
+                spans.push(Span::styled(
+                    value,
+                    Style::new().add_modifier(Modifier::BOLD),
+                ));
+            }
+            Line::from(spans)
+        }
+    };
+    frame.render_widget(Paragraph::new(line), bottom);
+}
+
+fn pane_block<'a>(state: &State, pane: Pane, title: String, theme: &Theme) -> Block<'a> {
+    let focused = state.focus == pane;
+    let block = Block::default().borders(Borders::ALL).title(Span::styled(
+        title,
+        if focused {
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        },
+    ));
+    if focused {
+        block
+            .border_type(BorderType::Thick)
+            .border_style(theme.fg(Color::Yellow))
+    } else {
+        block.border_style(theme.dim())
+    }
+}
+
+fn empty_text<'a>(state: &State, what: &'a str, theme: &Theme) -> Paragraph<'a> {
+    let text = match state.link {
+        Link::Connected => what,
+        _ => "waiting for knockd",
+    };
+    Paragraph::new(Span::styled(format!("  {text}"), theme.dim()))
+}
+
+fn selection_state(state: &State, pane: Pane) -> Option<usize> {
+    if state.focus == pane {
+        state.selection(pane)
+    } else {
+        None
+    }
+}
+
+fn highlight() -> Style {
+    Style::new().add_modifier(Modifier::REVERSED)
+}
+
+fn header_row(cells: &[&'static str]) -> Row<'static> {
+    Row::new(cells.iter().copied().map(Cell::from))
+        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+}
+
+/// The bottom pane's title names the other pane when only one of them fits.
+fn bottom_title(state: &State, pane: Pane, area_is_shared: bool) -> String {
+    let base = match pane {
+        Pane::Log => {
+            let mut t = " 3 Events".to_string();
+            if state.paused {
+                t.push_str(&format!(" PAUSED ({} new, p resumes)", state.held.len()));
+            }
+            t
+        }
+        _ => format!(" 4 Doors ({})", state.visible_doors().len()),
+    };
+    if !area_is_shared {
+        return format!("{base} ");
+    }
+    let other = match pane {
+        Pane::Log => "4 Doors",
+        _ => "3 Events",
+    };
+    format!("{base} | {other} ")
+}
+
+/// Key hints, shortest last: the first that fits is shown.
+const HINTS: &[&str] = &[
+    "Tab pane  j/k select  r revoke  R reload  / filter  p pause  ? help  q quit",
+    "Tab pane  r revoke  R reload  / filter  ? help  q quit",
+    "? help  q quit",
+];
+
+fn render_footer(state: &State, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let width = usize::from(area.width);
+    let line = if state.editing_filter {
+        Line::from(vec![
+            Span::styled("filter: ", Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(format!("{}_", state.filter)),
+            Span::styled("   Enter keeps it, Esc clears", theme.dim()),
+        ])
+    } else if let Some(notice) = &state.notice {
+        if notice.error {
+            Line::from(Span::styled(format!("! {}", notice.text), theme.error()))
+        } else {
+            Line::from(Span::styled(notice.text.clone(), theme.fg(Color::Green)))
+        }
+    } else {
+        let mut spans = Vec::new();
+        let mut used = 0;
+        if !state.filter.is_empty() {
+            let f = format!("filter \"{}\" (Esc clears) | ", state.filter);
+            used = f.chars().count();
+            spans.push(Span::styled(f, theme.fg(Color::Yellow)));
+        }
+        let room = width.saturating_sub(used);
+        let hint = HINTS
+            .iter()
+            .find(|h| h.chars().count() <= room)
+            .copied()
+            .unwrap_or("");
+        spans.push(Span::styled(hint, theme.dim()));
+        Line::from(spans)
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// A rectangle of at most `width` x `height`, centred in `area`.
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}
+
+fn popup<'a>(title: &'a str, style: Style) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .border_style(style)
+        .title(Span::styled(title, style.add_modifier(Modifier::BOLD)))
+}
+
+fn text_height(lines: &[String], inner_width: u16) -> u16 {
+    let w = usize::from(inner_width.max(1));
+    let rows: usize = lines
+        .iter()
+        .map(|l| l.chars().count().max(1).div_ceil(w))
+        .sum();
+    u16::try_from(rows).unwrap_or(u16::MAX)
+}
+
+fn render_overlay(overlay: &Overlay, frame: &mut Frame, area: Rect, theme: &Theme) {
+    match overlay {
+        Overlay::Help => {
+            let mut lines: Vec<Line> = KEYS
+                .iter()
+                .map(|(keys, what)| {
+                    Line::from(vec![
+                        Span::styled(
+                            format!(" {keys:<16}"),
+                            Style::new().add_modifier(Modifier::BOLD),
+                        ),
+                        Span::raw(format!(" {what}")),
+                    ])
+                })
+                .collect();
+            lines.push(Line::raw(""));
+            lines.push(Line::styled(" Esc or ? closes this help", theme.dim()));
+            let height = u16::try_from(lines.len()).unwrap_or(u16::MAX) + 2;
+            let rect = centered(area, 60, height);
+            frame.render_widget(Clear, rect);
+            frame.render_widget(
+                Paragraph::new(Text::from(lines))
+                    .block(popup(" Help: keys ", theme.fg(Color::Cyan))),
+                rect,
+            );
+        }
+        Overlay::ConfirmRevoke { addr, door } => {
+            let question = format!("Revoke {addr} ({door})? y/n");
+            let hint = "y revokes, n or Esc cancels";
+            let width =
+                u16::try_from(question.chars().count().max(hint.len()) + 4).unwrap_or(u16::MAX);
+            let rect = centered(area, width, 4);
+            frame.render_widget(Clear, rect);
+            frame.render_widget(
+                Paragraph::new(vec![
+                    Line::styled(
+                        format!(" {question}"),
+                        Style::new().add_modifier(Modifier::BOLD),
+                    ),
+                    Line::styled(format!(" {hint}"), theme.dim()),
+                ])
+                .block(popup(" Revoke ", theme.fg(Color::LightRed))),
+                rect,
+            );
+        }
+        Overlay::ReloadFailed { errors } => {
+            let mut lines = errors.clone();
+            lines.push(String::new());
+            lines.push("The old configuration stays in force. Esc closes.".to_string());
+            message_popup(" Reload failed ", &lines, theme.error(), frame, area);
+        }
+        Overlay::ReloadWarnings { warnings } => {
+            let mut lines = warnings.clone();
+            lines.push(String::new());
+            lines.push("The new configuration is in force. Esc closes.".to_string());
+            message_popup(
+                " Reloaded, with warnings ",
+                &lines,
+                theme.fg(Color::Yellow),
+                frame,
+                area,
+            );
+        }
+    }
+}
+
+fn message_popup(title: &str, lines: &[String], style: Style, frame: &mut Frame, area: Rect) {
+    let width = area.width.saturating_sub(4).min(76);
+    let height = text_height(lines, width.saturating_sub(2)) + 2;
+    let rect = centered(area, width, height);
+    let text: Vec<Line> = lines.iter().map(|l| Line::raw(l.clone())).collect();
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: false })
+            .block(popup(title, style)),
+        rect,
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Attempts pane: knock sequences in progress, and how each ended (open, reset, timeout).
+
+use std::net::IpAddr;
+
+use super::{State, GRACE_MS};
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Open,
+    Reset,
+    Timeout,
+}
+
+impl AttemptEnd {
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptEnd::Open => "OPEN",
+            AttemptEnd::Reset => "RESET",
+            AttemptEnd::Timeout => "TIMEOUT",
+        }
+    }
+}
+
+/// A knock sequence in progress (or just ended, for [`LINGER_MS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub addr: IpAddr,
+    pub door: String,
+    pub stage: u32,
+    pub of: u32,
+    pub started_ms: i64,
+    /// When the sequence times out; unknown until the door list or an attempt list says.
+    pub deadline_ms: Option<i64>,
+    /// Last event about this attempt (see [`GRACE_MS`]).
+    pub updated_ms: i64,
+    pub ended: Option<(AttemptEnd, i64)>,
+}
+
+impl State {
+    pub fn visible_attempts(&self) -> Vec<&Attempt> {
+        let mut rows: Vec<&Attempt> = self
+            .attempts
+            .iter()
+            .filter(|a| self.matches(&a.addr, &a.door))
+            .collect();
+        rows.sort_by(|a, b| (a.started_ms, a.addr, &a.door).cmp(&(b.started_ms, b.addr, &b.door)));
+        rows
+    }
+
+    pub(super) fn seq_timeout_ms(&self, door: &str) -> Option<i64> {
+        self.doors
+            .iter()
+            .find(|d| d.name == door)
+            .and_then(|d| i64::try_from(d.seq_timeout_ms).ok())
+    }
+
+    pub(super) fn live_attempt(&mut self, addr: IpAddr, door: &str) -> Option<&mut Attempt> {
+        self.attempts
+            .iter_mut()
+            .find(|a| a.addr == addr && a.door == door && a.ended.is_none())
+    }
+
+    pub(super) fn on_stage(&mut self, addr: IpAddr, door: String, stage: u32, of: u32, at: i64) {
+        if stage > 1 {
+            if let Some(a) = self.live_attempt(addr, &door) {
+                a.stage = stage;
+                a.of = of;
+                a.updated_ms = at;
+                return;
+            }
+        }
+        // A first knock (or one we missed the start of) starts a new attempt.
+        let deadline_ms = if stage <= 1 {
+            self.seq_timeout_ms(&door).map(|t| at + t)
+        } else {
+            None
+        };
+        self.attempts
+            .retain(|a| !(a.addr == addr && a.door == door));
+        self.attempts.push(Attempt {
+            addr,
+            door,
+            stage,
+            of,
+            started_ms: at,
+            deadline_ms,
+            updated_ms: at,
+            ended: None,
+        });
+    }
+
+    pub(super) fn end_attempt(
+        &mut self,
+        addr: IpAddr,
+        door: &str,
+        stage: Option<u32>,
+        how: AttemptEnd,
+        at: i64,
+    ) {
+        if let Some(a) = self.live_attempt(addr, door) {
+            if how == AttemptEnd::Open {
+                a.stage = a.of;
+            } else if let Some(stage) = stage {
+                a.stage = stage;
+            }
+            a.updated_ms = at;
+            a.ended = Some((how, at));
+        } else if how == AttemptEnd::Open {
+            // A one-knock door, or a start we did not see: still worth a flash.
+            let of = self
+                .doors
+                .iter()
+                .find(|d| d.name == door)
+                .map_or(1, |d| d.sequence.len().max(1));
+            let of = u32::try_from(of).unwrap_or(u32::MAX);
+            self.attempts
+                .retain(|a| !(a.addr == addr && a.door == door && a.ended.is_some()));
+            self.attempts.push(Attempt {
+                addr,
+                door: door.to_string(),
+                stage: of,
+                of,
+                started_ms: at,
+                deadline_ms: None,
+                updated_ms: at,
+                ended: Some((how, at)),
+            });
+        }
+    }
+
+    pub(super) fn merge_attempts(&mut self, list: Vec<knock_ipc::AttemptInfo>, now: i64) {
+        for info in &list {
+            let started = now - i64::try_from(info.age_ms).unwrap_or(0);
+            let deadline = now + i64::try_from(info.remaining_ms).unwrap_or(0);
+            let row = self
+                .attempts
+                .iter_mut()
+                .find(|a| a.addr == info.addr && a.door == info.door);
+            match row {
+                Some(a) if a.ended.is_none() => {
+                    let fresh = now - a.updated_ms < GRACE_MS;
+                    if !(fresh && info.stage < a.stage) {
+                        a.stage = info.stage;
+                        a.started_ms = started;
+                    }
+                    a.of = info.of;
+                    a.deadline_ms = Some(deadline);
+                }
+                // Ended a moment ago: this list predates the end.
+                Some(a) if now - a.updated_ms < GRACE_MS => {}
+                Some(a) => {
+                    *a = Attempt {
+                        addr: info.addr,
+                        door: info.door.clone(),
+                        stage: info.stage,
+                        of: info.of,
+                        started_ms: started,
+                        deadline_ms: Some(deadline),
+                        updated_ms: now,
+                        ended: None,
+                    };
+                }
+                None => self.attempts.push(Attempt {
+                    addr: info.addr,
+                    door: info.door.clone(),
+                    stage: info.stage,
+                    of: info.of,
+                    started_ms: started,
+                    deadline_ms: Some(deadline),
+                    updated_ms: now,
+                    ended: None,
+                }),
+            }
+        }
+        // Live rows the daemon no longer has ended without an event reaching us: past the
+        // deadline it timed out, before it a wrong knock reset it.
+        for a in &mut self.attempts {
+            let listed = list.iter().any(|i| i.addr == a.addr && i.door == a.door);
+            if a.ended.is_none() && !listed && now - a.updated_ms >= GRACE_MS {
+                let how = match a.deadline_ms {
+                    Some(d) if d <= now + GRACE_MS => AttemptEnd::Timeout,
+                    _ => AttemptEnd::Reset,
+                };
+                a.ended = Some((how, now));
+                a.updated_ms = now;
+            }
+        }
+    }
+}

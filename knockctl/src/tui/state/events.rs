@@ -1,0 +1,76 @@
+//! Events pane: the log of daemon events, newest first, with pause.
+
+use super::{State, LOG_CAP};
+
+/// What an event log line is about; picks its tag and colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    Stage,
+    Open,
+    Reset,
+    Timeout,
+    Grant,
+    Refresh,
+    Revoke,
+    Expire,
+    Close,
+    Reload,
+    Error,
+    Info,
+}
+
+impl LogKind {
+    /// Text marker, so the log reads without colour.
+    pub fn tag(self) -> &'static str {
+        match self {
+            LogKind::Stage => "STAGE",
+            LogKind::Open => "OPEN",
+            LogKind::Reset => "RESET",
+            LogKind::Timeout => "TIMEOUT",
+            LogKind::Grant => "GRANT",
+            LogKind::Refresh => "REFRESH",
+            LogKind::Revoke => "REVOKE",
+            LogKind::Expire => "EXPIRE",
+            LogKind::Close => "CLOSE",
+            LogKind::Reload => "RELOAD",
+            LogKind::Error => "ERROR",
+            LogKind::Info => "INFO",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub at_ms: i64,
+    pub kind: LogKind,
+    pub text: String,
+}
+
+impl State {
+    pub fn visible_log(&self) -> Vec<&LogEntry> {
+        let needle = self.filter.to_lowercase();
+        self.log
+            .iter()
+            .filter(|e| needle.is_empty() || e.text.to_lowercase().contains(&needle))
+            .collect()
+    }
+
+    pub(super) fn push_log(&mut self, at_ms: i64, kind: LogKind, text: String) {
+        let entry = LogEntry { at_ms, kind, text };
+        let target = if self.paused {
+            &mut self.held
+        } else {
+            &mut self.log
+        };
+        target.push_front(entry);
+        target.truncate(LOG_CAP);
+    }
+
+    /// Moves entries held during a pause into the log.
+    pub fn release_held(&mut self) {
+        while let Some(entry) = self.held.pop_back() {
+            self.log.push_front(entry);
+        }
+        self.log.truncate(LOG_CAP);
+    }
+}

@@ -1,0 +1,127 @@
+//! Grants pane: open grants, their countdown, and how each closed.
+
+use knock_ipc::GrantInfo;
+
+use super::{State, GRACE_MS};
+
+/// How a grant closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantEnd {
+    Revoked,
+    Expired,
+    Closed,
+}
+
+impl GrantEnd {
+    pub fn label(self) -> &'static str {
+        match self {
+            GrantEnd::Revoked => "REVOKED",
+            GrantEnd::Expired => "EXPIRED",
+            GrantEnd::Closed => "CLOSED",
+        }
+    }
+}
+
+/// An open grant (or just closed, for [`LINGER_MS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub info: GrantInfo,
+    /// None: open until revoked.
+    pub expires_at_ms: Option<i64>,
+    pub updated_ms: i64,
+    pub ended: Option<(GrantEnd, i64)>,
+}
+
+impl State {
+    pub fn visible_grants(&self) -> Vec<&Grant> {
+        let mut rows: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| self.matches(&g.info.addr, &g.info.door))
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.info.opened_at_unix_ms, a.info.addr, &a.info.door).cmp(&(
+                b.info.opened_at_unix_ms,
+                b.info.addr,
+                &b.info.door,
+            ))
+        });
+        rows
+    }
+
+    pub(super) fn upsert_grant(&mut self, info: GrantInfo, base_ms: i64, updated_ms: i64) {
+        let expires_at_ms = info
+            .expires_in_ms
+            .map(|ms| base_ms + i64::try_from(ms).unwrap_or(i64::MAX / 2));
+        let row = Grant {
+            info,
+            expires_at_ms,
+            updated_ms,
+            ended: None,
+        };
+        match self
+            .grants
+            .iter_mut()
+            .find(|g| g.info.addr == row.info.addr && g.info.door == row.info.door)
+        {
+            Some(g) => *g = row,
+            None => self.grants.push(row),
+        }
+    }
+
+    pub(super) fn end_grant(&mut self, info: GrantInfo, how: GrantEnd, at: i64) {
+        match self
+            .grants
+            .iter_mut()
+            .find(|g| g.info.addr == info.addr && g.info.door == info.door)
+        {
+            Some(g) => {
+                if g.ended.is_none() {
+                    g.ended = Some((how, at));
+                    g.updated_ms = at;
+                }
+            }
+            None => self.grants.push(Grant {
+                info,
+                expires_at_ms: None,
+                updated_ms: at,
+                ended: Some((how, at)),
+            }),
+        }
+    }
+
+    pub(super) fn merge_grants(&mut self, list: Vec<GrantInfo>, now: i64) {
+        let mut listed = Vec::with_capacity(list.len());
+        for info in list {
+            listed.push((info.addr, info.door.clone()));
+            let recent_end = self.grants.iter().any(|g| {
+                g.info.addr == info.addr
+                    && g.info.door == info.door
+                    && g.ended.is_some()
+                    && now - g.updated_ms < GRACE_MS
+            });
+            if recent_end {
+                continue;
+            }
+            let updated = self
+                .grants
+                .iter()
+                .find(|g| g.info.addr == info.addr && g.info.door == info.door)
+                .map_or(now, |g| g.updated_ms);
+            self.upsert_grant(info, now, updated);
+        }
+        for g in &mut self.grants {
+            let is_listed = listed
+                .iter()
+                .any(|(addr, door)| *addr == g.info.addr && *door == g.info.door);
+            if g.ended.is_none() && !is_listed && now - g.updated_ms >= GRACE_MS {
+                let how = match g.expires_at_ms {
+                    Some(t) if t <= now + GRACE_MS => GrantEnd::Expired,
+                    _ => GrantEnd::Closed,
+                };
+                g.ended = Some((how, now));
+                g.updated_ms = now;
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The grant pipeline end to end: a reload that changes a native door's ports followed by a
+//! re-knock leaves no rule behind, and a second knockd on the same state file refuses to start.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use knock_e2e::knockd::{knock, native_rule, rule_count, wait_no_rule, wait_rule, OurKnockd};
+use knock_e2e::{bin, require_root, wait_until, Lab, SRV_IF, SRV_V4};
+
+fn door(port: u16) -> String {
+    format!("[ssh]\n sequence = 2222,1111,3333,4444\n tcpflags = syn\n open = {port}/tcp\n cmd_timeout = 3\n")
+}
+
+/// Issue: with `open = 22/tcp`, knock, change the door to 2222, reload, knock again: the
+/// 2222 rule used to stay forever. Now the re-knock closes 22 and opens 2222, and at
+/// `cmd_timeout` no rule of knockd's is left.
+#[test]
+fn a_reknock_after_a_reload_that_changed_the_port_leaves_no_rule_after_cmd_timeout() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = OurKnockd::start(&lab, &door(22));
+    let seq = [SRV_V4, "2222", "1111", "3333", "4444"];
+    knock(&lab, &seq);
+    assert!(
+        wait_rule(&lab, false, &native_rule(22, "ssh"), Duration::from_secs(5)),
+        "not opened:\n{}",
+        k.log()
+    );
+    k.rewrite_conf(&door(2222));
+    k.daemon.kill_hup();
+    assert!(
+        k.wait_count("configuration reloaded", 1, Duration::from_secs(5)),
+        "{}",
+        k.log()
+    );
+    knock(&lab, &seq);
+    assert!(
+        wait_rule(
+            &lab,
+            false,
+            &native_rule(2222, "ssh"),
+            Duration::from_secs(5)
+        ),
+        "the new rule never came:\n{}\n{}",
+        lab.iptables_rules(false),
+        k.log()
+    );
+    assert!(
+        wait_no_rule(&lab, false, &native_rule(22, "ssh"), Duration::from_secs(2)),
+        "the old rule stayed:\n{}",
+        lab.iptables_rules(false)
+    );
+    // cmd_timeout = 3 s: nothing of knockd's is left after it.
+    assert!(
+        wait_until(Duration::from_secs(6), || !lab
+            .iptables_rules(false)
+            .contains("knockd:ssh")),
+        "a rule outlived its grant:\n{}\n{}",
+        lab.iptables_rules(false),
+        k.log()
+    );
+    assert_eq!(rule_count(&lab, false, &native_rule(2222, "ssh")), 0);
+}
+
+/// Two daemons on one state file would both rewrite it: the second refuses and says why.
+#[test]
+fn a_second_knockd_on_the_same_state_file_refuses_to_start() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let first = OurKnockd::start(&lab, &door(22));
+    let args: Vec<OsString> = vec![
+        bin("knockd").into(),
+        "-i".into(),
+        SRV_IF.into(),
+        "-c".into(),
+        first.conf.clone().into(),
+        "--socket".into(),
+        lab.path("other.sock").into(),
+        "--state-file".into(),
+        lab.path("state.json").into(),
+    ];
+    let second = lab.spawn_srv(args);
+    assert!(
+        second.wait_exit(Duration::from_secs(5)).is_some(),
+        "the second knockd kept running:\n{}",
+        second.log_text()
+    );
+    let text = second.log_text();
+    assert!(
+        text.contains("is in use by another knockd") && text.contains("own StateFile"),
+        "{text}"
+    );
+    assert!(first.daemon.is_running());
+}
