@@ -1,3 +1,4 @@
+complete -c knock -l totp -d 'Knock a rotating (TOTP) door: send the current time step\'s sequence derived from the secret FILE made by `knockd --new-totp` (instead of PORT arguments). The clocks of client and server may differ by up to one step' -r -F
 complete -c knock -s d -l delay -d 'Wait MS milliseconds between knocks (not after the last one)' -r
 complete -c knock -s u -l udp -d 'Use UDP for ports given without a protocol (an explicit :tcp still means TCP)'
 complete -c knock -s 4 -l ipv4 -d 'Use IPv4 only: knock an IPv4 address of HOST'

@@ -2,6 +2,7 @@ complete -c knockd -s i -l interface -d 'Interface to listen on (overrides Inter
 complete -c knockd -s c -l config -d 'Config file' -r -F
 complete -c knockd -s p -l pidfile -d 'Pidfile (overrides PidFile in the config) [default: /var/run/knockd.pid with -d]' -r -F
 complete -c knockd -s g -l logfile -d 'Log file (overrides LogFile in the config)' -r -F
+complete -c knockd -l new-totp -d 'Write a fresh TOTP door secret to FILE (mode 0600; never overwrites) and exit. Name it in a door with `TOTP_File = FILE` and copy it to clients for `knock --totp FILE HOST`' -r -F
 complete -c knockd -l socket -d 'Control socket for knockctl (overrides Socket in the config) [default: /run/knockd/knockd.sock]' -r -F
 complete -c knockd -l state-file -d 'Where the grant ledger is kept across restarts (overrides StateFile in the config) [default: /var/lib/knockd/state.json]' -r -F
 complete -c knockd -l firewall -d 'Firewall backend of native doors (`Open =`), overriding Firewall in the config: iptables (rules in INPUT) or nftables (kernel-expiring elements in table inet knockd) [default: iptables]' -r -f -a "iptables\t''

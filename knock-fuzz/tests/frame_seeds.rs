@@ -108,6 +108,8 @@ fn server_msgs() -> Vec<ServerMsg> {
                     one_time: false,
                     enabled: true,
                     target: None,
+                    kind: "static".into(),
+                    step: None,
                 }],
             },
         },

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +160,10 @@ pub struct DoorInfo {
     pub one_time: bool,
     pub enabled: bool,
     pub target: Option<IpAddr>,
+    /// `static`, `one-time` or `totp`.
+    pub kind: String,
+    /// TOTP doors: the current time step (the sequence itself is never sent).
+    pub step: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

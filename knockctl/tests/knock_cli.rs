@@ -267,7 +267,8 @@ fn help_and_version_exit_0() {
     assert_eq!(out.status.code(), Some(0));
     let help = stdout(&out);
     for needle in [
-        "Usage: knock [OPTIONS] <HOST> <PORT[:PROTO]>...",
+        "Usage: knock [OPTIONS] <HOST> [PORT[:PROTO]]...",
+        "--totp <FILE>",
         "-u, --udp",
         "-d, --delay <MS>",
         "-4, --ipv4",

@@ -44,6 +44,7 @@ fn door() -> DoorRule {
         target: None,
         enabled: true,
         sweep_guard: true,
+        replay_guard: false,
     }
 }
 

@@ -387,6 +387,8 @@ mod tests {
             open: Vec::new(),
             open_chain: DEFAULT_OPEN_CHAIN.to_string(),
             sweep_guard: false,
+            totp_file: None,
+            totp: None,
         }
     }
 

@@ -34,7 +34,9 @@ to add to it.
 Examples:
   knockd -t -c /etc/knockd.conf      check a config file and exit
   knockd -i eth0 -v                  run in the foreground, verbose
-  knockd -d                          run as a daemon (pidfile /var/run/knockd.pid)";
+  knockd -d                          run as a daemon (pidfile /var/run/knockd.pid)
+  knockd --new-totp /etc/knockd/ssh.totp
+                                     make a rotating door's secret (then TOTP_File = ...)";
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -84,6 +86,11 @@ pub struct Args {
     /// Ignore IPv6 addresses and packets
     #[arg(short = '4', long = "only-ip-v4")]
     pub only_ipv4: bool,
+
+    /// Write a fresh TOTP door secret to FILE (mode 0600; never overwrites) and exit. Name it
+    /// in a door with `TOTP_File = FILE` and copy it to clients for `knock --totp FILE HOST`
+    #[arg(long = "new-totp", value_name = "FILE")]
+    pub new_totp: Option<PathBuf>,
 
     /// Check the config file, print problems and warnings, and exit (0 = valid)
     #[arg(short = 't', long = "check-config")]

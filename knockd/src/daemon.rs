@@ -33,6 +33,27 @@ pub fn load_config(path: &Path) -> anyhow::Result<Parsed> {
     }
 }
 
+/// `knockd --new-totp FILE`: write a fresh TOTP secret file and say what to do with it.
+pub fn new_totp(path: &Path) -> anyhow::Result<()> {
+    let spec = knock_ipc::totp::Spec::write_new(path)?;
+    println!(
+        "wrote {} (mode 0600): a TOTP door secret, {} knocks on ports {}-{}, a new sequence every {} s.",
+        path.display(),
+        spec.knocks,
+        spec.lo,
+        spec.hi,
+        spec.step_secs
+    );
+    println!(
+        "server: add `TOTP_File = {}` to a door of knockd.conf, then reload.",
+        path.display()
+    );
+    println!(
+        "client: copy the file over a trusted channel (keep it 0600), then `knock --totp FILE HOST`."
+    );
+    Ok(())
+}
+
 /// `knockd -t`: print problems and warnings; Ok(()) when the config is valid. The capture
 /// filter is compiled as it will run (the interface's addresses, Ethernet framing) and a
 /// fallback to a coarser filter is reported.

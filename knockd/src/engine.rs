@@ -10,7 +10,7 @@ use crate::config::{self, Config, Door, ShutdownPolicy};
 use crate::firewall::{Firewall, FirewallQueue};
 use crate::grants::{Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
-use crate::matcher::{DoorRule, MatchEvent, Matcher, Settings};
+use crate::matcher::{DoorRule, MatchEvent, Matcher, Refusal, Settings};
 use crate::packet::Packet;
 use crate::state;
 use knock_ipc as ipc;
@@ -146,6 +146,10 @@ pub struct Engine<E: Executor, L: LogSink> {
     /// One-time sequences used but not yet recorded in their file (the rewrite failed): never
     /// accepted again, recorded at the next reload that can.
     used_otp: Vec<(PathBuf, Vec<config::Step>)>,
+    /// TOTP doors: the clock, each door's current step, and the next step boundary.
+    wall_clock: totp::WallClock,
+    totp_steps: Vec<Option<u64>>,
+    totp_next: Option<Instant>,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -208,9 +212,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             interfaces: Vec::new(),
             capture_stats: None,
             used_otp: Vec::new(),
+            wall_clock: totp::system_wall_clock,
+            totp_steps: Vec::new(),
+            totp_next: None,
         };
+        e.rotate_totp(tokio::time::Instant::now().into_std(), true);
         e.update_filter();
         e
+    }
+
+    /// Replace the wall clock of TOTP doors (tests).
+    pub fn set_wall_clock(&mut self, clock: totp::WallClock) {
+        self.wall_clock = clock;
+        self.rotate_totp(tokio::time::Instant::now().into_std(), true);
+        self.update_filter();
     }
 
     /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
@@ -342,8 +357,26 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     fn update_filter(&mut self) {
         // Exact for small configs, the union of knock ports for large ones (cheap to build).
-        // Doors without a sequence contribute nothing, so no filtered copy of 100,000 doors.
-        let f = crate::bpf::expression(&self.config.doors, &self.local);
+        // Doors without a sequence contribute nothing, so no filtered copy of 100,000 doors;
+        // TOTP doors (rare) get a copy carrying their accepted steps' ports.
+        let f = if self.config.doors.iter().any(|d| d.totp.is_some()) {
+            let doors: Vec<Door> = self
+                .config
+                .doors
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let mut d = d.clone();
+                    if d.totp.is_some() {
+                        d.sequence = self.totp_filter_steps(i);
+                    }
+                    d
+                })
+                .collect();
+            crate::bpf::expression(&doors, &self.local)
+        } else {
+            crate::bpf::expression(&self.config.doors, &self.local)
+        };
         if f != self.filter {
             tracing::debug!(filter = %f, "new capture filter");
             self.filter = f.clone();
@@ -405,6 +438,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         [
             self.matcher.next_deadline(),
             self.ledger.next_deadline(),
+            self.totp_next,
             self.ledger.next_recheck(),
             self.ledger.next_retry(),
         ]
@@ -455,6 +489,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     pub fn on_timer(&mut self, now: Instant) {
+        if self.totp_next.is_some_and(|t| now >= t) && self.rotate_totp(now, false) {
+            self.update_filter();
+        }
         let mut events = std::mem::take(&mut self.events);
         self.matcher.expire(now, &mut events);
         for ev in events.drain(..) {
@@ -597,6 +634,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     stage: stage as u32,
                 });
             }
+            MatchEvent::Refused {
+                src,
+                door,
+                reason: Refusal::Replay,
+            } => {
+                self.stats.refused += 1;
+                let name = self.door_name(door);
+                let step = self.totp_step(door).unwrap_or_default();
+                let msg = format!(
+                    "{src}: {name}: sequence refused: {} (step {step})",
+                    Refusal::Replay.as_str()
+                );
+                self.line(&msg);
+            }
             MatchEvent::Refused { src, door, reason } => {
                 self.stats.refused += 1;
                 let name = self.door_name(door);
@@ -688,9 +739,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);
         self.matcher.reconfigure_with(rules, &keep, settings);
+        self.totp_steps.clear();
         let old_firewall = self.config.options.firewall;
         self.config = new;
         self.sync_nft_table(old_firewall);
+        self.rotate_totp(tokio::time::Instant::now().into_std(), true);
         self.update_filter();
         let msg = format!(
             "configuration reloaded: {} door(s)",
@@ -775,6 +828,7 @@ mod open;
 mod persist;
 mod requests;
 mod tasks;
+pub mod totp;
 
 #[cfg(test)]
 mod tests;

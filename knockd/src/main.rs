@@ -20,7 +20,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-    let result = if args.firewall_cleanup {
+    let result = if let Some(path) = &args.new_totp {
+        knockd::daemon::new_totp(path)
+    } else if args.firewall_cleanup {
         knockd::daemon::firewall_cleanup()
     } else if args.check_config {
         knockd::daemon::check_config(&args.config, args.interface.as_deref(), args.firewall)

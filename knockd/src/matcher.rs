@@ -40,6 +40,9 @@ pub struct DoorRule {
     /// Whether the sweep guard watches this door's attempts (`SweepGuard = off` for knockd
     /// 0.8 behaviour).
     pub sweep_guard: bool,
+    /// TOTP doors: a sequence (variant) that opened the door for one address is refused for
+    /// any other address while it is in the window.
+    pub replay_guard: bool,
 }
 
 impl From<&crate::config::Door> for DoorRule {
@@ -49,8 +52,9 @@ impl From<&crate::config::Door> for DoorRule {
             seq_timeout: d.seq_timeout,
             tcp_flags: d.tcp_flags,
             target: d.target,
-            enabled: !d.sequence.is_empty(),
+            enabled: !d.sequence.is_empty() || d.totp.is_some(),
             sweep_guard: d.sweep_guard,
+            replay_guard: d.totp.is_some(),
         }
     }
 }
@@ -114,6 +118,8 @@ pub enum Refusal {
     NetworkFull,
     /// The table is full and no attempt is at stage 1.
     TableFull,
+    /// A TOTP sequence completed by an address other than the one it already opened for.
+    Replay,
 }
 
 impl Refusal {
@@ -122,6 +128,9 @@ impl Refusal {
             Refusal::Scanner => "source is penalised as a scanner",
             Refusal::NetworkFull => "its network holds its whole share of attempts",
             Refusal::TableFull => "attempt table full of advanced attempts",
+            Refusal::Replay => {
+                "replay: this time step's sequence already opened the door for another address"
+            }
         }
     }
 }
@@ -202,6 +211,9 @@ fn flow_id(p: &Packet) -> FlowId {
 struct Attempt {
     stage: u8,
     id: u64,
+    /// Which of the door's sequences (variants) this attempt follows: 0 for static doors,
+    /// the time step for TOTP doors.
+    variant: u64,
     deadline: Instant,
     /// Flows of the last knocks that counted, to ignore their retransmissions.
     recent: [FlowId; RECENT],
@@ -259,7 +271,24 @@ pub struct Matcher {
     cap: usize,
     nets: Networks,
     guard: SweepGuard,
+    /// Per door, its accepted sequences: `(variant, sequence)`, the preferred one first.
+    variants: Vec<Vec<(u64, Vec<Step>)>>,
+    /// Replay-guarded doors: which address each variant opened for.
+    used: HashMap<(DoorId, u64), IpAddr>,
     next_id: u64,
+}
+
+fn static_variants(doors: &[DoorRule]) -> Vec<Vec<(u64, Vec<Step>)>> {
+    doors
+        .iter()
+        .map(|d| {
+            if d.sequence.is_empty() {
+                Vec::new()
+            } else {
+                vec![(0, d.sequence.clone())]
+            }
+        })
+        .collect()
 }
 
 impl Matcher {
@@ -272,6 +301,8 @@ impl Matcher {
         let n = doors.len();
         let cap = settings.max_attempts.max(1);
         let mut m = Matcher {
+            variants: static_variants(&doors),
+            used: HashMap::new(),
             doors,
             by_step: HashMap::new(),
             // Sized for the cap up front: no rehash (and its memory peak) under a flood.
@@ -311,8 +342,8 @@ impl Matcher {
     fn reindex(&mut self) {
         self.targets = self.doors.iter().filter_map(|d| d.target).collect();
         self.by_step.clear();
-        for (id, door) in self.doors.iter().enumerate() {
-            for step in &door.sequence {
+        for (id, variants) in self.variants.iter().enumerate() {
+            for step in variants.iter().flat_map(|(_, seq)| seq) {
                 let ids = self.by_step.entry(*step).or_default();
                 if !ids.contains(&id) {
                     ids.push(id);
@@ -424,15 +455,21 @@ impl Matcher {
     ) -> Outcome {
         let src = pkt.src;
         let flow = flow_id(pkt);
-        let len = self.doors[door].sequence.len();
         if let Some(a) = self.attempts.get_mut(&key(src, door)) {
             let stage = usize::from(a.stage);
-            if now >= a.deadline {
+            let variant = a.variant;
+            let seq = self.variants[door]
+                .iter()
+                .find(|(v, _)| *v == variant)
+                .map(|(_, s)| s);
+            let len = seq.map_or(0, Vec::len);
+            let expected = seq.and_then(|s| s.get(stage)).copied();
+            if now >= a.deadline || expected.is_none() {
                 self.remove(src, door);
                 out.push(MatchEvent::Timeout { src, door, stage });
             } else if a.recent.contains(&flow) {
                 return Outcome::Repeat;
-            } else if self.doors[door].sequence[stage] == step {
+            } else if expected == Some(step) {
                 a.remember(flow);
                 a.stage += 1;
                 let stage = stage + 1;
@@ -448,6 +485,21 @@ impl Matcher {
                 });
                 if stage == len {
                     self.remove(src, door);
+                    if self.doors[door].replay_guard {
+                        match self.used.get(&(door, variant)) {
+                            Some(&first) if first != src => {
+                                out.push(MatchEvent::Refused {
+                                    src,
+                                    door,
+                                    reason: Refusal::Replay,
+                                });
+                                return Outcome::Counted;
+                            }
+                            _ => {
+                                self.used.insert((door, variant), src);
+                            }
+                        }
+                    }
                     out.push(MatchEvent::Open { src, door });
                 }
                 return Outcome::Counted;
@@ -461,10 +513,15 @@ impl Matcher {
                 });
             }
         }
-        // No live attempt (or it just ended): is this a first knock?
-        if self.doors[door].sequence[0] != step {
+        // No live attempt (or it just ended): is this a first knock (of the preferred
+        // variant that starts with it)?
+        let Some((variant, len)) = self.variants[door]
+            .iter()
+            .find(|(_, s)| s.first() == Some(&step))
+            .map(|(v, s)| (*v, s.len()))
+        else {
             return Outcome::Nothing;
-        }
+        };
         if self.guarded(door) && self.guard.is_penalised(src, now) {
             out.push(MatchEvent::Refused {
                 src,
@@ -500,6 +557,7 @@ impl Matcher {
         let mut a = Attempt {
             stage: 0,
             id,
+            variant,
             deadline,
             recent: [0; RECENT],
         };
@@ -547,17 +605,18 @@ impl Matcher {
     fn insert(&mut self, src: IpAddr, door: DoorId, a: Attempt) {
         let net = self.net(src);
         self.nets.added(net, (src, door as u32, a.id), a.stage);
+        if self.guarded(door) {
+            self.guard.attempt_started(src);
+        }
+        self.attempts.insert(key(src, door), a);
+        self.live[door] += 1;
+        // After the insert: compaction keeps only entries of live stage-1 attempts.
         let attempts = &self.attempts;
         self.nets.maybe_compact(net, |e| {
             attempts
                 .get(&(e.0, e.1))
                 .is_some_and(|a| a.id == e.2 && a.stage == 1)
         });
-        if self.guarded(door) {
-            self.guard.attempt_started(src);
-        }
-        self.attempts.insert(key(src, door), a);
-        self.live[door] += 1;
     }
 
     fn remove(&mut self, src: IpAddr, door: DoorId) -> Option<Attempt> {
@@ -574,7 +633,7 @@ impl Matcher {
     /// Rebuild the per-network and per-source accounting from the attempts (after a reload).
     fn rebuild_accounting(&mut self) {
         self.nets.clear();
-        self.guard.clear_attempts();
+        self.guard.reset_counts();
         let mut all: Vec<(IpAddr, u32, u64, u8)> = self
             .attempts
             .iter()
@@ -588,6 +647,7 @@ impl Matcher {
                 self.guard.attempt_started(src);
             }
         }
+        self.guard.prune();
     }
 
     fn is_live(&self, door: DoorId, e: &QueueEntry) -> bool {
@@ -646,7 +706,10 @@ impl Matcher {
                 src,
                 door,
                 stage: usize::from(a.stage),
-                of: self.doors[door].sequence.len(),
+                of: self.variants[door]
+                    .iter()
+                    .find(|(v, _)| *v == a.variant)
+                    .map_or(0, |(_, s)| s.len()),
                 started: a.deadline - self.doors[door].seq_timeout,
                 deadline: a.deadline,
             })
@@ -678,13 +741,20 @@ impl Matcher {
         let n = doors.len();
         let old_attempts = std::mem::take(&mut self.attempts);
         let mut old_queues = std::mem::take(&mut self.queues);
+        self.variants = static_variants(&doors);
+        self.used.clear();
         self.doors = doors;
         self.queues = vec![VecDeque::new(); n];
         self.live = vec![0; n];
         for ((src, old), a) in old_attempts {
             let old = old as DoorId;
             if let Some(Some(new)) = keep.get(old) {
-                if *new < n && usize::from(a.stage) < self.doors[*new].sequence.len() {
+                let fits = self
+                    .variants
+                    .get(*new)
+                    .and_then(|vs| vs.iter().find(|(v, _)| *v == a.variant))
+                    .is_some_and(|(_, s)| usize::from(a.stage) < s.len());
+                if *new < n && fits {
                     self.attempts.insert(key(src, *new), a);
                     self.live[*new] += 1;
                 }
@@ -717,11 +787,44 @@ impl Matcher {
         self.live[door] = 0;
         match sequence {
             Some(seq) if !seq.is_empty() => {
+                self.variants[door] = vec![(0, seq.clone())];
                 self.doors[door].sequence = seq;
                 self.doors[door].enabled = true;
             }
-            _ => self.doors[door].enabled = false,
+            _ => {
+                self.variants[door].clear();
+                self.doors[door].enabled = false;
+            }
         }
+        self.reindex();
+        self.rebuild_accounting();
+    }
+
+    /// A rotating door's accepted sequences (TOTP: the current step first, then the previous
+    /// and the next), each with its variant id (the time step). Attempts following a variant
+    /// that is still accepted carry on; the others end without an event. What a variant
+    /// opened for is forgotten when it leaves the window.
+    pub fn set_variants(&mut self, door: DoorId, variants: Vec<(u64, Vec<Step>)>) {
+        if door >= self.doors.len() {
+            return;
+        }
+        let ids: Vec<u64> = variants.iter().map(|(v, _)| *v).collect();
+        self.attempts
+            .retain(|&(_, d), a| d as DoorId != door || ids.contains(&a.variant));
+        self.live[door] = self
+            .attempts
+            .keys()
+            .filter(|&&(_, d)| d as DoorId == door)
+            .count();
+        let mut q = std::mem::take(&mut self.queues[door]);
+        q.retain(|e| self.is_live(door, e));
+        self.queues[door] = q;
+        self.used.retain(|&(d, v), _| d != door || ids.contains(&v));
+        self.doors[door].enabled = !variants.is_empty();
+        if let Some((_, current)) = variants.first() {
+            self.doors[door].sequence = current.clone();
+        }
+        self.variants[door] = variants;
         self.reindex();
         self.rebuild_accounting();
     }
@@ -745,3 +848,5 @@ use tiers::{network, NetId, Networks};
 mod attack_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod totp_tests;

@@ -3,7 +3,8 @@
 //! together with the real `Matcher` on random doors and random packet streams from a few
 //! sources over random times. Both must produce exactly the same events (stages, opens,
 //! resets, timeouts, evictions by network share and table size, refusals, the sweep guard's
-//! scanners and swept attempts) in the same order, and list the same attempts.
+//! scanners and swept attempts, rotating (TOTP) doors' variants and replay refusals) in the
+//! same order, and list the same attempts.
 //!
 //! When the matching semantics change, change [`Model`] in the same commit: it is the
 //! executable statement of README's "Matching" rules.
@@ -31,6 +32,8 @@ struct ModelAttempt {
     id: u64,
     /// (source port, destination port) of every knock that counted, oldest first.
     flows: Vec<(u16, u16)>,
+    /// The door variant (sequence) it follows: 0 for static doors, the step for TOTP doors.
+    variant: u64,
 }
 
 struct Model {
@@ -43,6 +46,10 @@ struct Model {
     strays: Vec<(IpAddr, Vec<(Proto, u16)>)>,
     /// Sweep guard: penalised sources, until when, in the order penalised.
     penalised: Vec<(IpAddr, Instant)>,
+    /// Per door, its accepted sequences `(variant, sequence)`, the preferred first.
+    variants: Vec<Vec<(u64, Vec<Step>)>>,
+    /// Replay-guarded doors: the source each (door, variant) opened for.
+    used: Vec<((usize, u64), IpAddr)>,
 }
 
 /// How many of the last counted flows an attempt remembers (rule 2: their retransmissions
@@ -91,6 +98,33 @@ impl Model {
         a
     }
 
+    fn seq(&self, door: usize, variant: u64) -> Option<&Vec<Step>> {
+        self.variants[door]
+            .iter()
+            .find(|(v, _)| *v == variant)
+            .map(|(_, s)| s)
+    }
+
+    /// A rotating door's window moves: attempts of variants that left end silently, what a
+    /// departed variant opened for is forgotten.
+    fn set_variants(&mut self, door: usize, variants: Vec<(u64, Vec<Step>)>) {
+        let ids: Vec<u64> = variants.iter().map(|(v, _)| *v).collect();
+        while let Some(i) = self
+            .attempts
+            .iter()
+            .position(|a| a.door == door && !ids.contains(&a.variant))
+        {
+            self.remove(i);
+        }
+        self.used
+            .retain(|((d, v), _)| *d != door || ids.contains(v));
+        self.doors[door].enabled = !variants.is_empty();
+        if let Some((_, first)) = variants.first() {
+            self.doors[door].sequence = first.clone();
+        }
+        self.variants[door] = variants;
+    }
+
     fn is_penalised(&self, src: IpAddr, now: Instant) -> bool {
         self.penalised
             .iter()
@@ -105,8 +139,8 @@ impl Model {
         let mut matched = false;
         for door in 0..self.doors.len() {
             let rule = &self.doors[door];
-            // Rule 1: only doors that use this knock anywhere in their sequence look at it.
-            if !rule.enabled || !rule.sequence.contains(&step) {
+            // Rule 1: only doors that use this knock anywhere in their sequences look at it.
+            if !rule.enabled || !self.variants[door].iter().any(|(_, s)| s.contains(&step)) {
                 continue;
             }
             let to_us = match rule.target {
@@ -181,9 +215,12 @@ impl Model {
         out: &mut Vec<MatchEvent>,
     ) -> Outcome {
         let rule = self.doors[door].clone();
-        let (src, of) = (p.src, rule.sequence.len());
+        let src = p.src;
         if let Some(i) = self.find(src, door) {
             let stage = self.attempts[i].stage;
+            let variant = self.attempts[i].variant;
+            let seq = self.seq(door, variant).cloned().unwrap_or_default();
+            let of = seq.len();
             let flows = &self.attempts[i].flows;
             let recent = &flows[flows.len().saturating_sub(REMEMBERED_FLOWS)..];
             if now >= self.deadline(&self.attempts[i]) {
@@ -193,7 +230,7 @@ impl Model {
             } else if recent.contains(&(p.sport, p.dport)) {
                 // Rule 2: a flow that already counted is ignored.
                 return Outcome::Repeat;
-            } else if rule.sequence[stage] == step {
+            } else if seq[stage] == step {
                 let a = &mut self.attempts[i];
                 a.stage += 1;
                 a.flows.push((p.sport, p.dport));
@@ -205,6 +242,23 @@ impl Model {
                 });
                 if stage + 1 == of {
                     self.remove(i);
+                    // TOTP doors: a variant opens for one source only.
+                    let first = self
+                        .used
+                        .iter()
+                        .find(|(k, _)| *k == (door, variant))
+                        .map(|(_, s)| *s);
+                    if rule.replay_guard && first.is_some_and(|f| f != src) {
+                        out.push(MatchEvent::Refused {
+                            src,
+                            door,
+                            reason: Refusal::Replay,
+                        });
+                        return Outcome::Counted;
+                    }
+                    if rule.replay_guard && first.is_none() {
+                        self.used.push(((door, variant), src));
+                    }
                     out.push(MatchEvent::Open { src, door });
                 }
                 return Outcome::Counted;
@@ -219,9 +273,14 @@ impl Model {
                 });
             }
         }
-        if rule.sequence[0] != step {
+        // A first knock of the first (preferred) variant that starts with it.
+        let Some((variant, of)) = self.variants[door]
+            .iter()
+            .find(|(_, s)| s.first() == Some(&step))
+            .map(|(v, s)| (*v, s.len()))
+        else {
             return Outcome::Nothing;
-        }
+        };
         if self.guarded(door) && self.is_penalised(src, now) {
             out.push(MatchEvent::Refused {
                 src,
@@ -257,6 +316,7 @@ impl Model {
             started: now,
             id: self.next_id,
             flows: vec![(p.sport, p.dport)],
+            variant,
         });
         self.next_id += 1;
         Outcome::Counted
@@ -412,6 +472,7 @@ fn door() -> impl Strategy<Value = DoorRule> {
                 target: target.map(dst),
                 enabled,
                 sweep_guard,
+                replay_guard: false,
             },
         )
 }
@@ -444,6 +505,22 @@ enum Op {
     Repeat { back: usize, after: u64 },
     /// The engine's timer fires `after` ms after the previous op.
     Expire { after: u64 },
+    /// A rotating door's window moves to the variants `ids` (each id always stands for the
+    /// same sequence of the case's pool, like a TOTP step), `after` ms later.
+    Rotate {
+        after: u64,
+        door: usize,
+        ids: Vec<u8>,
+    },
+    /// `count` knocks of pool sequence `id` (a rotating door's step), `gap` ms apart.
+    PlayPool {
+        id: u8,
+        src: u8,
+        dst: u8,
+        count: usize,
+        sport: u16,
+        gap: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -469,6 +546,12 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => (1usize..10, 0u64..5).prop_map(|(back, after)| Op::Repeat { back, after }),
         1 => (0u64..30).prop_map(|after| Op::Expire { after }),
+        1 => (0u64..20, 0usize..4, prop::collection::vec(0u8..5, 0..4))
+            .prop_map(|(after, door, ids)| Op::Rotate { after, door, ids }),
+        2 => (0u8..5, 0u8..5, 0u8..2, 1usize..9, 1000u16..1010, 0u64..10)
+            .prop_map(|(id, src, dst, count, sport, gap)| Op::PlayPool {
+                id, src, dst, count, sport, gap
+            }),
     ]
 }
 
@@ -478,6 +561,8 @@ struct Case {
     settings: Settings,
     local: bool,
     ops: Vec<Op>,
+    /// Sequences of rotating doors' variants: id `i` is `pool[i % len]`.
+    pool: Vec<Vec<Step>>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -499,16 +584,25 @@ fn case() -> impl Strategy<Value = Case> {
             },
         );
     (
-        prop::collection::vec(door(), 1..4),
+        prop::collection::vec((door(), prop::bool::weighted(0.3)), 1..4),
         settings,
         any::<bool>(),
         prop::collection::vec(op(), 1..60),
+        prop::collection::vec(prop::collection::vec(step(), 2..5), 1..4),
     )
-        .prop_map(|(doors, settings, local, ops)| Case {
-            doors,
+        .prop_map(|(doors, settings, local, ops, pool)| Case {
+            // Some doors are rotating: their sequences come from Rotate ops.
+            doors: doors
+                .into_iter()
+                .map(|(mut d, rotating)| {
+                    d.replay_guard = rotating;
+                    d
+                })
+                .collect(),
             settings,
             local,
             ops,
+            pool,
         })
 }
 
@@ -524,6 +618,13 @@ fn packet(src: u8, dst_: u8, sport: u16, step: Step, flags: u8) -> Packet {
     }
 }
 
+#[derive(Debug)]
+enum Action {
+    Packet(Packet),
+    Expire,
+    Rotate(usize, Vec<(u64, Vec<Step>)>),
+}
+
 fn run(case: &Case) -> Result<(), TestCaseError> {
     let mut real = Matcher::with_settings(case.doors.clone(), case.settings);
     let mut model = Model {
@@ -534,6 +635,18 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         next_id: 0,
         strays: Vec::new(),
         penalised: Vec::new(),
+        variants: case
+            .doors
+            .iter()
+            .map(|d| {
+                if d.sequence.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(0, d.sequence.clone())]
+                }
+            })
+            .collect(),
+        used: Vec::new(),
     };
     if case.local {
         real.set_local_addrs([dst(0)]);
@@ -541,7 +654,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     }
     let mut now = Instant::now();
     // Expand the ops into timed packets and timer firings.
-    let mut steps: Vec<(u64, Option<Packet>)> = Vec::new();
+    let mut steps: Vec<(u64, Action)> = Vec::new();
     let mut sent: Vec<Packet> = Vec::new();
     for op in &case.ops {
         match *op {
@@ -565,7 +678,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                     flags,
                 );
                 sent.push(p);
-                steps.push((after, Some(p)));
+                steps.push((after, Action::Packet(p)));
             }
             Op::Play {
                 door,
@@ -582,29 +695,75 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                     let step = seq[(from + k) % seq.len()];
                     let p = packet(src, d, sport.wrapping_add(k as u16), step, flags);
                     sent.push(p);
-                    steps.push((gap, Some(p)));
+                    steps.push((gap, Action::Packet(p)));
                 }
             }
             Op::Repeat { back, after } => {
                 if let Some(p) = sent.len().checked_sub(back).map(|i| sent[i]) {
                     sent.push(p);
-                    steps.push((after, Some(p)));
+                    steps.push((after, Action::Packet(p)));
                 }
             }
-            Op::Expire { after } => steps.push((after, None)),
+            Op::Expire { after } => steps.push((after, Action::Expire)),
+            Op::Rotate {
+                after,
+                door,
+                ref ids,
+            } => {
+                let door = door % case.doors.len();
+                if case.doors[door].replay_guard {
+                    let mut seen = Vec::new();
+                    let variants: Vec<(u64, Vec<Step>)> = ids
+                        .iter()
+                        .filter(|id| {
+                            let new = !seen.contains(*id);
+                            seen.push(**id);
+                            new
+                        })
+                        // Variant 0 is the door's initial static sequence: rotating ids start at 1.
+                        .map(|&id| {
+                            (
+                                u64::from(id) + 1,
+                                case.pool[usize::from(id) % case.pool.len()].clone(),
+                            )
+                        })
+                        .collect();
+                    steps.push((after, Action::Rotate(door, variants)));
+                }
+            }
+            Op::PlayPool {
+                id,
+                src,
+                dst: d,
+                count,
+                sport,
+                gap,
+            } => {
+                let seq = &case.pool[usize::from(id) % case.pool.len()];
+                for k in 0..count {
+                    let step = seq[k % seq.len()];
+                    let p = packet(src, d, sport.wrapping_add(k as u16), step, flag::SYN);
+                    sent.push(p);
+                    steps.push((gap, Action::Packet(p)));
+                }
+            }
         }
     }
     for (i, (after, pkt)) in steps.iter().enumerate() {
         now += Duration::from_millis(*after);
         let (mut got, mut want) = (Vec::new(), Vec::new());
         match pkt {
-            Some(p) => {
+            Action::Packet(p) => {
                 real.on_packet(p, now, &mut got);
                 model.on_packet(p, now, &mut want);
             }
-            None => {
+            Action::Expire => {
                 real.expire(now, &mut got);
                 model.expire(now, &mut want);
+            }
+            Action::Rotate(door, variants) => {
+                real.set_variants(*door, variants.clone());
+                model.set_variants(*door, variants.clone());
             }
         }
         prop_assert_eq!(&got, &want, "events differ at step {} ({:?})", i, pkt);

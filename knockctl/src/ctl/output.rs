@@ -210,7 +210,12 @@ pub fn format_doors(doors: &[DoorInfo]) -> String {
     let rows: Vec<Vec<String>> = doors
         .iter()
         .map(|d| {
-            let sequence = if d.sequence.is_empty() {
+            let sequence = if d.kind == "totp" {
+                match d.step {
+                    Some(step) => format!("(rotating: TOTP step {step})"),
+                    None => "(rotating: TOTP)".to_string(),
+                }
+            } else if d.sequence.is_empty() {
                 "(used up)".to_string()
             } else {
                 d.sequence.join(" ")
@@ -787,6 +792,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 one_time: false,
                 enabled: true,
                 target: None,
+                kind: "static".into(),
+                step: None,
             },
             DoorInfo {
                 name: "oneShot".into(),
@@ -798,6 +805,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 one_time: true,
                 enabled: false,
                 target: Some("10.0.0.1".parse().expect("ip")),
+                kind: "one-time".into(),
+                step: None,
             },
             DoorInfo {
                 name: "long".into(),
@@ -809,6 +818,21 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 one_time: false,
                 enabled: true,
                 target: None,
+                kind: "static".into(),
+                step: None,
+            },
+            DoorInfo {
+                name: "totp".into(),
+                sequence: vec![],
+                seq_timeout_ms: 5_000,
+                cmd_timeout_ms: 0,
+                tcp_flags: "syn".into(),
+                action: "open 22/tcp (INPUT)".into(),
+                one_time: false,
+                enabled: true,
+                target: None,
+                kind: "totp".into(),
+                step: Some(58_000_000),
             },
         ];
         let text = format_doors(&doors);
@@ -824,6 +848,8 @@ long     10001:udp 10002:udp   15s     open 443/tcp (INPUT)
          10003:udp 10004:udp
          10005:udp 10006:udp
          10007:udp 10008:udp
+totp     (rotating: TOTP step  5s      open 22/tcp (INPUT)   flags syn
+         58000000)
 "
         );
         assert_fits(&text);

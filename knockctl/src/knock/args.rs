@@ -24,6 +24,10 @@ or with UDP when -u is given. A TCP knock is exactly one SYN: a non-blocking con
 that is closed at once, never retried. A UDP knock is one datagram carrying a single \
 NUL byte, sent from a fresh socket.
 
+With --totp FILE, the ports are the current time step's sequence of a rotating door, \
+derived from the secret file made by `knockd --new-totp` (all TCP); give no PORT then. \
+Keep the client's clock in sync with the server's (one step of skew is accepted).
+
 Every port argument is checked, and HOST is resolved once, before the first knock is \
 sent. knock stops at the first knock it cannot send. It cannot tell whether the \
 server saw the knocks.
@@ -52,6 +56,10 @@ Examples:
   knock -6 example.com 7000 8000 9000
       Knock the IPv6 address of example.com.
 
+  knock --totp ssh.totp example.com
+      Knock the current sequence of a rotating door whose secret file (from
+      knockd --new-totp) was copied to this client.
+
 Exit status:
   0  every knock was sent
   1  invalid port argument, unresolvable host, or a knock could not be sent
@@ -72,8 +80,14 @@ pub struct Args {
     pub host: String,
 
     /// Ports to knock, in order: PORT or PORT:PROTO, e.g. 7000, 8000:tcp, 9000:udp.
-    #[arg(value_name = "PORT[:PROTO]", required = true, num_args = 1..)]
+    #[arg(value_name = "PORT[:PROTO]", required_unless_present = "totp", num_args = 1..)]
     pub ports: Vec<String>,
+
+    /// Knock a rotating (TOTP) door: send the current time step's sequence derived from the
+    /// secret FILE made by `knockd --new-totp` (instead of PORT arguments). The clocks of
+    /// client and server may differ by up to one step.
+    #[arg(long = "totp", value_name = "FILE", conflicts_with_all = ["ports", "udp"])]
+    pub totp: Option<std::path::PathBuf>,
 
     /// Use UDP for ports given without a protocol (an explicit :tcp still means TCP).
     #[arg(short = 'u', long = "udp")]
@@ -125,6 +139,17 @@ impl Args {
     ///
     /// Fails on the first invalid argument, so that nothing is sent for a bad command line.
     pub fn port_specs(&self) -> Result<Vec<(u16, Protocol)>, KnockError> {
+        if let Some(path) = &self.totp {
+            let spec = knock_ipc::totp::Spec::read(path)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            return Ok(spec
+                .ports(spec.step_at(now.as_secs()))
+                .into_iter()
+                .map(|p| (p, Protocol::Tcp))
+                .collect());
+        }
         if self.ports.is_empty() {
             return Err(KnockError::NoPorts);
         }

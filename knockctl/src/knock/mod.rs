@@ -26,6 +26,9 @@ pub enum KnockError {
     /// No port argument at all.
     #[error("no ports to knock (give at least one PORT[:PROTO] after the host)")]
     NoPorts,
+    /// The `--totp` file cannot be used.
+    #[error(transparent)]
+    Totp(#[from] knock_ipc::totp::TotpError),
     /// Both `-4` and `-6`.
     #[error("-4 and -6 cannot be used together (pick one, or neither to use the first address)")]
     ConflictingFamilies,
@@ -197,6 +200,7 @@ pub fn run(args: &Args) -> Result<(), KnockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[derive(Debug, PartialEq)]
@@ -328,6 +332,47 @@ mod tests {
         assert!(!text.contains("remaining"), "{text}");
     }
 
+    /// `knock --totp FILE HOST` sends the current step's TCP ports, derived by the same
+    /// `knock_ipc::totp` code knockd uses (whose fixed vectors are in knock-ipc).
+    #[test]
+    fn totp_file_gives_the_current_steps_ports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("door.totp");
+        let spec = knock_ipc::totp::Spec::write_new(&path).expect("new");
+        let args =
+            Args::try_parse_from(["knock", "--totp", path.to_str().expect("utf8"), "127.0.0.1"])
+                .expect("args");
+        assert!(Args::try_parse_from(["knock", "--totp", "f", "h", "7000"]).is_err());
+        assert!(Args::try_parse_from(["knock", "h"]).is_err());
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs()
+        };
+        loop {
+            let before = spec.step_at(now());
+            let got = args.port_specs().expect("ports");
+            if spec.step_at(now()) != before {
+                continue; // crossed a boundary while deriving: try again
+            }
+            let want: Vec<(u16, Protocol)> = spec
+                .ports(before)
+                .into_iter()
+                .map(|p| (p, Protocol::Tcp))
+                .collect();
+            assert_eq!(got, want);
+            break;
+        }
+        let missing =
+            Args::try_parse_from(["knock", "--totp", "/nonexistent/x.totp", "h"]).expect("args");
+        let e = missing.port_specs().expect_err("missing file").to_string();
+        assert!(
+            e.contains("cannot read TOTP file '/nonexistent/x.totp'"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn plan_checks_ports_before_resolving() {
         let args = Args {
@@ -338,6 +383,7 @@ mod tests {
             ipv4: false,
             ipv6: false,
             verbose: false,
+            totp: None,
         };
         let err = Plan::from_args(&args).expect_err("bad port");
         assert_eq!(
@@ -356,6 +402,7 @@ mod tests {
             ipv4: true,
             ipv6: false,
             verbose: true,
+            totp: None,
         };
         let p = Plan::from_args(&args).expect("valid plan");
         let lo = Ipv4Addr::LOCALHOST;

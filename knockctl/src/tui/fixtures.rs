@@ -63,6 +63,8 @@ pub fn doors() -> Vec<DoorInfo> {
         one_time,
         enabled: true,
         target: None,
+        kind: if one_time { "one-time" } else { "static" }.into(),
+        step: None,
     };
     vec![
         door(

@@ -32,6 +32,7 @@ pub(super) enum Key {
     OpenChain,
     MaxGrants,
     SweepGuard,
+    TotpFile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,7 @@ const KEYS: &[KeyInfo] = &[
     key(Key::Open, "Open", &[], Scope::Door),
     key(Key::OpenChain, "Open_Chain", &[], Scope::Door),
     key(Key::SweepGuard, "SweepGuard", &[], Scope::Door),
+    key(Key::TotpFile, "TOTP_File", &[], Scope::Door),
 ];
 
 pub(super) fn lookup_key(written: &str) -> Option<&'static KeyInfo> {

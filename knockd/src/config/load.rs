@@ -79,6 +79,45 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
         }
         door.one_time_sequences = Some(otp_path);
     }
+    for door in &mut parsed.config.doors {
+        let Some(totp_path) = door.totp_file.take() else {
+            continue;
+        };
+        let totp_path = if totp_path.is_relative() {
+            base.join(totp_path)
+        } else {
+            totp_path
+        };
+        match knock_ipc::totp::Spec::read(&totp_path) {
+            Ok(spec) => {
+                for open in &door.open {
+                    if spec.covers(open.port) {
+                        errors.push(ConfigError::new(
+                            &file,
+                            door.line,
+                            format!(
+                                "door '{}': TOTP_File '{}' may choose port {}, which the door opens (add {} to its exclude line, or narrow its ports range)",
+                                door.name,
+                                totp_path.display(),
+                                open.port,
+                                open.port
+                            ),
+                        ));
+                    }
+                }
+                door.totp = Some(spec);
+            }
+            Err(e) => errors.push(ConfigError::new(
+                &file,
+                door.line,
+                format!(
+                    "door '{}': {e} (make one with knockd --new-totp FILE)",
+                    door.name
+                ),
+            )),
+        }
+        door.totp_file = Some(totp_path);
+    }
     parsed.warnings.sort_by_key(|w| w.line);
     if errors.is_empty() {
         Ok(parsed)

@@ -138,6 +138,10 @@ pub struct Door {
     pub open_chain: String,
     /// `SweepGuard` (default on): the sweep guard watches this door's attempts.
     pub sweep_guard: bool,
+    /// `TOTP_File = file`: a rotating door; `load` fills `totp` from the file and the engine
+    /// derives the sequences of the current time steps (`sequence` stays empty).
+    pub totp_file: Option<PathBuf>,
+    pub totp: Option<knock_ipc::totp::Spec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

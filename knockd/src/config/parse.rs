@@ -46,6 +46,8 @@ fn new_door(name: &str, line: usize) -> Door {
         open: Vec::new(),
         open_chain: DEFAULT_OPEN_CHAIN.to_string(),
         sweep_guard: true,
+        totp_file: None,
+        totp: None,
     }
 }
 
@@ -431,6 +433,12 @@ impl Parser<'_> {
                     ));
                 }
                 door.open_chain = value.to_string();
+            }
+            Key::TotpFile => {
+                if value.is_empty() {
+                    return Err("TOTP_File needs a file name (make one with knockd --new-totp /etc/knockd/ssh.totp)".into());
+                }
+                door.totp_file = Some(PathBuf::from(value));
             }
             Key::SweepGuard => {
                 door.sweep_guard = parse_bool(value)

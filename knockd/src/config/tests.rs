@@ -80,9 +80,17 @@ fn seed_parses_verbatim() {
     assert_eq!(close.line, 10);
     assert_eq!(close.sequence, vec![tcp(9000), tcp(8000), tcp(7000)]);
     // Warned, not rejected: the example sequence and the IPv6 fallback to iptables.
+    assert_eq!(
+        p.warnings
+            .iter()
+            .filter(|w| w.message.starts_with("static sequence"))
+            .count(),
+        2
+    );
     let lines: Vec<(usize, bool)> = p
         .warnings
         .iter()
+        .filter(|w| !w.message.starts_with("static sequence"))
         .map(|w| (w.line, w.message.contains("example sequence")))
         .collect();
     assert_eq!(
@@ -281,9 +289,14 @@ fn use_syslog_forms() {
     // Inside a door (knockd compat): sets the global flag, with a warning.
     let p = ok("[d]\nsequence = 1000,5000,3000,2000\nopen = 22\n  USESYSLOG\n");
     assert!(p.config.options.use_syslog);
-    assert_eq!(p.warnings.len(), 1, "{:#?}", p.warnings);
-    assert_eq!(p.warnings[0].line, 4);
-    assert!(p.warnings[0].message.contains("move it to [options]"));
+    let ws: Vec<&Warning> = p
+        .warnings
+        .iter()
+        .filter(|w| !w.message.starts_with("static sequence"))
+        .collect();
+    assert_eq!(ws.len(), 1, "{ws:#?}");
+    assert_eq!(ws[0].line, 4);
+    assert!(ws[0].message.contains("move it to [options]"));
 }
 
 #[test]
@@ -395,7 +408,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
         ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients)"),
-        ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard)"),
+        ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard, TOTP_File)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),
         ("[options]\nSequence = 1,2,3\n", 2, "Sequence is a door key and does not belong in [options]"),
@@ -497,7 +510,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nopen = 22\nstop_command = x\n", 3, "has both Open and Stop_Command (line 4)"),
         ("[d]\nsequence=1,5,3\nopen = 22\ncommand_6 =\n", 3, "has both Open and Start_Command_6"),
         // Door-level.
-        ("[d]\ncommand = x\n", 1, "door 'd' has no knock sequence (add Sequence = port,port,... or One_Time_Sequences = /path/to/file)"),
+        ("[d]\ncommand = x\n", 1, "door 'd' has no knock sequence (add Sequence = port,port,..., One_Time_Sequences = /path/to/file or TOTP_File = /path/to/file)"),
         ("[options]\n[d]\n", 2, "door 'd' has no knock sequence"),
         ("[d]\nsequence=1,5,3\none_time_sequences = /x\n", 3, "door 'd' has both Sequence (line 2) and One_Time_Sequences (line 3); keep one"),
     ];
@@ -557,6 +570,9 @@ fn warnings_table() {
         ("[options]\nSweepThreshold = 300\n[d]\nsequence = 1000,1100,1200,1300\nopen = 22\n", Some((4, "meets only 297 other port(s) between the knocks, under SweepThreshold (300)"))),
         // The guard turned off.
         ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\nSweepGuard = off\n", Some((4, "SweepGuard is off: two port sweeps open this door whatever the order of its ports"))),
+        // Static sequences that may face the internet: suggest a rotating door.
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\n", Some((2, "static sequence on a door that may face the internet: anyone who sees the knocks can replay them (use a rotating door: knockd --new-totp FILE, then TOTP_File = FILE)"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\ntarget = 8.8.8.8\n", Some((2, "static sequence on a door that may face the internet"))),
         // The example sequence (and its reverse), any protocol.
         ("[d]\nsequence = 7000,8000,9000\nopen = 22\n", Some((2, "7000,8000,9000 is knockd's example sequence, scanners try it"))),
         ("[d]\nsequence = 9000:udp,8000,7000\nopen = 22\n", Some((2, "9000,8000,7000 is knockd's example sequence"))),
@@ -587,13 +603,16 @@ fn warnings_table() {
                 "want warning at line {line} containing {phrase:?} for:\n{text}\ngot: {ws:#?}"
             ),
             None => assert!(
-                ws.is_empty(),
+                ws.iter().all(|w| w.message.starts_with("static sequence")),
                 "no warning expected for:\n{text}\ngot: {ws:#?}"
             ),
         }
     }
     // Monotonic but spread out: no warning (the sweep guard handles it), no "shuffle" advice.
-    let ws = warnings("[d]\nsequence = 1000,2000,3000,4000\nopen = 22\n");
+    let ws = warnings("[d]\nsequence = 1000,2000,3000,4000\nopen = 22\ntarget = 10.1.2.3\n");
+    assert!(ws.is_empty(), "{ws:#?}");
+    // A private Target is not internet-facing; one-time and TOTP doors are not static.
+    let ws = warnings("[d]\nsequence = 1000,5000,3000,2000\nopen = 22\ntarget = fd00::1\n");
     assert!(ws.is_empty(), "{ws:#?}");
 }
 
@@ -772,6 +791,54 @@ fn control_plane_options() {
             "{text}: {errs}"
         );
     }
+}
+
+#[test]
+fn load_totp_doors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = knock_ipc::totp::Spec::write_new(&dir.path().join("ssh.totp")).unwrap();
+    let p = write(
+        &dir,
+        "knockd.conf",
+        "[ssh]\nTOTP_File = ssh.totp\nopen = 22\n",
+    );
+    let parsed = load(&p).unwrap();
+    let d = &parsed.config.doors[0];
+    assert_eq!(d.totp.as_ref(), Some(&spec));
+    assert!(d.sequence.is_empty());
+    assert_eq!(
+        d.totp_file.as_deref(),
+        Some(dir.path().join("ssh.totp").as_path())
+    );
+    // Its secret never shows in Debug output (logs, panics).
+    let secret = data_encoding::BASE32_NOPAD.encode(&spec.secret);
+    assert!(!format!("{parsed:?}").contains(&secret));
+    // One kind of sequence per door.
+    let e = errs("[d]\nsequence = 1000,5000,3000,2000\nTOTP_File = x\nopen = 22\n");
+    assert!(
+        e.iter().any(|e| e.line == 3
+            && e.message == "door 'd' has both Sequence (line 2) and TOTP_File (line 3); keep one"),
+        "{e:?}"
+    );
+    // A protected (opened) port inside the derivation range is refused.
+    let p = write(
+        &dir,
+        "k2.conf",
+        "[ssh]\nTOTP_File = ssh.totp\nopen = 22, 20000\n",
+    );
+    let e = load(&p).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("may choose port 20000, which the door opens (add 20000 to its exclude line"),
+        "{e}"
+    );
+    // Missing file: an error naming the fix.
+    let p = write(&dir, "k3.conf", "[ssh]\nTOTP_File = nope.totp\nopen = 22\n");
+    let e = load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot read TOTP file") && e.contains("knockd --new-totp"),
+        "{e}"
+    );
 }
 
 /// 100,000 doors parse and validate in well under a second (release; a few seconds in a

@@ -49,21 +49,31 @@ pub(super) fn check_door(
     let name = door.name.as_str();
     let seq_line = line_of(Key::Sequence);
     let otp_line = line_of(Key::OneTimeSequences);
-    match (seq_line, otp_line) {
-        (Some(a), Some(b)) => out.error(
-            a.max(b),
-            format!(
-                "door '{name}' has both Sequence (line {}) and One_Time_Sequences (line {}); keep one",
-                a, b
-            ),
-        ),
-        (None, None) => out.error(
+    let totp_line = line_of(Key::TotpFile);
+    let sources: Vec<(Key, usize)> = [
+        (Key::Sequence, seq_line),
+        (Key::OneTimeSequences, otp_line),
+        (Key::TotpFile, totp_line),
+    ]
+    .into_iter()
+    .filter_map(|(k, l)| l.map(|l| (k, l)))
+    .collect();
+    match sources.as_slice() {
+        [] => out.error(
             door.line,
             format!(
-                "door '{name}' has no knock sequence (add Sequence = port,port,... or One_Time_Sequences = /path/to/file)"
+                "door '{name}' has no knock sequence (add Sequence = port,port,..., One_Time_Sequences = /path/to/file or TOTP_File = /path/to/file)"
             ),
         ),
-        _ => {}
+        [_] => {}
+        [(a, la), (b, lb), ..] => out.error(
+            (*la).max(*lb),
+            format!(
+                "door '{name}' has both {} (line {la}) and {} (line {lb}); keep one",
+                key_name(*a),
+                key_name(*b)
+            ),
+        ),
     }
     if let Some(open_line) = line_of(Key::Open) {
         for key in [
@@ -90,7 +100,7 @@ pub(super) fn check_door(
     }
 
     // Warnings.
-    if let (Some(l), None) = (seq_line, otp_line) {
+    if let (Some(l), None, None) = (seq_line, otp_line, totp_line) {
         let seq = &door.sequence;
         if !seq.is_empty() {
             let ports: Vec<u16> = seq.iter().map(|s| s.port).collect();
@@ -138,6 +148,19 @@ pub(super) fn check_door(
             }
         }
     }
+    if let (Some(l), None, None) = (seq_line, otp_line, totp_line) {
+        let internet_facing = match door.target {
+            None => true,
+            Some(t) => is_global(t),
+        };
+        if internet_facing && !door.sequence.is_empty() {
+            out.warn(
+                l,
+                Some(name),
+                "static sequence on a door that may face the internet: anyone who sees the knocks can replay them (use a rotating door: knockd --new-totp FILE, then TOTP_File = FILE)",
+            );
+        }
+    }
     if !door.sweep_guard {
         out.warn(
             line_of(Key::SweepGuard).unwrap_or(door.line),
@@ -182,6 +205,30 @@ pub(super) fn check_door(
                     ),
                 );
             }
+        }
+    }
+}
+
+/// Whether `ip` is reachable from the internet (not private, loopback, link-local, ULA,
+/// CGNAT or documentation space).
+fn is_global(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let o = a.octets();
+            !(a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_documentation()
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        std::net::IpAddr::V6(a) => {
+            let s = a.segments();
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
         }
     }
 }

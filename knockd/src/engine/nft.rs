@@ -180,6 +180,8 @@ mod tests {
             }],
             open_chain: "INPUT".into(),
             sweep_guard: true,
+            totp_file: None,
+            totp: None,
         };
         let mut c = Config {
             doors: vec![door],

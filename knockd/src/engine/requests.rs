@@ -14,7 +14,7 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn door_info(d: &Door) -> ipc::DoorInfo {
+fn door_info(d: &Door, step: Option<u64>) -> ipc::DoorInfo {
     let mut flags: Vec<String> = Vec::new();
     for (name, bit) in config::flag::NAMES {
         if d.tcp_flags.set & bit != 0 {
@@ -41,14 +41,28 @@ fn door_info(d: &Door) -> ipc::DoorInfo {
     };
     ipc::DoorInfo {
         name: d.name.clone(),
-        sequence: d.sequence.iter().map(|s| s.to_string()).collect(),
+        // A TOTP door's current sequence would open it: never sent.
+        sequence: if d.totp.is_some() {
+            Vec::new()
+        } else {
+            d.sequence.iter().map(|s| s.to_string()).collect()
+        },
         seq_timeout_ms: ms(d.seq_timeout),
         cmd_timeout_ms: ms(d.cmd_timeout),
         tcp_flags: flags.join(","),
         action,
         one_time: d.one_time_sequences.is_some(),
-        enabled: !d.sequence.is_empty(),
+        enabled: !d.sequence.is_empty() || d.totp.is_some(),
         target: d.target,
+        kind: if d.totp.is_some() {
+            "totp"
+        } else if d.one_time_sequences.is_some() {
+            "one-time"
+        } else {
+            "static"
+        }
+        .to_string(),
+        step,
     }
 }
 
@@ -85,7 +99,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .collect(),
             },
             Request::Doors => Response::Doors {
-                doors: self.config.doors.iter().map(door_info).collect(),
+                doors: self
+                    .config
+                    .doors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| door_info(d, self.totp_step(i)))
+                    .collect(),
             },
             Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
             Request::Reload => match self.reload() {

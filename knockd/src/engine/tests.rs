@@ -42,6 +42,8 @@ fn door(name: &str, ports: &[u16]) -> Door {
         open: Vec::new(),
         open_chain: "INPUT".into(),
         sweep_guard: true,
+        totp_file: None,
+        totp: None,
     }
 }
 
@@ -503,6 +505,84 @@ async fn one_time_sequence_that_cannot_be_recorded_never_opens_again() {
     t.knock_seq(CLI, &[8001, 8002, 8003]);
     t.settle().await;
     assert_eq!(t.exec.ran().len(), 2, "the next one opens");
+}
+
+static WALL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn test_wall() -> Duration {
+    Duration::from_millis(WALL_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A TOTP door: the current step's sequence opens; the same sequence from another address is
+/// refused and logged; the filter holds the previous, current and next steps' ports only, and
+/// moves at the step boundary.
+#[tokio::test(start_paused = true)]
+async fn totp_door_opens_refuses_replays_and_rotates_its_filter() {
+    use std::sync::atomic::Ordering;
+    let spec = knock_ipc::totp::Spec {
+        secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+        step_secs: 30,
+        knocks: 4,
+        lo: 10000,
+        hi: 59999,
+        exclude: vec![],
+    };
+    let mut d = door("rot", &[]);
+    d.totp = Some(spec.clone());
+    d.start_command = Some("open %IP%".into());
+    WALL_MS.store(1000 * 30 * 1000 + 10_000, Ordering::Relaxed); // step 1000, 10 s in
+    let mut t = T::new(Config {
+        doors: vec![d],
+        ..Config::default()
+    });
+    t.e.set_wall_clock(test_wall);
+    let filter = |t: &T| {
+        t.filters
+            .lock()
+            .map(|f| f.last().cloned())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let has_port = |f: &str, p: u16| {
+        f.contains(&format!("tcp dst port {p})")) || f.contains(&format!("tcp dst port {p} "))
+    };
+    let f = filter(&t);
+    for step in [999, 1000, 1001] {
+        assert!(
+            spec.ports(step).iter().all(|&p| has_port(&f, p)),
+            "step {step}: {f}"
+        );
+    }
+    assert!(
+        !spec.ports(1002).iter().all(|&p| has_port(&f, p)),
+        "never the window after: {f}"
+    );
+    t.knock_seq(CLI, &spec.ports(1000));
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"]);
+    let other: IpAddr = "10.99.77.9".parse().expect("ip");
+    t.knock_seq(other, &spec.ports(1000));
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 1, "replay refused");
+    assert!(
+        t.has_line("10.99.77.9: rot: sequence refused: replay: this time step's sequence already opened the door for another address (step 1000)"),
+        "{:?}",
+        t.lines()
+    );
+    // The clock moves to step 1002: the engine's timer rotates the window.
+    WALL_MS.store(1002 * 30 * 1000 + 1, Ordering::Relaxed);
+    t.advance(Duration::from_secs(51)).await;
+    let f = filter(&t);
+    assert!(spec.ports(1002).iter().all(|&p| has_port(&f, p)), "{f}");
+    assert!(!spec.ports(999).iter().all(|&p| has_port(&f, p)), "{f}");
+    // Step 1000's sequence is out of the window: it opens nothing any more.
+    t.knock_seq(CLI, &spec.ports(1000));
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 1);
+    t.knock_seq(CLI, &spec.ports(1002));
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 2);
 }
 
 /// Every kind of event reaches subscribers (tail and the TUI depend on it).

@@ -124,9 +124,18 @@ impl SweepGuard {
         self.penalised.len()
     }
 
-    /// Forget every source's attempts (the matcher rebuilds them after a reload).
-    pub fn clear_attempts(&mut self) {
-        self.sources.clear();
+    /// Forget how many attempts each source has (the matcher counts them again after a
+    /// reload or a door change), keeping the strays of sources that still have one:
+    /// call [`SweepGuard::prune`] after counting.
+    pub fn reset_counts(&mut self) {
+        for s in self.sources.values_mut() {
+            s.guarded = 0;
+        }
+    }
+
+    /// Drop sources left without a guarded attempt after [`SweepGuard::reset_counts`].
+    pub fn prune(&mut self) {
+        self.sources.retain(|_, s| s.guarded > 0);
     }
 }
 

@@ -29,6 +29,7 @@ pub(super) fn door(ports: &[u16], secs: u64) -> DoorRule {
         target: None,
         enabled: true,
         sweep_guard: true,
+        replay_guard: false,
     }
 }
 
