@@ -344,6 +344,34 @@ mod tests {
         }
         times.sort();
         eprintln!("p50 {:?} p99 {:?}", times[100], times[198]);
+        // A flood's batch: 256 grants of distinct sources in one transaction.
+        let batch: Vec<ElemOp> = (0..MAX_OPS_PER_BATCH)
+            .map(|i| ElemOp::Put {
+                elem: Elem {
+                    addr: std::net::IpAddr::from([10, 192, (i / 250) as u8, (i % 250) as u8 + 1]),
+                    proto: Proto::Tcp,
+                    port: 22,
+                },
+                timeout: Duration::from_secs(30),
+            })
+            .collect();
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            n.apply(&batch).expect("batch");
+            times.push(t.elapsed());
+        }
+        times.sort();
+        eprintln!(
+            "batch of {} puts: p50 {:?} max {:?}",
+            batch.len(),
+            times[10],
+            times[19]
+        );
+        assert_eq!(
+            list_elements().expect("list").expect("table").len(),
+            2 + MAX_OPS_PER_BATCH
+        );
         apply_script(&crate::nft::script::cleanup_script()).expect("cleanup");
         assert!(matches!(
             n.apply(&[ElemOp::Remove { elem: e }]),
