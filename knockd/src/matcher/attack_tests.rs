@@ -406,3 +406,34 @@ fn client_opens_through_a_flood_of_ten_times_the_table_per_second() {
         assert!(opened, "v6 = {v6}");
     }
 }
+
+/// Regression (found by the model test): queue compaction ran before the new attempt was in
+/// the table and dropped its entry, so the oldest stage-1 attempt could no longer be evicted
+/// and a younger one went instead.
+#[test]
+fn the_oldest_stage_1_attempt_is_evicted_even_after_queue_compaction() {
+    let mut s = Settings::new(3);
+    s.per_network = 3;
+    let mut r = Run::with_settings(vec![door(&[7000, 8000, 9000], 25)], s);
+    let (x, a, b, c) = (ip(5), ip(2), ip(3), ip(4));
+    // X advances (keeps the network's accounting alive, never evictable).
+    r.knock(0, x, 7000);
+    r.knock(1, x, 8000);
+    // Restarts of A: each leaves a dead queue entry; the 18th insert finds 19 entries for one
+    // live stage-1 attempt (with X's) and compacts.
+    for i in 0..18 {
+        r.knock(2 + i, a, 7000);
+    }
+    r.knock(50, b, 7000);
+    r.events.clear();
+    r.knock(60, c, 7000);
+    assert!(
+        r.events.contains(&MatchEvent::Evicted {
+            src: a,
+            door: 0,
+            stage: 1
+        }),
+        "{:?}",
+        r.events
+    );
+}
