@@ -17,5 +17,9 @@ pub mod totp;
 pub use client::{Client, ClientError, Subscription};
 pub use protocol::*;
 
+/// Most grants (`Grants`) or attempts (`Attempts`) one answer lists, oldest first: what fits a
+/// frame ([`codec::MAX_FRAME`]) with room to spare. `Status` gives the totals.
+pub const LIST_CAP: usize = 5_000;
+
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";

@@ -30,6 +30,8 @@ pub fn syslog_line(now: chrono::DateTime<chrono::Local>, msg: &str) -> String {
 pub struct KnockLog {
     file: Option<(PathBuf, File)>,
     syslog: Option<UnixDatagram>,
+    /// Syslog lines dropped because the socket was full (it never blocks the engine).
+    syslog_dropped: u64,
 }
 
 impl KnockLog {
@@ -40,7 +42,11 @@ impl KnockLog {
             None => None,
         };
         let syslog = if use_syslog { connect_syslog() } else { None };
-        Ok(KnockLog { file, syslog })
+        Ok(KnockLog {
+            file,
+            syslog,
+            syslog_dropped: 0,
+        })
     }
 
     pub fn file_path(&self) -> Option<&Path> {
@@ -56,7 +62,9 @@ fn open_append(p: &Path) -> std::io::Result<File> {
 fn connect_syslog() -> Option<UnixDatagram> {
     let sock = UnixDatagram::unbound().ok()?;
     match sock.connect("/dev/log") {
-        Ok(()) => Some(sock),
+        // Never block the engine on a busy syslog daemon: a full socket drops (and counts).
+        Ok(()) if sock.set_nonblocking(true).is_ok() => Some(sock),
+        Ok(()) => None,
         Err(e) => {
             tracing::warn!("UseSyslog: cannot connect to /dev/log ({e}); logging to stderr only");
             None
@@ -85,7 +93,19 @@ impl LogSink for KnockLog {
             }
         }
         if let Some(s) = &self.syslog {
-            let _ = s.send(syslog_line(now, msg).as_bytes());
+            if self.syslog_dropped > 0 {
+                let note = format!(
+                    "{} log line(s) dropped: the syslog socket was full",
+                    self.syslog_dropped
+                );
+                if s.send(syslog_line(now, &note).as_bytes()).is_ok() {
+                    tracing::warn!("{note}");
+                    self.syslog_dropped = 0;
+                }
+            }
+            if s.send(syslog_line(now, msg).as_bytes()).is_err() {
+                self.syslog_dropped += 1;
+            }
         }
     }
 }

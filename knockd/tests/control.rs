@@ -682,3 +682,50 @@ async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// 6,000 grants: `list` answers (capped at LIST_CAP, within one frame) and fast, while
+/// status counts them all.
+#[tokio::test]
+async fn list_with_thousands_of_grants_answers_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("knockd.conf"),
+        CONF.replace("cmd_timeout = 1", "cmd_timeout = 600"),
+    )
+    .expect("w");
+    let mut d = start_in(
+        dir,
+        RecordingExecutor::default(),
+        RecordingFirewall::default(),
+    )
+    .await;
+    for i in 0..6_000u32 {
+        let src = std::net::Ipv4Addr::from(0x0a50_0000 + i).to_string();
+        d.knock(&src, &[2222, 1111, 3333]).await;
+    }
+    let mut total = 0;
+    for _ in 0..500 {
+        if let Response::Status { status } = d
+            .client()
+            .await
+            .request(Request::Status)
+            .await
+            .expect("status")
+        {
+            total = status.grants;
+        }
+        if total >= 6_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        total >= 5_000,
+        "grants: {total}; log: {:?}",
+        d.log.lines().iter().rev().take(5).collect::<Vec<_>>()
+    );
+    let t0 = std::time::Instant::now();
+    let g = d.grants().await;
+    assert_eq!(g.len(), knock_ipc::LIST_CAP);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}

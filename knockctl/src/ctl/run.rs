@@ -135,6 +135,15 @@ pub fn request_for(command: &Command) -> Request {
     }
 }
 
+/// knockd lists at most [`knock_ipc::LIST_CAP`] entries: say so when the list is that long.
+fn capped(n: usize, what: &str) -> String {
+    if n >= knock_ipc::LIST_CAP {
+        format!("(the first {n} {what}, oldest first: knockd lists no more; knockctl status gives the total)\n")
+    } else {
+        String::new()
+    }
+}
+
 /// Turns knockd's answer to `command` into output and an outcome. `now` gives the time zone
 /// and the day for clock times.
 pub fn render<Tz: TimeZone>(
@@ -157,12 +166,12 @@ pub fn render<Tz: TimeZone>(
         (Command::List, Response::Grants { grants }) => Reply::ok(if json {
             doc(&grants)
         } else {
-            output::format_grants(&grants, now)
+            output::format_grants(&grants, now) + &capped(grants.len(), "grants")
         }),
         (Command::Attempts, Response::Attempts { attempts }) => Reply::ok(if json {
             doc(&attempts)
         } else {
-            output::format_attempts(&attempts)
+            output::format_attempts(&attempts) + &capped(attempts.len(), "attempts")
         }),
         (Command::Doors, Response::Doors { doors }) => Reply::ok(if json {
             doc(&doors)

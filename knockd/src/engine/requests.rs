@@ -80,6 +80,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .ledger
                     .list()
                     .into_iter()
+                    .take(ipc::LIST_CAP)
                     .map(|g| Self::grant_info(g, now))
                     .collect(),
             },
@@ -88,6 +89,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .matcher
                     .attempts()
                     .into_iter()
+                    .take(ipc::LIST_CAP)
                     .map(|a| ipc::AttemptInfo {
                         addr: a.src,
                         door: self.door_name(a.door),
