@@ -12,10 +12,21 @@ const AFTER_HELP: &str = "\
 Command-line options take precedence over the config file ([options] Interface, PidFile,
 LogFile). Without -i or Interface, knockd captures on the interface of the default route.
 
-Signals: SIGHUP reloads the config (a bad config is reported and the running one kept);
-SIGTERM/SIGINT close grants that have a deadline (see OnShutdown in knockd.conf(5)) and exit.
-`knockctl` talks to the running daemon over the control socket (status, list, revoke, reload,
-tail, tui). Open grants are saved in the state file, so a restart closes them on schedule.
+Signals: SIGHUP reloads the config (a bad config is reported and the running one kept; one
+that arrives during start-up is queued, never fatal); SIGTERM/SIGINT close grants that have a
+deadline (see OnShutdown in knockd.conf(5)) and exit. `knockctl` talks to the running daemon
+over the control socket (status, list, revoke, reload, tail, tui). Open grants are saved in the
+state file (written off the main task at most every 100 ms, locked: a second knockd on the
+same state file refuses to start), so a restart closes them on schedule.
+
+Grants and commands: a grant stays listed (CLOSING, with the last error) and in the state file
+until its close succeeded; failed closes are retried after 1, 2, 4 ... 60 s, and a grant still
+closing at shutdown is closed first by the next start. Door commands run through a bounded
+pool (4 at once, 2 more for closes, 64 admitted at most; beyond that an open is refused and
+counted in knockctl status), and at most MaxGrants (10000) grants are open at once. Door
+commands are killed after 30 s; iptables waits at most 5 s for its lock (-w 5) and is killed
+after 10 s. Native doors' rules opened or closed together go in one iptables-restore --noflush
+transaction.
 
 Under attack: the sweep guard ends the attempts of a source that, while knocking, opens
 connections to SweepThreshold (5) other ports of this host, and refuses its first knocks for
