@@ -2,6 +2,7 @@
 
 use super::{empty_text, header_row, highlight, ms_between, pane_block, selection_state, Theme};
 use crate::ctl::output::format_duration_ms;
+use crate::ctl::output::visible;
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Style};
@@ -50,7 +51,7 @@ pub(super) fn render_attempts(
         };
         Row::new(vec![
             Cell::from(a.addr.to_string()),
-            Cell::from(a.door.clone()),
+            Cell::from(visible(&a.door).into_owned()),
             Cell::from(format!("{}/{}", a.stage, a.of)),
             Cell::from(bar(a.stage, a.of)).style(if a.ended.is_some() {
                 style

@@ -2,6 +2,7 @@
 
 use super::{bottom_title, empty_text, header_row, highlight, pane_block, selection_state, Theme};
 use crate::ctl::output::format_duration_secs;
+use crate::ctl::output::visible;
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
@@ -58,7 +59,7 @@ pub(super) fn render_doors(
             (true, false) => "yes",
             (true, true) => "used",
         };
-        let mut name = d.name.clone();
+        let mut name = visible(&d.name).into_owned();
         if !d.enabled {
             name.push_str(" (off)");
         }

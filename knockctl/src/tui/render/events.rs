@@ -1,6 +1,7 @@
 //! Events pane: the daemon's event log, newest first.
 
 use super::{bottom_title, clock, empty_text, highlight, pane_block, selection_state, Theme};
+use crate::ctl::output::visible;
 use crate::tui::state::{Pane, State};
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
@@ -38,7 +39,7 @@ pub(super) fn render_log(
                     style.add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(" "),
-                Span::styled(e.text.clone(), style),
+                Span::styled(visible(&e.text).into_owned(), style),
             ]))
         })
         .collect();

@@ -3,6 +3,7 @@
 use super::{
     empty_text, header_row, highlight, now_dt, pane_block, secs_left, selection_state, Theme,
 };
+use crate::ctl::output::visible;
 use crate::ctl::output::{format_clock, format_duration_secs};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
@@ -38,7 +39,7 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         };
         let mut cells = vec![
             Cell::from(g.info.addr.to_string()),
-            Cell::from(g.info.door.clone()),
+            Cell::from(visible(&g.info.door).into_owned()),
             Cell::from(g.info.opened.clone()),
         ];
         if wide {
