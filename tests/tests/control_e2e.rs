@@ -68,7 +68,14 @@ fn list_shows_the_grant_and_revoke_removes_the_rule() {
         "rule still there:\n{}",
         lab.iptables_rules(false)
     );
-    assert!(text(&knockctl(&k, &["list"])).contains("no open grants"));
+    // The rule goes first; the grant leaves the ledger when the engine takes the close's
+    // result (until then `list` shows it as closing), so wait for that too.
+    assert!(
+        wait_until(Duration::from_secs(5), || text(&knockctl(&k, &["list"]))
+            .contains("no open grants")),
+        "{}",
+        text(&knockctl(&k, &["list"]))
+    );
     let again = knockctl(&k, &["revoke", CLI_V4]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(text(&again).contains("no open grant for 10.99.77.2"));
