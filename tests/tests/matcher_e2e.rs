@@ -333,12 +333,14 @@ fn knock_totp_opens_and_replays_are_refused() {
     // So does a restart after kill -9: the memory is in the state file.
     knockd.daemon.kill_9();
     assert!(knockd.daemon.wait_exit(EFFECT_TIMEOUT).is_some());
+    let before = knockd.log();
+    let state = std::fs::read_to_string(lab.path("state.json")).unwrap_or_default();
     let knockd = OurKnockd::start(&lab, &conf);
     assert!(
         knockd.log().contains(
             "replay memory: 1 of 1 TOTP step(s) from the state file still in their window"
         ),
-        "{}",
+        "{}\n--- state file before the restart:\n{state}\n--- the killed knockd:\n{before}",
         knockd.log()
     );
     assert!(
