@@ -60,7 +60,14 @@ fn nftables_backend_in_the_header_and_kernel_time_in_grants() {
     let mut g = grant("10.0.0.12", "openSSH", T0 - 2_000, Some(28_000));
     g.closes = "kernel timeout (nftables)".into();
     g.kernel_expires_in_ms = Some(28_000);
-    s.on_response(&Request::Grants, Response::Grants { grants: vec![g] }, T0);
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![g],
+            total: 1,
+        },
+        T0,
+    );
     let t = draw(&s, 120, 24, T0);
     let l = lines(&t);
     assert!(l[0].contains("doors 3  nftables"), "{}", l[0]);
@@ -308,4 +315,35 @@ fn no_color_uses_no_colours_but_keeps_the_markers() {
     assert!(line_with(&l, "192.0.2.7").contains("RESET"));
     assert!(l[23].starts_with("! boom"));
     assert!(line_with(&l, "stage 3/3").contains("STAGE"));
+}
+
+/// knockd lists the oldest LIST_CAP grants and says how many there are: the pane title says
+/// how many it left out.
+#[test]
+fn pane_titles_count_what_knockd_did_not_list() {
+    let mut s = connected();
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![grant("10.0.0.12", "openSSH", T0, Some(20_000))],
+            total: 20_000,
+        },
+        T0,
+    );
+    let l = lines(&draw(&s, 120, 30, T0));
+    assert!(
+        l.iter()
+            .any(|l| l.contains("2 Grants (1, 19999 more not listed)")),
+        "{l:#?}"
+    );
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![],
+            total: 0,
+        },
+        T0 + 1_000,
+    );
+    let l = lines(&draw(&s, 120, 30, T0 + 1_000));
+    assert!(!l.iter().any(|l| l.contains("not listed")), "{l:#?}");
 }
