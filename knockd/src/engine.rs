@@ -847,4 +847,6 @@ mod tasks;
 pub mod totp;
 
 #[cfg(test)]
+mod reply_cost;
+#[cfg(test)]
 mod tests;
