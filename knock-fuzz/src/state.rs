@@ -1,11 +1,11 @@
-//! The state file loader (`knockd::state::parse`, what `load` runs on the file's text) and
-//! its writer (`knockd::state::render`).
+//! The state file loader (`knockd::state::parse_all`, what `load_all` runs on the file's
+//! text) and its writer (`knockd::state::render_all`): grants and the memory sections.
 //!
 //! Invariants: no panic; memory bounded by [`memory_limit`]; whatever loads, saves to a text
 //! that loads back to the same grants (save/load round trip), and saving that again gives the
-//! same text.
+//! same text; no memory section holds more than `MAX_MEMORY_ENTRIES`.
 
-use knockd::state::{parse, render};
+use knockd::state::{parse_all as parse, render_all as render, MAX_MEMORY_ENTRIES};
 
 /// Peak bytes for a file of `len` bytes (serde_json builds each grant once).
 pub fn memory_limit(len: usize) -> usize {
@@ -20,6 +20,10 @@ pub fn check(data: &[u8]) {
     let Ok(grants) = loaded else {
         return;
     };
+    assert!(
+        grants.totp_replay.len() <= MAX_MEMORY_ENTRIES
+            && grants.one_time_used.len() <= MAX_MEMORY_ENTRIES
+    );
     let saved = match render(grants.clone()) {
         Ok(s) => s,
         Err(e) => panic!("loaded grants cannot be saved: {e}"),

@@ -9,7 +9,6 @@ use crate::control::ControlSocket;
 use crate::engine::{Control, Engine};
 use crate::firewall::iptables::IptablesRestore;
 use crate::knocklog::KnockLog;
-use crate::state::SavedGrant;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -316,7 +315,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     // One knockd per state file: a second one (another socket, the same default path) stops here.
     let state_lock = crate::state::lock(&state_file)?;
-    let saved = crate::state::load(&state_file)?;
+    let saved = crate::state::load_all(&state_file)?;
     let mut advice = Vec::new();
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(set_up_nft_table(&config)?)
@@ -383,7 +382,7 @@ struct Parts {
     log: KnockLog,
     state_file: PathBuf,
     _state_lock: crate::state::StateLock,
-    saved: Vec<SavedGrant>,
+    saved: crate::state::Saved,
     kernel: Option<Vec<crate::nft::listing::KernelElem>>,
     /// What `firewall_advice` found at start, logged once the log is up.
     advice: Vec<String>,
@@ -422,7 +421,7 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     let only_v4 = args.only_ipv4;
     let addrs = local_addrs(&iface, only_v4);
     engine.on_control(Control::LocalAddrs(addrs));
-    engine.restore_with_kernel(p.saved, p.kernel).await;
+    engine.restore_all(p.saved, p.kernel).await;
     let _capture_thread = p.capture.spawn(filter_rx, pkt_tx, stats)?;
     tokio::spawn(watch_addresses(iface.clone(), only_v4, ctl_tx.clone()));
     tracing::info!("control socket {}", p.socket.path().display());

@@ -149,6 +149,10 @@ pub struct Engine<E: Executor, L: LogSink> {
     /// One-time sequences used but not yet recorded in their file (the rewrite failed): never
     /// accepted again, recorded at the next reload that can.
     used_otp: Vec<(PathBuf, Vec<config::Step>)>,
+    /// What the state file was last sent of the replay memory (the matcher's generation) and
+    /// whether `used_otp` changed since.
+    replay_sent: u64,
+    otp_dirty: bool,
     /// TOTP doors: the clock, each door's current step, and the next step boundary.
     wall_clock: totp::WallClock,
     totp_steps: Vec<Option<u64>>,
@@ -218,6 +222,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             interfaces: Vec::new(),
             capture_stats: None,
             used_otp: Vec::new(),
+            replay_sent: 0,
+            otp_dirty: false,
             wall_clock: totp::system_wall_clock,
             totp_steps: Vec::new(),
             totp_next: None,
@@ -747,16 +753,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .enumerate()
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
-        let keep: Vec<Option<usize>> =
-            self.config
-                .doors
-                .iter()
-                .map(|old| {
-                    by_name.get(old.name.as_str()).copied().filter(|&i| {
-                        new.doors[i].sequence == old.sequence && !old.sequence.is_empty()
-                    })
+        let keep: Vec<Option<usize>> = self
+            .config
+            .doors
+            .iter()
+            .map(|old| {
+                by_name.get(old.name.as_str()).copied().filter(|&i| {
+                    let d = &new.doors[i];
+                    // Static doors: the same sequence; rotating doors: the same secret
+                    // and settings (attempts and replay memory carry over).
+                    (d.sequence == old.sequence && !old.sequence.is_empty())
+                        || (d.totp.is_some() && d.totp == old.totp)
                 })
-                .collect();
+            })
+            .collect();
         self.record_used_otp(&mut new);
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);

@@ -275,6 +275,8 @@ pub struct Matcher {
     variants: Vec<Vec<(u64, Vec<Step>)>>,
     /// Replay-guarded doors: which address each variant opened for.
     used: HashMap<(DoorId, u64), IpAddr>,
+    /// Bumped whenever `used` changes (the engine persists it when this moves).
+    used_generation: u64,
     next_id: u64,
 }
 
@@ -303,6 +305,7 @@ impl Matcher {
         let mut m = Matcher {
             variants: static_variants(&doors),
             used: HashMap::new(),
+            used_generation: 0,
             doors,
             by_step: HashMap::new(),
             // Sized for the cap up front: no rehash (and its memory peak) under a flood.
@@ -495,8 +498,10 @@ impl Matcher {
                                 });
                                 return Outcome::Counted;
                             }
-                            _ => {
+                            Some(_) => {}
+                            None => {
                                 self.used.insert((door, variant), src);
+                                self.used_generation += 1;
                             }
                         }
                     }
@@ -719,7 +724,9 @@ impl Matcher {
     }
 
     /// Replace the doors (reload). `keep[old] = Some(new)` carries the old door's attempts over
-    /// to the new index; attempts of other doors are dropped.
+    /// to the new index; attempts of other doors are dropped. A kept rotating door (no static
+    /// sequence, replay guard on) also keeps its accepted sequences and its replay memory, so
+    /// attempts in progress and what each step opened for survive the reload.
     pub fn reconfigure(&mut self, doors: Vec<DoorRule>, keep: &[Option<DoorId>]) {
         self.reconfigure_with(doors, keep, self.settings);
     }
@@ -741,8 +748,29 @@ impl Matcher {
         let n = doors.len();
         let old_attempts = std::mem::take(&mut self.attempts);
         let mut old_queues = std::mem::take(&mut self.queues);
+        let mut old_variants = std::mem::take(&mut self.variants);
+        let old_used = std::mem::take(&mut self.used);
         self.variants = static_variants(&doors);
-        self.used.clear();
+        let rotating = |new: DoorId| {
+            doors
+                .get(new)
+                .is_some_and(|d| d.replay_guard && d.sequence.is_empty())
+        };
+        for (old, new) in keep.iter().enumerate() {
+            if let Some(new) = *new {
+                if rotating(new) && old < old_variants.len() {
+                    self.variants[new] = std::mem::take(&mut old_variants[old]);
+                }
+            }
+        }
+        for ((old, variant), addr) in old_used {
+            if let Some(Some(new)) = keep.get(old) {
+                if rotating(*new) {
+                    self.used.insert((*new, variant), addr);
+                }
+            }
+        }
+        self.used_generation += 1;
         self.doors = doors;
         self.queues = vec![VecDeque::new(); n];
         self.live = vec![0; n];
@@ -819,7 +847,11 @@ impl Matcher {
         let mut q = std::mem::take(&mut self.queues[door]);
         q.retain(|e| self.is_live(door, e));
         self.queues[door] = q;
+        let before = self.used.len();
         self.used.retain(|&(d, v), _| d != door || ids.contains(&v));
+        if self.used.len() != before {
+            self.used_generation += 1;
+        }
         self.doors[door].enabled = !variants.is_empty();
         if let Some((_, current)) = variants.first() {
             self.doors[door].sequence = current.clone();
@@ -827,6 +859,38 @@ impl Matcher {
         self.variants[door] = variants;
         self.reindex();
         self.rebuild_accounting();
+    }
+}
+
+impl Matcher {
+    /// Replay memory: which address each accepted step (variant) of a replay-guarded door
+    /// opened for, sorted.
+    pub fn replay_memory(&self) -> Vec<(DoorId, u64, IpAddr)> {
+        let mut v: Vec<_> = self.used.iter().map(|(&(d, s), &a)| (d, s, a)).collect();
+        v.sort();
+        v
+    }
+
+    /// Changes whenever [`Matcher::replay_memory`] does.
+    pub fn replay_generation(&self) -> u64 {
+        self.used_generation
+    }
+
+    /// Remember that `variant` of door `door` opened for `addr` (from the state file): only
+    /// for a replay-guarded door, a variant it accepts now, and a variant not already taken.
+    /// Returns whether it was taken in.
+    pub fn remember_replay(&mut self, door: DoorId, variant: u64, addr: IpAddr) -> bool {
+        let accepted = self.doors.get(door).is_some_and(|d| d.replay_guard)
+            && self
+                .variants
+                .get(door)
+                .is_some_and(|vs| vs.iter().any(|(v, _)| *v == variant));
+        if !accepted || self.used.contains_key(&(door, variant)) {
+            return false;
+        }
+        self.used.insert((door, variant), addr);
+        self.used_generation += 1;
+        true
     }
 }
 

@@ -1,6 +1,11 @@
 //! The persisted grant ledger: a small versioned JSON file, written atomically (temp file,
 //! fsync, rename, fsync of the directory) after every change, read back at start so that a
 //! restart, even after SIGKILL, closes every rule on schedule.
+//!
+//! Besides the grants it keeps two small memories that must survive a restart: which TOTP
+//! step opened a door for which address (replay guard), and one-time sequences used but not
+//! yet recorded in their file. Both are data: the engine checks every entry against the
+//! config and the clock before it believes it.
 
 use crate::grants::Close;
 use serde::{Deserialize, Serialize};
@@ -31,11 +36,47 @@ pub struct SavedGrant {
     pub close_error: Option<String>,
 }
 
+/// A TOTP step's sequence that opened door `door` for `addr`: refused from any other address
+/// while the step is accepted. `ports` binds the entry to the secret: an entry whose ports
+/// are not what the door's secret derives for `step` is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedReplay {
+    pub door: String,
+    pub step: u64,
+    pub ports: Vec<u16>,
+    pub addr: IpAddr,
+}
+
+/// A one-time sequence that was used but could not be recorded in its file: never accepted
+/// again, recorded as soon as the file can be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedOneTime {
+    pub file: PathBuf,
+    /// In the `Sequence` format (`7000:tcp,8000:udp`).
+    pub sequence: String,
+}
+
+/// Entries each memory section may hold (a TOTP door holds at most 3 replay entries; a
+/// one-time sequences file at most its lines). A file with more is not one knockd wrote.
+pub const MAX_MEMORY_ENTRIES: usize = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub format: u32,
     pub written_by: String,
     pub grants: Vec<SavedGrant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub totp_replay: Vec<SavedReplay>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_time_used: Vec<SavedOneTime>,
+}
+
+/// Everything a state file holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Saved {
+    pub grants: Vec<SavedGrant>,
+    pub totp_replay: Vec<SavedReplay>,
+    pub one_time_used: Vec<SavedOneTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,10 +146,15 @@ pub fn check_dir(path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Read the saved grants; a missing file is an empty ledger. The file is opened without
+/// Read the saved grants (see [`load_all`]).
+pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
+    load_all(path).map(|s| s.grants)
+}
+
+/// Read the state file; a missing file is an empty ledger. The file is opened without
 /// following a symbolic link and must be a plain file owned by root (or knockd's user) and
 /// writable by nobody else; its directory too ([`check_dir`]).
-pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
+pub fn load_all(path: &Path) -> Result<Saved, StateError> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     check_dir(path)?;
@@ -118,7 +164,7 @@ pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
         .open(path);
     let mut file = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(StateError::Unsafe {
                 path: path.to_path_buf(),
@@ -158,15 +204,20 @@ pub fn load(path: &Path) -> Result<Vec<SavedGrant>, StateError> {
             source,
         });
     }
-    parse(&text).map_err(|reason| StateError::Invalid {
+    parse_all(&text).map_err(|reason| StateError::Invalid {
         path: path.to_path_buf(),
         reason,
     })
 }
 
-/// The grants in a state file's text (pure; what [`load`] does after reading). The error is
-/// the reason the text is not a valid state file.
+/// The grants in a state file's text (see [`parse_all`]).
 pub fn parse(text: &str) -> Result<Vec<SavedGrant>, String> {
+    parse_all(text).map(|s| s.grants)
+}
+
+/// A state file's text (pure; what [`load_all`] does after reading). The error is the reason
+/// the text is not a valid state file.
+pub fn parse_all(text: &str) -> Result<Saved, String> {
     let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if state.format != FORMAT {
         return Err(format!(
@@ -174,7 +225,21 @@ pub fn parse(text: &str) -> Result<Vec<SavedGrant>, String> {
             state.format, state.written_by
         ));
     }
-    Ok(state.grants)
+    for (name, n) in [
+        ("totp_replay", state.totp_replay.len()),
+        ("one_time_used", state.one_time_used.len()),
+    ] {
+        if n > MAX_MEMORY_ENTRIES {
+            return Err(format!(
+                "{name} holds {n} entries, more than the {MAX_MEMORY_ENTRIES} knockd writes"
+            ));
+        }
+    }
+    Ok(Saved {
+        grants: state.grants,
+        totp_replay: state.totp_replay,
+        one_time_used: state.one_time_used,
+    })
 }
 
 /// 64 unpredictable bits (the kernel's random pool).
@@ -248,21 +313,43 @@ pub fn lock(path: &Path) -> Result<StateLock, StateError> {
 
 /// The text [`save`] writes for `grants` (pure); [`parse`] reads it back unchanged.
 pub fn render(grants: Vec<SavedGrant>) -> Result<String, serde_json::Error> {
+    render_all(Saved {
+        grants,
+        ..Saved::default()
+    })
+}
+
+/// The text [`save_all`] writes (pure); [`parse_all`] reads it back unchanged. Empty memory
+/// sections are left out (a file without them is what an older knockd wrote and reads).
+pub fn render_all(saved: Saved) -> Result<String, serde_json::Error> {
     let state = State {
         format: FORMAT,
         written_by: format!("knockd {}", env!("CARGO_PKG_VERSION")),
-        grants,
+        grants: saved.grants,
+        totp_replay: saved.totp_replay,
+        one_time_used: saved.one_time_used,
     };
     serde_json::to_string_pretty(&state)
 }
 
 /// Write the ledger atomically (mode 0600).
 pub fn save(path: &Path, grants: Vec<SavedGrant>) -> Result<(), StateError> {
+    save_all(
+        path,
+        Saved {
+            grants,
+            ..Saved::default()
+        },
+    )
+}
+
+/// Write the state file atomically (mode 0600).
+pub fn save_all(path: &Path, saved: Saved) -> Result<(), StateError> {
     let err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let text = render(grants).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let text = render_all(saved).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     // A fresh name nobody can guess, created exclusively, never through a symlink: nothing
     // planted in the directory can be written through.
@@ -413,6 +500,42 @@ mod tests {
         );
         drop(held);
         lock(&p).expect("free again");
+    }
+
+    #[test]
+    fn memory_sections_round_trip_are_optional_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("state.json");
+        let saved = Saved {
+            grants: sample(),
+            totp_replay: vec![SavedReplay {
+                door: "rot".into(),
+                step: 58_000_000,
+                ports: vec![10001, 20002, 30003, 40004],
+                addr: "10.0.0.12".parse().expect("ip"),
+            }],
+            one_time_used: vec![SavedOneTime {
+                file: "/etc/knockd/otp".into(),
+                sequence: "7001:tcp,7002:udp".into(),
+            }],
+        };
+        save_all(&p, saved.clone()).expect("save");
+        assert_eq!(load_all(&p).expect("load"), saved);
+        assert_eq!(load(&p).expect("grants"), sample());
+        // A file without the sections (an older knockd's) loads with empty memories, and a
+        // file without memories has no such sections (an older knockd reads it).
+        save(&p, sample()).expect("save");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(!text.contains("totp_replay") && !text.contains("one_time_used"));
+        assert_eq!(load_all(&p).expect("load").totp_replay, vec![]);
+        // More entries than knockd ever writes: not a file knockd wrote.
+        let many = Saved {
+            totp_replay: vec![saved.totp_replay[0].clone(); MAX_MEMORY_ENTRIES + 1],
+            ..Saved::default()
+        };
+        let text = render_all(many).expect("render");
+        let e = parse_all(&text).expect_err("too many");
+        assert!(e.contains("totp_replay holds 100001 entries"), "{e}");
     }
 
     #[test]

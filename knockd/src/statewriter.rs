@@ -4,7 +4,7 @@
 //! [`COALESCE`], and at once on [`StateWriter::flush`] (clean shutdown).
 
 use crate::grants::GrantId;
-use crate::state::{self, SavedGrant};
+use crate::state::{self, SavedGrant, SavedOneTime, SavedReplay};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,18 @@ pub enum Change {
     Remove(GrantId),
     /// Replace everything (after restore: the file reflects what this run owns).
     Reset(Vec<(GrantId, SavedGrant)>),
+    /// Replace the TOTP replay memory (small: at most 3 entries per TOTP door).
+    Replay(Vec<SavedReplay>),
+    /// Replace the one-time sequences used but not recorded in their file.
+    OneTime(Vec<SavedOneTime>),
+}
+
+/// The writer's copy of what the file holds.
+#[derive(Debug, Default)]
+struct Contents {
+    grants: BTreeMap<GrantId, SavedGrant>,
+    replay: Vec<SavedReplay>,
+    one_time: Vec<SavedOneTime>,
 }
 
 enum Msg {
@@ -89,28 +101,30 @@ impl StateWriter {
     }
 }
 
-fn apply(map: &mut BTreeMap<GrantId, SavedGrant>, changes: Vec<Change>) {
+fn apply(copy: &mut Contents, changes: Vec<Change>) {
     for c in changes {
         match c {
             Change::Upsert(id, g) => {
-                map.insert(id, *g);
+                copy.grants.insert(id, *g);
             }
             Change::Remove(id) => {
-                map.remove(&id);
+                copy.grants.remove(&id);
             }
-            Change::Reset(all) => *map = all.into_iter().collect(),
+            Change::Reset(all) => copy.grants = all.into_iter().collect(),
+            Change::Replay(r) => copy.replay = r,
+            Change::OneTime(o) => copy.one_time = o,
         }
     }
 }
 
-async fn write(
-    path: &std::path::Path,
-    map: &BTreeMap<GrantId, SavedGrant>,
-    errors: &mpsc::UnboundedSender<String>,
-) {
-    let grants: Vec<SavedGrant> = map.values().cloned().collect();
+async fn write(path: &std::path::Path, copy: &Contents, errors: &mpsc::UnboundedSender<String>) {
+    let saved = state::Saved {
+        grants: copy.grants.values().cloned().collect(),
+        totp_replay: copy.replay.clone(),
+        one_time_used: copy.one_time.clone(),
+    };
     let p = path.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || state::save(&p, grants)).await;
+    let r = tokio::task::spawn_blocking(move || state::save_all(&p, saved)).await;
     let e = match r {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e.to_string(),
@@ -126,7 +140,7 @@ async fn serve(
     errors: mpsc::UnboundedSender<String>,
     written: watch::Sender<u64>,
 ) {
-    let mut map = BTreeMap::new();
+    let mut map = Contents::default();
     let mut dirty = false;
     let mut generation = 0;
     // Someone waits for the write (an open, write-ahead): write within URGENT_GAP.

@@ -177,8 +177,9 @@ fn unix_now() -> u64 {
 }
 
 /// `knockd --new-totp` makes the secret, `TOTP_File` names it, `knock --totp` opens the door.
-/// The same packets from a second client address are refused (and logged), and after the
-/// window (steps of 5 s here) they open nothing.
+/// The same packets from a second client address are refused (and logged), also after a
+/// reload (SIGHUP) and after a restart following `kill -9` (the replay memory is in the
+/// state file); after the window (steps of 10 s here) they open nothing.
 #[test]
 fn knock_totp_opens_and_replays_are_refused() {
     if !require_root() {
@@ -205,17 +206,16 @@ fn knock_totp_opens_and_replays_are_refused() {
     );
     // Short steps so that the window passes within the test.
     let text = std::fs::read_to_string(&secret).expect("read");
-    std::fs::write(&secret, text.replace("step = 30", "step = 5")).expect("write");
+    std::fs::write(&secret, text.replace("step = 30", "step = 10")).expect("write");
     let spec = knock_ipc::totp::Spec::read(&secret).expect("spec");
-    let knockd = OurKnockd::start(
-        &lab,
-        &format!(
-            "[rot]\n TOTP_File = {}\n command = /bin/true\n tcpflags = syn\n[sync]\n sequence = 4444\n command = /bin/true\n",
-            secret.display()
-        ),
+    let conf = format!(
+        "[rot]\n TOTP_File = {}\n command = /bin/true\n tcpflags = syn\n[sync]\n sequence = 4444\n command = /bin/true\n",
+        secret.display()
     );
-    // Knock when a step has at least 2 s left, so the test knows which step was sent.
-    while unix_now() % 5 > 2 {
+    let knockd = OurKnockd::start(&lab, &conf);
+    // Knock when a step has at least 5 s left, so the test knows which step was sent and
+    // has 15 s or more for the reload and the restart within the window.
+    while unix_now() % 10 > 4 {
         std::thread::sleep(Duration::from_millis(200));
     }
     let step = spec.step_at(unix_now());
@@ -232,14 +232,45 @@ fn knock_totp_opens_and_replays_are_refused() {
         let mut k = Knocker::new(lab.cli_ns(), src.parse().expect("src"), srv()).expect("knocker");
         k.knock(&ports).expect("replay");
     };
+    let refused = |knockd: &OurKnockd, src: &str| {
+        let log = knockd.log();
+        assert!(
+            log.contains(&format!("{src}: rot: sequence refused: replay")),
+            "replay from {src} not refused:\n{log}"
+        );
+        assert!(!log.contains(&format!("{src}: rot: OPEN SESAME")), "{log}");
+    };
     replay("10.99.77.41");
     sync(&lab, &knockd, 1);
-    let log = knockd.log();
+    refused(&knockd, "10.99.77.41");
+    // A reload keeps the memory.
+    knockd.daemon.kill_hup();
     assert!(
-        log.contains("10.99.77.41: rot: sequence refused: replay"),
-        "replay from a second address not refused:\n{log}"
+        knockd.wait_count("configuration reloaded", 1, EFFECT_TIMEOUT),
+        "{}",
+        knockd.log()
     );
-    assert!(!log.contains("10.99.77.41: rot: OPEN SESAME"), "{log}");
+    replay("10.99.77.43");
+    sync(&lab, &knockd, 2);
+    refused(&knockd, "10.99.77.43");
+    // So does a restart after kill -9: the memory is in the state file.
+    knockd.daemon.kill_9();
+    assert!(knockd.daemon.wait_exit(EFFECT_TIMEOUT).is_some());
+    let knockd = OurKnockd::start(&lab, &conf);
+    assert!(
+        knockd.log().contains(
+            "replay memory: 1 of 1 TOTP step(s) from the state file still in their window"
+        ),
+        "{}",
+        knockd.log()
+    );
+    assert!(
+        spec.step_at(unix_now()) <= step + 1,
+        "the test was too slow: the window passed"
+    );
+    replay("10.99.77.44");
+    sync(&lab, &knockd, 1);
+    refused(&knockd, "10.99.77.44");
     // After the window (the step, its successor as "previous", then gone).
     while spec.step_at(unix_now()) < step + 2 {
         std::thread::sleep(Duration::from_millis(200));
@@ -250,11 +281,7 @@ fn knock_totp_opens_and_replays_are_refused() {
     sync(&lab, &knockd, 2);
     let log = knockd.log();
     assert!(!log.contains("10.99.77.42: rot: OPEN SESAME"), "{log}");
-    assert_eq!(
-        log.matches("10.99.77.2: rot: OPEN SESAME").count(),
-        1,
-        "{log}"
-    );
+    assert!(!log.contains("10.99.77.2: rot: OPEN SESAME"), "{log}");
     // The secret never reaches the log.
     let b32 = text
         .lines()

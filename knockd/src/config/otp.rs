@@ -107,6 +107,12 @@ fn parse_line(line: &[u8]) -> Option<Vec<Step>> {
     parse_sequence(text).ok()
 }
 
+/// Whether `seq` is still an unused (uncommented) line of a one-time sequences file's
+/// contents (pure).
+pub fn is_unused_in(bytes: &[u8], seq: &[Step]) -> bool {
+    lines(bytes).any(|l| parse_line(l).as_deref() == Some(seq))
+}
+
 /// The current sequence of a one-time sequences file's contents (pure; what [`read_current`]
 /// does after reading the file).
 pub fn current_in(bytes: &[u8]) -> Option<Vec<Step>> {

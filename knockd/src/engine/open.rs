@@ -391,6 +391,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 );
                 self.line(&msg);
                 self.used_otp.push((path.clone(), door.sequence.clone()));
+                self.otp_dirty = true;
                 None
             }
         };
@@ -419,6 +420,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 match config::otp::consume(&path, &door.sequence) {
                     Ok(next) => {
                         self.used_otp.swap_remove(i);
+                        self.otp_dirty = true;
                         door.sequence = next.unwrap_or_default();
                     }
                     Err(e) => {
@@ -432,6 +434,61 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 }
             }
         }
+    }
+
+    /// At start: one-time sequences a previous run used but could not record in their file
+    /// (from the state file). Each one whose file still lists it unused is remembered; a
+    /// door whose current line is one of them gets it recorded now, or stays disabled while
+    /// its file cannot be rewritten. Fail closed: a used line never opens again, across
+    /// restarts too. Entries already recorded (or removed from their file) are forgotten.
+    pub(super) fn restore_used_otp(&mut self, saved: Vec<crate::state::SavedOneTime>) {
+        for s in saved {
+            let Ok(seq) = config::parse_sequence(&s.sequence) else {
+                let msg = format!(
+                    "warning: state file: ignoring one-time sequence entry '{}' for {} (not a sequence)",
+                    s.sequence,
+                    s.file.display()
+                );
+                self.line(&msg);
+                continue;
+            };
+            // A file that cannot be read keeps the entry (fail closed).
+            if std::fs::read(&s.file).is_ok_and(|b| !config::otp::is_unused_in(&b, &seq)) {
+                continue;
+            }
+            if !self.used_otp.iter().any(|(p, q)| *p == s.file && *q == seq) {
+                self.used_otp.push((s.file, seq));
+            }
+        }
+        self.otp_dirty = true;
+        if self.used_otp.is_empty() {
+            return;
+        }
+        let mut config = std::mem::take(&mut self.config);
+        let before: Vec<(usize, Vec<config::Step>)> = config
+            .doors
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.one_time_sequences.is_some())
+            .map(|(i, d)| (i, d.sequence.clone()))
+            .collect();
+        self.record_used_otp(&mut config);
+        self.config = config;
+        for (i, old) in before {
+            let seq = self.config.doors[i].sequence.clone();
+            if seq != old {
+                let name = self.config.doors[i].name.clone();
+                let msg = if seq.is_empty() {
+                    format!("door {name}: its current one-time sequence was used before the restart and is not recorded yet --> door disabled")
+                } else {
+                    format!("door {name}: recorded the one-time sequence used before the restart")
+                };
+                self.line(&msg);
+                self.matcher
+                    .set_sequence(i, (!seq.is_empty()).then_some(seq));
+            }
+        }
+        self.update_filter();
     }
 
     /// Record a new grant for a command door, then run its start command.

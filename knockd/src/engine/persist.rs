@@ -6,7 +6,7 @@ use crate::config::Command6;
 use crate::firewall::Op;
 use crate::grants::{Close, Grant, GrantId};
 use crate::knocklog::LogSink;
-use crate::state::{self, SavedGrant};
+use crate::state::{self, SavedGrant, SavedOneTime, SavedReplay};
 use crate::statewriter::{Change, StateWriter};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,19 +49,76 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let Some(w) = self.writer() else {
             return;
         };
-        if dirty.is_empty() {
+        // The memories go in the same send as the grants: an open that waits for its record
+        // (write-ahead) also waits for the replay memory of the step that opened it.
+        let mut changes = self.memory_changes(false);
+        if dirty.is_empty() && changes.is_empty() {
             return;
         }
         let now = super::now();
         let wall = SystemTime::now();
-        let changes = dirty
-            .into_iter()
-            .map(|id| match self.ledger.get(id) {
-                Some(g) => Change::Upsert(id, Box::new(Self::saved(g, now, wall))),
-                None => Change::Remove(id),
-            })
-            .collect();
+        changes.extend(dirty.into_iter().map(|id| match self.ledger.get(id) {
+            Some(g) => Change::Upsert(id, Box::new(Self::saved(g, now, wall))),
+            None => Change::Remove(id),
+        }));
         w.send(changes);
+    }
+
+    /// The memory sections that changed since they were last sent (all of them when `all`).
+    fn memory_changes(&mut self, all: bool) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let generation = self.matcher.replay_generation();
+        if all || generation != self.replay_sent {
+            self.replay_sent = generation;
+            changes.push(Change::Replay(self.saved_replay()));
+        }
+        if all || self.otp_dirty {
+            self.otp_dirty = false;
+            changes.push(Change::OneTime(self.saved_one_time()));
+        }
+        changes
+    }
+
+    /// One-time sequences used but not recorded, as the state file holds them.
+    fn saved_one_time(&self) -> Vec<SavedOneTime> {
+        self.used_otp
+            .iter()
+            .take(state::MAX_MEMORY_ENTRIES)
+            .map(|(file, seq)| SavedOneTime {
+                file: file.clone(),
+                sequence: seq
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            })
+            .collect()
+    }
+
+    /// Take over a previous run's state file: its memories (replay memory of TOTP doors,
+    /// unrecorded one-time sequences), then its grants.
+    pub async fn restore_all(
+        &mut self,
+        saved: state::Saved,
+        kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+    ) {
+        self.restore_memory(saved.totp_replay, saved.one_time_used);
+        self.restore_with_kernel(saved.grants, kernel).await;
+    }
+
+    /// The memories of a state file (call before the grants' restore, which writes the file
+    /// back with them). Entries are checked before they count (see `remember_replays` and
+    /// `restore_used_otp`).
+    pub fn restore_memory(&mut self, replay: Vec<SavedReplay>, one_time: Vec<SavedOneTime>) {
+        let offered = replay.len();
+        let taken = self.remember_replays(replay);
+        if offered > 0 {
+            let msg = format!(
+                "replay memory: {taken} of {offered} TOTP step(s) from the state file still in their window"
+            );
+            self.line(&msg);
+        }
+        self.restore_used_otp(one_time);
     }
 
     /// Persist now and return what resolves once that is on disk (None: no state file).
@@ -322,7 +379,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .map(|g| (g.id, Self::saved(g, now, wall)))
             .collect();
         if let Some(w) = self.writer() {
-            w.send(vec![Change::Reset(all)]);
+            let mut changes = vec![Change::Reset(all)];
+            changes.extend(self.memory_changes(true));
+            w.send(changes);
         }
     }
 }

@@ -1093,3 +1093,190 @@ async fn a_tampered_state_file_cannot_run_commands() {
         .iter()
         .any(|l| l.contains("is not an iptables -D for this address: not run")));
 }
+
+static REPLAY_WALL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn replay_wall() -> Duration {
+    Duration::from_millis(REPLAY_WALL_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Issue 10: the replay memory of a TOTP door survives a reload (and so do attempts in
+/// progress) and a restart (through the state file); it expires with the window, and a
+/// state file entry whose ports are not what the secret derives counts for nothing.
+#[tokio::test(start_paused = true)]
+async fn totp_replay_memory_survives_reload_and_restart() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("rot.totp");
+    let spec = knock_ipc::totp::Spec::write_new(&secret).expect("secret");
+    let conf = dir.path().join("knockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[rot]\n TOTP_File = {}\n seq_timeout = 20\n command = open %IP%\n tcpflags = syn\n",
+            secret.display()
+        ),
+    )
+    .expect("write");
+    let state = dir.path().join("state.json");
+    let step = 58_000_000u64;
+    REPLAY_WALL_MS.store((spec.step_start(step) + 1) * 1000, Ordering::Relaxed);
+    let start = |state: &std::path::Path| {
+        let mut t = T::new(crate::config::load(&conf).expect("load").config);
+        t.e.config_path = conf.clone();
+        t.e.state_file = Some(state.to_path_buf());
+        t.e.set_wall_clock(replay_wall);
+        t
+    };
+    let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+        "10.99.77.2".parse().expect("ip"),
+        "10.99.77.9".parse().expect("ip"),
+        "10.99.77.10".parse().expect("ip"),
+    );
+    let mut t = start(&state);
+    t.knock_seq(a, &spec.ports(step));
+    // C is halfway through the previous step's sequence when the reload comes.
+    let prev = spec.ports(step - 1);
+    t.knock_seq(c, &prev[..2]);
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"]);
+    t.e.reload().expect("reload");
+    t.knock_seq(b, &spec.ports(step));
+    t.knock_seq(c, &prev[2..]);
+    t.settle().await;
+    assert_eq!(
+        t.exec.ran(),
+        vec!["open 10.99.77.2", "open 10.99.77.10"],
+        "replay from B refused after the reload; C's attempt survived it: {:?}",
+        t.lines()
+    );
+    assert!(
+        t.lines()
+            .iter()
+            .any(|l| l.starts_with("10.99.77.9: rot: sequence refused: replay")),
+        "{:?}",
+        t.lines()
+    );
+    t.e.flush_state().await;
+    let saved = crate::state::load_all(&state).expect("state");
+    assert_eq!(saved.totp_replay.len(), 2, "{saved:?}");
+
+    // Restart: the memory comes back from the state file.
+    let mut t2 = start(&state);
+    t2.e.restore_all(saved.clone(), None).await;
+    assert!(
+        t2.has_line("replay memory: 2 of 2 TOTP step(s) from the state file still in their window")
+    );
+    t2.knock_seq(b, &spec.ports(step));
+    t2.knock_seq(b, &prev);
+    t2.settle().await;
+    assert!(t2.exec.ran().is_empty(), "{:?}", t2.lines());
+    // The address it opened for may re-knock.
+    t2.knock_seq(a, &spec.ports(step));
+    t2.settle().await;
+    assert_eq!(t2.exec.ran(), vec!["open 10.99.77.2"]);
+    t2.e.flush_state().await;
+    assert_eq!(
+        crate::state::load_all(&state).expect("state").totp_replay,
+        saved.totp_replay,
+        "written back after the restart"
+    );
+
+    // A tampered entry (ports that are not the secret's) counts for nothing.
+    let mut forged = saved.clone();
+    forged.totp_replay.retain(|r| r.step == step);
+    forged.totp_replay[0].ports[0] ^= 1;
+    let other = dir.path().join("other.json");
+    let mut t3 = start(&other);
+    t3.e.restore_all(forged, None).await;
+    assert!(
+        t3.has_line("replay memory: 0 of 1 TOTP step(s) from the state file still in their window")
+    );
+
+    // Two steps later the entries have left the window: forgotten, and gone from the file.
+    REPLAY_WALL_MS.store((spec.step_start(step + 2) + 1) * 1000, Ordering::Relaxed);
+    let mut t4 = start(&state);
+    t4.e.restore_all(saved, None).await;
+    assert!(
+        t4.has_line("replay memory: 0 of 2 TOTP step(s) from the state file still in their window")
+    );
+    t4.e.flush_state().await;
+    let left = crate::state::load_all(&state).expect("state").totp_replay;
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Issue 10, fail closed across restarts: a one-time sequence used while its file could not
+/// be rewritten is kept in the state file; the next start records it (the file is writable
+/// again) instead of accepting the used line, and forgets entries its file already records.
+#[tokio::test(start_paused = true)]
+async fn an_unrecorded_one_time_sequence_stays_used_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let otp = dir.path().join("seqs");
+    let text = " 7001,7002,7003\n 8001,8002,8003\n";
+    std::fs::write(&otp, text).expect("write");
+    let conf = dir.path().join("knockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[otp]\n one_time_sequences = {}\n command = open %IP%\n tcpflags = syn\n",
+            otp.display()
+        ),
+    )
+    .expect("write");
+    let state = dir.path().join("state.json");
+    let start = || {
+        let mut t = T::new(crate::config::load(&conf).expect("load").config);
+        t.e.state_file = Some(state.clone());
+        t
+    };
+    let mut t = start();
+    std::fs::remove_file(&otp).expect("rm");
+    t.knock_seq(CLI, &[7001, 7002, 7003]);
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"]);
+    t.e.flush_state().await;
+    let saved = crate::state::load_all(&state).expect("state");
+    assert_eq!(
+        saved.one_time_used,
+        vec![crate::state::SavedOneTime {
+            file: otp.clone(),
+            sequence: "7001:tcp,7002:tcp,7003:tcp".into()
+        }]
+    );
+    // Restart with the file back as it was (its used line not marked).
+    std::fs::write(&otp, text).expect("write");
+    let mut t2 = start();
+    t2.e.restore_all(saved.clone(), None).await;
+    assert!(
+        t2.has_line("door otp: recorded the one-time sequence used before the restart"),
+        "{:?}",
+        t2.lines()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&otp).expect("read"),
+        "# 7001,7002,7003\n 8001,8002,8003\n"
+    );
+    t2.knock_seq(CLI, &[7001, 7002, 7003]);
+    t2.settle().await;
+    assert!(t2.exec.ran().is_empty(), "the used line stays used");
+    t2.knock_seq(CLI, &[8001, 8002, 8003]);
+    t2.settle().await;
+    assert_eq!(t2.exec.ran(), vec!["open 10.99.77.2"]);
+    t2.e.flush_state().await;
+    assert!(crate::state::load_all(&state)
+        .expect("state")
+        .one_time_used
+        .is_empty());
+    // An entry its file already records is forgotten; one for an unreadable file is kept.
+    let mut t3 = start();
+    let mut gone = saved.clone();
+    gone.one_time_used.push(crate::state::SavedOneTime {
+        file: dir.path().join("missing"),
+        sequence: "1,2,3".into(),
+    });
+    t3.e.restore_all(gone, None).await;
+    t3.e.flush_state().await;
+    let left = crate::state::load_all(&state).expect("state").one_time_used;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].file, dir.path().join("missing"));
+}

@@ -1,8 +1,16 @@
 //! Rotating (TOTP) doors in the engine: at every time step boundary, each TOTP door's
 //! accepted sequences (current, previous and next step) go to the matcher and the capture
-//! filter. Only those three steps' ports are ever in the filter.
+//! filter. Only those three steps' ports are ever in the filter. The replay memory (which
+//! step opened for which address) survives reloads (in the matcher, for doors whose secret is
+//! unchanged) and restarts (in the state file, checked entry by entry when read back).
 
-use super::*;
+use super::Engine;
+use crate::action::Executor;
+use crate::config;
+use crate::knocklog::LogSink;
+use crate::state::SavedReplay;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Wall-clock time since the Unix epoch (the TOTP clock); tests replace it.
 pub type WallClock = fn() -> Duration;
@@ -78,5 +86,56 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .into_iter()
             .flat_map(|(_, seq)| seq)
             .collect()
+    }
+}
+
+impl<E: Executor, L: LogSink> Engine<E, L> {
+    /// The replay memory as the state file holds it: door name, step, the step's ports (which
+    /// bind the entry to the secret) and the address it opened for.
+    pub(super) fn saved_replay(&self) -> Vec<SavedReplay> {
+        self.matcher
+            .replay_memory()
+            .into_iter()
+            .filter_map(|(door, step, addr)| {
+                let d = self.config.doors.get(door)?;
+                let spec = d.totp.as_ref()?;
+                Some(SavedReplay {
+                    door: d.name.clone(),
+                    step,
+                    ports: spec.ports(step),
+                    addr,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes in the replay memory of a state file. The file is data: an entry counts only for
+    /// a TOTP door of this config, for a step the door accepts now (older entries expired
+    /// with their window), and when its ports are what the door's secret derives for that
+    /// step (a changed secret voids it). Returns how many entries were taken in.
+    pub(super) fn remember_replays(&mut self, saved: Vec<SavedReplay>) -> usize {
+        if saved.is_empty() {
+            return 0;
+        }
+        let rotating: HashMap<&str, usize> = self
+            .config
+            .doors
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.totp.is_some())
+            .map(|(i, d)| (d.name.as_str(), i))
+            .collect();
+        let valid: Vec<(usize, u64, std::net::IpAddr)> = saved
+            .into_iter()
+            .filter_map(|r| {
+                let &idx = rotating.get(r.door.as_str())?;
+                let spec = self.config.doors[idx].totp.as_ref()?;
+                (spec.ports(r.step) == r.ports).then_some((idx, r.step, r.addr))
+            })
+            .collect();
+        valid
+            .into_iter()
+            .filter(|&(idx, step, addr)| self.matcher.remember_replay(idx, step, addr))
+            .count()
     }
 }

@@ -113,3 +113,42 @@ fn replay_from_another_source_is_refused_and_a_reknock_from_the_same_source_refr
     knock_ports(&mut r, 600, ip(9), &p);
     assert_eq!(r.opens().len(), before);
 }
+
+/// A reload that keeps the door (same secret) keeps its attempts in progress and what each
+/// step opened for; a door that is not kept (e.g. a new secret) starts afresh.
+#[test]
+fn a_reload_keeping_the_door_keeps_attempts_and_replay_memory() {
+    let s = spec();
+    let p = s.ports(1000);
+    let mut r = at_step(1000);
+    knock_ports(&mut r, 0, ip(2), &p);
+    let q = s.ports(999);
+    knock_ports(&mut r, 10, ip(3), &q[..2]);
+    let generation = r.m.replay_generation();
+    // The door moves from index 0 to 1 (a static door is added before it).
+    r.m.reconfigure(
+        vec![super::tests::door(&[1, 2, 3], 5), totp_door()],
+        &[Some(1)],
+    );
+    assert!(r.m.replay_generation() != generation);
+    r.m.set_variants(1, window(&s, 1000));
+    assert_eq!(r.m.replay_memory(), vec![(1, 1000, ip(2))]);
+    knock_ports(&mut r, 20, ip(9), &p);
+    knock_ports(&mut r, 30, ip(3), &q[2..]);
+    let opens: Vec<_> = r.opens().into_iter().filter(|&(_, d)| d == 1).collect();
+    assert_eq!(opens, vec![(ip(3), 1)], "B refused, C's attempt carried on");
+    // Not kept: nothing carries over.
+    r.m.reconfigure(vec![totp_door()], &[None, None]);
+    r.m.set_variants(0, window(&s, 1000));
+    assert!(r.m.replay_memory().is_empty());
+    // What the state file brings back: only steps the door accepts now.
+    assert!(r.m.remember_replay(0, 1000, ip(2)));
+    assert!(!r.m.remember_replay(0, 1000, ip(9)), "first one wins");
+    assert!(!r.m.remember_replay(0, 1002, ip(2)), "not in the window");
+    knock_ports(&mut r, 40, ip(9), &p);
+    assert!(r.events.contains(&MatchEvent::Refused {
+        src: ip(9),
+        door: 0,
+        reason: Refusal::Replay
+    }));
+}
