@@ -32,6 +32,27 @@ pub enum Pattern {
     Door { port: u16 },
     /// SYNs to random ports 1-65535 from random spoofed sources.
     Scan,
+    /// Whole knocks: spoofed source `n` sends one SYN to each of `ports`, in order and back to
+    /// back (packets `3n`, `3n+1`, `3n+2`), so every source completes the sequence. Sources
+    /// are sequential, so they fill one /24 after the other (256 sources each).
+    Completing { ports: [u16; 3] },
+}
+
+impl Pattern {
+    /// Source and destination port of packet `i` (`rng` only for [`Pattern::Scan`]).
+    fn packet(&self, i: u64, rng: &mut XorShift) -> (Ipv4Addr, u16) {
+        match *self {
+            Pattern::Door { port } => (spoofed(i as u32), port),
+            Pattern::Scan => {
+                let r = rng.next();
+                (spoofed(r as u32), (r >> 32) as u16 % 65535 + 1)
+            }
+            Pattern::Completing { ports } => {
+                let n = ports.len() as u64;
+                (spoofed((i / n) as u32), ports[(i % n) as usize])
+            }
+        }
+    }
 }
 
 /// One flood: `pattern` at `rate_pps` for `duration` (at most `rate_pps × duration` packets).
@@ -92,13 +113,7 @@ impl Flooder {
                 continue;
             }
             for _ in 0..(due - attempted).min(MAX_BURST) {
-                let (src, dport) = match spec.pattern {
-                    Pattern::Door { port } => (spoofed(attempted as u32), port),
-                    Pattern::Scan => {
-                        let r = rng.next();
-                        (spoofed(r as u32), (r >> 32) as u16 % 65535 + 1)
-                    }
-                };
+                let (src, dport) = spec.pattern.packet(attempted, &mut rng);
                 let sport = 1024 + (attempted % 60000) as u16;
                 let pkt = syn(src, self.dst, sport, dport, attempted as u32);
                 if self.sock.send_to(&pkt, &dst).is_err() {
@@ -178,6 +193,32 @@ mod tests {
         for n in 0..1_000_000 {
             assert!(seen.insert(spoofed(n)));
         }
+    }
+
+    #[test]
+    fn completing_sources_send_the_whole_sequence_in_order() {
+        let p = Pattern::Completing {
+            ports: [7000, 8000, 9000],
+        };
+        let mut rng = XorShift(1);
+        let pkts: Vec<_> = (0..6).map(|i| p.packet(i, &mut rng)).collect();
+        let a = spoofed(0);
+        let b = spoofed(1);
+        assert_eq!(
+            pkts,
+            vec![
+                (a, 7000),
+                (a, 8000),
+                (a, 9000),
+                (b, 7000),
+                (b, 8000),
+                (b, 9000)
+            ]
+        );
+        // 200,000 packets: 66,667 sources over 261 /24 networks.
+        let (last, _) = p.packet(199_999, &mut rng);
+        assert_eq!(last, spoofed(66_666));
+        assert_eq!(last.octets()[..3], [10, 193, 4]);
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! - [`monitor`]: nftables netlink events from the server namespace, timestamped.
 //! - [`daemon`]: the daemons under test and their config; [`floor`]: the firewall command's
 //!   own latency, without any daemon.
+//! - [`access`]: a listener on the opened port and the client's real connection to it;
+//!   [`fwcount`]: rules and set elements left in the firewall.
 //! - [`procfs`]: CPU and memory of a daemon.
 //! - [`runner`]: the scenarios; [`report`]: table, JSON and targets; [`stats`]: percentiles.
 
+pub mod access;
 pub mod daemon;
 pub mod floor;
+pub mod fwcount;
 pub mod generator;
 pub mod knocker;
 pub mod monitor;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::daemon::Variant;
 use super::floor::Floor;
+use super::fwcount::FirewallCount;
 use super::generator::FloodStats;
 use super::procfs::{MemPart, ThreadCpu};
 use super::stats::{ms, percentile};
@@ -20,6 +21,11 @@ pub struct Legit {
     pub opened: usize,
     /// Rules that appeared only after the knock had been counted as a miss.
     pub late: usize,
+    /// Knocks after which a TCP connection to the opened port got through (completing
+    /// flood only; `None` where the bench does not connect).
+    pub connected: Option<usize>,
+    /// Revokes whose rule was still there after 5 s (completing flood: counted, not fatal).
+    pub slow_revokes: usize,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
@@ -113,6 +119,10 @@ pub struct RunResult {
     pub backlog_drops: u64,
     /// ACCEPT rules for sources other than the legitimate client.
     pub stray_grants: u64,
+    /// What the firewall holds at the end (completing flood only).
+    pub firewall: Option<FirewallCount>,
+    /// Our daemon's opens refused, by reason (`knockctl status`: `refused_<reason>`).
+    pub refused: BTreeMap<String, u64>,
     pub threads: Vec<ThreadCpu>,
     /// Resident memory at the end, by kind of mapping.
     pub memory: Vec<MemPart>,
@@ -135,6 +145,8 @@ impl RunResult {
             kernel_drops: None,
             backlog_drops: 0,
             stray_grants: 0,
+            firewall: None,
+            refused: BTreeMap::new(),
             threads: Vec::new(),
             memory: Vec::new(),
             growth: None,
@@ -303,6 +315,13 @@ pub fn check_targets(runs: &[RunResult]) -> Vec<TargetCheck> {
                 ours(scenario).map(|o| (opened_all(o), format!("opened {}", opened(o)))),
             );
         }
+        for scenario in completing_scenarios(runs, v) {
+            for (target, verdict) in
+                completing_targets(&scenario, ours(&scenario), deb(&scenario), v)
+            {
+                push(&target, verdict);
+            }
+        }
         push(
             "state-growth-1M: peak RSS <= 64 MiB",
             ours("state-growth-1M").map(|o| {
@@ -319,6 +338,81 @@ pub fn check_targets(runs: &[RunResult]) -> Vec<TargetCheck> {
         );
     }
     out
+}
+
+/// The completing-flood scenarios `v` ran, in order.
+fn completing_scenarios(runs: &[RunResult], v: Variant) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in runs.iter().filter(|r| r.variant == v) {
+        if r.scenario.starts_with("completing-flood") && !out.contains(&r.scenario) {
+            out.push(r.scenario.clone());
+        }
+    }
+    out
+}
+
+/// The flood kept its rate: at least 95 % of the target achieved.
+pub const FLOOD_RATE_SHARE: f64 = 0.95;
+
+/// The completing flood's targets for `v`: every legit knock got access (a connection);
+/// CPU at most 2 s (`ours-native`), 1 s (`ours-nft`) or a fifth of knockd's (`ours-cmd`,
+/// the seed's command doors); the flood generator kept its rate. Pure.
+pub fn completing_targets(
+    scenario: &str,
+    ours: Option<&RunResult>,
+    debian: Option<&RunResult>,
+    v: Variant,
+) -> Vec<(String, Option<(bool, String)>)> {
+    let access = ours.map(|o| {
+        let connected = o.legit.connected.unwrap_or(0);
+        (
+            o.legit.tried > 0 && connected == o.legit.tried,
+            format!(
+                "connected {connected}/{} (rule seen {})",
+                o.legit.tried,
+                opened(o)
+            ),
+        )
+    });
+    let cpu = match v {
+        Variant::OursNative | Variant::OursNft => {
+            let limit = if v == Variant::OursNft { 1.0 } else { 2.0 };
+            let verdict = ours.map(|o| {
+                (
+                    o.cpu_s <= limit,
+                    format!("CPU {:.2} s (children included)", o.cpu_s),
+                )
+            });
+            (format!("CPU <= {limit:.0} s"), verdict)
+        }
+        _ => {
+            let verdict = ours.zip(debian).map(|(o, d)| {
+                (
+                    o.cpu_s * 5.0 <= d.cpu_s,
+                    format!("CPU {:.2} s vs knockd {:.2} s", o.cpu_s, d.cpu_s),
+                )
+            });
+            ("CPU <= 1/5 of knockd's".to_string(), verdict)
+        }
+    };
+    let rate = ours.map(|o| match (o.target_pps, o.flood) {
+        (Some(t), Some(f)) => (
+            f.achieved_pps >= FLOOD_RATE_SHARE * t as f64,
+            format!("{:.0} of {t} packets/s", f.achieved_pps),
+        ),
+        _ => (false, "no flood".to_string()),
+    });
+    vec![
+        (format!("{scenario}: every legit knock connects"), access),
+        (format!("{scenario}: {}", cpu.0), cpu.1),
+        (
+            format!(
+                "{scenario}: flood keeps >= {:.0} % of its rate",
+                FLOOD_RATE_SHARE * 100.0
+            ),
+            rate,
+        ),
+    ]
 }
 
 /// The side-by-side table: one block per scenario, one column per daemon.
@@ -380,7 +474,30 @@ pub fn table(report: &Report) -> String {
             let _ = write!(header, "{:>14}", v.label());
         }
         let _ = writeln!(s, "{header}");
-        for (label, cell) in rows() {
+        let mut reasons: Vec<&str> = Vec::new();
+        for r in runs.iter().flatten() {
+            for k in r.refused.keys() {
+                if !reasons.contains(&k.as_str()) {
+                    reasons.push(k);
+                }
+            }
+        }
+        let mut lines: Vec<(String, DynCell)> = rows()
+            .into_iter()
+            .map(|(label, cell)| (label.to_string(), Box::new(cell) as Box<_>))
+            .collect();
+        for reason in reasons {
+            let key = reason.to_string();
+            lines.push((
+                format!("refused opens: {reason}"),
+                Box::new(move |r: &RunResult| {
+                    r.variant
+                        .is_ours()
+                        .then(|| r.refused.get(&key).copied().unwrap_or(0).to_string())
+                }),
+            ));
+        }
+        for (label, cell) in &lines {
             if runs.iter().flatten().all(|r| cell(r).is_none()) {
                 continue;
             }
@@ -419,6 +536,7 @@ pub fn table(report: &Report) -> String {
 }
 
 type Cell = fn(&RunResult) -> Option<String>;
+type DynCell = Box<dyn Fn(&RunResult) -> Option<String>>;
 
 fn rows() -> Vec<(&'static str, Cell)> {
     vec![
@@ -430,6 +548,12 @@ fn rows() -> Vec<(&'static str, Cell)> {
             r.flood.map(|f| f.sent.to_string())
         }),
         ("legit opened/tried", |r| Some(opened(r))),
+        ("legit connected/tried", |r| {
+            r.legit.connected.map(|c| format!("{c}/{}", r.legit.tried))
+        }),
+        ("legit slow revokes", |r| {
+            (r.legit.slow_revokes > 0).then(|| r.legit.slow_revokes.to_string())
+        }),
         ("legit late", |r| {
             (r.legit.late > 0).then(|| r.legit.late.to_string())
         }),
@@ -451,6 +575,14 @@ fn rows() -> Vec<(&'static str, Cell)> {
             r.flood.map(|_| r.backlog_drops.to_string())
         }),
         ("stray grants", |r| Some(r.stray_grants.to_string())),
+        ("rules in INPUT at end", |r| {
+            r.firewall.map(|f| f.rules.to_string())
+        }),
+        ("nft set elements at end", |r| {
+            r.firewall
+                .and_then(|f| f.set_elements)
+                .map(|n| n.to_string())
+        }),
         ("CPU us/packet early", |r| {
             r.growth.as_ref().map(|g| f(g.early_us_per_packet))
         }),
@@ -538,6 +670,153 @@ mod tests {
         };
         assert_eq!(quiet(Variant::OursCmd), Some(true));
         assert_eq!(quiet(Variant::OursNative), Some(false), "one miss");
+    }
+
+    fn completing(v: Variant, tried: usize, connected: usize, cpu: f64, pps: f64) -> RunResult {
+        let mut r = run("completing-flood-20k", v, &[3; 1], tried, cpu);
+        r.legit.connected = Some(connected);
+        r.target_pps = Some(20_000);
+        r.flood = Some(FloodStats {
+            sent: 200_000,
+            send_errors: 0,
+            elapsed_s: 10.0,
+            achieved_pps: pps,
+        });
+        r
+    }
+
+    fn verdicts(runs: &[RunResult], v: Variant) -> Vec<(String, bool)> {
+        check_targets(runs)
+            .into_iter()
+            .filter(|t| t.variant == v && t.target.starts_with("completing"))
+            .map(|t| (t.target, t.met))
+            .collect()
+    }
+
+    #[test]
+    fn completing_flood_targets_per_daemon() {
+        let runs = vec![
+            completing(Variant::Debian, 5, 2, 11.0, 20_000.0),
+            completing(Variant::OursCmd, 20, 20, 2.0, 19_990.0),
+            completing(Variant::OursNative, 20, 20, 2.5, 19_000.0),
+            completing(Variant::OursNft, 20, 19, 0.5, 20_000.0),
+        ];
+        assert_eq!(
+            verdicts(&runs, Variant::OursCmd),
+            [
+                (
+                    "completing-flood-20k: every legit knock connects".to_string(),
+                    true
+                ),
+                (
+                    "completing-flood-20k: CPU <= 1/5 of knockd's".to_string(),
+                    true
+                ),
+                (
+                    "completing-flood-20k: flood keeps >= 95 % of its rate".to_string(),
+                    true
+                ),
+            ]
+        );
+        assert_eq!(
+            verdicts(&runs, Variant::OursNative),
+            [
+                (
+                    "completing-flood-20k: every legit knock connects".to_string(),
+                    true
+                ),
+                ("completing-flood-20k: CPU <= 2 s".to_string(), false),
+                (
+                    "completing-flood-20k: flood keeps >= 95 % of its rate".to_string(),
+                    true
+                ),
+            ]
+        );
+        assert_eq!(
+            verdicts(&runs, Variant::OursNft),
+            [
+                (
+                    "completing-flood-20k: every legit knock connects".to_string(),
+                    false
+                ),
+                ("completing-flood-20k: CPU <= 1 s".to_string(), true),
+                (
+                    "completing-flood-20k: flood keeps >= 95 % of its rate".to_string(),
+                    true
+                ),
+            ]
+        );
+        // A slow generator misses; Debian's own run is not judged.
+        let slow = vec![
+            completing(Variant::Debian, 5, 2, 11.0, 20_000.0),
+            completing(Variant::OursCmd, 20, 20, 3.0, 8_700.0),
+        ];
+        let v = verdicts(&slow, Variant::OursCmd);
+        assert_eq!(
+            v.iter().map(|(_, m)| *m).collect::<Vec<_>>(),
+            [true, false, false]
+        );
+        assert!(verdicts(&slow, Variant::Debian).is_empty());
+    }
+
+    #[test]
+    fn completing_flood_needs_a_connection_not_just_a_rule() {
+        let mut r = completing(Variant::OursNative, 4, 0, 0.1, 20_000.0);
+        r.legit.connected = None;
+        let t = completing_targets("completing-flood-20k", Some(&r), None, Variant::OursNative);
+        assert_eq!(t[0].1.as_ref().map(|v| v.0), Some(false));
+        let t = completing_targets("completing-flood-20k", None, None, Variant::OursCmd);
+        assert!(t.iter().all(|(_, v)| v.is_none()), "no run, no verdict");
+    }
+
+    #[test]
+    fn table_shows_access_firewall_and_refusals_by_reason() {
+        let mut ours = completing(Variant::OursCmd, 4, 3, 0.5, 20_000.0);
+        ours.firewall = Some(FirewallCount {
+            rules: 64,
+            set_elements: None,
+        });
+        ours.refused = [("pool_full".to_string(), 7), ("door_rate".to_string(), 9)]
+            .into_iter()
+            .collect();
+        let mut nft = completing(Variant::OursNft, 4, 4, 0.5, 20_000.0);
+        nft.firewall = Some(FirewallCount {
+            rules: 0,
+            set_elements: Some(1000),
+        });
+        let mut deb = completing(Variant::Debian, 4, 1, 5.0, 20_000.0);
+        deb.firewall = Some(FirewallCount {
+            rules: 471,
+            set_elements: None,
+        });
+        let report = Report {
+            date: "d".to_string(),
+            smoke: false,
+            machine: Machine {
+                cores: 2,
+                cpu: "x".to_string(),
+                kernel: "6".to_string(),
+                loadavg_before: String::new(),
+                loadavg_after: String::new(),
+            },
+            versions: BTreeMap::new(),
+            runs: vec![deb, ours, nft],
+            targets: Vec::new(),
+            floors: Vec::new(),
+            wall_s: 1.0,
+        };
+        let text = table(&report);
+        let row = |label: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .map(|l| l.split_whitespace().rev().take(3).collect::<Vec<_>>())
+                .unwrap_or_else(|| panic!("no row {label} in {text}"))
+        };
+        assert_eq!(row("legit connected/tried"), ["4/4", "3/4", "1/4"]);
+        assert_eq!(row("rules in INPUT at end"), ["0", "64", "471"]);
+        assert_eq!(row("nft set elements at end"), ["1000", "n/a", "n/a"]);
+        assert_eq!(row("refused opens: pool_full"), ["0", "7", "n/a"]);
+        assert_eq!(row("refused opens: door_rate"), ["0", "9", "n/a"]);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! client every `legit_interval`: the latency of a knock is from the moment its last SYN left
 //! to the moment the kernel committed the ACCEPT rule. After each knock the grant is revoked
 //! and its deletion awaited, so every knock opens anew.
+//!
+//! In the completing flood the legitimate client also connects to the opened port (a
+//! listener in the server namespace, which drops new connections to it unless a grant lets
+//! them in): a knock got access when that connection was made.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::daemon::{RunningDaemon, Variant, SEQUENCE};
+use super::access::{connect, Listener};
+use super::daemon::{open_refusals, Doors, RunningDaemon, Variant, PROTECTED_PORT, SEQUENCE};
+use super::fwcount;
 use super::generator::{FloodSpec, FloodStats, Flooder, Pattern};
 use super::knocker::Knocker;
 use super::monitor::{RuleBook, RuleMonitor};
@@ -32,6 +38,8 @@ pub struct Plan {
     pub flood: Duration,
     pub door_rates: Vec<u64>,
     pub scan_rates: Vec<u64>,
+    /// Completing floods: every spoofed source sends the whole sequence.
+    pub completing_rates: Vec<u64>,
     /// State growth: this many first knocks from distinct sources at `growth_rate`.
     pub growth_sources: u64,
     pub growth_rate: u64,
@@ -54,6 +62,7 @@ impl Plan {
             // 200k is past what one sender thread reaches here: it shows where the limit is.
             door_rates: vec![20_000, 50_000, 100_000, 200_000],
             scan_rates: vec![50_000, 100_000],
+            completing_rates: vec![20_000],
             growth_sources: 1_000_000,
             growth_rate: 100_000,
             legit_interval: Duration::from_millis(500),
@@ -72,6 +81,8 @@ impl Plan {
             flood: Duration::from_millis(400),
             door_rates: vec![2_000],
             scan_rates: vec![2_000],
+            // 400 packets: 133 sources completing the sequence.
+            completing_rates: vec![1_000],
             growth_sources: 1_000,
             growth_rate: 2_500,
             legit_interval: Duration::from_millis(100),
@@ -92,6 +103,11 @@ impl Plan {
             self.scan_rates
                 .iter()
                 .map(|&pps| Scenario::ScanFlood { pps }),
+        );
+        v.extend(
+            self.completing_rates
+                .iter()
+                .map(|&pps| Scenario::CompletingFlood { pps }),
         );
         if self.growth_sources > 0 {
             v.push(Scenario::StateGrowth {
@@ -114,6 +130,9 @@ pub enum Scenario {
     /// `sources` first knocks from distinct spoofed sources; the door's `seq_timeout` is long
     /// enough that none of them expires during the run.
     StateGrowth { sources: u64, pps: u64 },
+    /// Spoofed sources that each send the whole sequence, in order, against the seed's
+    /// doors; the legitimate client connects after each knock.
+    CompletingFlood { pps: u64 },
 }
 
 impl Scenario {
@@ -123,6 +142,15 @@ impl Scenario {
             Scenario::DoorFlood { pps } => format!("door-flood-{}", si(pps)),
             Scenario::ScanFlood { pps } => format!("scan-flood-{}", si(pps)),
             Scenario::StateGrowth { sources, .. } => format!("state-growth-{}", si(sources)),
+            Scenario::CompletingFlood { pps } => format!("completing-flood-{}", si(pps)),
+        }
+    }
+
+    /// The completing flood runs the seed's doors and checks access with a real connection.
+    pub fn doors(&self) -> Doors {
+        match self {
+            Scenario::CompletingFlood { .. } => Doors::Seed,
+            _ => Doors::Bench,
         }
     }
 
@@ -144,6 +172,11 @@ impl Scenario {
             }),
             Scenario::ScanFlood { pps } => Some(FloodSpec {
                 pattern: Pattern::Scan,
+                rate_pps: pps,
+                duration: plan.flood,
+            }),
+            Scenario::CompletingFlood { pps } => Some(FloodSpec {
+                pattern: Pattern::Completing { ports: SEQUENCE },
                 rate_pps: pps,
                 duration: plan.flood,
             }),
@@ -173,11 +206,20 @@ const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
 const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a revoked grant may take to disappear.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the legitimate client's connection may take once its rule is in.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// ...and when no rule was seen (the monitor can lose events under a rule bomb).
+const BLIND_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Runs one scenario for one daemon in a fresh lab. Errors describe what broke.
 pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunResult> {
     let lab = Lab::new();
-    let mut daemon = RunningDaemon::start(&lab, variant, scenario.seq_timeout())?;
+    let doors = scenario.doors();
+    let mut daemon = RunningDaemon::start(&lab, variant, scenario.seq_timeout(), doors)?;
+    let access = (doors == Doors::Seed)
+        .then(|| Listener::start(lab.srv_ns(), SRV, PROTECTED_PORT))
+        .transpose()?
+        .map(|l| (l, lab.cli_ns()));
     let monitor = RuleMonitor::start(lab.srv_ns())?;
     let mut book = RuleBook::new(CLI);
     let mut knocker = Knocker::new(lab.cli_ns(), CLI, SRV)?;
@@ -190,7 +232,21 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
             daemon.log_text()
         );
     }
+    if let Some((_, ns)) = &access {
+        if !connect(ns, SRV, PROTECTED_PORT, CONNECT_TIMEOUT)? {
+            bail!(
+                "{}: the warm-up knock opened a rule but no connection to port {PROTECTED_PORT} got through",
+                variant.label()
+            );
+        }
+    }
     close(&daemon, &mut book, &monitor)?;
+    if access.is_some() && connect(lab.cli_ns(), SRV, PROTECTED_PORT, BLIND_CONNECT_TIMEOUT)? {
+        bail!(
+            "{}: port {PROTECTED_PORT} accepts connections without a grant: the guard does not work",
+            variant.label()
+        );
+    }
 
     let pid = daemon.pid();
     let before = procfs::sample(pid)?;
@@ -203,7 +259,11 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     let stop = AtomicBool::new(false);
     let start = Instant::now();
 
-    let mut legit = Legit::default();
+    let mut legit = Legit {
+        connected: access.as_ref().map(|_| 0),
+        ..Legit::default()
+    };
+    let cli_ns = access.as_ref().map(|(_, ns)| *ns);
     let mut samples = Vec::new();
     let flood_stats: Option<FloodStats> = std::thread::scope(|s| -> Result<_> {
         let flood_thread = match (&flooder, &flood) {
@@ -231,7 +291,14 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
                     processed: daemon.processed().saturating_sub(processed_before),
                     cpu_s: procfs::sample(pid)?.cpu_s - before.cpu_s,
                 });
-                knock_once(plan, &mut knocker, &daemon, &mut book, &monitor, &mut legit)?;
+                let mut k = Knock {
+                    knocker: &mut knocker,
+                    daemon: &daemon,
+                    book: &mut book,
+                    monitor: &monitor,
+                    connect_from: cli_ns,
+                };
+                k.once(plan, &mut legit)?;
                 if let Some(rest) = (slot + interval).checked_duration_since(Instant::now()) {
                     std::thread::sleep(rest);
                 }
@@ -257,6 +324,11 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     let after = procfs::sample(pid)?;
     let processed = daemon.processed().saturating_sub(processed_before);
     let status = daemon.status();
+    let refused = daemon
+        .status_json()
+        .map(|j| open_refusals(&j))
+        .unwrap_or_default();
+    let firewall = access.is_some().then(|| fwcount::count(&lab));
     samples.push(GrowthSample {
         t_s: start.elapsed().as_secs_f64(),
         sent: progress.load(Ordering::Relaxed),
@@ -280,6 +352,8 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
             .map(|((c, _), b)| c.kernel_drops.saturating_sub(b)),
         backlog_drops: procfs::backlog_drops().saturating_sub(backlog_before),
         stray_grants: book.strays,
+        firewall,
+        refused,
         threads: procfs::threads(pid),
         memory: procfs::memory(pid),
         growth,
@@ -287,28 +361,60 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     })
 }
 
-/// One legitimate knock: send, wait for the rule, revoke it.
-fn knock_once(
-    plan: &Plan,
-    knocker: &mut Knocker,
-    daemon: &RunningDaemon<'_>,
-    book: &mut RuleBook,
-    monitor: &RuleMonitor,
-    legit: &mut Legit,
-) -> Result<()> {
-    book.drain(monitor);
-    if book.watched_open() {
-        // The previous knock's rule arrived after its timeout.
-        legit.late += 1;
-        close(daemon, book, monitor)?;
+/// What one legitimate knock needs.
+struct Knock<'a, 'lab> {
+    knocker: &'a mut Knocker,
+    daemon: &'a RunningDaemon<'lab>,
+    book: &'a mut RuleBook,
+    monitor: &'a RuleMonitor,
+    /// Connect to the protected port after the knock, from this namespace.
+    connect_from: Option<&'a str>,
+}
+
+impl Knock<'_, '_> {
+    /// One legitimate knock: send, wait for the rule, connect (if asked), revoke it.
+    fn once(&mut self, plan: &Plan, legit: &mut Legit) -> Result<()> {
+        self.book.drain(self.monitor);
+        if self.book.watched_open() {
+            // The previous knock's rule arrived after its timeout.
+            legit.late += 1;
+            self.close(legit)?;
+        }
+        let sent = self.knocker.knock(&SEQUENCE)?;
+        legit.tried += 1;
+        let added = self
+            .book
+            .wait_added(self.monitor, sent + plan.legit_timeout);
+        if let Some(at) = added {
+            legit.latencies.push(at.saturating_duration_since(sent));
+        }
+        let mut connected = false;
+        if let (Some(ns), Some(n)) = (self.connect_from, legit.connected.as_mut()) {
+            // No rule seen: try anyway, the event may have been lost.
+            let timeout = if added.is_some() {
+                CONNECT_TIMEOUT
+            } else {
+                BLIND_CONNECT_TIMEOUT
+            };
+            connected = connect(ns, SRV, PROTECTED_PORT, timeout)?;
+            *n += usize::from(connected);
+        }
+        if added.is_some() || connected {
+            self.close(legit)?;
+        }
+        Ok(())
     }
-    let sent = knocker.knock(&SEQUENCE)?;
-    legit.tried += 1;
-    if let Some(at) = book.wait_added(monitor, sent + plan.legit_timeout) {
-        legit.latencies.push(at.saturating_duration_since(sent));
-        close(daemon, book, monitor)?;
+
+    /// Revokes the grant; under a completing flood a slow revoke is counted, not fatal.
+    fn close(&mut self, legit: &mut Legit) -> Result<()> {
+        match close(self.daemon, self.book, self.monitor) {
+            Err(_) if self.connect_from.is_some() => {
+                legit.slow_revokes += 1;
+                Ok(())
+            }
+            r => r,
+        }
     }
-    Ok(())
 }
 
 /// Revokes the client's grant and waits until its rule is gone.
@@ -362,6 +468,26 @@ mod tests {
     }
 
     #[test]
+    fn completing_flood_sends_whole_sequences_against_the_seed_doors() {
+        let s = Scenario::CompletingFlood { pps: 20_000 };
+        assert_eq!(s.name(), "completing-flood-20k");
+        assert_eq!(s.doors(), Doors::Seed);
+        assert_eq!(Scenario::DoorFlood { pps: 1 }.doors(), Doors::Bench);
+        let spec = s.flood(&Plan::full()).expect("a flood");
+        assert_eq!(spec.total(), 200_000);
+        assert_eq!(
+            spec.pattern,
+            Pattern::Completing {
+                ports: [7000, 8000, 9000]
+            }
+        );
+        assert!(Plan::smoke()
+            .scenarios()
+            .iter()
+            .any(|s| matches!(s, Scenario::CompletingFlood { .. })));
+    }
+
+    #[test]
     fn growth_floods_each_source_once() {
         let growth = Scenario::StateGrowth {
             sources: 1_000_000,
@@ -386,6 +512,7 @@ mod tests {
             "door-flood-100k",
             "scan-flood-50k",
             "state-growth-1M",
+            "completing-flood-20k",
         ] {
             assert!(
                 names.iter().any(|n| n == want),
