@@ -82,6 +82,7 @@ fn server_msgs() -> Vec<ServerMsg> {
         ServerMsg::Response {
             response: Response::Grants {
                 grants: vec![grant(), grant()],
+                total: 2,
             },
         },
         ServerMsg::Response {
@@ -94,6 +95,7 @@ fn server_msgs() -> Vec<ServerMsg> {
                     age_ms: 100,
                     remaining_ms: 24_900,
                 }],
+                total: 1,
             },
         },
         ServerMsg::Response {

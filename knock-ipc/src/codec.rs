@@ -203,6 +203,7 @@ mod tests {
             ServerMsg::Response {
                 response: Response::Grants {
                     grants: vec![grant.clone()],
+                    total: 20_000,
                 },
             },
             ServerMsg::Response {
@@ -259,7 +260,11 @@ mod tests {
             assert!(decode::<ClientMsg>(bytes).is_err());
         }
         // A Vec length claiming 2^60 elements must not allocate.
-        let mut evil = encode(&Response::Grants { grants: vec![] }).expect("enc");
+        let mut evil = encode(&Response::Grants {
+            grants: vec![],
+            total: 0,
+        })
+        .expect("enc");
         evil.truncate(1);
         evil.extend_from_slice(&[0xff, 0, 0, 0, 0, 0, 0, 0, 0x10]);
         assert!(decode::<Response>(&evil).is_err());

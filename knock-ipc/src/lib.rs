@@ -18,7 +18,7 @@ pub use client::{Client, ClientError, Subscription};
 pub use protocol::*;
 
 /// Most grants (`Grants`) or attempts (`Attempts`) one answer lists, oldest first: what fits a
-/// frame ([`codec::MAX_FRAME`]) with room to spare. `Status` gives the totals.
+/// frame ([`codec::MAX_FRAME`]) with room to spare. Each answer also carries the total.
 pub const LIST_CAP: usize = 5_000;
 
 /// Default control socket path.

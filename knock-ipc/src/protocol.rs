@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,15 +68,35 @@ pub enum ServerMsg {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Status { status: Status },
-    Grants { grants: Vec<GrantInfo> },
-    Attempts { attempts: Vec<AttemptInfo> },
-    Doors { doors: Vec<DoorInfo> },
-    Revoked { grants: Vec<GrantInfo> },
-    Reloaded { warnings: Vec<String> },
-    ReloadFailed { errors: Vec<String> },
+    Status {
+        status: Status,
+    },
+    /// The oldest grants (at most [`crate::LIST_CAP`]); `total`: how many are open.
+    Grants {
+        grants: Vec<GrantInfo>,
+        total: u64,
+    },
+    /// The oldest attempts (at most [`crate::LIST_CAP`]); `total`: how many are tracked.
+    Attempts {
+        attempts: Vec<AttemptInfo>,
+        total: u64,
+    },
+    Doors {
+        doors: Vec<DoorInfo>,
+    },
+    Revoked {
+        grants: Vec<GrantInfo>,
+    },
+    Reloaded {
+        warnings: Vec<String>,
+    },
+    ReloadFailed {
+        errors: Vec<String>,
+    },
     Subscribed,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -250,7 +250,7 @@ async fn list_prints_an_aligned_table() {
     ];
     grants[0].opened_at_unix_ms = today_noon_utc_ms();
     grants[1].opened_at_unix_ms = 1_000_000_000_000; // 2001-09-09 01:46:40 UTC
-    let daemon = FakeDaemon::start(Script::respond(vec![Response::Grants { grants }]));
+    let daemon = FakeDaemon::start(Script::respond(vec![Response::Grants { grants, total: 2 }]));
     let out = knockctl(&daemon.socket, &["list"]).await;
     assert_exit(&out, 0);
     assert_eq!(
@@ -266,7 +266,10 @@ never  Sep 09 01:46  openSSH  fd99:77::2  22/tcp (INPUT)  native rule delete
 
 #[tokio::test]
 async fn list_without_grants_says_so() {
-    let daemon = FakeDaemon::start(Script::respond(vec![Response::Grants { grants: vec![] }]));
+    let daemon = FakeDaemon::start(Script::respond(vec![Response::Grants {
+        grants: vec![],
+        total: 0,
+    }]));
     let out = knockctl(&daemon.socket, &["list"]).await;
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "no open grants\n");
@@ -277,6 +280,7 @@ async fn list_json_is_one_document() {
     let grants = vec![grant("openSSH", "10.0.0.12", Some(30_000))];
     let daemon = FakeDaemon::start(Script::respond(vec![Response::Grants {
         grants: grants.clone(),
+        total: 1,
     }]));
     let out = knockctl(&daemon.socket, &["--json", "list"]).await;
     assert_exit(&out, 0);
@@ -284,6 +288,30 @@ async fn list_json_is_one_document() {
     assert_eq!(parsed, grants);
     let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(value[0]["addr"], "10.0.0.12");
+}
+
+/// knockd lists the oldest LIST_CAP and says how many there are: knockctl tells the user,
+/// after the table, or on stderr with `--json` (stdout stays one JSON array).
+#[tokio::test]
+async fn a_truncated_list_says_how_many_are_left_out() {
+    let grants = vec![grant("openSSH", "10.0.0.12", Some(30_000))];
+    for json in [false, true] {
+        let daemon = FakeDaemon::start(Script::respond(vec![Response::Grants {
+            grants: grants.clone(),
+            total: 20_000,
+        }]));
+        let args: &[&str] = if json { &["--json", "list"] } else { &["list"] };
+        let out = knockctl(&daemon.socket, args).await;
+        assert_exit(&out, 0);
+        let note = "showing the oldest 1 of 20000 grants";
+        if json {
+            let parsed: Vec<GrantInfo> = serde_json::from_str(&stdout(&out)).expect("a JSON array");
+            assert_eq!(parsed, grants);
+            assert!(String::from_utf8_lossy(&out.stderr).contains(note));
+        } else {
+            assert!(stdout(&out).contains(note), "{}", stdout(&out));
+        }
+    }
 }
 
 #[tokio::test]
@@ -505,6 +533,7 @@ async fn rejection_is_reported() {
 async fn socket_from_environment() {
     let daemon = FakeDaemon::start(Script::respond(vec![Response::Attempts {
         attempts: vec![],
+        total: 0,
     }]));
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_knockctl"))
         .arg("attempts")

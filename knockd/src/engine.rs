@@ -862,4 +862,6 @@ mod tasks;
 pub mod totp;
 
 #[cfg(test)]
+mod reply_cost;
+#[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! Pure data; the engine owns it and runs the actions.
 
 use crate::action::{Action, FwRule};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
@@ -106,7 +106,8 @@ pub enum CheckWhen {
 
 #[derive(Debug, Default)]
 pub struct Ledger {
-    grants: HashMap<GrantId, Grant>,
+    /// In id order (ids grow): the oldest grants are listed without sorting them all.
+    grants: BTreeMap<GrantId, Grant>,
     by_key: HashMap<(String, IpAddr), GrantId>,
     /// Every grant (open or closing) of an address: doors that open the same port for the
     /// same source share one nftables element (see [`Self::of_addr`]).
@@ -415,16 +416,18 @@ impl Ledger {
     }
 
     /// All grants, oldest first.
+    /// Every grant, oldest first.
     pub fn list(&self) -> Vec<&Grant> {
-        let mut v: Vec<&Grant> = self.grants.values().collect();
-        v.sort_by_key(|g| g.id);
-        v
+        self.grants.values().collect()
+    }
+
+    /// The oldest grants, in order, without touching the others (answers to operators).
+    pub fn oldest(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.values()
     }
 
     pub fn ids(&self) -> Vec<GrantId> {
-        let mut v: Vec<GrantId> = self.grants.keys().copied().collect();
-        v.sort_unstable();
-        v
+        self.grants.keys().copied().collect()
     }
 }
 

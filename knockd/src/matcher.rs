@@ -701,26 +701,78 @@ impl Matcher {
             .min()
     }
 
-    /// Live attempts, for status and listings.
+    fn info(&self, src: IpAddr, door: DoorId, a: &Attempt) -> AttemptInfo {
+        AttemptInfo {
+            src,
+            door,
+            stage: usize::from(a.stage),
+            of: self.variants[door]
+                .iter()
+                .find(|(v, _)| *v == a.variant)
+                .map_or(0, |(_, s)| s.len()),
+            started: self.started(door, a.deadline),
+            deadline: a.deadline,
+        }
+    }
+
+    fn started(&self, door: DoorId, deadline: Instant) -> Instant {
+        deadline
+            .checked_sub(self.doors[door].seq_timeout)
+            .unwrap_or(deadline)
+    }
+
+    /// Every live attempt, oldest first (O(attempts log attempts): tests and small tables;
+    /// answers to operators use [`Matcher::oldest`]).
     pub fn attempts(&self) -> Vec<AttemptInfo> {
         let mut v: Vec<AttemptInfo> = self
             .attempts
             .iter()
-            .map(|(&(src, door), a)| (src, door as DoorId, a))
-            .map(|(src, door, a)| AttemptInfo {
-                src,
-                door,
-                stage: usize::from(a.stage),
-                of: self.variants[door]
-                    .iter()
-                    .find(|(v, _)| *v == a.variant)
-                    .map_or(0, |(_, s)| s.len()),
-                started: a.deadline - self.doors[door].seq_timeout,
-                deadline: a.deadline,
-            })
+            .map(|(&(src, door), a)| self.info(src, door as DoorId, a))
             .collect();
         v.sort_by_key(|a| (a.started, a.src, a.door));
         v
+    }
+
+    /// The `limit` oldest live attempts, oldest first, without looking at the others: a merge
+    /// of the per-door expiry queues (each in start order), so the cost is O(limit · log doors)
+    /// plus the queue entries of attempts that already ended met on the way (at most about as
+    /// many as live ones: see `maybe_compact`). 100,000 attempts never cost the engine more
+    /// than the page it sends.
+    pub fn oldest(&self, limit: usize) -> Vec<AttemptInfo> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // (start of the queue entry's attempt, door, position in the door's queue)
+        let mut heap: BinaryHeap<Reverse<(Instant, DoorId, usize)>> = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter(|&(door, _)| self.live[door] > 0)
+            .filter_map(|(door, q)| {
+                q.front()
+                    .map(|e| Reverse((self.started(door, e.deadline), door, 0)))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(limit.min(self.attempts.len()));
+        while out.len() < limit {
+            let Some(Reverse((_, door, pos))) = heap.pop() else {
+                break;
+            };
+            let q = &self.queues[door];
+            let Some(e) = q.get(pos) else {
+                continue;
+            };
+            if let Some(a) = self
+                .attempts
+                .get(&key(e.src, door))
+                .filter(|a| a.id == e.id)
+            {
+                out.push(self.info(e.src, door, a));
+            }
+            if let Some(next) = q.get(pos + 1) {
+                heap.push(Reverse((self.started(door, next.deadline), door, pos + 1)));
+            }
+        }
+        out
     }
 
     /// Replace the doors (reload). `keep[old] = Some(new)` carries the old door's attempts over
@@ -910,6 +962,8 @@ use tiers::{network, NetId, Networks};
 
 #[cfg(test)]
 mod attack_tests;
+#[cfg(test)]
+mod listing_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -152,7 +152,7 @@ impl Daemon {
             .await
             .expect("grants")
         {
-            Response::Grants { grants } => grants,
+            Response::Grants { grants, .. } => grants,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -206,8 +206,9 @@ async fn list_attempts_doors_status_and_revoke() {
     assert_eq!(grants[0].expires_in_ms, None);
     let mut c = d.client().await;
     match c.request(Request::Attempts).await.expect("attempts") {
-        Response::Attempts { attempts } => {
+        Response::Attempts { attempts, total } => {
             assert_eq!(attempts.len(), 1, "{attempts:?}");
+            assert_eq!(total, 1);
             assert_eq!(
                 (attempts[0].door.as_str(), attempts[0].stage, attempts[0].of),
                 ("ssh", 2, 3)
@@ -725,7 +726,24 @@ async fn list_with_thousands_of_grants_answers_capped() {
         d.log.lines().iter().rev().take(5).collect::<Vec<_>>()
     );
     let t0 = std::time::Instant::now();
-    let g = d.grants().await;
-    assert_eq!(g.len(), knock_ipc::LIST_CAP);
+    let reply = d
+        .client()
+        .await
+        .request(Request::Grants)
+        .await
+        .expect("grants");
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let Response::Grants { grants, total } = reply else {
+        panic!("unexpected {reply:?}");
+    };
+    assert_eq!(grants.len(), knock_ipc::LIST_CAP);
+    // The total of the same moment: every grant, not the page.
+    assert!(
+        total >= 5_000 && total > grants.len() as u64,
+        "total {total}"
+    );
+    // Oldest first.
+    assert!(grants
+        .windows(2)
+        .all(|w| w[0].opened_at_unix_ms <= w[1].opened_at_unix_ms));
 }

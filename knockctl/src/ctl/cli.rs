@@ -85,10 +85,11 @@ pub struct Args {
 pub enum Command {
     /// Show version, pid, uptime, interfaces, config file, doors and counters.
     Status,
-    /// List open grants (addresses let in, and until when).
+    /// List open grants (addresses let in, and until when); knockd lists the oldest 5000 and
+    /// knockctl says how many more there are (on stderr with --json).
     #[command(visible_alias = "grants")]
     List,
-    /// List knock sequences in progress.
+    /// List knock sequences in progress (the oldest 5000, and how many more there are).
     Attempts,
     /// List configured doors: sequence, timeout, action.
     Doors,

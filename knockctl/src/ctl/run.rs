@@ -89,6 +89,7 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             let reply = render(command, name, response, args.json, &Local::now());
             write(out, &reply.stdout)?;
             out.flush().map_err(CtlError::Output)?;
+            write(err, &reply.stderr)?;
             reply.result
         }
     }
@@ -99,6 +100,8 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
 pub struct Reply {
     /// Goes to stdout, even when `result` is an error (e.g. the JSON of a failed reload).
     pub stdout: String,
+    /// Notices for stderr (e.g. that a `--json` list is truncated).
+    pub stderr: String,
     pub result: Result<(), CtlError>,
 }
 
@@ -106,6 +109,7 @@ impl Reply {
     fn ok(stdout: String) -> Reply {
         Reply {
             stdout,
+            stderr: String::new(),
             result: Ok(()),
         }
     }
@@ -113,6 +117,7 @@ impl Reply {
     fn fail(stdout: String, error: CtlError) -> Reply {
         Reply {
             stdout,
+            stderr: String::new(),
             result: Err(error),
         }
     }
@@ -135,12 +140,28 @@ pub fn request_for(command: &Command) -> Request {
     }
 }
 
-/// knockd lists at most [`knock_ipc::LIST_CAP`] entries: say so when the list is that long.
-fn capped(n: usize, what: &str) -> String {
-    if n >= knock_ipc::LIST_CAP {
-        format!("(the first {n} {what}, oldest first: knockd lists no more; knockctl status gives the total)\n")
-    } else {
-        String::new()
+/// knockd lists at most [`knock_ipc::LIST_CAP`] entries, oldest first, and says how many there
+/// are: when it sent fewer than that, say so (on stdout after the table; on stderr with
+/// `--json`, whose stdout stays the plain list).
+pub fn truncation_note(shown: usize, total: u64, what: &str) -> Option<String> {
+    (total > shown as u64).then(|| {
+        format!(
+            "showing the oldest {shown} of {total} {what} (knockd lists at most {})",
+            knock_ipc::LIST_CAP
+        )
+    })
+}
+
+/// A list: the table, then the truncation note; with `--json`, the document alone on stdout.
+fn listing(body: String, json: bool, note: Option<String>) -> Reply {
+    match note {
+        Some(note) if json => Reply {
+            stdout: body,
+            stderr: format!("knockctl: {note}\n"),
+            result: Ok(()),
+        },
+        Some(note) => Reply::ok(format!("{body}({note})\n")),
+        None => Reply::ok(body),
     }
 }
 
@@ -163,16 +184,24 @@ pub fn render<Tz: TimeZone>(
         (Command::Metrics, Response::Status { status }) => {
             Reply::ok(super::metrics::format_metrics(&status))
         }
-        (Command::List, Response::Grants { grants }) => Reply::ok(if json {
-            doc(&grants)
-        } else {
-            output::format_grants(&grants, now) + &capped(grants.len(), "grants")
-        }),
-        (Command::Attempts, Response::Attempts { attempts }) => Reply::ok(if json {
-            doc(&attempts)
-        } else {
-            output::format_attempts(&attempts) + &capped(attempts.len(), "attempts")
-        }),
+        (Command::List, Response::Grants { grants, total }) => {
+            let note = truncation_note(grants.len(), total, "grants");
+            let body = if json {
+                doc(&grants)
+            } else {
+                output::format_grants(&grants, now)
+            };
+            listing(body, json, note)
+        }
+        (Command::Attempts, Response::Attempts { attempts, total }) => {
+            let note = truncation_note(attempts.len(), total, "attempts");
+            let body = if json {
+                doc(&attempts)
+            } else {
+                output::format_attempts(&attempts)
+            };
+            listing(body, json, note)
+        }
         (Command::Doors, Response::Doors { doors }) => Reply::ok(if json {
             doc(&doors)
         } else {
@@ -360,6 +389,7 @@ mod tests {
             "list",
             Response::Grants {
                 grants: vec![grant()],
+                total: 1,
             },
             true,
             &now(),
@@ -367,6 +397,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
         assert_eq!(value[0]["addr"], "10.0.0.12");
         assert_eq!(value[0]["expires_in_ms"], 30_000);
+        assert_eq!(reply.stderr, "");
 
         let reply = render(
             &Command::Reload,
@@ -381,6 +412,51 @@ mod tests {
         assert_eq!(value["reloaded"], false);
         assert_eq!(value["errors"][0], "/etc/knockd.conf:3: bad");
         assert!(matches!(reply.result, Err(CtlError::ReloadFailed(_))));
+    }
+
+    /// A capped list says how much it left out: after the table, or on stderr with `--json`
+    /// (stdout stays a plain JSON list).
+    #[test]
+    fn truncated_lists_say_so() {
+        let grants = vec![grant(); 3];
+        let list = |json| {
+            render(
+                &Command::List,
+                "list",
+                Response::Grants {
+                    grants: grants.clone(),
+                    total: 20_000,
+                },
+                json,
+                &now(),
+            )
+        };
+        let text = list(false);
+        let last = text.stdout.lines().last().expect("a line");
+        assert_eq!(
+            last,
+            format!(
+                "(showing the oldest 3 of 20000 grants (knockd lists at most {}))",
+                knock_ipc::LIST_CAP
+            )
+        );
+        let json = list(true);
+        let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+        assert_eq!(value.as_array().map(Vec::len), Some(3));
+        assert!(json
+            .stderr
+            .starts_with("knockctl: showing the oldest 3 of 20000 grants"));
+        let attempts = render(
+            &Command::Attempts,
+            "attempts",
+            Response::Attempts {
+                attempts: vec![],
+                total: 0,
+            },
+            false,
+            &now(),
+        );
+        assert!(!attempts.stdout.contains("showing"));
     }
 
     #[test]

@@ -75,21 +75,22 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             Request::Status => Response::Status {
                 status: self.status(now),
             },
+            // Both lists send their oldest LIST_CAP entries and the total: the engine's cost
+            // is the page, never the table (100,000 attempts, 20,000 grants).
             Request::Grants => Response::Grants {
                 grants: self
                     .ledger
-                    .list()
-                    .into_iter()
+                    .oldest()
                     .take(ipc::LIST_CAP)
                     .map(|g| Self::grant_info(g, now))
                     .collect(),
+                total: self.ledger.len() as u64,
             },
             Request::Attempts => Response::Attempts {
                 attempts: self
                     .matcher
-                    .attempts()
+                    .oldest(ipc::LIST_CAP)
                     .into_iter()
-                    .take(ipc::LIST_CAP)
                     .map(|a| ipc::AttemptInfo {
                         addr: a.src,
                         door: self.door_name(a.door),
@@ -99,6 +100,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         remaining_ms: ms(a.deadline.saturating_duration_since(now)),
                     })
                     .collect(),
+                total: self.matcher.len() as u64,
             },
             Request::Doors => Response::Doors {
                 doors: self
@@ -151,8 +153,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     ) -> ipc::Response {
         let ids: Vec<GrantId> = self
             .ledger
-            .list()
-            .into_iter()
+            .oldest()
             .filter(|g| g.addr == addr && g.closing.is_none() && door.is_none_or(|d| d == g.door))
             .map(|g| g.id)
             .collect();

@@ -879,7 +879,7 @@ async fn a_failed_close_is_retried_and_visible_until_it_succeeds() {
         .as_deref()
         .is_some_and(|e| e.contains("injected failure")));
     let info = match t.e.on_request(knock_ipc::Request::Grants) {
-        knock_ipc::Response::Grants { grants } => grants,
+        knock_ipc::Response::Grants { grants, .. } => grants,
         other => panic!("{other:?}"),
     };
     assert!(info[0].closing, "{info:?}");

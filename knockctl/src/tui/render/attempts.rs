@@ -29,7 +29,7 @@ pub(super) fn render_attempts(
     theme: &Theme,
 ) {
     let rows = state.visible_attempts();
-    let title = format!(" 1 Attempts ({}) ", rows.len());
+    let title = super::counted_title("1 Attempts", rows.len(), state.attempts_unlisted);
     let block = pane_block(state, Pane::Attempts, title, theme);
     if rows.is_empty() {
         frame.render_widget(

@@ -16,7 +16,7 @@ const WIDE_GRANTS: u16 = 100;
 
 pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: &Theme) {
     let rows = state.visible_grants();
-    let title = format!(" 2 Grants ({}) ", rows.len());
+    let title = super::counted_title("2 Grants", rows.len(), state.grants_unlisted);
     let block = pane_block(state, Pane::Grants, title, theme);
     if rows.is_empty() {
         frame.render_widget(

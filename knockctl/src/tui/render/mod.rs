@@ -272,6 +272,16 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
     frame.render_widget(Paragraph::new(line), bottom);
 }
 
+/// ` 1 Attempts (12) `, or with rows knockd did not list (it sends the oldest `LIST_CAP`):
+/// ` 1 Attempts (5000, 95000 more not listed) `.
+fn counted_title(pane: &str, rows: usize, unlisted: u64) -> String {
+    if unlisted > 0 {
+        format!(" {pane} ({rows}, {unlisted} more not listed) ")
+    } else {
+        format!(" {pane} ({rows}) ")
+    }
+}
+
 fn pane_block<'a>(state: &State, pane: Pane, title: String, theme: &Theme) -> Block<'a> {
     let focused = state.focus == pane;
     let block = Block::default().borders(Borders::ALL).title(Span::styled(

@@ -60,7 +60,14 @@ fn nftables_backend_in_the_header_and_kernel_time_in_grants() {
     let mut g = grant("10.0.0.12", "openSSH", T0 - 2_000, Some(28_000));
     g.closes = "kernel timeout (nftables)".into();
     g.kernel_expires_in_ms = Some(28_000);
-    s.on_response(&Request::Grants, Response::Grants { grants: vec![g] }, T0);
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![g],
+            total: 1,
+        },
+        T0,
+    );
     let t = draw(&s, 120, 24, T0);
     let l = lines(&t);
     assert!(l[0].contains("doors 3  nftables"), "{}", l[0]);
@@ -228,6 +235,27 @@ fn doors_in_the_bottom_pane() {
     insta::assert_snapshot!(screen(&t));
 }
 
+/// A rotating door shows its kind and step (its sequence is never sent), not "(used up)".
+#[test]
+fn a_rotating_door_shows_its_step_not_used_up() {
+    let mut s = busy();
+    let mut ds = doors();
+    let mut rot = ds[0].clone();
+    rot.name = "rot".into();
+    rot.sequence = Vec::new();
+    rot.kind = "totp".into();
+    rot.step = Some(58_000_123);
+    ds.push(rot);
+    s.on_response(&Request::Doors, Response::Doors { doors: ds }, T0);
+    s.focus = Pane::Doors;
+    s.bottom = Pane::Doors;
+    let l = lines(&draw(&s, 120, 30, T0));
+    let row = line_with(pane(&l, "4 Doors"), "rot ");
+    assert!(row.contains("(rotating: TOTP step 58000123)"), "{row}");
+    assert!(!row.contains("used"), "{row}");
+    assert!(row.contains("tcp"), "{row}");
+}
+
 #[test]
 fn tall_screen_shows_all_four_panes() {
     let t = draw(&busy(), 100, 40, T0);
@@ -287,4 +315,35 @@ fn no_color_uses_no_colours_but_keeps_the_markers() {
     assert!(line_with(&l, "192.0.2.7").contains("RESET"));
     assert!(l[23].starts_with("! boom"));
     assert!(line_with(&l, "stage 3/3").contains("STAGE"));
+}
+
+/// knockd lists the oldest LIST_CAP grants and says how many there are: the pane title says
+/// how many it left out.
+#[test]
+fn pane_titles_count_what_knockd_did_not_list() {
+    let mut s = connected();
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![grant("10.0.0.12", "openSSH", T0, Some(20_000))],
+            total: 20_000,
+        },
+        T0,
+    );
+    let l = lines(&draw(&s, 120, 30, T0));
+    assert!(
+        l.iter()
+            .any(|l| l.contains("2 Grants (1, 19999 more not listed)")),
+        "{l:#?}"
+    );
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![],
+            total: 0,
+        },
+        T0 + 1_000,
+    );
+    let l = lines(&draw(&s, 120, 30, T0 + 1_000));
+    assert!(!l.iter().any(|l| l.contains("not listed")), "{l:#?}");
 }

@@ -212,6 +212,9 @@ pub struct State {
     pub status_at_ms: i64,
     pub attempts: Vec<Attempt>,
     pub grants: Vec<Grant>,
+    /// Attempts and grants knockd did not list (it sends the oldest `LIST_CAP` and the total).
+    pub attempts_unlisted: u64,
+    pub grants_unlisted: u64,
     pub doors: Vec<DoorInfo>,
     /// Newest first.
     pub log: VecDeque<LogEntry>,
@@ -244,6 +247,8 @@ impl State {
             status_at_ms: 0,
             attempts: Vec::new(),
             grants: Vec::new(),
+            attempts_unlisted: 0,
+            grants_unlisted: 0,
             doors: Vec::new(),
             log: VecDeque::new(),
             held: VecDeque::new(),
@@ -420,8 +425,14 @@ impl State {
                 self.status = Some(status);
                 self.status_at_ms = now;
             }
-            Response::Attempts { attempts } => self.merge_attempts(attempts, now),
-            Response::Grants { grants } => self.merge_grants(grants, now),
+            Response::Attempts { attempts, total } => {
+                self.attempts_unlisted = total.saturating_sub(attempts.len() as u64);
+                self.merge_attempts(attempts, now);
+            }
+            Response::Grants { grants, total } => {
+                self.grants_unlisted = total.saturating_sub(grants.len() as u64);
+                self.merge_grants(grants, now);
+            }
             Response::Doors { doors } => self.doors = doors,
             Response::Revoked { grants } => {
                 if grants.is_empty() {

@@ -117,6 +117,7 @@ fn the_attempt_list_is_authoritative_except_for_fresh_rows() {
                 attempt_info("10.0.0.1", "openSSH", 1, 3, 1_000, 4_000),
                 attempt_info("10.0.0.2", "openSSH", 2, 3, 4_900, 100),
             ],
+            total: 2,
         },
         T0,
     );
@@ -129,6 +130,7 @@ fn the_attempt_list_is_authoritative_except_for_fresh_rows() {
         &Request::Attempts,
         Response::Attempts {
             attempts: vec![attempt_info("10.0.0.1", "openSSH", 1, 3, 2_000, 3_000)],
+            total: 1,
         },
         T0 + 1_000,
     );
@@ -141,7 +143,10 @@ fn the_attempt_list_is_authoritative_except_for_fresh_rows() {
     // Gone well before its deadline: reset.
     s.on_response(
         &Request::Attempts,
-        Response::Attempts { attempts: vec![] },
+        Response::Attempts {
+            attempts: vec![],
+            total: 0,
+        },
         T0 + 2_000,
     );
     assert_eq!(
@@ -172,6 +177,7 @@ fn a_list_older_than_an_open_does_not_revive_the_attempt() {
         &Request::Attempts,
         Response::Attempts {
             attempts: vec![attempt_info("10.0.0.12", "openSSH", 2, 3, 10, 4_990)],
+            total: 1,
         },
         T0 + 20,
     );
@@ -202,6 +208,7 @@ fn grants_count_down_and_linger_when_closed() {
         &Request::Grants,
         Response::Grants {
             grants: vec![grant("10.0.0.12", "openSSH", T0, Some(20_000))],
+            total: 1,
         },
         T0 + 10_000,
     );
@@ -227,6 +234,7 @@ fn grants_count_down_and_linger_when_closed() {
         &Request::Grants,
         Response::Grants {
             grants: vec![grant("10.0.0.12", "openSSH", T0, Some(19_000))],
+            total: 1,
         },
         T0 + 11_100,
     );
@@ -245,12 +253,16 @@ fn grants_missing_from_a_list_close_as_expired_or_closed() {
                 grant("10.0.0.1", "openSSH", T0, Some(1_000)),
                 grant("10.0.0.2", "vault", T0, None),
             ],
+            total: 2,
         },
         T0,
     );
     s.on_response(
         &Request::Grants,
-        Response::Grants { grants: vec![] },
+        Response::Grants {
+            grants: vec![],
+            total: 0,
+        },
         T0 + 1_000,
     );
     assert_eq!(
