@@ -305,8 +305,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         let grants = self
             .ledger
-            .list()
-            .into_iter()
+            .oldest()
             .take(ipc::LIST_CAP)
             .map(|g| {
                 let mut info = Self::grant_info(g, now);
@@ -319,7 +318,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 info
             })
             .collect();
-        let _ = v.reply.send(ipc::Response::Grants { grants });
+        let total = self.ledger.len() as u64;
+        let _ = v.reply.send(ipc::Response::Grants { grants, total });
     }
 
     /// Grants for kernel elements the state file does not know (state file lost or older than
