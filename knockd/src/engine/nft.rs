@@ -777,7 +777,7 @@ mod tests {
         let v = e.kernel_rx.recv().await.expect("kernel view");
         e.on_kernel_view(v);
         match rx.await.expect("reply") {
-            ipc::Response::Grants { grants } => grants,
+            ipc::Response::Grants { grants, .. } => grants,
             r => panic!("{r:?}"),
         }
     }
