@@ -100,14 +100,27 @@ pub fn check_filter(
     local: &[std::net::IpAddr],
     link: pcap::Linktype,
 ) -> anyhow::Result<Option<String>> {
-    let active: Vec<config::model::Door> = config
-        .doors
-        .iter()
-        .filter(|d| !d.sequence.is_empty())
-        .cloned()
-        .collect();
+    let wall = crate::engine::totp::system_wall_clock().as_secs();
+    let active = capture_doors(config, wall);
     let fitted = crate::bpf::fit(&active, local, link)?;
     Ok(fitted.note())
+}
+
+/// The doors the capture filter is built from at `wall_secs` (unix time): doors with a
+/// sequence, and rotating doors with their accepted steps' ports, as the engine has them.
+pub fn capture_doors(config: &config::Config, wall_secs: u64) -> Vec<config::model::Door> {
+    config
+        .doors
+        .iter()
+        .filter_map(|d| match &d.totp {
+            Some(spec) => {
+                let mut d = d.clone();
+                d.sequence = crate::engine::totp::window_steps(spec, spec.step_at(wall_secs));
+                Some(d)
+            }
+            None => (!d.sequence.is_empty()).then(|| d.clone()),
+        })
+        .collect()
 }
 
 /// Native nftables base chains on the input hook that would drop what knockd opens, and the
@@ -466,5 +479,34 @@ mod tests {
                      ens3\t00000000\t0101A8C0\t0003\n";
         assert_eq!(default_route_in(table).as_deref(), Some("ens3"));
         assert_eq!(default_route_in("Iface\tDestination\n"), None);
+    }
+
+    /// `knockd -t` checks the filter the daemon will run: rotating doors included, with the
+    /// accepted steps' ports (they have no static sequence).
+    #[test]
+    fn the_checked_filter_includes_rotating_doors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("rot.totp");
+        let spec = knock_ipc::totp::Spec::write_new(&secret).expect("secret");
+        let conf = dir.path().join("knockd.conf");
+        let text = format!(
+            "[rot]\n TOTP_File = {}\n command = x %IP%\n[ssh]\n sequence = 7000,8000,9000\n command = x\n",
+            secret.display()
+        );
+        std::fs::write(&conf, text).expect("write");
+        let config = config::load(&conf).expect("load").config;
+        let wall = 1_800_000_000;
+        let doors = capture_doors(&config, wall);
+        assert_eq!(doors.len(), 2);
+        let rot = doors
+            .iter()
+            .find(|d| d.name == "rot")
+            .expect("rotating door");
+        let step = spec.step_at(wall);
+        for s in [step - 1, step, step + 1] {
+            for port in spec.ports(s) {
+                assert!(rot.sequence.iter().any(|st| st.port == port), "step {s}");
+            }
+        }
     }
 }

@@ -92,6 +92,12 @@ impl StateWriter {
         }
     }
 
+    /// Make the next write soon (within [`URGENT_GAP`] of the previous one) without waiting
+    /// for it: for records that must not wait the coalescing window (replay memory).
+    pub fn hurry(&self) {
+        let _ = self.tx.send(Msg::Urgent);
+    }
+
     /// Write what is pending now, and wait for it.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

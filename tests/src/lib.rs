@@ -32,6 +32,7 @@ pub mod knockd;
 mod netns;
 mod process;
 mod root;
+pub mod spoof6;
 mod wait;
 
 pub use bins::{bin, debian_bin, DEBIAN_KNOCK, DEBIAN_KNOCKD};

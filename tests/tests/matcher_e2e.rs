@@ -9,7 +9,7 @@ use std::time::Duration;
 use knock_e2e::bench::generator::{FloodSpec, Flooder, Pattern};
 use knock_e2e::bench::knocker::Knocker;
 use knock_e2e::knockd::{knock, OurKnockd, EFFECT_TIMEOUT};
-use knock_e2e::{require_root, Lab, SRV_V4};
+use knock_e2e::{require_root, Lab, CLI_V6, SRV_V4, SRV_V6};
 
 fn srv() -> Ipv4Addr {
     SRV_V4.parse().expect("SRV_V4")
@@ -169,6 +169,83 @@ fn a_client_opens_through_a_spoofed_flood_of_first_knocks() {
     );
 }
 
+/// The same property over IPv6, where one /64 supplies unlimited real source addresses:
+/// MaxAttempts = 2000 and 20,000 spoofed first knocks per second, first from fresh addresses
+/// of 64 /64s (the table fills; the per-network shares and the tiers protect the client),
+/// then from fresh addresses of a single /64 (it may hold only its tenth of the table): a
+/// client knocking one second apart over IPv6 opens both times.
+#[test]
+fn an_ipv6_client_opens_through_spoofed_floods_from_many_and_from_one_64() {
+    use knock_e2e::spoof6::{Flooder6, Sources};
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let knockd = OurKnockd::start(
+        &lab,
+        &conf("MaxAttempts = 2000", &[("openSSH", "7000,8000,9000", true)]),
+    );
+    let dst: std::net::Ipv6Addr = SRV_V6.parse().expect("SRV_V6");
+    let flooder = Flooder6::new(lab.cli_ns(), dst).expect("flooder");
+    let mut evicted = 0;
+    for (round, sources) in [Sources::Nets { nets: 64 }, Sources::OneNet]
+        .into_iter()
+        .enumerate()
+    {
+        let stop = AtomicBool::new(false);
+        let stats = std::thread::scope(|s| {
+            let flood =
+                s.spawn(|| flooder.run(sources, 7000, 20_000, Duration::from_secs(6), &stop));
+            std::thread::sleep(Duration::from_millis(1500));
+            let out = knock(&lab, &["-6", "-d", "1000", SRV_V6, "7000", "8000", "9000"]);
+            assert!(out.status.success(), "{out:?}");
+            let opened = knockd.wait_count(
+                &format!("{CLI_V6}: openSSH: OPEN SESAME"),
+                round + 1,
+                EFFECT_TIMEOUT,
+            );
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let stats = flood.join().expect("flood thread");
+            assert!(
+                opened,
+                "{sources:?}: no open under the flood ({stats:?}):\n{}",
+                knockd.log()
+            );
+            stats
+        });
+        assert!(
+            stats.sent > 40_000,
+            "{sources:?}: the flood was too weak to mean anything: {stats:?}"
+        );
+        // The flood reached knockd: its first knocks filled the table (many /64s) or the
+        // /64's share (one /64), and kept evicting each other.
+        let now = evictions(&knockd);
+        assert!(
+            now - evicted > 20_000,
+            "{sources:?}: only {} evictions:\n{}",
+            now - evicted,
+            knockd.log()
+        );
+        evicted = now;
+    }
+}
+
+/// knockd's eviction counter (`knockctl status`).
+fn evictions(k: &OurKnockd) -> u64 {
+    let out = std::process::Command::new(knock_e2e::bin("knockctl"))
+        .arg("--socket")
+        .arg(&k.socket)
+        .arg("status")
+        .output()
+        .expect("knockctl status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("evictions ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no eviction counter in knockctl status: {text}"))
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -256,12 +333,14 @@ fn knock_totp_opens_and_replays_are_refused() {
     // So does a restart after kill -9: the memory is in the state file.
     knockd.daemon.kill_9();
     assert!(knockd.daemon.wait_exit(EFFECT_TIMEOUT).is_some());
+    let before = knockd.log();
+    let state = std::fs::read_to_string(lab.path("state.json")).unwrap_or_default();
     let knockd = OurKnockd::start(&lab, &conf);
     assert!(
         knockd.log().contains(
             "replay memory: 1 of 1 TOTP step(s) from the state file still in their window"
         ),
-        "{}",
+        "{}\n--- state file before the restart:\n{state}\n--- the killed knockd:\n{before}",
         knockd.log()
     );
     assert!(

@@ -613,6 +613,7 @@ impl Parser<'_> {
             otp_lines.push(draft.line_of(Key::OneTimeSequences));
             doors.push(draft.door);
         }
+        self.out.warn_static_doors();
         if !self.out.errors.is_empty() {
             self.out.errors.sort_by_key(|e| e.line);
             return Err(ConfigErrors(self.out.errors));

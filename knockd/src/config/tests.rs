@@ -79,13 +79,21 @@ fn seed_parses_verbatim() {
     assert_eq!(close.name, "closeSSH");
     assert_eq!(close.line, 10);
     assert_eq!(close.sequence, vec![tcp(9000), tcp(8000), tcp(7000)]);
-    // Warned, not rejected: the example sequence and the IPv6 fallback to iptables.
-    assert_eq!(
-        p.warnings
-            .iter()
-            .filter(|w| w.message.starts_with("static sequence"))
-            .count(),
-        2
+    // Warned, not rejected: the example sequence and the IPv6 fallback to iptables; both
+    // static doors in one line.
+    let statics: Vec<&Warning> = p
+        .warnings
+        .iter()
+        .filter(|w| w.message.starts_with("static sequence"))
+        .collect();
+    assert_eq!(statics.len(), 1);
+    assert_eq!(statics[0].door, None);
+    assert!(
+        statics[0].message.starts_with(
+            "static sequences on 2 doors that may face the internet: 'openSSH' (line 5), 'closeSSH' (line 11): anyone who sees the knocks can replay them"
+        ),
+        "{}",
+        statics[0].message
     );
     let lines: Vec<(usize, bool)> = p
         .warnings
@@ -893,5 +901,39 @@ fn relative_log_and_pid_files_resolve_against_the_start_directory() {
     assert_eq!(
         opts.pid_file.as_deref(),
         Some(std::path::Path::new("/run/k.pid"))
+    );
+}
+
+/// Many static doors: one warning naming the first eight and counting the rest, not a line
+/// per door.
+#[test]
+fn static_sequence_warning_is_one_line_for_many_doors() {
+    let text: String = (0..10)
+        .map(|i| {
+            format!(
+                "[d{i}]\nsequence = 3000,1000,2000,{}\nopen = 22\n",
+                4000 + i
+            )
+        })
+        .collect();
+    let ws: Vec<Warning> = warnings(&text)
+        .into_iter()
+        .filter(|w| w.message.contains("static sequence"))
+        .collect();
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert_eq!(ws[0].line, 2);
+    assert!(
+        ws[0].message.starts_with(
+            "static sequences on 10 doors that may face the internet: 'd0' (line 2), 'd1' (line 5),"
+        ),
+        "{}",
+        ws[0].message
+    );
+    assert!(
+        ws[0]
+            .message
+            .contains("'d7' (line 23), 2 more: anyone who sees"),
+        "{}",
+        ws[0].message
     );
 }

@@ -12,7 +12,14 @@ pub(super) struct Findings<'a> {
     file: &'a str,
     pub(super) errors: Vec<ConfigError>,
     pub(super) warnings: Vec<Warning>,
+    /// Doors with a static sequence that may face the internet (line, name): one warning
+    /// for all of them ([`Findings::warn_static_doors`]), not one per door.
+    static_doors: Vec<(usize, String)>,
 }
+
+/// Doors the static-sequence warning names; the rest are counted.
+const STATIC_DOORS_NAMED: usize = 8;
+const STATIC_ADVICE: &str = "anyone who sees the knocks can replay them (use a rotating door: knockd --new-totp FILE, then TOTP_File = FILE)";
 
 impl<'a> Findings<'a> {
     pub(super) fn new(file: &'a str) -> Self {
@@ -20,6 +27,37 @@ impl<'a> Findings<'a> {
             file,
             errors: Vec::new(),
             warnings: Vec::new(),
+            static_doors: Vec::new(),
+        }
+    }
+
+    /// The one warning about static sequences on doors that may face the internet: about the
+    /// door when there is one, else one line naming the first few and counting the rest.
+    pub(super) fn warn_static_doors(&mut self) {
+        let doors = std::mem::take(&mut self.static_doors);
+        match doors.as_slice() {
+            [] => {}
+            [(line, name)] => self.warn(
+                *line,
+                Some(name),
+                format!("static sequence on a door that may face the internet: {STATIC_ADVICE}"),
+            ),
+            [(first, _), ..] => {
+                let mut named: Vec<String> = doors
+                    .iter()
+                    .take(STATIC_DOORS_NAMED)
+                    .map(|(l, n)| format!("'{n}' (line {l})"))
+                    .collect();
+                if doors.len() > STATIC_DOORS_NAMED {
+                    named.push(format!("{} more", doors.len() - STATIC_DOORS_NAMED));
+                }
+                let message = format!(
+                    "static sequences on {} doors that may face the internet: {}: {STATIC_ADVICE}",
+                    doors.len(),
+                    named.join(", ")
+                );
+                self.warn(*first, None, message);
+            }
         }
     }
 
@@ -154,11 +192,7 @@ pub(super) fn check_door(
             Some(t) => is_global(t),
         };
         if internet_facing && !door.sequence.is_empty() {
-            out.warn(
-                l,
-                Some(name),
-                "static sequence on a door that may face the internet: anyone who sees the knocks can replay them (use a rotating door: knockd --new-totp FILE, then TOTP_File = FILE)",
-            );
+            out.static_doors.push((l, name.to_string()));
         }
     }
     if !door.sweep_guard {

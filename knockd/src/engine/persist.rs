@@ -55,6 +55,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if dirty.is_empty() && changes.is_empty() {
             return;
         }
+        // A memory that changed is on disk within a few ms (not the coalescing window), so a
+        // crash right after an open does not forget what it opened for.
+        let hurry = !changes.is_empty();
         let now = super::now();
         let wall = SystemTime::now();
         changes.extend(dirty.into_iter().map(|id| match self.ledger.get(id) {
@@ -62,6 +65,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             None => Change::Remove(id),
         }));
         w.send(changes);
+        if hurry {
+            w.hurry();
+        }
     }
 
     /// The memory sections that changed since they were last sent (all of them when `all`).

@@ -41,6 +41,14 @@ pub fn window(spec: &knock_ipc::totp::Spec, step: u64) -> Vec<(u64, Vec<config::
         .collect()
 }
 
+/// The ports the capture filter needs for a TOTP door at `step`: those of its accepted steps.
+pub fn window_steps(spec: &knock_ipc::totp::Spec, step: u64) -> Vec<config::Step> {
+    window(spec, step)
+        .into_iter()
+        .flat_map(|(_, seq)| seq)
+        .collect()
+}
+
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// Brings every TOTP door to the current step (all of them when `force`, e.g. after a
     /// reload), and schedules the next boundary. Returns whether any door changed.
@@ -82,10 +90,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         ) else {
             return Vec::new();
         };
-        window(spec, step)
-            .into_iter()
-            .flat_map(|(_, seq)| seq)
-            .collect()
+        window_steps(spec, step)
     }
 }
 

@@ -49,10 +49,22 @@ pub(super) fn render_doors(
         return;
     }
     let rows = doors.iter().map(|d| {
-        let sequence = if d.sequence.is_empty() {
+        let rotating = d.kind == "totp";
+        // A rotating door's sequence is never sent: show its kind and step, as `knockctl doors`.
+        let sequence = if rotating {
+            match d.step {
+                Some(step) => format!("(rotating: TOTP step {step})"),
+                None => "(rotating: TOTP)".to_string(),
+            }
+        } else if d.sequence.is_empty() {
             "(used up)".to_string()
         } else {
             d.sequence.join(" ")
+        };
+        let protos = if rotating {
+            "tcp".to_string()
+        } else {
+            protocols(&d.sequence)
         };
         let once = match (d.one_time, d.sequence.is_empty()) {
             (false, _) => "no",
@@ -71,7 +83,7 @@ pub(super) fn render_doors(
         let mut cells = vec![
             Cell::from(name),
             Cell::from(sequence),
-            Cell::from(protocols(&d.sequence)),
+            Cell::from(protos),
             Cell::from(format_duration_secs(d.seq_timeout_ms / 1000)),
             Cell::from(cmd),
             Cell::from(once),

@@ -235,6 +235,27 @@ fn doors_in_the_bottom_pane() {
     insta::assert_snapshot!(screen(&t));
 }
 
+/// A rotating door shows its kind and step (its sequence is never sent), not "(used up)".
+#[test]
+fn a_rotating_door_shows_its_step_not_used_up() {
+    let mut s = busy();
+    let mut ds = doors();
+    let mut rot = ds[0].clone();
+    rot.name = "rot".into();
+    rot.sequence = Vec::new();
+    rot.kind = "totp".into();
+    rot.step = Some(58_000_123);
+    ds.push(rot);
+    s.on_response(&Request::Doors, Response::Doors { doors: ds }, T0);
+    s.focus = Pane::Doors;
+    s.bottom = Pane::Doors;
+    let l = lines(&draw(&s, 120, 30, T0));
+    let row = line_with(pane(&l, "4 Doors"), "rot ");
+    assert!(row.contains("(rotating: TOTP step 58000123)"), "{row}");
+    assert!(!row.contains("used"), "{row}");
+    assert!(row.contains("tcp"), "{row}");
+}
+
 #[test]
 fn tall_screen_shows_all_four_panes() {
     let t = draw(&busy(), 100, 40, T0);
