@@ -116,6 +116,25 @@ impl Flooder6 {
         Ok(Flooder6 { sock, dst })
     }
 
+    /// One SYN from `src` to each of `ports`, in order, in chunks of 200 with a 2 ms pause
+    /// so that capture keeps up (a sweep). Returns how many were sent.
+    pub fn sweep(&self, src: Ipv6Addr, ports: &[u16]) -> Result<usize> {
+        let dst = SockAddr::from(SocketAddrV6::new(self.dst, 0, 0, 0));
+        let mut sent = 0;
+        for chunk in ports.chunks(200) {
+            for &port in chunk {
+                let sport = 20000 + (sent % 40000) as u16;
+                let pkt = syn6(src, self.dst, sport, port, sent as u32);
+                self.sock
+                    .send_to(&pkt, &dst)
+                    .with_context(|| format!("cannot send a SYN to port {port}"))?;
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(sent)
+    }
+
     /// SYNs to `dport` from `sources` at `rate_pps` for `duration` (or until `stop`).
     pub fn run(
         &self,

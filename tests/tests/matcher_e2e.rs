@@ -99,6 +99,61 @@ fn real_sweeps_in_both_directions_do_not_open_guarded_doors() {
     }
 }
 
+/// The same over IPv6: two ascending and two descending sweeps from spoofed IPv6 sources do
+/// not open the guarded seed doors; the same sweeps open an unguarded door.
+#[test]
+fn real_ipv6_sweeps_do_not_open_guarded_doors() {
+    use knock_e2e::spoof6::Flooder6;
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let knockd = OurKnockd::start(
+        &lab,
+        &conf(
+            "",
+            &[
+                ("openSSH", "7000,8000,9000", true),
+                ("closeSSH", "9000,8000,7000", true),
+                ("legacy", "30000,28000,29000", false),
+            ],
+        ),
+    );
+    let dst: std::net::Ipv6Addr = SRV_V6.parse().expect("SRV_V6");
+    let flooder = Flooder6::new(lab.cli_ns(), dst).expect("flooder");
+    let up: Vec<u16> = (6990..=9010).collect();
+    let down: Vec<u16> = up.iter().rev().copied().collect();
+    let legacy: Vec<u16> = (27990..=30010).collect();
+    for (src, ports) in [
+        ("fd00:bad2::31", &up),
+        ("fd00:bad2::32", &down),
+        ("fd00:bad2::33", &legacy),
+    ] {
+        let src = src.parse().expect("src");
+        for _ in 0..2 {
+            flooder.sweep(src, ports).expect("sweep");
+        }
+    }
+    sync(&lab, &knockd, 1);
+    let log = knockd.log();
+    assert!(
+        log.contains("fd00:bad2::33: legacy: OPEN SESAME"),
+        "the unguarded door must fall to the sweep (else the test proves nothing):\n{log}"
+    );
+    for door in ["openSSH", "closeSSH"] {
+        assert!(
+            !log.contains(&format!("{door}: OPEN SESAME")),
+            "{door} opened:\n{log}"
+        );
+    }
+    for src in ["fd00:bad2::31", "fd00:bad2::32"] {
+        assert!(
+            log.contains(&format!("{src}: sweep guard:")),
+            "{src} not found scanning:\n{log}"
+        );
+    }
+}
+
 /// A client whose NAT neighbours open connections to the server's web ports in the middle of
 /// its knock gets in.
 #[test]
@@ -220,6 +275,12 @@ fn an_ipv6_client_opens_through_spoofed_floods_from_many_and_from_one_64() {
         // The flood reached knockd: its first knocks filled the table (many /64s) or the
         // /64's share (one /64), and kept evicting each other.
         let now = evictions(&knockd);
+        eprintln!(
+            "{sources:?}: {} spoofed first knocks in {:.1} s, {} evictions",
+            stats.sent,
+            stats.elapsed_s,
+            now - evicted
+        );
         assert!(
             now - evicted > 20_000,
             "{sources:?}: only {} evictions:\n{}",
