@@ -24,6 +24,7 @@ pub mod knocklog;
 pub mod logwriter;
 pub mod matcher;
 pub mod nft;
+pub mod pacer;
 pub mod packet;
 pub mod proc;
 pub mod ratelimit;

@@ -28,10 +28,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             door.open.is_empty(),
             door.one_time_sequences.is_some(),
         );
-        if self.ledger.find(&name, src).is_some() {
+        let refresh = self.ledger.find(&name, src).is_some();
+        if refresh || self.offer_start(&name, pooled, src, now) {
+            let msg = format!("{src}: {name}: OPEN SESAME");
+            self.line(&msg);
+            self.emit(|| ipc::EventKind::Open {
+                addr: src,
+                door: name,
+            });
+        }
+        if refresh {
             self.open_now(door_idx, src, now);
         } else {
-            self.offer_start(&name, pooled, src, now);
+            self.serve_starts(now);
         }
         if otp {
             self.next_one_time_sequence(door_idx);

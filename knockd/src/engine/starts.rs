@@ -31,9 +31,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     /// A new grant of door `door` (a command door when `pooled`) for `src` wants to start:
-    /// it waits in the door's fair queue, and starts at once when a token (and for a command
-    /// door, room in the pool) is there.
-    pub(super) fn offer_start(&mut self, door: &str, pooled: bool, src: IpAddr, now: Instant) {
+    /// it waits in the door's fair queue ([`Self::serve_starts`] starts it when a token, and
+    /// for a command door room in the pool, is there). False when refused (counted).
+    pub(super) fn offer_start(
+        &mut self,
+        door: &str,
+        pooled: bool,
+        src: IpAddr,
+        now: Instant,
+    ) -> bool {
         let cfg = self.fair_config();
         let entry = self
             .starts
@@ -47,16 +53,20 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             entry.queue.set_config(cfg);
         }
         match entry.queue.offer(src, now) {
-            Offer::Queued | Offer::AlreadyWaiting => {}
-            Offer::Displaced(gone) => self.refuse(Refusal::Displaced, door, gone, now),
+            Offer::Queued | Offer::AlreadyWaiting => true,
+            Offer::Displaced(gone) => {
+                self.refuse(Refusal::Displaced, door, gone, now);
+                true
+            }
             Offer::Refused(StartRefusal::NetworkBusy) => {
                 self.refuse(Refusal::NetworkBusy, door, src, now);
+                false
             }
             Offer::Refused(StartRefusal::QueueFull) => {
                 self.refuse(Refusal::StartQueueFull, door, src, now);
+                false
             }
         }
-        self.serve_starts(now);
     }
 
     /// Start whatever the doors' rates (and the command pool) allow at `now`.

@@ -901,6 +901,16 @@ async fn a_completing_flood_cannot_starve_a_legit_network_of_command_starts() {
     assert!(starts <= limit, "{starts} starts in 4 s (limit {limit})");
     let s = t.e.stats();
     assert!(s.refused_start_network + s.refused_start_queue + s.refused_start_displaced > 20_000);
+    // Refused completions are counted and summarised, not logged one OPEN SESAME each.
+    let lines = t.lines();
+    let sesame = lines.iter().filter(|l| l.ends_with("OPEN SESAME")).count();
+    assert!(
+        sesame < 2_000,
+        "{sesame} OPEN SESAME lines for 24,000 completions"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("open(s) refused") && l.contains("busy network")));
 }
 
 #[tokio::test(start_paused = true)]
