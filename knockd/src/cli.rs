@@ -40,7 +40,8 @@ With Firewall = nftables (or --firewall nftables), native doors are elements wit
 timeout in table inet knockd, which stays when knockd stops (fail closed: the doors' ports stay
 protected, grants expire on schedule); --firewall-cleanup removes it. knockd -t and the
 start-up log name every nftables input chain that would drop what knockd opens, with the line
-to add to it.
+to add to it. Switching Firewall takes a restart (a reload refuses it); a start with iptables
+removes a table inet knockd left by an nftables run.
 
 Examples:
   knockd -t -c /etc/knockd.conf      check a config file and exit

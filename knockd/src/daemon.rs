@@ -163,6 +163,22 @@ pub fn set_up_nft_table(
         .collect())
 }
 
+/// `Firewall = iptables`: a table inet knockd left by a run with `Firewall = nftables` would
+/// keep dropping new connections to its ports (and so the iptables grants): remove it.
+fn remove_nft_table_of_previous_run() -> Option<String> {
+    use crate::nft::{script::cleanup_script, transport};
+    let elems = transport::list_elements().ok()??;
+    Some(match transport::apply_script(&cleanup_script()) {
+        Ok(()) => format!(
+            "Firewall = iptables: removed table inet knockd left by a run with Firewall = nftables ({} element(s): those grants are closed)",
+            elems.len()
+        ),
+        Err(e) => format!(
+            "error: Firewall = iptables, but table inet knockd of a run with Firewall = nftables is still there and cannot be removed ({e}): it drops new connections to its ports; remove it with knockd --firewall-cleanup"
+        ),
+    })
+}
+
 /// `knockd --firewall-cleanup`: remove table inet knockd, and nothing else.
 pub fn firewall_cleanup() -> anyhow::Result<()> {
     use crate::nft::{script::cleanup_script, transport};
@@ -313,12 +329,14 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     // One knockd per state file: a second one (another socket, the same default path) stops here.
     let state_lock = crate::state::lock(&state_file)?;
     let saved = crate::state::load_all(&state_file)?;
+    let mut advice = Vec::new();
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(set_up_nft_table(&config)?)
     } else {
+        advice.extend(remove_nft_table_of_previous_run());
         None
     };
-    let advice = firewall_advice(&config.options);
+    advice.extend(firewall_advice(&config.options));
     let socket_path = config
         .options
         .socket
@@ -404,7 +422,8 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
         args.config.clone(),
         SystemExecutor,
         Arc::new(IptablesRestore::default()),
-        p.log,
+        // The log's own thread (started here, after daemonising): never blocks the engine.
+        crate::logwriter::LogWriter::knockd(p.log).context("cannot start the log writer")?,
         Box::new(move |f| {
             filter_tx.send(f);
         }),

@@ -113,6 +113,9 @@ pub struct Engine<E: Executor, L: LogSink> {
     /// in force, so a reload can switch backends).
     nft_firewall: Arc<dyn Firewall>,
     nft_queue: Option<FirewallQueue>,
+    /// `knockctl list` answers waiting for the kernel's set listing (nftables).
+    kernel_tx: mpsc::UnboundedSender<nft::KernelView>,
+    kernel_rx: mpsc::UnboundedReceiver<nft::KernelView>,
     /// Commands running at once, for starts and for closes (closes never wait behind starts).
     pool: Arc<Semaphore>,
     close_pool: Arc<Semaphore>,
@@ -177,6 +180,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let (state_errors_tx, state_errors_rx) = mpsc::unbounded_channel();
+        let (kernel_tx, kernel_rx) = mpsc::unbounded_channel();
         let mut e = Engine {
             config,
             config_path,
@@ -187,6 +191,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             fw_queue: None,
             nft_firewall: Arc::new(crate::firewall::nftables::NftFirewall),
             nft_queue: None,
+            kernel_tx,
+            kernel_rx,
             pool: Arc::new(Semaphore::new(POOL_SIZE)),
             close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
             pooled: 0,
@@ -413,6 +419,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 () = &mut shutdown => break,
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.done_rx.recv() => self.on_done(d),
+                Some(v) = self.kernel_rx.recv() => self.on_kernel_view(v),
                 msg = packets.recv() => match msg {
                     Some(CaptureMsg::Batch(batch, at)) => {
                         for p in &batch {
@@ -466,6 +473,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
+            }
+            // nftables: the list follows the kernel (read off this task, answered when it is in).
+            Control::Request(ipc::Request::Grants, reply) if self.lists_kernel() => {
+                self.list_from_kernel(reply);
             }
             Control::Request(req, reply) => {
                 let r = self.on_request(req);
@@ -724,6 +735,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let msg = format!("error: {e}; still logging to the previous log file");
             self.line(&msg);
         }
+        // Switching backends moves every grant between two firewalls while knocks keep
+        // coming: only a restart does it (no grant can race the switch then).
+        if let Err(problem) = self.firewall_switch(new.options.firewall) {
+            let msg = format!("config error: {problem}");
+            self.line(&msg);
+            self.line("reload failed: keeping the running configuration");
+            let errors = vec![problem];
+            let e = errors.clone();
+            self.emit(|| ipc::EventKind::ReloadFailed { errors: e });
+            return Err(errors);
+        }
         // Door names are unique: a map keeps this linear (100,000 doors).
         let by_name: std::collections::HashMap<&str, usize> = new
             .doors
@@ -750,9 +772,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let settings = Settings::from(&new);
         self.matcher.reconfigure_with(rules, &keep, settings);
         self.totp_steps.clear();
-        let old_firewall = self.config.options.firewall;
         self.config = new;
-        self.sync_nft_table(old_firewall);
+        self.sync_nft_table();
         self.rotate_totp(tokio::time::Instant::now().into_std(), true);
         self.update_filter();
         let msg = format!(

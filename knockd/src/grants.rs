@@ -109,6 +109,9 @@ pub struct Ledger {
     /// In id order (ids grow): the oldest grants are listed without sorting them all.
     grants: BTreeMap<GrantId, Grant>,
     by_key: HashMap<(String, IpAddr), GrantId>,
+    /// Every grant (open or closing) of an address: doors that open the same port for the
+    /// same source share one nftables element (see [`Self::of_addr`]).
+    by_addr: HashMap<IpAddr, Vec<GrantId>>,
     timers: BTreeSet<(Instant, GrantId)>,
     rechecks: BTreeSet<(Instant, GrantId)>,
     retries: BTreeSet<(Instant, GrantId)>,
@@ -162,6 +165,7 @@ impl Ledger {
             self.timers.insert((t, id));
         }
         self.by_key.insert((door.to_string(), addr), id);
+        self.by_addr.entry(addr).or_default().push(id);
         self.grants.insert(
             id,
             Grant {
@@ -179,6 +183,36 @@ impl Ledger {
             },
         );
         id
+    }
+
+    /// The grants (open or closing) of `addr`, oldest first.
+    pub fn of_addr(&self, addr: IpAddr) -> impl Iterator<Item = &Grant> {
+        self.by_addr
+            .get(&addr)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.grants.get(id))
+    }
+
+    /// Set an open grant's deadline to what the kernel says (no refresh counted).
+    pub fn follow_kernel(&mut self, id: GrantId, expires: Instant) {
+        if let Some(g) = self.grants.get_mut(&id) {
+            if g.closing.is_some() || g.expires == Some(expires) {
+                return;
+            }
+            self.version += 1;
+            self.dirty.insert(id);
+            if let Some(t) = g.expires {
+                self.timers.remove(&(t, id));
+            }
+            self.timers.insert((expires, id));
+            g.expires = Some(expires);
+        }
+    }
+
+    /// The highest grant id given so far (grants opened later have higher ids).
+    pub fn last_id(&self) -> GrantId {
+        self.next_id
     }
 
     /// Move a grant's deadline (re-knock).
@@ -262,6 +296,12 @@ impl Ledger {
         }
         if self.by_key.get(&(g.door.clone(), g.addr)) == Some(&id) {
             self.by_key.remove(&(g.door.clone(), g.addr));
+        }
+        if let Some(ids) = self.by_addr.get_mut(&g.addr) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_addr.remove(&g.addr);
+            }
         }
         Some(g)
     }

@@ -353,3 +353,144 @@ fn nft_advice_cleanup_and_check() {
 fn knockd_conf_text(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).expect("read conf")
 }
+
+/// The grants `knockctl --json list` shows.
+fn grants(k: &OurKnockd) -> Vec<serde_json::Value> {
+    let out = knockctl(k, &["--json", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("knockctl list: {e}: {text} {out:?}"));
+    v.as_array()
+        .or_else(|| v.get("grants").and_then(|g| g.as_array()))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn nft_list_follows_the_kernels_time_left() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(60));
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    // Behind knockd's back, the element is put again with 8 s: the list must say so (the
+    // ledger alone would say about 60 s).
+    let elem = format!("{{ {CLI_V4} . tcp . 22 }}");
+    srv_ok(
+        &lab,
+        &[
+            "nft", "delete", "element", "inet", "knockd", "allow4", &elem,
+        ],
+    );
+    let short = format!("{{ {CLI_V4} . tcp . 22 timeout 8s }}");
+    srv_ok(
+        &lab,
+        &["nft", "add", "element", "inet", "knockd", "allow4", &short],
+    );
+    let first = grants(&k);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let left = |g: &serde_json::Value, key: &str| g[key].as_u64().unwrap_or(u64::MAX);
+    let kernel1 = left(&first[0], "kernel_expires_in_ms");
+    assert!((6_000..=8_000).contains(&kernel1), "{first:?}");
+    assert!(
+        left(&first[0], "expires_in_ms") <= 8_000,
+        "the ledger follows: {first:?}"
+    );
+    // Time passes: the kernel's time left shrinks.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = grants(&k);
+    let kernel2 = left(&second[0], "kernel_expires_in_ms");
+    assert!(kernel2 + 1_000 <= kernel1, "{kernel1} then {second:?}");
+    // Gone from the kernel (deleted by hand): gone from the list.
+    srv_ok(
+        &lab,
+        &[
+            "nft", "delete", "element", "inet", "knockd", "allow4", &elem,
+        ],
+    );
+    assert!(grants(&k).is_empty(), "{}", k.log());
+    assert!(
+        k.log().contains("grant no longer in the kernel"),
+        "{}",
+        k.log()
+    );
+}
+
+#[test]
+fn nft_two_doors_sharing_a_port_do_not_cut_each_other() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let conf = "[options]\n Firewall = nftables\n\
+                [ssh]\n sequence = 7000,8000,9000\n open = 22/tcp\n cmd_timeout = 60\n\
+                [ssh-short]\n sequence = 7200,8200,9200\n open = 22/tcp\n cmd_timeout = 20\n";
+    let k = OurKnockd::start(&lab, conf);
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    knock(&lab, false, &["7200", "8200", "9200"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || grants(&k).len() == 2),
+        "{}",
+        k.log()
+    );
+    // The shorter door's knock did not shorten the element.
+    assert!(kernel_expires_s(&lab) >= 50, "{}", table(&lab));
+    // Revoking one door's grant leaves the other's access.
+    let out = knockctl(&k, &["revoke", CLI_V4, "--door", "ssh"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(wait_until(Duration::from_secs(3), || grants(&k).len() == 1));
+    assert!(connects(&lab, false, 22), "{}\n{}", table(&lab), k.log());
+    let left = kernel_expires_s(&lab);
+    assert!(
+        (15..=20).contains(&left),
+        "the element now lives as long as ssh-short: {left}"
+    );
+    // Revoking the last one closes it.
+    let out = knockctl(&k, &["revoke", CLI_V4]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || !connects(&lab, false, 22)),
+        "{}",
+        table(&lab)
+    );
+}
+
+#[test]
+fn nft_a_reload_cannot_switch_backends_and_an_iptables_start_removes_the_table() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let k = OurKnockd::start(&lab, &conf(60));
+    let iptables =
+        "[options]\n Firewall = iptables\n[ssh]\n sequence = 7000,8000,9000\n open = 22/tcp\n";
+    k.rewrite_conf(iptables);
+    k.daemon.kill_hup();
+    assert!(
+        k.wait_count(
+            "reload failed: keeping the running configuration",
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        k.log()
+    );
+    assert!(k.log().contains("restart knockd to switch"), "{}", k.log());
+    // Still nftables: a knock right after the refused switch gets in.
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    // A restart with iptables removes the table (it would keep dropping port 22).
+    k.daemon.kill_term();
+    assert!(k.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(table(&lab).contains("chain input"));
+    let k2 = OurKnockd::start(&lab, iptables);
+    assert!(
+        k2.log().contains("removed table inet knockd"),
+        "{}",
+        k2.log()
+    );
+    assert_eq!(table(&lab), "");
+}

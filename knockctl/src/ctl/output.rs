@@ -111,6 +111,7 @@ pub fn format_status(status: &Status) -> String {
                 c.refused_pool_full, c.refused_max_grants
             ),
         ),
+        ("", format!("log lines dropped {}", c.log_lines_dropped)),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + GAP;
     let mut out = String::new();
@@ -718,6 +719,7 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused: 0,
                 refused_pool_full: 7,
                 refused_max_grants: 0,
+                log_lines_dropped: 12,
             },
             firewall: "iptables".into(),
         };
@@ -738,6 +740,7 @@ counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
             opens refused: pool full 7  MaxGrants 0
+            log lines dropped 12
 "
         );
         assert_fits(&text);

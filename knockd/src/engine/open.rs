@@ -7,13 +7,14 @@
 use super::tasks::Refusal;
 use super::{Engine, TaskKind, REFRESH_CHECK_INTERVAL};
 use crate::action::{self, Action, Executor, FwRule};
+use crate::config::MAX_TIMEOUT_SECS;
 use crate::config::{self, Command6, Door};
 use crate::firewall::Op;
 use crate::grants::{CheckWhen, Close, GrantId};
 use crate::knocklog::LogSink;
 use knock_ipc as ipc;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// A door opened for `src`: run or refresh its action and record the grant.
@@ -98,16 +99,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
             // Put the elements again with the time the ledger has left (the re-knock moved it).
             Close::Nft { elems } => {
-                let timeout = g.expires.map(|t| t.saturating_duration_since(now));
-                let ops = elems
-                    .iter()
-                    .map(|e| Op::Refresh {
-                        rule: crate::nft::fw_rule(e, &door),
-                        timeout,
-                    })
-                    .collect();
-                let q = self.nft_fw();
-                self.submit_to(q, Some(id), &door, addr, TaskKind::Free, ops);
+                let own = g
+                    .expires
+                    .map_or(Duration::from_secs(MAX_TIMEOUT_SECS), |t| {
+                        t.saturating_duration_since(now)
+                    });
+                let ops = self.nft_put_ops(id, &door, elems, own, now, false);
+                self.submit_nft(Some(id), &door, addr, TaskKind::Free, ops);
             }
             Close::StopCommand { .. } => {}
         }
@@ -214,7 +212,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 port: o.port,
             })
             .collect();
-        let timeout = Some(door.cmd_timeout);
         let expires = Some(now + door.cmd_timeout);
         if let Some(id) = self.ledger.find(&door.name, src).map(|g| g.id) {
             // The ledger's deadline moves now; the kernel's with the next check of this grant
@@ -233,21 +230,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .map(|o| format!("{}/{}", o.port, o.proto))
             .collect::<Vec<_>>()
             .join(",");
-        let ops = elems
-            .iter()
-            .map(|e| Op::Add {
-                rule: crate::nft::fw_rule(e, &door.name),
-                timeout,
-            })
-            .collect();
         let id = self.ledger.insert(
             &door.name,
             src,
             format!("{opened} (nftables)"),
             SystemTime::now(),
             expires,
-            Close::Nft { elems },
+            Close::Nft {
+                elems: elems.clone(),
+            },
         );
+        let ops = self.nft_put_ops(id, &door.name, &elems, door.cmd_timeout, now, true);
         self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
         let msg = format!(
@@ -256,8 +249,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             door.cmd_timeout.as_secs()
         );
         self.line(&msg);
-        let q = self.nft_fw();
-        self.submit_to(q, Some(id), &door.name, src, TaskKind::Start, ops);
+        self.submit_nft(Some(id), &door.name, src, TaskKind::Start, ops);
     }
 
     pub(super) fn pick<'a>(

@@ -81,14 +81,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.submit_fw(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             Close::Nft { elems } => {
-                let ops = elems
-                    .iter()
-                    .map(|e| Op::Delete {
-                        rule: crate::nft::fw_rule(e, &g.door),
-                    })
-                    .collect();
-                let q = self.nft_fw();
-                self.submit_to(q, Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
+                let ops = self.nft_close_ops(&g, elems, super::now());
+                self.submit_nft(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             close => {
                 let actions = close.actions();
@@ -139,13 +133,31 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         ops: Vec<Op>,
     ) {
         let q = self.fw();
-        self.submit_to(q, grant, door, addr, kind, ops);
+        let key: Key = (door.to_string(), addr);
+        self.submit_keyed(q, key, grant, door, addr, kind, ops);
     }
 
-    /// Hand ops to `queue` (the iptables or the nftables one).
-    pub(super) fn submit_to(
+    /// Hand nftables element ops to the nftables queue, ordered after every element change of
+    /// `addr` (doors that open the same port share its element).
+    pub(super) fn submit_nft(
+        &mut self,
+        grant: Option<GrantId>,
+        door: &str,
+        addr: IpAddr,
+        kind: TaskKind,
+        ops: Vec<Op>,
+    ) {
+        let q = self.nft_fw();
+        let key: Key = (super::nft::NFT_CHAIN.to_string(), addr);
+        self.submit_keyed(q, key, grant, door, addr, kind, ops);
+    }
+
+    /// Hand ops to `queue` (the iptables or the nftables one), after the ops of `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_keyed(
         &mut self,
         queue: crate::firewall::FirewallQueue,
+        key: Key,
         grant: Option<GrantId>,
         door: &str,
         addr: IpAddr,
@@ -153,7 +165,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         ops: Vec<Op>,
     ) {
         let done_tx = self.done_tx.clone();
-        let key: Key = (door.to_string(), addr);
         let door = door.to_string();
         self.inflight += 1;
         // Write-ahead: an open goes to the firewall only once the state file records it; and

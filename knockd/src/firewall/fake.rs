@@ -3,6 +3,7 @@
 //! `Absent`, a refresh re-adds a missing rule), can be made to fail ops, and to be slow.
 
 use super::{BoxFuture, Firewall, FwRule, Op, OpOutcome};
+use crate::nft::listing::KernelElem;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,8 @@ struct Inner {
     present: HashSet<FwRule>,
     fail_on: Vec<String>,
     delay: Duration,
+    /// What `list` answers (None: the backend cannot list, like iptables).
+    listing: Option<Vec<KernelElem>>,
 }
 
 /// Cheap to clone; clones share their rules and records.
@@ -58,6 +61,11 @@ impl RecordingFirewall {
     }
     pub fn add_rule(&self, r: FwRule) {
         self.with(|i| i.present.insert(r));
+    }
+
+    /// `list` answers `elems` from now on (a kernel that expires rules).
+    pub fn set_listing(&self, elems: Vec<KernelElem>) {
+        self.with(|i| i.listing = Some(elems));
     }
 
     /// Each batch takes this long.
@@ -108,5 +116,10 @@ impl Firewall for RecordingFirewall {
             }
             me.apply_now(ops)
         })
+    }
+
+    fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
+        let listing = self.with(|i| i.listing.clone())?;
+        Some(Box::pin(async move { Ok(listing) }))
     }
 }

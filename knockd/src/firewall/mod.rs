@@ -31,12 +31,15 @@
 //! - [`Op::Check`] (at start, for grants restored from the state file): [`OpOutcome::Ok`] if
 //!   the rule is present, [`OpOutcome::Absent`] if not.
 //! - `name` appears in logs and `knockctl status`.
+//! - `list` (optional): a backend whose kernel expires rules reads them back, so that
+//!   `knockctl list` shows the kernel's time left and the ledger follows the kernel.
 
 pub mod fake;
 pub mod iptables;
 pub mod nftables;
 
 use crate::config::Proto;
+use crate::nft::listing::KernelElem;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -167,6 +170,12 @@ pub trait Firewall: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Apply `ops` (one transaction when possible); one outcome per op, in order.
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>>;
+    /// Backends whose kernel expires rules on its own (nftables): the elements the kernel holds
+    /// now, with the time it has left on each, read after everything applied before. None: the
+    /// backend cannot tell (the ledger is the truth).
+    fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
+        None
+    }
 }
 
 /// Called with the outcomes of one submitted group of ops, on the queue's task.
@@ -219,6 +228,16 @@ impl FirewallQueue {
         }
     }
 
+    /// `reply` is called once everything submitted before has been applied.
+    pub fn flush(&self, reply: Reply) {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job {
+            ops: Vec::new(),
+            reply,
+        }) {
+            (job.reply)(Vec::new());
+        }
+    }
+
     async fn serve(fw: Arc<dyn Firewall>, mut rx: mpsc::UnboundedReceiver<Job>) {
         let mut carry: Option<Job> = None;
         loop {
@@ -250,7 +269,11 @@ impl FirewallQueue {
                 replies.push((j.ops.len(), j.reply));
                 ops.extend(j.ops);
             }
-            let mut outcomes = fw.apply(ops).await;
+            let mut outcomes = if ops.is_empty() {
+                Vec::new()
+            } else {
+                fw.apply(ops).await
+            };
             outcomes.resize(n, OpOutcome::Failed("no outcome from the backend".into()));
             let mut it = outcomes.into_iter();
             for (k, reply) in replies {

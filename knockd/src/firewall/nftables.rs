@@ -6,10 +6,12 @@
 //!
 //! Outcomes: a delete never reports `Absent` (it is written add + delete, which cannot fail on
 //! an element the kernel already expired), and `Check` reports `Ok` (restore reads the sets back
-//! instead, see [`crate::nft::listing`]).
+//! instead, see [`crate::nft::listing`]). `list` dumps the sets over the same socket
+//! ([`crate::nft::dump`]).
 
 use super::{BoxFuture, Firewall, Op, OpOutcome};
 use crate::config::MAX_TIMEOUT_SECS;
+use crate::nft::listing::KernelElem;
 use crate::nft::{transport, Elem, ElemOp};
 use std::time::Duration;
 
@@ -37,6 +39,10 @@ fn elem_op(op: &Op) -> Option<ElemOp> {
 impl Firewall for NftFirewall {
     fn name(&self) -> &'static str {
         "nftables"
+    }
+
+    fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
+        Some(Box::pin(async move { transport::shared()?.list().await }))
     }
 
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {

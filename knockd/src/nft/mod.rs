@@ -5,11 +5,13 @@
 //! - [`script`]: the table, its sets and chain, and element changes as `nft -f` text (pure).
 //! - [`netlink`]: the same element changes as one nf_tables netlink batch (pure encoding).
 //! - [`listing`]: the kernel's set listing (`nft -j list table inet knockd`) back into elements.
+//! - [`dump`]: the kernel's elements with their time left, over netlink (pure decoding).
 //! - [`detect`]: native base chains on the input hook that drop, and the line the admin needs.
 //! - [`transport`]: the effect: a worker thread with a long-lived netlink socket (element
 //!   batches) and `nft -f -` (table set-up, listing, clean-up).
 
 pub mod detect;
+pub mod dump;
 pub mod listing;
 pub mod netlink;
 pub mod script;

@@ -11,24 +11,24 @@ use super::{Elem, ElemOp, TABLE};
 use crate::config::Proto;
 use std::net::IpAddr;
 
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NFPROTO_INET: u8 = 1;
-const NLA_F_NESTED: u16 = 0x8000;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
-const NFTA_DATA_VALUE: u16 = 1;
+pub(super) const NFPROTO_INET: u8 = 1;
+pub(super) const NLA_F_NESTED: u16 = 0x8000;
+pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
 
 /// A batch ready to send, with the sequence number whose ack ends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,8 @@ pub fn key(e: &Elem) -> Vec<u8> {
     k
 }
 
-struct Writer {
-    buf: Vec<u8>,
+pub(super) struct Writer {
+    pub(super) buf: Vec<u8>,
 }
 
 impl Writer {
@@ -67,7 +67,14 @@ impl Writer {
         }
     }
     /// Start a message; returns its offset for `end_msg`.
-    fn begin_msg(&mut self, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
+    pub(super) fn begin_msg(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        seq: u32,
+        family: u8,
+        res_id: u16,
+    ) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched
         self.buf.extend_from_slice(&ty.to_ne_bytes());
@@ -79,21 +86,21 @@ impl Writer {
         self.buf.extend_from_slice(&res_id.to_be_bytes());
         at
     }
-    fn end(&mut self, at: usize) {
+    pub(super) fn end(&mut self, at: usize) {
         let len = u32::try_from(self.buf.len() - at).unwrap_or(u32::MAX);
         self.buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
-    fn end_attr(&mut self, at: usize) {
+    pub(super) fn end_attr(&mut self, at: usize) {
         let len = u16::try_from(self.buf.len() - at).unwrap_or(u16::MAX);
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
         self.align();
     }
-    fn attr(&mut self, ty: u16, data: &[u8]) {
+    pub(super) fn attr(&mut self, ty: u16, data: &[u8]) {
         let at = self.nest(ty & !NLA_F_NESTED);
         self.buf.extend_from_slice(data);
         self.end_attr(at);
     }
-    fn nest(&mut self, ty: u16) -> usize {
+    pub(super) fn nest(&mut self, ty: u16) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
@@ -130,7 +137,7 @@ impl Writer {
     }
 }
 
-fn cstr(s: &str) -> Vec<u8> {
+pub(super) fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v

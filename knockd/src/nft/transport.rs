@@ -6,6 +6,7 @@
 //! load, no added delay for a lone knock). Table set-up, clean-up and listings are rare and
 //! go through the `nft` program (`nft -f -`, `nft -j list ...`).
 
+use super::dump;
 use super::listing::{self, KernelElem};
 use super::netlink;
 use super::{ElemOp, NftError, TABLE};
@@ -104,6 +105,36 @@ impl Netlink {
         })
     }
 
+    /// The elements of both allow sets with the time the kernel has left on each (one dump
+    /// per set). `NoTable` when table inet knockd is gone.
+    pub fn dump(&mut self) -> Result<Vec<KernelElem>, NftError> {
+        use nix::sys::socket::{recv, send, MsgFlags};
+        let fd = self.fd.as_raw_fd();
+        let mut out = Vec::new();
+        for set in [super::SET4, super::SET6] {
+            let seq = self.seq;
+            self.seq = self.seq.wrapping_add(1);
+            send(fd, &dump::request(set, seq), MsgFlags::empty())
+                .map_err(|e| NftError::Netlink(format!("send: {e}")))?;
+            loop {
+                let n = recv(fd, &mut self.buf, MsgFlags::empty())
+                    .map_err(|e| NftError::Netlink(format!("no answer from the kernel: {e}")))?;
+                match dump::decode(&self.buf[..n], seq, &mut out) {
+                    dump::Part::More => {}
+                    dump::Part::Done => break,
+                    dump::Part::Error(libc::ENOENT) => return Err(NftError::NoTable),
+                    dump::Part::Error(e) => {
+                        return Err(NftError::Netlink(format!(
+                            "the kernel refused to list set {set}: {}",
+                            std::io::Error::from_raw_os_error(e)
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Apply `ops` as one kernel transaction (all or nothing).
     pub fn apply(&mut self, ops: &[ElemOp]) -> Result<(), NftError> {
         use nix::sys::socket::{recv, send, MsgFlags};
@@ -163,6 +194,14 @@ impl Transport {
         }
     }
 
+    /// The elements the kernel holds now, with their time left.
+    pub fn list(&mut self) -> Result<Vec<KernelElem>, NftError> {
+        match self {
+            Transport::Netlink(n) => n.dump(),
+            Transport::Cli => list_elements()?.ok_or(NftError::NoTable),
+        }
+    }
+
     pub fn apply(&mut self, ops: &[ElemOp]) -> Result<(), NftError> {
         for chunk in ops.chunks(MAX_OPS_PER_BATCH) {
             match self {
@@ -180,11 +219,22 @@ enum Work {
     Ops(Vec<ElemOp>),
     /// An `nft -f` script (table set-up at reload).
     Script(String),
+    /// Read the elements back (after everything submitted before).
+    List(tokio::sync::oneshot::Sender<Result<Vec<KernelElem>, String>>),
 }
 
 struct Job {
     work: Work,
-    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    /// For `Ops` and `Script` (`List` answers through its own sender).
+    reply: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+impl Job {
+    fn answer(self, r: Result<(), String>) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(r);
+        }
+    }
 }
 
 /// Sends work to the nftables worker thread. Cheap to clone.
@@ -209,16 +259,28 @@ impl Handle {
                             Err(_) => return,
                         },
                     };
-                    if let Work::Script(script) = &first.work {
-                        let r = apply_script(script).map_err(|e| e.to_string());
-                        let _ = first.reply.send(r);
-                        continue;
-                    }
-                    // Merge the element jobs queued behind this one, up to a script.
+                    let Job { work, reply } = first;
+                    let first = match work {
+                        Work::Script(script) => {
+                            let r = apply_script(&script).map_err(|e| e.to_string());
+                            Job {
+                                work: Work::Ops(Vec::new()),
+                                reply,
+                            }
+                            .answer(r);
+                            continue;
+                        }
+                        Work::List(to) => {
+                            let _ = to.send(transport.list().map_err(|e| e.to_string()));
+                            continue;
+                        }
+                        work @ Work::Ops(_) => Job { work, reply },
+                    };
+                    // Merge the element jobs queued behind this one, up to a script or list.
                     let mut jobs = vec![first];
                     while jobs.len() < MAX_OPS_PER_BATCH {
                         match rx.try_recv() {
-                            Ok(j) if matches!(j.work, Work::Script(_)) => {
+                            Ok(j) if !matches!(j.work, Work::Ops(_)) => {
                                 pending = Some(j);
                                 break;
                             }
@@ -236,7 +298,10 @@ impl Handle {
     async fn submit(&self, work: Work) -> Result<(), String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job { work, reply })
+            .send(Job {
+                work,
+                reply: Some(reply),
+            })
             .map_err(|_| "the nftables thread has stopped".to_string())?;
         rx.await
             .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
@@ -245,6 +310,19 @@ impl Handle {
     /// Apply `ops` (in one transaction with whatever else is queued); Err names the problem.
     pub async fn apply(&self, ops: Vec<ElemOp>) -> Result<(), String> {
         self.submit(Work::Ops(ops)).await
+    }
+
+    /// The elements the kernel holds, read after everything submitted before.
+    pub async fn list(&self) -> Result<Vec<KernelElem>, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job {
+                work: Work::List(reply),
+                reply: None,
+            })
+            .map_err(|_| "the nftables thread has stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
     }
 
     /// Apply an `nft -f` script, after everything submitted before it.
@@ -266,7 +344,7 @@ pub fn shared() -> Result<&'static Handle, String> {
 fn ops_of(j: &Job) -> &[ElemOp] {
     match &j.work {
         Work::Ops(o) => o,
-        Work::Script(_) => &[],
+        Work::Script(_) | Work::List(_) => &[],
     }
 }
 
@@ -278,7 +356,7 @@ fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
             .collect();
         if transport.apply(&all).is_ok() {
             for j in jobs {
-                let _ = j.reply.send(Ok(()));
+                j.answer(Ok(()));
             }
             return;
         }
@@ -286,7 +364,7 @@ fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
     }
     for j in jobs {
         let r = transport.apply(ops_of(&j)).map_err(|e| e.to_string());
-        let _ = j.reply.send(r);
+        j.answer(r);
     }
 }
 
@@ -328,6 +406,15 @@ mod tests {
         let listed = list_elements().expect("list").expect("table");
         eprintln!("{listed:?}");
         assert_eq!(listed.len(), 2);
+        let mut dumped = n.dump().expect("dump");
+        dumped.sort_by_key(|k| k.elem);
+        eprintln!("{dumped:?}");
+        assert_eq!(dumped.len(), 2);
+        assert_eq!(dumped[0].elem, e);
+        assert_eq!(dumped[0].timeout, Some(Duration::from_secs(30)));
+        assert!(dumped[0]
+            .expires
+            .is_some_and(|x| x <= Duration::from_secs(30)));
         n.apply(&[ElemOp::Remove { elem: e }]).expect("remove");
         n.apply(&[ElemOp::Remove { elem: e }])
             .expect("remove twice");
