@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod fairstart;
 pub mod fdlimit;
 pub mod filter;
 pub mod firewall;
