@@ -660,7 +660,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 let name = self.door_name(door);
                 let step = self.totp_step(door).unwrap_or_default();
                 let msg = format!(
-                    "{src}: {name}: sequence refused: {} (step {step})",
+                    "{src}: {name}: sequence refused: {} (current step {step})",
                     Refusal::Replay.as_str()
                 );
                 self.line(&msg);
@@ -768,6 +768,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             })
             .collect();
         self.record_used_otp(&mut new);
+        // The replay memory as it stands: taken in again below by the doors that derive the
+        // same sequences (kept doors keep it anyway; this also covers a renamed door).
+        let replay = self.saved_replay();
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);
         self.matcher.reconfigure_with(rules, &keep, settings);
@@ -775,6 +778,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.config = new;
         self.sync_nft_table();
         self.rotate_totp(tokio::time::Instant::now().into_std(), true);
+        self.remember_replays(replay);
         self.update_filter();
         let msg = format!(
             "configuration reloaded: {} door(s)",
