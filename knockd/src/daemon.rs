@@ -422,7 +422,8 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
         args.config.clone(),
         SystemExecutor,
         Arc::new(IptablesRestore::default()),
-        p.log,
+        // The log's own thread (started here, after daemonising): never blocks the engine.
+        crate::logwriter::LogWriter::knockd(p.log).context("cannot start the log writer")?,
         Box::new(move |f| {
             filter_tx.send(f);
         }),

@@ -121,6 +121,8 @@ pub struct Engine<E: Executor, L: LogSink> {
     close_pool: Arc<Semaphore>,
     /// Command tasks admitted and not finished (starts, checks, free commands).
     pooled: usize,
+    /// New grants waiting for their door's start rate, per door name.
+    starts: HashMap<String, starts::DoorStarts>,
     refusals_logged: u64,
     last_refusal_log: Option<Instant>,
     log: L,
@@ -196,6 +198,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             pool: Arc::new(Semaphore::new(POOL_SIZE)),
             close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
             pooled: 0,
+            starts: HashMap::new(),
             refusals_logged: 0,
             last_refusal_log: None,
             log,
@@ -454,6 +457,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.totp_next,
             self.ledger.next_recheck(),
             self.ledger.next_retry(),
+            self.starts_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -548,6 +552,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         for id in self.ledger.due_rechecks(now) {
             self.check_grant(id, now);
         }
+        self.serve_starts(now);
     }
 
     fn door_name(&self, door: usize) -> String {
@@ -858,6 +863,7 @@ mod nft;
 mod open;
 mod persist;
 mod requests;
+mod starts;
 mod tasks;
 pub mod totp;
 

@@ -6,10 +6,20 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// Where the knockd-format lines go.
 pub trait LogSink: Send {
     fn line(&mut self, msg: &str);
+    /// A line that happened at `at` (written later, by [`crate::logwriter::LogWriter`]'s
+    /// thread): the timestamp is the event's, not the write's.
+    fn line_at(&mut self, _at: SystemTime, msg: &str) {
+        self.line(msg);
+    }
+    /// Lines lost so far (a full queue, a full syslog socket).
+    fn dropped(&self) -> u64 {
+        0
+    }
     /// Reopen the sinks with (possibly new) settings: on reload, so logrotate can move the
     /// file away and SIGHUP knockd, like knockd 0.8.
     fn reopen(&mut self, _log_file: Option<&Path>, _use_syslog: bool) -> std::io::Result<()> {
@@ -30,9 +40,15 @@ pub fn syslog_line(now: chrono::DateTime<chrono::Local>, msg: &str) -> String {
 pub struct KnockLog {
     file: Option<(PathBuf, File)>,
     syslog: Option<UnixDatagram>,
-    /// Syslog lines dropped because the socket was full (it never blocks the engine).
+    /// Syslog lines dropped because the socket stayed full for [`SYSLOG_WAIT`], not yet said.
     syslog_dropped: u64,
+    /// All syslog lines dropped.
+    syslog_dropped_total: u64,
 }
+
+/// How long a syslog line may wait for room in the socket (on the log writer's thread, never
+/// on the engine's) before it is dropped and counted.
+pub const SYSLOG_WAIT: Duration = Duration::from_secs(1);
 
 impl KnockLog {
     /// Open the configured sinks. An unwritable LogFile is an error naming the path.
@@ -46,6 +62,7 @@ impl KnockLog {
             file,
             syslog,
             syslog_dropped: 0,
+            syslog_dropped_total: 0,
         })
     }
 
@@ -62,8 +79,9 @@ fn open_append(p: &Path) -> std::io::Result<File> {
 fn connect_syslog() -> Option<UnixDatagram> {
     let sock = UnixDatagram::unbound().ok()?;
     match sock.connect("/dev/log") {
-        // Never block the engine on a busy syslog daemon: a full socket drops (and counts).
-        Ok(()) if sock.set_nonblocking(true).is_ok() => Some(sock),
+        // Lines are written on the log writer's thread: a busy syslog daemon gets a moment,
+        // then the line is dropped (and counted).
+        Ok(()) if sock.set_write_timeout(Some(SYSLOG_WAIT)).is_ok() => Some(sock),
         Ok(()) => None,
         Err(e) => {
             tracing::warn!("UseSyslog: cannot connect to /dev/log ({e}); logging to stderr only");
@@ -79,6 +97,14 @@ impl LogSink for KnockLog {
     }
 
     fn line(&mut self, msg: &str) {
+        self.line_at(SystemTime::now(), msg);
+    }
+
+    fn dropped(&self) -> u64 {
+        self.syslog_dropped_total
+    }
+
+    fn line_at(&mut self, at: SystemTime, msg: &str) {
         if msg.starts_with("error") {
             tracing::error!(target: "knockd", "{msg}");
         } else if msg.contains("warning") {
@@ -86,7 +112,7 @@ impl LogSink for KnockLog {
         } else {
             tracing::info!(target: "knockd", "{msg}");
         }
-        let now = chrono::Local::now();
+        let now = chrono::DateTime::<chrono::Local>::from(at);
         if let Some((path, f)) = &mut self.file {
             if let Err(e) = f.write_all(file_line(now, msg).as_bytes()) {
                 tracing::warn!("cannot write log file {}: {e}", path.display());
@@ -105,6 +131,7 @@ impl LogSink for KnockLog {
             }
             if s.send(syslog_line(now, msg).as_bytes()).is_err() {
                 self.syslog_dropped += 1;
+                self.syslog_dropped_total += 1;
             }
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Pure cores (no I/O): [`config::parse()`], [`packet`], [`filter`], [`matcher`], [`grants`].
 //! Effects at the edge: [`capture`] (libpcap thread), [`action`] (the `Executor` trait that runs
-//! commands and iptables), [`knocklog`] (log file / syslog), [`daemon`] and [`signals`].
+//! commands and iptables), [`knocklog`] (log file / syslog) written by
+//! [`logwriter`]'s thread, [`daemon`] and [`signals`].
 //! [`engine`] is the one task that owns all knock state.
 
 pub mod action;
@@ -14,11 +15,13 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod fairstart;
 pub mod fdlimit;
 pub mod filter;
 pub mod firewall;
 pub mod grants;
 pub mod knocklog;
+pub mod logwriter;
 pub mod matcher;
 pub mod nft;
 pub mod packet;

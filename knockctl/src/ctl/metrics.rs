@@ -46,13 +46,19 @@ const COUNTERS: &[(&str, &str, &str)] = &[
         "scanners",
         "Sources the sweep guard found scanning.",
     ),
+    (
+        "log_lines_dropped",
+        "log_lines_dropped",
+        "Log lines dropped because the log (LogFile, syslog, stderr) could not keep up.",
+    ),
 ];
 
 /// Refusal counters (`refused`, `refused_<reason>`) form one family labelled by reason.
 const REFUSALS: (&str, &str) = (
     "refusals",
     "Knocks or opens refused, by reason: first_knock (scanner penalty, network share or \
-     table full of advanced attempts), pool_full, max_grants.",
+     table full of advanced attempts), pool_full, max_grants, start_network, start_queue, \
+     start_displaced (a door's StartRate queue).",
 );
 
 /// The reason label of a refusal counter field, None for other fields.
@@ -210,6 +216,7 @@ mod tests {
                 kernel_drops: 5,
                 refused: 7,
                 refused_pool_full: 1,
+                log_lines_dropped: 3,
                 ..Counters::default()
             },
             ..Status::default()
@@ -236,6 +243,7 @@ mod tests {
             "knockd_evictions_total 0",
             "knockd_command_failures_total 2",
             "knockd_kernel_drops_total 5",
+            "knockd_log_lines_dropped_total 3",
             "knockd_refusals_total{reason=\"first_knock\"} 7",
             "knockd_refusals_total{reason=\"pool_full\"} 1",
             "knockd_refusals_total{reason=\"max_grants\"} 0",

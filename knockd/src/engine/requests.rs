@@ -138,6 +138,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             grants: self.ledger.len() as u64,
             counters: ipc::Counters {
                 kernel_drops: drops,
+                log_lines_dropped: self.log.dropped(),
                 ..self.stats.clone()
             },
             firewall: self.config.options.firewall.as_str().to_string(),

@@ -100,7 +100,7 @@ impl T {
         tokio::time::Instant::now().into_std()
     }
     fn knock(&mut self, src: IpAddr, port: u16) {
-        self.sport += 1;
+        self.sport = self.sport.checked_add(1).unwrap_or(1024);
         let p = Packet {
             src,
             dst: SRV,
@@ -790,20 +790,30 @@ fn nth(i: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i))
 }
 
-/// A flood that completes the sequence from many sources: a few commands run, a bounded
-/// number wait, the rest is refused and counted; once the pool drains, grants close.
+/// A flood that completes the sequence from many sources (here from 200 networks, with no
+/// start rate to speak of): a few commands run, a bounded number are admitted to the pool,
+/// a bounded number wait in the door's fair queue, the rest is refused and counted; once the
+/// pool drains, the waiting ones start, and grants close.
 #[tokio::test(start_paused = true)]
 async fn the_command_pool_is_bounded_and_overflow_is_counted() {
     use super::{POOL_QUEUE, POOL_SIZE};
-    let mut t = T::new(slow_command_door());
+    use crate::fairstart::QUEUE_CAP;
+    let mut config = slow_command_door();
+    config.options.start_rate = Some(100_000);
+    let mut t = T::new(config);
     t.exec.hold_on("open ");
     for i in 0..200 {
-        t.knock_seq(nth(i), &[1000, 2000, 3000]);
+        t.knock_seq(nth(i * 256), &[1000, 2000, 3000]);
     }
     t.settle().await;
     assert_eq!(t.exec.ran().len(), POOL_SIZE, "running at once");
     assert_eq!(t.e.ledger().len(), POOL_QUEUE, "admitted");
-    assert_eq!(t.e.stats().refused_pool_full, (200 - POOL_QUEUE) as u64);
+    assert_eq!(t.e.starts_waiting(), QUEUE_CAP, "waiting for the pool");
+    assert_eq!(t.e.stats().refused_pool_full, 0);
+    assert_eq!(
+        t.e.stats().refused_start_queue,
+        (200 - POOL_QUEUE - QUEUE_CAP) as u64
+    );
     assert!(t
         .lines()
         .iter()
@@ -819,13 +829,19 @@ async fn the_command_pool_is_bounded_and_overflow_is_counted() {
     for _ in 0..20 {
         t.settle().await;
     }
+    // The waiting starts went as the pool drained; their grants time out 5 s later.
+    assert_eq!(t.e.starts_waiting(), 0);
+    t.advance(Duration::from_secs(5)).await;
+    for _ in 0..20 {
+        t.settle().await;
+    }
     assert_eq!(
         t.exec
             .ran()
             .iter()
             .filter(|c| c.starts_with("open "))
             .count(),
-        POOL_QUEUE
+        POOL_QUEUE + QUEUE_CAP
     );
     // Every admitted start ran, and every grant's close ran after its start.
     assert!(t.e.ledger().is_empty());
@@ -835,8 +851,56 @@ async fn the_command_pool_is_bounded_and_overflow_is_counted() {
             .iter()
             .filter(|c| c.starts_with("close "))
             .count(),
-        POOL_QUEUE
+        POOL_QUEUE + QUEUE_CAP
     );
+}
+
+/// The seed's case: a sniffed sequence completed from thousands of spoofed sources (256 per
+/// /24, one after the other) against a command door with the default StartRate. The door
+/// starts at most its rate, and the legitimate client's network, knocking every 0.5 s, gets
+/// its start within one token interval every time.
+#[tokio::test(start_paused = true)]
+async fn a_completing_flood_cannot_starve_a_legit_network_of_command_starts() {
+    use crate::config::model::DEFAULT_START_RATE;
+    let mut t = T::new(slow_command_door());
+    let legit = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    let token = Duration::from_secs(1) / DEFAULT_START_RATE;
+    let mut flood = 0u32;
+    for round in 0..8u32 {
+        // 0.5 s of flood: 3,000 completions in 10 ms steps.
+        for _ in 0..50 {
+            for _ in 0..60 {
+                t.knock_seq(nth(flood), &[1000, 2000, 3000]);
+                flood += 1;
+            }
+            t.advance(Duration::from_millis(10)).await;
+        }
+        t.knock_seq(legit, &[1000, 2000, 3000]);
+        t.settle().await;
+        t.advance(token).await;
+        let mine = format!("open {legit}");
+        assert_eq!(
+            t.exec.ran().iter().filter(|c| **c == mine).count(),
+            1 + round as usize,
+            "round {round}: the legit start ran within {token:?}"
+        );
+        // Close it so that the next knock is a new grant.
+        t.e.on_request(knock_ipc::Request::Revoke {
+            addr: legit,
+            door: None,
+        });
+        t.settle().await;
+    }
+    let starts = t
+        .exec
+        .ran()
+        .iter()
+        .filter(|c| c.starts_with("open "))
+        .count();
+    let limit = (4.0 * DEFAULT_START_RATE as f64 + DEFAULT_START_RATE as f64 + 10.0) as usize;
+    assert!(starts <= limit, "{starts} starts in 4 s (limit {limit})");
+    let s = t.e.stats();
+    assert!(s.refused_start_network + s.refused_start_queue + s.refused_start_displaced > 20_000);
 }
 
 #[tokio::test(start_paused = true)]

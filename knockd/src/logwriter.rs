@@ -1,0 +1,313 @@
+//! The log, written off the engine task. The engine hands each knockd-format line to a
+//! bounded queue and goes on; one thread writes them to the sinks (LogFile, syslog, stderr).
+//! A full queue (a stalled disk, a busy syslog daemon, a blocked stderr pipe) drops the line
+//! and counts it: `knockctl status` shows the count, and the thread writes how many it lost
+//! once it catches up. Logging therefore never delays a knock or a deadline.
+//!
+//! Reopening (SIGHUP, reload: logrotate moves the file away first) opens the new sinks on the
+//! caller's side, so a failure is reported at once and the old sinks stay; the thread switches
+//! to them after the lines queued before.
+
+use crate::knocklog::{KnockLog, LogSink};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+/// Lines waiting to be written, at most (about 100 bytes each).
+pub const LOG_QUEUE: usize = 4096;
+/// How long dropping the writer waits for the lines still queued (shutdown).
+pub const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the sinks for (LogFile, UseSyslog): [`KnockLog::open`] in the daemon.
+pub type Opener =
+    Box<dyn Fn(Option<&Path>, bool) -> std::io::Result<Box<dyn LogSink>> + Send + 'static>;
+
+enum Msg {
+    Line(SystemTime, String),
+    /// Write to these sinks from now on.
+    Swap(Box<dyn LogSink>),
+}
+
+/// What the engine holds: [`LogSink`] whose `line` never blocks.
+pub struct LogWriter {
+    tx: Option<SyncSender<Msg>>,
+    /// New sinks that did not fit in the queue: the thread takes them before its next line.
+    pending: Arc<Mutex<Option<Box<dyn LogSink>>>>,
+    /// Lines lost: queue full, or a sink that refused them (syslog socket full).
+    dropped: Arc<AtomicU64>,
+    open: Opener,
+    done: Option<Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LogWriter {
+    /// Start the writer thread over `sink` (call after daemonising: threads do not survive
+    /// the fork).
+    pub fn start(sink: Box<dyn LogSink>, open: Opener) -> std::io::Result<LogWriter> {
+        Self::with_capacity(sink, open, LOG_QUEUE)
+    }
+
+    /// The daemon's writer: LogFile, syslog and stderr through [`KnockLog`].
+    pub fn knockd(log: KnockLog) -> std::io::Result<LogWriter> {
+        Self::start(
+            Box::new(log),
+            Box::new(
+                |file, syslog| Ok(Box::new(KnockLog::open(file, syslog)?) as Box<dyn LogSink>),
+            ),
+        )
+    }
+
+    pub fn with_capacity(
+        sink: Box<dyn LogSink>,
+        open: Opener,
+        capacity: usize,
+    ) -> std::io::Result<LogWriter> {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let (done_tx, done) = mpsc::channel();
+        let pending: Arc<Mutex<Option<Box<dyn LogSink>>>> = Arc::new(Mutex::new(None));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let pending = pending.clone();
+            let dropped = dropped.clone();
+            std::thread::Builder::new()
+                .name("knockd-log".into())
+                .spawn(move || {
+                    write_loop(sink, &rx, &pending, &dropped);
+                    let _ = done_tx.send(());
+                })?
+        };
+        Ok(LogWriter {
+            tx: Some(tx),
+            pending,
+            dropped,
+            open,
+            done: Some(done),
+            thread: Some(thread),
+        })
+    }
+
+    /// Lines lost so far.
+    pub fn dropped_lines(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The thread: write lines in order; after a run of lost lines, say how many.
+fn write_loop(
+    mut sink: Box<dyn LogSink>,
+    rx: &Receiver<Msg>,
+    pending: &Mutex<Option<Box<dyn LogSink>>>,
+    dropped: &AtomicU64,
+) {
+    // Drops already reported in the log, and drops the current sink reported so far.
+    let mut reported = 0u64;
+    let mut sink_seen = 0u64;
+    while let Ok(msg) = rx.recv() {
+        if let Some(new) = pending.lock().ok().and_then(|mut p| p.take()) {
+            sink = new;
+            sink_seen = 0;
+        }
+        match msg {
+            Msg::Swap(new) => {
+                sink = new;
+                sink_seen = 0;
+            }
+            Msg::Line(at, line) => {
+                sink.line_at(at, &line);
+                let lost = dropped.load(Ordering::Relaxed);
+                if lost > reported {
+                    let note = format!(
+                        "warning: {} log line(s) dropped: the log could not keep up (see knockctl status)",
+                        lost - reported
+                    );
+                    sink.line_at(SystemTime::now(), &note);
+                    reported = lost;
+                }
+            }
+        }
+        // A sink's own losses (syslog socket full) count too.
+        let now = sink.dropped();
+        if now > sink_seen {
+            dropped.fetch_add(now - sink_seen, Ordering::Relaxed);
+            // Already said in-band by the sink itself.
+            reported += now - sink_seen;
+            sink_seen = now;
+        }
+    }
+}
+
+impl LogSink for LogWriter {
+    fn line(&mut self, msg: &str) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        match tx.try_send(Msg::Line(SystemTime::now(), msg.to_string())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn reopen(&mut self, log_file: Option<&Path>, use_syslog: bool) -> std::io::Result<()> {
+        let new = (self.open)(log_file, use_syslog)?;
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        match tx.try_send(Msg::Swap(new)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Msg::Swap(new))) => {
+                // Never wait on the queue: the thread picks it up before its next line.
+                if let Ok(mut p) = self.pending.lock() {
+                    *p = Some(new);
+                }
+                Ok(())
+            }
+            Err(_) => Err(std::io::Error::other("the log writer thread has stopped")),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped_lines()
+    }
+}
+
+impl Drop for LogWriter {
+    /// Close the queue and give the thread [`FLUSH_WAIT`] to write what is left (shutdown's
+    /// last lines), never more: a stalled sink must not hold up the exit.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(done) = self.done.take() {
+            match done.recv_timeout(FLUSH_WAIT) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(t) = self.thread.take() {
+                        let _ = t.join();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knocklog::MemoryLog;
+    use std::sync::Barrier;
+    use std::time::Instant;
+
+    fn memory(log: &MemoryLog) -> Box<dyn LogSink> {
+        Box::new(log.clone())
+    }
+
+    fn no_reopen() -> Opener {
+        Box::new(|_, _| Err(std::io::Error::other("no reopen in this test")))
+    }
+
+    fn wait_for(log: &MemoryLog, n: usize) -> Vec<String> {
+        let t = Instant::now();
+        while log.lines().len() < n && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log.lines()
+    }
+
+    #[test]
+    fn lines_arrive_in_order() {
+        let log = MemoryLog::default();
+        let mut w = LogWriter::start(memory(&log), no_reopen()).expect("start");
+        for i in 0..100 {
+            w.line(&format!("line {i}"));
+        }
+        drop(w);
+        let lines = log.lines();
+        assert_eq!(lines.len(), 100);
+        assert!(lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == format!("line {i}")));
+    }
+
+    /// A sink that blocks until released: stands for a stalled disk or syslog daemon.
+    struct Stuck {
+        gate: Arc<Barrier>,
+        log: MemoryLog,
+        first: bool,
+    }
+
+    impl LogSink for Stuck {
+        fn line(&mut self, msg: &str) {
+            if self.first {
+                self.first = false;
+                self.gate.wait();
+            }
+            self.log.line(msg);
+        }
+    }
+
+    /// With the sink stalled, `line` still returns at once: what does not fit is dropped,
+    /// counted, and said in the log once the sink moves again.
+    #[test]
+    fn a_stalled_sink_drops_and_counts_instead_of_blocking() {
+        let gate = Arc::new(Barrier::new(2));
+        let log = MemoryLog::default();
+        let sink = Stuck {
+            gate: gate.clone(),
+            log: log.clone(),
+            first: true,
+        };
+        let mut w = LogWriter::with_capacity(Box::new(sink), no_reopen(), 16).expect("start");
+        let t = Instant::now();
+        for i in 0..1000 {
+            w.line(&format!("line {i}"));
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        let lost = w.dropped_lines();
+        assert!(lost >= 1000 - 16 - 1, "dropped {lost}");
+        gate.wait();
+        // The lines kept, then the note about the others.
+        let lines = wait_for(&log, 1000 - lost as usize + 1);
+        assert_eq!(lines[0], "line 0");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("{lost} log line(s) dropped"))),
+            "{lines:?}"
+        );
+        // Caught up: the next line is written.
+        w.line("after");
+        let lines = wait_for(&log, 1000 - lost as usize + 2);
+        assert_eq!(lines.last().map(String::as_str), Some("after"));
+        assert_eq!(w.dropped(), lost);
+    }
+
+    /// logrotate: lines before the reopen go to the old sink, lines after it to the new one;
+    /// a reopen that fails leaves the old sink in place and says why.
+    #[test]
+    fn reopen_switches_sinks_in_order() {
+        let old = MemoryLog::default();
+        let new = MemoryLog::default();
+        let new2 = new.clone();
+        let open: Opener = Box::new(move |file, _| match file {
+            Some(_) => Ok(Box::new(new2.clone()) as Box<dyn LogSink>),
+            None => Err(std::io::Error::other("cannot open")),
+        });
+        let mut w = LogWriter::start(memory(&old), open).expect("start");
+        w.line("before");
+        assert!(w.reopen(None, false).is_err());
+        w.line("still old");
+        w.reopen(Some(Path::new("/x")), false).expect("reopen");
+        w.line("after");
+        drop(w);
+        assert_eq!(old.lines(), vec!["before", "still old"]);
+        assert_eq!(new.lines(), vec!["after"]);
+    }
+}
