@@ -665,7 +665,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 let name = self.door_name(door);
                 let step = self.totp_step(door).unwrap_or_default();
                 let msg = format!(
-                    "{src}: {name}: sequence refused: {} (step {step})",
+                    "{src}: {name}: sequence refused: {} (current step {step})",
                     Refusal::Replay.as_str()
                 );
                 self.line(&msg);

@@ -566,7 +566,7 @@ async fn totp_door_opens_refuses_replays_and_rotates_its_filter() {
     t.settle().await;
     assert_eq!(t.exec.ran().len(), 1, "replay refused");
     assert!(
-        t.has_line("10.99.77.9: rot: sequence refused: replay: this time step's sequence already opened the door for another address (step 1000)"),
+        t.has_line("10.99.77.9: rot: sequence refused: replay: this time step's sequence already opened the door for another address (current step 1000)"),
         "{:?}",
         t.lines()
     );
