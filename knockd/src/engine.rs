@@ -773,6 +773,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             })
             .collect();
         self.record_used_otp(&mut new);
+        // The replay memory as it stands: taken in again below by the doors that derive the
+        // same sequences (kept doors keep it anyway; this also covers a renamed door).
+        let replay = self.saved_replay();
         let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
         let settings = Settings::from(&new);
         self.matcher.reconfigure_with(rules, &keep, settings);
@@ -780,6 +783,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.config = new;
         self.sync_nft_table();
         self.rotate_totp(tokio::time::Instant::now().into_std(), true);
+        self.remember_replays(replay);
         self.update_filter();
         let msg = format!(
             "configuration reloaded: {} door(s)",

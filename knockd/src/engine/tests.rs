@@ -1344,3 +1344,54 @@ async fn an_unrecorded_one_time_sequence_stays_used_across_a_restart() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].file, dir.path().join("missing"));
 }
+
+static RENAME_WALL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn rename_wall() -> Duration {
+    Duration::from_millis(RENAME_WALL_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The replay memory follows the secret, not the door's name: renaming the door (same
+/// secret file) in a reload, or between two runs, keeps it.
+#[tokio::test(start_paused = true)]
+async fn totp_replay_memory_follows_the_secret_across_a_rename() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("rot.totp");
+    let spec = knock_ipc::totp::Spec::write_new(&secret).expect("secret");
+    let conf = dir.path().join("knockd.conf");
+    let text = |name: &str| {
+        format!(
+            "[{name}]\n TOTP_File = {}\n command = open %IP%\n tcpflags = syn\n",
+            secret.display()
+        )
+    };
+    std::fs::write(&conf, text("rot")).expect("write");
+    let state = dir.path().join("state.json");
+    let step = 58_000_100u64;
+    RENAME_WALL_MS.store((spec.step_start(step) + 1) * 1000, Ordering::Relaxed);
+    let start = || {
+        let mut t = T::new(crate::config::load(&conf).expect("load").config);
+        t.e.config_path = conf.clone();
+        t.e.state_file = Some(state.clone());
+        t.e.set_wall_clock(rename_wall);
+        t
+    };
+    let b: IpAddr = "10.99.77.9".parse().expect("ip");
+    let mut t = start();
+    t.knock_seq(CLI, &spec.ports(step));
+    std::fs::write(&conf, text("renamed")).expect("write");
+    t.e.reload().expect("reload");
+    t.knock_seq(b, &spec.ports(step));
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"], "{:?}", t.lines());
+    t.e.flush_state().await;
+    // The next run calls it differently again.
+    std::fs::write(&conf, text("again")).expect("write");
+    let mut t2 = start();
+    t2.e.restore_all(crate::state::load_all(&state).expect("state"), None)
+        .await;
+    t2.knock_seq(b, &spec.ports(step));
+    t2.settle().await;
+    assert!(t2.exec.ran().is_empty(), "{:?}", t2.lines());
+}
