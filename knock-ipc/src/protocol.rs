@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +121,13 @@ pub struct Counters {
     /// Log lines dropped because the log could not keep up (LogFile, syslog or stderr stalled):
     /// logging never holds up the engine.
     pub log_lines_dropped: u64,
+    /// Opens refused because their source network already had starts waiting for the
+    /// door's `StartRate`.
+    pub refused_start_network: u64,
+    /// Opens refused because the door's start queue was full of busier networks.
+    pub refused_start_queue: u64,
+    /// Waiting opens dropped for one from a quieter network.
+    pub refused_start_displaced: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

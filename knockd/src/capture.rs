@@ -7,7 +7,9 @@
 //! one wake-up of the engine per batch, not per packet (a per-packet hand-off spent most of the
 //! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
 //! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
-//! over as soon as it arrives, with no batching delay.
+//! over as soon as it arrives, with no batching delay; under a flood (above
+//! [`crate::pacer::BUSY_PPS`]) the thread pauses a millisecond after each batch so that the
+//! next read takes tens of packets at once.
 
 use crate::packet::{decode, LinkType, Packet};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -226,6 +228,7 @@ impl Capture {
     ) {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
+        let mut pacer = crate::pacer::Pacer::default();
         loop {
             if let Some((g, f)) = filters.latest() {
                 self.install(g, &f, &filters.status);
@@ -282,11 +285,14 @@ impl Capture {
                 }
             } else {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(64));
-                if tx
-                    .blocking_send(CaptureMsg::Batch(full, Instant::now()))
-                    .is_err()
-                {
+                let n = full.len();
+                let now = Instant::now();
+                if tx.blocking_send(CaptureMsg::Batch(full, now)).is_err() {
                     return;
+                }
+                // Under a flood, let packets pile up for a moment (crate::pacer).
+                if let Some(pause) = pacer.after_batch(n, now) {
+                    std::thread::sleep(pause);
                 }
             }
             if last_stats.elapsed() >= Duration::from_secs(1) {

@@ -21,9 +21,13 @@ same state file refuses to start), so a restart closes them on schedule.
 
 Grants and commands: a grant stays listed (CLOSING, with the last error) and in the state file
 until its close succeeded; failed closes are retried after 1, 2, 4 ... 60 s, and a grant still
-closing at shutdown is closed first by the next start. Door commands run through a bounded
-pool (4 at once, 2 more for closes, 64 admitted at most; beyond that an open is refused and
-counted in knockctl status), and at most MaxGrants (10000) grants are open at once. Door
+closing at shutdown is closed first by the next start. Each door starts at most StartRate (20)
+new grants per second; what waits is queued per source network (/24, /64: 4 per network, 32 per
+door), the network that asked least recently first, so a flood from many addresses elsewhere
+cannot starve a client's network (beyond that an open is refused and counted in knockctl
+status by reason). Door commands run through a bounded pool (4 at once, 2 more for closes,
+64 admitted at most; starts wait for it in the fair queue), and at most MaxGrants (10000)
+grants are open at once. Door
 commands are killed after 30 s; iptables waits at most 5 s for its lock (-w 5) and is killed
 after 10 s. Native doors' rules opened or closed together go in one iptables-restore --noflush
 transaction.

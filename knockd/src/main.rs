@@ -4,7 +4,12 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Before anything else: a SIGHUP sent the instant knockd starts is a reload, not fatal.
+    knockd::signals::hold();
     let args = Args::parse();
+    if args.new_totp.is_some() || args.firewall_cleanup || args.check_config {
+        knockd::signals::release();
+    }
     let level = if args.debug {
         "knockd=trace,info"
     } else if args.verbose {

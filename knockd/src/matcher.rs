@@ -12,7 +12,8 @@
 //!    attempts at their deadline, whether or not more packets arrive.
 //! 5. The number of attempts is capped, and so is each source network's share ([`tiers`]).
 //!    A first knock that needs room may only evict an attempt still at stage 1 (the oldest of
-//!    the network holding the most stage-1 attempts); advanced attempts end only by
+//!    the network holding the most stage-1 attempts, or of the whole table when no network
+//!    holds more than one); advanced attempts end only by
 //!    completing, a wrong knock or their timeout. With no stage-1 attempt to evict, the first
 //!    knock is refused. Work per packet is O(doors sharing the port), independent of the
 //!    number of attempts.
@@ -628,22 +629,29 @@ impl Matcher {
     /// Room for one more attempt from `net`: within its share and the table, evicting a
     /// stage-1 attempt if needed.
     fn make_room(&mut self, net: NetId, out: &mut Vec<MatchEvent>) -> Result<(), Refusal> {
-        let victim_net = if self.nets.total(net) >= self.settings.per_network.max(1) {
-            Some((net, Refusal::NetworkFull))
+        let victim = if self.nets.total(net) >= self.settings.per_network.max(1) {
+            Some((Victim::Net(net), Refusal::NetworkFull))
         } else if self.attempts.len() >= self.cap {
-            Some((self.nets.victim(net).unwrap_or(net), Refusal::TableFull))
+            Some((
+                self.nets.victim(net).unwrap_or(Victim::Net(net)),
+                Refusal::TableFull,
+            ))
         } else {
             None
         };
-        let Some((victim_net, refusal)) = victim_net else {
+        let Some((victim, refusal)) = victim else {
             return Ok(());
         };
         let attempts = &self.attempts;
-        let victim = self.nets.pop_stage1(victim_net, |e| {
+        let live = |e: &tiers::Stage1| {
             attempts
                 .get(&(e.0, e.1))
                 .is_some_and(|a| a.id == e.2 && a.stage == 1)
-        });
+        };
+        let victim = match victim {
+            Victim::Net(victim_net) => self.nets.pop_stage1(victim_net, live),
+            Victim::Oldest => self.nets.pop_oldest_stage1(live),
+        };
         let Some((src, door, _)) = victim else {
             return Err(refusal);
         };
@@ -1036,7 +1044,7 @@ pub mod sweep;
 pub mod tiers;
 
 use sweep::SweepGuard;
-use tiers::{network, NetId, Networks};
+use tiers::{network, NetId, Networks, Victim};
 
 #[cfg(test)]
 mod attack_tests;

@@ -23,6 +23,11 @@ pub fn hold() {
     }
 }
 
+/// Undo [`hold`] (one-shot commands such as `knockd -t` stay killable with Ctrl-C).
+pub fn release() {
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None);
+}
+
 /// Start listening for signals. The returned future completes on SIGTERM or SIGINT.
 /// Signals held by [`hold`] are released here and delivered to the new handlers.
 /// `config` is the file a SIGHUP re-reads (parsed off the engine task, see [`crate::reload`]).

@@ -691,7 +691,11 @@ async fn list_with_thousands_of_grants_answers_capped() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("knockd.conf"),
-        CONF.replace("cmd_timeout = 1", "cmd_timeout = 600"),
+        // StartRate: 6,000 new grants from one burst of knocks, not 20 a second.
+        format!(
+            "[options]\n  StartRate = 100000\n{}",
+            CONF.replace("cmd_timeout = 1", "cmd_timeout = 600")
+        ),
     )
     .expect("w");
     let mut d = start_in(

@@ -325,7 +325,8 @@ impl Model {
     /// Rule 5: a network holds at most `per_network` attempts and the table `max_attempts`;
     /// to make room, only a stage-1 attempt may go: the oldest of the own network when it is
     /// full, else of the network with the most stage-1 attempts (the own one on a tie, the
-    /// highest network id between others).
+    /// highest network id between others), or the oldest of the table when no network holds
+    /// more than one (and the own network none).
     fn make_room(&mut self, own: u128, out: &mut Vec<MatchEvent>) -> Result<(), Refusal> {
         let in_net = |m: &Model, net: u128, stage1: bool| {
             m.attempts
@@ -335,7 +336,7 @@ impl Model {
         };
         let (victim_net, refusal) = if in_net(self, own, false) >= self.settings.per_network.max(1)
         {
-            (own, Refusal::NetworkFull)
+            (Some(own), Refusal::NetworkFull)
         } else if self.attempts.len() >= self.settings.max_attempts.max(1) {
             let mut nets: Vec<u128> = self.attempts.iter().map(|a| self.net(a.src)).collect();
             nets.sort();
@@ -345,8 +346,9 @@ impl Model {
                 .filter(|&(c, _)| c > 0)
                 .max();
             let victim = match heaviest {
-                Some((most, net)) if in_net(self, own, true) < most => net,
-                _ => own,
+                Some((1, _)) if in_net(self, own, true) < 1 => None,
+                Some((most, net)) if in_net(self, own, true) < most => Some(net),
+                _ => Some(own),
             };
             (victim, Refusal::TableFull)
         } else {
@@ -354,7 +356,8 @@ impl Model {
         };
         let oldest = (0..self.attempts.len())
             .filter(|&i| {
-                self.attempts[i].stage == 1 && self.net(self.attempts[i].src) == victim_net
+                self.attempts[i].stage == 1
+                    && victim_net.is_none_or(|v| self.net(self.attempts[i].src) == v)
             })
             .min_by_key(|&i| self.attempts[i].id);
         let Some(i) = oldest else {

@@ -185,8 +185,9 @@ fn knockctl_list_with_thousands_of_grants() {
     let lab = Lab::new();
     let knockd = OurKnockd::start(
         &lab,
-        "[options]\n  MaxGrants = 20000\n[one]\n  sequence = 7000\n  open = 22/tcp\n  \
-         cmd_timeout = 600\n  tcpflags = syn\n",
+        // StartRate: thousands of new grants in 3 s, not 20 a second.
+        "[options]\n  MaxGrants = 20000\n  StartRate = 100000\n[one]\n  sequence = 7000\n  \
+         open = 22/tcp\n  cmd_timeout = 600\n  tcpflags = syn\n",
     );
     let flooder = Flooder::new(lab.cli_ns(), srv()).expect("flooder");
     let spec = FloodSpec {

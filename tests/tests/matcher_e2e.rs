@@ -291,6 +291,53 @@ fn an_ipv6_client_opens_through_spoofed_floods_from_many_and_from_one_64() {
     }
 }
 
+/// A slow flood of forged first knocks, each from a new /64 below the client's, keeps the
+/// table (MaxAttempts = 2000) full of one attempt per network: at 1,000 per second the table
+/// turns over in 2 s, so a client knocking one second apart opens (the table's oldest goes
+/// first; when ties went to the highest network, the client's first knock went at once).
+#[test]
+fn an_ipv6_client_opens_through_a_slow_flood_from_more_networks_than_the_table_holds() {
+    use knock_e2e::spoof6::{Flooder6, Sources};
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let knockd = OurKnockd::start(
+        &lab,
+        &conf("MaxAttempts = 2000", &[("openSSH", "7000,8000,9000", true)]),
+    );
+    let dst: std::net::Ipv6Addr = SRV_V6.parse().expect("SRV_V6");
+    let flooder = Flooder6::new(lab.cli_ns(), dst).expect("flooder");
+    let sources = Sources::Nets { nets: 1_000_000 };
+    let stop = AtomicBool::new(false);
+    let stats = std::thread::scope(|s| {
+        let flood = s.spawn(|| flooder.run(sources, 7000, 1_000, Duration::from_secs(8), &stop));
+        // The table is full after 2 s.
+        std::thread::sleep(Duration::from_millis(2500));
+        let out = knock(&lab, &["-6", "-d", "1000", SRV_V6, "7000", "8000", "9000"]);
+        assert!(out.status.success(), "{out:?}");
+        let opened = knockd.wait_count(
+            &format!("{CLI_V6}: openSSH: OPEN SESAME"),
+            1,
+            EFFECT_TIMEOUT,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stats = flood.join().expect("flood thread");
+        assert!(
+            opened,
+            "no open under the flood ({stats:?}):\n{}",
+            knockd.log()
+        );
+        stats
+    });
+    let evicted = evictions(&knockd);
+    eprintln!(
+        "{} forged first knocks from as many /64s in {:.1} s, {evicted} evictions",
+        stats.sent, stats.elapsed_s
+    );
+    assert!(evicted > 1_000, "the table never turned over: {evicted}");
+}
+
 /// knockd's eviction counter (`knockctl status`).
 fn evictions(k: &OurKnockd) -> u64 {
     let out = std::process::Command::new(knock_e2e::bin("knockctl"))

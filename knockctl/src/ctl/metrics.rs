@@ -57,7 +57,8 @@ const COUNTERS: &[(&str, &str, &str)] = &[
 const REFUSALS: (&str, &str) = (
     "refusals",
     "Knocks or opens refused, by reason: first_knock (scanner penalty, network share or \
-     table full of advanced attempts), pool_full, max_grants.",
+     table full of advanced attempts), pool_full, max_grants, start_network, start_queue, \
+     start_displaced (a door's StartRate queue).",
 );
 
 /// The reason label of a refusal counter field, None for other fields.

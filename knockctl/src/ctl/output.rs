@@ -112,6 +112,13 @@ pub fn format_status(status: &Status) -> String {
             ),
         ),
         ("", format!("log lines dropped {}", c.log_lines_dropped)),
+        (
+            "",
+            format!(
+                "StartRate: busy network {}  queue full {}  displaced {}",
+                c.refused_start_network, c.refused_start_queue, c.refused_start_displaced
+            ),
+        ),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + GAP;
     let mut out = String::new();
@@ -720,6 +727,9 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_pool_full: 7,
                 refused_max_grants: 0,
                 log_lines_dropped: 12,
+                refused_start_network: 12,
+                refused_start_queue: 3,
+                refused_start_displaced: 5,
             },
             firewall: "iptables".into(),
         };
@@ -741,6 +751,7 @@ counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             scanners 0  refused first knocks 0
             opens refused: pool full 7  MaxGrants 0
             log lines dropped 12
+            StartRate: busy network 12  queue full 3  displaced 5
 "
         );
         assert_fits(&text);

@@ -31,6 +31,7 @@ pub(super) enum Key {
     Open,
     OpenChain,
     MaxGrants,
+    StartRate,
     SweepGuard,
     TotpFile,
 }
@@ -78,6 +79,7 @@ const KEYS: &[KeyInfo] = &[
     key(Key::StateFile, "StateFile", &[], Scope::Global),
     key(Key::OnShutdown, "OnShutdown", &[], Scope::Global),
     key(Key::MaxGrants, "MaxGrants", &[], Scope::Global),
+    key(Key::StartRate, "StartRate", &[], Scope::Global),
     key(Key::SweepThreshold, "SweepThreshold", &[], Scope::Global),
     key(Key::SweepPenalty, "SweepPenalty", &[], Scope::Global),
     key(Key::MaxAttemptsPerNetwork, "MaxAttemptsPerNetwork", &[], Scope::Global),

@@ -13,6 +13,8 @@ pub const MAX_SEQUENCE_LEN: usize = 32;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100_000;
 /// Open grants at most when `MaxGrants` is not set.
 pub const DEFAULT_MAX_GRANTS: usize = 10_000;
+/// New grants each door starts per second when `StartRate` is not set.
+pub const DEFAULT_START_RATE: u32 = 20;
 pub const DEFAULT_OPEN_CHAIN: &str = "INPUT";
 /// Default cap on concurrent control connections (`MaxClients`).
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
@@ -160,6 +162,8 @@ pub struct Options {
     pub on_shutdown: ShutdownPolicy,
     /// `MaxGrants`: cap on open grants; None = DEFAULT_MAX_GRANTS.
     pub max_grants: Option<usize>,
+    /// `StartRate`: new grants each door starts per second; None = DEFAULT_START_RATE.
+    pub start_rate: Option<u32>,
     /// `SweepThreshold`; None = DEFAULT_SWEEP_THRESHOLD.
     pub sweep_threshold: Option<usize>,
     /// `SweepPenalty`; None = DEFAULT_SWEEP_PENALTY.
@@ -257,6 +261,9 @@ impl Config {
     }
     pub fn max_grants(&self) -> usize {
         self.options.max_grants.unwrap_or(DEFAULT_MAX_GRANTS)
+    }
+    pub fn start_rate(&self) -> u32 {
+        self.options.start_rate.unwrap_or(DEFAULT_START_RATE)
     }
 
     pub fn max_attempts_per_network(&self) -> usize {

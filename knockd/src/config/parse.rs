@@ -454,6 +454,7 @@ impl Parser<'_> {
             | Key::OnShutdown
             | Key::MaxClients
             | Key::MaxGrants
+            | Key::StartRate
             | Key::SweepThreshold
             | Key::SweepPenalty
             | Key::MaxAttemptsPerNetwork
@@ -529,6 +530,10 @@ impl Parser<'_> {
                         )
                     })?;
                 o.max_grants = Some(n);
+            }
+            Key::StartRate => {
+                let n = parse_count(value, "StartRate", 1, 100_000, "20")?;
+                o.start_rate = u32::try_from(n).ok();
             }
             Key::SweepThreshold => {
                 o.sweep_threshold = Some(parse_count(

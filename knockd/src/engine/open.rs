@@ -17,8 +17,38 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
-    /// A door opened for `src`: run or refresh its action and record the grant.
+    /// A door opened for `src`: refresh its open grant now, or queue a new grant for the
+    /// door's start rate (it starts at once when the door has a token).
     pub(super) fn open(&mut self, door_idx: usize, src: IpAddr, now: Instant) {
+        let Some(door) = self.config.doors.get(door_idx) else {
+            return;
+        };
+        let (name, pooled, otp) = (
+            door.name.clone(),
+            door.open.is_empty(),
+            door.one_time_sequences.is_some(),
+        );
+        let refresh = self.ledger.find(&name, src).is_some();
+        if refresh || self.offer_start(&name, pooled, src, now) {
+            let msg = format!("{src}: {name}: OPEN SESAME");
+            self.line(&msg);
+            self.emit(|| ipc::EventKind::Open {
+                addr: src,
+                door: name,
+            });
+        }
+        if refresh {
+            self.open_now(door_idx, src, now);
+        } else {
+            self.serve_starts(now);
+        }
+        if otp {
+            self.next_one_time_sequence(door_idx);
+        }
+    }
+
+    /// Run or refresh the door's action for `src` and record the grant.
+    pub(super) fn open_now(&mut self, door_idx: usize, src: IpAddr, now: Instant) {
         let Some(door) = self.config.doors.get(door_idx).cloned() else {
             return;
         };
@@ -26,9 +56,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.open_command(&door, src, now);
         } else {
             self.open_native(&door, src, now);
-        }
-        if door.one_time_sequences.is_some() {
-            self.next_one_time_sequence(door_idx);
         }
     }
 

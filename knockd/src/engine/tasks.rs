@@ -24,6 +24,12 @@ use tokio::sync::watch;
 pub(super) enum Refusal {
     PoolFull,
     MaxGrants,
+    /// Its network already has starts waiting for the door's rate (`fairstart::NET_CAP`).
+    NetworkBusy,
+    /// The door's start queue is full of networks at least as busy as its own.
+    StartQueueFull,
+    /// It was waiting, and a start from a quieter network took its place.
+    Displaced,
 }
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
@@ -32,9 +38,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         match why {
             Refusal::PoolFull => self.stats.refused_pool_full += 1,
             Refusal::MaxGrants => self.stats.refused_max_grants += 1,
+            Refusal::NetworkBusy => self.stats.refused_start_network += 1,
+            Refusal::StartQueueFull => self.stats.refused_start_queue += 1,
+            Refusal::Displaced => self.stats.refused_start_displaced += 1,
         }
         tracing::debug!(%src, door, ?why, "open refused");
-        let total = self.stats.refused_pool_full + self.stats.refused_max_grants;
+        let s = &self.stats;
+        let total = s.refused_pool_full
+            + s.refused_max_grants
+            + s.refused_start_network
+            + s.refused_start_queue
+            + s.refused_start_displaced;
         if self
             .last_refusal_log
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
@@ -42,16 +56,29 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             let n = total - self.refusals_logged;
             self.refusals_logged = total;
             self.last_refusal_log = Some(now);
+            let rate = self.config.start_rate();
             let msg = format!(
-                "warning: {n} open(s) refused (latest: {src} on door {door}: {}); totals: command pool full {}, MaxGrants {}",
+                "warning: {n} open(s) refused (latest: {src} on door {door}: {}); totals: command pool full {}, MaxGrants {}, busy network {}, start queue full {}, displaced {}",
                 match why {
                     Refusal::PoolFull => format!(
                         "{POOL_QUEUE} commands already waiting for the pool of {POOL_SIZE}"
                     ),
                     Refusal::MaxGrants => format!("{} grants open (MaxGrants)", self.max_grants()),
+                    Refusal::NetworkBusy => format!(
+                        "its network already has {} opens waiting for the door's StartRate ({rate}/s)",
+                        crate::fairstart::NET_CAP
+                    ),
+                    Refusal::StartQueueFull => format!(
+                        "{} opens from busier networks already waiting for the door's StartRate ({rate}/s)",
+                        crate::fairstart::QUEUE_CAP
+                    ),
+                    Refusal::Displaced => "a waiting open dropped for one from a quieter network".to_string(),
                 },
                 self.stats.refused_pool_full,
-                self.stats.refused_max_grants
+                self.stats.refused_max_grants,
+                self.stats.refused_start_network,
+                self.stats.refused_start_queue,
+                self.stats.refused_start_displaced
             );
             self.line(&msg);
         }
@@ -322,6 +349,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.inflight = self.inflight.saturating_sub(1);
         if d.pooled {
             self.pooled = self.pooled.saturating_sub(1);
+            // Room in the pool: command doors' waiting starts may go.
+            self.serve_starts(super::now());
         }
         // Forget finished chains (whichever door they were keyed by).
         // Amortised: only when the map doubled since the last sweep.

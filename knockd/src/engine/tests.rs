@@ -100,7 +100,7 @@ impl T {
         tokio::time::Instant::now().into_std()
     }
     fn knock(&mut self, src: IpAddr, port: u16) {
-        self.sport += 1;
+        self.sport = self.sport.checked_add(1).unwrap_or(1024);
         let p = Packet {
             src,
             dst: SRV,
@@ -566,7 +566,7 @@ async fn totp_door_opens_refuses_replays_and_rotates_its_filter() {
     t.settle().await;
     assert_eq!(t.exec.ran().len(), 1, "replay refused");
     assert!(
-        t.has_line("10.99.77.9: rot: sequence refused: replay: this time step's sequence already opened the door for another address (step 1000)"),
+        t.has_line("10.99.77.9: rot: sequence refused: replay: this time step's sequence already opened the door for another address (current step 1000)"),
         "{:?}",
         t.lines()
     );
@@ -790,20 +790,30 @@ fn nth(i: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i))
 }
 
-/// A flood that completes the sequence from many sources: a few commands run, a bounded
-/// number wait, the rest is refused and counted; once the pool drains, grants close.
+/// A flood that completes the sequence from many sources (here from 200 networks, with no
+/// start rate to speak of): a few commands run, a bounded number are admitted to the pool,
+/// a bounded number wait in the door's fair queue, the rest is refused and counted; once the
+/// pool drains, the waiting ones start, and grants close.
 #[tokio::test(start_paused = true)]
 async fn the_command_pool_is_bounded_and_overflow_is_counted() {
     use super::{POOL_QUEUE, POOL_SIZE};
-    let mut t = T::new(slow_command_door());
+    use crate::fairstart::QUEUE_CAP;
+    let mut config = slow_command_door();
+    config.options.start_rate = Some(100_000);
+    let mut t = T::new(config);
     t.exec.hold_on("open ");
     for i in 0..200 {
-        t.knock_seq(nth(i), &[1000, 2000, 3000]);
+        t.knock_seq(nth(i * 256), &[1000, 2000, 3000]);
     }
     t.settle().await;
     assert_eq!(t.exec.ran().len(), POOL_SIZE, "running at once");
     assert_eq!(t.e.ledger().len(), POOL_QUEUE, "admitted");
-    assert_eq!(t.e.stats().refused_pool_full, (200 - POOL_QUEUE) as u64);
+    assert_eq!(t.e.starts_waiting(), QUEUE_CAP, "waiting for the pool");
+    assert_eq!(t.e.stats().refused_pool_full, 0);
+    assert_eq!(
+        t.e.stats().refused_start_queue,
+        (200 - POOL_QUEUE - QUEUE_CAP) as u64
+    );
     assert!(t
         .lines()
         .iter()
@@ -819,13 +829,19 @@ async fn the_command_pool_is_bounded_and_overflow_is_counted() {
     for _ in 0..20 {
         t.settle().await;
     }
+    // The waiting starts went as the pool drained; their grants time out 5 s later.
+    assert_eq!(t.e.starts_waiting(), 0);
+    t.advance(Duration::from_secs(5)).await;
+    for _ in 0..20 {
+        t.settle().await;
+    }
     assert_eq!(
         t.exec
             .ran()
             .iter()
             .filter(|c| c.starts_with("open "))
             .count(),
-        POOL_QUEUE
+        POOL_QUEUE + QUEUE_CAP
     );
     // Every admitted start ran, and every grant's close ran after its start.
     assert!(t.e.ledger().is_empty());
@@ -835,8 +851,66 @@ async fn the_command_pool_is_bounded_and_overflow_is_counted() {
             .iter()
             .filter(|c| c.starts_with("close "))
             .count(),
-        POOL_QUEUE
+        POOL_QUEUE + QUEUE_CAP
     );
+}
+
+/// The seed's case: a sniffed sequence completed from thousands of spoofed sources (256 per
+/// /24, one after the other) against a command door with the default StartRate. The door
+/// starts at most its rate, and the legitimate client's network, knocking every 0.5 s, gets
+/// its start within one token interval every time.
+#[tokio::test(start_paused = true)]
+async fn a_completing_flood_cannot_starve_a_legit_network_of_command_starts() {
+    use crate::config::model::DEFAULT_START_RATE;
+    let mut t = T::new(slow_command_door());
+    let legit = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    let token = Duration::from_secs(1) / DEFAULT_START_RATE;
+    let mut flood = 0u32;
+    for round in 0..8u32 {
+        // 0.5 s of flood: 3,000 completions in 10 ms steps.
+        for _ in 0..50 {
+            for _ in 0..60 {
+                t.knock_seq(nth(flood), &[1000, 2000, 3000]);
+                flood += 1;
+            }
+            t.advance(Duration::from_millis(10)).await;
+        }
+        t.knock_seq(legit, &[1000, 2000, 3000]);
+        t.settle().await;
+        t.advance(token).await;
+        let mine = format!("open {legit}");
+        assert_eq!(
+            t.exec.ran().iter().filter(|c| **c == mine).count(),
+            1 + round as usize,
+            "round {round}: the legit start ran within {token:?}"
+        );
+        // Close it so that the next knock is a new grant.
+        t.e.on_request(knock_ipc::Request::Revoke {
+            addr: legit,
+            door: None,
+        });
+        t.settle().await;
+    }
+    let starts = t
+        .exec
+        .ran()
+        .iter()
+        .filter(|c| c.starts_with("open "))
+        .count();
+    let limit = (4.0 * DEFAULT_START_RATE as f64 + DEFAULT_START_RATE as f64 + 10.0) as usize;
+    assert!(starts <= limit, "{starts} starts in 4 s (limit {limit})");
+    let s = t.e.stats();
+    assert!(s.refused_start_network + s.refused_start_queue + s.refused_start_displaced > 20_000);
+    // Refused completions are counted and summarised, not logged one OPEN SESAME each.
+    let lines = t.lines();
+    let sesame = lines.iter().filter(|l| l.ends_with("OPEN SESAME")).count();
+    assert!(
+        sesame < 2_000,
+        "{sesame} OPEN SESAME lines for 24,000 completions"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("open(s) refused") && l.contains("busy network")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1279,4 +1353,55 @@ async fn an_unrecorded_one_time_sequence_stays_used_across_a_restart() {
     let left = crate::state::load_all(&state).expect("state").one_time_used;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].file, dir.path().join("missing"));
+}
+
+static RENAME_WALL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn rename_wall() -> Duration {
+    Duration::from_millis(RENAME_WALL_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The replay memory follows the secret, not the door's name: renaming the door (same
+/// secret file) in a reload, or between two runs, keeps it.
+#[tokio::test(start_paused = true)]
+async fn totp_replay_memory_follows_the_secret_across_a_rename() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("rot.totp");
+    let spec = knock_ipc::totp::Spec::write_new(&secret).expect("secret");
+    let conf = dir.path().join("knockd.conf");
+    let text = |name: &str| {
+        format!(
+            "[{name}]\n TOTP_File = {}\n command = open %IP%\n tcpflags = syn\n",
+            secret.display()
+        )
+    };
+    std::fs::write(&conf, text("rot")).expect("write");
+    let state = dir.path().join("state.json");
+    let step = 58_000_100u64;
+    RENAME_WALL_MS.store((spec.step_start(step) + 1) * 1000, Ordering::Relaxed);
+    let start = || {
+        let mut t = T::new(crate::config::load(&conf).expect("load").config);
+        t.e.config_path = conf.clone();
+        t.e.state_file = Some(state.clone());
+        t.e.set_wall_clock(rename_wall);
+        t
+    };
+    let b: IpAddr = "10.99.77.9".parse().expect("ip");
+    let mut t = start();
+    t.knock_seq(CLI, &spec.ports(step));
+    std::fs::write(&conf, text("renamed")).expect("write");
+    t.e.reload().expect("reload");
+    t.knock_seq(b, &spec.ports(step));
+    t.settle().await;
+    assert_eq!(t.exec.ran(), vec!["open 10.99.77.2"], "{:?}", t.lines());
+    t.e.flush_state().await;
+    // The next run calls it differently again.
+    std::fs::write(&conf, text("again")).expect("write");
+    let mut t2 = start();
+    t2.e.restore_all(crate::state::load_all(&state).expect("state"), None)
+        .await;
+    t2.knock_seq(b, &spec.ports(step));
+    t2.settle().await;
+    assert!(t2.exec.ran().is_empty(), "{:?}", t2.lines());
 }

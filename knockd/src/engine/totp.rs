@@ -114,33 +114,39 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .collect()
     }
 
-    /// Takes in the replay memory of a state file. The file is data: an entry counts only for
-    /// a TOTP door of this config, for a step the door accepts now (older entries expired
-    /// with their window), and when its ports are what the door's secret derives for that
-    /// step (a changed secret voids it). Returns how many entries were taken in.
+    /// Takes in a replay memory (from the state file at start, or the one before a reload).
+    /// It is data: an entry counts for every TOTP door of this config that accepts its step
+    /// now (older entries expired with their window) and whose secret derives exactly its
+    /// ports for that step. The ports, not the door's name, identify the sequence: a renamed
+    /// door keeps its memory, a changed secret voids it. Returns how many entries counted.
     pub(super) fn remember_replays(&mut self, saved: Vec<SavedReplay>) -> usize {
         if saved.is_empty() {
             return 0;
         }
-        let rotating: HashMap<&str, usize> = self
-            .config
-            .doors
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.totp.is_some())
-            .map(|(i, d)| (d.name.as_str(), i))
-            .collect();
-        let valid: Vec<(usize, u64, std::net::IpAddr)> = saved
-            .into_iter()
-            .filter_map(|r| {
-                let &idx = rotating.get(r.door.as_str())?;
-                let spec = self.config.doors[idx].totp.as_ref()?;
-                (spec.ports(r.step) == r.ports).then_some((idx, r.step, r.addr))
-            })
-            .collect();
-        valid
-            .into_iter()
-            .filter(|&(idx, step, addr)| self.matcher.remember_replay(idx, step, addr))
-            .count()
+        // Every accepted (step, ports) of every TOTP door: 3 derivations per door.
+        let mut accepted: HashMap<(u64, Vec<u16>), Vec<usize>> = HashMap::new();
+        for (idx, d) in self.config.doors.iter().enumerate() {
+            let (Some(spec), Some(step)) = (d.totp.as_ref(), self.totp_step(idx)) else {
+                continue;
+            };
+            for s in [Some(step), step.checked_sub(1), step.checked_add(1)]
+                .into_iter()
+                .flatten()
+            {
+                accepted.entry((s, spec.ports(s))).or_default().push(idx);
+            }
+        }
+        let mut counted = 0;
+        for r in saved {
+            let Some(doors) = accepted.get(&(r.step, r.ports)) else {
+                continue;
+            };
+            let mut took = false;
+            for &idx in doors {
+                took |= self.matcher.remember_replay(idx, r.step, r.addr);
+            }
+            counted += usize::from(took);
+        }
+        counted
     }
 }

@@ -437,3 +437,45 @@ fn the_oldest_stage_1_attempt_is_evicted_even_after_queue_compaction() {
         r.events
     );
 }
+
+/// A table full of first knocks from as many networks (one each), then a slow flood of
+/// first knocks from more networks with lower addresses than the client's: the client's
+/// first knock is not the first to go (it was, when ties went to the highest network); the
+/// table turns over oldest first, so a client that knocks again before the flood has
+/// replaced the whole table gets in.
+#[test]
+fn a_slow_flood_from_many_low_networks_turns_the_table_over_oldest_first() {
+    let cap = 100;
+    let mut s = Settings::new(cap);
+    s.per_network = 10;
+    let mut r = Run::with_settings(vec![door(&[7000, 8000, 9000], 25)], s);
+    for i in 0..99u8 {
+        r.knock(u64::from(i), v4(10, 3, i, 1), 7000);
+    }
+    let client = v4(203, 0, 113, 7);
+    r.knock(100, client, 7000);
+    assert_eq!(r.m.len(), cap);
+    // 50 forged first knocks from new, lower networks: they replace the 50 oldest.
+    for i in 0..50u8 {
+        r.knock(200 + u64::from(i), v4(10, 4, i, 1), 7000);
+    }
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, MatchEvent::Evicted { src, .. } if *src == client)),
+        "the client's first knock went before older ones"
+    );
+    let evicted: Vec<IpAddr> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MatchEvent::Evicted { src, .. } => Some(*src),
+            _ => None,
+        })
+        .collect();
+    let oldest: Vec<IpAddr> = (0..50u8).map(|i| v4(10, 3, i, 1)).collect();
+    assert_eq!(evicted, oldest, "oldest first");
+    r.knock(300, client, 8000);
+    r.knock(301, client, 9000);
+    assert_eq!(r.opens(), vec![(client, 0)]);
+}

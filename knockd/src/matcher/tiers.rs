@@ -1,7 +1,11 @@
 //! Eviction that protects progress: attempts are grouped by source network (an IPv4 /24 and
 //! an IPv6 /64 by default). One network holds at most a bounded share of the table; when the
 //! table or a network's share is full, a first knock may only displace an attempt still at
-//! stage 1, taken from the network holding the most stage-1 attempts (its oldest one).
+//! stage 1, taken from the network holding the most stage-1 attempts (its oldest one). When
+//! no network holds more than one, the oldest stage-1 attempt of the whole table goes: a
+//! flood from many networks (one forged first knock each) then turns the table over oldest
+//! first, whatever the addresses (not the highest network first, which let a slow flood of
+//! low forged addresses evict every client with a higher one at once).
 //! Attempts that advanced are never evicted: they end by completing, a wrong knock, or their
 //! own timeout.
 
@@ -42,6 +46,15 @@ pub fn network(ip: IpAddr, v4: u8, v6: u8) -> NetId {
 /// A stage-1 attempt, as remembered in its network's queue: (source, door, attempt id).
 pub type Stage1 = (IpAddr, u32, u64);
 
+/// Where a first knock that needs room takes it from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    /// The oldest stage-1 attempt of this network.
+    Net(NetId),
+    /// The oldest stage-1 attempt of the table (no network holds more than one).
+    Oldest,
+}
+
 #[derive(Debug, Default)]
 struct Net {
     total: u32,
@@ -57,12 +70,18 @@ pub struct Networks {
     /// (stage-1 count, network) for every network with a stage-1 attempt: the last is the
     /// heaviest.
     heavy: BTreeSet<(u32, NetId)>,
+    /// Every stage-1 attempt, oldest first (entries of attempts that advanced or ended stay
+    /// until popped or compacted), and how many stage-1 attempts there are.
+    all: VecDeque<Stage1>,
+    stage1_total: usize,
 }
 
 impl Networks {
     pub fn clear(&mut self) {
         self.nets.clear();
         self.heavy.clear();
+        self.all.clear();
+        self.stage1_total = 0;
     }
 
     pub fn total(&self, net: NetId) -> usize {
@@ -78,7 +97,9 @@ impl Networks {
             if n.stage1 > 0 {
                 self.heavy.remove(&(n.stage1, net));
             }
+            self.stage1_total -= n.stage1 as usize;
             n.stage1 = f(n.stage1);
+            self.stage1_total += n.stage1 as usize;
             if n.stage1 > 0 {
                 self.heavy.insert((n.stage1, net));
             }
@@ -91,6 +112,7 @@ impl Networks {
         n.total += 1;
         if stage == 1 {
             n.queue.push_back(entry);
+            self.all.push_back(entry);
             self.set_stage1(net, |c| c + 1);
         }
     }
@@ -113,15 +135,30 @@ impl Networks {
         }
     }
 
-    /// The network to take a stage-1 attempt from when `own` needs room in a full table:
-    /// the one with the most stage-1 attempts, `own` on a tie. None when no network has one.
-    pub fn victim(&self, own: NetId) -> Option<NetId> {
+    /// Where to take a stage-1 attempt from when `own` needs room in a full table: the
+    /// network with the most stage-1 attempts, `own` on a tie; the whole table (its oldest
+    /// stage-1 attempt) when no network holds more than one and `own` holds none. None when
+    /// no network has one.
+    pub fn victim(&self, own: NetId) -> Option<Victim> {
         let &(most, net) = self.heavy.last()?;
-        if self.stage1(own) as u32 >= most {
-            Some(own)
+        Some(if self.stage1(own) as u32 >= most {
+            Victim::Net(own)
+        } else if most == 1 {
+            Victim::Oldest
         } else {
-            Some(net)
+            Victim::Net(net)
+        })
+    }
+
+    /// Pops the table's oldest queued entry for which `live` says it is still a stage-1
+    /// attempt.
+    pub fn pop_oldest_stage1(&mut self, live: impl Fn(&Stage1) -> bool) -> Option<Stage1> {
+        while let Some(e) = self.all.pop_front() {
+            if live(&e) {
+                return Some(e);
+            }
         }
+        None
     }
 
     /// Pops `net`'s oldest queued entry for which `live` says it is still a stage-1 attempt.
@@ -135,12 +172,16 @@ impl Networks {
         None
     }
 
-    /// Keeps `net`'s queue within twice its stage-1 count.
+    /// Keeps `net`'s queue within twice its stage-1 count, and the table's queue within
+    /// twice the table's.
     pub fn maybe_compact(&mut self, net: NetId, live: impl Fn(&Stage1) -> bool) {
         if let Some(n) = self.nets.get_mut(&net) {
             if n.queue.len() > 2 * n.stage1 as usize + 16 {
                 n.queue.retain(|e| live(e));
             }
+        }
+        if self.all.len() > 2 * self.stage1_total + 64 {
+            self.all.retain(|e| live(e));
         }
     }
 
@@ -184,11 +225,16 @@ mod tests {
             n.added(1, (ip, 0, i), 1);
         }
         n.added(2, (ip, 0, 9), 1);
-        assert_eq!(n.victim(2), Some(1));
-        assert_eq!(n.victim(3), Some(1));
+        assert_eq!(n.victim(2), Some(Victim::Net(1)));
+        assert_eq!(n.victim(3), Some(Victim::Net(1)));
         n.advanced(1);
         n.advanced(1);
-        assert_eq!(n.victim(2), Some(2), "tie: own network");
+        assert_eq!(n.victim(2), Some(Victim::Net(2)), "tie: own network");
+        assert_eq!(
+            n.victim(3),
+            Some(Victim::Oldest),
+            "one each: the table's oldest, not the highest network"
+        );
         n.advanced(1);
         n.advanced(2);
         assert_eq!(n.victim(2), None, "nothing at stage 1");

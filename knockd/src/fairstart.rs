@@ -1,0 +1,583 @@
+//! Fair start scheduling: how fast one door opens new grants, and for whom first.
+//!
+//! A knock sequence travels in clear text, so an attacker who saw it can complete it from
+//! thousands of spoofed sources. Every new grant of a command door is a process, and every new
+//! grant of a native door a rule, so each door starts at most `rate` new grants per second
+//! (a token bucket, `burst` deep). What does not start at once waits in this queue, and the
+//! queue decides who goes next. Pure: time is an input, the engine runs what comes out.
+//!
+//! Like fq_codel's flows, sources are grouped by network (IPv4 /24, IPv6 /64 by default,
+//! `NetworkPrefixV4/V6`), and each network has a small queue of its own:
+//!
+//! - **Sparse networks first.** Each network has a score: the opens it asked for (admitted,
+//!   refused or duplicate alike), decaying by half every `half_life`. The next start goes to the
+//!   waiting network with the lowest score (oldest first on a tie). A client knocking from its
+//!   own network scores a few points; a network a flood completes the sequence from scores
+//!   hundreds. So a legitimate network with one waiting start is served at the next token
+//!   however many flooding networks wait (tested below, with proptest).
+//! - **Bounded.** At most `net_cap` starts wait per network (more are refused) and
+//!   `queue_cap` per door. When the door's queue is full, the newest start of the
+//!   highest-scoring network is dropped for a newcomer from a quieter network; a newcomer
+//!   that would itself be served last is refused.
+//! - **One per source.** A source already waiting is not queued twice.
+//!
+//! What it does not stop: an attacker who spoofs the legitimate client's own network shares
+//! its queue and its score; one who completes the sequence from more quiet networks than the
+//! rate can serve (each network sending as little as a real client) is indistinguishable from
+//! that many real clients, and they share the rate first come, first served.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::matcher::tiers::{network, NetId};
+
+/// The scheduler's knobs (one scheduler per door).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FairConfig {
+    /// New grants started per second, on average.
+    pub rate: f64,
+    /// Starts allowed back to back after a quiet spell (the bucket holds at least one).
+    pub burst: f64,
+    /// Starts waiting in this door's queue at most.
+    pub queue_cap: usize,
+    /// Starts waiting per source network at most.
+    pub net_cap: usize,
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    /// A network's score halves in this time.
+    pub half_life: Duration,
+    /// Networks remembered (with their scores) at most.
+    pub max_nets: usize,
+}
+
+/// Starts waiting per door, per network, and how long a score lasts.
+pub const QUEUE_CAP: usize = 32;
+pub const NET_CAP: usize = 4;
+pub const HALF_LIFE: Duration = Duration::from_secs(1);
+pub const MAX_NETS: usize = 4096;
+
+impl FairConfig {
+    /// `rate` starts per second (burst: one second's worth), the default bounds.
+    pub fn new(rate: u32, prefix_v4: u8, prefix_v6: u8) -> FairConfig {
+        let rate = f64::from(rate.max(1));
+        FairConfig {
+            rate,
+            burst: rate,
+            queue_cap: QUEUE_CAP,
+            net_cap: NET_CAP,
+            prefix_v4,
+            prefix_v6,
+            half_life: HALF_LIFE,
+            max_nets: MAX_NETS,
+        }
+    }
+}
+
+/// Why a start was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRefusal {
+    /// Its network already has `net_cap` starts waiting.
+    NetworkBusy,
+    /// The queue is full of starts from networks at least as busy as its own.
+    QueueFull,
+}
+
+/// What [`FairStarts::offer`] did with a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Waiting for its turn (call [`FairStarts::pop`]).
+    Queued,
+    /// Queued, and this waiting start of a busier network was dropped to make room.
+    Displaced(IpAddr),
+    /// The source was already waiting: nothing changed.
+    AlreadyWaiting,
+    Refused(StartRefusal),
+}
+
+#[derive(Debug)]
+struct Net {
+    /// Waiting sources, oldest first, with their arrival number.
+    waiting: VecDeque<(IpAddr, u64)>,
+    score: f64,
+    scored_at: Instant,
+}
+
+impl Net {
+    fn score_at(&self, now: Instant, half_life: Duration) -> f64 {
+        let dt = now.saturating_duration_since(self.scored_at).as_secs_f64();
+        self.score * 0.5f64.powf(dt / half_life.as_secs_f64().max(1e-3))
+    }
+}
+
+/// One door's start queue and token bucket.
+#[derive(Debug)]
+pub struct FairStarts {
+    cfg: FairConfig,
+    tokens: f64,
+    refilled: Option<Instant>,
+    nets: HashMap<NetId, Net>,
+    /// Networks with starts waiting (at most `queue_cap`).
+    active: Vec<NetId>,
+    waiting: usize,
+    arrivals: u64,
+}
+
+impl FairStarts {
+    pub fn new(cfg: FairConfig) -> FairStarts {
+        FairStarts {
+            cfg,
+            tokens: cfg.burst,
+            refilled: None,
+            nets: HashMap::new(),
+            active: Vec::new(),
+            waiting: 0,
+            arrivals: 0,
+        }
+    }
+
+    pub fn config(&self) -> &FairConfig {
+        &self.cfg
+    }
+
+    /// New knobs (a reload): waiting starts stay; the bucket keeps its tokens up to the new
+    /// burst. Network prefixes changing regroups only new arrivals.
+    pub fn set_config(&mut self, cfg: FairConfig) {
+        self.tokens = self.tokens.min(cfg.burst);
+        self.cfg = cfg;
+    }
+
+    /// Starts waiting.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// A new grant for `src` wants to start at `now`.
+    pub fn offer(&mut self, src: IpAddr, now: Instant) -> Offer {
+        let id = network(src, self.cfg.prefix_v4, self.cfg.prefix_v6);
+        if !self.nets.contains_key(&id) && self.nets.len() >= self.cfg.max_nets {
+            self.forget_idle(now);
+        }
+        self.refill(now);
+        let half_life = self.cfg.half_life;
+        let net = self.nets.entry(id).or_insert_with(|| Net {
+            waiting: VecDeque::new(),
+            score: 0.0,
+            scored_at: now,
+        });
+        net.score = net.score_at(now, half_life) + 1.0;
+        net.scored_at = now;
+        if net.waiting.iter().any(|&(a, _)| a == src) {
+            return Offer::AlreadyWaiting;
+        }
+        if net.waiting.len() >= self.cfg.net_cap {
+            return Offer::Refused(StartRefusal::NetworkBusy);
+        }
+        let own_score = net.score;
+        let mut displaced = None;
+        if self.waiting >= self.cfg.queue_cap {
+            // Drop what would be served last: the busiest network's newest start.
+            let Some(victim) = self.last_in_line(now) else {
+                return Offer::Refused(StartRefusal::QueueFull);
+            };
+            let victim_score = self
+                .nets
+                .get(&victim)
+                .map_or(0.0, |n| n.score_at(now, half_life));
+            if victim == id || victim_score <= own_score {
+                return Offer::Refused(StartRefusal::QueueFull);
+            }
+            displaced = self.drop_newest(victim);
+        }
+        let seq = self.arrivals;
+        self.arrivals += 1;
+        if let Some(net) = self.nets.get_mut(&id) {
+            net.waiting.push_back((src, seq));
+            if net.waiting.len() == 1 {
+                self.active.push(id);
+            }
+        }
+        self.waiting += 1;
+        match displaced {
+            Some(a) => Offer::Displaced(a),
+            None => Offer::Queued,
+        }
+    }
+
+    /// The next start to run at `now`, if a token is there: the waiting network with the
+    /// lowest score (oldest first on a tie), its oldest start.
+    pub fn pop(&mut self, now: Instant) -> Option<IpAddr> {
+        self.refill(now);
+        if self.waiting == 0 || self.tokens < 1.0 {
+            return None;
+        }
+        let half_life = self.cfg.half_life;
+        let (pos, id) = self
+            .active
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| {
+                let n = self.nets.get(id)?;
+                Some((i, *id, n.score_at(now, half_life), n.waiting.front()?.1))
+            })
+            .min_by(|a, b| a.2.total_cmp(&b.2).then(a.3.cmp(&b.3)))
+            .map(|(i, id, _, _)| (i, id))?;
+        let net = self.nets.get_mut(&id)?;
+        let (src, _) = net.waiting.pop_front()?;
+        if net.waiting.is_empty() {
+            self.active.swap_remove(pos);
+        }
+        self.waiting -= 1;
+        self.tokens -= 1.0;
+        Some(src)
+    }
+
+    /// When [`Self::pop`] will have a start to give: None when nothing waits, a past instant
+    /// when a token is there already.
+    pub fn ready_at(&self) -> Option<Instant> {
+        if self.waiting == 0 {
+            return None;
+        }
+        let base = self.refilled?;
+        let missing = (1.0 - self.tokens).max(0.0);
+        Some(base + Duration::from_secs_f64(missing / self.cfg.rate))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.refilled {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.cfg.rate).min(self.cfg.burst.max(1.0));
+        }
+        self.refilled = Some(now);
+    }
+
+    /// The waiting network served last: the highest score, the newest start on a tie.
+    fn last_in_line(&self, now: Instant) -> Option<NetId> {
+        let half_life = self.cfg.half_life;
+        self.active
+            .iter()
+            .filter_map(|id| {
+                let n = self.nets.get(id)?;
+                Some((*id, n.score_at(now, half_life), n.waiting.back()?.1))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
+            .map(|(id, _, _)| id)
+    }
+
+    fn drop_newest(&mut self, id: NetId) -> Option<IpAddr> {
+        let net = self.nets.get_mut(&id)?;
+        let (src, _) = net.waiting.pop_back()?;
+        if net.waiting.is_empty() {
+            self.active.retain(|n| *n != id);
+        }
+        self.waiting -= 1;
+        Some(src)
+    }
+
+    /// Forget networks with nothing waiting, quietest first: those whose score decayed
+    /// below one, then (if still three quarters full) every idle one.
+    fn forget_idle(&mut self, now: Instant) {
+        let half_life = self.cfg.half_life;
+        self.nets
+            .retain(|_, n| !n.waiting.is_empty() || n.score_at(now, half_life) >= 1.0);
+        if self.nets.len() >= self.cfg.max_nets * 3 / 4 {
+            self.nets.retain(|_, n| !n.waiting.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn cfg(rate: u32) -> FairConfig {
+        FairConfig::new(rate, 24, 64)
+    }
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    /// Spoofed source `n` of the bench's flood: 10.192.0.0 + 1 + n (256 per /24).
+    fn flood(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 192, 0, 0)) + 1 + n,
+        ))
+    }
+
+    const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
+
+    #[test]
+    fn a_lone_start_goes_at_once_and_the_rate_holds_after_the_burst() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(cfg(10));
+        assert_eq!(q.ready_at(), None, "nothing waits");
+        assert_eq!(q.offer(LEGIT, t0), Offer::Queued);
+        assert_eq!(q.ready_at(), Some(t0), "a token is there");
+        assert_eq!(q.pop(t0), Some(LEGIT));
+        assert_eq!(q.pop(t0), None);
+        // 20 more from different networks at once: 9 tokens left of the burst.
+        for i in 0..20u8 {
+            assert_eq!(q.offer(v4(10, i, 0, 1), t0), Offer::Queued);
+        }
+        let mut served = 0;
+        while q.pop(t0).is_some() {
+            served += 1;
+        }
+        assert_eq!(served, 9);
+        assert_eq!(q.ready_at(), Some(t0 + Duration::from_millis(100)));
+        assert_eq!(q.pop(t0 + Duration::from_millis(99)), None);
+        assert!(q.pop(t0 + Duration::from_millis(100)).is_some());
+        assert_eq!(q.waiting(), 10);
+    }
+
+    #[test]
+    fn one_source_waits_once_and_a_network_at_most_net_cap() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        assert_eq!(q.offer(flood(0), t0), Offer::Queued);
+        assert_eq!(q.offer(flood(0), t0), Offer::AlreadyWaiting);
+        for n in 1..NET_CAP as u32 {
+            assert_eq!(q.offer(flood(n), t0), Offer::Queued);
+        }
+        assert_eq!(
+            q.offer(flood(99), t0),
+            Offer::Refused(StartRefusal::NetworkBusy)
+        );
+        assert_eq!(q.waiting(), NET_CAP);
+        // The same /24, not the next one.
+        assert_eq!(q.offer(flood(300), t0), Offer::Queued);
+    }
+
+    #[test]
+    fn the_quietest_network_goes_first_oldest_first_on_a_tie() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        // A flooding /24: 100 completions, 4 of them waiting.
+        for n in 0..100 {
+            q.offer(flood(n), t0);
+        }
+        // Two quiet networks, one start each.
+        assert_eq!(q.offer(v4(192, 0, 2, 7), t0), Offer::Queued);
+        assert_eq!(q.offer(LEGIT, t0), Offer::Queued);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(q.pop(t1), Some(v4(192, 0, 2, 7)));
+        assert_eq!(q.pop(t1), None, "one token a second");
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(q.pop(t2), Some(LEGIT));
+        assert_eq!(q.pop(t2 + Duration::from_secs(1)), Some(flood(0)));
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_busiest_networks_newest_start_for_a_quieter_one() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        // Fill the queue: 8 flooding /24s with 4 waiting each (and 50 asked each).
+        for n in 0..(8 * 256) {
+            if n % 256 < 50 {
+                q.offer(flood(n), t0);
+            }
+        }
+        assert_eq!(q.waiting(), QUEUE_CAP);
+        // Another flooding network's first completion: quieter than any waiting one.
+        let newcomer = flood(9 * 256);
+        let Offer::Displaced(gone) = q.offer(newcomer, t0) else {
+            panic!("expected a displacement");
+        };
+        assert_eq!(
+            gone,
+            flood(7 * 256 + 3),
+            "the newest of the busiest (tie: newest)"
+        );
+        // Its next completions displace until its own network is the busiest waiting one or
+        // holds net_cap starts; then they are refused.
+        let mut refused = 0;
+        for n in 1..100 {
+            if let Offer::Refused(_) = q.offer(flood(9 * 256 + n), t0) {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 99 - (NET_CAP - 1));
+        let id = network(newcomer, 24, 64);
+        assert_eq!(q.nets.get(&id).map(|n| n.waiting.len()), Some(NET_CAP));
+        assert_eq!(q.waiting(), QUEUE_CAP);
+        // The legitimate client is never refused while a busier network waits.
+        assert!(matches!(q.offer(LEGIT, t0), Offer::Displaced(_)));
+        assert_eq!(q.pop(t0 + Duration::from_secs(1)), Some(LEGIT));
+    }
+
+    #[test]
+    fn scores_decay_so_a_flood_long_over_is_forgiven() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        for n in 0..256 {
+            q.offer(flood(n), t0);
+        }
+        let mut t = t0;
+        while q.waiting() > 0 {
+            t += Duration::from_secs(1);
+            q.pop(t);
+        }
+        // 20 half-lives later the flooding /24's score is far below one.
+        let later = t0 + Duration::from_secs(120);
+        assert_eq!(q.offer(flood(1), later), Offer::Queued);
+        assert_eq!(q.offer(LEGIT, later), Offer::Queued);
+        assert_eq!(
+            q.pop(later + Duration::from_secs(1)),
+            Some(flood(1)),
+            "oldest first"
+        );
+    }
+
+    #[test]
+    fn networks_are_remembered_up_to_max_nets() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            max_nets: 64,
+            ..cfg(1_000_000)
+        });
+        for n in 0..10_000u32 {
+            let src = flood(n * 256);
+            q.offer(src, t0);
+            assert_eq!(q.pop(t0), Some(src));
+            assert!(q.nets.len() <= 64);
+        }
+    }
+
+    #[test]
+    fn ipv6_networks_are_slash_64s() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        let a = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        for i in 0..NET_CAP as u16 {
+            assert_eq!(q.offer(a(i), t0), Offer::Queued);
+        }
+        assert_eq!(
+            q.offer(a(100), t0),
+            Offer::Refused(StartRefusal::NetworkBusy)
+        );
+        let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert_eq!(q.offer(other, t0), Offer::Queued);
+    }
+
+    #[test]
+    fn reload_keeps_the_waiting_and_caps_the_tokens() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(cfg(100));
+        q.offer(LEGIT, t0);
+        q.set_config(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(q.pop(t0), None);
+        assert_eq!(q.pop(t0 + Duration::from_secs(1)), Some(LEGIT));
+    }
+
+    /// The bench's completing flood, in miniature time: every spoofed source completes the
+    /// sequence (66,667 sources over 261 /24s at 6,667 completions/s) while the legitimate
+    /// client knocks every 0.5 s. Each of its knocks is served at the next token.
+    #[test]
+    fn the_completing_flood_cannot_starve_the_legit_network() {
+        let t0 = Instant::now();
+        let rate = 20;
+        let mut q = FairStarts::new(cfg(rate));
+        let step = Duration::from_micros(150); // one completion
+        let mut legit_at = None;
+        let mut waits = Vec::new();
+        let mut served = 0u32;
+        // The flood, then a second more for the last knock.
+        for i in 0..(66_667 + 6_667) {
+            let now = t0 + step * i;
+            if i < 66_667 {
+                q.offer(flood(i), now);
+            }
+            if i % 3_333 == 0 && i < 66_667 {
+                assert_ne!(q.offer(LEGIT, now), Offer::Refused(StartRefusal::QueueFull));
+                legit_at.get_or_insert(now);
+            }
+            while let Some(src) = q.pop(now) {
+                served += 1;
+                if src == LEGIT {
+                    let at = legit_at.take().expect("legit was waiting");
+                    waits.push(now - at);
+                }
+            }
+        }
+        assert_eq!(waits.len(), 21, "every legit knock served");
+        let limit = Duration::from_secs_f64(1.0 / f64::from(rate)) + step;
+        for w in &waits {
+            assert!(*w <= limit, "legit waited {w:?} (limit {limit:?})");
+        }
+        // 11 s at 20/s plus the burst: the door's start rate holds.
+        assert!(served <= 11 * rate + rate + 1, "served {served}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A network with one waiting start is served within one token interval, however
+        /// many networks flood (each asking at least twice a half-life, as any flood does).
+        #[test]
+        fn a_sparse_network_is_served_within_one_token_despite_n_flooding_networks(
+            n_nets in 1u32..200,
+            per_net_gap_ms in 1u64..400,
+            rate in 2u32..50,
+            legit_at_ms in 0u64..2_000,
+        ) {
+            let t0 = Instant::now();
+            let mut q = FairStarts::new(cfg(rate));
+            let gap = Duration::from_millis(per_net_gap_ms);
+            // Each flooding network asks every `gap`, from new sources, staggered.
+            let tick = Duration::from_millis(1);
+            let mut next_source = vec![0u32; n_nets as usize];
+            // After every flooding network asked twice (its first ask is within one gap).
+            let legit_t = t0 + 2 * gap + Duration::from_millis(legit_at_ms);
+            let mut legit_offered = false;
+            let mut served_at = None;
+            let horizon = legit_t + Duration::from_secs_f64(2.0 / f64::from(rate)) + gap;
+            let mut now = t0;
+            while now <= horizon && served_at.is_none() {
+                let ms = (now - t0).as_millis() as u64;
+                for net in 0..n_nets {
+                    if (ms + u64::from(net)) % per_net_gap_ms == 0 {
+                        let k = next_source[net as usize];
+                        next_source[net as usize] = (k + 1) % 250;
+                        q.offer(flood(net * 256 + k), now);
+                    }
+                }
+                if !legit_offered && now >= legit_t {
+                    legit_offered = true;
+                    prop_assert_ne!(q.offer(LEGIT, now), Offer::Refused(StartRefusal::QueueFull));
+                }
+                while let Some(src) = q.pop(now) {
+                    if src == LEGIT {
+                        served_at = Some(now);
+                    }
+                }
+                now += tick;
+            }
+            let served_at = served_at.expect("the legit start was served");
+            let waited = served_at - legit_t;
+            let limit = Duration::from_secs_f64(1.0 / f64::from(rate)) + 2 * tick;
+            prop_assert!(waited <= limit, "waited {:?}, limit {:?}", waited, limit);
+        }
+    }
+}
