@@ -453,3 +453,46 @@ fn chrono_like_secs(t: &str) -> Option<f64> {
     let s: f64 = it.next()?.parse().ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
 }
+
+/// `knockd -t` compiles the capture filter for the interface's own link type: Ethernet for
+/// the lab's veth, raw IP for a tun device (as WireGuard has), and says when it had to assume
+/// Ethernet (an interface it cannot open).
+#[test]
+fn check_compiles_for_the_interfaces_link_type() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    knockd::srv_ok(&lab, &["ip", "tuntap", "add", "dev", "kt0", "mode", "tun"]);
+    knockd::srv_ok(&lab, &["ip", "link", "set", "kt0", "up"]);
+    let conf = lab.write_file("check.conf", SSH);
+    let check = |iface: &str| {
+        let out = lab.srv_exec([
+            bin("knockd").into_os_string(),
+            "-t".into(),
+            "-i".into(),
+            iface.into(),
+            "-c".into(),
+            conf.clone().into_os_string(),
+        ]);
+        assert!(out.status.success(), "{iface}: {}", text(&out));
+        text(&out)
+    };
+    let veth = check(SRV_IF);
+    assert!(
+        veth.contains(&format!(
+            "capture filter compiled for {SRV_IF}'s link type (EN10MB)"
+        )),
+        "{veth}"
+    );
+    let tun = check("kt0");
+    assert!(
+        tun.contains("capture filter compiled for kt0's link type (RAW)"),
+        "{tun}"
+    );
+    let none = check("nosuch0");
+    assert!(
+        none.contains("capture filter compiled for Ethernet (assumed: cannot open nosuch0"),
+        "{none}"
+    );
+}
