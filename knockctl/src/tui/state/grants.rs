@@ -90,10 +90,15 @@ impl State {
         }
     }
 
-    pub(super) fn merge_grants(&mut self, list: Vec<GrantInfo>, now: i64) {
-        let mut listed = Vec::with_capacity(list.len());
+    /// knockd's list of grants (the oldest `LIST_CAP` of `total`, oldest first).
+    pub(super) fn merge_grants(&mut self, list: Vec<GrantInfo>, total: u64, now: i64) {
+        // When knockd left grants out, only a row opened before the youngest listed one is
+        // known to be gone when it is missing; a younger one may just not be listed.
+        let truncated = total > list.len() as u64;
+        let youngest = list.last().map(|g| g.opened_at_unix_ms);
+        let mut listed = std::collections::HashSet::with_capacity(list.len());
         for info in list {
-            listed.push((info.addr, info.door.clone()));
+            listed.insert((info.addr, info.door.clone()));
             let recent_end = self.grants.iter().any(|g| {
                 g.info.addr == info.addr
                     && g.info.door == info.door
@@ -111,10 +116,9 @@ impl State {
             self.upsert_grant(info, now, updated);
         }
         for g in &mut self.grants {
-            let is_listed = listed
-                .iter()
-                .any(|(addr, door)| *addr == g.info.addr && *door == g.info.door);
-            if g.ended.is_none() && !is_listed && now - g.updated_ms >= GRACE_MS {
+            let is_listed = listed.contains(&(g.info.addr, g.info.door.clone()));
+            let knowable = !truncated || youngest.is_some_and(|y| g.info.opened_at_unix_ms < y);
+            if g.ended.is_none() && !is_listed && knowable && now - g.updated_ms >= GRACE_MS {
                 let how = match g.expires_at_ms {
                     Some(t) if t <= now + GRACE_MS => GrantEnd::Expired,
                     _ => GrantEnd::Closed,
