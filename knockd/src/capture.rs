@@ -171,6 +171,15 @@ impl Capture {
         })
     }
 
+    /// The link type of `iface` without capturing (`knockd -t`): Err says why it could not be
+    /// read (no such interface, no permission to open it).
+    pub fn link_of(iface: &str) -> Result<pcap::Linktype, String> {
+        let cap = pcap::Capture::from_device(iface)
+            .and_then(|c| c.snaplen(64).open())
+            .map_err(|e| e.to_string())?;
+        Ok(cap.get_datalink())
+    }
+
     /// The link type, as a DLT for compiling filters (`knockd -t`, reload checks).
     pub fn linktype(&self) -> pcap::Linktype {
         pcap::Linktype(self.dlt)

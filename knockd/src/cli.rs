@@ -108,7 +108,9 @@ pub struct Args {
     #[arg(long = "new-totp", value_name = "FILE")]
     pub new_totp: Option<PathBuf>,
 
-    /// Check the config file, print problems and warnings, and exit (0 = valid)
+    /// Check the config file, print problems and warnings, and exit (0 = valid); the capture
+    /// filter is compiled for the interface's link type (Ethernet, said so, when it cannot be
+    /// opened)
     #[arg(short = 't', long = "check-config")]
     pub check_config: bool,
 

@@ -71,7 +71,28 @@ pub fn check_config(
         .as_deref()
         .map(|i| local_addrs(i, false))
         .unwrap_or_default();
-    if let Some(note) = check_filter(&parsed.config, &local, pcap::Linktype::ETHERNET)? {
+    // Compile for the link type the capture will have: the interface's, read by opening it
+    // (as root); Ethernet when it cannot be read, and say so.
+    let link = match iface.as_deref().map(|i| (i, Capture::link_of(i))) {
+        Some((i, Ok(link))) => {
+            let name = link
+                .get_name()
+                .unwrap_or_else(|_| format!("DLT {}", link.0));
+            println!("capture filter compiled for {i}'s link type ({name})");
+            link
+        }
+        Some((i, Err(e))) => {
+            println!(
+                "capture filter compiled for Ethernet (assumed: cannot open {i} to read its link type: {e}; run knockd -t as root on the host that runs knockd)"
+            );
+            pcap::Linktype::ETHERNET
+        }
+        None => {
+            println!("capture filter compiled for Ethernet (assumed: no interface given and no default route; use -i)");
+            pcap::Linktype::ETHERNET
+        }
+    };
+    if let Some(note) = check_filter(&parsed.config, &local, link)? {
         warnings.push(note);
     }
     for w in &warnings {

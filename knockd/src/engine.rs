@@ -38,9 +38,14 @@ pub enum Control {
     LocalAddrs(Vec<IpAddr>),
     /// A control-socket request (everything but Subscribe, which the socket server handles).
     Request(ipc::Request, oneshot::Sender<ipc::Response>),
-    /// A reload whose config file was already read and parsed off the engine task (a large
-    /// config takes a while to parse; the engine only applies it).
-    ReloadLoaded(Box<config::Loaded>, Option<oneshot::Sender<ReloadResult>>),
+    /// A reload whose config file was already read, parsed and made ready off the engine task
+    /// (a large config takes a while to parse and to index; the engine only swaps it in).
+    ReloadLoaded(
+        Box<crate::reload::Prepared>,
+        Option<oneshot::Sender<ReloadResult>>,
+    ),
+    /// The config in force and the local addresses (O(1)): what a reload prepares against.
+    Snapshot(oneshot::Sender<crate::reload::Snapshot>),
 }
 
 /// Commands (door commands, derived checks) running at once.
@@ -102,7 +107,8 @@ pub enum EngineError {
 }
 
 pub struct Engine<E: Executor, L: LogSink> {
-    config: Config,
+    /// Shared with reloads being prepared off this task (see [`Control::Snapshot`]).
+    config: Arc<Config>,
     config_path: PathBuf,
     matcher: Matcher,
     ledger: Ledger,
@@ -165,6 +171,59 @@ fn rules_of(door: &Door) -> Vec<DoorRule> {
     vec![DoorRule::from(door)]
 }
 
+/// The matcher's rules of a door set.
+pub(crate) fn door_rules(doors: &[Door]) -> Vec<DoorRule> {
+    doors.iter().flat_map(rules_of).collect()
+}
+
+/// For each door of `old`, the door of `new` that carries its attempts over: same name and
+/// the same sequence (static doors) or the same secret and settings (rotating doors). Door
+/// names are unique: a map keeps this linear (100,000 doors).
+pub(crate) fn keep_map(old: &Config, new: &Config) -> Vec<Option<usize>> {
+    let by_name: HashMap<&str, usize> = new
+        .doors
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    old.doors
+        .iter()
+        .map(|old| {
+            by_name.get(old.name.as_str()).copied().filter(|&i| {
+                let d = &new.doors[i];
+                (d.sequence == old.sequence && !old.sequence.is_empty())
+                    || (d.totp.is_some() && d.totp == old.totp)
+            })
+        })
+        .collect()
+}
+
+/// The capture filter of `config` for `local`; None when a door rotates (TOTP: its ports
+/// depend on the clock, the engine builds that filter).
+pub(crate) fn filter_for(config: &Config, local: &[IpAddr]) -> Option<String> {
+    if config.doors.iter().any(|d| d.totp.is_some()) {
+        return None;
+    }
+    Some(crate::bpf::expression(&config.doors, local))
+}
+
+/// Drop `t` on a thread of its own: freeing 100,000 doors' tables (a million small blocks) is
+/// not the engine's work. The thread waits [`RETIRE_DELAY`] first: freeing while the engine
+/// finishes the reload (and allocates) made both contend for the allocator, which cost the
+/// engine about as much as the freeing itself.
+fn retire<T: Send + 'static>(t: T) {
+    // If no thread can be started, `t` is dropped here, which is merely slower.
+    let _ = std::thread::Builder::new()
+        .name("knockd-drop".into())
+        .spawn(move || {
+            std::thread::sleep(RETIRE_DELAY);
+            drop(t);
+        });
+}
+
+/// See [`retire`].
+const RETIRE_DELAY: Duration = Duration::from_millis(100);
+
 impl<E: Executor, L: LogSink> Engine<E, L> {
     /// `firewall` applies native doors' rules (`IptablesRestore` in the daemon, a
     /// `RecordingFirewall` in tests); `exec` runs door commands. `set_filter` receives every
@@ -177,8 +236,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         log: L,
         set_filter: Box<dyn FnMut(String) + Send>,
     ) -> Self {
-        let rules: Vec<DoorRule> = config.doors.iter().flat_map(rules_of).collect();
-        let matcher = Matcher::with_settings(rules, Settings::from(&config));
+        let rules = door_rules(&config.doors);
+        let config = Arc::new(config);
+        let matcher = Matcher::with_settings(rules, Settings::from(&*config));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let (state_errors_tx, state_errors_rx) = mpsc::unbounded_channel();
@@ -392,6 +452,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         } else {
             crate::bpf::expression(&self.config.doors, &self.local)
         };
+        self.set_filter_expr(f);
+    }
+
+    /// The capture filter for the doors in force (built by [`filter_for`] here or off the
+    /// engine task for a reload).
+    fn set_filter_expr(&mut self, f: String) {
         if f != self.filter {
             tracing::debug!(filter = %f, "new capture filter");
             self.filter = f.clone();
@@ -472,11 +538,17 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     let _ = reply.send(r);
                 }
             }
-            Control::ReloadLoaded(loaded, reply) => {
-                let r = self.reload_with(*loaded);
+            Control::ReloadLoaded(prepared, reply) => {
+                let r = self.reload_prepared(*prepared);
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
+            }
+            Control::Snapshot(reply) => {
+                let _ = reply.send(crate::reload::Snapshot {
+                    config: self.config.clone(),
+                    local: self.local.clone(),
+                });
             }
             // nftables: the list follows the kernel (read off this task, answered when it is in).
             Control::Request(ipc::Request::Grants, reply) if self.lists_kernel() => {
@@ -682,8 +754,18 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.reload_with(loaded)
     }
 
-    /// Apply a config file read and parsed elsewhere (see [`Control::ReloadLoaded`]).
+    /// Apply a config file read and parsed elsewhere (everything else done here).
     pub fn reload_with(&mut self, loaded: config::Loaded) -> ReloadResult {
+        self.reload_prepared(crate::reload::Prepared { loaded, work: None })
+    }
+
+    /// Apply a reload made ready off this task ([`crate::reload::prepare`]): when it was
+    /// prepared against the config still in force, only the swap and the attempts' move are
+    /// left here; otherwise (another reload, a one-time sequence used in between) the tables
+    /// are built here, as without preparation.
+    pub fn reload_prepared(&mut self, prepared: crate::reload::Prepared) -> ReloadResult {
+        let crate::reload::Prepared { loaded, work } = prepared;
+        let work = work.filter(|w| Arc::ptr_eq(&w.base, &self.config));
         let msg = format!("re-reading config file: {}", self.config_path.display());
         self.line(&msg);
         let parsed = match loaded {
@@ -746,40 +828,35 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.emit(|| ipc::EventKind::ReloadFailed { errors: e });
             return Err(errors);
         }
-        // Door names are unique: a map keeps this linear (100,000 doors).
-        let by_name: std::collections::HashMap<&str, usize> = new
-            .doors
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
-        let keep: Vec<Option<usize>> = self
-            .config
-            .doors
-            .iter()
-            .map(|old| {
-                by_name.get(old.name.as_str()).copied().filter(|&i| {
-                    let d = &new.doors[i];
-                    // Static doors: the same sequence; rotating doors: the same secret
-                    // and settings (attempts and replay memory carry over).
-                    (d.sequence == old.sequence && !old.sequence.is_empty())
-                        || (d.totp.is_some() && d.totp == old.totp)
-                })
-            })
-            .collect();
+        let otp_pending = !self.used_otp.is_empty();
+        let (keep, tables, filter, base) = match work {
+            Some(w) => {
+                let filter = w.filter.filter(|_| w.local == self.local);
+                (w.keep, Some(w.matcher), filter, Some(w.base))
+            }
+            None => (keep_map(&self.config, &new), None, None, None),
+        };
         self.record_used_otp(&mut new);
         // The replay memory as it stands: taken in again below by the doors that derive the
         // same sequences (kept doors keep it anyway; this also covers a renamed door).
         let replay = self.saved_replay();
-        let rules: Vec<DoorRule> = new.doors.iter().flat_map(rules_of).collect();
+        // A one-time sequence recorded just now changed a door: its tables are built here.
+        let tables = match tables {
+            Some(t) if !otp_pending => t,
+            _ => crate::matcher::Prepared::new(door_rules(&new.doors)),
+        };
         let settings = Settings::from(&new);
-        self.matcher.reconfigure_with(rules, &keep, settings);
+        let retired = self.matcher.reconfigure_prepared(tables, &keep, settings);
         self.totp_steps.clear();
-        self.config = new;
+        let old = std::mem::replace(&mut self.config, Arc::new(new));
+        retire((retired, old, base, keep));
         self.sync_nft_table();
         self.rotate_totp(tokio::time::Instant::now().into_std(), true);
         self.remember_replays(replay);
-        self.update_filter();
+        match filter {
+            Some(f) => self.set_filter_expr(f),
+            None => self.update_filter(),
+        }
         let msg = format!(
             "configuration reloaded: {} door(s)",
             self.config.doors.len()
@@ -866,6 +943,10 @@ mod starts;
 mod tasks;
 pub mod totp;
 
+#[cfg(test)]
+mod reload_cost;
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod reply_cost;
 #[cfg(test)]

@@ -281,6 +281,65 @@ pub struct Matcher {
     next_id: u64,
 }
 
+/// Which doors have a given step in any of their variants, each list in door order. Linear:
+/// ids arrive in order, so a door already listed is the last one (100,000 doors sharing a
+/// port cost no more than 100,000 that do not).
+fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> HashMap<Step, Vec<DoorId>> {
+    let mut by_step: HashMap<Step, Vec<DoorId>> = HashMap::new();
+    for (id, variants) in variants.iter().enumerate() {
+        for step in variants.iter().flat_map(|(_, seq)| seq) {
+            let ids = by_step.entry(*step).or_default();
+            if ids.last() != Some(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    by_step
+}
+
+/// Add `id` to the index for `steps`, keeping each list in door order.
+fn index_door(by_step: &mut HashMap<Step, Vec<DoorId>>, id: DoorId, steps: &[(u64, Vec<Step>)]) {
+    for step in steps.iter().flat_map(|(_, seq)| seq) {
+        let ids = by_step.entry(*step).or_default();
+        if let Err(pos) = ids.binary_search(&id) {
+            ids.insert(pos, id);
+        }
+    }
+}
+
+/// A door set's tables, built from its rules alone, so that a reload builds them off the
+/// engine task (100,000 doors: most of a reload's cost) and [`Matcher::reconfigure_prepared`]
+/// only swaps them in and carries the attempts over.
+#[derive(Debug)]
+pub struct Prepared {
+    doors: Vec<DoorRule>,
+    variants: Vec<Vec<(u64, Vec<Step>)>>,
+    by_step: HashMap<Step, Vec<DoorId>>,
+    targets: HashSet<IpAddr>,
+    queues: Vec<VecDeque<QueueEntry>>,
+    live: Vec<usize>,
+}
+
+impl Prepared {
+    pub fn new(doors: Vec<DoorRule>) -> Prepared {
+        let variants = static_variants(&doors);
+        let n = doors.len();
+        Prepared {
+            by_step: step_index(&variants),
+            targets: doors.iter().filter_map(|d| d.target).collect(),
+            variants,
+            doors,
+            queues: vec![VecDeque::new(); n],
+            live: vec![0; n],
+        }
+    }
+}
+
+/// What a reconfiguration replaced: dropping 100,000 doors' tables takes a while, so the
+/// caller may drop it elsewhere.
+#[derive(Debug)]
+pub struct Retired(#[allow(dead_code)] Prepared);
+
 fn static_variants(doors: &[DoorRule]) -> Vec<Vec<(u64, Vec<Step>)>> {
     doors
         .iter()
@@ -345,15 +404,7 @@ impl Matcher {
 
     fn reindex(&mut self) {
         self.targets = self.doors.iter().filter_map(|d| d.target).collect();
-        self.by_step.clear();
-        for (id, variants) in self.variants.iter().enumerate() {
-            for step in variants.iter().flat_map(|(_, seq)| seq) {
-                let ids = self.by_step.entry(*step).or_default();
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-        }
+        self.by_step = step_index(&self.variants);
     }
 
     pub fn doors(&self) -> &[DoorRule] {
@@ -799,18 +850,40 @@ impl Matcher {
         keep: &[Option<DoorId>],
         settings: Settings,
     ) {
+        drop(self.reconfigure_prepared(Prepared::new(doors), keep, settings));
+    }
+
+    /// [`Matcher::reconfigure_with`] with tables built beforehand ([`Prepared::new`], off the
+    /// engine task): the work left is O(attempts + kept doors), and what it replaced is
+    /// returned for the caller to drop where it costs nothing.
+    pub fn reconfigure_prepared(
+        &mut self,
+        prepared: Prepared,
+        keep: &[Option<DoorId>],
+        settings: Settings,
+    ) -> Retired {
         if settings != self.settings {
             self.settings = settings;
             self.cap = settings.max_attempts.max(1);
             let guard = SweepGuard::new(settings.sweep_threshold, settings.sweep_penalty, self.cap);
             self.guard = guard;
         }
+        let Prepared {
+            doors,
+            variants,
+            by_step,
+            targets,
+            queues,
+            live,
+        } = prepared;
         let n = doors.len();
         let old_attempts = std::mem::take(&mut self.attempts);
-        let mut old_queues = std::mem::take(&mut self.queues);
-        let mut old_variants = std::mem::take(&mut self.variants);
+        let mut old_queues = std::mem::replace(&mut self.queues, queues);
+        let mut old_variants = std::mem::replace(&mut self.variants, variants);
+        let old_by_step = std::mem::replace(&mut self.by_step, by_step);
+        let old_targets = std::mem::replace(&mut self.targets, targets);
+        let old_live = std::mem::replace(&mut self.live, live);
         let old_used = std::mem::take(&mut self.used);
-        self.variants = static_variants(&doors);
         let rotating = |new: DoorId| {
             doors
                 .get(new)
@@ -818,8 +891,9 @@ impl Matcher {
         };
         for (old, new) in keep.iter().enumerate() {
             if let Some(new) = *new {
-                if rotating(new) && old < old_variants.len() {
+                if rotating(new) && old < old_variants.len() && new < n {
                     self.variants[new] = std::mem::take(&mut old_variants[old]);
+                    index_door(&mut self.by_step, new, &self.variants[new]);
                 }
             }
         }
@@ -831,9 +905,7 @@ impl Matcher {
             }
         }
         self.used_generation += 1;
-        self.doors = doors;
-        self.queues = vec![VecDeque::new(); n];
-        self.live = vec![0; n];
+        let old_doors = std::mem::replace(&mut self.doors, doors);
         for ((src, old), a) in old_attempts {
             let old = old as DoorId;
             if let Some(Some(new)) = keep.get(old) {
@@ -848,20 +920,26 @@ impl Matcher {
                 }
             }
         }
-        for (old, q) in old_queues.iter_mut().enumerate() {
-            if let Some(Some(new)) = keep.get(old) {
-                if *new < n {
-                    self.queues[*new] = std::mem::take(q);
-                }
+        // Only kept doors have queue entries to carry (and to clean).
+        for (old, new) in keep.iter().enumerate() {
+            let (Some(new), Some(q)) = (*new, old_queues.get_mut(old)) else {
+                continue;
+            };
+            if new < n && !q.is_empty() {
+                let mut q = std::mem::take(q);
+                q.retain(|e| self.is_live(new, e));
+                self.queues[new] = q;
             }
         }
-        for door in 0..n {
-            let mut q = std::mem::take(&mut self.queues[door]);
-            q.retain(|e| self.is_live(door, e));
-            self.queues[door] = q;
-        }
-        self.reindex();
         self.rebuild_accounting();
+        Retired(Prepared {
+            doors: old_doors,
+            variants: old_variants,
+            by_step: old_by_step,
+            targets: old_targets,
+            queues: old_queues,
+            live: old_live,
+        })
     }
 
     /// Change one door's sequence (one-time sequences) or disable it (`None`). Its attempts are

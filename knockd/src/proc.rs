@@ -32,8 +32,22 @@ impl Exit {
 
 /// Run `argv` (program + arguments, no shell), feeding `stdin`, killed after `limit`.
 pub async fn run(argv: &[String], stdin: Option<&[u8]>, limit: Duration) -> Exit {
+    run_inner(argv, stdin, limit, false).await.0
+}
+
+/// [`run`], also returning what the child wrote to stdout (a listing such as `iptables -S`).
+pub async fn run_output(argv: &[String], limit: Duration) -> (Exit, Vec<u8>) {
+    run_inner(argv, None, limit, true).await
+}
+
+async fn run_inner(
+    argv: &[String],
+    stdin: Option<&[u8]>,
+    limit: Duration,
+    stdout: bool,
+) -> (Exit, Vec<u8>) {
     let Some((program, args)) = argv.split_first() else {
-        return Exit::SpawnError("empty command".to_string());
+        return (Exit::SpawnError("empty command".to_string()), Vec::new());
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -42,13 +56,22 @@ pub async fn run(argv: &[String], stdin: Option<&[u8]>, limit: Duration) -> Exit
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Exit::SpawnError(format!("{}: {e}", argv.join(" "))),
+        Err(e) => {
+            return (
+                Exit::SpawnError(format!("{}: {e}", argv.join(" "))),
+                Vec::new(),
+            )
+        }
     };
     let pgid = child.id();
     let input = stdin.map(<[u8]>::to_vec);
@@ -62,15 +85,21 @@ pub async fn run(argv: &[String], stdin: Option<&[u8]>, limit: Duration) -> Exit
         child.wait_with_output().await
     };
     match tokio::time::timeout(limit, work).await {
-        Ok(Ok(out)) => Exit::Status {
-            code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .chars()
-                .take(500)
-                .collect(),
-        },
-        Ok(Err(e)) => Exit::SpawnError(format!("{}: {e}", argv.join(" "))),
+        Ok(Ok(out)) => (
+            Exit::Status {
+                code: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .chars()
+                    .take(500)
+                    .collect(),
+            },
+            out.stdout,
+        ),
+        Ok(Err(e)) => (
+            Exit::SpawnError(format!("{}: {e}", argv.join(" "))),
+            Vec::new(),
+        ),
         Err(_) => {
             // The child itself went with the dropped future (kill_on_drop); its group too.
             if let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) {
@@ -79,7 +108,7 @@ pub async fn run(argv: &[String], stdin: Option<&[u8]>, limit: Duration) -> Exit
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            Exit::TimedOut(limit)
+            (Exit::TimedOut(limit), Vec::new())
         }
     }
 }

@@ -1,65 +1,127 @@
 //! Reloads: the config file is read, decoded, parsed and validated (one-time sequence files
-//! included) on a blocking thread, off the engine task; the engine only applies the result
-//! ([`Control::ReloadLoaded`]). A config of 100,000 doors thus never stalls matching or
-//! timers while it is parsed.
+//! included) on a blocking thread, off the engine task, and made ready there too: the matcher's
+//! tables for the new doors, which doors keep their attempts, the capture filter. The engine
+//! only swaps the result in ([`Control::ReloadLoaded`]). A config of 100,000 doors thus never
+//! stalls matching or timers, neither while it is parsed nor while it is applied.
 
-use crate::config::{self, ConfigError, ConfigErrors};
+use crate::config::{self, Config, ConfigError, ConfigErrors};
 use crate::engine::{Control, ReloadResult};
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Load `path` off the engine task.
-pub async fn load(path: PathBuf) -> config::Loaded {
+/// The engine's config in force and its local addresses, shared (O(1)) with a reload being
+/// prepared.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub local: Vec<IpAddr>,
+}
+
+/// A reload ready to apply: the loaded config, and (when prepared against a snapshot) the work
+/// done for the engine.
+#[derive(Debug)]
+pub struct Prepared {
+    pub loaded: config::Loaded,
+    pub work: Option<Work>,
+}
+
+/// What a reload's preparation built; valid while `base` is still the engine's config.
+#[derive(Debug)]
+pub struct Work {
+    pub base: Arc<Config>,
+    pub local: Vec<IpAddr>,
+    /// See [`crate::engine::keep_map`].
+    pub keep: Vec<Option<usize>>,
+    pub matcher: crate::matcher::Prepared,
+    /// The capture filter for `local`; None when a door rotates (built by the engine).
+    pub filter: Option<String>,
+}
+
+/// Bound the warnings and note a coarse filter (off the engine task: the engine logs and
+/// answers a bounded number of warnings; 100,000 doors can have 200,000).
+fn trim(loaded: &mut config::Loaded, path: &Path) {
+    let Ok(parsed) = loaded else {
+        return;
+    };
+    let total = parsed.warnings.len();
+    if total > config::MAX_LOGGED_WARNINGS {
+        parsed.warnings.truncate(config::MAX_LOGGED_WARNINGS);
+        parsed.warnings.push(config::Warning {
+            file: path.display().to_string(),
+            line: 0,
+            door: None,
+            message: format!(
+                "{} more warning(s) not shown (knockd -t lists them all)",
+                total - config::MAX_LOGGED_WARNINGS
+            ),
+        });
+    }
+    // Said here, off the engine task: the capture filter will be coarse.
+    if let Some(message) = crate::bpf::coarse_note(&parsed.config.doors) {
+        parsed.warnings.insert(
+            0,
+            config::Warning {
+                file: path.display().to_string(),
+                line: 0,
+                door: None,
+                message,
+            },
+        );
+    }
+}
+
+/// Make `loaded` ready to apply against `snapshot` (pure; runs on a blocking thread).
+pub fn prepare(mut loaded: config::Loaded, path: &Path, snapshot: Option<Snapshot>) -> Prepared {
+    trim(&mut loaded, path);
+    let work = match (&loaded, snapshot) {
+        (Ok(parsed), Some(snap)) => {
+            let new = &parsed.config;
+            Some(Work {
+                keep: crate::engine::keep_map(&snap.config, new),
+                matcher: crate::matcher::Prepared::new(crate::engine::door_rules(&new.doors)),
+                filter: crate::engine::filter_for(new, &snap.local),
+                base: snap.config,
+                local: snap.local,
+            })
+        }
+        _ => None,
+    };
+    Prepared { loaded, work }
+}
+
+/// Load `path` and prepare it off the engine task.
+pub async fn load(path: PathBuf, snapshot: Option<Snapshot>) -> Prepared {
     let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || config::load(&path))
+    tokio::task::spawn_blocking(move || prepare(config::load(&path), &path, snapshot))
         .await
-        .unwrap_or_else(|e| {
-            Err(ConfigErrors(vec![ConfigError::new(
+        .unwrap_or_else(|e| Prepared {
+            loaded: Err(ConfigErrors(vec![ConfigError::new(
                 shown,
                 0,
                 format!("reading the config failed: {e}"),
-            )]))
+            )])),
+            work: None,
         })
 }
 
-/// Load `path`, then hand it to the engine; the engine's answer goes to `reply`. False when
-/// the engine is gone.
+/// Load and prepare `path`, then hand it to the engine; the engine's answer goes to `reply`.
+/// False when the engine is gone.
 pub async fn request(
     ctl: &mpsc::Sender<Control>,
     path: PathBuf,
     reply: Option<oneshot::Sender<ReloadResult>>,
 ) -> bool {
-    let mut loaded = load(path.clone()).await;
-    if let Ok(parsed) = &mut loaded {
-        // The engine logs and answers a bounded number of warnings: cut the rest here, so it
-        // does not format 200,000 of them (100,000 doors) on its task.
-        let total = parsed.warnings.len();
-        if total > config::MAX_LOGGED_WARNINGS {
-            parsed.warnings.truncate(config::MAX_LOGGED_WARNINGS);
-            parsed.warnings.push(config::Warning {
-                file: path.display().to_string(),
-                line: 0,
-                door: None,
-                message: format!(
-                    "{} more warning(s) not shown (knockd -t lists them all)",
-                    total - config::MAX_LOGGED_WARNINGS
-                ),
-            });
-        }
-        // Said here, off the engine task: the capture filter will be coarse.
-        if let Some(message) = crate::bpf::coarse_note(&parsed.config.doors) {
-            parsed.warnings.insert(
-                0,
-                config::Warning {
-                    file: path.display().to_string(),
-                    line: 0,
-                    door: None,
-                    message,
-                },
-            );
-        }
+    let (tx, rx) = oneshot::channel();
+    if ctl.send(Control::Snapshot(tx)).await.is_err() {
+        return false;
     }
-    ctl.send(Control::ReloadLoaded(Box::new(loaded), reply))
+    let Ok(snapshot) = rx.await else {
+        return false;
+    };
+    let prepared = load(path, Some(snapshot)).await;
+    ctl.send(Control::ReloadLoaded(Box::new(prepared), reply))
         .await
         .is_ok()
 }

@@ -187,9 +187,10 @@ fn a_held_xtables_lock_does_not_hang_knockd_and_the_grant_closes_once_it_is_free
     assert!(k.daemon.is_running());
 }
 
-/// Grants a previous run left in the state file: `n` sources, their rules in INPUT, all past
-/// their deadline (the restore closes them).
-fn previous_run(lab: &Lab, n: usize) -> Vec<String> {
+/// Grants a previous run left in the state file: `n` sources, their rules in INPUT, with
+/// their deadline `expires_in_ms` from now (negative: past, the restore closes them), and
+/// `forgotten` nftables grants.
+fn previous_run(lab: &Lab, n: usize, expires_in_ms: i64, forgotten: usize) -> Vec<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -212,7 +213,7 @@ fn previous_run(lab: &Lab, n: usize) -> Vec<String> {
                 "addr": a,
                 "opened": "22/tcp (INPUT)",
                 "opened_at_unix_ms": now - 1000,
-                "expires_at_unix_ms": now - 500,
+                "expires_at_unix_ms": now + expires_in_ms,
                 "close": {"kind": "rules", "rules": [
                     {"chain": "INPUT", "src": a, "proto": "tcp", "port": 22, "door": "ssh"}
                 ]},
@@ -223,7 +224,7 @@ fn previous_run(lab: &Lab, n: usize) -> Vec<String> {
     // the restore only forgets them, but reading them makes start-up (before the signal
     // handlers exist) take a while.
     let mut grants = grants;
-    grants.extend((0..FORGOTTEN).map(|i| {
+    grants.extend((0..forgotten).map(|i| {
         let a = format!(
             "10.{}.{}.{}",
             200 + i / 62_500,
@@ -284,7 +285,7 @@ fn sighups_during_the_restore_of_thousands_of_grants_are_reloads() {
     }
     const N: usize = 2000;
     let lab = Lab::new();
-    previous_run(&lab, N);
+    previous_run(&lab, N, -500, FORGOTTEN);
     assert_eq!(knockd_rules(&lab), N);
     let k = spawn_knockd(&lab, &door(8), Vec::new());
     // From the instant knockd holds SIGHUP (blocked from the first line of main, before the
@@ -351,4 +352,46 @@ fn sighups_during_the_restore_of_thousands_of_grants_are_reloads() {
     assert!(wait_until(Duration::from_secs(10), || grants(&k).is_empty()));
     assert!(k.daemon.is_running());
     assert!(knockctl(&k, &["status"]).status.success());
+}
+
+#[test]
+fn a_knock_right_after_restoring_thousands_of_grants_is_not_stuck_behind_their_checks() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 2000;
+    let lab = Lab::new();
+    previous_run(&lab, N, 60_000, 0);
+    let k = spawn_knockd(&lab, &door(60), Vec::new());
+    assert!(
+        k.daemon
+            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
+        "{}",
+        k.log()
+    );
+    // The restore checks every grant's rule (one listing, not 2,000 `iptables -C` of 30 ms
+    // each in front of this knock's rule).
+    let knocked = Instant::now();
+    knock(&lab, &SEQ);
+    let own = format!("-s {CLI_V4}/32");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab
+            .iptables_rules(false)
+            .contains(&own)),
+        "the knock's rule took longer than 5 s:\n{}",
+        k.log()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!("rule in after {:?}", knocked.elapsed());
+    assert_eq!(k.count("grant restored"), N, "{}", k.log());
+    assert!(
+        !k.log().contains("no longer in the firewall"),
+        "{}",
+        k.log()
+    );
+    assert_eq!(grants(&k).len(), N + 1);
 }

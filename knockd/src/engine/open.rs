@@ -422,7 +422,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 None
             }
         };
-        if let Some(d) = self.config.doors.get_mut(door_idx) {
+        if let Some(d) = std::sync::Arc::make_mut(&mut self.config)
+            .doors
+            .get_mut(door_idx)
+        {
             d.sequence = next.clone().unwrap_or_default();
         }
         self.matcher.set_sequence(door_idx, next);
@@ -499,7 +502,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .filter(|(_, d)| d.one_time_sequences.is_some())
             .map(|(i, d)| (i, d.sequence.clone()))
             .collect();
-        self.record_used_otp(&mut config);
+        self.record_used_otp(std::sync::Arc::make_mut(&mut config));
         self.config = config;
         for (i, old) in before {
             let seq = self.config.doors[i].sequence.clone();

@@ -1,7 +1,8 @@
 //! The iptables backend: a batch is one `iptables-restore -w 5 --noflush` transaction per
 //! address family (`ip6tables-restore` for IPv6), with the same `-I` (first in the chain) and
 //! `-D` lines a single `iptables` call would take. Checks (`-C`) run one process each: they
-//! only happen at start and for re-knocks, at most once per grant per second.
+//! only happen at start and for re-knocks, at most once per grant per second; a batch with
+//! many of them (the restore of many grants) is answered by one `iptables -S` per chain.
 //!
 //! When a transaction fails, iptables-restore names the line: that op is retried alone (a
 //! delete of a rule already gone is then reported `Absent`, its check decides) and the rest is
@@ -13,6 +14,11 @@ use crate::proc::{self, Exit, FIREWALL_TIME_LIMIT, XTABLES_WAIT_SECS};
 
 /// After this many failed transactions in one batch, the rest goes op by op.
 const MAX_RESTORE_RETRIES: usize = 4;
+/// From this many checks in one batch (a restore of many grants, re-knocks under a flood),
+/// one `iptables -S CHAIN` listing answers them all instead of one `iptables -C` each (about
+/// 30 ms each with a few thousand rules: 2,000 restored grants took a minute, holding up
+/// every knock behind them in the firewall queue).
+const BULK_CHECKS: usize = 8;
 
 /// The `iptables` / `iptables-restore` programs (from `PATH`, like knockd's commands).
 #[derive(Debug, Clone)]
@@ -88,6 +94,12 @@ fn restore_line(r: &FwRule, op: &str) -> String {
     let mut v = vec![op.to_string(), r.chain.clone()];
     v.extend(rule_spec(r));
     v.join(" ")
+}
+
+/// A line of `iptables -S CHAIN` in the form [`restore_line`] writes with `-A` (the quotes
+/// iptables puts around comments removed: knockd's comments have no spaces or quotes).
+fn listed_line(l: &str) -> String {
+    l.trim().replace('"', "")
 }
 
 /// The text of one transaction.
@@ -222,8 +234,59 @@ impl IptablesRestore {
         }
     }
 
+    /// The rules of `chain` as `-A CHAIN spec` lines, from one `iptables -S CHAIN`.
+    async fn list_chain(&self, r: &FwRule) -> Option<std::collections::HashSet<String>> {
+        let argv = vec![
+            self.programs(r).single.clone(),
+            "-w".into(),
+            XTABLES_WAIT_SECS.to_string(),
+            "-S".into(),
+            r.chain.clone(),
+        ];
+        let (e, stdout) = proc::run_output(&argv, FIREWALL_TIME_LIMIT).await;
+        if !e.success() {
+            tracing::debug!("iptables -S {}: {}", r.chain, describe(&e));
+            return None;
+        }
+        Some(
+            String::from_utf8_lossy(&stdout)
+                .lines()
+                .map(listed_line)
+                .collect(),
+        )
+    }
+
+    /// `-C` of `r`, answered from `listed` (chain → its rules) when the chain was listed.
+    async fn check_in(
+        &self,
+        listed: &std::collections::HashMap<String, Option<std::collections::HashSet<String>>>,
+        r: &FwRule,
+    ) -> OpOutcome {
+        match listed.get(&r.chain) {
+            Some(Some(rules)) if rules.contains(&restore_line(r, "-A")) => OpOutcome::Ok,
+            Some(Some(_)) => OpOutcome::Absent,
+            _ => self.check(r).await,
+        }
+    }
+
     async fn apply_family(&self, ops: Indexed, out: &mut [OpOutcome]) {
         let mut writes = Vec::new();
+        // Many checks: one listing per chain answers them (a failed listing: one -C each).
+        let mut listed = std::collections::HashMap::new();
+        let checks: Vec<&FwRule> = ops
+            .iter()
+            .filter(|(_, op)| matches!(op, Op::Check { .. } | Op::Refresh { .. }))
+            .map(|(_, op)| op.rule())
+            .filter(|r| r.is_valid())
+            .collect();
+        if checks.len() >= BULK_CHECKS {
+            for r in checks {
+                if !listed.contains_key(&r.chain) {
+                    let rules = self.list_chain(r).await;
+                    listed.insert(r.chain.clone(), rules);
+                }
+            }
+        }
         for (idx, op) in ops {
             if !op.rule().is_valid() {
                 out[idx] = OpOutcome::Failed(format!(
@@ -245,8 +308,8 @@ impl IptablesRestore {
                     insert: false,
                     ok: OpOutcome::Ok,
                 }),
-                Op::Check { rule } => out[idx] = self.check(&rule).await,
-                Op::Refresh { rule, .. } => match self.check(&rule).await {
+                Op::Check { rule } => out[idx] = self.check_in(&listed, &rule).await,
+                Op::Refresh { rule, .. } => match self.check_in(&listed, &rule).await {
                     OpOutcome::Absent => writes.push(Write {
                         idx,
                         rule,
@@ -309,6 +372,16 @@ mod tests {
             restore_input([l.as_str()]),
             "*filter\n-I INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment knockd:open_SSH -j ACCEPT\nCOMMIT\n"
         );
+    }
+
+    #[test]
+    fn listed_rules_compare_with_what_knockd_writes() {
+        // `iptables -S INPUT` (iptables-nft and -legacy quote the comment).
+        let listing = "-P INPUT ACCEPT\n-A INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:open_SSH\" -j ACCEPT\n-A INPUT -s fd99:77::2/128 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:open_SSH\" -j ACCEPT\n";
+        let set: std::collections::HashSet<String> = listing.lines().map(listed_line).collect();
+        assert!(set.contains(&restore_line(&rule("10.0.0.12"), "-A")));
+        assert!(set.contains(&restore_line(&rule("fd99:77::2"), "-A")));
+        assert!(!set.contains(&restore_line(&rule("10.0.0.13"), "-A")));
     }
 
     #[test]

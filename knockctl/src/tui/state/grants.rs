@@ -50,15 +50,7 @@ impl State {
     }
 
     pub(super) fn upsert_grant(&mut self, info: GrantInfo, base_ms: i64, updated_ms: i64) {
-        let expires_at_ms = info
-            .expires_in_ms
-            .map(|ms| base_ms + i64::try_from(ms).unwrap_or(i64::MAX / 2));
-        let row = Grant {
-            info,
-            expires_at_ms,
-            updated_ms,
-            ended: None,
-        };
+        let row = grant_row(info, base_ms, updated_ms);
         match self
             .grants
             .iter_mut()
@@ -90,31 +82,42 @@ impl State {
         }
     }
 
-    pub(super) fn merge_grants(&mut self, list: Vec<GrantInfo>, now: i64) {
-        let mut listed = Vec::with_capacity(list.len());
+    /// knockd's list of grants (the oldest `LIST_CAP` of `total`, oldest first).
+    pub(super) fn merge_grants(&mut self, list: Vec<GrantInfo>, total: u64, now: i64) {
+        // When knockd left grants out, only a row opened before the youngest listed one is
+        // known to be gone when it is missing; a younger one may just not be listed.
+        let truncated = total > list.len() as u64;
+        let youngest = list.last().map(|g| g.opened_at_unix_ms);
+        let mut listed = std::collections::HashSet::with_capacity(list.len());
+        // One row per (address, door): found through a map, not a search per listed grant.
+        let mut index: std::collections::HashMap<(std::net::IpAddr, String), usize> =
+            std::collections::HashMap::with_capacity(self.grants.len());
+        for (i, g) in self.grants.iter().enumerate() {
+            index.entry((g.info.addr, g.info.door.clone())).or_insert(i);
+        }
         for info in list {
-            listed.push((info.addr, info.door.clone()));
-            let recent_end = self.grants.iter().any(|g| {
-                g.info.addr == info.addr
-                    && g.info.door == info.door
-                    && g.ended.is_some()
-                    && now - g.updated_ms < GRACE_MS
-            });
-            if recent_end {
-                continue;
+            let key = (info.addr, info.door.clone());
+            listed.insert(key.clone());
+            match index.get(&key) {
+                Some(&i) => {
+                    let g = &mut self.grants[i];
+                    // Ended a moment ago: this list predates the end.
+                    if g.ended.is_some() && now - g.updated_ms < GRACE_MS {
+                        continue;
+                    }
+                    let updated = g.updated_ms;
+                    *g = grant_row(info, now, updated);
+                }
+                None => {
+                    index.insert(key, self.grants.len());
+                    self.grants.push(grant_row(info, now, now));
+                }
             }
-            let updated = self
-                .grants
-                .iter()
-                .find(|g| g.info.addr == info.addr && g.info.door == info.door)
-                .map_or(now, |g| g.updated_ms);
-            self.upsert_grant(info, now, updated);
         }
         for g in &mut self.grants {
-            let is_listed = listed
-                .iter()
-                .any(|(addr, door)| *addr == g.info.addr && *door == g.info.door);
-            if g.ended.is_none() && !is_listed && now - g.updated_ms >= GRACE_MS {
+            let is_listed = listed.contains(&(g.info.addr, g.info.door.clone()));
+            let knowable = !truncated || youngest.is_some_and(|y| g.info.opened_at_unix_ms < y);
+            if g.ended.is_none() && !is_listed && knowable && now - g.updated_ms >= GRACE_MS {
                 let how = match g.expires_at_ms {
                     Some(t) if t <= now + GRACE_MS => GrantEnd::Expired,
                     _ => GrantEnd::Closed,
@@ -123,5 +126,18 @@ impl State {
                 g.updated_ms = now;
             }
         }
+    }
+}
+
+/// A live row for `info`, its deadline counted from `base_ms`.
+fn grant_row(info: GrantInfo, base_ms: i64, updated_ms: i64) -> Grant {
+    let expires_at_ms = info
+        .expires_in_ms
+        .map(|ms| base_ms + i64::try_from(ms).unwrap_or(i64::MAX / 2));
+    Grant {
+        info,
+        expires_at_ms,
+        updated_ms,
+        ended: None,
     }
 }

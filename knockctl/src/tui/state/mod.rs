@@ -427,11 +427,11 @@ impl State {
             }
             Response::Attempts { attempts, total } => {
                 self.attempts_unlisted = total.saturating_sub(attempts.len() as u64);
-                self.merge_attempts(attempts, now);
+                self.merge_attempts(attempts, total, now);
             }
             Response::Grants { grants, total } => {
                 self.grants_unlisted = total.saturating_sub(grants.len() as u64);
-                self.merge_grants(grants, now);
+                self.merge_grants(grants, total, now);
             }
             Response::Doors { doors } => self.doors = doors,
             Response::Revoked { grants } => {

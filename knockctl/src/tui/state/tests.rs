@@ -547,3 +547,84 @@ fn events_name_the_lists_to_refresh() {
     assert!(Refresh::default().is_empty());
     assert_eq!(Refresh::default().union(Refresh::TICK), Refresh::TICK);
 }
+
+/// knockd lists the oldest attempts and the total: a row younger than the youngest listed one
+/// may just not be listed, so it stays live; an older one missing from the list has ended.
+#[test]
+fn a_truncated_attempt_list_ends_only_rows_it_would_have_listed() {
+    let mut s = connected();
+    s.on_response(
+        &Request::Attempts,
+        Response::Attempts {
+            attempts: vec![
+                attempt_info("10.0.0.1", "openSSH", 1, 3, 4_000, 1_000),
+                attempt_info("10.0.0.2", "openSSH", 1, 3, 3_000, 2_000),
+                attempt_info("10.0.0.3", "openSSH", 1, 3, 1_000, 4_000),
+            ],
+            total: 3,
+        },
+        T0,
+    );
+    // Later: knockd has 20,000 attempts and lists the oldest two; 10.0.0.2 is gone.
+    s.on_response(
+        &Request::Attempts,
+        Response::Attempts {
+            attempts: vec![
+                attempt_info("10.0.0.1", "openSSH", 1, 3, 4_500, 500),
+                attempt_info("10.0.0.9", "openSSH", 1, 3, 3_000, 2_000),
+            ],
+            total: 20_000,
+        },
+        T0 + 500,
+    );
+    assert_eq!(row(&s, "10.0.0.1", "openSSH").ended, None);
+    assert_eq!(
+        row(&s, "10.0.0.2", "openSSH").ended,
+        Some((AttemptEnd::Reset, T0 + 500)),
+        "older than the youngest listed: it would have been listed"
+    );
+    assert_eq!(
+        row(&s, "10.0.0.3", "openSSH").ended,
+        None,
+        "younger than every listed attempt: not listed, not ended"
+    );
+    assert_eq!(s.attempts_unlisted, 19_998);
+}
+
+/// The same for grants: knockd lists the oldest; a grant opened after the youngest listed one
+/// is not closed by its absence.
+#[test]
+fn a_truncated_grant_list_closes_only_rows_it_would_have_listed() {
+    let mut s = connected();
+    let g = |addr: &str, opened: i64| grant(addr, "openSSH", opened, Some(60_000));
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![
+                g("10.0.0.1", T0 - 3_000),
+                g("10.0.0.2", T0 - 2_000),
+                g("10.0.0.3", T0),
+            ],
+            total: 3,
+        },
+        T0,
+    );
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![g("10.0.0.1", T0 - 3_000), g("10.0.0.9", T0 - 1_000)],
+            total: 20_000,
+        },
+        T0 + 500,
+    );
+    let ended = |addr: &str| {
+        s.grants
+            .iter()
+            .find(|r| r.info.addr.to_string() == addr)
+            .map(|r| r.ended.is_some())
+    };
+    assert_eq!(ended("10.0.0.1"), Some(false));
+    assert_eq!(ended("10.0.0.2"), Some(true), "would have been listed");
+    assert_eq!(ended("10.0.0.3"), Some(false), "younger: just not listed");
+    assert_eq!(s.grants_unlisted, 19_998);
+}
