@@ -425,6 +425,18 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
+    /// [`Engine::knock_line`] for a line naming `door`: the name is borrowed, not copied, so a
+    /// flood of knocks past the log budget costs no allocation.
+    fn door_knock_line(&mut self, now: Instant, door: usize, msg: impl FnOnce(&str) -> String) {
+        if self.log_budget.allow(now) {
+            let name = self.config.doors.get(door).map_or("", |d| d.name.as_str());
+            self.log.line(&msg(name));
+        }
+        if let Some(summary) = self.log_budget.report(now) {
+            self.log.line(&summary);
+        }
+    }
+
     /// Write one knockd-format log line.
     pub fn log_line(&mut self, msg: &str) {
         self.log.line(msg);
@@ -644,11 +656,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 of,
             } => {
                 self.stats.stages += 1;
-                let name = self.door_name(door);
-                self.knock_line(now, || format!("{src}: {name}: Stage {stage}"));
+                self.door_knock_line(now, door, |name| format!("{src}: {name}: Stage {stage}"));
                 self.emit(|| ipc::EventKind::Stage {
                     addr: src,
-                    door: name,
+                    door: self.door_name(door),
                     stage: stage as u32,
                     of: of as u32,
                 });
@@ -666,25 +677,23 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 got,
             } => {
                 self.stats.resets += 1;
-                let name = self.door_name(door);
-                self.knock_line(now, || {
+                self.door_knock_line(now, door, |name| {
                     format!("{src}: {name}: sequence reset at stage {stage} (unexpected knock on {got})")
                 });
                 self.emit(|| ipc::EventKind::Reset {
                     addr: src,
-                    door: name,
+                    door: self.door_name(door),
                     stage: stage as u32,
                 });
             }
             MatchEvent::Timeout { src, door, stage } => {
                 self.stats.timeouts += 1;
-                let name = self.door_name(door);
-                self.knock_line(now, || {
+                self.door_knock_line(now, door, |name| {
                     format!("{src}: {name}: sequence timeout (stage {stage})")
                 });
                 self.emit(|| ipc::EventKind::Timeout {
                     addr: src,
-                    door: name,
+                    door: self.door_name(door),
                     stage: stage as u32,
                 });
             }

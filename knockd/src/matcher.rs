@@ -261,13 +261,13 @@ struct QueueEntry {
 pub struct Matcher {
     doors: Vec<DoorRule>,
     /// Which doors have a given step anywhere in their sequence.
-    by_step: HashMap<Step, Vec<DoorId>>,
+    by_step: HashMap<Step, Vec<DoorId>, Hasher>,
     attempts: HashMap<Key, Attempt, Hasher>,
     queues: Vec<VecDeque<QueueEntry>>,
     live: Vec<usize>,
-    local: HashSet<IpAddr>,
+    local: HashSet<IpAddr, Hasher>,
     /// Door `Target`s: also "this host" for the sweep guard.
-    targets: HashSet<IpAddr>,
+    targets: HashSet<IpAddr, Hasher>,
     settings: Settings,
     cap: usize,
     nets: Networks,
@@ -284,8 +284,8 @@ pub struct Matcher {
 /// Which doors have a given step in any of their variants, each list in door order. Linear:
 /// ids arrive in order, so a door already listed is the last one (100,000 doors sharing a
 /// port cost no more than 100,000 that do not).
-fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> HashMap<Step, Vec<DoorId>> {
-    let mut by_step: HashMap<Step, Vec<DoorId>> = HashMap::new();
+fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> HashMap<Step, Vec<DoorId>, Hasher> {
+    let mut by_step: HashMap<Step, Vec<DoorId>, Hasher> = HashMap::default();
     for (id, variants) in variants.iter().enumerate() {
         for step in variants.iter().flat_map(|(_, seq)| seq) {
             let ids = by_step.entry(*step).or_default();
@@ -298,7 +298,11 @@ fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> HashMap<Step, Vec<DoorId>> 
 }
 
 /// Add `id` to the index for `steps`, keeping each list in door order.
-fn index_door(by_step: &mut HashMap<Step, Vec<DoorId>>, id: DoorId, steps: &[(u64, Vec<Step>)]) {
+fn index_door(
+    by_step: &mut HashMap<Step, Vec<DoorId>, Hasher>,
+    id: DoorId,
+    steps: &[(u64, Vec<Step>)],
+) {
     for step in steps.iter().flat_map(|(_, seq)| seq) {
         let ids = by_step.entry(*step).or_default();
         if let Err(pos) = ids.binary_search(&id) {
@@ -314,8 +318,8 @@ fn index_door(by_step: &mut HashMap<Step, Vec<DoorId>>, id: DoorId, steps: &[(u6
 pub struct Prepared {
     doors: Vec<DoorRule>,
     variants: Vec<Vec<(u64, Vec<Step>)>>,
-    by_step: HashMap<Step, Vec<DoorId>>,
-    targets: HashSet<IpAddr>,
+    by_step: HashMap<Step, Vec<DoorId>, Hasher>,
+    targets: HashSet<IpAddr, Hasher>,
     queues: Vec<VecDeque<QueueEntry>>,
     live: Vec<usize>,
 }
@@ -367,13 +371,13 @@ impl Matcher {
             used: HashMap::new(),
             used_generation: 0,
             doors,
-            by_step: HashMap::new(),
+            by_step: HashMap::default(),
             // Sized for the cap up front: no rehash (and its memory peak) under a flood.
             attempts: HashMap::with_capacity_and_hasher(cap.clamp(1, 1 << 20), Hasher::new()),
             queues: vec![VecDeque::new(); n],
             live: vec![0; n],
-            local: HashSet::new(),
-            targets: HashSet::new(),
+            local: HashSet::default(),
+            targets: HashSet::default(),
             settings,
             cap,
             nets: Networks::default(),

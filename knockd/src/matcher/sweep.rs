@@ -2,20 +2,12 @@
 //! that were no knock of any of its attempts ("strays"), and the sources being penalised as
 //! scanners. Pure; the matcher decides what a stray is and what ending an attempt means.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Largest accepted threshold (distinct stray ports remembered per source).
 pub const MAX_THRESHOLD: usize = 1024;
-
-#[derive(Debug, Default)]
-struct Source {
-    /// Live attempts of this source on doors with the guard on.
-    guarded: u32,
-    /// Distinct stray (protocol, port) keys seen while `guarded > 0`; at most `threshold`.
-    strays: Vec<u32>,
-}
 
 #[derive(Debug)]
 pub struct SweepGuard {
@@ -23,7 +15,13 @@ pub struct SweepGuard {
     penalty: Duration,
     /// Bound on penalised sources remembered (the oldest penalty is forgotten first).
     max_penalised: usize,
-    sources: HashMap<IpAddr, Source, ahash::RandomState>,
+    /// Per source with a guarded attempt: how many it has. Kept small (no stray list inline):
+    /// a flood of first knocks from distinct sources fills this with up to `MaxAttempts`
+    /// entries, and most sources never send a stray.
+    sources: HashMap<IpAddr, u32, ahash::RandomState>,
+    /// Distinct stray (protocol, port) keys per watched source that sent any; at most
+    /// `threshold` each. Only sources in `sources`.
+    strays: HashMap<IpAddr, Vec<u32>, ahash::RandomState>,
     penalised: HashMap<IpAddr, Instant, ahash::RandomState>,
     /// Penalties in the order given: all have the same length, so this is sorted by end.
     queue: VecDeque<(IpAddr, Instant)>,
@@ -37,6 +35,7 @@ impl SweepGuard {
             penalty,
             max_penalised: max_penalised.max(1),
             sources: HashMap::default(),
+            strays: HashMap::default(),
             penalised: HashMap::default(),
             queue: VecDeque::new(),
         }
@@ -56,16 +55,23 @@ impl SweepGuard {
 
     /// A guarded attempt of `src` started.
     pub fn attempt_started(&mut self, src: IpAddr) {
-        self.sources.entry(src).or_default().guarded += 1;
+        *self.sources.entry(src).or_default() += 1;
     }
 
     /// A guarded attempt of `src` ended (any reason). With none left its strays are forgotten.
     pub fn attempt_ended(&mut self, src: IpAddr) {
-        if let Some(s) = self.sources.get_mut(&src) {
-            s.guarded = s.guarded.saturating_sub(1);
-            if s.guarded == 0 {
-                self.sources.remove(&src);
+        if let hash_map::Entry::Occupied(mut e) = self.sources.entry(src) {
+            *e.get_mut() = e.get().saturating_sub(1);
+            if *e.get() == 0 {
+                e.remove();
+                self.forget_strays(src);
             }
+        }
+    }
+
+    fn forget_strays(&mut self, src: IpAddr) {
+        if !self.strays.is_empty() {
+            self.strays.remove(&src);
         }
     }
 
@@ -80,11 +86,14 @@ impl SweepGuard {
         if !self.enabled() {
             return None;
         }
-        let s = self.sources.get_mut(&src)?;
-        if !s.strays.contains(&port_key) {
-            s.strays.push(port_key);
+        if !self.sources.contains_key(&src) {
+            return None;
         }
-        (s.strays.len() >= self.threshold).then_some(s.strays.len())
+        let strays = self.strays.entry(src).or_default();
+        if !strays.contains(&port_key) {
+            strays.push(port_key);
+        }
+        (strays.len() >= self.threshold).then_some(strays.len())
     }
 
     /// Penalise `src` from `now` for the configured penalty.
@@ -101,6 +110,7 @@ impl SweepGuard {
         self.penalised.insert(src, until);
         self.queue.push_back((src, until));
         self.sources.remove(&src);
+        self.forget_strays(src);
     }
 
     pub fn is_penalised(&self, src: IpAddr, now: Instant) -> bool {
@@ -128,14 +138,16 @@ impl SweepGuard {
     /// reload or a door change), keeping the strays of sources that still have one:
     /// call [`SweepGuard::prune`] after counting.
     pub fn reset_counts(&mut self) {
-        for s in self.sources.values_mut() {
-            s.guarded = 0;
+        for n in self.sources.values_mut() {
+            *n = 0;
         }
     }
 
     /// Drop sources left without a guarded attempt after [`SweepGuard::reset_counts`].
     pub fn prune(&mut self) {
-        self.sources.retain(|_, s| s.guarded > 0);
+        self.sources.retain(|_, n| *n > 0);
+        let sources = &self.sources;
+        self.strays.retain(|src, _| sources.contains_key(src));
     }
 }
 
