@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::{bin, wait_until, Daemon, Lab, SRV_IF};
@@ -63,10 +63,23 @@ impl OurKnockd {
 
     /// Like [`OurKnockd::start`], without waiting (for configs that must fail).
     pub fn spawn(lab: &Lab, conf_text: &str) -> OurKnockd {
+        OurKnockd::spawn_with(lab, conf_text, Vec::new(), &[])
+    }
+
+    /// Like [`OurKnockd::spawn`], started through `prefix` (a wrapper that execs the rest,
+    /// e.g. `prlimit ... --`, so the daemon's pid stays knockd's) and with `extra` arguments
+    /// after the usual ones.
+    pub fn spawn_with(
+        lab: &Lab,
+        conf_text: &str,
+        prefix: Vec<OsString>,
+        extra: &[&str],
+    ) -> OurKnockd {
         let conf = lab.write_file("knockd.conf", conf_text);
         let socket = lab.path("knockd.sock");
         let state = lab.path("state.json");
-        let args: Vec<OsString> = vec![
+        let mut args = prefix;
+        args.extend([
             bin("knockd").into(),
             "-i".into(),
             SRV_IF.into(),
@@ -76,13 +89,24 @@ impl OurKnockd {
             socket.clone().into(),
             "--state-file".into(),
             state.into(),
-        ];
+        ]);
+        args.extend(extra.iter().map(OsString::from));
         let daemon = lab.spawn_srv(args);
         OurKnockd {
             daemon,
             conf,
             socket,
         }
+    }
+
+    /// Runs `knockctl --socket <its socket> <args>` and returns what it printed.
+    pub fn knockctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("knockctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run knockctl")
     }
 
     /// Everything the daemon logged so far (stderr; stdout too).

@@ -17,15 +17,6 @@ fn knock(lab: &Lab, ports: &[&str]) {
     knockd::knock(lab, &args);
 }
 
-fn knockctl(k: &OurKnockd, args: &[&str]) -> Output {
-    Command::new(bin("knockctl"))
-        .arg("--socket")
-        .arg(&k.socket)
-        .args(args)
-        .output()
-        .expect("run knockctl")
-}
-
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -50,18 +41,18 @@ fn list_shows_the_grant_and_revoke_removes_the_rule() {
         &lab,
         &accept_rule(22)
     )));
-    let list = knockctl(&k, &["list"]);
+    let list = k.knockctl(&["list"]);
     assert!(list.status.success(), "{}", text(&list));
     let out = text(&list);
     assert!(out.contains(CLI_V4) && out.contains("openSSH"), "{out}");
-    let json = knockctl(&k, &["--json", "list"]);
+    let json = k.knockctl(&["--json", "list"]);
     assert!(
         String::from_utf8_lossy(&json.stdout).contains("\"door\""),
         "{}",
         text(&json)
     );
 
-    let rev = knockctl(&k, &["revoke", CLI_V4]);
+    let rev = k.knockctl(&["revoke", CLI_V4]);
     assert!(rev.status.success(), "{}", text(&rev));
     assert!(
         wait_until(Duration::from_secs(5), || !has_rule(&lab, &accept_rule(22))),
@@ -71,12 +62,12 @@ fn list_shows_the_grant_and_revoke_removes_the_rule() {
     // The rule goes first; the grant leaves the ledger when the engine takes the close's
     // result (until then `list` shows it as closing), so wait for that too.
     assert!(
-        wait_until(Duration::from_secs(5), || text(&knockctl(&k, &["list"]))
+        wait_until(Duration::from_secs(5), || text(&k.knockctl(&["list"]))
             .contains("no open grants")),
         "{}",
-        text(&knockctl(&k, &["list"]))
+        text(&k.knockctl(&["list"]))
     );
-    let again = knockctl(&k, &["revoke", CLI_V4]);
+    let again = k.knockctl(&["revoke", CLI_V4]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(text(&again).contains("no open grant for 10.99.77.2"));
 }
@@ -89,7 +80,7 @@ fn reload_switches_sequences_and_refuses_a_broken_config() {
     let lab = Lab::new();
     let k = start(&lab, SEED);
     std::fs::write(&k.conf, SEED.replace("7000,8000,9000", "7100,8100,9100")).expect("write");
-    let r = knockctl(&k, &["reload"]);
+    let r = k.knockctl(&["reload"]);
     assert!(r.status.success(), "{}", text(&r));
     knock(&lab, &["7000", "8000", "9000"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -102,7 +93,7 @@ fn reload_switches_sequences_and_refuses_a_broken_config() {
         &lab,
         &accept_rule(22)
     )));
-    knockctl(&k, &["revoke", CLI_V4]);
+    k.knockctl(&["revoke", CLI_V4]);
     assert!(wait_until(Duration::from_secs(5), || !has_rule(
         &lab,
         &accept_rule(22)
@@ -114,7 +105,7 @@ fn reload_switches_sequences_and_refuses_a_broken_config() {
         SEED.replace("seq_timeout = 5", "seq_timeout = soon"),
     )
     .expect("write");
-    let bad = knockctl(&k, &["reload"]);
+    let bad = k.knockctl(&["reload"]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     let out = text(&bad);
     assert!(
@@ -179,7 +170,7 @@ fn not_running_and_permission_errors() {
     assert!(text(&missing).contains("knockd is not running"));
 
     let k = start(&lab, SEED);
-    assert!(knockctl(&k, &["status"]).status.success());
+    assert!(k.knockctl(&["status"]).status.success());
     // Let an unprivileged user reach the socket file: the daemon's peer check must refuse it.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(lab.tempdir(), std::fs::Permissions::from_mode(0o755))
@@ -201,7 +192,7 @@ fn not_running_and_permission_errors() {
         text(&nobody)
     );
     // Root still gets in: the refused client changed nothing.
-    assert!(knockctl(&k, &["status"]).status.success());
+    assert!(k.knockctl(&["status"]).status.success());
 }
 
 #[test]

@@ -14,40 +14,15 @@
 use nix::fcntl::{Flock, FlockArg};
 use std::ffi::OsString;
 use std::os::unix::fs::symlink;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use knock_e2e::knockd::{knock, OurKnockd, START_TIMEOUT};
-use knock_e2e::{bin, require_root, wait_until, Lab, CLI_V4, SRV_IF, SRV_V4};
+use knock_e2e::{require_root, wait_until, Lab, CLI_V4, SRV_V4};
 
 const SEQ: [&str; 5] = [SRV_V4, "2222", "1111", "3333", "4444"];
 
 fn door(cmd_timeout: u32) -> String {
     format!("[ssh]\n sequence = 2222,1111,3333,4444\n tcpflags = syn\n open = 22/tcp\n cmd_timeout = {cmd_timeout}\n")
-}
-
-/// knockd with its usual private socket and state file, started through `prefix` (a wrapper
-/// that execs the rest: the daemon's pid stays knockd's).
-fn spawn_knockd(lab: &Lab, conf_text: &str, prefix: Vec<OsString>) -> OurKnockd {
-    let conf = lab.write_file("knockd.conf", conf_text);
-    let socket = lab.path("knockd.sock");
-    let mut args = prefix;
-    args.extend([
-        bin("knockd").into(),
-        "-i".into(),
-        SRV_IF.into(),
-        "-c".into(),
-        conf.clone().into(),
-        "--socket".into(),
-        socket.clone().into(),
-        "--state-file".into(),
-        lab.path("state.json").into(),
-    ]);
-    OurKnockd {
-        daemon: lab.spawn_srv(args),
-        conf,
-        socket,
-    }
 }
 
 /// A wrapper running the rest in a private mount namespace where `/run/xtables.lock` is
@@ -94,17 +69,8 @@ fn has_grant_rule(lab: &Lab) -> bool {
         .any(|l| l.contains(&format!("{CLI_V4}/32")) && l.contains("knockd:ssh"))
 }
 
-fn knockctl(k: &OurKnockd, args: &[&str]) -> std::process::Output {
-    Command::new(bin("knockctl"))
-        .arg("--socket")
-        .arg(&k.socket)
-        .args(args)
-        .output()
-        .expect("run knockctl")
-}
-
 fn grants(k: &OurKnockd) -> Vec<serde_json::Value> {
-    let out = knockctl(k, &["--json", "list"]);
+    let out = k.knockctl(&["--json", "list"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v.as_array()
         .or_else(|| v.get("grants").and_then(|g| g.as_array()))
@@ -126,7 +92,7 @@ fn a_held_xtables_lock_does_not_hang_knockd_and_the_grant_closes_once_it_is_free
     }
     let lab = Lab::new();
     let lock = lab.write_file("xtables.lock", "");
-    let k = spawn_knockd(&lab, &door(2), legacy_with_private_lock(&lab, &lock));
+    let k = OurKnockd::spawn_with(&lab, &door(2), legacy_with_private_lock(&lab, &lock), &[]);
     assert!(
         k.daemon
             .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
@@ -149,7 +115,7 @@ fn a_held_xtables_lock_does_not_hang_knockd_and_the_grant_closes_once_it_is_free
     let mut slowest = Duration::ZERO;
     let closing = wait_until(Duration::from_secs(30), || {
         let t = Instant::now();
-        let status = knockctl(&k, &["status"]);
+        let status = k.knockctl(&["status"]);
         slowest = slowest.max(t.elapsed());
         assert!(status.status.success(), "{status:?}");
         grants(&k).iter().any(|g| {
@@ -287,7 +253,7 @@ fn sighups_during_the_restore_of_thousands_of_grants_are_reloads() {
     let lab = Lab::new();
     previous_run(&lab, N, -500, FORGOTTEN);
     assert_eq!(knockd_rules(&lab), N);
-    let k = spawn_knockd(&lab, &door(8), Vec::new());
+    let k = OurKnockd::spawn(&lab, &door(8));
     // From the instant knockd holds SIGHUP (blocked from the first line of main, before the
     // config, the state file and the restore; at most 10 ms after the exec), SIGHUP it a few ms
     // apart through start-up, then every 20 ms while the restored grants are closed. Without
@@ -351,7 +317,7 @@ fn sighups_during_the_restore_of_thousands_of_grants_are_reloads() {
     );
     assert!(wait_until(Duration::from_secs(10), || grants(&k).is_empty()));
     assert!(k.daemon.is_running());
-    assert!(knockctl(&k, &["status"]).status.success());
+    assert!(k.knockctl(&["status"]).status.success());
 }
 
 #[test]
@@ -362,7 +328,7 @@ fn a_knock_right_after_restoring_thousands_of_grants_is_not_stuck_behind_their_c
     const N: usize = 2000;
     let lab = Lab::new();
     previous_run(&lab, N, 60_000, 0);
-    let k = spawn_knockd(&lab, &door(60), Vec::new());
+    let k = OurKnockd::spawn(&lab, &door(60));
     assert!(
         k.daemon
             .wait_for_log("starting up, listening on kv0", START_TIMEOUT),

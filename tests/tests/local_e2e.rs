@@ -12,30 +12,12 @@ use std::time::{Duration, Instant};
 
 /// Starts our knockd with an open-files limit of `nofile` (soft and hard) and `extra` args.
 fn spawn_limited(lab: &Lab, conf_text: &str, nofile: u32, extra: &[&str]) -> OurKnockd {
-    let conf = lab.write_file("knockd.conf", conf_text);
-    let socket = lab.path("knockd.sock");
-    let state = lab.path("state.json");
-    let mut args: Vec<OsString> = vec![
+    let prlimit: Vec<OsString> = vec![
         "prlimit".into(),
         format!("--nofile={nofile}:{nofile}").into(),
         "--".into(),
-        bin("knockd").into(),
-        "-i".into(),
-        SRV_IF.into(),
-        "-c".into(),
-        conf.clone().into(),
-        "--socket".into(),
-        socket.clone().into(),
-        "--state-file".into(),
-        state.into(),
     ];
-    args.extend(extra.iter().map(OsString::from));
-    let daemon = lab.spawn_srv(args);
-    OurKnockd {
-        daemon,
-        conf,
-        socket,
-    }
+    OurKnockd::spawn_with(lab, conf_text, prlimit, extra)
 }
 
 fn started(k: &OurKnockd) {
@@ -45,15 +27,6 @@ fn started(k: &OurKnockd) {
         "knockd did not start:\n{}",
         k.log()
     );
-}
-
-fn knockctl(k: &OurKnockd, args: &[&str]) -> Output {
-    Command::new(bin("knockctl"))
-        .arg("--socket")
-        .arg(&k.socket)
-        .args(args)
-        .output()
-        .expect("run knockctl")
 }
 
 fn text(o: &Output) -> String {
@@ -144,7 +117,7 @@ fn idle_connections_cannot_keep_a_grant_open_or_lock_root_out() {
     let _hold = attacker(&lab, &k, 1100, 10, "idle", 0);
     let pid = k.daemon.pid();
     assert!(fds(pid) < 1024 - 200, "{} descriptors open", fds(pid));
-    let status = knockctl(&k, &["status"]);
+    let status = k.knockctl(&["status"]);
     assert!(status.status.success(), "{}", text(&status));
     assert!(
         knockd::wait_no_rule(&lab, false, &rule, Duration::from_secs(6)),
@@ -169,7 +142,7 @@ fn idle_connections_cannot_keep_a_grant_open_or_lock_root_out() {
         log.contains("control socket: refused a connection"),
         "{log}"
     );
-    let status = knockctl(&k, &["status"]);
+    let status = k.knockctl(&["status"]);
     assert!(status.status.success(), "{}", text(&status));
 }
 
@@ -204,7 +177,7 @@ fn stalled_frames_hold_bounded_memory_and_are_closed() {
         grown < bound_kib + 16 * 1024,
         "RSS grew by {grown} KiB (bound {bound_kib} KiB + 16 MiB of slack)"
     );
-    assert!(knockctl(&k, &["status"]).status.success());
+    assert!(k.knockctl(&["status"]).status.success());
     // Closed after the 5 s frame timeout (the attackers still hold their ends).
     assert!(
         wait_until(Duration::from_secs(10), || fds(pid) <= fds0 + 8),
@@ -297,7 +270,7 @@ fn configs_of_thousands_of_doors_check_start_and_reload() {
         let (conf, last) = big_config(doors, knocks, port);
         k.rewrite_conf(&conf);
         let t = Instant::now();
-        let out = knockctl(&k, &["reload"]);
+        let out = k.knockctl(&["reload"]);
         assert!(out.status.success(), "{doors}x{knocks}: {}", text(&out));
         eprintln!(
             "reload to {doors} doors x {knocks} knocks in {:?}",
@@ -401,7 +374,7 @@ fn a_huge_reload_does_not_hold_a_grant_open() {
     ));
     let opened = Instant::now();
     let t = Instant::now();
-    let out = knockctl(&k, &["reload"]);
+    let out = k.knockctl(&["reload"]);
     let took = t.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     assert!(

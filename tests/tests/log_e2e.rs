@@ -3,7 +3,7 @@
 //! `knockctl status` counts dropped lines.
 
 use knock_e2e::knockd::{knock, OurKnockd, EFFECT_TIMEOUT};
-use knock_e2e::{bin, require_root, wait_until, Lab, SRV_V4};
+use knock_e2e::{require_root, wait_until, Lab, SRV_V4};
 use std::path::Path;
 
 fn count(path: &Path, needle: &str) -> usize {
@@ -57,20 +57,10 @@ fn logrotate_moves_the_log_even_when_the_reload_fails() {
     );
     assert_eq!(count(&rotated, open), 1, "a line went to the rotated file");
     // Nothing was dropped, and status says so.
-    let out = std::process::Command::new(bin("knockctl"))
-        .arg("--socket")
-        .arg(&knockd.socket)
-        .arg("status")
-        .output()
-        .expect("knockctl");
+    let out = knockd.knockctl(&["status"]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("log lines dropped 0"), "{status}");
-    let json = std::process::Command::new(bin("knockctl"))
-        .arg("--socket")
-        .arg(&knockd.socket)
-        .args(["--json", "status"])
-        .output()
-        .expect("knockctl");
+    let json = knockd.knockctl(&["--json", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["counters"]["log_lines_dropped"], 0);
 }

@@ -340,12 +340,7 @@ fn an_ipv6_client_opens_through_a_slow_flood_from_more_networks_than_the_table_h
 
 /// knockd's eviction counter (`knockctl status`).
 fn evictions(k: &OurKnockd) -> u64 {
-    let out = std::process::Command::new(knock_e2e::bin("knockctl"))
-        .arg("--socket")
-        .arg(&k.socket)
-        .arg("status")
-        .output()
-        .expect("knockctl status");
+    let out = k.knockctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.split("evictions ")
         .nth(1)
@@ -496,12 +491,7 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// The packets counter of `knockctl status`.
 fn packets_seen(k: &OurKnockd) -> u64 {
-    let out = std::process::Command::new(knock_e2e::bin("knockctl"))
-        .arg("--socket")
-        .arg(&k.socket)
-        .arg("status")
-        .output()
-        .expect("knockctl");
+    let out = k.knockctl(&["status"]);
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .skip_while(|w| *w != "packets")

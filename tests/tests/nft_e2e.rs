@@ -8,7 +8,6 @@ use knock_e2e::bench::netns::create_in;
 use knock_e2e::knockd::{self, srv_ok, OurKnockd};
 use knock_e2e::{bin, require_root, wait_until, Lab, CLI_V4, CLI_V6, SRV_V4, SRV_V6};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// The host's own firewall: default drop, established traffic, neighbour discovery, and the
@@ -80,15 +79,6 @@ fn knock(lab: &Lab, v6: bool, ports: &[&str]) {
     knockd::knock(lab, &args);
 }
 
-fn knockctl(k: &OurKnockd, args: &[&str]) -> Output {
-    Command::new(bin("knockctl"))
-        .arg("--socket")
-        .arg(&k.socket)
-        .args(args)
-        .output()
-        .expect("run knockctl")
-}
-
 fn table(lab: &Lab) -> String {
     let out = lab.srv_exec(["nft", "list", "table", "inet", "knockd"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -139,12 +129,12 @@ fn grant_flow(v6: bool) {
     // Only what was granted: another protected port stays closed.
     assert!(!connects(&lab, v6, 8080));
     // knockctl shows the backend and the kernel's time left.
-    let status = String::from_utf8_lossy(&knockctl(&k, &["status"]).stdout).into_owned();
+    let status = String::from_utf8_lossy(&k.knockctl(&["status"]).stdout).into_owned();
     assert!(status.contains("firewall    nftables"), "{status}");
-    let list = String::from_utf8_lossy(&knockctl(&k, &["list"]).stdout).into_owned();
+    let list = String::from_utf8_lossy(&k.knockctl(&["list"]).stdout).into_owned();
     assert!(list.contains("kernel") && list.contains(client), "{list}");
     // Revoke cuts new connections.
-    let out = knockctl(&k, &["revoke", client]);
+    let out = k.knockctl(&["revoke", client]);
     assert!(out.status.success(), "{out:?}");
     assert!(
         wait_until(Duration::from_secs(3), || !connects(&lab, v6, 22)),
@@ -247,7 +237,7 @@ fn nft_restart_restores_grants_with_the_kernel_timeout() {
     let _ = std::fs::remove_file(lab.path("state.json"));
     std::thread::sleep(Duration::from_millis(1200));
     let k2 = OurKnockd::start(&lab, &conf(60));
-    let json = knockctl(&k2, &["--json", "list"]);
+    let json = k2.knockctl(&["--json", "list"]);
     let text = String::from_utf8_lossy(&json.stdout).into_owned();
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let grants = v
@@ -356,7 +346,7 @@ fn knockd_conf_text(path: &std::path::Path) -> String {
 
 /// The grants `knockctl --json list` shows.
 fn grants(k: &OurKnockd) -> Vec<serde_json::Value> {
-    let out = knockctl(k, &["--json", "list"]);
+    let out = k.knockctl(&["--json", "list"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let v: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("knockctl list: {e}: {text} {out:?}"));
@@ -439,7 +429,7 @@ fn nft_two_doors_sharing_a_port_do_not_cut_each_other() {
     // The shorter door's knock did not shorten the element.
     assert!(kernel_expires_s(&lab) >= 50, "{}", table(&lab));
     // Revoking one door's grant leaves the other's access.
-    let out = knockctl(&k, &["revoke", CLI_V4, "--door", "ssh"]);
+    let out = k.knockctl(&["revoke", CLI_V4, "--door", "ssh"]);
     assert!(out.status.success(), "{out:?}");
     assert!(wait_until(Duration::from_secs(3), || grants(&k).len() == 1));
     assert!(connects(&lab, false, 22), "{}\n{}", table(&lab), k.log());
@@ -449,7 +439,7 @@ fn nft_two_doors_sharing_a_port_do_not_cut_each_other() {
         "the element now lives as long as ssh-short: {left}"
     );
     // Revoking the last one closes it.
-    let out = knockctl(&k, &["revoke", CLI_V4]);
+    let out = k.knockctl(&["revoke", CLI_V4]);
     assert!(out.status.success(), "{out:?}");
     assert!(
         wait_until(Duration::from_secs(3), || !connects(&lab, false, 22)),

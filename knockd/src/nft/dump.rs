@@ -119,29 +119,15 @@ fn element(list_elem: &[u8]) -> Option<KernelElem> {
 /// Decode one datagram of the dump sent with sequence number `seq`, appending its elements to
 /// `out`. Messages with another sequence number (late acks of element batches) are skipped.
 pub fn decode(buf: &[u8], seq: u32, out: &mut Vec<KernelElem>) -> Part {
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let u32_at = |i: usize| {
-            buf.get(i..i + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-                .unwrap_or(0)
-        };
-        let len = u32_at(at) as usize;
-        if len < 16 || at + len > buf.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        let msg_seq = u32_at(at + 8);
-        let msg = &buf[at..at + len];
-        at += (len + 3) & !3;
-        if msg_seq != seq {
+    for m in super::nlmsg::messages(buf) {
+        if m.seq != seq {
             continue;
         }
-        match ty {
+        let (msg, len) = (m.bytes, m.bytes.len());
+        match m.ty {
             NLMSG_DONE => return Part::Done,
             NLMSG_ERROR if len >= 20 => {
-                let errno = -(u32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]) as i32);
+                let errno = -(m.u32_at(16) as i32);
                 if errno != 0 {
                     return Part::Error(errno);
                 }

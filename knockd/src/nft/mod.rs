@@ -14,6 +14,7 @@ pub mod detect;
 pub mod dump;
 pub mod listing;
 pub mod netlink;
+pub mod nlmsg;
 pub mod script;
 pub mod transport;
 

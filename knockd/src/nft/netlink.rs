@@ -206,26 +206,13 @@ pub struct Ack {
 /// The acks and errors in a datagram read from the socket.
 pub fn decode_acks(buf: &[u8]) -> Vec<Ack> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let u32_at = |i: usize| {
-            buf.get(i..i + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-                .unwrap_or(0)
-        };
-        let len = u32_at(at) as usize;
-        if len < 16 || at + len > buf.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if ty == NLMSG_ERROR && len >= 20 {
-            let errno = u32_at(at + 16) as i32;
+    for m in super::nlmsg::messages(buf) {
+        if m.ty == NLMSG_ERROR && m.bytes.len() >= 20 {
+            let errno = m.u32_at(16) as i32;
             // The original request's header follows the errno: its seq is what is answered.
-            let seq = u32_at(at + 20 + 8);
+            let seq = m.u32_at(20 + 8);
             out.push(Ack { seq, errno: -errno });
         }
-        at += (len + 3) & !3;
     }
     out
 }
