@@ -204,6 +204,21 @@ pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
+/// A door's sequence as shown to the operator. A rotating door's sequence is never sent: its
+/// kind and step stand in for it.
+pub fn door_sequence(d: &DoorInfo) -> String {
+    if d.kind == "totp" {
+        match d.step {
+            Some(step) => format!("(rotating: TOTP step {step})"),
+            None => "(rotating: TOTP)".to_string(),
+        }
+    } else if d.sequence.is_empty() {
+        "(used up)".to_string()
+    } else {
+        d.sequence.join(" ")
+    }
+}
+
 pub fn format_doors(doors: &[DoorInfo]) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
@@ -218,16 +233,7 @@ pub fn format_doors(doors: &[DoorInfo]) -> String {
     let rows: Vec<Vec<String>> = doors
         .iter()
         .map(|d| {
-            let sequence = if d.kind == "totp" {
-                match d.step {
-                    Some(step) => format!("(rotating: TOTP step {step})"),
-                    None => "(rotating: TOTP)".to_string(),
-                }
-            } else if d.sequence.is_empty() {
-                "(used up)".to_string()
-            } else {
-                d.sequence.join(" ")
-            };
+            let sequence = door_sequence(d);
             let mut notes = Vec::new();
             if !d.enabled {
                 notes.push("disabled".to_string());

@@ -1,8 +1,8 @@
 //! Doors pane: each door's sequence, protocols, timeouts and action.
 
 use super::{bottom_title, empty_text, header_row, highlight, pane_block, selection_state, Theme};
-use crate::ctl::output::format_duration_secs;
 use crate::ctl::output::visible;
+use crate::ctl::output::{door_sequence, format_duration_secs};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
@@ -50,17 +50,7 @@ pub(super) fn render_doors(
     }
     let rows = doors.iter().map(|d| {
         let rotating = d.kind == "totp";
-        // A rotating door's sequence is never sent: show its kind and step, as `knockctl doors`.
-        let sequence = if rotating {
-            match d.step {
-                Some(step) => format!("(rotating: TOTP step {step})"),
-                None => "(rotating: TOTP)".to_string(),
-            }
-        } else if d.sequence.is_empty() {
-            "(used up)".to_string()
-        } else {
-            d.sequence.join(" ")
-        };
+        let sequence = door_sequence(d);
         let protos = if rotating {
             "tcp".to_string()
         } else {

@@ -147,6 +147,17 @@ impl State {
         for info in &list {
             let started = now - i64::try_from(info.age_ms).unwrap_or(0);
             let deadline = now + i64::try_from(info.remaining_ms).unwrap_or(0);
+            // The row as the daemon lists it, for an attempt new to us (or restarted).
+            let listed = || Attempt {
+                addr: info.addr,
+                door: info.door.clone(),
+                stage: info.stage,
+                of: info.of,
+                started_ms: started,
+                deadline_ms: Some(deadline),
+                updated_ms: now,
+                ended: None,
+            };
             let row = index
                 .get(&(info.addr, info.door.clone()))
                 .and_then(|&i| self.attempts.get_mut(i));
@@ -162,30 +173,10 @@ impl State {
                 }
                 // Ended a moment ago: this list predates the end.
                 Some(a) if now - a.updated_ms < GRACE_MS => {}
-                Some(a) => {
-                    *a = Attempt {
-                        addr: info.addr,
-                        door: info.door.clone(),
-                        stage: info.stage,
-                        of: info.of,
-                        started_ms: started,
-                        deadline_ms: Some(deadline),
-                        updated_ms: now,
-                        ended: None,
-                    };
-                }
+                Some(a) => *a = listed(),
                 None => {
                     index.insert((info.addr, info.door.clone()), self.attempts.len());
-                    self.attempts.push(Attempt {
-                        addr: info.addr,
-                        door: info.door.clone(),
-                        stage: info.stage,
-                        of: info.of,
-                        started_ms: started,
-                        deadline_ms: Some(deadline),
-                        updated_ms: now,
-                        ended: None,
-                    });
+                    self.attempts.push(listed());
                 }
             }
         }
