@@ -4,7 +4,7 @@
 #   bash scripts/fuzz.sh [--seconds N] [TARGET...]     (default: 60 s each, every target)
 #
 # Targets (invariants in knock-fuzz/src/<target>.rs): packet, config, frame, state, otp,
-# knock_args. Each runs for N seconds starting from its committed seeds (fuzz/seeds/<target>)
+# knock_args, spa. Each runs for N seconds starting from its committed seeds (fuzz/seeds/<target>)
 # and past findings (fuzz/regressions/<target>); new corpus entries go to
 # target/fuzz/corpus/<target> (not committed), a crashing input to target/fuzz/artifacts/
 # (FUZZ_OUT=dir to put logs, corpus and artifacts elsewhere).
@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(packet config frame state otp knock_args)
+    TARGETS=(packet config frame state otp knock_args spa)
 fi
 case "$SECONDS_EACH" in ''|*[!0-9]*) echo "fuzz.sh: --seconds takes a whole number" >&2; exit 2 ;; esac
 

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod codec;
 pub mod protocol;
+pub mod spa;
 pub mod totp;
 
 pub use client::{Client, ClientError, Subscription};
