@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,14 @@ pub enum Request {
     Reload,
     /// Switch this connection to the live event stream.
     Subscribe,
+    /// The enrolled SPA clients.
+    Clients,
+    /// Revoke SPA client `name` (refused from its next packet); `close`: also close its
+    /// open grants.
+    RevokeClient {
+        name: String,
+        close: bool,
+    },
 }
 
 impl Request {
@@ -41,6 +49,8 @@ impl Request {
             Request::Revoke { .. } => "revoke",
             Request::Reload => "reload",
             Request::Subscribe => "subscribe",
+            Request::Clients => "clients",
+            Request::RevokeClient { .. } => "clients revoke",
         }
     }
 }
@@ -97,6 +107,36 @@ pub enum Response {
     Error {
         message: String,
     },
+    Clients {
+        clients: Vec<ClientInfo>,
+    },
+    /// The client is revoked; `closed`: its grants closed (with `close`).
+    ClientRevoked {
+        name: String,
+        closed: Vec<GrantInfo>,
+    },
+}
+
+/// An enrolled SPA client (`knockctl clients`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub name: String,
+    pub fingerprint: String,
+    /// Doors whose `SPA =` lists it.
+    pub doors: Vec<String>,
+    /// When its last packet was accepted (unix ms).
+    pub last_seen_unix_ms: Option<i64>,
+    /// Its open grants.
+    pub grants: u64,
+    pub revoked: bool,
+}
+
+/// SPA packets by outcome (`knockctl status`, `knockctl metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaCounters {
+    pub accepted: u64,
+    /// Every reason, in [`crate::spa::Refusal::ALL`] order.
+    pub refused: Vec<(crate::spa::Refusal, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +184,8 @@ pub struct Status {
     pub counters: Counters,
     /// Firewall backend of native doors: `iptables` or `nftables`.
     pub firewall: String,
+    /// Single-packet knocks by outcome.
+    pub spa: SpaCounters,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +207,8 @@ pub struct GrantInfo {
     pub closing: bool,
     /// Why the last close attempt failed (it is retried with backoff).
     pub close_error: Option<String>,
+    /// The SPA client whose packet opened it.
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

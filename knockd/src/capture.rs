@@ -11,9 +11,11 @@
 //! [`crate::pacer::BUSY_PPS`]) the thread pauses a millisecond after each batch so that the
 //! next read takes tens of packets at once.
 
-use crate::packet::{decode, LinkType, Packet};
+use crate::config::Proto;
+use crate::packet::{decode_l4, udp_payload, LinkType, Packet};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,17 @@ pub enum CaptureMsg {
     Batch(Vec<Packet>, Instant),
     /// Capture failed (interface gone...). The engine shuts down with this error.
     Error(String),
+    /// UDP datagrams whose payload has the length of an SPA packet, read with the batch
+    /// that carries their [`Packet`]s (the engine keeps those sent to its SPA port).
+    Spa(Vec<SpaDatagram>, Instant),
+}
+
+/// A UDP datagram that may be a single-packet knock.
+#[derive(Debug, Clone)]
+pub struct SpaDatagram {
+    pub src: IpAddr,
+    pub dport: u16,
+    pub payload: [u8; knock_ipc::spa::PACKET_LEN],
 }
 
 /// Kernel-side counters from `pcap_stats`, refreshed about once a second.
@@ -237,6 +250,7 @@ impl Capture {
     ) {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
+        let mut spa: Vec<SpaDatagram> = Vec::new();
         let mut pacer = crate::pacer::Pacer::default();
         loop {
             if let Some((g, f)) = filters.latest() {
@@ -246,8 +260,11 @@ impl Capture {
             loop {
                 match self.cap.next_packet() {
                     Ok(p) => {
-                        if let Some(pkt) = decode(self.link, p.data) {
+                        if let Some((pkt, l4)) = decode_l4(self.link, p.data) {
                             if !(self.only_ipv4 && pkt.src.is_ipv6()) {
+                                if pkt.proto == Proto::Udp {
+                                    spa_candidate(&pkt, l4, &mut spa);
+                                }
                                 batch.push(pkt);
                             }
                         }
@@ -296,6 +313,13 @@ impl Capture {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(64));
                 let n = full.len();
                 let now = Instant::now();
+                if !spa.is_empty()
+                    && tx
+                        .blocking_send(CaptureMsg::Spa(std::mem::take(&mut spa), now))
+                        .is_err()
+                {
+                    return;
+                }
                 if tx.blocking_send(CaptureMsg::Batch(full, now)).is_err() {
                     return;
                 }
@@ -317,5 +341,19 @@ impl Capture {
                 }
             }
         }
+    }
+}
+
+/// Keep a UDP datagram whose payload has an SPA packet's length.
+fn spa_candidate(pkt: &Packet, l4: &[u8], out: &mut Vec<SpaDatagram>) {
+    let Some(payload) = udp_payload(l4) else {
+        return;
+    };
+    if let Ok(payload) = <[u8; knock_ipc::spa::PACKET_LEN]>::try_from(payload) {
+        out.push(SpaDatagram {
+            src: pkt.src,
+            dport: pkt.dport,
+            payload,
+        });
     }
 }

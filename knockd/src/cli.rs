@@ -52,7 +52,9 @@ Examples:
   knockd -i eth0 -v                  run in the foreground, verbose
   knockd -d                          run as a daemon (pidfile /var/run/knockd.pid)
   knockd --new-totp /etc/knockd/ssh.totp
-                                     make a rotating door's secret (then TOTP_File = ...)";
+                                     make a rotating door's secret (then TOTP_File = ...)
+  knockd --new-client alice --out alice.knock
+                                     enroll an SPA client (then SPA = alice in a door)";
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -107,6 +109,16 @@ pub struct Args {
     /// in a door with `TOTP_File = FILE` and copy it to clients for `knock --totp FILE HOST`
     #[arg(long = "new-totp", value_name = "FILE")]
     pub new_totp: Option<PathBuf>,
+
+    /// Enroll an SPA client NAME: write its public record to SPA_ClientDir (from -c, default
+    /// /etc/knockd/clients/NAME.pub) and its secret key file to --out (mode 0600; give it to
+    /// the client for `knock --spa FILE HOST`); the first one also makes SPA_ServerKey. Exit
+    #[arg(long = "new-client", value_name = "NAME", requires = "out")]
+    pub new_client: Option<String>,
+
+    /// Where --new-client writes the client's secret key file (never overwritten)
+    #[arg(long = "out", value_name = "FILE", requires = "new_client")]
+    pub out: Option<PathBuf>,
 
     /// Check the config file, print problems and warnings, and exit (0 = valid); the capture
     /// filter is compiled for the interface's link type (Ethernet, said so, when it cannot be

@@ -53,6 +53,30 @@ pub fn new_totp(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `knockd --new-client NAME --out FILE`: enroll an SPA client where the config (if it
+/// exists) keeps clients and the server key.
+pub fn new_client(config: &Path, name: &str, out: &Path) -> anyhow::Result<()> {
+    let options = if config.exists() {
+        crate::config::load(config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .config
+            .options
+    } else {
+        crate::config::Options::default()
+    };
+    let said = crate::spa::clients::new_client(
+        name,
+        out,
+        &options.spa_client_dir(),
+        &options.spa_server_key(),
+    )?;
+    for line in said {
+        println!("{line}");
+    }
+    println!("server: name the client in a door (SPA = {name}); a running knockd takes the new record without a restart.");
+    Ok(())
+}
+
 /// `knockd -t`: print problems and warnings; Ok(()) when the config is valid. The capture
 /// filter is compiled as it will run (the interface's addresses, Ethernet framing) and a
 /// fallback to a coarser filter is reported.

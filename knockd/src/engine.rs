@@ -165,6 +165,11 @@ pub struct Engine<E: Executor, L: LogSink> {
     wall_clock: totp::WallClock,
     totp_steps: Vec<Option<u64>>,
     totp_next: Option<Instant>,
+    /// Single-packet knocks: the gate, and UDP packets to the SPA port seen by the engine /
+    /// handed over as datagrams of the right length (their difference: refused by length).
+    spa: crate::spa::Gate,
+    spa_udp: u64,
+    spa_seen: u64,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -243,6 +248,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let (state_errors_tx, state_errors_rx) = mpsc::unbounded_channel();
         let (kernel_tx, kernel_rx) = mpsc::unbounded_channel();
+        let (spa, spa_lines) = crate::spa::Gate::new(&config, spa::wall_ms());
         let mut e = Engine {
             config,
             config_path,
@@ -290,7 +296,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             wall_clock: totp::system_wall_clock,
             totp_steps: Vec::new(),
             totp_next: None,
+            spa,
+            spa_udp: 0,
+            spa_seen: 0,
         };
+        for l in spa_lines {
+            e.line(&l);
+        }
         e.rotate_totp(tokio::time::Instant::now().into_std(), true);
         e.update_filter();
         e
@@ -364,6 +376,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             },
             closing: g.closing.is_some(),
             close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
+            client: g.client.clone(),
         }
     }
 
@@ -470,6 +483,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// The capture filter for the doors in force (built by [`filter_for`] here or off the
     /// engine task for a reload).
     fn set_filter_expr(&mut self, f: String) {
+        let f = crate::filter::with_spa(f, self.spa.port());
         if f != self.filter {
             tracing::debug!(filter = %f, "new capture filter");
             self.filter = f.clone();
@@ -507,6 +521,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                             self.on_packet(p, at);
                         }
                     }
+                    Some(CaptureMsg::Spa(datagrams, at)) => self.on_spa(&datagrams, at),
                     Some(CaptureMsg::Error(e)) => {
                         result = Err(EngineError::Capture(e));
                         break;
@@ -536,6 +551,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.ledger.next_recheck(),
             self.ledger.next_retry(),
             self.starts_deadline(),
+            self.spa_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -585,6 +601,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     pub fn on_packet(&mut self, p: &Packet, at: Instant) {
         self.stats.packets += 1;
+        self.spa_udp_seen(p.proto, p.dport);
         let mut events = std::mem::take(&mut self.events);
         self.matcher.on_packet(p, at, &mut events);
         for ev in events.drain(..) {
@@ -594,6 +611,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     pub fn on_timer(&mut self, now: Instant) {
+        self.spa_timer();
         if self.totp_next.is_some_and(|t| now >= t) && self.rotate_totp(now, false) {
             self.update_filter();
         }
@@ -862,6 +880,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.sync_nft_table();
         self.rotate_totp(tokio::time::Instant::now().into_std(), true);
         self.remember_replays(replay);
+        self.spa_reload();
         match filter {
             Some(f) => self.set_filter_expr(f),
             None => self.update_filter(),
@@ -948,6 +967,7 @@ mod nft;
 mod open;
 mod persist;
 mod requests;
+mod spa;
 mod starts;
 mod tasks;
 pub mod totp;

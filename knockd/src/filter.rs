@@ -176,6 +176,15 @@ fn new_connections(doors: &[Door], local: &[IpAddr]) -> Vec<String> {
     out
 }
 
+/// `expr` widened to let SPA datagrams to `spa_port` in (when a door takes them).
+pub fn with_spa(expr: String, spa_port: Option<u16>) -> String {
+    match spa_port {
+        None => expr,
+        Some(p) if expr == MATCH_NOTHING => format!("udp dst port {p}"),
+        Some(p) => format!("(udp dst port {p}) or {expr}"),
+    }
+}
+
 /// The door's destination ports for `proto`, sorted and deduplicated.
 fn ports(door: &Door, proto: Proto) -> Vec<u16> {
     let mut v: Vec<u16> = door

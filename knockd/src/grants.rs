@@ -82,6 +82,8 @@ pub struct Grant {
     /// Set once the grant is being closed: it stays in the ledger (and the state file) until
     /// its close succeeded.
     pub closing: Option<Closing>,
+    /// The SPA client whose packet opened it (None: a knock sequence).
+    pub client: Option<String>,
 }
 
 /// A grant whose close has started but not yet succeeded.
@@ -119,6 +121,9 @@ pub struct Ledger {
     dirty: std::collections::HashSet<GrantId>,
     next_id: GrantId,
     version: u64,
+    /// SPA opens on their way (queued for the door's start rate): the grant that records
+    /// (door, address) next names this client. Bounded: cleared when it grows past 4,096.
+    spa_clients: HashMap<(String, IpAddr), String>,
 }
 
 impl Ledger {
@@ -180,9 +185,28 @@ impl Ledger {
                 last_check: None,
                 recheck: None,
                 closing: None,
+                client: self.spa_clients.remove(&(door.to_string(), addr)),
             },
         );
         id
+    }
+
+    /// An SPA packet of `client` opens `door` for `addr`: name it in the grant (the open one,
+    /// or the next one recorded).
+    pub fn spa_client(&mut self, door: &str, addr: IpAddr, client: &str) {
+        let key = (door.to_string(), addr);
+        if let Some(g) = self.by_key.get(&key).and_then(|id| self.grants.get_mut(id)) {
+            if g.client.as_deref() != Some(client) {
+                g.client = Some(client.to_string());
+                self.dirty.insert(g.id);
+                self.version += 1;
+            }
+            return;
+        }
+        if self.spa_clients.len() >= 4096 {
+            self.spa_clients.clear();
+        }
+        self.spa_clients.insert(key, client.to_string());
     }
 
     /// The grants (open or closing) of `addr`, oldest first.

@@ -31,5 +31,6 @@ pub mod ratelimit;
 pub mod reload;
 pub mod safefile;
 pub mod signals;
+pub mod spa;
 pub mod state;
 pub mod statewriter;

@@ -7,7 +7,11 @@ fn main() -> ExitCode {
     // Before anything else: a SIGHUP sent the instant knockd starts is a reload, not fatal.
     knockd::signals::hold();
     let args = Args::parse();
-    if args.new_totp.is_some() || args.firewall_cleanup || args.check_config {
+    if args.new_totp.is_some()
+        || args.new_client.is_some()
+        || args.firewall_cleanup
+        || args.check_config
+    {
         knockd::signals::release();
     }
     let level = if args.debug {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
         .init();
     let result = if let Some(path) = &args.new_totp {
         knockd::daemon::new_totp(path)
+    } else if let (Some(name), Some(out)) = (&args.new_client, &args.out) {
+        knockd::daemon::new_client(&args.config, name, out)
     } else if args.firewall_cleanup {
         knockd::daemon::firewall_cleanup()
     } else if args.check_config {

@@ -72,6 +72,12 @@ const IPPROTO_DSTOPTS: u8 = 60;
 /// other link or network protocols, non-first fragments, truncated or malformed headers.
 /// Pure, allocation-free and panic-free on any input.
 pub fn decode(link: LinkType, data: &[u8]) -> Option<Packet> {
+    decode_l4(link, data).map(|(p, _)| p)
+}
+
+/// [`decode`], and the transport header with what follows it (cut at the IP length, or
+/// where the capture ended): what the SPA reader takes a UDP payload from.
+pub fn decode_l4(link: LinkType, data: &[u8]) -> Option<(Packet, &[u8])> {
     match link {
         LinkType::Ethernet => {
             let mut off = 12;
@@ -108,7 +114,7 @@ pub fn decode(link: LinkType, data: &[u8]) -> Option<Packet> {
     }
 }
 
-fn by_ethertype(ethertype: u16, ip: &[u8]) -> Option<Packet> {
+fn by_ethertype(ethertype: u16, ip: &[u8]) -> Option<(Packet, &[u8])> {
     match ethertype {
         ETHERTYPE_IPV4 => ipv4(ip),
         ETHERTYPE_IPV6 => ipv6(ip),
@@ -130,7 +136,7 @@ fn array<const N: usize>(data: &[u8], off: usize) -> Option<[u8; N]> {
     data.get(off..off.checked_add(N)?)?.try_into().ok()
 }
 
-fn ipv4(data: &[u8]) -> Option<Packet> {
+fn ipv4(data: &[u8]) -> Option<(Packet, &[u8])> {
     let vihl = *data.first()?;
     if vihl >> 4 != 4 {
         return None;
@@ -151,7 +157,7 @@ fn ipv4(data: &[u8]) -> Option<Packet> {
     transport(data[9], data.get(ihl..end)?, src, dst)
 }
 
-fn ipv6(data: &[u8]) -> Option<Packet> {
+fn ipv6(data: &[u8]) -> Option<(Packet, &[u8])> {
     if data.first()? >> 4 != 6 || data.len() < 40 {
         return None;
     }
@@ -194,7 +200,7 @@ fn ipv6(data: &[u8]) -> Option<Packet> {
     None
 }
 
-fn transport(proto: u8, l4: &[u8], src: IpAddr, dst: IpAddr) -> Option<Packet> {
+fn transport(proto: u8, l4: &[u8], src: IpAddr, dst: IpAddr) -> Option<(Packet, &[u8])> {
     let (proto, tcp_flags, tcp_seq) = match proto {
         IPPROTO_TCP => {
             if l4.len() < 20 || l4[12] >> 4 < 5 {
@@ -205,7 +211,7 @@ fn transport(proto: u8, l4: &[u8], src: IpAddr, dst: IpAddr) -> Option<Packet> {
         IPPROTO_UDP if l4.len() >= 8 => (Proto::Udp, 0, 0),
         _ => return None,
     };
-    Some(Packet {
+    let p = Packet {
         src,
         dst,
         proto,
@@ -213,7 +219,19 @@ fn transport(proto: u8, l4: &[u8], src: IpAddr, dst: IpAddr) -> Option<Packet> {
         dport: be16(l4, 2)?,
         tcp_flags,
         tcp_seq,
-    })
+    };
+    Some((p, l4))
+}
+
+/// The payload of a UDP datagram whose transport header and what follows is `l4` (from
+/// [`decode_l4`]): None when the UDP length does not match what was captured (cut by the
+/// snaplen, or a lying header).
+pub fn udp_payload(l4: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(be16(l4, 4)?);
+    if len != l4.len() || len < 8 {
+        return None;
+    }
+    l4.get(8..)
 }
 
 /// Hand-built frames for the decoder and filter tests.

@@ -34,6 +34,9 @@ pub struct SavedGrant {
     /// Why the last close attempt failed.
     #[serde(default)]
     pub close_error: Option<String>,
+    /// The SPA client whose packet opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// A TOTP step's sequence that opened door `door` for `addr`: refused from any other address

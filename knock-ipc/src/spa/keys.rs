@@ -223,6 +223,20 @@ impl ServerKey {
     }
 }
 
+/// Short fingerprint of a client's two public keys: `SHA256:` + 16 hex digits in groups of 4.
+pub fn fingerprint_of(x: &[u8; 32], ed: &[u8; 32]) -> String {
+    let d = Sha256::new()
+        .chain_update(b"knockd-spa-v1 fingerprint")
+        .chain_update(x)
+        .chain_update(ed)
+        .finalize();
+    let hex: Vec<String> = d[..8]
+        .chunks(2)
+        .map(|c| format!("{:02x}{:02x}", c[0], c[1]))
+        .collect();
+    format!("SHA256:{}", hex.join(":"))
+}
+
 /// A client's public keys, as the server keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRecord {
@@ -236,16 +250,7 @@ pub struct ClientRecord {
 impl ClientRecord {
     /// Short fingerprint of both public keys: `SHA256:` + 16 hex digits in groups of 4.
     pub fn fingerprint(&self) -> String {
-        let d = Sha256::new()
-            .chain_update(b"knockd-spa-v1 fingerprint")
-            .chain_update(self.x)
-            .chain_update(self.verify.as_bytes())
-            .finalize();
-        let hex: Vec<String> = d[..8]
-            .chunks(2)
-            .map(|c| format!("{:02x}{:02x}", c[0], c[1]))
-            .collect();
-        format!("SHA256:{}", hex.join(":"))
+        fingerprint_of(&self.x, self.verify.as_bytes())
     }
 
     pub fn render(&self) -> String {

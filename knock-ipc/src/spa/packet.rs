@@ -303,6 +303,18 @@ pub fn verify(
         .map_err(|_| Refusal::Signature)
 }
 
+/// [`verify`] with the client's Ed25519 key as its 32 bytes (decompressed only here: the
+/// server keeps keys compressed until a packet passed every cheaper check).
+pub fn verify_compressed(
+    opened: &Opened,
+    packet: &[u8],
+    server_x: &[u8; 32],
+    client: &[u8; 32],
+) -> Result<(), Refusal> {
+    let key = VerifyingKey::from_bytes(client).map_err(|_| Refusal::Signature)?;
+    verify(opened, packet, server_x, &key)
+}
+
 /// The nonce, as the replay memory keeps it (its first 8 bytes).
 pub fn nonce_tag(packet: &[u8]) -> u64 {
     let mut n = [0u8; 8];

@@ -112,6 +112,26 @@ pub enum Command {
     /// collector; knockd opens no TCP port).
     #[command(long_about = METRICS_ABOUT)]
     Metrics,
+    /// List the enrolled SPA clients (name, fingerprint, doors, last seen, open grants), or
+    /// revoke one (refused from its next packet; no restart).
+    Clients {
+        #[command(subcommand)]
+        action: Option<ClientsAction>,
+    },
+}
+
+/// `knockctl clients ...`
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ClientsAction {
+    /// Revoke client NAME: its next packet is refused, and its record file in SPA_ClientDir
+    /// is renamed NAME.pub.revoked so that a restart keeps it revoked.
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Also close the grants its packets opened.
+        #[arg(long)]
+        close: bool,
+    },
 }
 
 const METRICS_ABOUT: &str = "\

@@ -150,6 +150,22 @@ pub fn format_metrics(status: &Status) -> String {
             _ => {}
         }
     }
+    header(
+        &mut out,
+        "spa_packets",
+        "Single-packet knocks to the SPA port, by outcome: accepted, or the reason refused.",
+        "counter",
+    );
+    out.push_str(&format!(
+        "knockd_spa_packets_total{{outcome=\"accepted\"}} {}\n",
+        status.spa.accepted
+    ));
+    for (reason, n) in &status.spa.refused {
+        out.push_str(&format!(
+            "knockd_spa_packets_total{{outcome=\"{}\"}} {n}\n",
+            reason.name()
+        ));
+    }
     if !refusals.is_empty() {
         let (name, help) = REFUSALS;
         header(&mut out, name, help, "counter");

@@ -163,13 +163,57 @@ pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> 
             if g.refreshes > 0 {
                 what.push_str(&format!(" (refreshed {}x)", g.refreshes));
             }
+            let door = match &g.client {
+                Some(c) => format!("{} (SPA {c})", g.door),
+                None => g.door.clone(),
+            };
             vec![
                 format_remaining(g.expires_in_ms),
                 format_clock(g.opened_at_unix_ms, now),
-                g.door.clone(),
+                door,
                 g.addr.to_string(),
                 what,
                 closes_by(g),
+            ]
+        })
+        .collect();
+    render_table(&columns, &rows, WIDTH)
+}
+
+/// `knockctl clients`: one row per enrolled SPA client.
+pub fn format_clients<Tz: TimeZone>(
+    clients: &[knock_ipc::ClientInfo],
+    now: &DateTime<Tz>,
+) -> String {
+    if clients.is_empty() {
+        return "no SPA clients enrolled (knockd --new-client NAME --out NAME.knock)\n".to_string();
+    }
+    let columns = [
+        Column::fixed("CLIENT"),
+        Column::fixed("FINGERPRINT"),
+        Column::wrap("DOORS"),
+        Column::fixed("LAST SEEN"),
+        Column::fixed("GRANTS"),
+    ];
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| {
+            let name = if c.revoked {
+                format!("{} (revoked)", c.name)
+            } else {
+                c.name.clone()
+            };
+            vec![
+                name,
+                c.fingerprint.clone(),
+                if c.doors.is_empty() {
+                    "-".into()
+                } else {
+                    c.doors.join(", ")
+                },
+                c.last_seen_unix_ms
+                    .map_or_else(|| "never".to_string(), |ms| format_clock(ms, now)),
+                c.grants.to_string(),
             ]
         })
         .collect();

@@ -136,6 +136,13 @@ pub fn request_for(command: &Command) -> Request {
         },
         Command::Reload => Request::Reload,
         Command::Metrics => Request::Status,
+        Command::Clients { action: None } => Request::Clients,
+        Command::Clients {
+            action: Some(super::cli::ClientsAction::Revoke { name, close }),
+        } => Request::RevokeClient {
+            name: name.clone(),
+            close: *close,
+        },
         Command::Tail | Command::Tui => Request::Subscribe,
     }
 }
@@ -225,6 +232,20 @@ pub fn render<Tz: TimeZone>(
                 Reply::ok(stdout)
             }
         }
+        (Command::Clients { .. }, Response::Clients { clients }) => Reply::ok(if json {
+            doc(&clients)
+        } else {
+            output::format_clients(&clients, now)
+        }),
+        (Command::Clients { .. }, Response::ClientRevoked { name, closed }) => Reply::ok(if json {
+            doc(&json!({ "revoked": name, "closed": closed }))
+        } else {
+            let mut s = format!("SPA client {name} revoked: its next packet is refused\n");
+            if !closed.is_empty() {
+                s.push_str(&output::format_revoked(&closed));
+            }
+            s
+        }),
         (Command::Reload, Response::Reloaded { warnings }) => Reply::ok(if json {
             doc(&json!({ "reloaded": true, "warnings": warnings }))
         } else {

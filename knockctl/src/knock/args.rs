@@ -60,6 +60,10 @@ Examples:
       Knock the current sequence of a rotating door whose secret file (from
       knockd --new-totp) was copied to this client.
 
+  knock --spa alice.knock example.com
+      Send one single-packet knock with the client key from
+      knockd --new-client alice --out alice.knock.
+
 Exit status:
   0  every knock was sent
   1  invalid port argument, unresolvable host, or a knock could not be sent
@@ -80,7 +84,7 @@ pub struct Args {
     pub host: String,
 
     /// Ports to knock, in order: PORT or PORT:PROTO, e.g. 7000, 8000:tcp, 9000:udp.
-    #[arg(value_name = "PORT[:PROTO]", required_unless_present = "totp", num_args = 1..)]
+    #[arg(value_name = "PORT[:PROTO]", required_unless_present_any = ["totp", "spa"], num_args = 1..)]
     pub ports: Vec<String>,
 
     /// Knock a rotating (TOTP) door: send the current time step's sequence derived from the
@@ -88,6 +92,25 @@ pub struct Args {
     /// client and server may differ by up to one step.
     #[arg(long = "totp", value_name = "FILE", conflicts_with_all = ["ports", "udp"])]
     pub totp: Option<std::path::PathBuf>,
+
+    /// Send one single-packet knock (SPA) made with the client key FILE from
+    /// `knockd --new-client` (instead of PORT arguments): one UDP datagram to the SPA port,
+    /// signed and encrypted, that opens the doors listing this client for this host's address.
+    #[arg(long = "spa", value_name = "FILE", conflicts_with_all = ["ports", "udp", "totp", "delay"])]
+    pub spa: Option<std::path::PathBuf>,
+
+    /// With --spa: open only door NAME (default: every door that lists the client).
+    #[arg(long = "door", value_name = "NAME", requires = "spa")]
+    pub door: Option<String>,
+
+    /// With --spa: ask to open IP instead of the packet's source address (behind NAT; only
+    /// a door with SPA_Address = any opens another address).
+    #[arg(long = "nat-address", value_name = "IP", requires = "spa")]
+    pub nat_address: Option<std::net::IpAddr>,
+
+    /// With --spa: the server's SPA_Port.
+    #[arg(long = "spa-port", value_name = "PORT", default_value_t = knock_ipc::spa::DEFAULT_PORT, requires = "spa")]
+    pub spa_port: u16,
 
     /// Use UDP for ports given without a protocol (an explicit :tcp still means TCP).
     #[arg(short = 'u', long = "udp")]

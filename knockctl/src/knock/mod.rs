@@ -7,6 +7,7 @@
 
 mod args;
 mod send;
+pub mod spa;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -29,6 +30,17 @@ pub enum KnockError {
     /// The `--totp` file cannot be used.
     #[error(transparent)]
     Totp(#[from] knock_ipc::totp::TotpError),
+    /// The `--spa` key file cannot be used.
+    #[error(transparent)]
+    Spa(#[from] knock_ipc::spa::SpaError),
+    /// The SPA packet could not be sent.
+    #[error("single-packet knock to {addr} failed: {source}")]
+    SpaSend {
+        /// Where it was going.
+        addr: SocketAddr,
+        /// The socket error.
+        source: io::Error,
+    },
     /// Both `-4` and `-6`.
     #[error("-4 and -6 cannot be used together (pick one, or neither to use the first address)")]
     ConflictingFamilies,
@@ -191,6 +203,9 @@ pub fn execute(
 ///
 /// Returns `Ok` only if every knock was sent.
 pub fn run(args: &Args) -> Result<(), KnockError> {
+    if args.spa.is_some() {
+        return spa::run(args);
+    }
     let plan = Plan::from_args(args)?;
     let stdout = io::stdout();
     let mut out = stdout.lock();

@@ -34,6 +34,11 @@ pub(super) enum Key {
     StartRate,
     SweepGuard,
     TotpFile,
+    SpaPort,
+    SpaClientDir,
+    SpaServerKey,
+    Spa,
+    SpaAddress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +107,11 @@ const KEYS: &[KeyInfo] = &[
     key(Key::OpenChain, "Open_Chain", &[], Scope::Door),
     key(Key::SweepGuard, "SweepGuard", &[], Scope::Door),
     key(Key::TotpFile, "TOTP_File", &[], Scope::Door),
+    key(Key::SpaPort, "SPA_Port", &[], Scope::Global),
+    key(Key::SpaClientDir, "SPA_ClientDir", &[], Scope::Global),
+    key(Key::SpaServerKey, "SPA_ServerKey", &[], Scope::Global),
+    key(Key::Spa, "SPA", &[], Scope::Door),
+    key(Key::SpaAddress, "SPA_Address", &[], Scope::Door),
 ];
 
 pub(super) fn lookup_key(written: &str) -> Option<&'static KeyInfo> {

@@ -17,6 +17,7 @@ pub mod model;
 pub mod otp;
 // Private so that `config::parse` names only the function; everything is re-exported here.
 mod parse;
+mod spa;
 mod text;
 mod validate;
 mod values;

@@ -144,7 +144,38 @@ pub struct Door {
     /// derives the sequences of the current time steps (`sequence` stays empty).
     pub totp_file: Option<PathBuf>,
     pub totp: Option<knock_ipc::totp::Spec>,
+    /// `SPA = alice, bob`: clients whose single-packet knocks open this door.
+    pub spa: Vec<String>,
+    /// `SPA_Address`: which address an SPA packet may open.
+    pub spa_address: SpaAddress,
 }
+
+/// `SPA_Address = source | require | any`: the address an SPA packet opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpaAddress {
+    /// The packet's source; an address in the packet must equal it (default).
+    #[default]
+    Source,
+    /// The packet must carry an address, equal to its source.
+    Require,
+    /// The address in the packet, or the source when it carries none (NAT; logged).
+    Any,
+}
+
+impl SpaAddress {
+    pub fn parse(s: &str) -> Option<SpaAddress> {
+        match s.to_ascii_lowercase().as_str() {
+            "source" => Some(SpaAddress::Source),
+            "require" => Some(SpaAddress::Require),
+            "any" => Some(SpaAddress::Any),
+            _ => None,
+        }
+    }
+}
+
+/// Default `SPA_ClientDir` and `SPA_ServerKey`.
+pub const DEFAULT_SPA_CLIENT_DIR: &str = "/etc/knockd/clients";
+pub const DEFAULT_SPA_SERVER_KEY: &str = "/etc/knockd/spa.key";
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Options {
@@ -179,12 +210,34 @@ pub struct Options {
     pub nft_mark: Option<u32>,
     /// `MaxClients`: cap on concurrent control connections; None = DEFAULT_MAX_CLIENTS.
     pub max_clients: Option<usize>,
+    /// `SPA_Port`; None = knock_ipc::spa::DEFAULT_PORT.
+    pub spa_port: Option<u16>,
+    /// `SPA_ClientDir`; None = DEFAULT_SPA_CLIENT_DIR.
+    pub spa_client_dir: Option<PathBuf>,
+    /// `SPA_ServerKey`; None = DEFAULT_SPA_SERVER_KEY.
+    pub spa_server_key: Option<PathBuf>,
 }
 
 /// Packet mark set by `Firewall = nftables` on packets a grant accepts ("KN").
 pub const DEFAULT_NFT_MARK: u32 = 0x4b4e;
 
 impl Options {
+    pub fn spa_port(&self) -> u16 {
+        self.spa_port.unwrap_or(knock_ipc::spa::DEFAULT_PORT)
+    }
+
+    pub fn spa_client_dir(&self) -> PathBuf {
+        self.spa_client_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPA_CLIENT_DIR))
+    }
+
+    pub fn spa_server_key(&self) -> PathBuf {
+        self.spa_server_key
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPA_SERVER_KEY))
+    }
+
     /// The mark knockd's nftables chain sets on accepted packets, if any.
     pub fn nft_mark(&self) -> Option<u32> {
         match self.nft_mark {

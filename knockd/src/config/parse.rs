@@ -48,6 +48,8 @@ fn new_door(name: &str, line: usize) -> Door {
         sweep_guard: true,
         totp_file: None,
         totp: None,
+        spa: Vec::new(),
+        spa_address: super::model::SpaAddress::default(),
     }
 }
 
@@ -440,6 +442,8 @@ impl Parser<'_> {
                 }
                 door.totp_file = Some(PathBuf::from(value));
             }
+            Key::Spa => door.spa = super::spa::parse_clients(value)?,
+            Key::SpaAddress => door.spa_address = super::spa::parse_address(value)?,
             Key::SweepGuard => {
                 door.sweep_guard = parse_bool(value)
                     .ok_or_else(|| format!("invalid SweepGuard '{value}' (use on or off)"))?;
@@ -461,7 +465,10 @@ impl Parser<'_> {
             | Key::NetworkPrefixV4
             | Key::NetworkPrefixV6
             | Key::Firewall
-            | Key::NftMark => {}
+            | Key::NftMark
+            | Key::SpaPort
+            | Key::SpaClientDir
+            | Key::SpaServerKey => {}
         }
         Ok(())
     }
@@ -598,6 +605,9 @@ impl Parser<'_> {
                 })?;
             }
             Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
+            Key::SpaPort | Key::SpaClientDir | Key::SpaServerKey => {
+                super::spa::apply_option(o, key, value)?;
+            }
             _ => {}
         }
         Ok(())

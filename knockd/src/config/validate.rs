@@ -96,11 +96,13 @@ pub(super) fn check_door(
     .into_iter()
     .filter_map(|(k, l)| l.map(|l| (k, l)))
     .collect();
+    let spa_line = line_of(Key::Spa);
     match sources.as_slice() {
+        [] if spa_line.is_some() => {}
         [] => out.error(
             door.line,
             format!(
-                "door '{name}' has no knock sequence (add Sequence = port,port,..., One_Time_Sequences = /path/to/file or TOTP_File = /path/to/file)"
+                "door '{name}' has no knock sequence (add Sequence = port,port,..., One_Time_Sequences = /path/to/file, TOTP_File = /path/to/file or SPA = client, ...)"
             ),
         ),
         [_] => {}
@@ -112,6 +114,12 @@ pub(super) fn check_door(
                 key_name(*b)
             ),
         ),
+    }
+    if let (Some(l), None) = (line_of(Key::SpaAddress), spa_line) {
+        out.error(
+            l,
+            format!("SPA_Address without SPA in door '{name}' (add SPA = client, ..., or remove SPA_Address)"),
+        );
     }
     if let Some(open_line) = line_of(Key::Open) {
         for key in [

@@ -25,6 +25,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             refreshes: g.refreshes,
             closing: g.closing.is_some(),
             close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
+            client: g.client.clone(),
         }
     }
 

@@ -119,6 +119,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             Request::Subscribe => Response::Error {
                 message: "subscribe must be the socket server's job".into(),
             },
+            Request::Clients => self.spa_clients(),
+            Request::RevokeClient { name, close } => self.spa_revoke(&name, close, now),
         }
     }
 
@@ -136,6 +138,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             attempts: self.matcher.len() as u64,
             max_attempts: self.matcher.cap() as u64,
             grants: self.ledger.len() as u64,
+            spa: self.spa_counters(),
             counters: ipc::Counters {
                 kernel_drops: drops,
                 log_lines_dropped: self.log.dropped(),

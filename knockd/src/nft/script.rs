@@ -16,6 +16,9 @@ pub struct TableSpec {
     pub protected: BTreeSet<(Proto, u16)>,
     /// Mark set on packets a grant accepts, for an admin's default-drop chain to accept.
     pub mark: Option<u32>,
+    /// The SPA port when a door takes single-packet knocks: every datagram to it is dropped
+    /// (knockd reads them from its capture), so nothing answers, not even ICMP.
+    pub spa_port: Option<u16>,
 }
 
 impl TableSpec {
@@ -28,6 +31,11 @@ impl TableSpec {
         TableSpec {
             protected,
             mark: config.options.nft_mark(),
+            spa_port: config
+                .doors
+                .iter()
+                .any(|d| !d.spa.is_empty())
+                .then(|| config.options.spa_port()),
         }
     }
 
@@ -54,6 +62,9 @@ impl TableSpec {
         let rule = |s: &mut String, r: &str| {
             let _ = writeln!(s, "add rule inet {TABLE} {CHAIN} {r}");
         };
+        if let Some(p) = self.spa_port {
+            rule(&mut s, &format!("udp dport {p} counter drop"));
+        }
         rule(&mut s, "ct state established,related accept");
         let mark = self
             .mark

@@ -434,6 +434,7 @@ impl State {
                 self.merge_grants(grants, total, now);
             }
             Response::Doors { doors } => self.doors = doors,
+            Response::Clients { .. } | Response::ClientRevoked { .. } => {}
             Response::Revoked { grants } => {
                 if grants.is_empty() {
                     let (addr, door) = match request {
