@@ -1,0 +1,269 @@
+//! Single-packet knocks end to end, IPv4 and IPv6, with `Firewall = nftables` (which drops the
+//! SPA port). The client's key is made by `knockd --new-client`; `knock --spa` opens; a packet
+//! made with the same key (what a sniffer captures) is replayed from another address, from the
+//! same address, after SIGHUP, after `kill -9` + restart and after the state file was deleted:
+//! every replay is refused and counted; a revoked client is refused without a restart; knockd
+//! binds no UDP socket and nothing answers a probe to the SPA port.
+
+use knock_e2e::knockd::{self, srv_ok, OurKnockd};
+use knock_e2e::traffic::netns::create_in;
+use knock_e2e::{bin, require_root, wait_until, Lab, CLI_IF, CLI_V4, CLI_V6, SRV_V4, SRV_V6};
+use knock_ipc::spa::keys::random_nonce;
+use knock_ipc::spa::{Body, ClientKey, DoorId, Op};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+const HOST_RULESET: &str = "\
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ct state established,related accept
+        iif lo accept
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+        meta mark 0x4b4e accept
+    }
+}
+";
+
+fn lab() -> Lab {
+    let lab = Lab::new();
+    let file = lab.write_file("host.nft", HOST_RULESET);
+    srv_ok(&lab, &["nft", "-f", file.to_str().expect("utf-8 path")]);
+    let listener = create_in(lab.srv_ns(), || {
+        Ok(TcpListener::bind(SocketAddr::from((
+            std::net::Ipv6Addr::UNSPECIFIED,
+            22,
+        )))?)
+    })
+    .expect("listener");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    lab
+}
+
+fn srv(v6: bool) -> IpAddr {
+    if v6 { SRV_V6 } else { SRV_V4 }.parse().expect("ip")
+}
+
+fn connects(lab: &Lab, v6: bool) -> bool {
+    let ip = srv(v6);
+    create_in(lab.cli_ns(), move || {
+        Ok(
+            TcpStream::connect_timeout(&SocketAddr::new(ip, 22), Duration::from_millis(700))
+                .is_ok(),
+        )
+    })
+    .expect("connect")
+}
+
+fn conf(lab: &Lab) -> String {
+    format!(
+        "[options]\n\tFirewall = nftables\n\tSPA_ClientDir = {}\n\tSPA_ServerKey = {}\n\
+         [ssh]\n\tSPA = alice\n\tOpen = 22/tcp\n\tCmd_Timeout = 30\n",
+        lab.path("clients").display(),
+        lab.path("spa.key").display()
+    )
+}
+
+/// Sends `packet` to the SPA port from `from` in the client namespace; Err = ICMP came back.
+fn send(lab: &Lab, from: IpAddr, to: IpAddr, packet: Vec<u8>) {
+    create_in(lab.cli_ns(), move || {
+        let s = UdpSocket::bind(SocketAddr::new(from, 0))?;
+        s.send_to(&packet, SocketAddr::new(to, knock_ipc::spa::DEFAULT_PORT))?;
+        Ok(())
+    })
+    .expect("send from the client namespace");
+}
+
+/// `knockd_spa_packets_total{outcome="..."}` from `knockctl metrics`.
+fn outcome(k: &OurKnockd, what: &str) -> u64 {
+    let text = String::from_utf8_lossy(&k.knockctl(&["metrics"]).stdout).into_owned();
+    let needle = format!("knockd_spa_packets_total{{outcome=\"{what}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_outcome(k: &OurKnockd, what: &str, n: u64) {
+    assert!(
+        wait_until(Duration::from_secs(5), || outcome(k, what) >= n),
+        "SPA outcome {what} never reached {n} (is {})\n{}",
+        outcome(k, what),
+        k.log()
+    );
+}
+
+fn spa_flow(v6: bool) {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let conf_text = conf(&lab);
+    let conf_path = lab.write_file("knockd.conf", &conf_text);
+    let key = lab.path("alice.knock");
+    let made = std::process::Command::new(bin("knockd"))
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["--new-client", "alice", "--out"])
+        .arg(&key)
+        .output()
+        .expect("knockd --new-client");
+    assert!(made.status.success(), "{made:?}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let k = OurKnockd::start(&lab, &conf_text);
+    let (cli, other): (IpAddr, IpAddr) = if v6 {
+        (
+            CLI_V6.parse().expect("ip"),
+            "fd99:77::3".parse().expect("ip"),
+        )
+    } else {
+        (
+            CLI_V4.parse().expect("ip"),
+            "10.99.77.3".parse().expect("ip"),
+        )
+    };
+
+    // Silent: no socket of knockd's, knockd's table drops the port, a probe gets no answer.
+    let ss = lab.srv_exec(["ss", "-lunp"]);
+    assert!(
+        !String::from_utf8_lossy(&ss.stdout).contains("knockd"),
+        "{ss:?}"
+    );
+    let table = lab.srv_exec(["nft", "list", "table", "inet", "knockd"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("udp dport 62201"),
+        "{table:?}"
+    );
+    let to = srv(v6);
+    let answered = create_in(lab.cli_ns(), move || {
+        let s = UdpSocket::bind(SocketAddr::new(cli, 0))?;
+        s.connect(SocketAddr::new(to, knock_ipc::spa::DEFAULT_PORT))?;
+        s.set_read_timeout(Some(Duration::from_millis(800)))?;
+        s.send(b"probe")?;
+        let mut buf = [0u8; 64];
+        // Port unreachable shows as ECONNREFUSED on the next receive; silence as a timeout.
+        Ok(match s.recv(&mut buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        })
+    })
+    .expect("probe");
+    assert!(!answered, "the SPA port answered a probe");
+    assert!(!connects(&lab, v6));
+
+    // Opens with the real client.
+    let host = to.to_string();
+    knockd::knock(&lab, &["--spa", key.to_str().expect("utf-8"), &host]);
+    assert!(
+        wait_until(Duration::from_secs(5), || connects(&lab, v6)),
+        "{}",
+        k.log()
+    );
+    let list = String::from_utf8_lossy(&k.knockctl(&["list"]).stdout).into_owned();
+    assert!(list.contains("SPA alice"), "{list}");
+    let clients = String::from_utf8_lossy(&k.knockctl(&["clients"]).stdout).into_owned();
+    assert!(
+        clients.contains("alice") && clients.contains("SHA256:") && clients.contains("ssh"),
+        "{clients}"
+    );
+
+    // A packet as a sniffer captures it: accepted once, then refused everywhere (the client
+    // gets a second address now, so that its own knocks above came from the first).
+    let prefix = if v6 { "64" } else { "24" };
+    let added = lab.cli_exec([
+        "ip",
+        "addr",
+        "add",
+        &format!("{other}/{prefix}"),
+        "dev",
+        CLI_IF,
+        "nodad",
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let client = ClientKey::read(&key).expect("client key");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let body = Body {
+        ts_ms: now_ms,
+        op: Op::Open,
+        addr: None,
+        timeout_secs: 0,
+        door: DoorId::ANY,
+    };
+    let packet = client
+        .packet(&body, &random_nonce().expect("nonce"))
+        .expect("packet")
+        .to_vec();
+    send(&lab, cli, to, packet.clone());
+    wait_outcome(&k, "accepted", 2);
+    send(&lab, other, to, packet.clone());
+    wait_outcome(&k, "replay", 1);
+    send(&lab, cli, to, packet.clone());
+    wait_outcome(&k, "replay", 2);
+    k.daemon.kill_hup();
+    assert!(
+        k.wait_count("configuration reloaded", 1, Duration::from_secs(5)),
+        "{}",
+        k.log()
+    );
+    send(&lab, other, to, packet.clone());
+    wait_outcome(&k, "replay", 3);
+    assert_eq!(outcome(&k, "accepted"), 2);
+    let grants = String::from_utf8_lossy(&k.knockctl(&["list"]).stdout).into_owned();
+    assert!(
+        !grants.contains(&other.to_string()),
+        "a replay opened {other}: {grants}"
+    );
+
+    // kill -9 and restart: the fence refuses every packet made before the start.
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    drop(k);
+    let k = OurKnockd::start(&lab, &conf_text);
+    send(&lab, other, to, packet.clone());
+    wait_outcome(&k, "replay", 1);
+    // Lost state file and restart: the same.
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    drop(k);
+    let _ = std::fs::remove_file(lab.path("state.json"));
+    let k = OurKnockd::start(&lab, &conf_text);
+    send(&lab, other, to, packet.clone());
+    wait_outcome(&k, "replay", 1);
+    assert_eq!(outcome(&k, "accepted"), 0, "{}", k.log());
+    // A fresh packet still opens (and names its client on the grant the kernel kept).
+    knockd::knock(&lab, &["--spa", key.to_str().expect("utf-8"), &host]);
+    wait_outcome(&k, "accepted", 1);
+
+    // Revoked without a restart: its next packet does not pass the hint lookup.
+    let out = k.knockctl(&["clients", "revoke", "alice", "--close"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || !connects(&lab, v6)),
+        "still open after revoke --close"
+    );
+    knockd::knock(&lab, &["--spa", key.to_str().expect("utf-8"), &host]);
+    wait_outcome(&k, "unknown_hint", 1);
+    assert!(!connects(&lab, v6), "a revoked client opened");
+    assert!(lab.path("clients/alice.pub.revoked").exists());
+}
+
+#[test]
+fn spa_opens_and_every_replay_is_refused_v4() {
+    spa_flow(false);
+}
+
+#[test]
+fn spa_opens_and_every_replay_is_refused_v6() {
+    spa_flow(true);
+}
