@@ -1,4 +1,8 @@
 complete -c knock -l totp -d 'Knock a rotating (TOTP) door: send the current time step\'s sequence derived from the secret FILE made by `knockd --new-totp` (instead of PORT arguments). The clocks of client and server may differ by up to one step' -r -F
+complete -c knock -l spa -d 'Send one single-packet knock (SPA) made with the client key FILE from `knockd --new-client` (instead of PORT arguments): one UDP datagram to the SPA port, signed and encrypted, that opens the doors listing this client for this host\'s address' -r -F
+complete -c knock -l door -d 'With --spa: open only door NAME (default: every door that lists the client)' -r
+complete -c knock -l nat-address -d 'With --spa: ask to open IP instead of the packet\'s source address (behind NAT; only a door with SPA_Address = any opens another address)' -r
+complete -c knock -l spa-port -d 'With --spa: the server\'s SPA_Port' -r
 complete -c knock -s d -l delay -d 'Wait MS milliseconds between knocks (not after the last one)' -r
 complete -c knock -s u -l udp -d 'Use UDP for ports given without a protocol (an explicit :tcp still means TCP)'
 complete -c knock -s 4 -l ipv4 -d 'Use IPv4 only: knock an IPv4 address of HOST'

@@ -3,6 +3,8 @@ complete -c knockd -s c -l config -d 'Config file' -r -F
 complete -c knockd -s p -l pidfile -d 'Pidfile (overrides PidFile in the config) [default: /var/run/knockd.pid with -d]' -r -F
 complete -c knockd -s g -l logfile -d 'Log file (overrides LogFile in the config)' -r -F
 complete -c knockd -l new-totp -d 'Write a fresh TOTP door secret to FILE (mode 0600; never overwrites) and exit. Name it in a door with `TOTP_File = FILE` and copy it to clients for `knock --totp FILE HOST`' -r -F
+complete -c knockd -l new-client -d 'Enroll an SPA client NAME: write its public record to SPA_ClientDir (from -c, default /etc/knockd/clients/NAME.pub) and its secret key file to --out (mode 0600; give it to the client for `knock --spa FILE HOST`); the first one also makes SPA_ServerKey. Exit' -r
+complete -c knockd -l out -d 'Where --new-client writes the client\'s secret key file (never overwritten)' -r -F
 complete -c knockd -l socket -d 'Control socket for knockctl (overrides Socket in the config) [default: /run/knockd/knockd.sock]' -r -F
 complete -c knockd -l state-file -d 'Where the grant ledger is kept across restarts (overrides StateFile in the config) [default: /var/lib/knockd/state.json]' -r -F
 complete -c knockd -l firewall -d 'Firewall backend of native doors (`Open =`), overriding Firewall in the config: iptables (rules in INPUT) or nftables (kernel-expiring elements in table inet knockd) [default: iptables]' -r -f -a "iptables\t''

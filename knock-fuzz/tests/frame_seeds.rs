@@ -28,6 +28,7 @@ fn grant() -> GrantInfo {
         kernel_expires_in_ms: Some(29_000),
         closing: true,
         close_error: Some("iptables: exit status 1".into()),
+        client: None,
     }
 }
 

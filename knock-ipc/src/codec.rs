@@ -191,6 +191,7 @@ mod tests {
             kernel_expires_in_ms: Some(29_500),
             closing: true,
             close_error: Some("xtables lock held".into()),
+            client: None,
         };
         vec![
             ServerMsg::Hello {

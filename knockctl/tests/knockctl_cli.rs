@@ -160,6 +160,7 @@ fn grant(door: &str, address: &str, expires_in_ms: Option<u64>) -> GrantInfo {
         kernel_expires_in_ms: None,
         closing: false,
         close_error: None,
+        client: None,
     }
 }
 
@@ -181,6 +182,7 @@ async fn status_shows_daemon_facts() {
             ..Counters::default()
         },
         firewall: "iptables".into(),
+        spa: Default::default(),
     };
     let daemon = FakeDaemon::start(Script::respond(vec![Response::Status { status }]));
     let out = knockctl(&daemon.socket, &["status"]).await;

@@ -271,6 +271,8 @@ mod tests {
             sweep_guard: false,
             totp_file: None,
             totp: None,
+            spa: Vec::new(),
+            spa_address: Default::default(),
         }
     }
 

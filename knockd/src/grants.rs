@@ -191,6 +191,21 @@ impl Ledger {
         id
     }
 
+    /// The SPA client opening (or that opened) `door` for `addr`; empty for a knock sequence.
+    pub fn spa_client_of(&self, door: &str, addr: IpAddr) -> String {
+        let key = (door.to_string(), addr);
+        self.spa_clients
+            .get(&key)
+            .cloned()
+            .or_else(|| {
+                self.by_key
+                    .get(&key)
+                    .and_then(|id| self.grants.get(id))
+                    .and_then(|g| g.client.clone())
+            })
+            .unwrap_or_default()
+    }
+
     /// An SPA packet of `client` opens `door` for `addr`: name it in the grant (the open one,
     /// or the next one recorded).
     pub fn spa_client(&mut self, door: &str, addr: IpAddr, client: &str) {

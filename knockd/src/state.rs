@@ -409,6 +409,7 @@ mod tests {
                 refreshes: 2,
                 closing: false,
                 close_error: None,
+                client: None,
             },
             SavedGrant {
                 door: "openSSH".into(),
@@ -423,6 +424,7 @@ mod tests {
                 refreshes: 0,
                 closing: true,
                 close_error: Some("lock".into()),
+                client: None,
             },
         ]
     }

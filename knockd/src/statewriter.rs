@@ -222,6 +222,7 @@ mod tests {
             refreshes: 0,
             closing: false,
             close_error: None,
+            client: None,
         }
     }
 

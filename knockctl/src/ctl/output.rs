@@ -369,6 +369,7 @@ mod tests {
             kernel_expires_in_ms: None,
             closing: false,
             close_error: None,
+            client: None,
         }
     }
 
@@ -502,6 +503,7 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_start_displaced: 5,
             },
             firewall: "iptables".into(),
+            spa: Default::default(),
         };
         let text = format_status(&status);
         assert_eq!(

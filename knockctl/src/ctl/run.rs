@@ -351,6 +351,7 @@ mod tests {
             kernel_expires_in_ms: None,
             closing: false,
             close_error: None,
+            client: None,
         }
     }
 

@@ -399,6 +399,10 @@ mod tests {
             ipv6: false,
             verbose: false,
             totp: None,
+            spa: None,
+            door: None,
+            nat_address: None,
+            spa_port: knock_ipc::spa::DEFAULT_PORT,
         };
         let err = Plan::from_args(&args).expect_err("bad port");
         assert_eq!(
@@ -418,6 +422,10 @@ mod tests {
             ipv6: false,
             verbose: true,
             totp: None,
+            spa: None,
+            door: None,
+            nat_address: None,
+            spa_port: knock_ipc::spa::DEFAULT_PORT,
         };
         let p = Plan::from_args(&args).expect("valid plan");
         let lo = Ipv4Addr::LOCALHOST;

@@ -49,6 +49,7 @@ pub fn grant(addr: &str, door: &str, opened_at: i64, expires_in_ms: Option<u64>)
         kernel_expires_in_ms: None,
         closing: false,
         close_error: None,
+        client: None,
     }
 }
 
@@ -99,6 +100,7 @@ pub fn status() -> Status {
             ..Counters::default()
         },
         firewall: "iptables".into(),
+        spa: Default::default(),
     }
 }
 

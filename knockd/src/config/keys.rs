@@ -36,7 +36,7 @@ pub(super) enum Key {
     TotpFile,
     SpaPort,
     SpaClientDir,
-    SpaServerKey,
+    SpaServerKeyFile,
     Spa,
     SpaAddress,
 }
@@ -109,7 +109,7 @@ const KEYS: &[KeyInfo] = &[
     key(Key::TotpFile, "TOTP_File", &[], Scope::Door),
     key(Key::SpaPort, "SPA_Port", &[], Scope::Global),
     key(Key::SpaClientDir, "SPA_ClientDir", &[], Scope::Global),
-    key(Key::SpaServerKey, "SPA_ServerKey", &[], Scope::Global),
+    key(Key::SpaServerKeyFile, "SPA_ServerKey", &[], Scope::Global),
     key(Key::Spa, "SPA", &[], Scope::Door),
     key(Key::SpaAddress, "SPA_Address", &[], Scope::Door),
 ];

@@ -468,7 +468,7 @@ impl Parser<'_> {
             | Key::NftMark
             | Key::SpaPort
             | Key::SpaClientDir
-            | Key::SpaServerKey => {}
+            | Key::SpaServerKeyFile => {}
         }
         Ok(())
     }
@@ -605,7 +605,7 @@ impl Parser<'_> {
                 })?;
             }
             Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
-            Key::SpaPort | Key::SpaClientDir | Key::SpaServerKey => {
+            Key::SpaPort | Key::SpaClientDir | Key::SpaServerKeyFile => {
                 super::spa::apply_option(o, key, value)?;
             }
             _ => {}

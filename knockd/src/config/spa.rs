@@ -53,7 +53,7 @@ pub(super) fn apply_option(o: &mut Options, key: Key, value: &str) -> Result<(),
             }
             o.spa_client_dir = Some(PathBuf::from(value));
         }
-        Key::SpaServerKey => {
+        Key::SpaServerKeyFile => {
             if value.is_empty() {
                 return Err(
                     "SPA_ServerKey needs a file (e.g. SPA_ServerKey = /etc/knockd/spa.key)".into(),

@@ -425,6 +425,8 @@ mod tests {
             sweep_guard: true,
             totp_file: None,
             totp: None,
+            spa: Vec::new(),
+            spa_address: Default::default(),
         };
         let mut c = Config {
             doors: vec![door],
@@ -598,6 +600,7 @@ mod tests {
                 refreshes: 0,
                 closing: false,
                 close_error: None,
+                client: None,
             },
             SavedGrant {
                 door: "ssh".into(),
@@ -611,6 +614,7 @@ mod tests {
                 refreshes: 0,
                 closing: false,
                 close_error: None,
+                client: None,
             },
         ];
         let kernel = vec![

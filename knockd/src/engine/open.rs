@@ -310,6 +310,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     pub(super) fn open_command(&mut self, door: &Door, src: IpAddr, now: Instant) {
+        // `%CLIENT%`: the SPA client that opened (a valid client name: no shell syntax).
+        let client = self.ledger.spa_client_of(&door.name, src);
         let start = self
             .pick(
                 door,
@@ -317,10 +319,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 &door.start_command_6,
                 src,
             )
-            .map(|c| action::expand(c, src));
+            .map(|c| action::expand(c, src).replace("%CLIENT%", &client));
         let stop = self
             .pick(door, door.stop_command.as_ref(), &door.stop_command_6, src)
-            .map(|c| action::expand(c, src));
+            .map(|c| action::expand(c, src).replace("%CLIENT%", &client));
         let Some(start) = start else {
             return;
         };

@@ -187,7 +187,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             Close::StopCommand { .. } => door
                 .and_then(|d| pick(&d.stop_command, &d.stop_command_6))
                 .map(|c| Close::StopCommand {
-                    command: action::expand(&c, g.addr),
+                    command: action::expand(&c, g.addr)
+                        .replace("%CLIENT%", g.client.as_deref().unwrap_or_default()),
                 })
                 .ok_or_else(|| {
                     format!(
@@ -198,7 +199,10 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             Close::Derived { delete, check } => {
                 let from_config = door
                     .and_then(|d| pick(&d.start_command, &d.start_command_6))
-                    .and_then(|c| action::derive_inverse(&action::expand(&c, g.addr)))
+                    .and_then(|c| {
+                        let client = g.client.as_deref().unwrap_or_default();
+                        action::derive_inverse(&action::expand(&c, g.addr).replace("%CLIENT%", client))
+                    })
                     .filter(|d| d.delete == *delete);
                 if let Some(d) = from_config {
                     return Ok(Close::Derived {
@@ -305,6 +309,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     self.line(&msg);
                     continue;
                 };
+                if let Some(c) = &g.client {
+                    self.ledger.spa_client(&g.door, g.addr, c);
+                }
                 self.ledger.insert(
                     &g.door,
                     g.addr,
@@ -341,6 +348,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             };
             let due = g.closing || remaining == Some(Duration::ZERO);
             let (door, addr) = (g.door.clone(), g.addr);
+            if let Some(c) = &g.client {
+                self.ledger.spa_client(&door, addr, c);
+            }
             let id = self.ledger.insert(
                 &door,
                 addr,

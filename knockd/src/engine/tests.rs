@@ -44,6 +44,8 @@ fn door(name: &str, ports: &[u16]) -> Door {
         sweep_guard: true,
         totp_file: None,
         totp: None,
+        spa: Vec::new(),
+        spa_address: Default::default(),
     }
 }
 
@@ -1075,6 +1077,7 @@ fn saved_native(ports: &[u16], expires_in: i64) -> crate::state::SavedGrant {
         refreshes: 0,
         closing: false,
         close_error: None,
+        client: None,
     }
 }
 
@@ -1129,6 +1132,7 @@ async fn a_tampered_state_file_cannot_run_commands() {
         refreshes: 0,
         closing: false,
         close_error: None,
+        client: None,
     };
     let w = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
     t.e.restore(vec![

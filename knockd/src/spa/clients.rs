@@ -62,6 +62,8 @@ pub struct Enrolled {
     clients: Vec<Client>,
     /// Revoked by name while this run lasts, even if renaming the file failed.
     revoked: HashSet<String>,
+    /// Enrolled from records, not a directory (tests, benchmarks): never re-read.
+    fixed: bool,
 }
 
 impl Enrolled {
@@ -71,6 +73,7 @@ impl Enrolled {
             mtime: None,
             clients: Vec::new(),
             revoked: HashSet::new(),
+            fixed: false,
         }
     }
 
@@ -91,6 +94,16 @@ impl Enrolled {
             .iter()
             .enumerate()
             .map(|(i, c)| (u32::try_from(i).unwrap_or(u32::MAX), c))
+    }
+
+    /// Never read the directory (records given by [`Enrolled::insert`] stay).
+    pub fn fix(&mut self) {
+        self.fixed = true;
+        self.clients.shrink_to_fit();
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.clients.capacity()
     }
 
     pub fn all(&self) -> &[Client] {
@@ -147,6 +160,9 @@ impl Enrolled {
         fence_ms: u64,
         force: bool,
     ) -> (bool, Vec<String>) {
+        if self.fixed {
+            return (false, Vec::new());
+        }
         let mtime = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
         if !force && mtime.is_some() && mtime == self.mtime {
             return (false, Vec::new());
@@ -168,6 +184,7 @@ impl Enrolled {
         for c in &mut self.clients {
             c.revoked = self.revoked.contains(&c.record.name);
         }
+        self.clients.shrink_to_fit();
         (true, lines)
     }
 

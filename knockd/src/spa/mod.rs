@@ -31,6 +31,11 @@ pub const CLIENT_BURST: f64 = 10.0;
 /// The client directory is looked at again (one stat) at most this often on unknown hints.
 const RESCAN_MS: u64 = 250;
 
+/// Epochs (30 s) fit u32 until the year 6053; the hint table keeps them so.
+fn epoch32(e: u64) -> u32 {
+    u32::try_from(e).unwrap_or(u32::MAX)
+}
+
 /// A token bucket on the wall clock (ms).
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
@@ -94,7 +99,7 @@ pub struct Gate {
     pub(crate) enrolled: Enrolled,
     /// Hint → (client index, epoch), for epochs `hint_epoch ± EPOCH_SLACK` of every active
     /// client. ahash with random keys: an attacker cannot aim at the table's layout.
-    hints: HashMap<[u8; HINT_LEN], (u32, u64), ahash::RandomState>,
+    hints: HashMap<[u8; HINT_LEN], (u32, u32), ahash::RandomState>,
     hint_epoch: u64,
     doors: Vec<SpaDoor>,
     port: u16,
@@ -130,11 +135,25 @@ impl Gate {
         (g, lines)
     }
 
-    /// Take a new config (SIGHUP): doors, port, key and client directory. The replay memory
-    /// of clients that stay enrolled is kept.
-    pub fn reload(&mut self, config: &Config, now_ms: u64) -> Vec<String> {
-        let mut lines = Vec::new();
-        self.port = config.options.spa_port();
+    /// A gate with this server key and these clients (tests, benchmarks): no files read.
+    pub fn from_parts(
+        config: &Config,
+        server: ServerKey,
+        records: &[knock_ipc::spa::ClientRecord],
+        now_ms: u64,
+    ) -> Gate {
+        let (mut g, _) = Gate::new(&Config::default(), now_ms);
+        g.server_pub = server.public();
+        g.enrolled.insert(&server, records, now_ms);
+        g.enrolled.fix();
+        g.server = Some(server);
+        g.port = config.options.spa_port();
+        g.set_doors(config);
+        g.rebuild_hints(now_ms);
+        g
+    }
+
+    fn set_doors(&mut self, config: &Config) {
         self.doors = config
             .doors
             .iter()
@@ -147,6 +166,32 @@ impl Gate {
                 clients: d.spa.clone(),
             })
             .collect();
+    }
+
+    /// Bytes the gate holds per enrolled client (its record, keys and replay memory, its
+    /// share of the hint table): an estimate from the sizes and capacities in use.
+    pub fn bytes_per_client(&self) -> usize {
+        let n = self.enrolled.all().len().max(1);
+        let clients = self.enrolled.capacity() * std::mem::size_of::<clients::Client>()
+            + self
+                .enrolled
+                .all()
+                .iter()
+                .map(|c| c.record.name.capacity())
+                .sum::<usize>();
+        // hashbrown: a power-of-two number of buckets, 7/8 of them usable; one control byte
+        // per bucket.
+        let buckets = (self.hints.capacity() * 8 / 7).next_power_of_two();
+        let hints = buckets * (std::mem::size_of::<([u8; HINT_LEN], (u32, u32))>() + 1);
+        (clients + hints) / n
+    }
+
+    /// Take a new config (SIGHUP): doors, port, key and client directory. The replay memory
+    /// of clients that stay enrolled is kept.
+    pub fn reload(&mut self, config: &Config, now_ms: u64) -> Vec<String> {
+        let mut lines = Vec::new();
+        self.port = config.options.spa_port();
+        self.set_doors(config);
         if self.doors.is_empty() {
             self.server = None;
             self.enrolled.clear();
@@ -203,7 +248,7 @@ impl Gate {
                 continue;
             }
             for ep in e.saturating_sub(EPOCH_SLACK)..=e + EPOCH_SLACK {
-                self.hints.insert(c.keys.hint(ep), (i, ep));
+                self.hints.insert(c.keys.hint(ep), (i, epoch32(ep)));
             }
         }
     }
@@ -218,12 +263,12 @@ impl Gate {
         let lines = self.rescan(now_ms, false);
         if e != self.hint_epoch {
             if e == self.hint_epoch + 1 {
-                let old = self.hint_epoch.saturating_sub(EPOCH_SLACK);
+                let old = epoch32(self.hint_epoch.saturating_sub(EPOCH_SLACK));
                 self.hints.retain(|_, (_, ep)| *ep != old);
                 for (i, c) in self.enrolled.iter() {
                     if !c.revoked {
-                        self.hints
-                            .insert(c.keys.hint(e + EPOCH_SLACK), (i, e + EPOCH_SLACK));
+                        let ep = e + EPOCH_SLACK;
+                        self.hints.insert(c.keys.hint(ep), (i, epoch32(ep)));
                     }
                 }
                 self.hint_epoch = e;
@@ -259,7 +304,7 @@ impl Gate {
         let Some((ci, epoch)) = found else {
             return self.refuse(Refusal::UnknownHint, None);
         };
-        self.check(ci, epoch, src, payload, now_ms)
+        self.check(ci, u64::from(epoch), src, payload, now_ms)
     }
 
     fn check(&mut self, ci: u32, epoch: u64, src: IpAddr, payload: &[u8], now_ms: u64) -> Verdict {
@@ -303,9 +348,7 @@ impl Gate {
         let mut policy_refused = false;
         let mut nat = false;
         for d in &self.doors {
-            if !d.clients.iter().any(|n| *n == client)
-                || (body.door != DoorId::ANY && body.door != d.id)
-            {
+            if !d.clients.contains(&client) || (body.door != DoorId::ANY && body.door != d.id) {
                 continue;
             }
             let addr = match (d.address, body.addr) {
