@@ -38,6 +38,9 @@ pub enum CtlError {
     /// `revoke` found nothing to close.
     #[error("{}", output::no_grant_message(*.addr, .door.as_deref()))]
     NoGrant { addr: IpAddr, door: Option<String> },
+    /// `revoke --door NAME` named a door knockd does not have.
+    #[error("no door named '{door}' (knockd has: {}; see knockctl doors)", .known.join(", "))]
+    NoSuchDoor { door: String, known: Vec<String> },
     /// knockd answered with a response that does not fit the request.
     #[error("unexpected reply from knockd to {request}: {reply}")]
     Unexpected {
@@ -86,13 +89,46 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             let name = request.name();
             let mut client = connect(&args.socket).await?;
             let response = within(&args.socket, client.request(request)).await?;
-            let reply = render(command, name, response, args.json, &Local::now());
+            let mut reply = render(command, name, response, args.json, &Local::now());
+            if let Err(CtlError::NoGrant {
+                door: Some(door), ..
+            }) = &reply.result
+            {
+                // Nothing closed: say so plainly if the door itself does not exist.
+                if let Ok(Response::Doors { doors }) =
+                    within(&args.socket, client.request(Request::Doors)).await
+                {
+                    if let Some(e) = no_such_door(door, &doors) {
+                        reply.result = Err(e);
+                    }
+                }
+            }
             write(out, &reply.stdout)?;
             out.flush().map_err(CtlError::Output)?;
             write(err, &reply.stderr)?;
             reply.result
         }
     }
+}
+
+/// [`CtlError::NoSuchDoor`] when `door` is none of `doors` (names compare exactly, as
+/// knockd's revoke does).
+pub fn no_such_door(door: &str, doors: &[knock_ipc::DoorInfo]) -> Option<CtlError> {
+    if doors.iter().any(|d| d.name == door) {
+        return None;
+    }
+    let mut known: Vec<String> = doors
+        .iter()
+        .take(8)
+        .map(|d| output::visible(&d.name).into_owned())
+        .collect();
+    if doors.len() > known.len() {
+        known.push(format!("... {} more", doors.len() - known.len()));
+    }
+    Some(CtlError::NoSuchDoor {
+        door: output::visible(door).into_owned(),
+        known,
+    })
 }
 
 /// What to print for a response, and whether the command succeeded.
