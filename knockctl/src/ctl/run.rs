@@ -133,13 +133,13 @@ pub fn no_such_door(door: &str, doors: &[knock_ipc::DoorInfo]) -> Option<CtlErro
     let mut known: Vec<String> = doors
         .iter()
         .take(8)
-        .map(|d| output::visible(&d.name).into_owned())
+        .map(|d| crate::present::visible(&d.name).into_owned())
         .collect();
     if doors.len() > known.len() {
         known.push(format!("... {} more", doors.len() - known.len()));
     }
     Some(CtlError::NoSuchDoor {
-        door: output::visible(door).into_owned(),
+        door: crate::present::visible(door).into_owned(),
         known,
     })
 }
