@@ -560,9 +560,9 @@ struct Segments {
 
 impl Segments {
     fn new(lab: &Lab) -> Segments {
-        let sock = knock_e2e::bench::netns::create_in(
+        let sock = knock_e2e::traffic::netns::create_in(
             lab.cli_ns(),
-            knock_e2e::bench::generator::raw_socket,
+            knock_e2e::traffic::generator::raw_socket,
         )
         .expect("raw socket");
         Segments {
@@ -580,7 +580,7 @@ impl Segments {
             } else {
                 self.sport + 1
             };
-            let mut p = knock_e2e::bench::wire::syn(src, srv(), self.sport, port, 7);
+            let mut p = knock_e2e::traffic::wire::syn(src, srv(), self.sport, port, 7);
             match flags {
                 Some(f) => {
                     p[33] = f;
