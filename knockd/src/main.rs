@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     } else if let (Some(name), Some(out)) = (&args.new_client, &args.out) {
         knockd::daemon::new_client(&args.config, name, out)
     } else if args.firewall_cleanup {
-        knockd::daemon::firewall_cleanup()
+        knockd::firewall::nftables::setup::firewall_cleanup()
     } else if args.check_config {
         knockd::daemon::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {
