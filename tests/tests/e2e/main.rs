@@ -13,4 +13,5 @@ mod log;
 mod matcher;
 mod nft;
 mod pipeline;
+mod state_file;
 mod tui;
