@@ -212,6 +212,9 @@ pub fn door_sequence(d: &DoorInfo) -> String {
             Some(step) => format!("(rotating: TOTP step {step})"),
             None => "(rotating: TOTP)".to_string(),
         }
+    } else if d.sequence_hidden {
+        // knockd sends static and one-time sequences to root only.
+        format!("(hidden: {} knocks)", d.knocks)
     } else if d.sequence.is_empty() {
         "(used up)".to_string()
     } else {
@@ -800,6 +803,26 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
     }
 
     #[test]
+    fn a_hidden_sequence_shows_its_number_of_knocks() {
+        let d = DoorInfo {
+            name: "ssh".into(),
+            sequence: vec![],
+            seq_timeout_ms: 5_000,
+            cmd_timeout_ms: 0,
+            tcp_flags: String::new(),
+            action: "open 22/tcp (INPUT)".into(),
+            one_time: true,
+            enabled: true,
+            target: None,
+            kind: "one-time".into(),
+            step: None,
+            knocks: 4,
+            sequence_hidden: true,
+        };
+        assert_eq!(door_sequence(&d), "(hidden: 4 knocks)");
+    }
+
+    #[test]
     fn doors_table() {
         let doors = [
             DoorInfo {
@@ -814,6 +837,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 3,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "oneShot".into(),
@@ -827,6 +852,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: Some("10.0.0.1".parse().expect("ip")),
                 kind: "one-time".into(),
                 step: None,
+                knocks: 0,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "long".into(),
@@ -840,6 +867,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 8,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "totp".into(),
@@ -853,6 +882,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "totp".into(),
                 step: Some(58_000_000),
+                knocks: 3,
+                sequence_hidden: false,
             },
         ];
         let text = format_doors(&doors);

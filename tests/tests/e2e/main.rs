@@ -11,6 +11,7 @@ mod knockd;
 mod local;
 mod log;
 mod matcher;
+mod member;
 mod nft;
 mod pipeline;
 mod state_file;
