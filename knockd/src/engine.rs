@@ -167,6 +167,8 @@ pub struct Engine<E: Executor, L: LogSink> {
     spa: crate::spa::Gate,
     spa_udp: u64,
     spa_seen: u64,
+    /// TOTP doors: the steps just outside the window, to notice clients' clock skew.
+    skew: crate::skew::SkewWatch,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -292,6 +294,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             spa,
             spa_udp: 0,
             spa_seen: 0,
+            skew: crate::skew::SkewWatch::default(),
         };
         for l in spa_lines {
             e.line(&l);
@@ -595,6 +598,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.on_match(ev, at);
         }
         self.events = events;
+        if !self.skew.is_empty()
+            && p.proto == crate::config::Proto::Tcp
+            && p.tcp_flags & (crate::config::flag::SYN | crate::config::flag::ACK)
+                == crate::config::flag::SYN
+        {
+            if let Some(skew) = self.skew.on_knock(p.src, p.dport) {
+                self.on_skew(skew, at);
+            }
+        }
     }
 
     pub fn on_timer(&mut self, now: Instant) {
@@ -742,7 +754,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 door,
                 reason: Refusal::Replay,
             } => {
-                self.stats.refused += 1;
+                self.stats.refused_replay += 1;
                 let name = self.door_name(door);
                 let step = self.totp_step(door).unwrap_or_default();
                 let msg = format!(
