@@ -415,8 +415,8 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nfoo\n", 3, "'foo' is not a directive (write key = value"),
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
-        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, StartRate, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients)"),
-        ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard, TOTP_File)"),
+        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, StartRate, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients, SPA_Port, SPA_ClientDir, SPA_ServerKey)"),
+        ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard, TOTP_File, SPA, SPA_Address)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),
         ("[options]\nSequence = 1,2,3\n", 2, "Sequence is a door key and does not belong in [options]"),
@@ -519,7 +519,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nopen = 22\nstop_command = x\n", 3, "has both Open and Stop_Command (line 4)"),
         ("[d]\nsequence=1,5,3\nopen = 22\ncommand_6 =\n", 3, "has both Open and Start_Command_6"),
         // Door-level.
-        ("[d]\ncommand = x\n", 1, "door 'd' has no knock sequence (add Sequence = port,port,..., One_Time_Sequences = /path/to/file or TOTP_File = /path/to/file)"),
+        ("[d]\ncommand = x\n", 1, "door 'd' has no knock sequence (add Sequence = port,port,..., One_Time_Sequences = /path/to/file, TOTP_File = /path/to/file or SPA = client, ...)"),
         ("[options]\n[d]\n", 2, "door 'd' has no knock sequence"),
         ("[d]\nsequence=1,5,3\none_time_sequences = /x\n", 3, "door 'd' has both Sequence (line 2) and One_Time_Sequences (line 3); keep one"),
     ];
