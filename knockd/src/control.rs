@@ -488,7 +488,7 @@ impl Conn {
             };
             let response = if request == Request::Reload {
                 let (tx, rx) = oneshot::channel();
-                if !crate::reload::request(&self.ctl, self.config.clone(), Some(tx)).await {
+                if !crate::engine::request_reload(&self.ctl, self.config.clone(), Some(tx)).await {
                     return Ok(());
                 }
                 let response = match rx.await {

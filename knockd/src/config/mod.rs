@@ -9,6 +9,7 @@
 //! - [`load`]: reads the file and fills one-time-sequence doors from their files.
 //! - `text`: bytes to text (non-UTF-8 comments accepted, other non-UTF-8 bytes reported by line).
 //! - [`otp`]: One_Time_Sequences files (read the current sequence, mark one as used).
+//! - [`totp`]: the sequences a rotating (TOTP) door accepts at a time step.
 
 pub mod error;
 mod keys;
@@ -18,6 +19,7 @@ pub mod otp;
 // Private so that `config::parse` names only the function; everything is re-exported here.
 mod parse;
 mod text;
+pub mod totp;
 mod validate;
 mod values;
 pub mod warn;

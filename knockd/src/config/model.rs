@@ -154,7 +154,7 @@ pub struct Options {
     pub interface: Option<String>,
     /// `MaxAttempts`: cap on attempts tracked at once; None = DEFAULT_MAX_ATTEMPTS.
     pub max_attempts: Option<usize>,
-    /// `Socket`: control socket path; None = DEFAULT_SOCKET.
+    /// `Socket`: control socket path; None = [`knock_ipc::DEFAULT_SOCKET`].
     pub socket: Option<PathBuf>,
     /// `StateFile`: where the grant ledger is persisted; None = DEFAULT_STATE_FILE.
     pub state_file: Option<PathBuf>,
@@ -222,7 +222,6 @@ impl FirewallKind {
     }
 }
 
-pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/knockd/state.json";
 
 /// What knockd does with open grants when it stops (`OnShutdown = ...`).

@@ -7,9 +7,12 @@
 //! with the longest time any open grant that holds it has left, and closing one grant deletes
 //! only the elements no other open grant holds (the others are put again with what the
 //! remaining grants have left). All element changes of one address go through one chain
-//! ([`NFT_CHAIN`]), so they reach the kernel in the order they were decided.
+//! ([`Chain::NftElems`]), so they reach the kernel in the order they were decided.
 
-use super::{Engine, TaskKind};
+use super::events::grant_info;
+use super::messages::TaskKind;
+use super::runner::Chain;
+use super::Engine;
 use crate::action::{Action, Executor};
 use crate::config::{FirewallKind, MAX_TIMEOUT_SECS};
 use crate::firewall::Op;
@@ -23,9 +26,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
-
-/// The chain key door of every nftables element change (ordered per address, across doors).
-pub(super) const NFT_CHAIN: &str = "\u{0}nftables";
 
 /// How long `knockctl list` waits for the kernel's listing before answering from the ledger.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,7 +101,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     g.addr, g.door
                 );
                 self.line(&msg);
-                let info = Self::grant_info(&g, now);
+                let info = grant_info(&g, now);
                 self.emit(|| ipc::EventKind::GrantRevoked { grant: info });
                 gone.push(g);
             }
@@ -128,7 +128,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
         }
         let script = TableSpec::from_config(&self.config).script(&stale);
-        self.spawn(
+        self.spawn_in(
+            Chain::NftTable,
             None,
             "nftables",
             IpAddr::from([0, 0, 0, 0]),
@@ -271,10 +272,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             };
             // Only grants the listing can speak for: open before it was asked, and with no
             // element change decided since (a re-knock's put may still be on its way).
-            let pending = self
-                .chains
-                .get(&(NFT_CHAIN.to_string(), g.addr))
-                .is_some_and(|rx| !*rx.borrow());
+            let pending = self.runner.pending(&Chain::NftElems(g.addr));
             if id > v.last_id
                 || g.closing.is_some()
                 || pending
@@ -294,7 +292,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         g.addr, g.door
                     );
                     self.line(&msg);
-                    let info = Self::grant_info(&g, now);
+                    let info = grant_info(&g, now);
                     self.emit(|| ipc::EventKind::GrantExpired { grant: info });
                 }
                 Some(k) if ledger_left.is_some_and(|l| k + Duration::from_secs(1) < l) => {
@@ -308,7 +306,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .oldest()
             .take(ipc::LIST_CAP)
             .map(|g| {
-                let mut info = Self::grant_info(g, now);
+                let mut info = grant_info(g, now);
                 if let (Close::Nft { elems }, false) = (&g.close, g.closing.is_some()) {
                     info.kernel_expires_in_ms = Some(
                         kernel_left(elems)
@@ -494,10 +492,10 @@ mod tests {
     async fn settle(e: &mut Engine<Exec, MemoryLog>) {
         for _ in 0..100 {
             tokio::task::yield_now().await;
-            while let Ok(d) = e.done_rx.try_recv() {
+            while let Some(d) = e.runner.try_recv() {
                 e.on_done(d);
             }
-            if e.inflight == 0 {
+            if e.runner.inflight() == 0 {
                 return;
             }
         }
@@ -515,7 +513,7 @@ mod tests {
         assert_eq!(ops(&exec), [PUT]);
         let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
         assert!(g.close.kernel_expires());
-        let info = Engine::<Exec, MemoryLog>::grant_info(&g, now());
+        let info = super::super::events::grant_info(&g, now());
         assert_eq!(info.kernel_expires_in_ms, Some(30_000));
         // A re-knock puts the element again with a fresh timeout; still one grant.
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -767,7 +765,10 @@ mod tests {
         knock(&mut e);
         settle(&mut e).await;
         assert_eq!(ops(&fw), [PUT]);
-        assert!(e.exec.ran().is_empty(), "no table clean-up, no iptables");
+        assert!(
+            e.runner.exec().ran().is_empty(),
+            "no table clean-up, no iptables"
+        );
     }
 
     /// Ask for the list as the control socket does, and let the kernel's listing come in.

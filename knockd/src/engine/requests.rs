@@ -1,5 +1,6 @@
 //! Answers to control-socket requests.
 
+use super::events::grant_info;
 use super::Engine;
 use crate::action::Executor;
 use crate::config::{self, Door};
@@ -82,7 +83,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .ledger
                     .oldest()
                     .take(ipc::LIST_CAP)
-                    .map(|g| Self::grant_info(g, now))
+                    .map(|g| grant_info(g, now))
                     .collect(),
                 total: self.ledger.len() as u64,
             },
@@ -93,7 +94,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .into_iter()
                     .map(|a| ipc::AttemptInfo {
                         addr: a.src,
-                        door: self.door_name(a.door),
+                        door: self
+                            .config
+                            .doors
+                            .get(a.door)
+                            .map(|d| d.name.clone())
+                            .unwrap_or_default(),
                         stage: a.stage as u32,
                         of: a.of as u32,
                         age_ms: ms(now.saturating_duration_since(a.started)),
@@ -108,16 +114,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .doors
                     .iter()
                     .enumerate()
-                    .map(|(i, d)| door_info(d, self.totp_step(i)))
+                    .map(|(i, d)| door_info(d, self.totp.step(i)))
                     .collect(),
             },
             Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
-            Request::Reload => match self.reload() {
-                Ok(warnings) => Response::Reloaded { warnings },
-                Err(errors) => Response::ReloadFailed { errors },
-            },
-            Request::Subscribe => Response::Error {
-                message: "subscribe must be the socket server's job".into(),
+            // Both are the socket server's job: a reload is read and prepared off this task
+            // (see `request_reload`), a subscription is served from the event channel.
+            Request::Reload | Request::Subscribe => Response::Error {
+                message: "reload and subscribe are the socket server's job".into(),
             },
         }
     }
@@ -138,8 +142,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             grants: self.ledger.len() as u64,
             counters: ipc::Counters {
                 kernel_drops: drops,
-                log_lines_dropped: self.log.dropped(),
-                ..self.stats.clone()
+                log_lines_dropped: self.events.dropped(),
+                ..self.events.stats.clone()
             },
             firewall: self.config.options.firewall.as_str().to_string(),
         }
@@ -170,7 +174,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             if let Some(g) = self.ledger.begin_close(id) {
                 let msg = format!("{}: {}: grant revoked", g.addr, g.door);
                 self.line(&msg);
-                let info = Self::grant_info(&g, now);
+                let info = grant_info(&g, now);
                 let ev = info.clone();
                 self.emit(|| ipc::EventKind::GrantRevoked { grant: ev });
                 revoked.push(info);

@@ -9,6 +9,8 @@
 //! - [`detect`]: native base chains on the input hook that drop, and the line the admin needs.
 //! - [`transport`]: the effect: a worker thread with a long-lived netlink socket (element
 //!   batches) and `nft -f -` (table set-up, listing, clean-up).
+//! - [`setup`]: the table at start (set up, or a left-over one removed), `--firewall-cleanup`,
+//!   and the advice about other chains that drop.
 
 pub mod detect;
 pub mod dump;
@@ -16,6 +18,7 @@ pub mod listing;
 pub mod netlink;
 pub mod nlmsg;
 pub mod script;
+pub mod setup;
 pub mod transport;
 
 use crate::config::Proto;
