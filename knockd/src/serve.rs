@@ -6,9 +6,9 @@
 //! log and a channel for packets.
 
 use crate::action::Executor;
-use crate::capture::{Capture, CaptureMsg, CaptureStats};
+use crate::capture::{Capture, CaptureMsg, CaptureStats, FilterProbe};
 use crate::config::{self, Config};
-use crate::control::{ControlSocket, FilterProbe};
+use crate::control::ControlSocket;
 use crate::engine::{Control, Engine};
 use crate::firewall::Firewall;
 use crate::knocklog::LogSink;

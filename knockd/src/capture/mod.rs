@@ -30,7 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Largest batch sent to the engine at once.
 pub const MAX_BATCH: usize = 1024;
@@ -175,6 +175,46 @@ pub fn filter_channel() -> std::io::Result<(
         },
         watch,
     ))
+}
+
+/// How long `reload` waits for the capture thread to install the new filter.
+const FILTER_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the capture thread reports the filters it installed, so `reload` can answer only
+/// once the new filter is in place (a knock sent right after it is not lost).
+#[derive(Clone)]
+pub struct FilterProbe {
+    pub sent: Arc<AtomicU64>,
+    pub status: watch::Receiver<FilterStatus>,
+}
+
+impl FilterProbe {
+    /// A probe for an engine without capture (tests): every filter counts as installed.
+    pub fn inert() -> FilterProbe {
+        let (_tx, status) = watch::channel(FilterStatus {
+            generation: 0,
+            result: Ok(None),
+        });
+        FilterProbe {
+            sent: Arc::new(AtomicU64::new(0)),
+            status,
+        }
+    }
+
+    /// Wait (bounded) until the capture thread has handled the last filter sent; its note
+    /// (coarser filter) or error.
+    pub async fn settled(&mut self) -> Result<Option<String>, String> {
+        let want = self.sent.load(Ordering::SeqCst);
+        let wait = self.status.wait_for(|s| s.generation >= want);
+        match tokio::time::timeout(FILTER_WAIT, wait).await {
+            Ok(Ok(s)) => s.result.clone(),
+            Ok(Err(_)) => Err("the capture thread has stopped".into()),
+            Err(_) => Err(format!(
+                "the capture thread did not install the new filter within {} s",
+                FILTER_WAIT.as_secs()
+            )),
+        }
+    }
 }
 
 pub struct Capture {

@@ -118,6 +118,19 @@ pub struct OpenPort {
     pub proto: Proto,
 }
 
+/// `22/tcp,443/tcp`: opened ports as the log, `knockctl list`/`doors` and the state file show
+/// them (the one place this label is built).
+pub fn ports_label(ports: impl IntoIterator<Item = (u16, Proto)>) -> String {
+    let mut out = String::new();
+    for (i, (port, proto)) in ports.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{port}/{proto}"));
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Door {
     pub name: String,

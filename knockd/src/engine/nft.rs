@@ -349,11 +349,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             if self.ledger.find(&door, addr).is_some() {
                 continue;
             }
-            let opened = elems
-                .iter()
-                .map(|e| format!("{}/{}", e.port, e.proto))
-                .collect::<Vec<_>>()
-                .join(",");
+            let opened = crate::config::ports_label(elems.iter().map(|e| (e.port, e.proto)));
             self.ledger.insert(
                 &door,
                 addr,

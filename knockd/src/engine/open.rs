@@ -196,12 +196,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if !self.admit_grant(&door.name, src, now, false) {
             return;
         }
-        let opened = door
-            .open
-            .iter()
-            .map(|o| format!("{}/{}", o.port, o.proto))
-            .collect::<Vec<_>>()
-            .join(",");
+        let opened = config::ports_label(door.open.iter().map(|o| (o.port, o.proto)));
         let ops: Vec<Op> = rules
             .iter()
             .map(|r| Op::Add {
@@ -254,12 +249,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if !self.admit_grant(&door.name, src, now, false) {
             return;
         }
-        let opened = door
-            .open
-            .iter()
-            .map(|o| format!("{}/{}", o.port, o.proto))
-            .collect::<Vec<_>>()
-            .join(",");
+        let opened = config::ports_label(door.open.iter().map(|o| (o.port, o.proto)));
         let id = self.ledger.insert(
             &door.name,
             src,

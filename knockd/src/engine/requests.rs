@@ -26,12 +26,8 @@ fn door_info(d: &Door, step: Option<u64>) -> ipc::DoorInfo {
         }
     }
     let action = if !d.open.is_empty() {
-        let ports: Vec<String> = d
-            .open
-            .iter()
-            .map(|o| format!("{}/{}", o.port, o.proto))
-            .collect();
-        format!("open {} ({})", ports.join(","), d.open_chain)
+        let ports = config::ports_label(d.open.iter().map(|o| (o.port, o.proto)));
+        format!("open {ports} ({})", d.open_chain)
     } else {
         match (&d.start_command, &d.stop_command) {
             (Some(_), Some(_)) => "command + stop_command".to_string(),

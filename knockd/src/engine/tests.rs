@@ -1405,3 +1405,27 @@ async fn totp_replay_memory_follows_the_secret_across_a_rename() {
     t2.settle().await;
     assert!(t2.exec.ran().is_empty(), "{:?}", t2.lines());
 }
+
+/// The capture filter is built in one place: the engine sends what `capture::filter_for`
+/// builds (and `knockd -t` fits), doors without a sequence included: a disabled door's
+/// `Target` stays a destination the sweep guard watches, in the filter as in the matcher.
+#[tokio::test]
+async fn the_engine_sends_the_one_capture_filter() {
+    let mut c = seed();
+    let mut off = door("off", &[]);
+    let target: IpAddr = "10.99.77.9".parse().expect("ip");
+    off.target = Some(target);
+    c.doors.push(off);
+    let t = T::new(c.clone());
+    let sent = t
+        .filters
+        .lock()
+        .map(|f| f.last().cloned())
+        .ok()
+        .flatten()
+        .expect("a filter");
+    assert_eq!(sent, crate::capture::filter_for(&c.doors, &[], |_| None));
+    assert!(sent.contains("dst host 10.99.77.9"), "{sent}");
+    let checked = crate::capture::filter_doors(&c.doors, |_| None);
+    assert_eq!(checked.len(), 3, "knockd -t fits the same doors");
+}

@@ -10,8 +10,8 @@
 //! # Plugging in a backend
 //!
 //! Implement [`Firewall`] (see [`iptables::IptablesRestore`] and the recording
-//! [`fake::RecordingFirewall`]) and pass it to the engine with
-//! `Engine::with_firewall(Arc::new(MyBackend::new(...)))`:
+//! [`fake::RecordingFirewall`]) and pass it to the daemon as
+//! [`crate::serve::Deps`]`::firewall` (or `nft_firewall`), e.g. `Arc::new(MyBackend::new(...))`:
 //!
 //! - `apply` receives a non-empty batch and returns **one [`OpOutcome`] per op, in order**.
 //!   It runs on the queue's task: it may take as long as it needs (the engine is not waiting),
@@ -156,12 +156,6 @@ pub enum OpOutcome {
     Absent,
     /// Not done; the backend's message (the program's stderr, a time-out...).
     Failed(String),
-}
-
-impl OpOutcome {
-    pub fn is_failed(&self) -> bool {
-        matches!(self, OpOutcome::Failed(_))
-    }
 }
 
 /// A firewall backend for native doors. See the module documentation for the contract.
