@@ -123,12 +123,14 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let saved = crate::state::load_all(&state_file)?;
     let mut advice = Vec::new();
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
-        Some(crate::nft::setup::set_up(&config)?)
+        Some(crate::firewall::nftables::setup::set_up_table(&config)?)
     } else {
-        advice.extend(crate::nft::setup::remove_left_over());
+        advice.extend(crate::firewall::nftables::setup::remove_table_of_previous_run());
         None
     };
-    advice.extend(crate::nft::setup::advice(&config.options));
+    advice.extend(crate::firewall::nftables::setup::firewall_advice(
+        &config.options,
+    ));
     let socket_path = config
         .options
         .socket

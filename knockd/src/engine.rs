@@ -17,13 +17,15 @@
 //!
 //! The files named for what the engine does route between them: `open` (a door opens),
 //! `tasks` (handing tasks to the runner, their results, closes), `timer`, `apply` (applying a
-//! reload), `restore` (taking over a previous run's state), `requests` (control requests),
-//! `nft` (the nftables side). The messages in and out are in `messages`.
+//! reload), `restore` (taking over a previous run's state), `requests` (control requests).
+//! The nftables side is an owner of its own ([`NftSide`], in the nftables wing). The messages
+//! in and out are in `messages`.
 
 use crate::action::Executor;
 use crate::capture::{CaptureMsg, CaptureStats};
 use crate::config::{self, Config, ShutdownPolicy};
-use crate::firewall::{Firewall, FirewallQueue};
+use crate::firewall::nftables::side::{self as nft_side, NftSide};
+use crate::firewall::Firewall;
 use crate::grants::Ledger;
 use crate::knocklog::LogSink;
 use crate::matcher::{MatchEvent, Matcher, Settings};
@@ -72,13 +74,9 @@ pub struct Engine<E: Executor, L: LogSink> {
     totp: TotpClock,
     starts: Starts,
     filter: FilterFeed,
-    /// The nftables side: the backend of native doors with `Firewall = nftables` (chosen per
-    /// grant by the config in force), its queue, and `knockctl list` answers waiting for the
-    /// kernel's set listing.
-    nft_firewall: Arc<dyn Firewall>,
-    nft_queue: Option<FirewallQueue>,
-    kernel_tx: mpsc::UnboundedSender<nft::KernelView>,
-    kernel_rx: mpsc::UnboundedReceiver<nft::KernelView>,
+    /// The nftables side: the backend of native doors with `Firewall = nftables`, its queue,
+    /// and what its tasks send back (kernel listings, table updates).
+    nft: NftSide,
     /// For `status`.
     started: Instant,
     interfaces: Vec<String>,
@@ -102,7 +100,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let rules = crate::reload::door_rules(&config.doors);
         let config = Arc::new(config);
         let matcher = Matcher::with_settings(rules, Settings::from(&*config));
-        let (kernel_tx, kernel_rx) = mpsc::unbounded_channel();
         let mut e = Engine {
             config,
             config_path,
@@ -115,10 +112,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             totp: TotpClock::default(),
             starts: Starts::default(),
             filter: FilterFeed::new(set_filter),
-            nft_firewall: Arc::new(crate::firewall::nftables::NftFirewall),
-            nft_queue: None,
-            kernel_tx,
-            kernel_rx,
+            nft: NftSide::default(),
             started: now(),
             interfaces: Vec::new(),
             capture_stats: None,
@@ -139,8 +133,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
     /// a `RecordingFirewall` in tests).
     pub fn with_nft_firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
-        self.nft_firewall = fw;
-        self.nft_queue = None;
+        self.nft = NftSide::new(fw);
         self
     }
 
@@ -258,7 +251,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 () = &mut shutdown => break,
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.runner.recv() => self.on_done(d),
-                Some(v) = self.kernel_rx.recv() => self.on_kernel_view(v),
+                Some(ev) = self.nft.recv() => self.on_nft(ev),
                 msg = packets.recv() => match msg {
                     Some(CaptureMsg::Batch(batch, at)) => {
                         for p in &batch {
@@ -315,7 +308,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 });
             }
             // nftables: the list follows the kernel (read off this task, answered when it is in).
-            Control::Request(ipc::Request::Grants, reply) if self.lists_kernel() => {
+            Control::Request(ipc::Request::Grants, reply)
+                if nft_side::lists_kernel(&self.config, &self.ledger) =>
+            {
                 self.list_from_kernel(reply);
             }
             Control::Request(req, reply) => {
@@ -341,6 +336,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.on_match(ev, at);
         }
         self.matched = matched;
+    }
+
+    /// What the nftables side's tasks send back.
+    fn on_nft(&mut self, ev: nft_side::NftEvent) {
+        match ev {
+            nft_side::NftEvent::Listed(v) => self.on_kernel_view(v),
+            nft_side::NftEvent::TableUpdated(Ok(())) => {}
+            nft_side::NftEvent::TableUpdated(Err(e)) => {
+                self.events.stats.commands_failed += 1;
+                let msg = format!("error: cannot update table inet knockd: {e}");
+                self.line(&msg);
+            }
+        }
     }
 
     /// Log and count what the matcher reported; open the door it opened.
@@ -426,7 +434,6 @@ mod apply;
 mod events;
 mod filter_feed;
 mod messages;
-mod nft;
 mod open;
 mod persistence;
 mod requests;
@@ -438,6 +445,8 @@ mod throttle;
 mod timer;
 pub mod totp;
 
+#[cfg(test)]
+mod nft_tests;
 #[cfg(test)]
 mod reload_cost;
 #[cfg(test)]

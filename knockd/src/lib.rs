@@ -1,8 +1,8 @@
 //! knockd: a port-knocking daemon compatible with knockd 0.8's configuration and logs.
 //!
 //! Pure cores (no I/O): [`config::parse()`], [`packet`], [`capture::filter`] (the capture
-//! filter's text), [`matcher`] (attempts), [`grants`] (the grant ledger), [`fairstart`] (fair
-//! start queues), [`ratelimit`], [`nft::script`]/[`nft::netlink`] (nftables encodings).
+//! filter's text), [`matcher`] (attempts), [`grants`] (the grant ledger) and [`close`] (what closes a grant), [`fairstart`] (fair
+//! start queues), [`ratelimit`], [`firewall::nftables`]'s `script` and `netlink` (nftables encodings).
 //!
 //! Effects at the edge: [`capture`] (the libpcap thread, its filter fitted by
 //! [`capture::bpf`]), [`action`] (the `Executor` trait that runs commands), [`firewall`]
@@ -19,6 +19,7 @@ pub mod action;
 pub mod addrs;
 pub mod capture;
 pub mod cli;
+pub mod close;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -30,7 +31,6 @@ pub mod grants;
 pub mod knocklog;
 pub mod logwriter;
 pub mod matcher;
-pub mod nft;
 pub mod oneshot;
 pub mod packet;
 pub mod privileges;

@@ -1,6 +1,6 @@
 //! The knockd binary's one-shot commands: `knockd -t` (check the config and the capture
 //! filter as the daemon would run them), `knockd --new-totp FILE`; `--firewall-cleanup` is
-//! [`crate::nft::setup::cleanup`].
+//! [`crate::firewall::nftables::setup::firewall_cleanup`].
 
 use crate::capture::Capture;
 use crate::config::{self, Parsed};
@@ -93,7 +93,7 @@ pub fn check_config(
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
-    for line in crate::nft::setup::advice(&parsed.config.options) {
+    for line in crate::firewall::nftables::setup::firewall_advice(&parsed.config.options) {
         println!("{line}");
     }
     println!(

@@ -58,7 +58,7 @@ pub struct Parts {
     /// The previous run's state, and the elements of table inet knockd (`Firewall =
     /// nftables`; None: no table).
     pub saved: crate::state::Saved,
-    pub kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+    pub kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
     pub socket: ControlSocket,
     pub packets: Packets,
     /// Control requests (see [`control_channel`]); the sender serves the socket and the

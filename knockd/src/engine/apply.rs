@@ -4,9 +4,12 @@
 //! kept doors move over), the TOTP clock and the replay memory follow the new doors, table
 //! inet knockd is updated, and the capture filter changes.
 
+use super::events::grant_info;
+use super::messages::TaskKind;
 use super::Engine;
 use crate::action::Executor;
 use crate::config;
+use crate::firewall::nftables::side as nft_side;
 use crate::knocklog::LogSink;
 use crate::matcher::Settings;
 use crate::reload::{door_rules, keep_map, Prepared, ReloadResult};
@@ -115,7 +118,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.reopen_log(new.options.log_file.as_deref(), new.options.use_syslog);
         // Switching backends moves every grant between two firewalls while knocks keep
         // coming: only a restart does it (no grant can race the switch then).
-        if let Err(problem) = self.firewall_switch(new.options.firewall) {
+        let (old_fw, new_fw) = (self.config.options.firewall, new.options.firewall);
+        if let Err(problem) = nft_side::switch_refused(old_fw, new_fw, &self.config_path) {
             return self.reload_failed(vec![problem]);
         }
         let otp_pending = self.persistence.has_unrecorded();
@@ -156,5 +160,29 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             warnings: w,
         });
         Ok(warnings)
+    }
+
+    /// After a reload with nftables: the grants of doors that are gone or whose ports changed
+    /// are closed, their elements put again where other grants hold them, and the table
+    /// updated in one transaction ([`nft_side::reload`]).
+    fn sync_nft_table(&mut self) {
+        if self.config.options.firewall != config::FirewallKind::Nftables {
+            return;
+        }
+        let now = super::now();
+        let r = nft_side::reload(&mut self.ledger, &self.config, now);
+        for g in r.gone {
+            let msg = format!(
+                "{}: {}: grant closed: the door's ports changed at reload",
+                g.addr, g.door
+            );
+            self.line(&msg);
+            let info = grant_info(&g, now);
+            self.emit(|| ipc::EventKind::GrantRevoked { grant: info });
+        }
+        for (door, addr, ops) in r.keep {
+            self.submit_nft(None, &door, addr, TaskKind::Free, ops);
+        }
+        self.nft.update_table(r.script);
     }
 }

@@ -36,8 +36,6 @@ pub(crate) enum Chain {
     /// Every nftables element change of one source: doors that open the same port share its
     /// element, so their changes reach the kernel in the order they were decided.
     NftElems(IpAddr),
-    /// Changes to table inet knockd itself (the reload's table update).
-    NftTable,
 }
 
 impl Chain {

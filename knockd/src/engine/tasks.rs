@@ -6,7 +6,8 @@ use super::messages::{Done, Job, TaskKind};
 use super::runner::{Barrier, Chain};
 use super::{Engine, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
 use crate::action::{Action, Executor, Outcome};
-use crate::firewall::{FirewallQueue, Op};
+use crate::firewall::nftables::side as nft_side;
+use crate::firewall::Op;
 use crate::grants::{Close, Grant, GrantId};
 use crate::knocklog::LogSink;
 use std::net::IpAddr;
@@ -55,11 +56,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.submit_fw(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             Close::Nft { elems } => {
-                let ops = self.nft_close_ops(&g, elems, super::now());
+                let ops = nft_side::close_ops(&self.ledger, &g, elems, super::now());
                 self.submit_nft(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             close => {
-                let actions = close.actions();
+                let actions: Vec<Action> = close.command().into_iter().collect();
                 for a in &actions {
                     let msg = format!("{}: running command: {a}", g.door);
                     self.line(&msg);
@@ -114,14 +115,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .submit(queue, Chain::door(door, addr), job, ops, barrier);
     }
 
-    /// The nftables queue (started on first use, on the engine's runtime).
-    pub(super) fn nft_fw(&mut self) -> FirewallQueue {
-        let fw = &self.nft_firewall;
-        self.nft_queue
-            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
-            .clone()
-    }
-
     /// Hand nftables element ops to the nftables queue, ordered after every element change of
     /// `addr` (doors that open the same port share its element).
     pub(super) fn submit_nft(
@@ -132,7 +125,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kind: TaskKind,
         ops: Vec<Op>,
     ) {
-        let queue = self.nft_fw();
+        let queue = self.nft.queue();
         let barrier = self.start_barrier(grant, kind);
         let job = Job::new(grant, door, addr, kind);
         self.runner

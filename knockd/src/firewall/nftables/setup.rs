@@ -1,16 +1,14 @@
-//! Table inet knockd at start and on request: set up for `Firewall = nftables`, removed when
-//! a run with `Firewall = iptables` finds one left over (or with `knockd --firewall-cleanup`),
-//! and the advice when another nftables chain would drop what knockd opens.
+//! Table `inet knockd` outside the engine: created or updated at start (`Firewall =
+//! nftables`), removed at an iptables start and by `knockd --firewall-cleanup`, and the advice
+//! about native base chains that would drop what knockd opens.
 
-use super::listing::KernelElem;
-use super::script::{cleanup_script, TableSpec};
-use super::{detect, transport};
-use crate::config::{Config, Options};
+use crate::config;
 use anyhow::Context;
 
 /// Native nftables base chains on the input hook that would drop what knockd opens, and the
 /// line the admin needs (empty when there are none, or nft is not installed / not permitted).
-pub fn advice(options: &Options) -> Vec<String> {
+pub fn firewall_advice(options: &config::Options) -> Vec<String> {
+    use super::{detect, transport};
     let json = match transport::list_ruleset() {
         Ok(j) => j,
         Err(e) => {
@@ -29,7 +27,10 @@ pub fn advice(options: &Options) -> Vec<String> {
 
 /// `Firewall = nftables`: create or update table inet knockd (one transaction), removing the
 /// elements of ports no longer protected; returns the elements the kernel still holds.
-pub fn set_up(config: &Config) -> anyhow::Result<Vec<KernelElem>> {
+pub fn set_up_table(
+    config: &config::Config,
+) -> anyhow::Result<Vec<crate::firewall::nftables::listing::KernelElem>> {
+    use super::{script::TableSpec, transport};
     let listed = transport::list_elements()
         .context("cannot read table inet knockd")?
         .unwrap_or_default();
@@ -45,9 +46,9 @@ pub fn set_up(config: &Config) -> anyhow::Result<Vec<KernelElem>> {
 }
 
 /// `Firewall = iptables`: a table inet knockd left by a run with `Firewall = nftables` would
-/// keep dropping new connections to its ports (and so the iptables grants): remove it. The
-/// line to log, if there was one.
-pub fn remove_left_over() -> Option<String> {
+/// keep dropping new connections to its ports (and so the iptables grants): remove it.
+pub fn remove_table_of_previous_run() -> Option<String> {
+    use super::{script::cleanup_script, transport};
     let elems = transport::list_elements().ok()??;
     Some(match transport::apply_script(&cleanup_script()) {
         Ok(()) => format!(
@@ -61,7 +62,8 @@ pub fn remove_left_over() -> Option<String> {
 }
 
 /// `knockd --firewall-cleanup`: remove table inet knockd, and nothing else.
-pub fn cleanup() -> anyhow::Result<()> {
+pub fn firewall_cleanup() -> anyhow::Result<()> {
+    use super::{script::cleanup_script, transport};
     transport::apply_script(&cleanup_script()).context("cannot remove table inet knockd")?;
     println!("removed table inet knockd (if it existed); other tables were not touched");
     Ok(())
