@@ -52,6 +52,23 @@ impl Drop for PidFile {
     }
 }
 
+/// The config's warnings as knockd logs them at start: at most
+/// [`config::MAX_LOGGED_WARNINGS`], then how many more `knockd -t` lists.
+pub fn startup_warnings(warnings: &[config::Warning]) -> Vec<String> {
+    let mut out: Vec<String> = warnings
+        .iter()
+        .take(config::MAX_LOGGED_WARNINGS)
+        .map(ToString::to_string)
+        .collect();
+    if warnings.len() > config::MAX_LOGGED_WARNINGS {
+        out.push(format!(
+            "warning: {} more warning(s) not logged (knockd -t lists them all)",
+            warnings.len() - config::MAX_LOGGED_WARNINGS
+        ));
+    }
+    out
+}
+
 /// Everything before the async part; then the runtime. Returns when the daemon stops.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
     // From the first instant, SIGHUP/SIGTERM/SIGINT wait (pending) until the handlers are in
@@ -64,15 +81,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         args.config = abs;
     }
     let parsed = load_config(&args.config)?;
-    for w in parsed.warnings.iter().take(config::MAX_LOGGED_WARNINGS) {
-        tracing::warn!("{w}");
-    }
-    if parsed.warnings.len() > config::MAX_LOGGED_WARNINGS {
-        tracing::warn!(
-            "{} more warning(s) not logged (knockd -t lists them all)",
-            parsed.warnings.len() - config::MAX_LOGGED_WARNINGS
-        );
-    }
+    // Logged once the log is open (LogFile and syslog too, not only stderr).
+    let mut warnings = startup_warnings(&parsed.warnings);
     let mut config = parsed.config;
     // Command line beats the config file, for every option (also on reload).
     let overrides = config::Overrides {
@@ -90,7 +100,9 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         None => crate::addrs::default_route_interface().unwrap_or_else(|| "eth0".to_string()),
     };
     if args.lookup {
-        tracing::warn!("-l/--lookup is ignored: knockd does not resolve knockers' addresses");
+        warnings.push(
+            "warning: -l/--lookup is ignored: knockd does not resolve knockers' addresses".into(),
+        );
     }
     crate::privileges::check()?;
     let capture = Capture::open(&iface, args.only_ipv4)?;
@@ -99,7 +111,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         &crate::addrs::of_interface(&iface, args.only_ipv4),
         capture.linktype(),
     )? {
-        tracing::warn!("{note}");
+        warnings.push(note);
     }
     let log = KnockLog::open(
         config.options.log_file.as_deref(),
@@ -121,7 +133,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     // One knockd per state file: a second one (another socket, the same default path) stops here.
     let state_lock = crate::state::lock(&state_file)?;
     let saved = crate::state::load_all(&state_file)?;
-    let mut advice = Vec::new();
+    let mut advice = warnings;
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(crate::firewall::nftables::setup::set_up_table(&config)?)
     } else {
@@ -143,7 +155,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         .unwrap_or(crate::control::DEFAULT_MAX_CLIENTS);
     let (max_clients, warning) = crate::fdlimit::clients_cap(max_clients, nofile, extra);
     if let Some(w) = warning {
-        tracing::warn!("{w}");
+        advice.push(format!("warning: {w}"));
+    }
+    if let Some(dir) = socket_path.parent() {
+        advice.extend(crate::sockdir::prepare(dir)?);
     }
     let socket = ControlSocket::bind(&socket_path, max_clients)?;
     if args.daemon {

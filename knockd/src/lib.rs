@@ -18,6 +18,7 @@
 pub mod action;
 pub mod addrs;
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod close;
 pub mod config;
@@ -40,5 +41,6 @@ pub mod reload;
 pub mod safefile;
 pub mod serve;
 pub mod signals;
+pub mod sockdir;
 pub mod state;
 pub mod statewriter;

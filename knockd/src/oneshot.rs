@@ -46,61 +46,67 @@ pub fn new_totp(path: &Path) -> anyhow::Result<()> {
 }
 
 /// `knockd -t`: print problems and warnings; Ok(()) when the config is valid. The capture
-/// filter is compiled as it will run (the interface's addresses, Ethernet framing) and a
-/// fallback to a coarser filter is reported.
+/// filter is compiled as it will run (the interface's addresses and link type) and a
+/// fallback to a coarser filter is reported. With knockd's privileges a missing interface is
+/// an error; without them, the checks that need them are skipped and named.
 pub fn check_config(
     path: &Path,
     interface: Option<&str>,
     firewall: Option<config::FirewallKind>,
 ) -> anyhow::Result<()> {
     let mut parsed = load_config(path)?;
-    let mut warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    let privileged = crate::privileges::check().is_ok();
+    let mut report = crate::check::Report::new(privileged);
+    report
+        .warnings
+        .extend(parsed.warnings.iter().map(|w| w.to_string()));
     let iface = interface
         .map(str::to_string)
         .or_else(|| parsed.config.options.interface.clone())
         .or_else(crate::addrs::default_route_interface);
+    if let Some(i) = iface.as_deref() {
+        if i != "any" && nix::net::if_::if_nametoindex(i).is_err() {
+            report.missing_interface(i)?;
+        }
+    }
     let local = iface
         .as_deref()
         .map(|i| crate::addrs::of_interface(i, false))
         .unwrap_or_default();
     // Compile for the link type the capture will have: the interface's, read by opening it
-    // (as root); Ethernet when it cannot be read, and say so.
+    // (with knockd's privileges); Ethernet when it cannot be read, and say so.
     let link = match iface.as_deref().map(|i| (i, Capture::link_of(i))) {
         Some((i, Ok(link))) => {
             let name = link
                 .get_name()
                 .unwrap_or_else(|_| format!("DLT {}", link.0));
-            println!("capture filter compiled for {i}'s link type ({name})");
+            report.notes.push(format!(
+                "capture filter compiled for {i}'s link type ({name})"
+            ));
             link
         }
         Some((i, Err(e))) => {
-            println!(
-                "capture filter compiled for Ethernet (assumed: cannot open {i} to read its link type: {e}; run knockd -t as root on the host that runs knockd)"
-            );
+            report.link_type_unknown(i, &e.to_string());
             pcap::Linktype::ETHERNET
         }
         None => {
-            println!("capture filter compiled for Ethernet (assumed: no interface given and no default route; use -i)");
+            report.notes.push("capture filter compiled for Ethernet (assumed: no interface given and no default route; use -i)".into());
             pcap::Linktype::ETHERNET
         }
     };
     if let Some(note) = check_filter(&parsed.config, &local, link)? {
-        warnings.push(note);
-    }
-    for w in &warnings {
-        println!("{w}");
+        report.warnings.push(note);
     }
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
-    for line in crate::firewall::nftables::setup::firewall_advice(&parsed.config.options) {
-        println!("{line}");
+    match crate::firewall::nftables::setup::firewall_check(&parsed.config.options) {
+        Ok(advice) => report.warnings.extend(advice),
+        Err(e) => report.ruleset_unread(&e),
     }
-    println!(
-        "{}: OK, {} door(s), {} warning(s)",
-        path.display(),
-        parsed.config.doors.len(),
-        warnings.len()
+    print!(
+        "{}",
+        report.render(&path.display().to_string(), parsed.config.doors.len())
     );
     Ok(())
 }

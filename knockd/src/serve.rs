@@ -66,7 +66,8 @@ pub struct Parts {
     pub control: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
     /// See [`event_channel`].
     pub events: broadcast::Sender<ipc::Event>,
-    /// Warnings found at start (firewall advice), logged once the log is up.
+    /// Start-up warnings (the config's, then the firewall advice), logged once the log is up:
+    /// to stderr in the foreground, and to LogFile and syslog.
     pub advice: Vec<String>,
 }
 
@@ -157,8 +158,8 @@ pub async fn serve<E: Executor, L: LogSink + 'static>(
     if let Some(iface) = listening {
         engine.log_line(&format!("starting up, listening on {iface}"));
     }
+    // Once each: log_line also writes to stderr.
     for line in &p.advice {
-        tracing::warn!("{line}");
         engine.log_line(line);
     }
     engine.run(pkt_rx, ctl_rx, shutdown).await?;
