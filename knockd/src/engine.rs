@@ -336,6 +336,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.on_match(ev, at);
         }
         self.matched = matched;
+        if let Some(skew) = self.totp.on_knock(p.src, p.proto, p.tcp_flags, p.dport) {
+            self.events.stats.totp_clock_skew += 1;
+            if let Some(msg) = self.totp.skew_line(&skew, &self.config, at) {
+                self.line(&msg);
+            }
+        }
     }
 
     /// What the nftables side's tasks send back.

@@ -41,6 +41,7 @@ pub mod reload;
 pub mod safefile;
 pub mod serve;
 pub mod signals;
+pub mod skew;
 pub mod sockdir;
 pub mod state;
 pub mod statewriter;

@@ -19,8 +19,9 @@ pub mod bpf;
 pub mod filter;
 pub mod pacer;
 
-use crate::config::model::Door;
+use crate::config::model::{Door, Proto, Step};
 use crate::packet::{decode, LinkType, Packet};
+use knock_ipc::totp::Spec;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -55,14 +56,31 @@ pub fn filter_doors(doors: &[Door], step: impl Fn(usize) -> Option<u64>) -> Cow<
             .map(|(i, d)| {
                 let mut d = d.clone();
                 if let Some(spec) = &d.totp {
-                    d.sequence = step(i)
-                        .map(|s| crate::config::totp::window_steps(spec, s))
-                        .unwrap_or_default();
+                    d.sequence = step(i).map(|s| window_steps(spec, s)).unwrap_or_default();
                 }
                 d
             })
             .collect(),
     )
+}
+
+/// The ports the capture filter needs for a TOTP door at `step`: those of its accepted steps,
+/// and of the two steps just outside them (to notice a client's clock skew, see
+/// [`crate::skew`]).
+fn window_steps(spec: &Spec, step: u64) -> Vec<Step> {
+    let skewed = crate::skew::OFFSETS
+        .iter()
+        .filter_map(|&o| step.checked_add_signed(o))
+        .flat_map(|s| spec.ports(s))
+        .map(|port| Step {
+            port,
+            proto: Proto::Tcp,
+        });
+    crate::config::totp::window(spec, step)
+        .into_iter()
+        .flat_map(|(_, seq)| seq)
+        .chain(skewed)
+        .collect()
 }
 
 /// The capture filter expression for `doors` (see [`filter_doors`]) on an interface with

@@ -23,11 +23,3 @@ pub fn window(spec: &Spec, step: u64) -> Vec<(u64, Vec<Step>)> {
         })
         .collect()
 }
-
-/// The ports the capture filter needs for a TOTP door at `step`: those of its accepted steps.
-pub fn window_steps(spec: &Spec, step: u64) -> Vec<Step> {
-    window(spec, step)
-        .into_iter()
-        .flat_map(|(_, seq)| seq)
-        .collect()
-}

@@ -258,7 +258,7 @@ impl<L: LogSink> Events<L> {
                 door,
                 reason: Refusal::Replay,
             } => {
-                self.stats.refused += 1;
+                self.stats.refused_replay += 1;
                 let name = door_name(doors, door);
                 let step = totp.step(door).unwrap_or_default();
                 let msg = format!(

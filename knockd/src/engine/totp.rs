@@ -1,13 +1,17 @@
 //! The TOTP clock of rotating doors: at every time step boundary, each TOTP door's accepted
-//! sequences (current, previous and next step) go to the matcher and the capture filter. Only those three steps' ports are ever in the filter. The replay memory (which
+//! sequences (current, previous and next step) go to the matcher and the capture filter, and
+//! the two steps just outside them to the skew watch ([`crate::skew`]: a client's clock skew
+//! is noticed, never opened). Only those three steps' ports are ever in the filter. The replay memory (which
 //! step opened for which address) survives reloads (in the matcher, for doors whose secret is
 //! unchanged) and restarts (in the state file, checked entry by entry when read back).
 
 use crate::config::totp::window;
-use crate::config::Config;
+use crate::config::{flag, Config, Proto};
 use crate::matcher::Matcher;
+use crate::skew::{Skew, SkewWatch};
 use crate::state::SavedReplay;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Wall-clock time since the Unix epoch (the TOTP clock); tests replace it.
@@ -27,6 +31,8 @@ pub struct TotpClock {
     steps: Vec<Option<u64>>,
     /// The next step boundary of any door.
     next: Option<Instant>,
+    /// The steps just outside each door's window, to notice clients' clock skew.
+    skew: SkewWatch,
 }
 
 impl Default for TotpClock {
@@ -35,6 +41,7 @@ impl Default for TotpClock {
             wall: system_wall_clock,
             steps: Vec::new(),
             next: None,
+            skew: SkewWatch::default(),
         }
     }
 }
@@ -65,6 +72,7 @@ impl TotpClock {
         let mut next: Option<Instant> = None;
         if force {
             self.steps.clear();
+            self.skew.clear();
         }
         self.steps.resize(config.doors.len(), None);
         for (idx, door) in config.doors.iter().enumerate() {
@@ -75,6 +83,7 @@ impl TotpClock {
             let step = spec.step_at(wall.as_secs());
             if force || self.steps[idx] != Some(step) {
                 matcher.set_variants(idx, window(spec, step));
+                self.skew.set_door(idx, spec, step);
                 self.steps[idx] = Some(step);
                 changed = true;
             }
@@ -84,6 +93,28 @@ impl TotpClock {
         }
         self.next = next;
         changed
+    }
+
+    /// A new TCP connection (SYN) from `src` to `port`: the skew it completes, if it knocks a
+    /// TOTP sequence just outside a door's window. O(1) when no door rotates.
+    pub fn on_knock(&mut self, src: IpAddr, proto: Proto, flags: u8, port: u16) -> Option<Skew> {
+        if self.skew.is_empty()
+            || proto != Proto::Tcp
+            || flags & (flag::SYN | flag::ACK) != flag::SYN
+        {
+            return None;
+        }
+        self.skew.on_knock(src, port)
+    }
+
+    /// The log line for `skew` (a few, then one a minute: None when over that budget).
+    pub fn skew_line(&mut self, skew: &Skew, config: &Config, now: Instant) -> Option<String> {
+        if !self.skew.log.allow(now) {
+            return None;
+        }
+        let door = config.doors.get(skew.door)?;
+        let step_secs = door.totp.as_ref().map_or(0, |s| s.step_secs);
+        Some(crate::skew::line(skew, &door.name, step_secs))
     }
 
     /// The current step of door `idx`, if it is a TOTP door.
