@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +128,8 @@ pub struct Counters {
     pub refused_start_queue: u64,
     /// Waiting opens dropped for one from a quieter network.
     pub refused_start_displaced: u64,
+    /// Opens refused because the state file could not record them (fail closed).
+    pub refused_state_unwritable: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +146,11 @@ pub struct Status {
     pub counters: Counters,
     /// Firewall backend of native doors: `iptables` or `nftables`.
     pub firewall: String,
+    /// The state file cannot be written now: the last error (None: the last write succeeded).
+    /// Opens are refused meanwhile.
+    pub state_error: Option<String>,
+    /// Since when it cannot be written.
+    pub state_error_since_unix_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
