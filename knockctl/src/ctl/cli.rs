@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -76,6 +77,24 @@ pub struct Args {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path]
+    /// (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket).
+    #[arg(short = 'H', long = "host", global = true, value_name = "URL")]
+    pub host: Vec<String>,
+
+    /// Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host).
+    #[arg(long, global = true, value_name = "NAME", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+
+    /// The hosts file [default: ~/.config/knockctl/hosts.toml].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
+
+    /// Seconds each host gets to connect and answer; a host that takes longer is reported
+    /// and the others' answers are printed.
+    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -101,6 +120,10 @@ pub enum Command {
         /// Only close the grant of this door.
         #[arg(long, value_name = "NAME")]
         door: Option<String>,
+        /// With many hosts: only on this host (by default, on every host that has a grant
+        /// for ADDRESS).
+        #[arg(long, value_name = "HOST")]
+        on: Option<String>,
     },
     /// Re-read the configuration file (errors are printed with their file:line).
     Reload,
@@ -112,6 +135,26 @@ pub enum Command {
     /// collector; knockd opens no TCP port).
     #[command(long_about = METRICS_ABOUT)]
     Metrics,
+    /// Relay stdin and stdout to the control socket, unchanged, until either side closes:
+    /// the remote end of `knockctl -H ssh://...` (knockctl runs it over ssh).
+    #[command(name = "dial-stdio", long_about = DIAL_ABOUT)]
+    DialStdio,
+}
+
+const DIAL_ABOUT: &str = "\
+Connect to the control socket (--socket) and copy stdin to it and it to stdout, byte for \
+byte, until either side closes. knockctl -H ssh://host runs `knockctl dial-stdio` on that \
+host through ssh: the same protocol, handshake and limits as a local client, and knockd \
+checks the ssh user's credentials (root or group knockd). Not meant to be run by hand.";
+
+/// `--timeout`: seconds, more than 0 (decimals allowed).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds from 0 to 86400"
+        )),
+    }
 }
 
 const METRICS_ABOUT: &str = "\
@@ -154,9 +197,39 @@ mod tests {
             args.command,
             Command::Revoke {
                 addr: "10.0.0.12".parse().expect("ip"),
-                door: Some("openSSH".into())
+                door: Some("openSSH".into()),
+                on: None,
             }
         );
+    }
+
+    #[test]
+    fn hosts_timeout_and_revoke_on() {
+        let args = Args::try_parse_from([
+            "knockctl",
+            "-H",
+            "ssh://root@bastion1",
+            "--hosts",
+            "prod,web",
+            "--timeout",
+            "2.5",
+            "revoke",
+            "10.0.0.12",
+            "--on",
+            "bastion1",
+            "-H",
+            "unix:///tmp/k.sock",
+        ])
+        .expect("valid");
+        assert_eq!(args.host, ["ssh://root@bastion1", "unix:///tmp/k.sock"]);
+        assert_eq!(args.hosts, ["prod", "web"]);
+        assert_eq!(args.timeout, Duration::from_millis(2500));
+        assert!(matches!(args.command, Command::Revoke { on: Some(ref h), .. } if h == "bastion1"));
+        for bad in ["0", "-1", "x"] {
+            assert!(Args::try_parse_from(["knockctl", "--timeout", bad, "list"]).is_err());
+        }
+        let dial = Args::try_parse_from(["knockctl", "dial-stdio", "--socket", "/s"]).expect("ok");
+        assert_eq!(dial.command, Command::DialStdio);
     }
 
     #[test]

@@ -50,6 +50,24 @@ pub enum CtlError {
     /// The terminal interface failed (`knockctl tui`).
     #[error("{0:#}")]
     Tui(anyhow::Error),
+    /// `-H`, `--hosts` or the hosts file are wrong.
+    #[error(transparent)]
+    Targets(#[from] crate::fleet::hosts::HostsError),
+    /// The one host asked did not answer.
+    #[error("{}: {error}", output::visible(.name))]
+    Host {
+        name: String,
+        error: crate::fleet::HostError,
+    },
+    /// Some of many hosts did not answer (each was named above with its reason).
+    #[error("{failed} of {of} hosts did not answer")]
+    Hosts { failed: usize, of: usize },
+    /// `revoke --on HOST` names no chosen host.
+    #[error("--on {name}: not one of the hosts ({known})")]
+    UnknownHost { name: String, known: String },
+    /// `reload` failed on some hosts (their errors are above).
+    #[error("reload failed on some hosts")]
+    ReloadsFailed,
 }
 
 impl CtlError {
@@ -57,6 +75,9 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Client(e) if e.is_not_running() => 3,
+            CtlError::Host { error, .. } if error.is_not_running() => 3,
+            // Many hosts: 3 when none answered, 1 when some did not.
+            CtlError::Hosts { failed, of } if failed >= of => 3,
             CtlError::Tui(e)
                 if e.downcast_ref::<knock_ipc::ClientError>()
                     .is_some_and(knock_ipc::ClientError::is_not_running) =>
@@ -78,14 +99,35 @@ pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resul
 }
 
 async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
+    if let Command::DialStdio = args.command {
+        return Ok(crate::fleet::dial::dial_stdio(&args.socket).await?);
+    }
+    let env_hosts = std::env::var("KNOCKCTL_HOST").ok();
+    let hosts = crate::fleet::hosts::resolve(
+        &args.host,
+        &args.hosts,
+        args.hosts_file.as_deref(),
+        env_hosts.as_deref(),
+        &args.socket,
+    )?;
+    let socket = match hosts.as_slice() {
+        [host] => match &host.target {
+            crate::fleet::Target::Unix(path) => path.clone(),
+            crate::fleet::Target::Ssh(_) => {
+                return crate::fleet::run::run(args, &hosts, out, err).await
+            }
+        },
+        _ => return crate::fleet::run::run(args, &hosts, out, err).await,
+    };
+    let socket = socket.as_path();
     match &args.command {
-        Command::Tail => tail(&args.socket, args.json, out, err).await,
-        Command::Tui => crate::tui::run(&args.socket).await.map_err(CtlError::Tui),
+        Command::Tail => tail(socket, args.json, out, err).await,
+        Command::Tui => crate::tui::run(socket).await.map_err(CtlError::Tui),
         command => {
             let request = request_for(command);
             let name = request.name();
-            let mut client = connect(&args.socket).await?;
-            let response = within(&args.socket, client.request(request)).await?;
+            let mut client = connect(socket).await?;
+            let response = within(socket, client.request(request)).await?;
             let reply = render(command, name, response, args.json, &Local::now());
             write(out, &reply.stdout)?;
             out.flush().map_err(CtlError::Output)?;
@@ -130,13 +172,13 @@ pub fn request_for(command: &Command) -> Request {
         Command::List => Request::Grants,
         Command::Attempts => Request::Attempts,
         Command::Doors => Request::Doors,
-        Command::Revoke { addr, door } => Request::Revoke {
+        Command::Revoke { addr, door, .. } => Request::Revoke {
             addr: *addr,
             door: door.clone(),
         },
         Command::Reload => Request::Reload,
         Command::Metrics => Request::Status,
-        Command::Tail | Command::Tui => Request::Subscribe,
+        Command::Tail | Command::Tui | Command::DialStdio => Request::Subscribe,
     }
 }
 
@@ -207,7 +249,7 @@ pub fn render<Tz: TimeZone>(
         } else {
             output::format_doors(&doors)
         }),
-        (Command::Revoke { addr, door }, Response::Revoked { grants }) => {
+        (Command::Revoke { addr, door, .. }, Response::Revoked { grants }) => {
             let stdout = if json {
                 doc(&json!({ "revoked": grants }))
             } else {
@@ -334,6 +376,7 @@ mod tests {
         Command::Revoke {
             addr: "10.0.0.12".parse().expect("ip"),
             door: door.map(str::to_string),
+            on: None,
         }
     }
 
