@@ -28,6 +28,7 @@
 
 pub mod bench;
 mod bins;
+pub mod fleet;
 pub mod knockd;
 mod netns;
 mod process;

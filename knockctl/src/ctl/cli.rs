@@ -14,9 +14,10 @@ const ABOUT: &str = "Inspect and control a running knockd";
 const LONG_ABOUT: &str = "\
 Inspect and control a running knockd over its control socket: show its status, the open \
 grants, the knock sequences in progress and the configured doors; revoke grants; reload \
-the configuration; follow events live.
+the configuration; follow events live. With -H or --hosts, on many hosts at once over ssh.
 
-The control socket is only accessible to root and to members of the group knockd.";
+The control socket is only accessible to root and to members of the group knockd (over ssh: the \
+ssh user on the remote host).";
 
 /// Examples and exit status, shown after the options by `knockctl --help`.
 pub const EXAMPLES: &str = "\
@@ -45,11 +46,30 @@ Examples:
   KNOCKCTL_SOCKET=/tmp/knockd.sock knockctl attempts
       Talk to a knockd listening on another socket.
 
+  knockctl -H ssh://root@bastion1 -H ssh://ops@node7:2222 list
+      Many hosts over ssh (it runs `knockctl dial-stdio` there): one table with
+      a HOST column; a host that fails is named on stderr with its reason.
+
+  knockctl --hosts prod revoke 203.0.113.7
+      Hosts and groups of ~/.config/knockctl/hosts.toml:
+        [hosts]
+        bastion1 = \"ssh://root@bastion1\"
+        node7 = { url = \"ssh://ops@node7:2222\", knockctl = \"/usr/local/bin/knockctl\" }
+        [groups]
+        prod = [\"bastion1\", \"node7\"]
+      revoke acts on every host that has a grant for the address (--on HOST: one).
+
+Environment:
+  KNOCKCTL_HOST    comma-separated URLs used when neither -H nor --hosts is given
+  KNOCKCTL_SSH     the ssh program (default: ssh from PATH)
+
 Exit status:
-  0  success
-  1  knockd refused or failed the request (the message says why)
+  0  success (many hosts: every host answered)
+  1  knockd refused or failed the request (the message says why); many hosts: some
+     did not answer (the others' answers are printed)
   2  usage error
-  3  knockd is not running (no socket, or nothing listening on it)";
+  3  knockd is not running (no socket, or nothing listening on it); many hosts: none
+     answered";
 
 /// Command line of `knockctl`.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
@@ -209,6 +229,8 @@ mod tests {
             "knockctl",
             "-H",
             "ssh://root@bastion1",
+            "-H",
+            "unix:///tmp/k.sock",
             "--hosts",
             "prod,web",
             "--timeout",
@@ -217,8 +239,6 @@ mod tests {
             "10.0.0.12",
             "--on",
             "bastion1",
-            "-H",
-            "unix:///tmp/k.sock",
         ])
         .expect("valid");
         assert_eq!(args.host, ["ssh://root@bastion1", "unix:///tmp/k.sock"]);

@@ -145,6 +145,15 @@ pub fn closes_by(g: &GrantInfo) -> String {
 
 /// `knockctl list`: one row per grant, or `no open grants`.
 pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> String {
+    grants_table(grants, None, now)
+}
+
+/// [`format_grants`], with a HOST column first when `hosts` (one per grant) is given.
+pub fn grants_table<Tz: TimeZone>(
+    grants: &[GrantInfo],
+    hosts: Option<&[String]>,
+    now: &DateTime<Tz>,
+) -> String {
     if grants.is_empty() {
         return "no open grants\n".to_string();
     }
@@ -173,11 +182,16 @@ pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> 
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// `knockctl attempts`: one row per sequence in progress.
 pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
+    attempts_table(attempts, None)
+}
+
+/// [`format_attempts`], with a HOST column first when `hosts` (one per attempt) is given.
+pub fn attempts_table(attempts: &[AttemptInfo], hosts: Option<&[String]>) -> String {
     if attempts.is_empty() {
         return "no knock sequences in progress\n".to_string();
     }
@@ -200,7 +214,7 @@ pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
@@ -220,6 +234,11 @@ pub fn door_sequence(d: &DoorInfo) -> String {
 }
 
 pub fn format_doors(doors: &[DoorInfo]) -> String {
+    doors_table(doors, None)
+}
+
+/// [`format_doors`], with a HOST column first when `hosts` (one per door) is given.
+pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
     }
@@ -262,7 +281,7 @@ pub fn format_doors(doors: &[DoorInfo]) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// What `revoke` closed, one line per grant.
@@ -394,6 +413,26 @@ pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Lays `rows` out under `columns`, with a HOST column first when `hosts` (one per row) is
+/// given: many hosts' lists as one table.
+fn hosted_table(columns: &[Column], rows: Vec<Vec<String>>, hosts: Option<&[String]>) -> String {
+    let Some(hosts) = hosts else {
+        return render_table(columns, &rows, WIDTH);
+    };
+    let columns: Vec<Column> = std::iter::once(Column::fixed("HOST"))
+        .chain(columns.iter().map(|c| Column {
+            header: c.header,
+            wraps: c.wraps,
+        }))
+        .collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .zip(hosts)
+        .map(|(row, host)| std::iter::once(host.clone()).chain(row).collect())
+        .collect();
+    render_table(&columns, &rows, WIDTH)
 }
 
 fn push_line(out: &mut String, line: &str) {

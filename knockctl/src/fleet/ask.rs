@@ -127,6 +127,36 @@ pub async fn ask(
         .unwrap_or(Err(HostError::Timeout(timeout)))
 }
 
+/// `revoke ADDRESS` on one of many hosts: asks for the host's grants first and revokes only
+/// when it holds one for `addr` (of `door`, if given); a host that holds none answers an
+/// empty `Revoked`. When the host's list is cut short, the revoke is sent regardless.
+pub async fn revoke_where_held(
+    connector: &dyn Connector,
+    addr: std::net::IpAddr,
+    door: Option<String>,
+    timeout: Duration,
+) -> Result<Response, HostError> {
+    let exchange = async {
+        let mut session = Session::open(connector).await?;
+        let held = match session.request(Request::Grants).await? {
+            Response::Grants { grants, total } => {
+                total > grants.len() as u64
+                    || grants.iter().any(|g| {
+                        g.addr == addr && !g.closing && door.as_deref().is_none_or(|d| d == g.door)
+                    })
+            }
+            other => return Ok(other),
+        };
+        if !held {
+            return Ok(Response::Revoked { grants: Vec::new() });
+        }
+        session.request(Request::Revoke { addr, door }).await
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(HostError::Timeout(timeout)))
+}
+
 /// Opens a session and subscribes, within `timeout`.
 pub async fn subscribe(connector: &dyn Connector, timeout: Duration) -> Result<Events, HostError> {
     let opening = async { Session::open(connector).await?.subscribe().await };

@@ -11,7 +11,7 @@ use knock_ipc::codec::CodecError;
 use knock_ipc::ClientError;
 use tokio::sync::mpsc;
 
-use super::ask::{ask, ask_all, subscribe, HostError};
+use super::ask::{ask, ask_all, revoke_where_held, subscribe, HostError};
 use super::connect::{connector_for, Connector};
 use super::hosts::Host;
 use super::merge::Merger;
@@ -41,8 +41,15 @@ pub async fn run(
     let ssh = ssh_program();
     let peers: Vec<(&Host, Box<dyn Connector>)> =
         hosts.iter().map(|h| (h, connector_for(h, &ssh))).collect();
-    if let Command::Tail = args.command {
-        return tail(&peers, args.json, args.timeout, out, err).await;
+    match args.command {
+        Command::Tail => return tail(&peers, args.json, args.timeout, out, err).await,
+        Command::Tui => {
+            return Err(CtlError::Tui(anyhow::anyhow!(
+                "knockctl tui shows the local knockd (--socket); for other hosts use list, \
+                 attempts and tail with -H or --hosts"
+            )))
+        }
+        _ => {}
     }
     let request = request_for(&args.command);
     if let [(host, connector)] = peers.as_slice() {
@@ -78,11 +85,23 @@ pub async fn run(
         .iter()
         .filter(|(h, _)| only.is_none_or(|on| h.name == on))
         .collect();
-    let asks = chosen
-        .iter()
-        .map(|(_, c)| (c.as_ref(), request.clone()))
-        .collect();
-    let results = ask_all(asks, args.timeout).await;
+    let results = match &args.command {
+        Command::Revoke { addr, door, .. } => {
+            futures::future::join_all(
+                chosen
+                    .iter()
+                    .map(|(_, c)| revoke_where_held(c.as_ref(), *addr, door.clone(), args.timeout)),
+            )
+            .await
+        }
+        _ => {
+            let asks = chosen
+                .iter()
+                .map(|(_, c)| (c.as_ref(), request.clone()))
+                .collect();
+            ask_all(asks, args.timeout).await
+        }
+    };
     let answers = chosen
         .iter()
         .zip(results)

@@ -38,25 +38,30 @@ impl Tables {
     /// The table (or exposition) for `command`; empty for other commands.
     pub fn render<Tz: TimeZone>(&self, command: &Command, now: &DateTime<Tz>) -> String {
         match command {
-            Command::List => sections(&self.grants, |g| output::format_grants(g, now)),
-            Command::Attempts => sections(&self.attempts, output::format_attempts),
-            Command::Doors => sections(&self.doors, output::format_doors),
+            Command::List => {
+                let (hosts, rows) = flatten(&self.grants);
+                output::grants_table(&rows, Some(&hosts), now)
+            }
+            Command::Attempts => {
+                let (hosts, rows) = flatten(&self.attempts);
+                output::attempts_table(&rows, Some(&hosts))
+            }
+            Command::Doors => {
+                let (hosts, rows) = flatten(&self.doors);
+                output::doors_table(&rows, Some(&hosts))
+            }
             Command::Metrics => merged_metrics(&self.metrics),
             _ => String::new(),
         }
     }
 }
 
-fn sections<T>(per_host: &[(String, Vec<T>)], format: impl Fn(&[T]) -> String) -> String {
-    let mut out = String::new();
-    for (host, rows) in per_host {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&format!("== {} ==\n", output::visible(host)));
-        out.push_str(&format(rows));
-    }
-    out
+/// Every host's rows in host order, and the host of each.
+fn flatten<T: Clone>(per_host: &[(String, Vec<T>)]) -> (Vec<String>, Vec<T>) {
+    per_host
+        .iter()
+        .flat_map(|(host, rows)| rows.iter().map(move |r| (host.clone(), r.clone())))
+        .unzip()
 }
 
 /// Every host's exposition merged: each family's `# HELP` and `# TYPE` once, then its
@@ -125,6 +130,43 @@ pub fn merged_metrics(hosts: &[(String, Option<Status>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+    use knock_ipc::GrantInfo;
+
+    fn grant(addr: &str) -> GrantInfo {
+        GrantInfo {
+            door: "ssh".into(),
+            addr: addr.parse().expect("ip"),
+            opened: "22/tcp (INPUT)".into(),
+            opened_at_unix_ms: 0,
+            expires_in_ms: Some(52_000),
+            closes: "native rule delete".into(),
+            refreshes: 0,
+            kernel_expires_in_ms: None,
+            closing: false,
+            close_error: None,
+        }
+    }
+
+    #[test]
+    fn many_hosts_lists_are_one_table_with_a_host_column() {
+        let mut t = Tables::default();
+        t.grants("bastion1", &[grant("203.0.113.7")]);
+        t.grants("node7", &[]);
+        t.grants("web", &[grant("198.51.100.4"), grant("203.0.113.7")]);
+        let text = t.render(&Command::List, &Utc::now());
+        // Rows start with their host; wrapped cells continue on blank-host lines.
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
+        assert!(lines[0].starts_with("HOST      LEFT"), "{text}");
+        assert!(lines[1].starts_with("bastion1  52s"), "{text}");
+        assert!(
+            lines[2].starts_with("web       52s") && lines[2].contains("198.51.100.4"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 4, "{text}");
+        let empty = Tables::default().render(&Command::List, &Utc::now());
+        assert_eq!(empty, "no open grants\n");
+    }
 
     #[test]
     fn metrics_carry_the_host_and_a_silent_host_is_down() {
