@@ -7,9 +7,12 @@
 //!   reloads, never fatal.
 //!
 //! Debian 12's `iptables` is iptables-nft, which takes no xtables lock. So knockd runs in a
-//! private mount namespace (inside the server's network namespace) where `/run/xtables.lock`
-//! is a bind mount of a file in the lab's temp dir, and `iptables`/`iptables-restore` resolve
-//! to the legacy variants (which honour the lock). The host's own lock is never touched.
+//! private mount namespace (inside the server's network namespace) with a tmpfs of its own
+//! on `/run`, where `/run/xtables.lock` is a bind mount of a file in the lab's temp dir, and
+//! `iptables`/`iptables-restore` resolve to the legacy variants (which honour the lock). The
+//! test's own `iptables-legacy` listings run on a private `/run` too. The host's `/run` is
+//! never touched: a fresh machine has no `/run/xtables.lock` (only iptables-legacy creates
+//! it) and none is left behind.
 
 use nix::fcntl::{Flock, FlockArg};
 use std::ffi::OsString;
@@ -25,8 +28,12 @@ fn door(cmd_timeout: u32) -> String {
     format!("[ssh]\n sequence = 2222,1111,3333,4444\n tcpflags = syn\n open = 22/tcp\n cmd_timeout = {cmd_timeout}\n")
 }
 
-/// A wrapper running the rest in a private mount namespace where `/run/xtables.lock` is
-/// `lock` and the iptables programs are the legacy ones.
+/// Mounts a private tmpfs on `/run` (in the mount namespace this script runs in), so what
+/// iptables-legacy creates there (`/run/xtables.lock`) never reaches the host.
+const PRIVATE_RUN: &str = "mount -t tmpfs -o mode=0755 knock-e2e-run /run || exit 97";
+
+/// A wrapper running the rest in a private mount namespace with its own `/run`, where
+/// `/run/xtables.lock` is `lock` and the iptables programs are the legacy ones.
 fn legacy_with_private_lock(lab: &Lab, lock: &std::path::Path) -> Vec<OsString> {
     let dir = lab.path("legacy-bin");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -38,10 +45,14 @@ fn legacy_with_private_lock(lab: &Lab, lock: &std::path::Path) -> Vec<OsString> 
     ] {
         symlink(format!("/usr/sbin/{target}"), dir.join(name)).expect("symlink");
     }
-    let script = r#"lock=$1; bin=$2; shift 2
+    let script = format!(
+        r#"lock=$1; bin=$2; shift 2
+{PRIVATE_RUN}
+: >/run/xtables.lock || exit 97
 mount --bind "$lock" /run/xtables.lock || exit 97
 PATH="$bin:$PATH"; export PATH
-exec "$@""#;
+exec "$@""#
+    );
     [
         "unshare",
         "-m",
@@ -49,7 +60,7 @@ exec "$@""#;
         "private",
         "sh",
         "-c",
-        script,
+        &script,
         "sh",
     ]
     .into_iter()
@@ -58,8 +69,20 @@ exec "$@""#;
     .collect()
 }
 
+/// `iptables-legacy -S INPUT` in the server's namespace, on a private `/run` (its own free
+/// lock: the lab's may be held).
 fn legacy_rules(lab: &Lab) -> String {
-    let out = lab.srv_exec(["iptables-legacy", "-w", "5", "-S", "INPUT"]);
+    let script = format!("{PRIVATE_RUN}\nexec iptables-legacy -w 5 -S INPUT");
+    let out = lab.srv_exec([
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "iptables-legacy -S INPUT: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
