@@ -36,7 +36,7 @@ pub enum CtlError {
     #[error("{}", output::format_reload_failed(.0))]
     ReloadFailed(Vec<String>),
     /// `revoke` found nothing to close.
-    #[error("{}", output::no_grant_message(*.addr, .door.as_deref()))]
+    #[error("{}", crate::present::no_grant_message(*.addr, .door.as_deref()))]
     NoGrant { addr: IpAddr, door: Option<String> },
     /// knockd answered with a response that does not fit the request.
     #[error("unexpected reply from knockd to {request}: {reply}")]
@@ -54,7 +54,7 @@ pub enum CtlError {
     #[error(transparent)]
     Targets(#[from] crate::fleet::hosts::HostsError),
     /// The one host asked did not answer.
-    #[error("{}: {error}", output::visible(.name))]
+    #[error("{}: {error}", crate::present::visible(.name))]
     Host {
         name: String,
         error: crate::fleet::HostError,
@@ -102,14 +102,7 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     if let Command::DialStdio = args.command {
         return Ok(crate::fleet::dial::dial_stdio(&args.socket).await?);
     }
-    let env_hosts = std::env::var("KNOCKCTL_HOST").ok();
-    let hosts = crate::fleet::hosts::resolve(
-        &args.host,
-        &args.hosts,
-        args.hosts_file.as_deref(),
-        env_hosts.as_deref(),
-        &args.socket,
-    )?;
+    let hosts = crate::fleet::hosts::chosen(args)?;
     let socket = match hosts.as_slice() {
         [host] => match &host.target {
             crate::fleet::Target::Unix(path) => path.clone(),
@@ -122,7 +115,10 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     let socket = socket.as_path();
     match &args.command {
         Command::Tail => tail(socket, args.json, out, err).await,
-        Command::Tui => crate::tui::run(socket).await.map_err(CtlError::Tui),
+        // The dashboard is started by `crate::run_knockctl`; `ctl` knows nothing of it.
+        Command::Tui => Err(CtlError::Tui(anyhow::anyhow!(
+            "knockctl tui is started by knockctl::run_knockctl, not ctl::run"
+        ))),
         command => {
             let request = request_for(command);
             let name = request.name();

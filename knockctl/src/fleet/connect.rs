@@ -257,7 +257,7 @@ impl Stderr {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(|l| crate::ctl::output::visible(l).into_owned())
+            .map(|l| crate::present::visible(l).into_owned())
             .collect();
         (!lines.is_empty()).then(|| lines.join("; "))
     }

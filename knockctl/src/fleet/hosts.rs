@@ -121,6 +121,18 @@ pub fn resolve(
     Ok(hosts)
 }
 
+/// The hosts `args` choose ([`resolve`] with `KNOCKCTL_HOST` from the environment).
+pub fn chosen(args: &crate::ctl::Args) -> Result<Vec<Host>, HostsError> {
+    let env_hosts = std::env::var("KNOCKCTL_HOST").ok();
+    resolve(
+        &args.host,
+        &args.hosts,
+        args.hosts_file.as_deref(),
+        env_hosts.as_deref(),
+        &args.socket,
+    )
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {

@@ -41,7 +41,7 @@ fn doc(value: &Value) -> String {
 
 /// `text` with every line started by `host` padded to `width`.
 fn prefixed(host: &str, width: usize, text: &str) -> String {
-    let host = output::visible(host);
+    let host = crate::present::visible(host);
     text.lines()
         .map(|line| format!("{host:<width$}  {line}\n"))
         .collect()
@@ -63,14 +63,14 @@ pub fn render_many<Tz: TimeZone>(
     for answer in answers {
         match answer.result {
             Ok(Response::Error { message }) => {
-                let host = output::visible(&answer.host);
+                let host = crate::present::visible(&answer.host);
                 stderr.push_str(&format!("knockctl: {host}: knockd: {message}\n"));
                 errors.push(CtlError::Daemon(message));
             }
             Ok(response) => ok.push((answer.host, response)),
             Err(e) => {
                 failed += 1;
-                let host = output::visible(&answer.host);
+                let host = crate::present::visible(&answer.host);
                 stderr.push_str(&format!("knockctl: {host}: {e}\n"));
                 if matches!(command, Command::Metrics) {
                     ok.push((answer.host, Response::Subscribed));
@@ -116,7 +116,7 @@ fn merge<Tz: TimeZone>(
                     if !out.is_empty() {
                         out.push('\n');
                     }
-                    out.push_str(&format!("== {} ==\n", output::visible(host)));
+                    out.push_str(&format!("== {} ==\n", crate::present::visible(host)));
                     out.push_str(&output::format_status(status));
                 }
             }
@@ -172,7 +172,7 @@ fn merge<Tz: TimeZone>(
                 outcome = Err(CtlError::ReloadsFailed);
             }
             (_, other) => {
-                let host = output::visible(host);
+                let host = crate::present::visible(host);
                 stderr.push_str(&format!("knockctl: {host}: unexpected reply {other:?}\n"));
                 outcome = Err(CtlError::Unexpected {
                     request: "many",
@@ -202,7 +202,7 @@ fn merge<Tz: TimeZone>(
 /// A host's list was cut short: say so on stderr (stdout stays one table or document).
 fn note(stderr: &mut String, host: &str, shown: usize, total: u64, what: &str) {
     if let Some(note) = crate::ctl::run::truncation_note(shown, total, what) {
-        let host = output::visible(host);
+        let host = crate::present::visible(host);
         stderr.push_str(&format!("knockctl: {host}: {note}\n"));
     }
 }

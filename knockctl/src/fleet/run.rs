@@ -45,8 +45,7 @@ pub async fn run(
         Command::Tail => return tail(&peers, args.json, args.timeout, out, err).await,
         Command::Tui => {
             return Err(CtlError::Tui(anyhow::anyhow!(
-                "knockctl tui shows the local knockd (--socket); for other hosts use list, \
-                 attempts and tail with -H or --hosts"
+                "knockctl tui is started by knockctl::run_knockctl"
             )))
         }
         _ => {}
@@ -178,7 +177,7 @@ async fn tail(
             }
             Err(e) => {
                 failed += 1;
-                writeln!(err, "knockctl: {}: {e}", crate::ctl::output::visible(name))
+                writeln!(err, "knockctl: {}: {e}", crate::present::visible(name))
                     .map_err(CtlError::Output)?;
             }
         }
@@ -197,7 +196,7 @@ async fn tail(
             Some((i, Feed::Event(event))) => merger.push(i, event, tokio::time::Instant::now()),
             Some((i, Feed::End(why))) => {
                 open -= 1;
-                let name = crate::ctl::output::visible(&peers[i].0.name).into_owned();
+                let name = crate::present::visible(&peers[i].0.name).into_owned();
                 let text = match why {
                     None if single => "knockd closed the connection".to_string(),
                     None => format!("{name}: knockd closed the connection"),

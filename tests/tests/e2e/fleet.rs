@@ -244,7 +244,8 @@ fn a_user_not_in_group_knockd_is_refused_by_knockd_on_the_remote() {
     assert!(!stdout(&out).contains("HOST"), "{}", text(&out));
 }
 
-/// Hand-run: `cargo test -p knock-e2e --test fleet_e2e fifty -- --ignored --nocapture`.
+/// Hand-run: `cargo test -p knock-e2e --test e2e fleet::fifty -- --ignored --nocapture`
+/// (`FLEET_HOSTS=N` for another size).
 #[test]
 #[ignore = "a measurement: 50 namespaces with sshd and knockd each"]
 fn fifty_hosts_list() {
