@@ -80,26 +80,32 @@ fn list_attempts_revoke_reload_and_tail_across_hosts() {
         "tail did not reach both hosts:\n{}",
         tail.log_text()
     );
-    // Subscribing takes one more exchange after the relay starts.
-    std::thread::sleep(Duration::from_millis(500));
-
-    // h0: an attempt in progress; h1 and h2: a grant.
-    fleet.knock(0, &["2222", "1111"]);
-    for i in [1, 2] {
-        fleet.knock(i, &["2222", "1111", "3333"]);
-        assert!(wait_until(WAIT, || has_grant(&fleet, i)), "h{i}: no grant");
-    }
+    // The subscriptions may still be on their way when the relays run: knock until tail
+    // shows both hosts (h0: a first knock, then a wrong one, which resets it; h1: a grant).
     let lines = |host: &str, what: &str| {
         rows(&tail.stdout_text(), host)
             .iter()
             .any(|l| l.contains(CLIENT_V4) && l.contains(what))
     };
+    let seen = wait_until(WAIT, || {
+        fleet.knock(0, &["2222", "3333"]);
+        fleet.knock(1, &["2222", "1111", "3333"]);
+        wait_until(Duration::from_secs(2), || {
+            lines("h0", "ssh stage 1/3") && lines("h1", "ssh OPEN")
+        })
+    });
+    assert!(seen, "tail:\n{}", tail.log_text());
+    // h0: an attempt in progress; h1 and h2: a grant.
+    fleet.knock(0, &["2222", "1111"]);
     assert!(
-        wait_until(WAIT, || lines("h0", "ssh stage 2/3")
-            && lines("h1", "ssh OPEN")),
+        wait_until(WAIT, || lines("h0", "ssh stage 2/3")),
         "tail:\n{}",
         tail.log_text()
     );
+    fleet.knock(2, &["2222", "1111", "3333"]);
+    for i in [1, 2] {
+        assert!(wait_until(WAIT, || has_grant(&fleet, i)), "h{i}: no grant");
+    }
     assert!(!tail.stdout_text().contains("h2"), "h2 was not asked");
 
     // list: one table, a HOST column; grants on h1 and h2 only.
