@@ -17,7 +17,8 @@ grants, the knock sequences in progress and the configured doors; revoke grants;
 the configuration; follow events live. With -H or --hosts, on many hosts at once over ssh.
 
 The control socket is only accessible to root and to members of the group knockd (over ssh: the \
-ssh user on the remote host).";
+ssh user on the remote host). Door sequences (static and one-time) are shown to root only: \
+knockd sends members each door's kind and number of knocks.";
 
 /// Examples and exit status, shown after the options by `knockctl --help`.
 pub const EXAMPLES: &str = "\
@@ -130,7 +131,8 @@ pub enum Command {
     List,
     /// List knock sequences in progress (the oldest 5000, and how many more there are).
     Attempts,
-    /// List configured doors: sequence, timeout, action.
+    /// List configured doors: sequence (root only; others see kind and number of knocks),
+    /// timeout, action.
     Doors,
     /// Close the open grants of ADDRESS (only those of one door with --door).
     Revoke {
