@@ -193,7 +193,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// A label value: backslash, double quote and newline escaped.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -96,6 +96,15 @@ pub fn format_status(status: &Status) -> String {
 
 /// `knockctl list`: one row per grant, or `no open grants`.
 pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> String {
+    grants_table(grants, None, now)
+}
+
+/// [`format_grants`], with a HOST column first when `hosts` (one per grant) is given.
+pub fn grants_table<Tz: TimeZone>(
+    grants: &[GrantInfo],
+    hosts: Option<&[String]>,
+    now: &DateTime<Tz>,
+) -> String {
     if grants.is_empty() {
         return "no open grants\n".to_string();
     }
@@ -124,11 +133,16 @@ pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> 
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// `knockctl attempts`: one row per sequence in progress.
 pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
+    attempts_table(attempts, None)
+}
+
+/// [`format_attempts`], with a HOST column first when `hosts` (one per attempt) is given.
+pub fn attempts_table(attempts: &[AttemptInfo], hosts: Option<&[String]>) -> String {
     if attempts.is_empty() {
         return "no knock sequences in progress\n".to_string();
     }
@@ -151,11 +165,16 @@ pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
 pub fn format_doors(doors: &[DoorInfo]) -> String {
+    doors_table(doors, None)
+}
+
+/// [`format_doors`], with a HOST column first when `hosts` (one per door) is given.
+pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
     }
@@ -198,7 +217,7 @@ pub fn format_doors(doors: &[DoorInfo]) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// What `revoke` closed, one line per grant.
@@ -311,6 +330,23 @@ pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
         }
     };
     format!("{at} {}", visible(&what))
+}
+
+/// Lays `rows` out under `columns`, with a HOST column first when `hosts` (one per row) is
+/// given: many hosts' lists as one table.
+fn hosted_table(columns: &[Column], rows: Vec<Vec<String>>, hosts: Option<&[String]>) -> String {
+    let Some(hosts) = hosts else {
+        return render_table(columns, &rows, WIDTH);
+    };
+    let columns: Vec<Column> = std::iter::once(Column::fixed("HOST"))
+        .chain(columns.iter().copied())
+        .collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .zip(hosts)
+        .map(|(row, host)| std::iter::once(host.clone()).chain(row).collect())
+        .collect();
+    render_table(&columns, &rows, WIDTH)
 }
 
 #[cfg(test)]
