@@ -179,8 +179,14 @@ impl Persistence {
             .collect()
     }
 
-    /// What resolves once everything handed over so far is on disk (None: no state file).
-    /// Call after [`Self::persist`].
+    /// The state file's write failure, while writes fail (`knockctl status`).
+    pub fn failing(&self) -> Option<crate::statewriter::Failing> {
+        self.writer.as_ref().and_then(|w| w.failing())
+    }
+
+    /// What resolves once everything handed over so far is on disk (`true`) or its write
+    /// failed (`false`: the open that waits is refused). None: no state file. Call after
+    /// [`Self::persist`].
     pub fn barrier(&self) -> Option<Barrier> {
         self.writer
             .as_ref()

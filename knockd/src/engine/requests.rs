@@ -134,6 +134,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let drops = self.capture_stats.as_ref().map_or(0, |s| {
             s.dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed)
         });
+        let failing = self.persistence.failing();
         ipc::Status {
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -150,6 +151,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 ..self.events.stats.clone()
             },
             firewall: self.config.options.firewall.as_str().to_string(),
+            state_error: failing.as_ref().map(|f| f.error.clone()),
+            state_error_since_unix_ms: failing.map(|f| crate::state::unix_ms(f.since)),
         }
     }
 

@@ -25,8 +25,9 @@ pub const CLOSE_POOL_SIZE: usize = 2;
 /// Command tasks admitted at once (running or waiting for the pool); more are refused.
 pub const POOL_QUEUE: usize = 64;
 
-/// Resolves once the state file records what a start opens (write-ahead).
-pub(crate) type Barrier = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Resolves once the state file records what a start opens (write-ahead): `true`, or `false`
+/// when that write failed (the start is then not made: fail closed).
+pub(crate) type Barrier = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// What a task is ordered behind: the tasks before it with the same key run first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -154,6 +155,15 @@ impl<E: Executor> Runner<E> {
     ) {
         let done_tx = self.done_tx.clone();
         self.inflight += 1;
+        let refused = Done {
+            job: job.clone(),
+            pooled: false,
+            reinserted: false,
+            total: 0,
+            absent: 0,
+            outcome: Outcome::NotRecorded,
+        };
+        let refuse_tx = done_tx.clone();
         // Nothing overtakes an op of the same chain that is still waiting.
         let prev = self.chains.get(&chain).filter(|rx| !*rx.borrow()).cloned();
         let reply: crate::firewall::Reply = Box::new(move |outcomes: Vec<OpOutcome>| {
@@ -191,8 +201,13 @@ impl<E: Executor> Runner<E> {
             if let Some(mut p) = prev {
                 let _ = p.wait_for(|d| *d).await;
             }
+            // Fail closed: an open whose record did not reach the disk is not made.
             if let Some(b) = barrier {
-                b.await;
+                if !b.await {
+                    let _ = tx.send(true);
+                    let _ = refuse_tx.send(refused);
+                    return;
+                }
             }
             queue.submit(ops, reply);
             let _ = tx.send(true);
@@ -228,9 +243,11 @@ impl<E: Executor> Runner<E> {
             if let Some(mut prev) = after {
                 let _ = prev.wait_for(|d| *d).await;
             }
-            if let Some(b) = barrier {
-                b.await;
-            }
+            // Fail closed: an open whose record did not reach the disk is not made.
+            let recorded = match barrier {
+                Some(b) => b.await,
+                None => true,
+            };
             let run = |a: Action| {
                 let exec = exec.clone();
                 let pool = pool.clone();
@@ -241,7 +258,9 @@ impl<E: Executor> Runner<E> {
             };
             let mut reinserted = false;
             let mut outcome = Outcome::Ok;
-            if kind == TaskKind::Ensure {
+            if !recorded {
+                outcome = Outcome::NotRecorded;
+            } else if kind == TaskKind::Ensure {
                 // [check, insert]: insert only when the check fails.
                 let mut it = actions.into_iter();
                 if let (Some(check), Some(insert)) = (it.next(), it.next()) {

@@ -19,6 +19,21 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.events.refuse(why, door, src, now, &self.config);
     }
 
+    /// An open whose record could not be written to the state file: nothing ran (fail
+    /// closed), the grant is forgotten, the refusal counted and logged.
+    fn refuse_unrecorded(&mut self, d: &Done) {
+        self.events.stats.refused_state_unwritable += 1;
+        if let Some(id) = d.job.grant {
+            self.ledger.remove(id);
+        }
+        let msg = format!(
+            "{}: {}: open refused: the state file cannot record it (see knockctl status), so nothing was opened",
+            d.job.addr, d.job.door
+        );
+        self.line(&msg);
+        self.persist();
+    }
+
     /// Room in the pool for one more start or check?
     pub(super) fn pool_has_room(&self) -> bool {
         self.runner.has_room()
@@ -214,7 +229,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 let msg = format!("{}: {}: firewall: {e}", d.job.addr, d.job.door);
                 Some((msg.clone(), msg))
             }
+            Outcome::NotRecorded => None,
         };
+        if d.outcome == Outcome::NotRecorded {
+            self.refuse_unrecorded(&d);
+            return;
+        }
         let message = failure.as_ref().map(|(_, m)| m.clone());
         if let Some((line, message)) = failure {
             self.events.command_failed(&line, &d.job.door, message);
