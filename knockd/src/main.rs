@@ -30,13 +30,13 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = if let Some(path) = &args.new_totp {
-        knockd::daemon::new_totp(path)
+        knockd::oneshot::new_totp(path)
     } else if let (Some(name), Some(out)) = (&args.new_client, &args.out) {
-        knockd::daemon::new_client(&args.config, name, out)
+        knockd::oneshot::new_client(&args.config, name, out)
     } else if args.firewall_cleanup {
         knockd::firewall::nftables::setup::firewall_cleanup()
     } else if args.check_config {
-        knockd::daemon::check_config(&args.config, args.interface.as_deref(), args.firewall)
+        knockd::oneshot::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {
         knockd::daemon::run(args)
     };

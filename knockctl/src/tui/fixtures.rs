@@ -103,6 +103,8 @@ pub fn status() -> Status {
         },
         firewall: "iptables".into(),
         spa: Default::default(),
+        state_error: None,
+        state_error_since_unix_ms: None,
     }
 }
 

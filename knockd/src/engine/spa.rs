@@ -55,13 +55,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 reason,
                 client: Some(client),
             } => {
-                if self.log_budget.allow(at) {
-                    let msg = format!(
+                self.events.knock_line(at, || {
+                    format!(
                         "{src}: SPA packet of client {client} refused: {}",
                         reason.name()
-                    );
-                    self.line(&msg);
-                }
+                    )
+                });
             }
             // Forged or garbled: a counter, nothing else.
             Verdict::Refused { client: None, .. } => {}
