@@ -3,8 +3,8 @@
 #
 #   sudo bash scripts/bench.sh [--smoke] [--out FILE] [knock-bench options...]
 #
-# Builds the release binaries, then runs target/release/knock-bench as root. It prints a table
-# and writes a JSON report (default target/knock-bench.json; the path is printed). --smoke
+# Builds the release binaries, then runs target/release/knock-bench (package knock-bench in
+# bench/) as root. It prints a table and writes a JSON report (default target/knock-bench.json; the path is printed). --smoke
 # takes a few seconds and only checks that everything runs and reports (for CI); the full run
 # takes about six minutes and wants an otherwise idle machine. `knock-bench --help` lists the
 # other options (daemons, rates, duration, trials). The matcher micro-benchmark is separate:

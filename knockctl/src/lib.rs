@@ -1,5 +1,56 @@
-//! Client-side tools: the `knock` client and the `knockctl` control CLI.
+//! Client-side tools: the `knock` client and the `knockctl` control CLI and dashboard.
+//!
+//! - [`knock`]: the `knock` client.
+//! - [`ctl`]: `knockctl`'s commands: ask knockd, print the answer.
+//! - [`tui`]: `knockctl tui`, the live dashboard.
+//! - [`present`]: what the CLI and the dashboard share: durations, clocks, escaping, labels,
+//!   column layout. `ctl` and `tui` both use it and never each other.
+
+use std::io::Write;
 
 pub mod ctl;
 pub mod knock;
+pub mod present;
 pub mod tui;
+
+/// `knockctl`: the dashboard for `knockctl tui`, any other command through [`ctl::run`].
+pub async fn run_knockctl(
+    args: &ctl::Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), ctl::CtlError> {
+    match args.command {
+        ctl::Command::Tui => tui::run(&args.socket).await.map_err(ctl::CtlError::Tui),
+        _ => ctl::run(args, out, err).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CLI and the dashboard share [`crate::present`], never each other's modules.
+    #[test]
+    fn ctl_and_tui_do_not_import_each_other() {
+        let ctl = [
+            include_str!("ctl/mod.rs"),
+            include_str!("ctl/cli.rs"),
+            include_str!("ctl/metrics.rs"),
+            include_str!("ctl/output.rs"),
+            include_str!("ctl/run.rs"),
+        ];
+        for src in ctl {
+            assert!(!src.contains("crate::tui"), "ctl imports tui");
+        }
+        let tui = [
+            include_str!("tui/mod.rs"),
+            include_str!("tui/app.rs"),
+            include_str!("tui/input.rs"),
+            include_str!("tui/state/mod.rs"),
+            include_str!("tui/render/mod.rs"),
+            include_str!("tui/render/grants.rs"),
+            include_str!("tui/render/doors.rs"),
+        ];
+        for src in tui {
+            assert!(!src.contains("crate::ctl"), "tui imports ctl");
+        }
+    }
+}

@@ -26,13 +26,13 @@
 //! Root-only tests start with `if !require_root() { return; }`: outside CI that prints a loud
 //! SKIPPED line; with `CI=true` a missing privilege is a failure.
 
-pub mod bench;
 mod bins;
 pub mod knockd;
 mod netns;
 mod process;
 mod root;
 pub mod spoof6;
+pub mod traffic;
 mod wait;
 
 pub use bins::{bin, debian_bin, DEBIAN_KNOCK, DEBIAN_KNOCKD};

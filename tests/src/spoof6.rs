@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::bench::netns::create_in;
+use crate::traffic::netns::create_in;
 
 /// Length of [`syn6`]'s packet: a 40-byte IPv6 header and a 20-byte TCP header.
 pub const SYN6_LEN: usize = 60;

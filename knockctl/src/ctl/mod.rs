@@ -2,7 +2,7 @@
 //!
 //! - [`cli`]: the clap definition ([`Args`]), also the source of the man page.
 //! - [`metrics`]: counters and gauges in the Prometheus text format (`knockctl metrics`).
-//! - [`output`]: pure formatting of wire values for people (80 columns) and clocks.
+//! - [`output`]: pure formatting of each answer for people, built on [`crate::present`].
 //! - [`run`](mod@run): connect, ask, print; follow the event stream; exit codes.
 
 pub mod cli;

@@ -1,66 +1,24 @@
-//! Pure formatting: wire values and a clock reading in, text out. Nothing here does I/O or
-//! reads the clock; the time zone is whatever `now` carries, so tests pass a fixed offset.
+//! Pure formatting of knockctl's answers: wire values and a clock reading in, text out.
+//! Nothing here does I/O or reads the clock; the time zone is whatever `now` carries, so
+//! tests pass a fixed offset. Durations, clocks, escaping, labels and the table layout are
+//! shared with the TUI and live in [`crate::present`].
 //!
 //! Human output is laid out for 80 columns: tables align their columns and wrap the long
 //! free-text ones (what was opened, actions, sequences) onto continuation lines rather than
 //! cutting them.
 
-use std::net::IpAddr;
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
-
 use chrono::{DateTime, TimeZone};
 use knock_ipc::{AttemptInfo, DoorInfo, Event, EventKind, GrantInfo, Status};
 
+use crate::present::table::{render_table, Column, GAP};
+use crate::present::text::push_line;
+use crate::present::{
+    closes_by, door_sequence, format_clock, format_duration_ms, format_duration_secs,
+    format_remaining, visible,
+};
+
 /// Width human output is laid out for.
 pub const WIDTH: usize = 80;
-
-/// Space between table columns.
-const GAP: usize = 2;
-
-/// `29s`, `4m03s`, `2h05m`, `3d04h`: the two most significant units, truncated.
-pub fn format_duration_secs(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}d{h:02}h")
-    } else if h > 0 {
-        format!("{h}h{m:02}m")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// Like [`format_duration_secs`], with tenths below a minute (`0.4s`, `12.3s`): knock
-/// sequences time out within seconds.
-pub fn format_duration_ms(ms: u64) -> String {
-    if ms < 60_000 {
-        format!("{}.{}s", ms / 1000, ms % 1000 / 100)
-    } else {
-        format_duration_secs(ms / 1000)
-    }
-}
-
-/// Time left on a grant: `29s`, `4m03s`, or `never` when it has no deadline.
-pub fn format_remaining(expires_in_ms: Option<u64>) -> String {
-    match expires_in_ms {
-        Some(ms) => format_duration_secs(ms / 1000),
-        None => "never".to_string(),
-    }
-}
-
-/// A wall-clock instant in `now`'s time zone: `14:59:16` today, `Mar 02 14:59` another day.
-pub fn format_clock<Tz: TimeZone>(unix_ms: i64, now: &DateTime<Tz>) -> String {
-    let Some(at) = DateTime::from_timestamp_millis(unix_ms) else {
-        return "?".to_string();
-    };
-    let at = at.with_timezone(&now.timezone()).naive_local();
-    if at.date() == now.date_naive() {
-        at.format("%H:%M:%S").to_string()
-    } else {
-        at.format("%b %d %H:%M").to_string()
-    }
-}
 
 /// `knockctl status`.
 pub fn format_status(status: &Status) -> String {
@@ -128,21 +86,6 @@ pub fn format_status(status: &Status) -> String {
     out
 }
 
-/// How a grant closes; for nftables grants with the time the kernel has left; a grant being
-/// closed shows CLOSING and why its last attempt failed.
-pub fn closes_by(g: &GrantInfo) -> String {
-    if g.closing {
-        return match &g.close_error {
-            Some(e) => format!("CLOSING, retrying: {e}"),
-            None => "CLOSING".to_string(),
-        };
-    }
-    match g.kernel_expires_in_ms {
-        Some(ms) => format!("{} (kernel: {} left)", g.closes, format_remaining(Some(ms))),
-        None => g.closes.clone(),
-    }
-}
-
 /// `knockctl list`: one row per grant, or `no open grants`.
 pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> String {
     if grants.is_empty() {
@@ -204,21 +147,6 @@ pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
-/// A door's sequence as shown to the operator. A rotating door's sequence is never sent: its
-/// kind and step stand in for it.
-pub fn door_sequence(d: &DoorInfo) -> String {
-    if d.kind == "totp" {
-        match d.step {
-            Some(step) => format!("(rotating: TOTP step {step})"),
-            None => "(rotating: TOTP)".to_string(),
-        }
-    } else if d.sequence.is_empty() {
-        "(used up)".to_string()
-    } else {
-        d.sequence.join(" ")
-    }
-}
-
 pub fn format_doors(doors: &[DoorInfo]) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
@@ -275,14 +203,6 @@ pub fn format_revoked(grants: &[GrantInfo]) -> String {
         );
     }
     out
-}
-
-/// Why `revoke` closed nothing.
-pub fn no_grant_message(addr: IpAddr, door: Option<&str>) -> String {
-    match door {
-        Some(door) => format!("no open grant for {addr} on door {door}"),
-        None => format!("no open grant for {addr}"),
-    }
 }
 
 /// A successful `reload`: `configuration reloaded`, then one line per warning.
@@ -376,176 +296,13 @@ pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
     format!("{at} {}", visible(&what))
 }
 
-/// `text` with control characters (newline, ESC, any C0/C1, DEL) and Unicode bidirectional
-/// overrides shown as `\u{..}` escapes: a door name or message from the daemon (or from an
-/// old state file) can never add lines, move the cursor or reorder what the terminal shows.
-pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
-    let odd =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if !text.chars().any(odd) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if odd(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-fn push_line(out: &mut String, line: &str) {
-    out.push_str(line.trim_end());
-    out.push('\n');
-}
-
-/// A table column: fixed columns keep their natural width, wrapping ones give way when the
-/// table is wider than the screen.
-struct Column {
-    header: &'static str,
-    wraps: bool,
-}
-
-impl Column {
-    fn fixed(header: &'static str) -> Column {
-        Column {
-            header,
-            wraps: false,
-        }
-    }
-
-    fn wrap(header: &'static str) -> Column {
-        Column {
-            header,
-            wraps: true,
-        }
-    }
-}
-
-/// Columns `s` takes on a terminal: wide (CJK, emoji) characters count two, combining marks
-/// none.
-fn text_width(s: &str) -> usize {
-    UnicodeWidthStr::width(s)
-}
-
-fn char_width(c: char) -> usize {
-    UnicodeWidthChar::width(c).unwrap_or(0)
-}
-
-/// Narrowest a wrapping column may get: its header, at least 10, and wide enough not to
-/// split words of up to 16 characters.
-fn min_width(column: &Column, longest_word: usize) -> usize {
-    text_width(column.header).max(10).max(longest_word.min(16))
-}
-
-/// Lays `rows` out under `columns`, two spaces apart, within `width` if the wrapping
-/// columns can give enough way.
-fn render_table(columns: &[Column], rows: &[Vec<String>], width: usize) -> String {
-    let mut widths: Vec<usize> = columns.iter().map(|c| text_width(c.header)).collect();
-    let mut words = vec![0; columns.len()];
-    for row in rows {
-        for ((w, longest), cell) in widths.iter_mut().zip(&mut words).zip(row) {
-            let cell = visible(cell);
-            *w = (*w).max(text_width(&cell));
-            let word = cell.split_whitespace().map(text_width).max().unwrap_or(0);
-            *longest = (*longest).max(word);
-        }
-    }
-    let mins: Vec<usize> = columns
-        .iter()
-        .zip(&words)
-        .map(|(c, longest)| min_width(c, *longest))
-        .collect();
-    let total =
-        |widths: &[usize]| widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
-    while total(&widths) > width {
-        // Shrink the widest wrapping column that still can.
-        let candidate = (0..columns.len())
-            .filter(|&i| columns[i].wraps && widths[i] > mins[i])
-            .max_by_key(|&i| widths[i]);
-        match candidate {
-            Some(i) => widths[i] -= 1,
-            None => break,
-        }
-    }
-
-    let header: Vec<String> = columns.iter().map(|c| c.header.to_string()).collect();
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let cells: Vec<Vec<String>> = widths
-            .iter()
-            .zip(row)
-            .map(|(w, cell)| wrap(&visible(cell), *w))
-            .collect();
-        let height = cells.iter().map(Vec::len).max().unwrap_or(1);
-        for line in 0..height {
-            let mut text = String::new();
-            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-                if i > 0 {
-                    text.push_str(&" ".repeat(GAP));
-                }
-                let part = cell.get(line).map(String::as_str).unwrap_or("");
-                text.push_str(part);
-                text.push_str(&" ".repeat(w.saturating_sub(text_width(part))));
-            }
-            push_line(&mut out, &text);
-        }
-    }
-    out
-}
-
-/// Greedy word wrap to `width` columns; a word longer than `width` is split. Always at least
-/// one (possibly empty) line.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        let mut word: Vec<char> = word.chars().collect();
-        loop {
-            let used = text_width(&line);
-            let sep = usize::from(used > 0);
-            let needed: usize = word.iter().copied().map(char_width).sum();
-            if used + sep + needed <= width {
-                if sep == 1 {
-                    line.push(' ');
-                }
-                line.extend(word.iter());
-                break;
-            }
-            if used > 0 {
-                lines.push(std::mem::take(&mut line));
-                continue;
-            }
-            // The word alone is too long: split it where it fills the width (at least one
-            // character, so a double-width character in a 1-column cell still moves on).
-            let mut fits = 0;
-            let mut taken = 0;
-            for &c in &word {
-                if taken > 0 && fits + char_width(c) > width {
-                    break;
-                }
-                fits += char_width(c);
-                taken += 1;
-            }
-            let rest = word.split_off(taken);
-            lines.push(word.iter().collect());
-            word = rest;
-        }
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::present::{no_grant_message, text_width};
     use chrono::{FixedOffset, Utc};
     use knock_ipc::Counters;
+    use std::net::IpAddr;
 
     /// 2026-09-22 14:59:16.201 UTC.
     const T0: i64 = 1_790_089_156_201;
@@ -599,40 +356,6 @@ mod tests {
         };
         let line = format_event(&ev, &now().timezone());
         assert_eq!(line.lines().count(), 1, "{line}");
-    }
-
-    #[test]
-    fn durations() {
-        for (secs, want) in [
-            (0, "0s"),
-            (29, "29s"),
-            (59, "59s"),
-            (60, "1m00s"),
-            (243, "4m03s"),
-            (3599, "59m59s"),
-            (3600, "1h00m"),
-            (7500, "2h05m"),
-            (86_399, "23h59m"),
-            (86_400, "1d00h"),
-            (273_600, "3d04h"),
-        ] {
-            assert_eq!(format_duration_secs(secs), want, "{secs}s");
-        }
-        assert_eq!(format_remaining(Some(29_999)), "29s");
-        assert_eq!(format_remaining(Some(243_500)), "4m03s");
-        assert_eq!(format_remaining(None), "never");
-        assert_eq!(format_duration_ms(400), "0.4s");
-        assert_eq!(format_duration_ms(12_345), "12.3s");
-        assert_eq!(format_duration_ms(61_000), "1m01s");
-    }
-
-    #[test]
-    fn clock_shows_date_only_for_other_days() {
-        let now = now();
-        assert_eq!(format_clock(T0, &now), "14:59:16");
-        assert_eq!(format_clock(T0 - 86_400_000, &now), "Sep 21 14:59");
-        let plus2 = now.with_timezone(&FixedOffset::east_opt(2 * 3600).expect("tz"));
-        assert_eq!(format_clock(T0, &plus2), "16:59:16");
     }
 
     #[test]
@@ -695,9 +418,6 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
 30s   14:59:16  openSSH  10.0.0.13  22/tcp (INPUT)  native rule delete
 "
         );
-        assert_eq!(wrap("門番門番門番", 5), ["門番", "門番", "門番"]);
-        assert_eq!(wrap("門", 1), ["門"]);
-        assert_eq!(text_width("門番"), 4);
     }
 
     #[test]
@@ -1023,13 +743,5 @@ totp     (rotating: TOTP step  5s      open 22/tcp (INPUT)   flags syn
             format_event(&event, &tz),
             "09:59:16.305 fd99:77::2 web OPEN"
         );
-    }
-
-    #[test]
-    fn wrap_splits_words_and_long_words() {
-        assert_eq!(wrap("", 10), vec![""]);
-        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
-        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
-        assert_eq!(wrap("x abcdefghij", 4), vec!["x", "abcd", "efgh", "ij"]);
     }
 }

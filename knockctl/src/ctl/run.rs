@@ -36,7 +36,7 @@ pub enum CtlError {
     #[error("{}", output::format_reload_failed(.0))]
     ReloadFailed(Vec<String>),
     /// `revoke` found nothing to close.
-    #[error("{}", output::no_grant_message(*.addr, .door.as_deref()))]
+    #[error("{}", crate::present::no_grant_message(*.addr, .door.as_deref()))]
     NoGrant { addr: IpAddr, door: Option<String> },
     /// knockd answered with a response that does not fit the request.
     #[error("unexpected reply from knockd to {request}: {reply}")]
@@ -80,7 +80,10 @@ pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resul
 async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
     match &args.command {
         Command::Tail => tail(&args.socket, args.json, out, err).await,
-        Command::Tui => crate::tui::run(&args.socket).await.map_err(CtlError::Tui),
+        // The dashboard is started by `crate::run_knockctl`; `ctl` knows nothing of it.
+        Command::Tui => Err(CtlError::Tui(anyhow::anyhow!(
+            "knockctl tui is started by knockctl::run_knockctl, not ctl::run"
+        ))),
         command => {
             let request = request_for(command);
             let name = request.name();

@@ -1,22 +1,15 @@
 //! The edge: the terminal, the two connections to knockd, the clock, and the one
 //! `select!` loop that feeds keys, events and ticks to the pure [`State`].
 
-use std::io::{self, IsTerminal, Stdout};
+use std::io::{self, IsTerminal};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use crossterm::event::{Event as TermEvent, EventStream};
-use crossterm::terminal::{
-    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
-};
-use crossterm::{cursor, execute};
 use futures::StreamExt;
 use knock_ipc::{Client, ClientError, Event, Request, Response, Subscription};
-use ratatui::backend::CrosstermBackend;
-use ratatui::Terminal;
+use ratatui::DefaultTerminal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -281,55 +274,21 @@ impl App<'_> {
     }
 }
 
-type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
-
-/// Raw mode + alternate screen for as long as it lives. Restores the terminal when dropped
-/// (quit, error) and from a panic hook (which then calls the previous hook, so the panic
-/// message lands on the normal screen).
+/// Raw mode + alternate screen for as long as it lives, through [`ratatui::try_init`],
+/// whose panic hook restores the terminal before the panic message is printed. Dropping the
+/// guard (quit, error, signal) restores it with [`ratatui::restore`]; while unwinding from a
+/// panic the hook has already done so, and leaving the alternate screen twice would move the
+/// cursor back over the panic message.
 struct TerminalGuard {
-    terminal: Terminal<CrosstermBackend<Stdout>>,
-    previous_hook: Arc<PanicHook>,
-}
-
-/// Whether the terminal is in raw mode on the alternate screen. Restoring twice would be
-/// harmful: leaving the alternate screen again moves the cursor back to where it was on
-/// entry, and what follows (a panic message) would overwrite the shell's screen.
-static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
-
-fn restore_terminal() {
-    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
-        let _ = disable_raw_mode();
-        let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
-    }
-}
-
-fn reinstall_hook(previous: Arc<PanicHook>) {
-    let _ = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| previous(info)));
+    terminal: DefaultTerminal,
 }
 
 impl TerminalGuard {
     fn enter() -> Result<TerminalGuard> {
-        let previous_hook: Arc<PanicHook> = Arc::new(std::panic::take_hook());
-        let chained = Arc::clone(&previous_hook);
-        std::panic::set_hook(Box::new(move |info| {
-            restore_terminal();
-            chained(info);
-        }));
-        let setup = || -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
-            TERMINAL_TAKEN.store(true, Ordering::SeqCst);
-            enable_raw_mode()?;
-            execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
-            Terminal::new(CrosstermBackend::new(io::stdout()))
-        };
-        match setup() {
-            Ok(terminal) => Ok(TerminalGuard {
-                terminal,
-                previous_hook,
-            }),
+        match ratatui::try_init() {
+            Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
-                restore_terminal();
-                reinstall_hook(previous_hook);
+                ratatui::restore();
                 Err(e).context("cannot set up the terminal")
             }
         }
@@ -338,10 +297,8 @@ impl TerminalGuard {
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
-        restore_terminal();
-        // set_hook panics on a panicking thread; the chained hook is harmless there.
         if !std::thread::panicking() {
-            reinstall_hook(Arc::clone(&self.previous_hook));
+            ratatui::restore();
         }
     }
 }

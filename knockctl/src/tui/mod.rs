@@ -6,9 +6,12 @@
 //! - [`input`]: [`State::on_key`], keys to state changes and [`Command`]s.
 //! - [`render`](mod@render): [`render()`], a pure function of the state and the time; one
 //!   file per pane (`render/attempts.rs`, ...) plus layout, header, footer and popups.
-//! - `app`: the edge: the terminal (restored on every exit path, panics included), the
-//!   two connections to knockd (requests, events) with reconnect and backoff, the clock,
-//!   and the one `select!` loop.
+//! - `app`: the edge: the terminal (`ratatui::try_init`/`restore`: restored on every exit
+//!   path, panics included), the two connections to knockd (requests, events) with
+//!   reconnect and backoff, the clock, and the one `select!` loop.
+//!
+//! Durations, clocks, escaping and labels come from [`crate::present`], shared with the
+//! CLI.
 
 mod app;
 #[cfg(test)]

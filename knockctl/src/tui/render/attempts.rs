@@ -1,8 +1,7 @@
 //! Attempts pane: source, door, stage with a progress bar, age, time left or how it ended.
 
 use super::{empty_text, header_row, highlight, ms_between, pane_block, selection_state, Theme};
-use crate::ctl::output::format_duration_ms;
-use crate::ctl::output::visible;
+use crate::present::{format_duration_ms, visible};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Style};

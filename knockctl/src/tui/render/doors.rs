@@ -1,8 +1,7 @@
 //! Doors pane: each door's sequence, protocols, timeouts and action.
 
 use super::{bottom_title, empty_text, header_row, highlight, pane_block, selection_state, Theme};
-use crate::ctl::output::visible;
-use crate::ctl::output::{door_sequence, format_duration_secs};
+use crate::present::{door_sequence, format_duration_secs, protocols, visible};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
@@ -10,21 +9,6 @@ use ratatui::Frame;
 
 /// Doors show their action from this width on.
 const WIDE_DOORS: u16 = 110;
-
-fn protocols(sequence: &[String]) -> String {
-    let mut protos: Vec<&str> = Vec::new();
-    for step in sequence {
-        let proto = step.rsplit_once(':').map_or("tcp", |(_, p)| p);
-        if !protos.contains(&proto) {
-            protos.push(proto);
-        }
-    }
-    if protos.is_empty() {
-        "-".to_string()
-    } else {
-        protos.join(",")
-    }
-}
 
 pub(super) fn render_doors(
     state: &State,

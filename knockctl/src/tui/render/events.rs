@@ -1,7 +1,7 @@
 //! Events pane: the daemon's event log, newest first.
 
-use super::{bottom_title, clock, empty_text, highlight, pane_block, selection_state, Theme};
-use crate::ctl::output::visible;
+use super::{bottom_title, empty_text, highlight, pane_block, selection_state, Theme};
+use crate::present::{format_time_of_day, visible};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
@@ -32,7 +32,7 @@ pub(super) fn render_log(
         .map(|e| {
             let style = theme.log(e.kind);
             ListItem::new(Line::from(vec![
-                Span::styled(clock(state, e.at_ms), theme.dim()),
+                Span::styled(format_time_of_day(e.at_ms, &state.tz), theme.dim()),
                 Span::raw(" "),
                 Span::styled(
                     format!("{:<7}", e.kind.tag()),

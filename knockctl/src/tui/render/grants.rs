@@ -3,8 +3,7 @@
 use super::{
     empty_text, header_row, highlight, now_dt, pane_block, secs_left, selection_state, Theme,
 };
-use crate::ctl::output::visible;
-use crate::ctl::output::{format_clock, format_duration_secs};
+use crate::present::{format_clock, format_duration_secs, format_remaining, visible};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
@@ -48,10 +47,7 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         cells.push(Cell::from(left));
         cells.push(Cell::from(match g.info.kernel_expires_in_ms {
             // nftables: the kernel closes it; its own time left.
-            Some(ms) => format!(
-                "kernel, {} left",
-                crate::ctl::output::format_remaining(Some(ms))
-            ),
+            Some(ms) => format!("kernel, {} left", format_remaining(Some(ms))),
             None => g.info.closes.clone(),
         }));
         Row::new(cells).style(style)

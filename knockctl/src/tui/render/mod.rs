@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Wrap};
 use ratatui::Frame;
 
-use crate::ctl::output::format_duration_secs;
+use crate::present::format_duration_secs;
 
 mod attempts;
 mod doors;
@@ -154,13 +154,6 @@ impl Theme {
     fn error(&self) -> Style {
         self.fg(Color::Red).add_modifier(Modifier::BOLD)
     }
-}
-
-fn clock(state: &State, at_ms: i64) -> String {
-    DateTime::from_timestamp_millis(at_ms).map_or_else(
-        || "??:??:??".to_string(),
-        |t| t.with_timezone(&state.tz).format("%H:%M:%S").to_string(),
-    )
 }
 
 fn now_dt(state: &State, now: i64) -> DateTime<FixedOffset> {

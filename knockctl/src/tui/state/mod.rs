@@ -22,7 +22,7 @@ pub use attempts::{Attempt, AttemptEnd};
 pub use events::{LogEntry, LogKind};
 pub use grants::{Grant, GrantEnd};
 
-use crate::ctl::output::{format_duration_secs, format_remaining, no_grant_message};
+use crate::present::{format_duration_secs, format_remaining, no_grant_message};
 
 /// How long a finished attempt or a closed grant stays on screen, marked.
 pub const LINGER_MS: i64 = 2_000;

@@ -19,12 +19,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::access::{connect, Listener};
 use super::daemon::{open_refusals, Doors, RunningDaemon, Variant, PROTECTED_PORT, SEQUENCE};
 use super::fwcount;
-use super::generator::{FloodSpec, FloodStats, Flooder, Pattern};
-use super::knocker::Knocker;
 use super::monitor::{RuleBook, RuleMonitor};
 use super::procfs;
 use super::report::{Growth, GrowthSample, Legit, RunResult};
-use crate::Lab;
+use knock_e2e::traffic::generator::{FloodSpec, FloodStats, Flooder, Pattern};
+use knock_e2e::traffic::knocker::Knocker;
+use knock_e2e::Lab;
 
 /// What to run, and how long.
 #[derive(Debug, Clone)]
@@ -198,7 +198,7 @@ fn si(n: u64) -> String {
     }
 }
 
-/// The lab's client and server addresses ([`crate::CLI_V4`], [`crate::SRV_V4`]; a test checks they agree).
+/// The lab's client and server addresses ([`knock_e2e::CLI_V4`], [`knock_e2e::SRV_V4`]; a test checks they agree).
 pub const CLI: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 2);
 const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
 
@@ -447,7 +447,7 @@ pub fn run_plan(plan: &Plan, mut progress: impl FnMut(&RunResult)) -> Vec<RunRes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CLI_V4, SRV_V4};
+    use knock_e2e::{CLI_V4, SRV_V4};
 
     #[test]
     fn addresses_are_the_labs() {

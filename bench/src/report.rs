@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::daemon::Variant;
 use super::floor::Floor;
 use super::fwcount::FirewallCount;
-use super::generator::FloodStats;
 use super::procfs::{MemPart, ThreadCpu};
 use super::stats::{ms, percentile};
+use knock_e2e::traffic::generator::FloodStats;
 
 /// The legitimate client's knocks during a run.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::netns::create_in;
+use knock_e2e::traffic::netns::create_in;
 
 /// Connections the listener queues before the kernel refuses more.
 const BACKLOG: i32 = 1024;

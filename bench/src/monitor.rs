@@ -19,7 +19,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use super::netns::create_in;
+use knock_e2e::traffic::netns::create_in;
 
 /// nfnetlink multicast group of nftables (NFNLGRP_NFTABLES).
 const NFNLGRP_NFTABLES: u32 = 7;

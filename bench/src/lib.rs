@@ -1,14 +1,12 @@
 //! `knock-bench`: our knockd against Debian's knockd 0.8, side by side, in throwaway network
 //! namespaces (see BENCHMARKS.md for the results and how to read them).
 //!
-//! Every run gets a fresh [`Lab`](crate::Lab); all traffic, spoofed or not, stays inside its
+//! Every run gets a fresh [`Lab`](knock_e2e::Lab) (the end-to-end tests' namespace helpers,
+//! package `knock-e2e`, as are the flood and knock senders in [`knock_e2e::traffic`]); all traffic, spoofed or not, stays inside its
 //! two namespaces, spoofed sources come from 10.192.0.0/12 only, floods are bounded in
 //! packets and in time, and the lab deletes the namespaces and kills the daemons (by PID) on
 //! drop.
 //!
-//! - [`wire`]: the SYN packets (pure).
-//! - [`netns`]: sockets created inside a lab namespace.
-//! - [`generator`]: the rate-paced spoofed flood; [`knocker`]: the legitimate client.
 //! - [`monitor`]: nftables netlink events from the server namespace, timestamped.
 //! - [`daemon`]: the daemons under test and their config; [`floor`]: the firewall command's
 //!   own latency, without any daemon.
@@ -21,15 +19,11 @@ pub mod access;
 pub mod daemon;
 pub mod floor;
 pub mod fwcount;
-pub mod generator;
-pub mod knocker;
 pub mod monitor;
-pub mod netns;
 pub mod procfs;
 pub mod report;
 pub mod runner;
 pub mod stats;
-pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,8 +32,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bin, DEBIAN_KNOCKD};
 use daemon::Variant;
+use knock_e2e::{bin, DEBIAN_KNOCKD};
 use report::{check_targets, loadavg, Machine, Report, RunResult};
 use runner::{run_plan, Plan};
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use knock_e2e::bench::generator::{FloodSpec, Flooder, Pattern};
 use knock_e2e::knockd::{knock, native_rule, rule_count, wait_no_rule, wait_rule, OurKnockd};
+use knock_e2e::traffic::generator::{FloodSpec, Flooder, Pattern};
 use knock_e2e::{bin, require_root, wait_until, Lab, SRV_V4};
 use knock_ipc::codec::{decode, frame};
 use knock_ipc::{ClientMsg, Request, Response, ServerMsg, PROTOCOL_VERSION};

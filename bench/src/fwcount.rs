@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::Lab;
+use knock_e2e::Lab;
 
 const IPTABLES: &str = "/usr/sbin/iptables";
 const NFT: &str = "/usr/sbin/nft";

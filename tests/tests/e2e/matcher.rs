@@ -6,9 +6,9 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-use knock_e2e::bench::generator::{FloodSpec, Flooder, Pattern};
-use knock_e2e::bench::knocker::Knocker;
 use knock_e2e::knockd::{knock, OurKnockd, EFFECT_TIMEOUT};
+use knock_e2e::traffic::generator::{FloodSpec, Flooder, Pattern};
+use knock_e2e::traffic::knocker::Knocker;
 use knock_e2e::{require_root, Lab, CLI_V6, SRV_V4, SRV_V6};
 
 fn srv() -> Ipv4Addr {
@@ -500,7 +500,7 @@ fn packets_seen(k: &OurKnockd) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bench (run by hand: `cargo test -p knock-e2e --test matcher_e2e -- --ignored --nocapture`):
+/// Bench (run by hand: `cargo test -p knock-e2e --test e2e matcher::bench -- --ignored --nocapture`):
 /// what the sweep guard's wider capture filter costs on a host that also serves ordinary
 /// traffic: a bulk TCP transfer (established: must stay out of the filter) and new
 /// connections to a public service (20,000 SYN/s to port 443: the guard sees them). Same
@@ -560,9 +560,9 @@ struct Segments {
 
 impl Segments {
     fn new(lab: &Lab) -> Segments {
-        let sock = knock_e2e::bench::netns::create_in(
+        let sock = knock_e2e::traffic::netns::create_in(
             lab.cli_ns(),
-            knock_e2e::bench::generator::raw_socket,
+            knock_e2e::traffic::generator::raw_socket,
         )
         .expect("raw socket");
         Segments {
@@ -580,7 +580,7 @@ impl Segments {
             } else {
                 self.sport + 1
             };
-            let mut p = knock_e2e::bench::wire::syn(src, srv(), self.sport, port, 7);
+            let mut p = knock_e2e::traffic::wire::syn(src, srv(), self.sport, port, 7);
             match flags {
                 Some(f) => {
                     p[33] = f;

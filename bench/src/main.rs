@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use knock_e2e::bench::daemon::Variant;
-use knock_e2e::bench::report::table;
-use knock_e2e::bench::runner::Plan;
+use knock_bench::daemon::Variant;
+use knock_bench::report::table;
+use knock_bench::runner::Plan;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
 /// True when every run completed (missed targets are reported, not failures).
 fn run(args: &Args) -> Result<bool> {
     let plan = args.plan()?;
-    let report = knock_e2e::bench::run(&plan, &args.out, |r| {
+    let report = knock_bench::run(&plan, &args.out, |r| {
         let status = match &r.error {
             Some(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
             None => format!(

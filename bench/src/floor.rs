@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::monitor::{RuleBook, RuleMonitor};
-use super::netns::create_in;
 use super::stats::{ms, percentile};
-use crate::Lab;
+use knock_e2e::traffic::netns::create_in;
+use knock_e2e::Lab;
 
 const IPTABLES: &str = "/usr/sbin/iptables";
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,8 +4,8 @@
 //! namespace must give a real TCP connection; everything else must not. nft only ever runs
 //! inside the lab's namespaces.
 
-use knock_e2e::bench::netns::create_in;
 use knock_e2e::knockd::{self, srv_ok, OurKnockd};
+use knock_e2e::traffic::netns::create_in;
 use knock_e2e::{bin, require_root, wait_until, Lab, CLI_V4, CLI_V6, SRV_V4, SRV_V6};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};

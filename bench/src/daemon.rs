@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{bin, read_text, wait_for_text, Daemon, Lab, DEBIAN_KNOCKD, SRV_IF};
+use knock_e2e::{bin, read_text, wait_for_text, Daemon, Lab, DEBIAN_KNOCKD, SRV_IF};
 
 /// The knock sequence of the door.
 pub const SEQUENCE: [u16; 3] = [7000, 8000, 9000];
