@@ -374,13 +374,16 @@ impl Matcher {
                 }
                 return Outcome::Counted;
             } else {
-                self.remove(i);
                 out.push(MatchEvent::Reset {
                     src,
                     door,
                     stage,
                     got: step,
                 });
+                if self.restart(i, door, step, flow, now, out) {
+                    return Outcome::Counted;
+                }
+                self.remove(i);
             }
         }
         // No live attempt (or it just ended): is this a first knock (of the preferred
@@ -418,18 +421,55 @@ impl Matcher {
             stage: 1,
             of: len,
         });
-        let mut a = Attempt::new(
-            src,
-            door as u32,
-            variant,
-            now + self.doors[door].seq_timeout,
-        );
+        let deadline = now + self.doors[door].seq_timeout;
+        let mut a = Attempt::new(src, door as u32, variant, deadline, flow);
         a.guarded = self.guarded(door);
-        a.stage = 0;
-        a.remember(flow);
-        a.stage = 1;
         self.attempts.insert(a, net);
         Outcome::Counted
+    }
+
+    /// A wrong knock that is the door's first knock starts attempt `i` over in place, when
+    /// that is what ending it and starting a new one would do (no penalty, no eviction
+    /// needed): the spoofed flood's common case costs no removal and insertion. Returns
+    /// whether it did.
+    fn restart(
+        &mut self,
+        i: u32,
+        door: DoorId,
+        step: Step,
+        flow: u32,
+        now: Instant,
+        out: &mut Vec<MatchEvent>,
+    ) -> bool {
+        let Some((variant, len)) = self.tables.first_knock(door, step) else {
+            return false;
+        };
+        let src = self.attempts.get(i).src;
+        if len == 1
+            || self.attempts.len() > self.cap
+            || self.attempts.net_total(self.net(src)) > self.settings.per_network.max(1)
+            || (self.guarded(door)
+                && !self.doors[door].replay_guard
+                && self.guard.is_penalised(src, now))
+        {
+            return false;
+        }
+        // Ending the source's last watched attempt forgets its strays.
+        if self.attempts.get(i).guarded
+            && self.guard.has_strays()
+            && self.attempts.watched_count(src) == 1
+        {
+            self.guard.forget(src);
+        }
+        out.push(MatchEvent::Stage {
+            src,
+            door,
+            stage: 1,
+            of: len,
+        });
+        let deadline = now + self.doors[door].seq_timeout;
+        self.attempts.restart(i, variant, deadline, flow);
+        true
     }
 
     /// A sequence of `door` completed: open, unless it replays a variant that opened for
@@ -503,10 +543,7 @@ impl Matcher {
     pub fn expire(&mut self, now: Instant, out: &mut Vec<MatchEvent>) {
         self.guard.expire(now);
         for door in 0..self.doors.len() {
-            while let Some(i) = self.attempts.door_front(door) {
-                if self.attempts.get(i).deadline > now {
-                    break;
-                }
+            while let Some(i) = self.attempts.pop_due(door, now) {
                 let a = self.remove(i);
                 out.push(MatchEvent::Timeout {
                     src: a.src,
@@ -520,8 +557,7 @@ impl Matcher {
     /// When `expire` next has work (may be early, never late).
     pub fn next_deadline(&self) -> Option<Instant> {
         (0..self.doors.len())
-            .filter_map(|door| self.attempts.door_front(door))
-            .map(|i| self.attempts.get(i).deadline)
+            .filter_map(|door| self.attempts.door_deadline(door))
             .min()
     }
 }

@@ -49,6 +49,11 @@ impl SweepGuard {
         self.penalty
     }
 
+    /// Whether any source has strays.
+    pub fn has_strays(&self) -> bool {
+        !self.strays.is_empty()
+    }
+
     /// `src` has no watched attempt left: its strays are forgotten.
     pub fn forget(&mut self, src: IpAddr) {
         if !self.strays.is_empty() {

@@ -1,74 +1,54 @@
 //! The attempt table: every live attempt in one slab, reached through its source (one hash
 //! lookup per packet finds the source's attempts and how many of them the sweep guard
-//! watches) and threaded on intrusive lists, so that no ordering structure keeps entries of
-//! attempts that ended:
+//! watches). Orders are kept in queues of small entries (slot, id), appended in creation
+//! order and never searched: an entry whose slot now holds another attempt (or one past
+//! stage 1, for the stage-1 queues) is stale and skipped when met at the front, and a queue
+//! is compacted when stale entries outnumber live ones. So a packet touches the source's
+//! entry, its attempt, and the tails of a few queues; never a neighbour's attempt.
 //! - per door, in creation order (= deadline order: one timeout per door): expiry and the
 //!   oldest-first listing;
-//! - while at stage 1, per source network and table-wide, in creation order: eviction
-//!   ([`super::tiers`] decides where from).
+//! - while at stage 1, per source network and table-wide: eviction ([`super::tiers`] decides
+//!   where from).
 //!
 //! Pure bookkeeping; the matcher decides what a knock means.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::tiers::{NetId, Victim};
 
-/// No slot: the end of a list.
-pub const NONE: u32 = u32::MAX;
+/// No slot: the end of a source's chain; a free slot's door.
+const NONE: u32 = u32::MAX;
 
 /// Flows remembered per attempt (rule 2).
-pub const RECENT: usize = 4;
+const RECENT: usize = 4;
 
 type Hasher = ahash::RandomState;
 
+/// A queue entry: the attempt's slot and the low bits of its id (a reused slot has another).
 #[derive(Debug, Clone, Copy)]
-struct Links {
-    prev: u32,
-    next: u32,
+struct Ref {
+    slot: u32,
+    id: u32,
 }
 
-const UNLINKED: Links = Links {
-    prev: NONE,
-    next: NONE,
-};
-
-/// The ends of a list.
+/// A door queue entry: with the deadline, so that the next deadline is never late even when
+/// the front entry is stale.
 #[derive(Debug, Clone, Copy)]
-pub struct Ends {
-    head: u32,
-    tail: u32,
+struct Timed {
+    deadline: Instant,
+    at: Ref,
 }
 
-const EMPTY: Ends = Ends {
-    head: NONE,
-    tail: NONE,
-};
-
-impl Default for Ends {
-    fn default() -> Self {
-        EMPTY
-    }
-}
-
-/// One door's share of the table.
-#[derive(Debug, Clone, Copy)]
+/// One door's part of the table.
+#[derive(Debug, Clone, Default)]
 pub struct DoorState {
-    list: Ends,
+    queue: VecDeque<Timed>,
     pub live: u32,
     /// Attempts past stage 1.
     pub advanced: u32,
-}
-
-impl Default for DoorState {
-    fn default() -> Self {
-        DoorState {
-            list: EMPTY,
-            live: 0,
-            advanced: 0,
-        }
-    }
 }
 
 /// A live attempt.
@@ -88,13 +68,11 @@ pub struct Attempt {
     pub id: u64,
     net: u32,
     next_of_source: u32,
-    by_door: Links,
-    stage1_net: Links,
-    stage1_all: Links,
 }
 
 impl Attempt {
-    pub fn new(src: IpAddr, door: u32, variant: u64, deadline: Instant) -> Attempt {
+    /// A first knock's attempt, at stage 1, that counted flow `flow`.
+    pub fn new(src: IpAddr, door: u32, variant: u64, deadline: Instant, flow: u32) -> Attempt {
         Attempt {
             src,
             door,
@@ -102,18 +80,22 @@ impl Attempt {
             guarded: false,
             variant,
             deadline,
-            recent: [0; RECENT],
+            recent: [flow, 0, 0, 0],
             id: 0,
             net: NONE,
             next_of_source: NONE,
-            by_door: UNLINKED,
-            stage1_net: UNLINKED,
-            stage1_all: UNLINKED,
         }
     }
 
     pub fn remember(&mut self, flow: u32) {
         self.recent[usize::from(self.stage) % RECENT] = flow;
+    }
+
+    fn at(&self, slot: u32) -> Ref {
+        Ref {
+            slot,
+            id: self.id as u32,
+        }
     }
 }
 
@@ -124,19 +106,12 @@ struct Source {
     guarded: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Net {
     id: NetId,
     total: u32,
     stage1: u32,
-    list: Ends,
-}
-
-#[derive(Clone, Copy)]
-enum List {
-    Door,
-    Net,
-    All,
+    queue: VecDeque<Ref>,
 }
 
 #[derive(Debug, Default)]
@@ -148,11 +123,15 @@ pub struct Table {
     nets: Vec<Net>,
     free_nets: Vec<u32>,
     net_index: HashMap<NetId, u32, Hasher>,
+    /// Networks in the index without attempts: forgotten in bulk, not one by one (a network
+    /// emptied by an eviction is usually refilled by the next first knock).
+    empty_nets: usize,
     /// (stage-1 count, network, slot) pushed at every change of a count: the greatest entry
     /// that still matches its network's count is the heaviest network. Stale entries are
     /// dropped when met on top, or all at once when they outnumber the networks.
     heavy: BinaryHeap<(u32, NetId, u32)>,
-    stage1: Ends,
+    stage1: VecDeque<Ref>,
+    stage1_total: usize,
     pub doors: Vec<DoorState>,
     advanced_total: usize,
     next_id: u64,
@@ -181,6 +160,15 @@ impl Table {
         &mut self.slots[i as usize]
     }
 
+    fn is_live(&self, r: Ref) -> bool {
+        let a = &self.slots[r.slot as usize];
+        a.door != NONE && a.id as u32 == r.id
+    }
+
+    fn is_stage1(&self, r: Ref) -> bool {
+        self.is_live(r) && self.slots[r.slot as usize].stage == 1
+    }
+
     /// The slot of `src`'s attempt on `door`.
     pub fn find(&self, src: IpAddr, door: u32) -> Option<u32> {
         let mut i = self.sources.get(&src)?.head;
@@ -194,9 +182,14 @@ impl Table {
         None
     }
 
+    /// How many of `src`'s attempts the sweep guard watches.
+    pub fn watched_count(&self, src: IpAddr) -> u32 {
+        self.sources.get(&src).map_or(0, |s| s.guarded)
+    }
+
     /// Whether `src` has an attempt the sweep guard watches.
     pub fn watched(&self, src: IpAddr) -> bool {
-        self.sources.get(&src).is_some_and(|s| s.guarded > 0)
+        self.watched_count(src) > 0
     }
 
     /// Slots of `src`'s attempts.
@@ -221,23 +214,45 @@ impl Table {
 
     /// Slots of `door`'s attempts, oldest first.
     pub fn of_door(&self, door: u32) -> Vec<u32> {
-        let mut out = Vec::new();
-        let mut i = self.doors[door as usize].list.head;
-        while i != NONE {
-            out.push(i);
-            i = self.slots[i as usize].by_door.next;
+        self.doors[door as usize]
+            .queue
+            .iter()
+            .filter(|e| self.is_live(e.at))
+            .map(|e| e.at.slot)
+            .collect()
+    }
+
+    /// `door`'s queue entry at `pos` and on: the first live attempt's slot and position.
+    pub fn door_at(&self, door: usize, mut pos: usize) -> Option<(u32, usize)> {
+        let q = &self.doors[door].queue;
+        while let Some(e) = q.get(pos) {
+            if self.is_live(e.at) {
+                return Some((e.at.slot, pos));
+            }
+            pos += 1;
         }
-        out
+        None
     }
 
-    /// The oldest attempt of `door`.
-    pub fn door_front(&self, door: usize) -> Option<u32> {
-        Some(self.doors[door].list.head).filter(|&i| i != NONE)
+    /// The earliest deadline of `door`'s queue (perhaps of an attempt that ended: early,
+    /// never late).
+    pub fn door_deadline(&self, door: usize) -> Option<Instant> {
+        self.doors[door].queue.front().map(|e| e.deadline)
     }
 
-    /// The attempt after `i` on its door's list.
-    pub fn door_next(&self, i: u32) -> Option<u32> {
-        Some(self.slots[i as usize].by_door.next).filter(|&n| n != NONE)
+    /// Pops `door`'s oldest attempt if its deadline is at or before `now` (skipping entries
+    /// of attempts that ended).
+    pub fn pop_due(&mut self, door: usize, now: Instant) -> Option<u32> {
+        while let Some(e) = self.doors[door].queue.front().copied() {
+            if e.deadline > now {
+                return None;
+            }
+            self.doors[door].queue.pop_front();
+            if self.is_live(e.at) {
+                return Some(e.at.slot);
+            }
+        }
+        None
     }
 
     #[cfg(test)]
@@ -257,11 +272,9 @@ impl Table {
         } else {
             self.next_id = self.next_id.max(a.id);
         }
-        let src = a.src;
-        let door = a.door as usize;
-        let guarded = a.guarded;
-        let stage1 = a.stage == 1;
-        a.net = self.net_slot(net);
+        let (src, guarded, stage1) = (a.src, a.guarded, a.stage == 1);
+        let n = self.net_slot(net);
+        a.net = n;
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = a;
@@ -280,45 +293,107 @@ impl Table {
         self.slots[i as usize].next_of_source = s.head;
         s.head = i;
         s.guarded += u32::from(guarded);
-        self.push_back(List::Door, i);
+        self.nets[n as usize].total += 1;
+        self.queued(i, stage1);
+        i
+    }
+
+    /// Attempt `i` starts over at stage 1 (a first knock right after a wrong one), in place:
+    /// as if removed and inserted again, without touching its source or its network.
+    pub fn restart(&mut self, i: u32, variant: u64, deadline: Instant, flow: u32) {
+        self.next_id += 1;
+        let a = &mut self.slots[i as usize];
+        let was_stage1 = a.stage == 1;
+        a.stage = 1;
+        a.variant = variant;
+        a.deadline = deadline;
+        a.recent = [flow, 0, 0, 0];
+        a.id = self.next_id;
+        let door = a.door as usize;
+        if !was_stage1 {
+            self.doors[door].live -= 1;
+            self.doors[door].advanced -= 1;
+            self.advanced_total -= 1;
+            self.queued(i, true);
+        } else {
+            self.doors[door].live -= 1;
+            self.queued_stage1_again(i);
+        }
+    }
+
+    /// Queue entries and counts for attempt `i`, just created (or started over).
+    fn queued(&mut self, i: u32, stage1: bool) {
+        let a = &self.slots[i as usize];
+        let (door, n, at, deadline) = (a.door as usize, a.net as usize, a.at(i), a.deadline);
         let d = &mut self.doors[door];
         d.live += 1;
-        let n = self.slots[i as usize].net as usize;
-        self.nets[n].total += 1;
+        d.queue.push_back(Timed { deadline, at });
+        if d.queue.len() > 2 * d.live as usize + 64 {
+            let mut q = std::mem::take(&mut self.doors[door].queue);
+            q.retain(|e| self.is_live(e.at));
+            self.doors[door].queue = q;
+        }
         if stage1 {
-            self.push_back(List::Net, i);
-            self.push_back(List::All, i);
+            self.stage1_total += 1;
+            self.push_stage1(n, at);
             self.change_stage1(n, true);
         } else {
             self.doors[door].advanced += 1;
             self.advanced_total += 1;
         }
-        i
+    }
+
+    /// A stage-1 attempt started over: new entries, same counts.
+    fn queued_stage1_again(&mut self, i: u32) {
+        let a = &self.slots[i as usize];
+        let (door, n, at, deadline) = (a.door as usize, a.net as usize, a.at(i), a.deadline);
+        let d = &mut self.doors[door];
+        d.live += 1;
+        d.queue.push_back(Timed { deadline, at });
+        if d.queue.len() > 2 * d.live as usize + 64 {
+            let mut q = std::mem::take(&mut self.doors[door].queue);
+            q.retain(|e| self.is_live(e.at));
+            self.doors[door].queue = q;
+        }
+        self.push_stage1(n, at);
+    }
+
+    fn push_stage1(&mut self, n: usize, at: Ref) {
+        self.nets[n].queue.push_back(at);
+        self.stage1.push_back(at);
+        if self.nets[n].queue.len() > 2 * self.nets[n].stage1 as usize + 16 {
+            let mut q = std::mem::take(&mut self.nets[n].queue);
+            q.retain(|r| self.is_stage1(*r));
+            self.nets[n].queue = q;
+        }
+        if self.stage1.len() > 2 * self.stage1_total + 64 {
+            let mut q = std::mem::take(&mut self.stage1);
+            q.retain(|r| self.is_stage1(*r));
+            self.stage1 = q;
+        }
     }
 
     /// An attempt went from stage 1 to 2 (the caller counted the knock).
     pub fn advanced(&mut self, i: u32) {
-        self.unlink(List::Net, i);
-        self.unlink(List::All, i);
         let a = &self.slots[i as usize];
         let (n, door) = (a.net as usize, a.door as usize);
+        self.stage1_total -= 1;
         self.change_stage1(n, false);
         self.doors[door].advanced += 1;
         self.advanced_total += 1;
     }
 
-    /// Removes attempt `i`; returns its source's remaining count of watched attempts when
-    /// the removed one was watched.
+    /// Removes attempt `i`; returns it and, when it was watched, how many watched attempts
+    /// its source has left.
     pub fn remove(&mut self, i: u32) -> (Attempt, Option<u32>) {
-        let (src, door, stage, n) = {
-            let a = &self.slots[i as usize];
-            (a.src, a.door as usize, a.stage, a.net as usize)
-        };
-        self.unlink(List::Door, i);
+        let a = self.slots[i as usize].clone();
+        let (door, n) = (a.door as usize, a.net as usize);
+        self.slots[i as usize].door = NONE;
+        self.free.push(i);
+        self.len -= 1;
         self.doors[door].live -= 1;
-        if stage == 1 {
-            self.unlink(List::Net, i);
-            self.unlink(List::All, i);
+        if a.stage == 1 {
+            self.stage1_total -= 1;
             self.change_stage1(n, false);
         } else {
             self.doors[door].advanced -= 1;
@@ -326,40 +401,51 @@ impl Table {
         }
         self.nets[n].total -= 1;
         if self.nets[n].total == 0 {
-            let id = self.nets[n].id;
-            self.net_index.remove(&id);
-            self.free_nets.push(n as u32);
+            self.nets[n].queue.clear();
+            self.empty_nets += 1;
+            if self.empty_nets > 64 + self.net_index.len() / 2 {
+                self.forget_empty_nets();
+            }
         }
-        let next = self.slots[i as usize].next_of_source;
-        let guarded = self.slots[i as usize].guarded;
         let mut left = None;
-        if let Some(s) = self.sources.get_mut(&src) {
+        // One hash of the source for the update and the removal.
+        if let Entry::Occupied(mut e) = self.sources.entry(a.src) {
+            let s = e.get_mut();
             if s.head == i {
-                s.head = next;
+                s.head = a.next_of_source;
             } else {
                 let mut j = s.head;
                 while j != NONE {
                     let nx = self.slots[j as usize].next_of_source;
                     if nx == i {
-                        self.slots[j as usize].next_of_source = next;
+                        self.slots[j as usize].next_of_source = a.next_of_source;
                         break;
                     }
                     j = nx;
                 }
             }
-            if guarded {
+            if a.guarded {
                 s.guarded -= 1;
                 left = Some(s.guarded);
             }
             if s.head == NONE {
-                self.sources.remove(&src);
+                e.remove();
             }
         }
-        let a = self.slots[i as usize].clone();
-        self.slots[i as usize].door = NONE;
-        self.free.push(i);
-        self.len -= 1;
         (a, left)
+    }
+
+    fn forget_empty_nets(&mut self) {
+        let nets = &self.nets;
+        let free = &mut self.free_nets;
+        self.net_index.retain(|_, &mut n| {
+            let keep = nets[n as usize].total > 0;
+            if !keep {
+                free.push(n);
+            }
+            keep
+        });
+        self.empty_nets = 0;
     }
 
     /// Empties the table for a new door set of `doors` (keeping its allocations): returns the
@@ -374,8 +460,10 @@ impl Table {
         self.nets.clear();
         self.free_nets.clear();
         self.net_index.clear();
+        self.empty_nets = 0;
         self.heavy.clear();
-        self.stage1 = EMPTY;
+        self.stage1.clear();
+        self.stage1_total = 0;
         self.advanced_total = 0;
         (all, std::mem::replace(&mut self.doors, doors))
     }
@@ -385,12 +473,6 @@ impl Table {
         self.net_index
             .get(&net)
             .map_or(0, |&n| self.nets[n as usize].total as usize)
-    }
-
-    fn net_stage1(&self, net: NetId) -> u32 {
-        self.net_index
-            .get(&net)
-            .map_or(0, |&n| self.nets[n as usize].stage1)
     }
 
     /// Where a first knock from `own` that needs room in a full table takes it from (see
@@ -404,29 +486,46 @@ impl Table {
             }
             self.heavy.pop();
         };
-        Some(super::tiers::victim(self.net_stage1(own), most, own, net))
+        let own_stage1 = self
+            .net_index
+            .get(&own)
+            .map_or(0, |&n| self.nets[n as usize].stage1);
+        Some(super::tiers::victim(own_stage1, most, own, net))
     }
 
     /// The oldest stage-1 attempt of network `net`.
-    pub fn oldest_stage1_of(&self, net: NetId) -> Option<u32> {
-        let &n = self.net_index.get(&net)?;
-        Some(self.nets[n as usize].list.head).filter(|&i| i != NONE)
+    pub fn oldest_stage1_of(&mut self, net: NetId) -> Option<u32> {
+        let n = *self.net_index.get(&net)? as usize;
+        while let Some(r) = self.nets[n].queue.front().copied() {
+            if self.is_stage1(r) {
+                return Some(r.slot);
+            }
+            self.nets[n].queue.pop_front();
+        }
+        None
     }
 
     /// The oldest stage-1 attempt of the table.
-    pub fn oldest_stage1(&self) -> Option<u32> {
-        Some(self.stage1.head).filter(|&i| i != NONE)
+    pub fn oldest_stage1(&mut self) -> Option<u32> {
+        while let Some(r) = self.stage1.front().copied() {
+            if self.is_stage1(r) {
+                return Some(r.slot);
+            }
+            self.stage1.pop_front();
+        }
+        None
     }
 
     fn net_slot(&mut self, net: NetId) -> u32 {
         if let Some(&n) = self.net_index.get(&net) {
+            if self.nets[n as usize].total == 0 {
+                self.empty_nets -= 1;
+            }
             return n;
         }
         let fresh = Net {
             id: net,
-            total: 0,
-            stage1: 0,
-            list: EMPTY,
+            ..Net::default()
         };
         let n = match self.free_nets.pop() {
             Some(n) => {
@@ -463,55 +562,5 @@ impl Table {
                 })
                 .collect();
         }
-    }
-
-    fn links(&mut self, list: List, i: u32) -> &mut Links {
-        let a = &mut self.slots[i as usize];
-        match list {
-            List::Door => &mut a.by_door,
-            List::Net => &mut a.stage1_net,
-            List::All => &mut a.stage1_all,
-        }
-    }
-
-    fn ends(&mut self, list: List, i: u32) -> &mut Ends {
-        let (door, net) = {
-            let a = &self.slots[i as usize];
-            (a.door as usize, a.net as usize)
-        };
-        match list {
-            List::Door => &mut self.doors[door].list,
-            List::Net => &mut self.nets[net].list,
-            List::All => &mut self.stage1,
-        }
-    }
-
-    fn push_back(&mut self, list: List, i: u32) {
-        let tail = self.ends(list, i).tail;
-        *self.links(list, i) = Links {
-            prev: tail,
-            next: NONE,
-        };
-        if tail == NONE {
-            self.ends(list, i).head = i;
-        } else {
-            self.links(list, tail).next = i;
-        }
-        self.ends(list, i).tail = i;
-    }
-
-    fn unlink(&mut self, list: List, i: u32) {
-        let Links { prev, next } = *self.links(list, i);
-        if prev == NONE {
-            self.ends(list, i).head = next;
-        } else {
-            self.links(list, prev).next = next;
-        }
-        if next == NONE {
-            self.ends(list, i).tail = prev;
-        } else {
-            self.links(list, next).prev = prev;
-        }
-        *self.links(list, i) = UNLINKED;
     }
 }
