@@ -9,6 +9,7 @@
 //!
 //! Pure bookkeeping; the matcher decides what a knock means.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -333,7 +334,9 @@ impl Table {
         let next = self.slots[i as usize].next_of_source;
         let guarded = self.slots[i as usize].guarded;
         let mut left = None;
-        if let Some(s) = self.sources.get_mut(&src) {
+        // One hash of the source for the update and the removal.
+        if let Entry::Occupied(mut e) = self.sources.entry(src) {
+            let s = e.get_mut();
             if s.head == i {
                 s.head = next;
             } else {
@@ -352,7 +355,7 @@ impl Table {
                 left = Some(s.guarded);
             }
             if s.head == NONE {
-                self.sources.remove(&src);
+                e.remove();
             }
         }
         let a = self.slots[i as usize].clone();

@@ -360,7 +360,10 @@ fn churn_reuses_the_table() {
     }
     assert_eq!(r.m.len(), 1);
     assert_eq!(r.m.attempts.of_door(0).len(), 1);
-    assert!(r.m.attempts.slot_count() <= 2, "slots of ended attempts are reused");
+    assert!(
+        r.m.attempts.slot_count() <= 2,
+        "slots of ended attempts are reused"
+    );
 }
 
 #[test]
