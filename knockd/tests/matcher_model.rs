@@ -2,7 +2,8 @@
 //! obviously correct reference (a list of attempts scanned linearly, nothing clever), driven
 //! together with the real `Matcher` on random doors and random packet streams from a few
 //! sources over random times. Both must produce exactly the same events (stages, opens,
-//! resets, timeouts, evictions by network share and table size, refusals, the sweep guard's
+//! resets, timeouts, evictions by network share and table size, refusals (door shares of
+//! advanced attempts included), the sweep guard's
 //! scanners and swept attempts, rotating (TOTP) doors' variants and replay refusals) in the
 //! same order, and list the same attempts.
 //!
