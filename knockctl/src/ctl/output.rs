@@ -65,6 +65,13 @@ pub fn format_status(status: &Status) -> String {
         (
             "",
             format!(
+                "TOTP: replays refused {}  clock skew {}",
+                c.refused_replay, c.totp_clock_skew
+            ),
+        ),
+        (
+            "",
+            format!(
                 "opens refused: pool full {}  MaxGrants {}",
                 c.refused_pool_full, c.refused_max_grants
             ),
@@ -88,6 +95,15 @@ pub fn format_status(status: &Status) -> String {
 
 /// `knockctl list`: one row per grant, or `no open grants`.
 pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> String {
+    grants_table(grants, None, now)
+}
+
+/// [`format_grants`], with a HOST column first when `hosts` (one per grant) is given.
+pub fn grants_table<Tz: TimeZone>(
+    grants: &[GrantInfo],
+    hosts: Option<&[String]>,
+    now: &DateTime<Tz>,
+) -> String {
     if grants.is_empty() {
         return "no open grants\n".to_string();
     }
@@ -116,11 +132,16 @@ pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> 
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// `knockctl attempts`: one row per sequence in progress.
 pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
+    attempts_table(attempts, None)
+}
+
+/// [`format_attempts`], with a HOST column first when `hosts` (one per attempt) is given.
+pub fn attempts_table(attempts: &[AttemptInfo], hosts: Option<&[String]>) -> String {
     if attempts.is_empty() {
         return "no knock sequences in progress\n".to_string();
     }
@@ -143,11 +164,16 @@ pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
 pub fn format_doors(doors: &[DoorInfo]) -> String {
+    doors_table(doors, None)
+}
+
+/// [`format_doors`], with a HOST column first when `hosts` (one per door) is given.
+pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
     }
@@ -190,7 +216,7 @@ pub fn format_doors(doors: &[DoorInfo]) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    hosted_table(&columns, rows, hosts)
 }
 
 /// What `revoke` closed, one line per grant.
@@ -209,9 +235,18 @@ pub fn format_revoked(grants: &[GrantInfo]) -> String {
 pub fn format_reloaded(warnings: &[String]) -> String {
     let mut out = String::from("configuration reloaded\n");
     for w in warnings {
-        push_line(&mut out, &format!("warning: {w}"));
+        push_line(&mut out, &as_warning(w));
     }
     out
+}
+
+/// `warning: {w}`, unless `w` already says it is one (knockd's `file:line: warning: ...`).
+fn as_warning(w: &str) -> std::borrow::Cow<'_, str> {
+    if w.starts_with("warning: ") || w.contains(": warning: ") {
+        w.into()
+    } else {
+        format!("warning: {w}").into()
+    }
 }
 
 /// A failed `reload`: a header, then one error (with its file:line) per line.
@@ -294,6 +329,23 @@ pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
         }
     };
     format!("{at} {}", visible(&what))
+}
+
+/// Lays `rows` out under `columns`, with a HOST column first when `hosts` (one per row) is
+/// given: many hosts' lists as one table.
+fn hosted_table(columns: &[Column], rows: Vec<Vec<String>>, hosts: Option<&[String]>) -> String {
+    let Some(hosts) = hosts else {
+        return render_table(columns, &rows, WIDTH);
+    };
+    let columns: Vec<Column> = std::iter::once(Column::fixed("HOST"))
+        .chain(columns.iter().copied())
+        .collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .zip(hosts)
+        .map(|(row, host)| std::iter::once(host.clone()).chain(row).collect())
+        .collect();
+    render_table(&columns, &rows, WIDTH)
 }
 
 #[cfg(test)]
@@ -456,6 +508,8 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_start_network: 12,
                 refused_start_queue: 3,
                 refused_start_displaced: 5,
+                refused_replay: 2,
+                totp_clock_skew: 1,
             },
             firewall: "iptables".into(),
         };
@@ -475,6 +529,7 @@ firewall    iptables
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
+            TOTP: replays refused 2  clock skew 1
             opens refused: pool full 7  MaxGrants 0
             log lines dropped 12
             StartRate: busy network 12  queue full 3  displaced 5
@@ -520,6 +575,26 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
     }
 
     #[test]
+    fn a_hidden_sequence_shows_its_number_of_knocks() {
+        let d = DoorInfo {
+            name: "ssh".into(),
+            sequence: vec![],
+            seq_timeout_ms: 5_000,
+            cmd_timeout_ms: 0,
+            tcp_flags: String::new(),
+            action: "open 22/tcp (INPUT)".into(),
+            one_time: true,
+            enabled: true,
+            target: None,
+            kind: "one-time".into(),
+            step: None,
+            knocks: 4,
+            sequence_hidden: true,
+        };
+        assert_eq!(door_sequence(&d), "(hidden: 4 knocks)");
+    }
+
+    #[test]
     fn doors_table() {
         let doors = [
             DoorInfo {
@@ -534,6 +609,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 3,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "oneShot".into(),
@@ -547,6 +624,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: Some("10.0.0.1".parse().expect("ip")),
                 kind: "one-time".into(),
                 step: None,
+                knocks: 0,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "long".into(),
@@ -560,6 +639,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 8,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "totp".into(),
@@ -573,6 +654,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "totp".into(),
                 step: Some(58_000_000),
+                knocks: 3,
+                sequence_hidden: false,
             },
         ];
         let text = format_doors(&doors);
@@ -605,6 +688,14 @@ totp     (rotating: TOTP step  5s      open 22/tcp (INPUT)   flags syn
         assert_eq!(
             format_reloaded(&["knockd.conf:7: door x has no sequence".into()]),
             "configuration reloaded\nwarning: knockd.conf:7: door x has no sequence\n"
+        );
+        // Never "warning: ...: warning:".
+        assert_eq!(
+            format_reloaded(&[
+                "knockd.conf:5: warning: door 'ssh': sequence has only 3 knocks".into(),
+                "warning: the exact capture filter is too large".into()
+            ]),
+            "configuration reloaded\nknockd.conf:5: warning: door 'ssh': sequence has only 3 knocks\nwarning: the exact capture filter is too large\n"
         );
         assert_eq!(
             format_reload_failed(&[

@@ -38,6 +38,19 @@ pub enum CtlError {
     /// `revoke` found nothing to close.
     #[error("{}", crate::present::no_grant_message(*.addr, .door.as_deref()))]
     NoGrant { addr: IpAddr, door: Option<String> },
+    /// The socket's path goes through a directory this user cannot search.
+    #[error("permission denied on {}: you cannot pass directory {} (mode {:04o}, owner {}:{}), which leads to the socket: restart knockd (it gives its socket directory group knockd, mode 0750), or as root run `chgrp knockd {} && chmod g+rx {}`",
+        .socket.display(), .dir.display(), .mode, .uid, .gid, .dir.display(), .dir.display())]
+    DirBlocked {
+        socket: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `revoke --door NAME` named a door knockd does not have.
+    #[error("no door named '{door}' (knockd has: {}; see knockctl doors)", .known.join(", "))]
+    NoSuchDoor { door: String, known: Vec<String> },
     /// knockd answered with a response that does not fit the request.
     #[error("unexpected reply from knockd to {request}: {reply}")]
     Unexpected {
@@ -50,6 +63,24 @@ pub enum CtlError {
     /// The terminal interface failed (`knockctl tui`).
     #[error("{0:#}")]
     Tui(anyhow::Error),
+    /// `-H`, `--hosts` or the hosts file are wrong.
+    #[error(transparent)]
+    Targets(#[from] crate::fleet::hosts::HostsError),
+    /// The one host asked did not answer.
+    #[error("{}: {error}", crate::present::visible(.name))]
+    Host {
+        name: String,
+        error: crate::fleet::HostError,
+    },
+    /// Some of many hosts did not answer (each was named above with its reason).
+    #[error("{failed} of {of} hosts did not answer")]
+    Hosts { failed: usize, of: usize },
+    /// `revoke --on HOST` names no chosen host.
+    #[error("--on {name}: not one of the hosts ({known})")]
+    UnknownHost { name: String, known: String },
+    /// `reload` failed on some hosts (their errors are above).
+    #[error("reload failed on some hosts")]
+    ReloadsFailed,
 }
 
 impl CtlError {
@@ -57,6 +88,9 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Client(e) if e.is_not_running() => 3,
+            CtlError::Host { error, .. } if error.is_not_running() => 3,
+            // Many hosts: 3 when none answered, 1 when some did not.
+            CtlError::Hosts { failed, of } if failed >= of => 3,
             CtlError::Tui(e)
                 if e.downcast_ref::<knock_ipc::ClientError>()
                     .is_some_and(knock_ipc::ClientError::is_not_running) =>
@@ -78,8 +112,22 @@ pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resul
 }
 
 async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
+    if let Command::DialStdio = args.command {
+        return Ok(crate::fleet::dial::dial_stdio(&args.socket).await?);
+    }
+    let hosts = crate::fleet::hosts::chosen(args)?;
+    let socket = match hosts.as_slice() {
+        [host] => match &host.target {
+            crate::fleet::Target::Unix(path) => path.clone(),
+            crate::fleet::Target::Ssh(_) => {
+                return crate::fleet::run::run(args, &hosts, out, err).await
+            }
+        },
+        _ => return crate::fleet::run::run(args, &hosts, out, err).await,
+    };
+    let socket = socket.as_path();
     match &args.command {
-        Command::Tail => tail(&args.socket, args.json, out, err).await,
+        Command::Tail => tail(socket, args.json, out, err).await,
         // The dashboard is started by `crate::run_knockctl`; `ctl` knows nothing of it.
         Command::Tui => Err(CtlError::Tui(anyhow::anyhow!(
             "knockctl tui is started by knockctl::run_knockctl, not ctl::run"
@@ -87,15 +135,48 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         command => {
             let request = request_for(command);
             let name = request.name();
-            let mut client = connect(&args.socket).await?;
-            let response = within(&args.socket, client.request(request)).await?;
-            let reply = render(command, name, response, args.json, &Local::now());
+            let mut client = connect(socket).await?;
+            let response = within(socket, client.request(request)).await?;
+            let mut reply = render(command, name, response, args.json, &Local::now());
+            if let Err(CtlError::NoGrant {
+                door: Some(door), ..
+            }) = &reply.result
+            {
+                // Nothing closed: say so plainly if the door itself does not exist.
+                if let Ok(Response::Doors { doors }) =
+                    within(socket, client.request(Request::Doors)).await
+                {
+                    if let Some(e) = no_such_door(door, &doors) {
+                        reply.result = Err(e);
+                    }
+                }
+            }
             write(out, &reply.stdout)?;
             out.flush().map_err(CtlError::Output)?;
             write(err, &reply.stderr)?;
             reply.result
         }
     }
+}
+
+/// [`CtlError::NoSuchDoor`] when `door` is none of `doors` (names compare exactly, as
+/// knockd's revoke does).
+pub fn no_such_door(door: &str, doors: &[knock_ipc::DoorInfo]) -> Option<CtlError> {
+    if doors.iter().any(|d| d.name == door) {
+        return None;
+    }
+    let mut known: Vec<String> = doors
+        .iter()
+        .take(8)
+        .map(|d| crate::present::visible(&d.name).into_owned())
+        .collect();
+    if doors.len() > known.len() {
+        known.push(format!("... {} more", doors.len() - known.len()));
+    }
+    Some(CtlError::NoSuchDoor {
+        door: crate::present::visible(door).into_owned(),
+        known,
+    })
 }
 
 /// What to print for a response, and whether the command succeeded.
@@ -133,13 +214,13 @@ pub fn request_for(command: &Command) -> Request {
         Command::List => Request::Grants,
         Command::Attempts => Request::Attempts,
         Command::Doors => Request::Doors,
-        Command::Revoke { addr, door } => Request::Revoke {
+        Command::Revoke { addr, door, .. } => Request::Revoke {
             addr: *addr,
             door: door.clone(),
         },
         Command::Reload => Request::Reload,
         Command::Metrics => Request::Status,
-        Command::Tail | Command::Tui => Request::Subscribe,
+        Command::Tail | Command::Tui | Command::DialStdio => Request::Subscribe,
     }
 }
 
@@ -210,7 +291,7 @@ pub fn render<Tz: TimeZone>(
         } else {
             output::format_doors(&doors)
         }),
-        (Command::Revoke { addr, door }, Response::Revoked { grants }) => {
+        (Command::Revoke { addr, door, .. }, Response::Revoked { grants }) => {
             let stdout = if json {
                 doc(&json!({ "revoked": grants }))
             } else {
@@ -290,7 +371,36 @@ async fn tail(
 }
 
 async fn connect(socket: &Path) -> Result<Client, CtlError> {
-    within(socket, Client::connect(socket)).await
+    match within(socket, Client::connect(socket)).await {
+        Err(CtlError::Client(ClientError::PermissionDenied(path))) => {
+            Err(blocked(&path).unwrap_or(CtlError::Client(ClientError::PermissionDenied(path))))
+        }
+        other => other,
+    }
+}
+
+/// [`CtlError::DirBlocked`] for the first directory on the way to `socket` that this user
+/// cannot search, if any (else the socket itself refused: group membership).
+pub fn blocked(socket: &Path) -> Option<CtlError> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = socket.parent()?;
+    let mut dirs: Vec<&Path> = parent.ancestors().collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .filter(|d| !d.as_os_str().is_empty())
+        .find_map(|dir| {
+            if nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_ok() {
+                return None;
+            }
+            let meta = std::fs::metadata(dir).ok()?;
+            Some(CtlError::DirBlocked {
+                socket: socket.to_path_buf(),
+                dir: dir.to_path_buf(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            })
+        })
 }
 
 /// Awaits a step of the conversation with knockd, for at most [`REPLY_TIMEOUT`].
@@ -337,6 +447,7 @@ mod tests {
         Command::Revoke {
             addr: "10.0.0.12".parse().expect("ip"),
             door: door.map(str::to_string),
+            on: None,
         }
     }
 
