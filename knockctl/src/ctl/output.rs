@@ -14,7 +14,7 @@ use crate::present::table::{render_table, Column, GAP};
 use crate::present::text::push_line;
 use crate::present::{
     closes_by, door_sequence, format_clock, format_duration_ms, format_duration_secs,
-    format_remaining, visible,
+    format_remaining, state_file_health, visible,
 };
 
 /// Width human output is laid out for.
@@ -41,6 +41,7 @@ pub fn format_status(status: &Status) -> String {
         ),
         ("grants", status.grants.to_string()),
         ("firewall", status.firewall.clone()),
+        ("state file", state_file_health(status)),
         (
             "counters",
             format!(
@@ -72,8 +73,8 @@ pub fn format_status(status: &Status) -> String {
         (
             "",
             format!(
-                "opens refused: pool full {}  MaxGrants {}",
-                c.refused_pool_full, c.refused_max_grants
+                "opens refused: pool full {}  MaxGrants {}  state file unwritable {}",
+                c.refused_pool_full, c.refused_max_grants, c.refused_state_unwritable
             ),
         ),
         ("", format!("log lines dropped {}", c.log_lines_dropped)),
@@ -480,6 +481,20 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
     }
 
     #[test]
+    fn status_says_since_when_the_state_file_cannot_be_written() {
+        let status = Status {
+            state_error: Some("cannot write state file /s.json: No space left on device".into()),
+            state_error_since_unix_ms: Some(1_700_000_000_000),
+            ..Status::default()
+        };
+        let text = format_status(&status);
+        assert!(
+            text.contains("state file  CANNOT BE WRITTEN since 2023-11-14 22:13:20 UTC: cannot write state file /s.json: No space left on device (opens are refused until it is)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn status_block() {
         let status = Status {
             daemon_version: "0.1.0".into(),
@@ -510,8 +525,11 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_start_displaced: 5,
                 refused_replay: 2,
                 totp_clock_skew: 1,
+                refused_state_unwritable: 2,
             },
             firewall: "iptables".into(),
+            state_error: None,
+            state_error_since_unix_ms: None,
         };
         let text = format_status(&status);
         assert_eq!(
@@ -526,11 +544,12 @@ doors       3
 attempts    2/1000
 grants      1
 firewall    iptables
+state file  ok
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
             TOTP: replays refused 2  clock skew 1
-            opens refused: pool full 7  MaxGrants 0
+            opens refused: pool full 7  MaxGrants 0  state file unwritable 2
             log lines dropped 12
             StartRate: busy network 12  queue full 3  displaced 5
 "
