@@ -499,7 +499,7 @@ fn a_slow_flood_from_many_low_networks_turns_the_table_over_oldest_first() {
 /// door holds at most half of the table in advanced attempts: the rest are refused.
 #[test]
 fn one_doors_advanced_attempts_do_not_starve_another_doors_first_knocks() {
-    use crate::engine::totp::window;
+    use crate::config::totp::window;
     let spec = knock_ipc::totp::Spec {
         secret: b"0123456789abcdef0123456789abcdef".to_vec(),
         step_secs: 30,
