@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +128,9 @@ pub struct Counters {
     pub refused_start_queue: u64,
     /// Waiting opens dropped for one from a quieter network.
     pub refused_start_displaced: u64,
+    /// `Firewall = nftables`: times knockd re-created its table after another program removed
+    /// or changed it (`nft flush ruleset`, `systemctl reload nftables`).
+    pub nft_tables_recreated: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,7 @@ pub fn check_config(
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
+    let _ = crate::firewall::nftables::set_table(parsed.config.options.nft_table());
     for line in nft_setup::firewall_advice(&parsed.config.options) {
         println!("{line}");
     }
@@ -143,6 +144,24 @@ pub fn capture_doors(config: &config::Config, wall_secs: u64) -> Vec<config::mod
             None => (!d.sequence.is_empty()).then(|| d.clone()),
         })
         .collect()
+}
+
+/// What the command line sets over the config file (at start and on every reload).
+fn overrides_of(args: &Args) -> config::Overrides {
+    config::Overrides {
+        interface: args.interface.clone(),
+        log_file: args.logfile.clone(),
+        pid_file: args.pidfile.clone(),
+        socket: args.socket.clone(),
+        state_file: args.state_file.clone(),
+        base_dir: std::env::current_dir().ok(),
+        firewall: args.firewall,
+    }
+}
+
+/// `knockd --firewall-cleanup [--force]`: remove this config's nftables table.
+pub fn firewall_cleanup(args: &Args) -> anyhow::Result<()> {
+    nft_setup::firewall_cleanup(&args.config, &overrides_of(args), args.force)
 }
 
 /// The interface of the IPv4 default route, from /proc/net/route.
@@ -241,16 +260,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     let mut config = parsed.config;
     // Command line beats the config file, for every option (also on reload).
-    let overrides = config::Overrides {
-        interface: args.interface.clone(),
-        log_file: args.logfile.clone(),
-        pid_file: args.pidfile.clone(),
-        socket: args.socket.clone(),
-        state_file: args.state_file.clone(),
-        base_dir: std::env::current_dir().ok(),
-        firewall: args.firewall,
-    };
+    let overrides = overrides_of(&args);
     overrides.apply(&mut config.options);
+    // The one table this process ever touches.
+    crate::firewall::nftables::set_table(config.options.nft_table()).map_err(anyhow::Error::msg)?;
     let iface = match &config.options.interface {
         Some(i) => i.clone(),
         None => default_route_interface().unwrap_or_else(|| "eth0".to_string()),
@@ -291,7 +304,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(nft_setup::set_up_table(&config)?)
     } else {
-        advice.extend(nft_setup::remove_table_of_previous_run());
+        advice.extend(nft_setup::remove_table_of_previous_run(&state_file));
         None
     };
     advice.extend(nft_setup::firewall_advice(&config.options));
@@ -389,6 +402,7 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
     .with_overrides(p.overrides)
     .with_state_file(p.state_file)
     .with_capture(vec![iface.clone()], stats.clone());
+    engine.watch_nft_table();
     // Addresses first, so the first filter already names them.
     let only_v4 = args.only_ipv4;
     let addrs = local_addrs(&iface, only_v4);

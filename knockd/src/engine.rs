@@ -284,6 +284,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             totp_steps: Vec::new(),
             totp_next: None,
         };
+        e.nft.set_spec(&e.config);
         e.rotate_totp(tokio::time::Instant::now().into_std(), true);
         e.update_filter();
         e
@@ -299,8 +300,21 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
     /// a `RecordingFirewall` in tests).
     pub fn with_nft_firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
-        self.nft = NftSide::new(fw);
+        self.nft.set_firewall(fw);
         self
+    }
+
+    /// `Firewall = nftables`: notice at once when another program deletes something of the
+    /// table (`nft flush ruleset`), and re-create it. Without this, a failed element change
+    /// still has the table checked.
+    pub fn watch_nft_table(&self) {
+        if self.config.options.firewall == config::FirewallKind::Nftables {
+            if let Err(e) = self.nft.watch() {
+                tracing::warn!(
+                    "nftables: {e}: a removed table is noticed at the next element change only"
+                );
+            }
+        }
     }
 
     /// Command-line settings re-applied over the config file on every reload.
@@ -531,15 +545,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         match c {
             Control::Reload(reply) => {
                 let r = self.reload();
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                }
+                self.answer_reload(r, reply);
             }
             Control::ReloadLoaded(prepared, reply) => {
                 let r = self.reload_prepared(*prepared);
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                }
+                self.answer_reload(r, reply);
             }
             Control::Snapshot(reply) => {
                 let _ = reply.send(crate::reload::Snapshot {
@@ -815,8 +825,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         // Switching backends moves every grant between two firewalls while knocks keep
         // coming: only a restart does it (no grant can race the switch then).
-        let (old_fw, new_fw) = (self.config.options.firewall, new.options.firewall);
-        if let Err(problem) = nft_side::switch_refused(old_fw, new_fw, &self.config_path) {
+        if let Err(problem) =
+            nft_side::switch_refused(&self.config.options, &new.options, &self.config_path)
+        {
             let msg = format!("config error: {problem}");
             self.line(&msg);
             self.line("reload failed: keeping the running configuration");
@@ -886,20 +897,80 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         for (door, addr, ops) in r.keep {
             self.submit_nft(None, &door, addr, TaskKind::Free, ops);
         }
+        self.nft.set_spec(&self.config);
         self.nft.update_table(r.script);
+    }
+
+    /// Answer a reload; with nftables, only once its table update ran.
+    fn answer_reload(&mut self, r: ReloadResult, reply: Option<oneshot::Sender<ReloadResult>>) {
+        let Some(reply) = reply else {
+            return;
+        };
+        match r {
+            Ok(warnings) => {
+                if let Some((reply, warnings)) = self.nft.hold_reply((reply, warnings)) {
+                    let _ = reply.send(Ok(warnings));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 
     /// What the nftables side's tasks send back.
     fn on_nft(&mut self, ev: nft_side::NftEvent) {
+        use nft_side::NftEvent;
+        let table = crate::firewall::nftables::table();
         match ev {
-            nft_side::NftEvent::Listed(v) => self.on_kernel_view(v),
-            nft_side::NftEvent::TableUpdated(Ok(())) => {}
-            nft_side::NftEvent::TableUpdated(Err(e)) => {
-                self.stats.commands_failed += 1;
-                let msg = format!("error: cannot update table inet knockd: {e}");
-                self.line(&msg);
+            NftEvent::Listed(v) => self.on_kernel_view(v),
+            NftEvent::TableUpdated(r) => {
+                let failed = r.err().map(|e| {
+                    format!("table inet {table} could not be updated (the configuration is in force, the table is not): {e}")
+                });
+                if let Some(msg) = &failed {
+                    self.stats.commands_failed += 1;
+                    let line = format!("error: {msg}");
+                    self.line(&line);
+                }
+                for (reply, warnings) in self.nft.updated() {
+                    let _ = reply.send(match &failed {
+                        None => Ok(warnings),
+                        Some(msg) => Err(vec![msg.clone()]),
+                    });
+                }
             }
+            NftEvent::Touched => self.nft.check(),
+            NftEvent::Checked(r) => {
+                self.nft.checked();
+                match r {
+                    Ok(true) => self.nft_recreated(),
+                    Ok(false) => tracing::debug!("nftables: table inet {table} is whole"),
+                    Err(e) => {
+                        let msg = format!("error: cannot check table inet {table}: {e}");
+                        self.line(&msg);
+                    }
+                }
+            }
+            NftEvent::Recreated => self.nft_recreated(),
         }
+    }
+
+    /// Another program removed the table (or part of it) and the nftables side re-created it:
+    /// put back every open grant's elements with the time it has left, say so once, count it.
+    fn nft_recreated(&mut self) {
+        self.stats.nft_tables_recreated += 1;
+        let now = now();
+        let back = nft_side::put_back(&self.ledger, now);
+        let n = back.len();
+        for (door, addr, ops) in back {
+            self.submit_nft(None, &door, addr, TaskKind::Free, ops);
+        }
+        let msg = format!(
+            "warning: table inet {} was removed or changed by another program (nft flush ruleset, systemctl reload nftables?): re-created it, the doors' ports are protected again, and the elements of {n} open grant(s) are back with the time they have left",
+            crate::firewall::nftables::table()
+        );
+        self.line(&msg);
     }
 
     /// Close every grant that has a deadline, and wait (bounded) for running commands.
@@ -918,20 +989,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .iter()
             .filter(|g| g.close.kernel_expires() && g.closing.is_none())
             .count();
-        if kernel > 0 {
+        if kernel > 0 && policy == ShutdownPolicy::Keep {
             let msg = format!(
-                "leaving {kernel} nftables grant(s) to the kernel: they close at their deadline, and table inet knockd keeps the doors' ports closed"
+                "leaving {kernel} nftables grant(s) to the kernel: they close at their deadline, and table inet {} keeps the doors' ports closed",
+                crate::firewall::nftables::table()
             );
             self.line(&msg);
         }
+        // The same for both backends: nftables grants (which always have a deadline) are
+        // closed by `close` and `close-all`, left to the kernel by `keep`.
         for id in self.ledger.ids() {
-            if self
-                .ledger
-                .get(id)
-                .is_some_and(|g| g.close.kernel_expires())
-            {
-                continue;
-            }
             let close = match policy {
                 ShutdownPolicy::Keep => false,
                 ShutdownPolicy::CloseAll => true,

@@ -51,6 +51,11 @@ const COUNTERS: &[(&str, &str, &str)] = &[
         "log_lines_dropped",
         "Log lines dropped because the log (LogFile, syslog, stderr) could not keep up.",
     ),
+    (
+        "nft_tables_recreated",
+        "nft_tables_recreated",
+        "Firewall = nftables: times knockd re-created its table after another program removed or changed it (nft flush ruleset).",
+    ),
 ];
 
 /// Refusal counters (`refused`, `refused_<reason>`) form one family labelled by reason.

@@ -69,7 +69,13 @@ pub fn format_status(status: &Status) -> String {
                 c.refused_pool_full, c.refused_max_grants
             ),
         ),
-        ("", format!("log lines dropped {}", c.log_lines_dropped)),
+        (
+            "",
+            format!(
+                "log lines dropped {}  nftables table re-created {}",
+                c.log_lines_dropped, c.nft_tables_recreated
+            ),
+        ),
         (
             "",
             format!(
@@ -456,6 +462,7 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_start_network: 12,
                 refused_start_queue: 3,
                 refused_start_displaced: 5,
+                nft_tables_recreated: 1,
             },
             firewall: "iptables".into(),
         };
@@ -476,7 +483,7 @@ counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
             opens refused: pool full 7  MaxGrants 0
-            log lines dropped 12
+            log lines dropped 12  nftables table re-created 1
             StartRate: busy network 12  queue full 3  displaced 5
 "
         );

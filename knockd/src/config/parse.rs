@@ -16,9 +16,9 @@ use super::model::{
 };
 use super::validate::{check_door, Findings};
 use super::values::{
-    flag_names, parse_bool, parse_count, parse_mark, parse_open, parse_sequence, parse_tcp_flags,
-    parse_timeout, valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
-    MAX_INTERFACE_NAME_LEN,
+    flag_names, parse_bool, parse_count, parse_mark, parse_open, parse_sequence, parse_table,
+    parse_tcp_flags, parse_timeout, valid_chain_name, valid_interface_name, COMMENT_HINT,
+    MAX_CHAIN_NAME_LEN, MAX_INTERFACE_NAME_LEN,
 };
 use super::warn::Warning;
 
@@ -461,7 +461,8 @@ impl Parser<'_> {
             | Key::NetworkPrefixV4
             | Key::NetworkPrefixV6
             | Key::Firewall
-            | Key::NftMark => {}
+            | Key::NftMark
+            | Key::NftTable => {}
         }
         Ok(())
     }
@@ -598,6 +599,7 @@ impl Parser<'_> {
                 })?;
             }
             Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
+            Key::NftTable => o.nft_table = Some(parse_table(value)?),
             _ => {}
         }
         Ok(())
@@ -616,6 +618,10 @@ impl Parser<'_> {
                 draft.line_of(key)
             });
             otp_lines.push(draft.line_of(Key::OneTimeSequences));
+            if self.options.firewall == FirewallKind::Nftables {
+                let line = draft.line_of(Key::StartCommand).unwrap_or(draft.door.line);
+                self.out.warn_iptables_accept(line, &draft.door);
+            }
             doors.push(draft.door);
         }
         self.out.warn_static_doors();

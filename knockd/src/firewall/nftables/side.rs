@@ -14,8 +14,8 @@
 use super::listing::KernelElem;
 use super::script::TableSpec;
 use super::Elem;
-use crate::config::{Config, Door, FirewallKind, MAX_TIMEOUT_SECS};
-use crate::firewall::{Firewall, FirewallQueue, Op};
+use crate::config::{Config, Door, FirewallKind, Options, MAX_TIMEOUT_SECS};
+use crate::firewall::{BoxFuture, Firewall, FirewallQueue, Op, OpOutcome};
 use crate::grants::{Close, Grant, GrantId, Ledger};
 use crate::state::{self, SavedGrant};
 use knock_ipc as ipc;
@@ -36,6 +36,15 @@ pub enum NftEvent {
     Listed(KernelView),
     /// A table update (reload) ran.
     TableUpdated(Result<(), String>),
+    /// Another program deleted something of the table (nf_tables notification), or an
+    /// element change failed: check the table.
+    Touched,
+    /// A check asked for by [`NftSide::check`] is done: Ok(true) when the table had to be
+    /// re-created (its elements may be gone: put back those of every open grant).
+    Checked(Result<bool, String>),
+    /// A failed element change found the table removed and re-created it (put back the
+    /// elements of every open grant).
+    Recreated,
 }
 
 /// A `knockctl list` waiting for the kernel's listing.
@@ -48,11 +57,26 @@ pub struct KernelView {
     reply: oneshot::Sender<ipc::Response>,
 }
 
+/// The reply of a reload, held until its table update ran.
+pub type ReloadReply = (
+    oneshot::Sender<Result<Vec<String>, Vec<String>>>,
+    Vec<String>,
+);
+
 /// The owner of everything nftables in the engine: the backend, its queue (started on first
-/// use, on the engine's runtime), and the channel its tasks answer on.
+/// use, on the engine's runtime), the table's definition (what a repair re-creates), reload
+/// replies waiting for their table update, and the channel its tasks answer on.
 pub struct NftSide {
     firewall: Arc<dyn Firewall>,
     queue: Option<FirewallQueue>,
+    /// The table's script for the config in force (no stale elements): what a repair applies.
+    script: Arc<std::sync::Mutex<String>>,
+    /// Table updates started and not yet done, and the reload replies waiting for them.
+    updating: usize,
+    waiting: Vec<ReloadReply>,
+    /// A check of the table is running (further notifications wait for it).
+    checking: bool,
+    recheck: bool,
     tx: mpsc::UnboundedSender<NftEvent>,
     rx: mpsc::UnboundedReceiver<NftEvent>,
 }
@@ -71,16 +95,43 @@ impl NftSide {
         NftSide {
             firewall,
             queue: None,
+            script: Arc::default(),
+            updating: 0,
+            waiting: Vec::new(),
+            checking: false,
+            recheck: false,
             tx,
             rx,
         }
     }
 
-    /// The element queue (started on first use).
+    /// Another backend (before the queue started).
+    pub fn set_firewall(&mut self, firewall: Arc<dyn Firewall>) {
+        self.firewall = firewall;
+        self.queue = None;
+    }
+
+    /// The table `config` wants (what a repair re-creates).
+    pub fn set_spec(&mut self, config: &Config) {
+        if config.options.firewall != FirewallKind::Nftables {
+            return;
+        }
+        let script = TableSpec::from_config(config).script(&[]);
+        if let Ok(mut s) = self.script.lock() {
+            *s = script;
+        }
+    }
+
+    /// The element queue (started on first use). A failed batch has the table checked (and
+    /// re-created when another program removed it) before its failed ops are tried once more.
     pub fn queue(&mut self) -> FirewallQueue {
-        let fw = &self.firewall;
+        let watched = Watched {
+            inner: self.firewall.clone(),
+            script: self.script.clone(),
+            tx: self.tx.clone(),
+        };
         self.queue
-            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
+            .get_or_insert_with(|| FirewallQueue::start(Arc::new(watched)))
             .clone()
     }
 
@@ -89,21 +140,74 @@ impl NftSide {
         self.rx.recv().await
     }
 
+    /// Tell the engine ([`NftEvent::Touched`]) whenever another program deletes something of
+    /// the table (a thread listening to the kernel's nf_tables notifications).
+    pub fn watch(&self) -> Result<(), String> {
+        let tx = self.tx.clone();
+        super::watch::spawn(super::table().to_string(), move || {
+            tx.send(NftEvent::Touched).is_ok()
+        })
+    }
+
+    /// Check the table (after every element change already queued) and re-create it when it
+    /// is not whole; [`NftEvent::Repaired`] says how it went. One check at a time: a check
+    /// asked for while one runs runs after it.
+    pub fn check(&mut self) {
+        if self.checking {
+            self.recheck = true;
+            return;
+        }
+        self.checking = true;
+        let queue = self.queue();
+        let fw = self.firewall.clone();
+        let script = self.script.lock().map(|s| s.clone()).unwrap_or_default();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            flushed(&queue).await;
+            let r = fw.repair(script).await;
+            let _ = tx.send(NftEvent::Checked(r));
+        });
+    }
+
+    /// A check is done: run the one asked for meanwhile, if any.
+    pub fn checked(&mut self) {
+        self.checking = false;
+        if std::mem::take(&mut self.recheck) {
+            self.check();
+        }
+    }
+
     /// Bring the table in line with `script` (one transaction), after every element change
     /// already queued; [`NftEvent::TableUpdated`] says how it went.
     pub fn update_table(&mut self, script: String) {
+        self.updating += 1;
         let queue = self.queue();
         let fw = self.firewall.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let (flushed, done) = oneshot::channel();
-            queue.flush(Box::new(move |_| {
-                let _ = flushed.send(());
-            }));
-            let _ = done.await;
+            flushed(&queue).await;
             let r = fw.set_up(script).await;
             let _ = tx.send(NftEvent::TableUpdated(r));
         });
+    }
+
+    /// Hold a reload's reply until its table update ran; None when no update is running.
+    pub fn hold_reply(&mut self, reply: ReloadReply) -> Option<ReloadReply> {
+        if self.updating == 0 {
+            return Some(reply);
+        }
+        self.waiting.push(reply);
+        None
+    }
+
+    /// A table update is done: the reload replies it held, once no update is running.
+    pub fn updated(&mut self) -> Vec<ReloadReply> {
+        self.updating = self.updating.saturating_sub(1);
+        if self.updating == 0 {
+            std::mem::take(&mut self.waiting)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Read the kernel's elements off the engine task (after every element change already
@@ -122,11 +226,7 @@ impl NftSide {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             // Behind the element changes already handed to the queue.
-            let (flushed, done) = oneshot::channel();
-            queue.flush(Box::new(move |_| {
-                let _ = flushed.send(());
-            }));
-            let _ = done.await;
+            flushed(&queue).await;
             let listed = match tokio::time::timeout(LIST_TIMEOUT, list).await {
                 Ok(r) => r,
                 Err(_) => Err(format!(
@@ -145,16 +245,91 @@ impl NftSide {
     }
 }
 
-/// A reload cannot switch the backend of native doors: open grants live in the old one, and a
-/// knock during the switch would race it. A restart does it.
-pub fn switch_refused(old: FirewallKind, new: FirewallKind, config: &Path) -> Result<(), String> {
+/// Wait until everything submitted to `queue` before has been applied.
+async fn flushed(queue: &FirewallQueue) {
+    let (tx, rx) = oneshot::channel();
+    queue.flush(Box::new(move |_| {
+        let _ = tx.send(());
+    }));
+    let _ = rx.await;
+}
+
+/// The backend as the queue sees it: when a batch fails, the table is checked first (another
+/// program may have removed it: `nft flush ruleset`); when it had to be re-created, the engine
+/// is told (it puts back every open grant's elements) and the failed ops are tried once more.
+struct Watched {
+    inner: Arc<dyn Firewall>,
+    script: Arc<std::sync::Mutex<String>>,
+    tx: mpsc::UnboundedSender<NftEvent>,
+}
+
+impl Firewall for Watched {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
+        self.inner.list()
+    }
+
+    fn set_up(&self, script: String) -> BoxFuture<Result<(), String>> {
+        self.inner.set_up(script)
+    }
+
+    fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {
+        self.inner.repair(script)
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
+        let inner = self.inner.clone();
+        let script = self.script.lock().map(|s| s.clone()).unwrap_or_default();
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let mut out = inner.apply(ops.clone()).await;
+            if !out.iter().any(OpOutcome::is_failed) || script.is_empty() {
+                return out;
+            }
+            match inner.repair(script).await {
+                Ok(true) => {
+                    let _ = tx.send(NftEvent::Recreated);
+                }
+                Ok(false) => return out,
+                Err(e) => {
+                    tracing::warn!("nftables: cannot check table inet {}: {e}", super::table());
+                    return out;
+                }
+            }
+            let failed: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_failed()).collect();
+            let retry: Vec<Op> = failed.iter().filter_map(|&i| ops.get(i).cloned()).collect();
+            let second = inner.apply(retry).await;
+            for (i, o) in failed.into_iter().zip(second) {
+                out[i] = o;
+            }
+            out
+        })
+    }
+}
+
+/// A reload cannot switch the backend of native doors (open grants live in the old one, and a
+/// knock during the switch would race it) nor move to another nftables table. A restart does.
+pub fn switch_refused(old: &Options, new: &Options, config: &Path) -> Result<(), String> {
+    if new.firewall == old.firewall && new.nft_table() != old.nft_table() {
+        return Err(format!(
+            "{}: NftTable changed from {} to {}: a reload cannot move knockd to another table (its grants live in table inet {}); restart knockd to switch (systemctl restart knockd)",
+            config.display(),
+            old.nft_table(),
+            new.nft_table(),
+            old.nft_table()
+        ));
+    }
+    let (old, new) = (old.firewall, new.firewall);
     if new == old {
         return Ok(());
     }
     let after = if old == FirewallKind::Nftables {
-        " (table inet knockd is removed at that start)"
+        format!(" (table inet {} is removed at that start)", super::table())
     } else {
-        ""
+        String::new()
     };
     Err(format!(
         "{}: Firewall changed from {} to {}: a reload cannot switch the firewall backend (open grants live in the old one); restart knockd to switch (systemctl restart knockd){after}",
@@ -241,6 +416,31 @@ pub fn close_ops(ledger: &Ledger, g: &Grant, elems: &[Elem], now: Instant) -> Ve
                 },
                 None => Op::Delete { rule },
             }
+        })
+        .collect()
+}
+
+/// After the table was re-created: every open nftables grant's elements, put again with the
+/// time the grant has left (a shared element with the longest), as (door, address, ops).
+/// Grants with less than a second left are left to expire.
+pub fn put_back(ledger: &Ledger, now: Instant) -> Vec<(String, IpAddr, Vec<Op>)> {
+    ledger
+        .oldest()
+        .filter(|g| g.closing.is_none())
+        .filter_map(|g| {
+            let Close::Nft { elems } = &g.close else {
+                return None;
+            };
+            let own = g
+                .expires
+                .map_or(Duration::from_secs(MAX_TIMEOUT_SECS), |t| {
+                    t.saturating_duration_since(now)
+                });
+            if own < Duration::from_secs(1) {
+                return None;
+            }
+            let ops = put_ops(ledger, g.id, &g.door, elems, own, now, false);
+            Some((g.door.clone(), g.addr, ops))
         })
         .collect()
 }
