@@ -717,7 +717,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.stats.scanners += 1;
                 let penalty = self.matcher.settings().sweep_penalty.as_secs_f64();
                 self.knock_line(now, || {
-                    format!("{src}: sweep guard: {strays} non-knock ports during a knock: treated as a scanner, attempts ended, no new attempt for {penalty}s")
+                    format!("{src}: sweep guard: {strays} non-knock ports during a knock: treated as a scanner, attempts ended, no new attempt on fixed-sequence doors for {penalty}s")
                 });
             }
             MatchEvent::Swept { src, door, stage } => {
