@@ -112,6 +112,8 @@ fn server_msgs() -> Vec<ServerMsg> {
                     target: None,
                     kind: "static".into(),
                     step: None,
+                    knocks: 2,
+                    sequence_hidden: false,
                 }],
             },
         },

@@ -197,6 +197,22 @@ pub struct DoorInfo {
     pub kind: String,
     /// TOTP doors: the current time step (the sequence itself is never sent).
     pub step: Option<u64>,
+    /// Knocks in the door's sequence (a one-time door: its current line; TOTP: per step).
+    pub knocks: u32,
+    /// `sequence` was withheld: static and one-time sequences are sent to root only (a
+    /// member of group knockd could use, and burn, them).
+    pub sequence_hidden: bool,
+}
+
+impl DoorInfo {
+    /// What a peer that is not root may see: everything but the sequence.
+    pub fn without_sequence(mut self) -> DoorInfo {
+        if !self.sequence.is_empty() {
+            self.sequence.clear();
+            self.sequence_hidden = true;
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

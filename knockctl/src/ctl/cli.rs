@@ -15,7 +15,9 @@ Inspect and control a running knockd over its control socket: show its status, t
 grants, the knock sequences in progress and the configured doors; revoke grants; reload \
 the configuration; follow events live.
 
-The control socket is only accessible to root and to members of the group knockd.";
+The control socket is only accessible to root and to members of the group knockd. Door \
+sequences (static and one-time) are shown to root only: knockd sends members each door's \
+kind and number of knocks.";
 
 /// Examples and exit status, shown after the options by `knockctl --help`.
 pub const EXAMPLES: &str = "\
@@ -91,7 +93,8 @@ pub enum Command {
     List,
     /// List knock sequences in progress (the oldest 5000, and how many more there are).
     Attempts,
-    /// List configured doors: sequence, timeout, action.
+    /// List configured doors: sequence (root only; others see kind and number of knocks),
+    /// timeout, action.
     Doors,
     /// Close the open grants of ADDRESS (only those of one door with --door).
     Revoke {

@@ -536,6 +536,26 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
     }
 
     #[test]
+    fn a_hidden_sequence_shows_its_number_of_knocks() {
+        let d = DoorInfo {
+            name: "ssh".into(),
+            sequence: vec![],
+            seq_timeout_ms: 5_000,
+            cmd_timeout_ms: 0,
+            tcp_flags: String::new(),
+            action: "open 22/tcp (INPUT)".into(),
+            one_time: true,
+            enabled: true,
+            target: None,
+            kind: "one-time".into(),
+            step: None,
+            knocks: 4,
+            sequence_hidden: true,
+        };
+        assert_eq!(door_sequence(&d), "(hidden: 4 knocks)");
+    }
+
+    #[test]
     fn doors_table() {
         let doors = [
             DoorInfo {
@@ -550,6 +570,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 3,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "oneShot".into(),
@@ -563,6 +585,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: Some("10.0.0.1".parse().expect("ip")),
                 kind: "one-time".into(),
                 step: None,
+                knocks: 0,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "long".into(),
@@ -576,6 +600,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 8,
+                sequence_hidden: false,
             },
             DoorInfo {
                 name: "totp".into(),
@@ -589,6 +615,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "totp".into(),
                 step: Some(58_000_000),
+                knocks: 3,
+                sequence_hidden: false,
             },
         ];
         let text = format_doors(&doors);

@@ -15,6 +15,9 @@ pub fn door_sequence(d: &DoorInfo) -> String {
             Some(step) => format!("(rotating: TOTP step {step})"),
             None => "(rotating: TOTP)".to_string(),
         }
+    } else if d.sequence_hidden {
+        // knockd sends static and one-time sequences to root only.
+        format!("(hidden: {} knocks)", d.knocks)
     } else if d.sequence.is_empty() {
         "(used up)".to_string()
     } else {

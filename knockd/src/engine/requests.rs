@@ -70,6 +70,12 @@ fn door_info(d: &Door, step: Option<u64>, firewall: config::FirewallKind) -> ipc
         }
         .to_string(),
         step,
+        knocks: match &d.totp {
+            Some(spec) => u32::try_from(spec.knocks).unwrap_or(u32::MAX),
+            None => u32::try_from(d.sequence.len()).unwrap_or(u32::MAX),
+        },
+        // The control socket withholds it from peers that are not root.
+        sequence_hidden: false,
     }
 }
 
