@@ -12,10 +12,11 @@ use crate::grants::Close;
 use crate::knocklog::MemoryLog;
 use crate::packet::Packet;
 use crate::state::SavedGrant;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
 const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
@@ -121,10 +122,10 @@ fn knock_on(e: &mut Engine<Exec, MemoryLog>, ports: [u16; 3]) {
 async fn settle(e: &mut Engine<Exec, MemoryLog>) {
     for _ in 0..100 {
         tokio::task::yield_now().await;
-        while let Ok(d) = e.done_rx.try_recv() {
+        while let Some(d) = e.runner.try_recv() {
             e.on_done(d);
         }
-        if e.inflight == 0 {
+        if e.runner.inflight() == 0 {
             return;
         }
     }
@@ -142,7 +143,7 @@ async fn grant_is_an_element_the_kernel_expires() {
     assert_eq!(ops(&exec), [PUT]);
     let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
     assert!(g.close.kernel_expires());
-    let info = Engine::<Exec, MemoryLog>::grant_info(&g, now());
+    let info = super::events::grant_info(&g, now());
     assert_eq!(info.kernel_expires_in_ms, Some(30_000));
     // A re-knock puts the element again with a fresh timeout; still one grant.
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -271,6 +272,18 @@ async fn an_open_against_a_removed_table_recreates_it_and_opens() {
     assert_eq!(e.stats().nft_tables_recreated, 1);
 }
 
+/// A reload request as the control socket sends it: the config read and parsed off the engine.
+fn reload_request(
+    conf: &std::path::Path,
+    tx: oneshot::Sender<crate::reload::ReloadResult>,
+) -> Control {
+    let prepared = crate::reload::Prepared {
+        loaded: config::load(conf),
+        work: None,
+    };
+    Control::ReloadLoaded(Box::new(prepared), Some(tx))
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_reload_answers_only_after_its_table_update_and_says_why_it_failed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -283,7 +296,7 @@ async fn a_reload_answers_only_after_its_table_update_and_says_why_it_failed() {
     let (mut e, fw, _log) = engine();
     e.config_path = conf.clone();
     let (tx, mut rx) = oneshot::channel();
-    e.on_control(Control::Reload(Some(tx)));
+    e.on_control(reload_request(&conf, tx));
     assert!(
         rx.try_recv().is_err(),
         "answered before the table update ran"
@@ -297,7 +310,7 @@ async fn a_reload_answers_only_after_its_table_update_and_says_why_it_failed() {
     // The update fails: the reload says so, with the reason.
     fw.fail_on("tcp . 2222");
     let (tx, mut rx) = oneshot::channel();
-    e.on_control(Control::Reload(Some(tx)));
+    e.on_control(reload_request(&conf, tx));
     next_nft(&mut e).await;
     match rx.try_recv() {
         Ok(Err(errs)) => assert!(
@@ -511,7 +524,10 @@ async fn a_reload_cannot_switch_the_backend() {
     knock(&mut e);
     settle(&mut e).await;
     assert_eq!(ops(&fw), [PUT]);
-    assert!(e.exec.ran().is_empty(), "no table clean-up, no iptables");
+    assert!(
+        e.runner.exec().ran().is_empty(),
+        "no table clean-up, no iptables"
+    );
 }
 
 /// Ask for the list as the control socket does, and let the kernel's listing come in.

@@ -10,8 +10,9 @@
 //! # Plugging in a backend
 //!
 //! Implement [`Firewall`] (see [`iptables::IptablesRestore`], [`nftables::NftFirewall`] and
-//! the recording [`fake::RecordingFirewall`]) and pass it to [`crate::engine::Engine::new`]
-//! (or, for `Firewall = nftables`, `Engine::with_nft_firewall`):
+//! the recording [`fake::RecordingFirewall`]) and pass it to the daemon as
+//! [`crate::serve::Deps`]`::firewall` (`Firewall = iptables`) or `nft_firewall`
+//! (`Firewall = nftables`), e.g. `Arc::new(MyBackend::new(...))`:
 //!
 //! - `apply` receives a non-empty batch and returns **one [`OpOutcome`] per op, in order**.
 //!   It runs on the queue's task: it may take as long as it needs (the engine is not waiting),

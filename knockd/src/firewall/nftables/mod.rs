@@ -22,6 +22,7 @@
 pub mod backend;
 pub mod detect;
 pub mod dump;
+pub mod kernel;
 pub mod listing;
 pub mod netlink;
 pub mod nlmsg;
