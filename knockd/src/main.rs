@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     } else if let (Some(name), Some(out)) = (&args.new_client, &args.out) {
         knockd::oneshot::new_client(&args.config, name, out)
     } else if args.firewall_cleanup {
-        knockd::firewall::nftables::setup::firewall_cleanup()
+        knockd::oneshot::firewall_cleanup(&args)
     } else if args.check_config {
         knockd::oneshot::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {

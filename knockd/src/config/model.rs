@@ -229,6 +229,8 @@ pub struct Options {
     pub spa_client_dir: Option<PathBuf>,
     /// `SPA_ServerKey`; None = DEFAULT_SPA_SERVER_KEY.
     pub spa_server_key: Option<PathBuf>,
+    /// `NftTable`: the nftables table (family inet) this knockd owns; None = `knockd`.
+    pub nft_table: Option<String>,
 }
 
 /// Packet mark set by `Firewall = nftables` on packets a grant accepts ("KN").
@@ -249,6 +251,18 @@ impl Options {
         self.spa_server_key
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SPA_SERVER_KEY))
+    }
+
+    /// The state file (`StateFile`, `--state-file`, or [`DEFAULT_STATE_FILE`]).
+    pub fn state_file(&self) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE))
+    }
+
+    /// The nftables table (family inet) this knockd owns: `NftTable`, or `knockd`.
+    pub fn nft_table(&self) -> &str {
+        self.nft_table.as_deref().unwrap_or("knockd")
     }
 
     /// The mark knockd's nftables chain sets on accepted packets, if any.

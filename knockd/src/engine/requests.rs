@@ -17,7 +17,9 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn door_info(d: &Door, step: Option<u64>) -> ipc::DoorInfo {
+/// A door as `knockctl doors` shows it; `firewall`: the backend of native doors (`open 22/tcp
+/// (INPUT)` with iptables, `open 22/tcp (nftables)` with nftables, which uses no chain).
+fn door_info(d: &Door, step: Option<u64>, firewall: config::FirewallKind) -> ipc::DoorInfo {
     let mut flags: Vec<String> = Vec::new();
     for (name, bit) in config::flag::NAMES {
         if d.tcp_flags.set & bit != 0 {
@@ -29,7 +31,11 @@ fn door_info(d: &Door, step: Option<u64>) -> ipc::DoorInfo {
     }
     let action = if !d.open.is_empty() {
         let ports = config::ports_label(d.open.iter().map(|o| (o.port, o.proto)));
-        format!("open {ports} ({})", d.open_chain)
+        let via = match firewall {
+            config::FirewallKind::Iptables => d.open_chain.as_str(),
+            config::FirewallKind::Nftables => "nftables",
+        };
+        format!("open {ports} ({via})")
     } else {
         match (&d.start_command, &d.stop_command) {
             (Some(_), Some(_)) => "command + stop_command".to_string(),
@@ -118,7 +124,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .doors
                     .iter()
                     .enumerate()
-                    .map(|(i, d)| door_info(d, self.totp.step(i)))
+                    .map(|(i, d)| door_info(d, self.totp.step(i), self.config.options.firewall))
                     .collect(),
             },
             Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
