@@ -21,7 +21,7 @@ pub async fn run_knockctl(
 ) -> Result<(), ctl::CtlError> {
     match args.command {
         ctl::Command::Tui => tui::run(&args.socket).await.map_err(ctl::CtlError::Tui),
-        _ => ctl::run(args, out, err).await,
+        _ => ctl::run(args, out, err, ctl::run::table_width()).await,
     }
 }
 

@@ -15,6 +15,10 @@ Inspect and control a running knockd over its control socket: show its status, t
 grants, the knock sequences in progress and the configured doors; revoke grants; reload \
 the configuration; follow events live.
 
+Tables fit the terminal's width (COLUMNS overrides it), wrapping long cells onto continuation \
+lines; when standard output is not a terminal (a pipe, a file), every row stays on one line, \
+so grep sees it whole.
+
 The control socket is only accessible to root and to members of the group knockd.";
 
 /// Examples and exit status, shown after the options by `knockctl --help`.

@@ -1,7 +1,7 @@
 //! Talking to knockd: connect, send one request, print the answer; or follow the event
 //! stream. Turning an answer into text is [`render`], which is pure.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,15 +69,26 @@ impl CtlError {
 }
 
 /// Runs one `knockctl` command against the daemon at `args.socket`, writing results to
-/// `out` and notices to `err`. A closed `out` (`knockctl tail | head`) ends the run quietly.
-pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
-    match dispatch(args, out, err).await {
+/// `out` and notices to `err`; tables fit in `width` columns (see [`table_width`]), or are
+/// never wrapped with `None`. A closed `out` (`knockctl tail | head`) ends the run quietly.
+pub async fn run(
+    args: &Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    width: Option<usize>,
+) -> Result<(), CtlError> {
+    match dispatch(args, out, err, width).await {
         Err(CtlError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
 }
 
-async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
+async fn dispatch(
+    args: &Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    width: Option<usize>,
+) -> Result<(), CtlError> {
     match &args.command {
         Command::Tail => tail(&args.socket, args.json, out, err).await,
         // The dashboard is started by `crate::run_knockctl`; `ctl` knows nothing of it.
@@ -89,13 +100,35 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             let name = request.name();
             let mut client = connect(&args.socket).await?;
             let response = within(&args.socket, client.request(request)).await?;
-            let reply = render(command, name, response, args.json, &Local::now());
+            let reply = render(command, name, response, args.json, &Local::now(), width);
             write(out, &reply.stdout)?;
             out.flush().map_err(CtlError::Output)?;
             write(err, &reply.stderr)?;
             reply.result
         }
     }
+}
+
+/// The width of the tables on stdout, like `ps` and `ss`: on a terminal, `COLUMNS` when
+/// set, else the terminal's width; `None` (one row per line, never wrapped, so `grep` sees
+/// whole rows) when stdout is a pipe or a file.
+pub fn table_width() -> Option<usize> {
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok());
+    let terminal = crossterm::terminal::size()
+        .ok()
+        .map(|(w, _)| usize::from(w));
+    let positive = |w: &usize| *w > 0;
+    Some(
+        columns
+            .filter(positive)
+            .or(terminal.filter(positive))
+            .unwrap_or(output::WIDTH),
+    )
 }
 
 /// What to print for a response, and whether the command succeeded.
@@ -169,13 +202,14 @@ fn listing(body: String, json: bool, note: Option<String>) -> Reply {
 }
 
 /// Turns knockd's answer to `command` into output and an outcome. `now` gives the time zone
-/// and the day for clock times.
+/// and the day for clock times; tables fit in `width` columns, or never wrap with `None`.
 pub fn render<Tz: TimeZone>(
     command: &Command,
     request: &'static str,
     response: Response,
     json: bool,
     now: &DateTime<Tz>,
+    width: Option<usize>,
 ) -> Reply {
     match (command, response) {
         (_, Response::Error { message }) => Reply::fail(String::new(), CtlError::Daemon(message)),
@@ -192,7 +226,7 @@ pub fn render<Tz: TimeZone>(
             let body = if json {
                 doc(&grants)
             } else {
-                output::format_grants(&grants, now)
+                output::format_grants(&grants, now, width)
             };
             listing(body, json, note)
         }
@@ -201,14 +235,14 @@ pub fn render<Tz: TimeZone>(
             let body = if json {
                 doc(&attempts)
             } else {
-                output::format_attempts(&attempts)
+                output::format_attempts(&attempts, width)
             };
             listing(body, json, note)
         }
         (Command::Doors, Response::Doors { doors }) => Reply::ok(if json {
             doc(&doors)
         } else {
-            output::format_doors(&doors)
+            output::format_doors(&doors, width)
         }),
         (Command::Revoke { addr, door }, Response::Revoked { grants }) => {
             let stdout = if json {
@@ -364,6 +398,7 @@ mod tests {
             Response::Revoked { grants: vec![] },
             false,
             &now(),
+            None,
         );
         let err = reply.result.expect_err("nothing revoked");
         assert_eq!(err.exit_code(), 1);
@@ -380,6 +415,7 @@ mod tests {
             },
             false,
             &now(),
+            None,
         );
         assert!(reply.result.is_ok());
         assert_eq!(reply.stdout, "revoked openSSH 10.0.0.12 (22/tcp (INPUT))\n");
@@ -396,6 +432,7 @@ mod tests {
             },
             true,
             &now(),
+            None,
         );
         let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
         assert_eq!(value[0]["addr"], "10.0.0.12");
@@ -410,6 +447,7 @@ mod tests {
             },
             true,
             &now(),
+            None,
         );
         let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
         assert_eq!(value["reloaded"], false);
@@ -432,6 +470,7 @@ mod tests {
                 },
                 json,
                 &now(),
+                None,
             )
         };
         let text = list(false);
@@ -458,6 +497,7 @@ mod tests {
             },
             false,
             &now(),
+            None,
         );
         assert!(!attempts.stdout.contains("showing"));
     }
@@ -472,6 +512,7 @@ mod tests {
             },
             false,
             &now(),
+            None,
         );
         let err = reply.result.expect_err("error");
         assert_eq!(err.to_string(), "knockd: engine is shutting down");
@@ -483,6 +524,7 @@ mod tests {
             Response::Subscribed,
             false,
             &now(),
+            None,
         );
         let err = reply.result.expect_err("mismatch");
         assert_eq!(

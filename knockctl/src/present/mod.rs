@@ -5,8 +5,10 @@
 //! - [`time`]: durations (`4m03s`, `12.3s`), time left, wall-clock instants.
 //! - [`text`]: escaping of daemon-supplied text ([`visible`]) and widths in terminal columns.
 //! - [`labels`]: how a door's sequence, a grant's closing and a failed revoke read.
-//! - [`table`]: column layout for the CLI tables.
+//! - [`table`]: column layout for the CLI tables (wrapping, or one line per row).
+//! - [`fit`]: column layout for the TUI's panes (content widths, `…` where cut).
 
+pub mod fit;
 pub mod labels;
 pub mod table;
 pub mod text;
