@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +194,10 @@ pub struct DoorInfo {
     pub kind: String,
     /// TOTP doors: the current time step (the sequence itself is never sent).
     pub step: Option<u64>,
+    /// TOTP doors: the length of a step, in seconds.
+    pub step_secs: Option<u64>,
+    /// TOTP doors: how long after this answer the next step (and its sequence) begins.
+    pub next_step_in_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -95,7 +95,8 @@ pub enum Command {
     List,
     /// List knock sequences in progress (the oldest 5000, and how many more there are).
     Attempts,
-    /// List configured doors: sequence, timeout, action.
+    /// List configured doors: sequence, timeout, action (TOTP doors: step and when the next
+    /// begins).
     Doors,
     /// Close the open grants of ADDRESS (only those of one door with --door).
     Revoke {

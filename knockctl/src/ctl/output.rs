@@ -349,7 +349,11 @@ mod tests {
     #[test]
     fn odd_door_names_cannot_spoof_the_list() {
         let evil = "x\n10.6.6.6      admin    14:59:16  never    derived\u{1b}[2J\u{202e}";
-        let out = format_grants(&[grant(evil, "10.0.0.12", Some(30_000))], &now(), Some(WIDTH));
+        let out = format_grants(
+            &[grant(evil, "10.0.0.12", Some(30_000))],
+            &now(),
+            Some(WIDTH),
+        );
         assert_eq!(out.lines().filter(|l| l.contains("10.6.6.6")).count(), 1);
         assert!(
             !out.contains('\u{1b}') && !out.contains('\u{202e}'),
@@ -428,6 +432,8 @@ never  14:59:16  web      fd99:77::2  start_command: /usr/local/bin/open-web --f
             target: None,
             kind: "one-time".into(),
             step: None,
+            step_secs: None,
+            next_step_in_ms: None,
         };
         let doors = format_doors(&[long], None);
         assert_eq!(doors.lines().count(), 2, "{doors}");
@@ -442,8 +448,12 @@ never  14:59:16  web      fd99:77::2  start_command: /usr/local/bin/open-web --f
     #[test]
     fn readme_list_example_has_the_real_columns() {
         let readme = include_str!("../../../README.md");
-        let mut lines = readme.lines().skip_while(|l| !l.ends_with("# knockctl list"));
-        let header = lines.nth(1).expect("a table after `knockctl list` in README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.ends_with("# knockctl list"));
+        let header = lines
+            .nth(1)
+            .expect("a table after `knockctl list` in README.md");
         let ours = format_grants(&[grant("openSSH", "10.0.0.12", None)], &now(), None);
         let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
         assert_eq!(words(header), words(ours.lines().next().expect("header")));
@@ -451,7 +461,11 @@ never  14:59:16  web      fd99:77::2  start_command: /usr/local/bin/open-web --f
 
     #[test]
     fn narrow_grants_table_is_not_wrapped() {
-        let text = format_grants(&[grant("openSSH", "10.0.0.12", Some(30_000))], &now(), Some(WIDTH));
+        let text = format_grants(
+            &[grant("openSSH", "10.0.0.12", Some(30_000))],
+            &now(),
+            Some(WIDTH),
+        );
         assert_eq!(
             text,
             "\
@@ -483,7 +497,10 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
     #[test]
     fn empty_lists_say_so() {
         assert_eq!(format_grants(&[], &now(), Some(WIDTH)), "no open grants\n");
-        assert_eq!(format_attempts(&[], None), "no knock sequences in progress\n");
+        assert_eq!(
+            format_attempts(&[], None),
+            "no knock sequences in progress\n"
+        );
         assert_eq!(format_doors(&[], None), "no doors configured\n");
     }
 
@@ -594,6 +611,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                step_secs: None,
+                next_step_in_ms: None,
             },
             DoorInfo {
                 name: "oneShot".into(),
@@ -607,6 +626,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: Some("10.0.0.1".parse().expect("ip")),
                 kind: "one-time".into(),
                 step: None,
+                step_secs: None,
+                next_step_in_ms: None,
             },
             DoorInfo {
                 name: "long".into(),
@@ -620,6 +641,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                step_secs: None,
+                next_step_in_ms: None,
             },
             DoorInfo {
                 name: "totp".into(),
@@ -633,6 +656,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "totp".into(),
                 step: Some(58_000_000),
+                step_secs: Some(30),
+                next_step_in_ms: Some(12_345),
             },
         ];
         let text = format_doors(&doors, Some(WIDTH));
@@ -649,7 +674,8 @@ long     10001:udp 10002:udp   15s     open 443/tcp (INPUT)
          10005:udp 10006:udp
          10007:udp 10008:udp
 totp     (rotating: TOTP step  5s      open 22/tcp (INPUT)   flags syn
-         58000000)
+         58000000, next in
+         13s)
 "
         );
         assert_fits(&text);

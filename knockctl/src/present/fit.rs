@@ -1,6 +1,7 @@
 //! Fitting a table into a fixed width (the TUI's panes): every column is as wide as its
-//! content; when the content does not fit, the widest columns give way down to their
-//! minimum, then optional columns go (lowest priority first), and any text cut ends with `…`.
+//! content. When that does not fit, free-text columns (what was opened, actions) give way
+//! first, down to their minimum; then optional columns go (lowest number first); then the
+//! columns that name things (addresses, doors) give way too. Any text cut ends with `…`.
 
 use super::text::{char_width, text_width};
 
@@ -11,20 +12,24 @@ pub const ELLIPSIS: char = '…';
 #[derive(Debug, Clone, Copy)]
 pub struct FitColumn {
     pub header: &'static str,
-    /// Narrowest this column gets before optional columns are dropped (text cut to it ends
-    /// with `…`). A column whose content is narrower keeps its content's width.
+    /// Narrowest this column gets before the next step (text cut to it ends with `…`). A
+    /// column whose content is narrower keeps its content's width.
     pub min: usize,
-    /// Optional columns are dropped when the table does not fit with every column at its
-    /// minimum: the lowest number first.
+    /// Optional columns are dropped before a column that names something is cut: the
+    /// lowest number first.
     pub drop: Option<u8>,
+    /// Free text, cut before anything else.
+    pub text: bool,
 }
 
 impl FitColumn {
+    /// A column that names something: cut last.
     pub const fn new(header: &'static str, min: usize) -> FitColumn {
         FitColumn {
             header,
             min,
             drop: None,
+            text: false,
         }
     }
 
@@ -33,7 +38,13 @@ impl FitColumn {
             header,
             min,
             drop: Some(priority),
+            text: false,
         }
+    }
+
+    /// This column holds free text: it gives way first.
+    pub const fn text(self) -> FitColumn {
+        FitColumn { text: true, ..self }
     }
 }
 
@@ -60,41 +71,46 @@ pub fn fit_widths(
         .zip(&natural)
         .map(|(c, n)| c.min.min(*n))
         .collect();
-    let mut optional: Vec<usize> = (0..columns.len())
-        .filter(|&i| columns[i].drop.is_some())
-        .collect();
-    optional.sort_by_key(|&i| columns[i].drop);
+    let ones = vec![1; columns.len()];
     let total = |w: &[Option<usize>]| {
         let kept: Vec<usize> = w.iter().flatten().copied().collect();
         kept.iter().sum::<usize>() + gap * kept.len().saturating_sub(1)
     };
+    // Shrinks the widest of the columns `which` allows that is above its floor.
+    let shrink =
+        |widths: &mut Vec<Option<usize>>, which: &dyn Fn(usize) -> bool, floor: &[usize]| {
+            while total(widths) > width {
+                let widest = (0..columns.len())
+                    .filter(|&i| which(i) && widths[i].is_some_and(|w| w > floor[i]))
+                    .max_by_key(|&i| widths[i]);
+                match widest {
+                    Some(i) => widths[i] = widths[i].map(|w| w - 1),
+                    None => break,
+                }
+            }
+        };
+    let mut optional: Vec<usize> = (0..columns.len())
+        .filter(|&i| columns[i].drop.is_some())
+        .collect();
+    optional.sort_by_key(|&i| columns[i].drop);
     let mut widths: Vec<Option<usize>> = natural.iter().copied().map(Some).collect();
-    let mut dropped = 0;
-    loop {
-        let at_min: Vec<Option<usize>> = widths
-            .iter()
-            .zip(&mins)
-            .map(|(w, m)| w.map(|_| *m))
-            .collect();
-        if total(&at_min) <= width || dropped == optional.len() {
+    let text = |i: usize| columns[i].text;
+    shrink(&mut widths, &text, &mins);
+    for &i in &optional {
+        if total(&widths) <= width {
             break;
         }
-        widths[optional[dropped]] = None;
-        dropped += 1;
+        // Without column i, the free text may take back what it gave.
+        widths = widths
+            .iter()
+            .zip(&natural)
+            .map(|(w, n)| w.map(|_| *n))
+            .collect();
+        widths[i] = None;
+        shrink(&mut widths, &text, &mins);
     }
-    // Shrink the widest column that is above its minimum, then (if even the minimums do
-    // not fit) the widest above one column.
-    for floor in [&mins, &vec![1; columns.len()]] {
-        while total(&widths) > width {
-            let widest = (0..columns.len())
-                .filter(|&i| widths[i].is_some_and(|w| w > floor[i]))
-                .max_by_key(|&i| widths[i]);
-            match widest {
-                Some(i) => widths[i] = widths[i].map(|w| w - 1),
-                None => break,
-            }
-        }
-    }
+    shrink(&mut widths, &|_| true, &mins);
+    shrink(&mut widths, &|_| true, &ones);
     widths
 }
 
@@ -138,22 +154,23 @@ mod tests {
     }
 
     #[test]
-    fn the_widest_give_way_then_optional_columns_go() {
+    fn text_gives_way_then_optional_columns_go_then_names() {
         let cols = [
-            FitColumn::new("A", 4),
-            FitColumn::new("B", 6),
-            FitColumn::optional("C", 5, 1),
+            FitColumn::new("ADDR", 4),
+            FitColumn::new("WHAT", 6).text(),
+            FitColumn::optional("WHEN", 5, 1),
         ];
         let r = rows(&[&["aaaaaaaaaa", "bbbbbbbbbb", "ccccc"]]);
-        // 10 + 10 + 5 + 2 = 27: shrink the widest first.
-        assert_eq!(fit_widths(&cols, &r, 25, 1), [Some(9), Some(9), Some(5)]);
-        // Minimums (4 + 6 + 5 + 2 = 17) fit in 17.
-        assert_eq!(fit_widths(&cols, &r, 17, 1), [Some(4), Some(6), Some(5)]);
-        // Not in 16: C goes and A, B share the room.
-        assert_eq!(fit_widths(&cols, &r, 16, 1), [Some(8), Some(7), None]);
+        // 10 + 10 + 5 + 2 = 27: the free text gives way first.
+        assert_eq!(fit_widths(&cols, &r, 25, 1), [Some(10), Some(8), Some(5)]);
+        assert_eq!(fit_widths(&cols, &r, 23, 1), [Some(10), Some(6), Some(5)]);
+        // Then WHEN goes, and the text takes back what it can.
+        assert_eq!(fit_widths(&cols, &r, 22, 1), [Some(10), Some(10), None]);
+        assert_eq!(fit_widths(&cols, &r, 18, 1), [Some(10), Some(7), None]);
+        // Then the names give way too.
+        assert_eq!(fit_widths(&cols, &r, 15, 1), [Some(8), Some(6), None]);
         // Below every minimum: still within the width.
-        let w = fit_widths(&cols, &r, 5, 1);
-        assert_eq!(w, [Some(2), Some(2), None]);
+        assert_eq!(fit_widths(&cols, &r, 5, 1), [Some(2), Some(2), None]);
     }
 
     #[test]

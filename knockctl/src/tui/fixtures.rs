@@ -65,6 +65,8 @@ pub fn doors() -> Vec<DoorInfo> {
         target: None,
         kind: if one_time { "one-time" } else { "static" }.into(),
         step: None,
+        step_secs: None,
+        next_step_in_ms: None,
     };
     vec![
         door(

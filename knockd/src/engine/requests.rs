@@ -14,7 +14,9 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn door_info(d: &Door, step: Option<u64>) -> ipc::DoorInfo {
+/// What `knockctl doors` shows of door `d`; `step` is its current TOTP step, `wall` the
+/// TOTP clock (time since the Unix epoch).
+fn door_info(d: &Door, step: Option<u64>, wall: Duration) -> ipc::DoorInfo {
     let mut flags: Vec<String> = Vec::new();
     for (name, bit) in config::flag::NAMES {
         if d.tcp_flags.set & bit != 0 {
@@ -63,6 +65,11 @@ fn door_info(d: &Door, step: Option<u64>) -> ipc::DoorInfo {
         }
         .to_string(),
         step,
+        step_secs: d.totp.as_ref().map(|t| t.step_secs.max(1)),
+        next_step_in_ms: d.totp.as_ref().zip(step).map(|(t, step)| {
+            let next = Duration::from_secs(t.step_start(step.saturating_add(1)));
+            ms(next.saturating_sub(wall))
+        }),
     }
 }
 
@@ -102,15 +109,18 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .collect(),
                 total: self.matcher.len() as u64,
             },
-            Request::Doors => Response::Doors {
-                doors: self
-                    .config
-                    .doors
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| door_info(d, self.totp_step(i)))
-                    .collect(),
-            },
+            Request::Doors => {
+                let wall = (self.wall_clock)();
+                Response::Doors {
+                    doors: self
+                        .config
+                        .doors
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| door_info(d, self.totp_step(i), wall))
+                        .collect(),
+                }
+            }
             Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
             Request::Reload => match self.reload() {
                 Ok(warnings) => Response::Reloaded { warnings },

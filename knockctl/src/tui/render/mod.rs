@@ -8,10 +8,11 @@ use chrono::{DateTime, FixedOffset};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Wrap};
+use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use crate::present::format_duration_secs;
+use crate::present::fit::{ellipsize, fit_widths, FitColumn};
+use crate::present::{format_duration_secs, format_time_of_day};
 
 mod attempts;
 mod doors;
@@ -42,7 +43,7 @@ pub fn render(state: &State, frame: &mut Frame, now: i64) {
             Pane::Attempts => render_attempts(state, frame, area, now, &theme),
             Pane::Grants => render_grants(state, frame, area, now, &theme),
             Pane::Log => render_log(state, frame, area, shared, &theme),
-            Pane::Doors => render_doors(state, frame, area, shared, &theme),
+            Pane::Doors => render_doors(state, frame, area, shared, now, &theme),
         }
     }
     render_footer(state, frame, footer, &theme);
@@ -314,9 +315,85 @@ fn highlight() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
 
-fn header_row(cells: &[&'static str]) -> Row<'static> {
-    Row::new(cells.iter().copied().map(Cell::from))
-        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+/// Columns a table row may use inside a pane of `area`: the borders, the highlight mark
+/// (`> `) and one column of margin on the right, so no text touches the border.
+fn table_room(area: Rect) -> usize {
+    usize::from(area.width).saturating_sub(2 + 2 + 1)
+}
+
+/// One row of a fitted table: each cell's text with its own style (if not the row's), and
+/// the row's style.
+struct FitRow {
+    cells: Vec<(String, Option<Style>)>,
+    style: Style,
+}
+
+impl FitRow {
+    fn new(cells: Vec<String>, style: Style) -> FitRow {
+        FitRow {
+            cells: cells.into_iter().map(|c| (c, None)).collect(),
+            style,
+        }
+    }
+}
+
+/// A table whose columns are as wide as their content within `area` ([`fit_widths`]):
+/// optional columns go when there is no room, and every cut text ends with `…`.
+fn fitted_table<'a>(columns: &[FitColumn], rows: Vec<FitRow>, area: Rect) -> Table<'a> {
+    let texts: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.cells.iter().map(|(t, _)| t.clone()).collect())
+        .collect();
+    // Two spaces between columns when everything fits whole that way, else one.
+    let room = table_room(area);
+    let roomy = fit_widths(columns, &texts, usize::MAX, 2);
+    let (widths, gap) = if fit_widths(columns, &texts, room, 2) == roomy {
+        (roomy, 2)
+    } else {
+        (fit_widths(columns, &texts, room, 1), 1)
+    };
+    let header = Row::new(
+        columns
+            .iter()
+            .zip(&widths)
+            .filter_map(|(c, w)| w.map(|w| Cell::from(ellipsize(c.header, w)))),
+    )
+    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let body: Vec<Row> = rows
+        .into_iter()
+        .map(|r| {
+            let cells = r
+                .cells
+                .into_iter()
+                .zip(&widths)
+                .filter_map(|((text, style), w)| {
+                    w.map(|w| {
+                        let cell = Cell::from(ellipsize(&text, w));
+                        match style {
+                            Some(style) => cell.style(style),
+                            None => cell,
+                        }
+                    })
+                });
+            Row::new(cells.collect::<Vec<_>>()).style(r.style)
+        })
+        .collect();
+    let constraints: Vec<Constraint> = widths
+        .iter()
+        .flatten()
+        .map(|&w| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)))
+        .collect();
+    Table::new(body, constraints)
+        .header(header)
+        .column_spacing(u16::from(gap == 2) + 1)
+}
+
+/// A pane title's note that its rows are what knockd said before the link went down.
+fn stale_note(state: &State) -> String {
+    match state.stale_since_ms {
+        Some(at) => format!("STALE since {} ", format_time_of_day(at, &state.tz)),
+        None => String::new(),
+    }
 }
 
 /// The bottom pane's title names the other pane when only one of them fits.
