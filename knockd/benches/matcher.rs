@@ -45,6 +45,7 @@ fn door() -> DoorRule {
         enabled: true,
         sweep_guard: true,
         replay_guard: false,
+        replay_key: 0,
     }
 }
 

@@ -167,11 +167,6 @@ pub enum Action {
     Shell(String),
     /// A program with arguments, no shell.
     Exec(Vec<String>),
-    /// Changes to the allow sets of table `inet knockd` (`Firewall = nftables`), one kernel
-    /// transaction.
-    Nft(Vec<crate::nft::ElemOp>),
-    /// An `nft -f` script for table `inet knockd` (set-up at reload).
-    NftScript(String),
 }
 
 impl std::fmt::Display for Action {
@@ -179,11 +174,6 @@ impl std::fmt::Display for Action {
         match self {
             Action::Shell(s) => f.write_str(s),
             Action::Exec(v) => f.write_str(&v.join(" ")),
-            Action::Nft(ops) => {
-                let ops: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-                f.write_str(&ops.join("; "))
-            }
-            Action::NftScript(s) => write!(f, "nft -f - <<< {}", s.lines().count()),
         }
     }
 }
@@ -216,36 +206,13 @@ pub trait Executor: Clone + Send + Sync + 'static {
 }
 
 /// Spawns real processes (no shell for `Exec`, `/bin/sh -c` for `Shell`), each in its own
-/// process group, killed with its children after [`crate::proc::COMMAND_TIME_LIMIT`];
-/// nftables changes go to the nftables worker thread (started on first use).
+/// process group, killed with its children after [`crate::proc::COMMAND_TIME_LIMIT`].
 #[derive(Debug, Clone, Default)]
 pub struct SystemExecutor;
-
-impl SystemExecutor {
-    async fn run_nft(&self, action: Action) -> Outcome {
-        let handle = match crate::nft::transport::shared() {
-            Ok(h) => h,
-            Err(e) => return Outcome::SpawnError(e),
-        };
-        let r = match action {
-            Action::Nft(ops) => handle.apply(ops).await,
-            Action::NftScript(s) => handle.script(s).await,
-            _ => Ok(()),
-        };
-        match r {
-            Ok(()) => Outcome::Ok,
-            Err(stderr) => Outcome::Failed {
-                code: Some(1),
-                stderr,
-            },
-        }
-    }
-}
 
 impl Executor for SystemExecutor {
     async fn run(&self, action: Action) -> Outcome {
         let argv = match &action {
-            Action::Nft(_) | Action::NftScript(_) => return self.run_nft(action).await,
             Action::Shell(s) => vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()],
             Action::Exec(argv) => argv.clone(),
         };

@@ -8,6 +8,7 @@ use crate::config::{self, Parsed, DEFAULT_SOCKET, DEFAULT_STATE_FILE};
 use crate::control::ControlSocket;
 use crate::engine::{Control, Engine};
 use crate::firewall::iptables::IptablesRestore;
+use crate::firewall::nftables::setup as nft_setup;
 use crate::knocklog::KnockLog;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -101,7 +102,7 @@ pub fn check_config(
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
-    for line in firewall_advice(&parsed.config.options) {
+    for line in nft_setup::firewall_advice(&parsed.config.options) {
         println!("{line}");
     }
     println!(
@@ -142,70 +143,6 @@ pub fn capture_doors(config: &config::Config, wall_secs: u64) -> Vec<config::mod
             None => (!d.sequence.is_empty()).then(|| d.clone()),
         })
         .collect()
-}
-
-/// Native nftables base chains on the input hook that would drop what knockd opens, and the
-/// line the admin needs (empty when there are none, or nft is not installed / not permitted).
-pub fn firewall_advice(options: &config::Options) -> Vec<String> {
-    use crate::nft::{detect, transport};
-    let json = match transport::list_ruleset() {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::debug!("cannot list the nftables ruleset: {e}");
-            return Vec::new();
-        }
-    };
-    match detect::drop_chains(&json, options.nft_mark()) {
-        Ok(chains) => detect::advice(options.firewall, options.nft_mark(), &chains),
-        Err(e) => {
-            tracing::debug!("cannot read the nftables ruleset: {e}");
-            Vec::new()
-        }
-    }
-}
-
-/// `Firewall = nftables`: create or update table inet knockd (one transaction), removing the
-/// elements of ports no longer protected; returns the elements the kernel still holds.
-pub fn set_up_nft_table(
-    config: &config::Config,
-) -> anyhow::Result<Vec<crate::nft::listing::KernelElem>> {
-    use crate::nft::{script::TableSpec, transport};
-    let listed = transport::list_elements()
-        .context("cannot read table inet knockd")?
-        .unwrap_or_default();
-    let spec = TableSpec::from_config(config);
-    let elems: Vec<_> = listed.iter().map(|k| k.elem).collect();
-    let stale = spec.stale(&elems);
-    transport::apply_script(&spec.script(&stale))
-        .context("cannot create table inet knockd (Firewall = nftables)")?;
-    Ok(listed
-        .into_iter()
-        .filter(|k| !stale.contains(&k.elem))
-        .collect())
-}
-
-/// `Firewall = iptables`: a table inet knockd left by a run with `Firewall = nftables` would
-/// keep dropping new connections to its ports (and so the iptables grants): remove it.
-fn remove_nft_table_of_previous_run() -> Option<String> {
-    use crate::nft::{script::cleanup_script, transport};
-    let elems = transport::list_elements().ok()??;
-    Some(match transport::apply_script(&cleanup_script()) {
-        Ok(()) => format!(
-            "Firewall = iptables: removed table inet knockd left by a run with Firewall = nftables ({} element(s): those grants are closed)",
-            elems.len()
-        ),
-        Err(e) => format!(
-            "error: Firewall = iptables, but table inet knockd of a run with Firewall = nftables is still there and cannot be removed ({e}): it drops new connections to its ports; remove it with knockd --firewall-cleanup"
-        ),
-    })
-}
-
-/// `knockd --firewall-cleanup`: remove table inet knockd, and nothing else.
-pub fn firewall_cleanup() -> anyhow::Result<()> {
-    use crate::nft::{script::cleanup_script, transport};
-    transport::apply_script(&cleanup_script()).context("cannot remove table inet knockd")?;
-    println!("removed table inet knockd (if it existed); other tables were not touched");
-    Ok(())
 }
 
 /// The interface of the IPv4 default route, from /proc/net/route.
@@ -352,12 +289,12 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let saved = crate::state::load_all(&state_file)?;
     let mut advice = Vec::new();
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
-        Some(set_up_nft_table(&config)?)
+        Some(nft_setup::set_up_table(&config)?)
     } else {
-        advice.extend(remove_nft_table_of_previous_run());
+        advice.extend(nft_setup::remove_table_of_previous_run());
         None
     };
-    advice.extend(firewall_advice(&config.options));
+    advice.extend(nft_setup::firewall_advice(&config.options));
     let socket_path = config
         .options
         .socket
@@ -417,8 +354,8 @@ struct Parts {
     state_file: PathBuf,
     _state_lock: crate::state::StateLock,
     saved: crate::state::Saved,
-    kernel: Option<Vec<crate::nft::listing::KernelElem>>,
-    /// What `firewall_advice` found at start, logged once the log is up.
+    kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
+    /// What `nft_setup::firewall_advice` found at start, logged once the log is up.
     advice: Vec<String>,
     socket: ControlSocket,
 }

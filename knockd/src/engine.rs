@@ -7,6 +7,7 @@
 use crate::action::{Executor, Outcome};
 use crate::capture::{CaptureMsg, CaptureStats};
 use crate::config::{self, Config, Door, ShutdownPolicy};
+use crate::firewall::nftables::side::{self as nft_side, NftSide};
 use crate::firewall::{Firewall, FirewallQueue};
 use crate::grants::{Grant, GrantId, Ledger};
 use crate::knocklog::LogSink;
@@ -115,13 +116,9 @@ pub struct Engine<E: Executor, L: LogSink> {
     exec: E,
     firewall: Arc<dyn Firewall>,
     fw_queue: Option<FirewallQueue>,
-    /// The backend of native doors with `Firewall = nftables` (chosen per grant by the config
-    /// in force, so a reload can switch backends).
-    nft_firewall: Arc<dyn Firewall>,
-    nft_queue: Option<FirewallQueue>,
-    /// `knockctl list` answers waiting for the kernel's set listing (nftables).
-    kernel_tx: mpsc::UnboundedSender<nft::KernelView>,
-    kernel_rx: mpsc::UnboundedReceiver<nft::KernelView>,
+    /// The nftables side: the backend of native doors with `Firewall = nftables`, its queue,
+    /// and what its tasks send back (kernel listings, table updates).
+    nft: NftSide,
     /// Commands running at once, for starts and for closes (closes never wait behind starts).
     pool: Arc<Semaphore>,
     close_pool: Arc<Semaphore>,
@@ -242,7 +239,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let (state_errors_tx, state_errors_rx) = mpsc::unbounded_channel();
-        let (kernel_tx, kernel_rx) = mpsc::unbounded_channel();
         let mut e = Engine {
             config,
             config_path,
@@ -251,10 +247,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             exec,
             firewall,
             fw_queue: None,
-            nft_firewall: Arc::new(crate::firewall::nftables::NftFirewall),
-            nft_queue: None,
-            kernel_tx,
-            kernel_rx,
+            nft: NftSide::default(),
             pool: Arc::new(Semaphore::new(POOL_SIZE)),
             close_pool: Arc::new(Semaphore::new(CLOSE_POOL_SIZE)),
             pooled: 0,
@@ -306,8 +299,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
     /// a `RecordingFirewall` in tests).
     pub fn with_nft_firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
-        self.nft_firewall = fw;
-        self.nft_queue = None;
+        self.nft = NftSide::new(fw);
         self
     }
 
@@ -378,13 +370,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     fn fw(&mut self) -> FirewallQueue {
         let fw = &self.firewall;
         self.fw_queue
-            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
-            .clone()
-    }
-
-    fn nft_fw(&mut self) -> FirewallQueue {
-        let fw = &self.nft_firewall;
-        self.nft_queue
             .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
             .clone()
     }
@@ -500,7 +485,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 () = &mut shutdown => break,
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.done_rx.recv() => self.on_done(d),
-                Some(v) = self.kernel_rx.recv() => self.on_kernel_view(v),
+                Some(ev) = self.nft.recv() => self.on_nft(ev),
                 msg = packets.recv() => match msg {
                     Some(CaptureMsg::Batch(batch, at)) => {
                         for p in &batch {
@@ -563,7 +548,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 });
             }
             // nftables: the list follows the kernel (read off this task, answered when it is in).
-            Control::Request(ipc::Request::Grants, reply) if self.lists_kernel() => {
+            Control::Request(ipc::Request::Grants, reply)
+                if nft_side::lists_kernel(&self.config, &self.ledger) =>
+            {
                 self.list_from_kernel(reply);
             }
             Control::Request(req, reply) => {
@@ -720,7 +707,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.stats.scanners += 1;
                 let penalty = self.matcher.settings().sweep_penalty.as_secs_f64();
                 self.knock_line(now, || {
-                    format!("{src}: sweep guard: {strays} non-knock ports during a knock: treated as a scanner, attempts ended, no new attempt for {penalty}s")
+                    format!("{src}: sweep guard: {strays} non-knock ports during a knock: treated as a scanner, attempts ended, no new attempt on fixed-sequence doors for {penalty}s")
                 });
             }
             MatchEvent::Swept { src, door, stage } => {
@@ -828,7 +815,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         // Switching backends moves every grant between two firewalls while knocks keep
         // coming: only a restart does it (no grant can race the switch then).
-        if let Err(problem) = self.firewall_switch(new.options.firewall) {
+        let (old_fw, new_fw) = (self.config.options.firewall, new.options.firewall);
+        if let Err(problem) = nft_side::switch_refused(old_fw, new_fw, &self.config_path) {
             let msg = format!("config error: {problem}");
             self.line(&msg);
             self.line("reload failed: keeping the running configuration");
@@ -875,6 +863,43 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let w = warnings.clone();
         self.emit(|| ipc::EventKind::ReloadOk { doors, warnings: w });
         Ok(warnings)
+    }
+
+    /// After a reload with nftables: the grants of doors that are gone or whose ports changed
+    /// are closed, their elements put again where other grants hold them, and the table
+    /// updated in one transaction ([`nft_side::reload`]).
+    fn sync_nft_table(&mut self) {
+        if self.config.options.firewall != config::FirewallKind::Nftables {
+            return;
+        }
+        let now = now();
+        let r = nft_side::reload(&mut self.ledger, &self.config, now);
+        for g in r.gone {
+            let msg = format!(
+                "{}: {}: grant closed: the door's ports changed at reload",
+                g.addr, g.door
+            );
+            self.line(&msg);
+            let info = Self::grant_info(&g, now);
+            self.emit(|| ipc::EventKind::GrantRevoked { grant: info });
+        }
+        for (door, addr, ops) in r.keep {
+            self.submit_nft(None, &door, addr, TaskKind::Free, ops);
+        }
+        self.nft.update_table(r.script);
+    }
+
+    /// What the nftables side's tasks send back.
+    fn on_nft(&mut self, ev: nft_side::NftEvent) {
+        match ev {
+            nft_side::NftEvent::Listed(v) => self.on_kernel_view(v),
+            nft_side::NftEvent::TableUpdated(Ok(())) => {}
+            nft_side::NftEvent::TableUpdated(Err(e)) => {
+                self.stats.commands_failed += 1;
+                let msg = format!("error: cannot update table inet knockd: {e}");
+                self.line(&msg);
+            }
+        }
     }
 
     /// Close every grant that has a deadline, and wait (bounded) for running commands.
@@ -944,7 +969,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 }
 
-mod nft;
 mod open;
 mod persist;
 mod requests;
@@ -952,6 +976,8 @@ mod starts;
 mod tasks;
 pub mod totp;
 
+#[cfg(test)]
+mod nft_tests;
 #[cfg(test)]
 mod reload_cost;
 #[cfg(test)]

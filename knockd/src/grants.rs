@@ -1,64 +1,10 @@
 //! The grant ledger: every door the daemon opened for an address, and how to close it.
-//! Pure data; the engine owns it and runs the actions.
+//! Pure data: what closes a grant is a [`Close`] value, run by the engine's owners.
 
-use crate::action::{Action, FwRule};
+pub use crate::close::Close;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
-
-/// How a grant is closed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Close {
-    /// Native door: delete these rules.
-    Rules { rules: Vec<FwRule> },
-    /// The door's Stop_Command, already expanded (run by /bin/sh).
-    StopCommand { command: String },
-    /// The `-D` inverse derived from a single iptables start command (no shell).
-    Derived {
-        delete: Vec<String>,
-        check: Vec<String>,
-    },
-    /// Native door with `Firewall = nftables`: these elements of table `inet knockd`, which
-    /// the kernel removes at their timeout (nothing runs at the deadline).
-    Nft { elems: Vec<crate::nft::Elem> },
-}
-
-impl Close {
-    /// The actions that close the grant. Native rules go through the firewall backend; for
-    /// them this is the equivalent single `iptables -D` per rule (for people and logs).
-    pub fn actions(&self) -> Vec<Action> {
-        match self {
-            Close::Rules { rules } => rules
-                .iter()
-                .map(|r| Action::Exec(crate::firewall::iptables::argv(r, "-D")))
-                .collect(),
-            Close::StopCommand { command } => vec![Action::Shell(command.clone())],
-            Close::Derived { delete, .. } => vec![Action::Exec(delete.clone())],
-            Close::Nft { elems } => vec![Action::Nft(
-                elems
-                    .iter()
-                    .map(|&elem| crate::nft::ElemOp::Remove { elem })
-                    .collect(),
-            )],
-        }
-    }
-
-    /// Human description, e.g. `iptables -D ...` or `stop_command`.
-    pub fn describe(&self) -> String {
-        match self {
-            Close::Rules { .. } => "native rule delete".to_string(),
-            Close::StopCommand { .. } => "stop_command".to_string(),
-            Close::Derived { .. } => "derived iptables -D".to_string(),
-            Close::Nft { .. } => "kernel timeout (nftables)".to_string(),
-        }
-    }
-
-    /// The kernel closes this grant by itself at its deadline (nftables element timeout).
-    pub fn kernel_expires(&self) -> bool {
-        matches!(self, Close::Nft { .. })
-    }
-}
 
 pub type GrantId = u64;
 
@@ -407,10 +353,7 @@ impl Ledger {
         self.grants
             .values()
             .filter(|g| g.addr == addr && g.closing.is_none())
-            .filter(|g| match &g.close {
-                Close::Derived { delete, .. } => crate::action::same_command(delete, words),
-                _ => false,
-            })
+            .filter(|g| g.close.derived_delete_is(words))
             .map(|g| g.id)
             .collect()
     }

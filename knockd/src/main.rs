@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let result = if let Some(path) = &args.new_totp {
         knockd::daemon::new_totp(path)
     } else if args.firewall_cleanup {
-        knockd::daemon::firewall_cleanup()
+        knockd::firewall::nftables::setup::firewall_cleanup()
     } else if args.check_config {
         knockd::daemon::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {

@@ -20,8 +20,15 @@
 //! 6. Sweep guard ([`sweep`]): a new connection (TCP SYN without ACK, or UDP) from a source
 //!    with an attempt in progress on a guarded door, to this host, that neither counts as a
 //!    knock nor is a retransmission of one, is a stray. At `threshold` distinct stray ports
-//!    the source is a scanner: its guarded attempts end and for `penalty` it cannot start a
-//!    guarded attempt.
+//!    the source is a scanner: its guarded attempts end and for `penalty` it cannot start an
+//!    attempt on a guarded door with a fixed sequence. Rotating (TOTP) doors ignore the
+//!    penalty: their knocks prove a secret, so a burst forged from a client's address must not
+//!    lock the client out of them (ending the sweeping source's attempts already keeps a sweep
+//!    from opening one: its knocks are a few ports of tens of thousands).
+//! 7. On a guarded door a TCP knock counts only as a connection attempt (SYN without ACK,
+//!    what `knock` sends), whatever the door's `TCPFlags`; other TCP packets neither knock nor
+//!    advance. So every packet that can knock is one the sweep guard counts as a stray when it
+//!    is no knock: a sweep of SYN|ACK, ACK, FIN, RST, NULL or XMAS packets is not seen at all.
 
 use crate::config::{flag, Proto, Step, TcpFlags};
 use crate::packet::Packet;
@@ -44,6 +51,10 @@ pub struct DoorRule {
     /// TOTP doors: a sequence (variant) that opened the door for one address is refused for
     /// any other address while it is in the window.
     pub replay_guard: bool,
+    /// Replay-guarded doors with the same key share their replay memory (TOTP doors: derived
+    /// from the secret and the step length, so two doors sharing a secret cannot be replayed
+    /// into each other).
+    pub replay_key: u64,
 }
 
 impl From<&crate::config::Door> for DoorRule {
@@ -56,8 +67,18 @@ impl From<&crate::config::Door> for DoorRule {
             enabled: !d.sequence.is_empty() || d.totp.is_some(),
             sweep_guard: d.sweep_guard,
             replay_guard: d.totp.is_some(),
+            replay_key: d.totp.as_ref().map_or(0, replay_key),
         }
     }
+}
+
+/// The replay key of a TOTP secret: doors sharing the secret and the step length derive the
+/// same sequences for the same steps (a door with fewer knocks, a prefix of them).
+fn replay_key(spec: &knock_ipc::totp::Spec) -> u64 {
+    use std::hash::{Hash, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    (&spec.secret, spec.step_secs).hash(&mut h);
+    h.finish()
 }
 
 /// Index of a door in the slice the matcher was built from.
@@ -276,6 +297,8 @@ pub struct Matcher {
     variants: Vec<Vec<(u64, Vec<Step>)>>,
     /// Replay-guarded doors: which address each variant opened for.
     used: HashMap<(DoorId, u64), IpAddr>,
+    /// Replay keys shared by several replay-guarded doors, with those doors.
+    shared: HashMap<u64, Vec<DoorId>>,
     /// Bumped whenever `used` changes (the engine persists it when this moves).
     used_generation: u64,
     next_id: u64,
@@ -311,6 +334,16 @@ fn index_door(
     }
 }
 
+/// Replay keys that several replay-guarded doors share, each with those doors.
+fn shared_keys(doors: &[DoorRule]) -> HashMap<u64, Vec<DoorId>> {
+    let mut by_key: HashMap<u64, Vec<DoorId>> = HashMap::new();
+    for (id, d) in doors.iter().enumerate().filter(|(_, d)| d.replay_guard) {
+        by_key.entry(d.replay_key).or_default().push(id);
+    }
+    by_key.retain(|_, ids| ids.len() > 1);
+    by_key
+}
+
 /// A door set's tables, built from its rules alone, so that a reload builds them off the
 /// engine task (100,000 doors: most of a reload's cost) and [`Matcher::reconfigure_prepared`]
 /// only swaps them in and carries the attempts over.
@@ -320,6 +353,7 @@ pub struct Prepared {
     variants: Vec<Vec<(u64, Vec<Step>)>>,
     by_step: HashMap<Step, Vec<DoorId>, Hasher>,
     targets: HashSet<IpAddr, Hasher>,
+    shared: HashMap<u64, Vec<DoorId>>,
     queues: Vec<VecDeque<QueueEntry>>,
     live: Vec<usize>,
 }
@@ -331,6 +365,7 @@ impl Prepared {
         Prepared {
             by_step: step_index(&variants),
             targets: doors.iter().filter_map(|d| d.target).collect(),
+            shared: shared_keys(&doors),
             variants,
             doors,
             queues: vec![VecDeque::new(); n],
@@ -369,6 +404,7 @@ impl Matcher {
         let mut m = Matcher {
             variants: static_variants(&doors),
             used: HashMap::new(),
+            shared: shared_keys(&doors),
             used_generation: 0,
             doors,
             by_step: HashMap::default(),
@@ -466,8 +502,12 @@ impl Matcher {
                 if !rule.enabled || !self.dst_ok(rule, pkt.dst) {
                     continue;
                 }
-                // knockd ignores (does not reset on) TCP packets whose flags do not match.
-                if pkt.proto == Proto::Tcp && !rule.tcp_flags.matches(pkt.tcp_flags) {
+                // knockd ignores (does not reset on) TCP packets whose flags do not match;
+                // on a guarded door a TCP knock is a connection attempt (rule 7).
+                if pkt.proto == Proto::Tcp
+                    && (!rule.tcp_flags.matches(pkt.tcp_flags)
+                        || (self.guarded(door) && !is_new_connection(pkt)))
+                {
                     continue;
                 }
                 if self.step_door(door, step, pkt, now, out) != Outcome::Nothing {
@@ -545,8 +585,8 @@ impl Matcher {
                 if stage == len {
                     self.remove(src, door);
                     if self.doors[door].replay_guard {
-                        match self.used.get(&(door, variant)) {
-                            Some(&first) if first != src => {
+                        match self.replay_owner(door, variant) {
+                            Some(first) if first != src => {
                                 out.push(MatchEvent::Refused {
                                     src,
                                     door,
@@ -554,10 +594,10 @@ impl Matcher {
                                 });
                                 return Outcome::Counted;
                             }
-                            Some(_) => {}
-                            None => {
-                                self.used.insert((door, variant), src);
-                                self.used_generation += 1;
+                            _ => {
+                                if self.used.insert((door, variant), src).is_none() {
+                                    self.used_generation += 1;
+                                }
                             }
                         }
                     }
@@ -583,7 +623,8 @@ impl Matcher {
         else {
             return Outcome::Nothing;
         };
-        if self.guarded(door) && self.guard.is_penalised(src, now) {
+        if self.guarded(door) && !self.doors[door].replay_guard && self.guard.is_penalised(src, now)
+        {
             out.push(MatchEvent::Refused {
                 src,
                 door,
@@ -877,6 +918,7 @@ impl Matcher {
             variants,
             by_step,
             targets,
+            shared,
             queues,
             live,
         } = prepared;
@@ -886,6 +928,7 @@ impl Matcher {
         let mut old_variants = std::mem::replace(&mut self.variants, variants);
         let old_by_step = std::mem::replace(&mut self.by_step, by_step);
         let old_targets = std::mem::replace(&mut self.targets, targets);
+        let old_shared = std::mem::replace(&mut self.shared, shared);
         let old_live = std::mem::replace(&mut self.live, live);
         let old_used = std::mem::take(&mut self.used);
         let rotating = |new: DoorId| {
@@ -941,6 +984,7 @@ impl Matcher {
             variants: old_variants,
             by_step: old_by_step,
             targets: old_targets,
+            shared: old_shared,
             queues: old_queues,
             live: old_live,
         })
@@ -1013,6 +1057,17 @@ impl Matcher {
         v
     }
 
+    /// The address `variant` of `door` opened for, on this door or on any door sharing its
+    /// replay key (secret).
+    fn replay_owner(&self, door: DoorId, variant: u64) -> Option<IpAddr> {
+        match self.shared.get(&self.doors[door].replay_key) {
+            Some(doors) => doors
+                .iter()
+                .find_map(|&d| self.used.get(&(d, variant)).copied()),
+            None => self.used.get(&(door, variant)).copied(),
+        }
+    }
+
     /// Changes whenever [`Matcher::replay_memory`] does.
     pub fn replay_generation(&self) -> u64 {
         self.used_generation
@@ -1052,6 +1107,8 @@ use tiers::{network, NetId, Networks, Victim};
 
 #[cfg(test)]
 mod attack_tests;
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod listing_tests;
 #[cfg(test)]

@@ -147,8 +147,12 @@ impl Model {
                 Some(t) => t == p.dst,
                 None => self.local.is_empty() || self.local.contains(&p.dst),
             };
-            // TCP packets with other flags are ignored, as knockd does.
-            let flags_ok = p.proto == Proto::Udp || rule.tcp_flags.matches(p.tcp_flags);
+            // TCP packets with other flags are ignored, as knockd does; rule 7: on a guarded
+            // door only a connection attempt (SYN without ACK) is a TCP knock.
+            let connection_attempt = p.tcp_flags & (flag::SYN | flag::ACK) == flag::SYN;
+            let flags_ok = p.proto == Proto::Udp
+                || (rule.tcp_flags.matches(p.tcp_flags)
+                    && (!self.guarded(door) || connection_attempt));
             if to_us && flags_ok && self.knock(door, step, p, now, out) != Outcome::Nothing {
                 matched = true;
             }
@@ -242,11 +246,17 @@ impl Model {
                 });
                 if stage + 1 == of {
                     self.remove(i);
-                    // TOTP doors: a variant opens for one source only.
+                    // TOTP doors: a variant opens for one source only, on every door that
+                    // shares the secret (replay key).
+                    let doors = &self.doors;
                     let first = self
                         .used
                         .iter()
-                        .find(|(k, _)| *k == (door, variant))
+                        .find(|((d, v), _)| {
+                            *v == variant
+                                && doors[*d].replay_guard
+                                && doors[*d].replay_key == rule.replay_key
+                        })
                         .map(|(_, s)| *s);
                     if rule.replay_guard && first.is_some_and(|f| f != src) {
                         out.push(MatchEvent::Refused {
@@ -256,7 +266,8 @@ impl Model {
                         });
                         return Outcome::Counted;
                     }
-                    if rule.replay_guard && first.is_none() {
+                    let recorded = self.used.iter().any(|(k, _)| *k == (door, variant));
+                    if rule.replay_guard && !recorded {
                         self.used.push(((door, variant), src));
                     }
                     out.push(MatchEvent::Open { src, door });
@@ -281,7 +292,9 @@ impl Model {
         else {
             return Outcome::Nothing;
         };
-        if self.guarded(door) && self.is_penalised(src, now) {
+        // Rule 6: the penalty keeps a scanner off guarded doors with a fixed sequence only;
+        // rotating doors' knocks prove a secret.
+        if self.guarded(door) && !rule.replay_guard && self.is_penalised(src, now) {
             out.push(MatchEvent::Refused {
                 src,
                 door,
@@ -455,6 +468,10 @@ fn tcp_flags() -> impl Strategy<Value = TcpFlags> {
             set: flag::SYN,
             unset: flag::ACK,
         },
+        TcpFlags {
+            set: flag::ACK,
+            unset: 0,
+        },
     ])
 }
 
@@ -476,6 +493,7 @@ fn door() -> impl Strategy<Value = DoorRule> {
                 enabled,
                 sweep_guard,
                 replay_guard: false,
+                replay_key: 0,
             },
         )
 }
@@ -535,6 +553,11 @@ fn op() -> impl Strategy<Value = Op> {
             flag::SYN | flag::ACK,
             flag::ACK,
             flag::RST,
+            flag::FIN,
+            0,
+            flag::FIN | flag::PSH | flag::URG,
+            flag::SYN | flag::FIN,
+            flag::SYN | flag::RST,
         ])
     };
     prop_oneof![
@@ -587,7 +610,7 @@ fn case() -> impl Strategy<Value = Case> {
             },
         );
     (
-        prop::collection::vec((door(), prop::bool::weighted(0.3)), 1..4),
+        prop::collection::vec((door(), prop::bool::weighted(0.3), 1u64..3), 1..4),
         settings,
         any::<bool>(),
         prop::collection::vec(op(), 1..60),
@@ -597,8 +620,9 @@ fn case() -> impl Strategy<Value = Case> {
             // Some doors are rotating: their sequences come from Rotate ops.
             doors: doors
                 .into_iter()
-                .map(|(mut d, rotating)| {
+                .map(|(mut d, rotating, key)| {
                     d.replay_guard = rotating;
+                    d.replay_key = key;
                     d
                 })
                 .collect(),

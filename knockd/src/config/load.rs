@@ -105,6 +105,14 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
                         ));
                     }
                 }
+                for message in totp_weaknesses(&spec) {
+                    parsed.warnings.push(Warning {
+                        file: file.clone(),
+                        line: door.line,
+                        door: Some(door.name.clone()),
+                        message: format!("TOTP_File '{}': {message}", totp_path.display()),
+                    });
+                }
                 door.totp = Some(spec);
             }
             Err(e) => errors.push(ConfigError::new(
@@ -124,4 +132,36 @@ pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// Fewest ports a TOTP range should leave to choose from.
+pub const TOTP_MIN_PORTS: usize = 1000;
+/// Shortest TOTP step worth accepting without a warning, in seconds.
+pub const TOTP_MIN_STEP_SECS: u64 = 15;
+
+/// What makes a TOTP file weak: few knocks, a range that leaves few ports (sweeps and guesses
+/// meet the knocks often), a short step (a slow clock or a slow client misses it).
+pub fn totp_weaknesses(spec: &knock_ipc::totp::Spec) -> Vec<String> {
+    let mut out = Vec::new();
+    if spec.knocks < 3 {
+        out.push(format!(
+            "only {} knock{}: easy to guess or stumble on (knocks = 4, or make a new file with knockd --new-totp)",
+            spec.knocks,
+            if spec.knocks == 1 { "" } else { "s" }
+        ));
+    }
+    let ports = (spec.lo..=spec.hi).filter(|p| spec.covers(*p)).count();
+    if ports < TOTP_MIN_PORTS {
+        out.push(format!(
+            "ports {}-{} leave {ports} port(s) to choose from, under {TOTP_MIN_PORTS}: sweeps and guesses meet the knocks too often (widen the range)",
+            spec.lo, spec.hi
+        ));
+    }
+    if spec.step_secs < TOTP_MIN_STEP_SECS {
+        out.push(format!(
+            "step = {} s is under {TOTP_MIN_STEP_SECS} s: a client whose clock is a little off, or a slow knock, misses the window (step = 30)",
+            spec.step_secs
+        ));
+    }
+    out
 }

@@ -579,6 +579,10 @@ fn warnings_table() {
         ("[options]\nSweepThreshold = 300\n[d]\nsequence = 1000,1100,1200,1300\nopen = 22\n", Some((4, "meets only 297 other port(s) between the knocks, under SweepThreshold (300)"))),
         // The guard turned off.
         ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\nSweepGuard = off\n", Some((4, "SweepGuard is off: two port sweeps open this door whatever the order of its ports"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\nSweepGuard = off\n", Some((4, "made of any packets its TCPFlags matches (SYN|ACK, ACK, FIN, NULL... unless TCPFlags = syn,!ack)"))),
+        // Guarded doors: a TCP knock is a connection attempt; TCPFlags that match none never knock.
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\ntcpflags = ack\n", Some((4, "TCPFlags matches no connection attempt: with the sweep guard on, a TCP knock counts only as a SYN without ACK"))),
+        ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\ntcpflags = fin,!syn\n", Some((4, "TCPFlags matches no connection attempt"))),
         // Static sequences that may face the internet: suggest a rotating door.
         ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\n", Some((2, "static sequence on a door that may face the internet: anyone who sees the knocks can replay them (use a rotating door: knockd --new-totp FILE, then TOTP_File = FILE)"))),
         ("[d]\nsequence = 3000,1000,2000,1500\nopen = 22\ntarget = 8.8.8.8\n", Some((2, "static sequence on a door that may face the internet"))),
@@ -841,6 +845,38 @@ fn load_totp_doors() {
             .contains("may choose port 20000, which the door opens (add 20000 to its exclude line"),
         "{e}"
     );
+    // Weak files are warned about: few knocks, few ports, a short step; a default one is not.
+    assert!(
+        !parsed
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("TOTP_File")),
+        "{:?}",
+        parsed.warnings
+    );
+    let weak = knock_ipc::totp::Spec {
+        knocks: 2,
+        lo: 20000,
+        hi: 20499,
+        step_secs: 10,
+        ..spec.clone()
+    };
+    std::fs::write(dir.path().join("weak.totp"), weak.render()).unwrap();
+    let p = write(&dir, "k4.conf", "[ssh]\nTOTP_File = weak.totp\nopen = 22\n");
+    let w: Vec<String> = load(&p)
+        .unwrap()
+        .warnings
+        .into_iter()
+        .map(|w| w.message)
+        .filter(|m| m.contains("weak.totp"))
+        .collect();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].contains("only 2 knocks: easy to guess"), "{w:?}");
+    assert!(
+        w[1].contains("ports 20000-20499 leave 500 port(s) to choose from, under 1000"),
+        "{w:?}"
+    );
+    assert!(w[2].contains("step = 10 s is under 15 s"), "{w:?}");
     // Missing file: an error naming the fix.
     let p = write(&dir, "k3.conf", "[ssh]\nTOTP_File = nope.totp\nopen = 22\n");
     let e = load(&p).unwrap_err().to_string();

@@ -3,7 +3,7 @@
 
 use super::error::ConfigError;
 use super::keys::{key_name, Key};
-use super::model::{Command6, Door};
+use super::model::{flag, Command6, Door, Proto};
 use super::values::program_name;
 use super::warn::Warning;
 
@@ -195,11 +195,28 @@ pub(super) fn check_door(
             out.static_doors.push((l, name.to_string()));
         }
     }
+    let tcp_knocks =
+        door.sequence.is_empty() || door.sequence.iter().any(|s| s.proto == Proto::Tcp);
+    let f = door.tcp_flags;
+    if door.sweep_guard && sweep_threshold > 0 && tcp_knocks {
+        // Rule: on a guarded door a TCP knock is a connection attempt (SYN without ACK).
+        if f.set & flag::ACK != 0 || f.unset & flag::SYN != 0 {
+            out.warn(
+                line_of(Key::TcpFlags).unwrap_or(door.line),
+                Some(name),
+                "TCPFlags matches no connection attempt: with the sweep guard on, a TCP knock counts only as a SYN without ACK (what knock sends), so no TCP knock of this door ever counts (remove TCPFlags, or set SweepGuard = off)",
+            );
+        }
+    }
     if !door.sweep_guard {
         out.warn(
             line_of(Key::SweepGuard).unwrap_or(door.line),
             Some(name),
-            "SweepGuard is off: two port sweeps open this door whatever the order of its ports (knockd 0.8 behaviour; turn it on unless a client needs it)",
+            if tcp_knocks && !(f.set & flag::SYN != 0 && f.unset & flag::ACK != 0) {
+                "SweepGuard is off: two port sweeps open this door whatever the order of its ports, made of any packets its TCPFlags matches (SYN|ACK, ACK, FIN, NULL... unless TCPFlags = syn,!ack) (knockd 0.8 behaviour; turn it on unless a client needs it)"
+            } else {
+                "SweepGuard is off: two port sweeps open this door whatever the order of its ports (knockd 0.8 behaviour; turn it on unless a client needs it)"
+            },
         );
     }
     let has_action = door.start_command.is_some()

@@ -9,6 +9,7 @@ use super::{Engine, TaskKind, REFRESH_CHECK_INTERVAL};
 use crate::action::{self, Action, Executor, FwRule};
 use crate::config::MAX_TIMEOUT_SECS;
 use crate::config::{self, Command6, Door};
+use crate::firewall::nftables::side as nft_side;
 use crate::firewall::Op;
 use crate::grants::{CheckWhen, Close, GrantId};
 use crate::knocklog::LogSink;
@@ -131,7 +132,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .map_or(Duration::from_secs(MAX_TIMEOUT_SECS), |t| {
                         t.saturating_duration_since(now)
                     });
-                let ops = self.nft_put_ops(id, &door, elems, own, now, false);
+                let ops = nft_side::put_ops(&self.ledger, id, &door, elems, own, now, false);
                 self.submit_nft(Some(id), &door, addr, TaskKind::Free, ops);
             }
             Close::StopCommand { .. } => {}
@@ -230,15 +231,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// nftables firewall queue (batched, no command pool); a re-knock puts them again with a
     /// fresh timeout. The kernel removes them at the deadline: nothing runs then.
     fn open_nft(&mut self, door: &Door, src: IpAddr, now: Instant) {
-        let elems: Vec<crate::nft::Elem> = door
-            .open
-            .iter()
-            .map(|o| crate::nft::Elem {
-                addr: src,
-                proto: o.proto,
-                port: o.port,
-            })
-            .collect();
+        let elems = nft_side::elems_of(door, src);
         let expires = Some(now + door.cmd_timeout);
         if let Some(id) = self.ledger.find(&door.name, src).map(|g| g.id) {
             // The ledger's deadline moves now; the kernel's with the next check of this grant
@@ -267,7 +260,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 elems: elems.clone(),
             },
         );
-        let ops = self.nft_put_ops(id, &door.name, &elems, door.cmd_timeout, now, true);
+        let ops = nft_side::put_ops(
+            &self.ledger,
+            id,
+            &door.name,
+            &elems,
+            door.cmd_timeout,
+            now,
+            true,
+        );
         self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
         let msg = format!(

@@ -3,6 +3,7 @@
 use super::{Engine, TaskKind};
 use crate::action::{self, Action, Executor, Outcome};
 use crate::config::Command6;
+use crate::firewall::nftables::side as nft_side;
 use crate::firewall::Op;
 use crate::grants::{Close, Grant, GrantId};
 use crate::knocklog::LogSink;
@@ -106,7 +107,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     pub async fn restore_all(
         &mut self,
         saved: state::Saved,
-        kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+        kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
     ) {
         self.restore_memory(saved.totp_replay, saved.one_time_used);
         self.restore_with_kernel(saved.grants, kernel).await;
@@ -286,40 +287,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     pub async fn restore_with_kernel(
         &mut self,
         saved: Vec<SavedGrant>,
-        kernel: Option<Vec<crate::nft::listing::KernelElem>>,
+        kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
     ) {
         let wall = SystemTime::now();
         let now = super::now();
         let mut kernel = kernel.unwrap_or_default();
         for g in saved {
             if let Close::Nft { elems } = &g.close {
-                let (present, rest): (Vec<_>, Vec<_>) =
-                    kernel.into_iter().partition(|k| elems.contains(&k.elem));
-                kernel = rest;
-                let Some(left) = present.iter().map(|k| k.expires.unwrap_or_default()).max() else {
-                    let msg = format!(
-                        "{}: {}: grant no longer in the kernel (expired or removed), forgotten",
-                        g.addr, g.door
-                    );
-                    self.line(&msg);
-                    continue;
-                };
-                self.ledger.insert(
-                    &g.door,
-                    g.addr,
-                    g.opened,
-                    state::from_unix_ms(g.opened_at_unix_ms),
-                    Some(now + left),
-                    Close::Nft {
-                        elems: present.iter().map(|k| k.elem).collect(),
-                    },
-                );
-                let msg = format!(
-                    "{}: {}: grant restored from the kernel (closes in {}s)",
-                    g.addr,
-                    g.door,
-                    left.as_secs()
-                );
+                let elems = elems.clone();
+                let msg = nft_side::restore(&mut self.ledger, g, &elems, &mut kernel, now);
                 self.line(&msg);
                 continue;
             }
@@ -372,7 +348,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.line(&msg);
         }
         if self.config.options.firewall == crate::config::FirewallKind::Nftables {
-            self.adopt_kernel_elems(kernel);
+            for msg in nft_side::adopt(&mut self.ledger, &self.config, kernel, now) {
+                self.line(&msg);
+            }
         }
         // The file now reflects what this run owns (grants dropped above leave it).
         self.ledger.take_dirty();

@@ -3,6 +3,7 @@
 use super::Engine;
 use crate::action::Executor;
 use crate::config::{self, Door};
+use crate::firewall::nftables::side as nft_side;
 use crate::grants::GrantId;
 use crate::knocklog::LogSink;
 use knock_ipc as ipc;
@@ -188,5 +189,51 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
         }
         ipc::Response::Revoked { grants: revoked }
+    }
+
+    /// `knockctl list` with nftables: read the kernel's elements off the engine task;
+    /// [`Self::on_kernel_view`] answers `reply` when they are in.
+    pub(super) fn list_from_kernel(&mut self, reply: tokio::sync::oneshot::Sender<ipc::Response>) {
+        let last_id = self.ledger.last_id();
+        if let Err(reply) = self.nft.list(last_id, super::now(), reply) {
+            let _ = reply.send(self.on_request(ipc::Request::Grants));
+        }
+    }
+
+    /// The kernel's listing is in: the ledger follows it (see [`nft_side::follow`]), then
+    /// `knockctl list` is answered with the kernel's time left on each grant.
+    pub(super) fn on_kernel_view(&mut self, v: nft_side::KernelView) {
+        let now = super::now();
+        let chains = &self.chains;
+        let pending = |addr: IpAddr| {
+            chains
+                .get(&(super::tasks::NFT_CHAIN.to_string(), addr))
+                .is_some_and(|rx| !*rx.borrow())
+        };
+        let f = match nft_side::follow(&mut self.ledger, v, pending, now) {
+            Ok(f) => f,
+            Err((e, reply)) => {
+                tracing::warn!("cannot read the kernel's nftables elements for knockctl list: {e}");
+                let _ = reply.send(self.on_request(ipc::Request::Grants));
+                return;
+            }
+        };
+        for g in &f.forgotten {
+            let msg = format!(
+                "{}: {}: grant no longer in the kernel (expired or removed), forgotten",
+                g.addr, g.door
+            );
+            self.line(&msg);
+            let info = Self::grant_info(g, now);
+            self.emit(|| ipc::EventKind::GrantExpired { grant: info });
+        }
+        let grants = self
+            .ledger
+            .oldest()
+            .take(ipc::LIST_CAP)
+            .map(|g| f.info(g, Self::grant_info(g, now)))
+            .collect();
+        let total = self.ledger.len() as u64;
+        let _ = f.reply.send(ipc::Response::Grants { grants, total });
     }
 }

@@ -11,6 +11,7 @@ use super::{
     Done, Engine, Key, TaskKind, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX, POOL_QUEUE, POOL_SIZE,
 };
 use crate::action::{Action, Executor, Outcome};
+use crate::firewall::nftables::side as nft_side;
 use crate::firewall::{Op, OpOutcome};
 use crate::grants::{Close, Grant, GrantId};
 use crate::knocklog::LogSink;
@@ -18,6 +19,9 @@ use knock_ipc as ipc;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The chain key door of every nftables element change (ordered per address, across doors).
+pub(super) const NFT_CHAIN: &str = "\u{0}nftables";
 
 /// Why a start was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +112,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.submit_fw(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             Close::Nft { elems } => {
-                let ops = self.nft_close_ops(&g, elems, super::now());
+                let ops = nft_side::close_ops(&self.ledger, &g, elems, super::now());
                 self.submit_nft(Some(g.id), &g.door, g.addr, TaskKind::Close, ops);
             }
             close => {
-                let actions = close.actions();
+                let actions: Vec<Action> = close.command().into_iter().collect();
                 for a in &actions {
                     let msg = format!("{}: running command: {a}", g.door);
                     self.line(&msg);
@@ -174,8 +178,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kind: TaskKind,
         ops: Vec<Op>,
     ) {
-        let q = self.nft_fw();
-        let key: Key = (super::nft::NFT_CHAIN.to_string(), addr);
+        let q = self.nft.queue();
+        let key: Key = (NFT_CHAIN.to_string(), addr);
         self.submit_keyed(q, key, grant, door, addr, kind, ops);
     }
 

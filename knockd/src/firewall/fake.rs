@@ -3,7 +3,7 @@
 //! `Absent`, a refresh re-adds a missing rule), can be made to fail ops, and to be slow.
 
 use super::{BoxFuture, Firewall, FwRule, Op, OpOutcome};
-use crate::nft::listing::KernelElem;
+use crate::firewall::nftables::listing::KernelElem;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,8 @@ struct Inner {
     delay: Duration,
     /// What `list` answers (None: the backend cannot list, like iptables).
     listing: Option<Vec<KernelElem>>,
+    /// Every table set-up script, in order.
+    scripts: Vec<String>,
 }
 
 /// Cheap to clone; clones share their rules and records.
@@ -66,6 +68,12 @@ impl RecordingFirewall {
     /// `list` answers `elems` from now on (a kernel that expires rules).
     pub fn set_listing(&self, elems: Vec<KernelElem>) {
         self.with(|i| i.listing = Some(elems));
+    }
+
+    /// Every table set-up script applied so far (a set-up fails like an op: `fail_on` text it
+    /// contains).
+    pub fn scripts(&self) -> Vec<String> {
+        self.with(|i| i.scripts.clone())
     }
 
     /// Each batch takes this long.
@@ -121,5 +129,16 @@ impl Firewall for RecordingFirewall {
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
         let listing = self.with(|i| i.listing.clone())?;
         Some(Box::pin(async move { Ok(listing) }))
+    }
+
+    fn set_up(&self, script: String) -> BoxFuture<Result<(), String>> {
+        let r = self.with(|i| {
+            if let Some(f) = i.fail_on.iter().find(|f| script.contains(f.as_str())) {
+                return Err(format!("injected failure: {f}"));
+            }
+            i.scripts.push(script);
+            Ok(())
+        });
+        Box::pin(async move { r })
     }
 }

@@ -9,9 +9,9 @@
 //!
 //! # Plugging in a backend
 //!
-//! Implement [`Firewall`] (see [`iptables::IptablesRestore`] and the recording
-//! [`fake::RecordingFirewall`]) and pass it to the engine with
-//! `Engine::with_firewall(Arc::new(MyBackend::new(...)))`:
+//! Implement [`Firewall`] (see [`iptables::IptablesRestore`], [`nftables::NftFirewall`] and
+//! the recording [`fake::RecordingFirewall`]) and pass it to [`crate::engine::Engine::new`]
+//! (or, for `Firewall = nftables`, `Engine::with_nft_firewall`):
 //!
 //! - `apply` receives a non-empty batch and returns **one [`OpOutcome`] per op, in order**.
 //!   It runs on the queue's task: it may take as long as it needs (the engine is not waiting),
@@ -33,13 +33,14 @@
 //! - `name` appears in logs and `knockctl status`.
 //! - `list` (optional): a backend whose kernel expires rules reads them back, so that
 //!   `knockctl list` shows the kernel's time left and the ledger follows the kernel.
+//! - `set_up` (optional): a backend that owns a table brings it in line with the config.
 
 pub mod fake;
 pub mod iptables;
 pub mod nftables;
 
 use crate::config::Proto;
-use crate::nft::listing::KernelElem;
+use crate::firewall::nftables::listing::KernelElem;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -175,6 +176,11 @@ pub trait Firewall: Send + Sync + 'static {
     /// backend cannot tell (the ledger is the truth).
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
         None
+    }
+    /// Backends that own a table of their own (nftables): bring it in line with `script`, the
+    /// table's definition as the backend's own text (one transaction). Default: nothing to do.
+    fn set_up(&self, _script: String) -> BoxFuture<Result<(), String>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

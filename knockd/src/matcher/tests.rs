@@ -30,6 +30,7 @@ pub(super) fn door(ports: &[u16], secs: u64) -> DoorRule {
         enabled: true,
         sweep_guard: true,
         replay_guard: false,
+        replay_key: 0,
     }
 }
 

@@ -29,6 +29,7 @@ fn totp_door() -> DoorRule {
         enabled: true,
         sweep_guard: true,
         replay_guard: true,
+        replay_key: 0,
     }
 }
 

@@ -550,3 +550,193 @@ fn bench_sweep_guard_capture_cost() {
         );
     }
 }
+
+/// A raw socket in the client namespace sending hand-made TCP segments with any flags (or
+/// UDP datagrams) from any address to the lab's server: sweeps of other kinds than SYN.
+struct Segments {
+    sock: socket2::Socket,
+    sport: u16,
+}
+
+impl Segments {
+    fn new(lab: &Lab) -> Segments {
+        let sock = knock_e2e::traffic::netns::create_in(
+            lab.cli_ns(),
+            knock_e2e::traffic::generator::raw_socket,
+        )
+        .expect("raw socket");
+        Segments {
+            sock,
+            sport: 20_000,
+        }
+    }
+
+    /// One segment with `flags` (None: a UDP datagram) from `src` to each of `ports`.
+    fn send(&mut self, src: Ipv4Addr, ports: &[u16], flags: Option<u8>) {
+        let to = socket2::SockAddr::from(std::net::SocketAddrV4::new(srv(), 0));
+        for &port in ports {
+            self.sport = if self.sport >= 60_000 {
+                20_000
+            } else {
+                self.sport + 1
+            };
+            let mut p = knock_e2e::traffic::wire::syn(src, srv(), self.sport, port, 7);
+            match flags {
+                Some(f) => {
+                    p[33] = f;
+                    p[36..38].copy_from_slice(&[0, 0]);
+                    let sum = l4_checksum(src, 6, &p[20..]);
+                    p[36..38].copy_from_slice(&sum.to_be_bytes());
+                }
+                None => {
+                    // IPv4 + UDP (8 bytes) + 12 bytes of payload: same length, protocol 17.
+                    p[9] = 17;
+                    p[10..12].copy_from_slice(&[0, 0]);
+                    let ip_sum = checksum(0, &p[..20]);
+                    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+                    p[24..26].copy_from_slice(&20u16.to_be_bytes());
+                    p[26..28].copy_from_slice(&[0, 0]);
+                    let sum = l4_checksum(src, 17, &p[20..]);
+                    p[26..28].copy_from_slice(&sum.to_be_bytes());
+                }
+            }
+            self.sock.send_to(&p, &to).expect("send");
+            if self.sport % 200 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+fn checksum(initial: u32, data: &[u8]) -> u16 {
+    let mut sum = initial;
+    for pair in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+        ]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// TCP or UDP checksum of `segment` from `src` to the server.
+fn l4_checksum(src: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let words = |a: Ipv4Addr| {
+        let o = a.octets();
+        u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
+    };
+    let pseudo = words(src) + words(srv()) + u32::from(proto) + segment.len() as u32;
+    checksum(pseudo, segment)
+}
+
+/// Issue 21 item 1: sweeps made of SYN|ACK, ACK, FIN, RST, NULL, XMAS segments or UDP
+/// datagrams, two ascending and two descending passes each from its own address, open no
+/// guarded door: the seed door (`TCPFlags = syn`, which SYN|ACK matches) and one without
+/// `TCPFlags`. The same SYN|ACK sweep opens a door whose guard is off, so it reaches knockd.
+#[test]
+fn sweeps_of_other_tcp_flags_and_udp_do_not_open_guarded_doors() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let conf = "[options]\n\
+        [openSSH]\n sequence = 7000,8000,9000\n seq_timeout = 20\n command = /bin/true\n tcpflags = syn\n\
+        [anyflags]\n sequence = 7500,8500,8900\n seq_timeout = 20\n command = /bin/true\n\
+        [legacy]\n sequence = 30000,28000,29000\n seq_timeout = 20\n command = /bin/true\n SweepGuard = off\n\
+        [sync]\n sequence = 4444\n command = /bin/true\n";
+    let knockd = OurKnockd::start(&lab, conf);
+    let up: Vec<u16> = (6990..=9010).collect();
+    let down: Vec<u16> = up.iter().rev().copied().collect();
+    let mut seg = Segments::new(&lab);
+    let kinds: [(&str, Option<u8>); 7] = [
+        ("SYN|ACK", Some(0x12)),
+        ("ACK", Some(0x10)),
+        ("FIN", Some(0x01)),
+        ("RST", Some(0x04)),
+        ("NULL", Some(0x00)),
+        ("XMAS", Some(0x29)),
+        ("UDP", None),
+    ];
+    for (i, (_, flags)) in kinds.iter().enumerate() {
+        let src = Ipv4Addr::new(10, 99, 77, 50 + i as u8);
+        for ports in [&up, &up, &down, &down] {
+            seg.send(src, ports, *flags);
+        }
+    }
+    let legacy: Vec<u16> = (27990..=30010).collect();
+    seg.send(Ipv4Addr::new(10, 99, 77, 60), &legacy, Some(0x12));
+    seg.send(Ipv4Addr::new(10, 99, 77, 60), &legacy, Some(0x12));
+    sync(&lab, &knockd, 1);
+    let log = knockd.log();
+    assert!(
+        log.contains("10.99.77.60: legacy: OPEN SESAME"),
+        "the unguarded door must fall to the SYN|ACK sweep (else the test proves nothing):\n{log}"
+    );
+    for door in ["openSSH", "anyflags"] {
+        assert!(
+            !log.contains(&format!("{door}: OPEN SESAME")),
+            "{door} opened:\n{log}"
+        );
+    }
+    // The guarded doors still open to a real knock.
+    knock(&lab, &[SRV_V4, "7500", "8500", "8900"]);
+    assert!(
+        knockd.wait_count("10.99.77.2: anyflags: OPEN SESAME", 1, EFFECT_TIMEOUT),
+        "{}",
+        knockd.log()
+    );
+}
+
+/// Issue 21 item 3: six packets forged with the client's address (a static door's first knock,
+/// then five other ports) make it a scanner; its next correct TOTP knock still opens the
+/// rotating door, while the static door refuses it for SweepPenalty.
+#[test]
+fn a_forged_burst_does_not_lock_the_client_out_of_a_totp_door() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let secret = lab.path("door.totp");
+    let spec = knock_ipc::totp::Spec::write_new(&secret).expect("totp file");
+    let conf = format!(
+        "[rot]\n TOTP_File = {}\n command = /bin/true\n\
+         [static]\n sequence = 7000,8000,9000\n command = /bin/true\n tcpflags = syn\n\
+         [sync]\n sequence = 4444\n command = /bin/true\n",
+        secret.display()
+    );
+    let knockd = OurKnockd::start(&lab, &conf);
+    let client: Ipv4Addr = "10.99.77.2".parse().expect("cli");
+    let mut forger = Knocker::new(lab.cli_ns(), client, srv()).expect("knocker");
+    forger.knock(&[7000, 81, 82, 83, 84, 85]).expect("burst");
+    assert!(
+        knockd.wait_count("10.99.77.2: sweep guard:", 1, EFFECT_TIMEOUT),
+        "the burst did not make the client a scanner:\n{}",
+        knockd.log()
+    );
+    // Knock the step that has time left.
+    while unix_now() % spec.step_secs > spec.step_secs - 3 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = knock(&lab, &["--totp", secret.to_str().expect("utf8"), SRV_V4]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        knockd.wait_count("10.99.77.2: rot: OPEN SESAME", 1, EFFECT_TIMEOUT),
+        "the client's TOTP knock after the burst did not open:\n{}",
+        knockd.log()
+    );
+    // What the forger still does: the static door refuses the client for SweepPenalty.
+    knock(&lab, &[SRV_V4, "7000", "8000", "9000"]);
+    assert!(
+        knockd.wait_count(
+            "10.99.77.2: static: first knock refused: source is penalised as a scanner",
+            1,
+            EFFECT_TIMEOUT
+        ),
+        "{}",
+        knockd.log()
+    );
+    assert!(!knockd.log().contains("static: OPEN SESAME"));
+}

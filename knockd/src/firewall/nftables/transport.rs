@@ -372,13 +372,14 @@ fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
 mod tests {
     use super::*;
     use crate::config::Proto;
-    use crate::nft::Elem;
+    use crate::firewall::nftables::Elem;
 
     /// Run by hand inside a throwaway namespace: `ip netns exec NS <test binary> --ignored probe`.
     #[test]
     #[ignore = "needs CAP_NET_ADMIN inside a throwaway network namespace"]
     fn probe_netlink_in_namespace() {
-        apply_script(&crate::nft::script::TableSpec::default().script(&[])).expect("table");
+        apply_script(&crate::firewall::nftables::script::TableSpec::default().script(&[]))
+            .expect("table");
         let mut n = Netlink::open().expect("socket");
         let e = Elem {
             addr: "10.0.0.12".parse().expect("ip"),
@@ -459,7 +460,7 @@ mod tests {
             list_elements().expect("list").expect("table").len(),
             2 + MAX_OPS_PER_BATCH
         );
-        apply_script(&crate::nft::script::cleanup_script()).expect("cleanup");
+        apply_script(&crate::firewall::nftables::script::cleanup_script()).expect("cleanup");
         assert!(matches!(
             n.apply(&[ElemOp::Remove { elem: e }]),
             Err(NftError::NoTable)

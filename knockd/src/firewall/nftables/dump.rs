@@ -154,7 +154,7 @@ pub fn decode(buf: &[u8], seq: u32, out: &mut Vec<KernelElem>) -> Part {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::netlink::{key, NLA_F_NESTED};
+    use crate::firewall::nftables::netlink::{key, NLA_F_NESTED};
 
     fn elem(a: &str, proto: Proto, port: u16) -> Elem {
         Elem {

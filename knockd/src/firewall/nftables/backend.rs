@@ -1,18 +1,18 @@
 //! The nftables backend (`Firewall = nftables`) behind the [`Firewall`] trait: a batch is one
-//! kernel transaction on the shared nf_tables netlink socket ([`crate::nft::transport`]),
-//! changing elements of the allow sets of table `inet knockd`. A rule is the element
+//! kernel transaction on the shared nf_tables netlink socket ([`super::transport`]), changing
+//! elements of the allow sets of table `inet knockd`. A rule is the element
 //! `src . proto . port` (its chain and door are not part of it); `Add` and `Refresh` put it with
 //! the grant's timeout, so the kernel removes it at the deadline even if knockd is dead.
 //!
 //! Outcomes: a delete never reports `Absent` (it is written add + delete, which cannot fail on
 //! an element the kernel already expired), and `Check` reports `Ok` (restore reads the sets back
-//! instead, see [`crate::nft::listing`]). `list` dumps the sets over the same socket
-//! ([`crate::nft::dump`]).
+//! instead, see [`super::listing`]). `list` dumps the sets over the same socket
+//! ([`super::dump`]); `set_up` runs the table's script (`nft -f -`).
 
-use super::{BoxFuture, Firewall, Op, OpOutcome};
+use super::listing::KernelElem;
+use super::{transport, Elem, ElemOp};
 use crate::config::MAX_TIMEOUT_SECS;
-use crate::nft::listing::KernelElem;
-use crate::nft::{transport, Elem, ElemOp};
+use crate::firewall::{BoxFuture, Firewall, Op, OpOutcome};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +43,10 @@ impl Firewall for NftFirewall {
 
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
         Some(Box::pin(async move { transport::shared()?.list().await }))
+    }
+
+    fn set_up(&self, script: String) -> BoxFuture<Result<(), String>> {
+        Box::pin(async move { transport::shared()?.script(script).await })
     }
 
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {

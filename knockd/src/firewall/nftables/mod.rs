@@ -1,7 +1,13 @@
-//! The native nftables backend (`Firewall = nftables`): knockd owns one table, `inet knockd`,
-//! whose sets hold the grants with per-element timeouts, so the kernel itself closes a grant at
-//! its deadline whether or not knockd is alive (fail closed).
+//! The native nftables backend (`Firewall = nftables`), all of it: knockd owns one table,
+//! `inet knockd`, whose sets hold the grants with per-element timeouts, so the kernel itself
+//! closes a grant at its deadline whether or not knockd is alive (fail closed).
 //!
+//! - [`side`]: the engine's nftables side ([`side::NftSide`], the owner of the backend and its
+//!   queue) and its decisions over the grant ledger (shared elements, reload, restore, listing).
+//! - [`backend`]: [`NftFirewall`], the [`crate::firewall::Firewall`] backend (element batches,
+//!   listing, table set-up).
+//! - [`setup`]: the table at start, its removal (`--firewall-cleanup`, an iptables start), and
+//!   the advice about native chains that would drop what knockd opens.
 //! - [`script`]: the table, its sets and chain, and element changes as `nft -f` text (pure).
 //! - [`netlink`]: the same element changes as one nf_tables netlink batch (pure encoding).
 //! - [`listing`]: the kernel's set listing (`nft -j list table inet knockd`) back into elements.
@@ -10,13 +16,18 @@
 //! - [`transport`]: the effect: a worker thread with a long-lived netlink socket (element
 //!   batches) and `nft -f -` (table set-up, listing, clean-up).
 
+pub mod backend;
 pub mod detect;
 pub mod dump;
 pub mod listing;
 pub mod netlink;
 pub mod nlmsg;
 pub mod script;
+pub mod setup;
+pub mod side;
 pub mod transport;
+
+pub use backend::NftFirewall;
 
 use crate::config::Proto;
 use std::net::IpAddr;

@@ -1,0 +1,452 @@
+//! The engine with `Firewall = nftables` (a recording backend): elements, shared elements,
+//! reload, restore from the kernel, and `knockctl list` following the kernel.
+
+use super::*;
+use crate::config::{flag, Command6, Config, Door, FirewallKind, OpenPort, Proto, Step, TcpFlags};
+use crate::firewall::fake::RecordingFirewall;
+use crate::firewall::nftables::listing::KernelElem;
+use crate::firewall::nftables::Elem;
+use crate::firewall::Op;
+use crate::grants::Close;
+use crate::knocklog::MemoryLog;
+use crate::packet::Packet;
+use crate::state::SavedGrant;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
+const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
+type Exec = crate::action::RecordingExecutor;
+
+fn config() -> Config {
+    let door = Door {
+        name: "ssh".into(),
+        line: 1,
+        sequence: [1111, 2222, 3333]
+            .iter()
+            .map(|&port| Step {
+                port,
+                proto: Proto::Tcp,
+            })
+            .collect(),
+        one_time_sequences: None,
+        seq_timeout: Duration::from_secs(5),
+        tcp_flags: TcpFlags {
+            set: flag::SYN,
+            unset: 0,
+        },
+        start_command: None,
+        start_command_6: Command6::Fallback,
+        stop_command: None,
+        stop_command_6: Command6::Fallback,
+        cmd_timeout: Duration::from_secs(30),
+        target: None,
+        open: vec![OpenPort {
+            port: 22,
+            proto: Proto::Tcp,
+        }],
+        open_chain: "INPUT".into(),
+        sweep_guard: true,
+        totp_file: None,
+        totp: None,
+    };
+    let mut c = Config {
+        doors: vec![door],
+        ..Config::default()
+    };
+    c.options.firewall = FirewallKind::Nftables;
+    c
+}
+
+/// The engine, its nftables backend (recording) and its log.
+fn engine() -> (Engine<Exec, MemoryLog>, RecordingFirewall, MemoryLog) {
+    engine_with(config())
+}
+
+fn engine_with(c: Config) -> (Engine<Exec, MemoryLog>, RecordingFirewall, MemoryLog) {
+    let log = MemoryLog::default();
+    let nft = RecordingFirewall::default();
+    let e = Engine::new(
+        c,
+        PathBuf::from("/nonexistent/knockd.conf"),
+        Exec::default(),
+        Arc::new(RecordingFirewall::default()),
+        log.clone(),
+        Box::new(|_| {}),
+    )
+    .with_nft_firewall(Arc::new(nft.clone()));
+    (e, nft, log)
+}
+
+/// Every op the nftables backend got, with its timeout in seconds.
+fn ops(fw: &RecordingFirewall) -> Vec<String> {
+    fw.batches()
+        .into_iter()
+        .flatten()
+        .map(|op| match &op {
+            Op::Add { timeout, .. } | Op::Refresh { timeout, .. } => {
+                format!("{op} {}s", timeout.map_or(0, |t| t.as_secs()))
+            }
+            _ => op.to_string(),
+        })
+        .collect()
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn knock(e: &mut Engine<Exec, MemoryLog>) {
+    knock_on(e, [1111, 2222, 3333]);
+}
+
+fn knock_on(e: &mut Engine<Exec, MemoryLog>, ports: [u16; 3]) {
+    for (i, port) in ports.into_iter().enumerate() {
+        let p = Packet {
+            src: CLI,
+            dst: SRV,
+            proto: Proto::Tcp,
+            sport: 40000 + i as u16,
+            dport: port,
+            tcp_flags: flag::SYN,
+            tcp_seq: 1,
+        };
+        e.on_packet(&p, now());
+    }
+}
+
+async fn settle(e: &mut Engine<Exec, MemoryLog>) {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        while let Ok(d) = e.done_rx.try_recv() {
+            e.on_done(d);
+        }
+        if e.inflight == 0 {
+            return;
+        }
+    }
+}
+
+const PUT: &str = "add inet-knockd 22/tcp from 10.99.77.2 (ssh) 30s";
+const REFRESH: &str = "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh) 30s";
+const REMOVE: &str = "delete inet-knockd 22/tcp from 10.99.77.2 (ssh)";
+
+#[tokio::test(start_paused = true)]
+async fn grant_is_an_element_the_kernel_expires() {
+    let (mut e, exec, log) = engine();
+    knock(&mut e);
+    settle(&mut e).await;
+    assert_eq!(ops(&exec), [PUT]);
+    let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
+    assert!(g.close.kernel_expires());
+    let info = Engine::<Exec, MemoryLog>::grant_info(&g, now());
+    assert_eq!(info.kernel_expires_in_ms, Some(30_000));
+    // A re-knock puts the element again with a fresh timeout; still one grant.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    knock(&mut e);
+    settle(&mut e).await;
+    assert_eq!(ops(&exec), [PUT, REFRESH]);
+    assert_eq!(e.ledger().len(), 1);
+    // A flood of re-knocks: at most one kernel write a second, with the time left then.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    knock(&mut e);
+    settle(&mut e).await;
+    assert_eq!(ops(&exec), [PUT, REFRESH]);
+    tokio::time::advance(Duration::from_millis(900)).await;
+    e.on_timer(now());
+    settle(&mut e).await;
+    assert_eq!(
+        ops(&exec),
+        [
+            PUT,
+            REFRESH,
+            "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh) 29s"
+        ]
+    );
+    // At the deadline the kernel removes it: knockd runs nothing, the ledger follows.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    e.on_timer(now());
+    settle(&mut e).await;
+    assert_eq!(ops(&exec).len(), 3);
+    assert!(e.ledger().is_empty());
+    assert!(log
+        .lines()
+        .contains(&"10.99.77.2: ssh: grant expired (removed by the kernel)".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_deletes_and_shutdown_leaves_grants_to_the_kernel() {
+    let (mut e, exec, log) = engine();
+    knock(&mut e);
+    settle(&mut e).await;
+    e.revoke(CLI, None, now());
+    settle(&mut e).await;
+    assert_eq!(ops(&exec), [PUT, REMOVE]);
+    knock(&mut e);
+    settle(&mut e).await;
+    e.shutdown().await;
+    assert_eq!(ops(&exec), [PUT, REMOVE, PUT], "shutdown must not remove");
+    assert!(log
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("leaving 1 nftables grant(s)")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_put_drops_the_grant() {
+    let (mut e, exec, _log) = engine();
+    exec.fail_on("add inet-knockd");
+    knock(&mut e);
+    settle(&mut e).await;
+    assert!(e.ledger().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn restore_takes_the_kernel_as_the_truth() {
+    let (mut e, _exec, log) = engine();
+    let elem = |a: &str, port| Elem {
+        addr: a.parse().expect("ip"),
+        proto: Proto::Tcp,
+        port,
+    };
+    let saved = vec![
+        SavedGrant {
+            door: "ssh".into(),
+            addr: CLI,
+            opened: "22/tcp (nftables)".into(),
+            opened_at_unix_ms: 1,
+            expires_at_unix_ms: Some(i64::MAX / 2),
+            close: Close::Nft {
+                elems: vec![elem("10.99.77.2", 22)],
+            },
+            refreshes: 0,
+            closing: false,
+            close_error: None,
+        },
+        SavedGrant {
+            door: "ssh".into(),
+            addr: "10.99.77.3".parse().expect("ip"),
+            opened: "22/tcp (nftables)".into(),
+            opened_at_unix_ms: 1,
+            expires_at_unix_ms: Some(i64::MAX / 2),
+            close: Close::Nft {
+                elems: vec![elem("10.99.77.3", 22)],
+            },
+            refreshes: 0,
+            closing: false,
+            close_error: None,
+        },
+    ];
+    let kernel = vec![
+        KernelElem {
+            elem: elem("10.99.77.2", 22),
+            timeout: Some(Duration::from_secs(30)),
+            expires: Some(Duration::from_secs(12)),
+        },
+        // Not in the state file: adopted by the door that opens 22/tcp.
+        KernelElem {
+            elem: elem("10.99.77.9", 22),
+            timeout: Some(Duration::from_secs(30)),
+            expires: Some(Duration::from_secs(20)),
+        },
+    ];
+    e.restore_with_kernel(saved, Some(kernel)).await;
+    let n = now();
+    let left = |a: &str| {
+        e.ledger()
+            .find("ssh", a.parse().expect("ip"))
+            .and_then(|g| g.expires)
+            .map(|t| (t.saturating_duration_since(n).as_millis() + 500) / 1000)
+    };
+    assert_eq!(left("10.99.77.2"), Some(12));
+    assert_eq!(left("10.99.77.9"), Some(20));
+    assert_eq!(left("10.99.77.3"), None);
+    assert!(log
+        .lines()
+        .iter()
+        .any(|l| l
+            == "10.99.77.3: ssh: grant no longer in the kernel (expired or removed), forgotten"));
+}
+
+/// `ssh` (30 s) and `ssh2` (another sequence, 60 s) both open 22/tcp.
+fn two_doors() -> Config {
+    let mut c = config();
+    let mut d = c.doors[0].clone();
+    d.name = "ssh2".into();
+    d.sequence = [4444, 5555, 6666]
+        .iter()
+        .map(|&port| Step {
+            port,
+            proto: Proto::Tcp,
+        })
+        .collect();
+    d.cmd_timeout = Duration::from_secs(60);
+    c.doors.push(d);
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn doors_sharing_a_port_share_one_element_and_never_cut_each_other() {
+    let (mut e, fw, _log) = engine_with(two_doors());
+    knock(&mut e);
+    settle(&mut e).await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    knock_on(&mut e, [4444, 5555, 6666]);
+    settle(&mut e).await;
+    assert_eq!(
+        ops(&fw),
+        [PUT, "add inet-knockd 22/tcp from 10.99.77.2 (ssh2) 60s"]
+    );
+    // A re-knock of the shorter grant must not shorten the shared element.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    knock(&mut e);
+    settle(&mut e).await;
+    assert_eq!(
+        ops(&fw)[2],
+        "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh) 55s"
+    );
+    // Revoking the longer grant keeps the element for the other, with its time left.
+    assert!(matches!(
+        e.revoke(CLI, Some("ssh2"), now()),
+        ipc::Response::Revoked { .. }
+    ));
+    settle(&mut e).await;
+    assert_eq!(
+        ops(&fw)[3],
+        "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh2) 30s"
+    );
+    assert_eq!(ops(&fw).len(), 4, "no delete: ssh's access must stay");
+    assert_eq!(e.ledger().len(), 1);
+    // Revoking the last grant that holds it deletes it.
+    e.revoke(CLI, Some("ssh"), now());
+    settle(&mut e).await;
+    assert_eq!(
+        ops(&fw)[4],
+        "delete inet-knockd 22/tcp from 10.99.77.2 (ssh)"
+    );
+    assert!(e.ledger().is_empty());
+    // Both at once (knockctl revoke ADDR): the element goes.
+    knock(&mut e);
+    knock_on(&mut e, [4444, 5555, 6666]);
+    settle(&mut e).await;
+    e.revoke(CLI, None, now());
+    settle(&mut e).await;
+    let last = ops(&fw);
+    assert!(
+        last.last()
+            .is_some_and(|o| o.starts_with("delete inet-knockd 22/tcp")),
+        "{last:?}"
+    );
+    assert!(e.ledger().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_removes_one_of_two_doors_keeps_the_shared_element() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let (mut e, fw, log) = engine_with(two_doors());
+    e.config_path = conf.clone();
+    knock(&mut e);
+    knock_on(&mut e, [4444, 5555, 6666]);
+    settle(&mut e).await;
+    std::fs::write(
+        &conf,
+        "[options]\n Firewall = nftables\n[ssh]\n sequence = 1111,2222,3333\n open = 22/tcp\n cmd_timeout = 30\n",
+    )
+    .expect("write");
+    e.reload().expect("reload");
+    settle(&mut e).await;
+    assert!(log
+        .lines()
+        .contains(&"10.99.77.2: ssh2: grant closed: the door's ports changed at reload".into()));
+    // ssh2's element is ssh's too: put again with ssh's time left, not deleted.
+    assert_eq!(
+        ops(&fw).last().map(String::as_str),
+        Some("refresh inet-knockd 22/tcp from 10.99.77.2 (ssh2) 30s")
+    );
+    assert!(!ops(&fw).iter().any(|o| o.starts_with("delete")));
+    assert_eq!(e.ledger().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_cannot_switch_the_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    let (mut e, fw, log) = engine();
+    e.config_path = conf.clone();
+    std::fs::write(
+        &conf,
+        "[options]\n Firewall = iptables\n[ssh]\n sequence = 1111,2222,3333\n open = 22/tcp\n",
+    )
+    .expect("write");
+    let errs = e.reload().expect_err("switch refused");
+    assert!(
+        errs.iter()
+            .any(|m| m.contains("Firewall changed from nftables to iptables")
+                && m.contains("restart knockd")),
+        "{errs:?}"
+    );
+    assert!(log
+        .lines()
+        .contains(&"reload failed: keeping the running configuration".into()));
+    assert_eq!(e.config().options.firewall, FirewallKind::Nftables);
+    // The first grant after the refused switch goes where it always did.
+    knock(&mut e);
+    settle(&mut e).await;
+    assert_eq!(ops(&fw), [PUT]);
+    assert!(e.exec.ran().is_empty(), "no table clean-up, no iptables");
+}
+
+/// Ask for the list as the control socket does, and let the kernel's listing come in.
+async fn list(e: &mut Engine<Exec, MemoryLog>) -> Vec<ipc::GrantInfo> {
+    let (tx, rx) = oneshot::channel();
+    e.on_control(Control::Request(ipc::Request::Grants, tx));
+    let ev = e.nft.recv().await.expect("kernel view");
+    e.on_nft(ev);
+    match rx.await.expect("reply") {
+        ipc::Response::Grants { grants, .. } => grants,
+        r => panic!("{r:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_shows_the_kernels_time_left_and_the_ledger_follows_the_kernel() {
+    let (mut e, fw, log) = engine();
+    knock(&mut e);
+    settle(&mut e).await;
+    let elem = Elem {
+        addr: CLI,
+        proto: Proto::Tcp,
+        port: 22,
+    };
+    // Someone put the element again with 12 s (the ledger thinks 30 s).
+    fw.set_listing(vec![KernelElem {
+        elem,
+        timeout: Some(Duration::from_secs(12)),
+        expires: Some(Duration::from_secs(12)),
+    }]);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let grants = list(&mut e).await;
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].kernel_expires_in_ms, Some(12_000));
+    let left = e
+        .ledger()
+        .find("ssh", CLI)
+        .and_then(|g| g.expires)
+        .map(|t| t.saturating_duration_since(now()));
+    assert_eq!(left, Some(Duration::from_secs(12)), "the ledger follows");
+    // The kernel no longer has it (expired, or deleted by hand): the grant is gone.
+    fw.set_listing(vec![]);
+    assert!(list(&mut e).await.is_empty());
+    assert!(e.ledger().is_empty());
+    assert!(log.lines().contains(
+        &"10.99.77.2: ssh: grant no longer in the kernel (expired or removed), forgotten".into()
+    ));
+    // A grant whose element is still on its way to the kernel is not forgotten.
+    fw.set_delay(Duration::from_millis(50));
+    knock(&mut e);
+    let grants = list(&mut e).await;
+    assert_eq!(grants.len(), 1, "{:?}", log.lines());
+}
