@@ -2,7 +2,7 @@
 
 use super::{
     bottom_title, empty_text, fitted_table, highlight, ms_between, pane_block, selection_state,
-    stale_note, FitRow, Theme,
+    FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{door_sequence_short, format_duration_secs, protocols, visible};
@@ -32,8 +32,7 @@ pub(super) fn render_doors(
     now: i64,
     theme: &Theme,
 ) {
-    let mut title = bottom_title(state, Pane::Doors, shared);
-    title.push_str(&stale_note(state));
+    let title = bottom_title(state, Pane::Doors, shared);
     let block = pane_block(state, Pane::Doors, title, theme);
     let doors = state.visible_doors();
     if doors.is_empty() {

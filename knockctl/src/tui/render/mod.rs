@@ -406,7 +406,14 @@ fn bottom_title(state: &State, pane: Pane, area_is_shared: bool) -> String {
             }
             t
         }
-        _ => format!(" 4 Doors ({})", state.visible_doors().len()),
+        // Doors stay on screen while disconnected: say so before naming the other pane.
+        _ => format!(
+            " 4 Doors ({}) {}",
+            state.visible_doors().len(),
+            stale_note(state)
+        )
+        .trim_end()
+        .to_string(),
     };
     if !area_is_shared {
         return format!("{base} ");
