@@ -2,27 +2,29 @@
 //! marker, a label, a border weight), so the screen reads the same with NO_COLOR.
 //!
 //! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]); this file lays them
-//! out and draws what they share: header, footer, pane frames, popups, the theme.
+//! out and draws what they share: header, footer, pane frames, popups, the theme; tables
+//! that fit their pane are built in [`table`].
 
 use chrono::{DateTime, FixedOffset};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::present::fit::{ellipsize, fit_widths, FitColumn};
 use crate::present::{format_duration_secs, format_time_of_day};
 
 mod attempts;
 mod doors;
 mod events;
 mod grants;
+mod table;
 
 use attempts::render_attempts;
 use doors::render_doors;
 use events::render_log;
 use grants::render_grants;
+use table::{fitted_table, table_room, FitRow};
 
 use super::input::KEYS;
 use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};
@@ -313,79 +315,6 @@ fn selection_state(state: &State, pane: Pane) -> Option<usize> {
 
 fn highlight() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
-}
-
-/// Columns a table row may use inside a pane of `area`: the borders, the highlight mark
-/// (`> `) and one column of margin on the right, so no text touches the border.
-fn table_room(area: Rect) -> usize {
-    usize::from(area.width).saturating_sub(2 + 2 + 1)
-}
-
-/// One row of a fitted table: each cell's text with its own style (if not the row's), and
-/// the row's style.
-struct FitRow {
-    cells: Vec<(String, Option<Style>)>,
-    style: Style,
-}
-
-impl FitRow {
-    fn new(cells: Vec<String>, style: Style) -> FitRow {
-        FitRow {
-            cells: cells.into_iter().map(|c| (c, None)).collect(),
-            style,
-        }
-    }
-}
-
-/// A table whose columns are as wide as their content within `area` ([`fit_widths`]):
-/// optional columns go when there is no room, and every cut text ends with `…`.
-fn fitted_table<'a>(columns: &[FitColumn], rows: Vec<FitRow>, area: Rect) -> Table<'a> {
-    let texts: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.cells.iter().map(|(t, _)| t.clone()).collect())
-        .collect();
-    // Two spaces between columns when everything fits whole that way, else one.
-    let room = table_room(area);
-    let roomy = fit_widths(columns, &texts, usize::MAX, 2);
-    let (widths, gap) = if fit_widths(columns, &texts, room, 2) == roomy {
-        (roomy, 2)
-    } else {
-        (fit_widths(columns, &texts, room, 1), 1)
-    };
-    let header = Row::new(
-        columns
-            .iter()
-            .zip(&widths)
-            .filter_map(|(c, w)| w.map(|w| Cell::from(ellipsize(c.header, w)))),
-    )
-    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let body: Vec<Row> = rows
-        .into_iter()
-        .map(|r| {
-            let cells = r
-                .cells
-                .into_iter()
-                .zip(&widths)
-                .filter_map(|((text, style), w)| {
-                    w.map(|w| {
-                        let cell = Cell::from(ellipsize(&text, w));
-                        match style {
-                            Some(style) => cell.style(style),
-                            None => cell,
-                        }
-                    })
-                });
-            Row::new(cells.collect::<Vec<_>>()).style(r.style)
-        })
-        .collect();
-    let constraints: Vec<Constraint> = widths
-        .iter()
-        .flatten()
-        .map(|&w| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)))
-        .collect();
-    Table::new(body, constraints)
-        .header(header)
-        .column_spacing(u16::from(gap == 2) + 1)
 }
 
 /// A pane title's note that its rows are what knockd said before the link went down.
