@@ -315,3 +315,45 @@ fn delay_is_not_applied_after_the_last_knock() {
     assert!(recv_one(&a, Duration::from_secs(1)).is_some());
     assert!(recv_one(&b, Duration::from_secs(1)).is_some());
 }
+
+/// `knock -v --totp` says which step, window, ports and address it knocks; a secret file
+/// others can read is warned about on stderr, and the knocks still go out.
+#[test]
+fn verbose_totp_says_what_it_knocks_and_warns_about_a_readable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("door.totp");
+    knock_ipc::totp::Spec::write_new(&file).expect("new secret");
+    let path = file.to_str().expect("utf-8 path");
+    let out = knock(&["-v", "--totp", path, "127.0.0.1"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stderr(&out), "", "a 0600 file is not warned about");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("totp: step ") && lines[0].contains(" UTC, ports "),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("totp: knocking 127.0.0.1 over IPv4"),
+        "{text}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("hitting tcp 127.0.0.1:"))
+            .count(),
+        4,
+        "{text}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = knock(&["--totp", path, "127.0.0.1"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "knock: warning: TOTP file '{path}' is readable by its group and every user (mode 0644)"
+        )),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -350,6 +350,48 @@ async fn revoke_without_grants_fails() {
         stderr(&out),
         "knockctl: no open grant for fd99::1 on door web\n"
     );
+
+    // A door that exists, without a grant for the address; then a door that does not exist.
+    let doors = || Response::Doors {
+        doors: ["web", "ssh"]
+            .iter()
+            .map(|n| knock_ipc::DoorInfo {
+                name: n.to_string(),
+                sequence: vec!["7000:tcp".into()],
+                seq_timeout_ms: 5_000,
+                cmd_timeout_ms: 30_000,
+                tcp_flags: "syn".into(),
+                action: "open 22/tcp (INPUT)".into(),
+                one_time: false,
+                enabled: true,
+                target: None,
+                kind: "static".into(),
+                step: None,
+                step_secs: None,
+                next_step_in_ms: None,
+            })
+            .collect(),
+    };
+    let daemon = FakeDaemon::start(Script::respond(vec![
+        Response::Revoked { grants: vec![] },
+        doors(),
+    ]));
+    let out = knockctl(&daemon.socket, &["revoke", "fd99::1", "--door", "web"]).await;
+    assert_exit(&out, 1);
+    assert_eq!(
+        stderr(&out),
+        "knockctl: no open grant for fd99::1 on door web\n"
+    );
+    let daemon = FakeDaemon::start(Script::respond(vec![
+        Response::Revoked { grants: vec![] },
+        doors(),
+    ]));
+    let out = knockctl(&daemon.socket, &["revoke", "fd99::1", "--door", "nosuch"]).await;
+    assert_exit(&out, 1);
+    assert_eq!(
+        stderr(&out),
+        "knockctl: no door named 'nosuch' (knockd has: web, ssh; see knockctl doors)\n"
+    );
 }
 
 #[tokio::test]

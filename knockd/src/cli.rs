@@ -108,9 +108,10 @@ pub struct Args {
     #[arg(long = "new-totp", value_name = "FILE")]
     pub new_totp: Option<PathBuf>,
 
-    /// Check the config file, print problems and warnings, and exit (0 = valid); the capture
-    /// filter is compiled for the interface's link type (Ethernet, said so, when it cannot be
-    /// opened)
+    /// Check the config file, print problems and warnings (the summary counts every one), and
+    /// exit (0 = valid); the capture filter is compiled for the interface's link type. With
+    /// knockd's privileges (root) a missing interface is an error; without them, the checks
+    /// that need them are skipped and named ("not checked: ...")
     #[arg(short = 't', long = "check-config")]
     pub check_config: bool,
 

@@ -55,61 +55,67 @@ pub fn new_totp(path: &Path) -> anyhow::Result<()> {
 }
 
 /// `knockd -t`: print problems and warnings; Ok(()) when the config is valid. The capture
-/// filter is compiled as it will run (the interface's addresses, Ethernet framing) and a
-/// fallback to a coarser filter is reported.
+/// filter is compiled as it will run (the interface's addresses and link type) and a
+/// fallback to a coarser filter is reported. With knockd's privileges a missing interface is
+/// an error; without them, the checks that need them are skipped and named.
 pub fn check_config(
     path: &Path,
     interface: Option<&str>,
     firewall: Option<config::FirewallKind>,
 ) -> anyhow::Result<()> {
     let mut parsed = load_config(path)?;
-    let mut warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    let privileged = check_privileges().is_ok();
+    let mut report = crate::check::Report::new(privileged);
+    report
+        .warnings
+        .extend(parsed.warnings.iter().map(|w| w.to_string()));
     let iface = interface
         .map(str::to_string)
         .or_else(|| parsed.config.options.interface.clone())
         .or_else(default_route_interface);
+    if let Some(i) = iface.as_deref() {
+        if i != "any" && nix::net::if_::if_nametoindex(i).is_err() {
+            report.missing_interface(i)?;
+        }
+    }
     let local = iface
         .as_deref()
         .map(|i| local_addrs(i, false))
         .unwrap_or_default();
     // Compile for the link type the capture will have: the interface's, read by opening it
-    // (as root); Ethernet when it cannot be read, and say so.
+    // (with knockd's privileges); Ethernet when it cannot be read, and say so.
     let link = match iface.as_deref().map(|i| (i, Capture::link_of(i))) {
         Some((i, Ok(link))) => {
             let name = link
                 .get_name()
                 .unwrap_or_else(|_| format!("DLT {}", link.0));
-            println!("capture filter compiled for {i}'s link type ({name})");
+            report.notes.push(format!(
+                "capture filter compiled for {i}'s link type ({name})"
+            ));
             link
         }
         Some((i, Err(e))) => {
-            println!(
-                "capture filter compiled for Ethernet (assumed: cannot open {i} to read its link type: {e}; run knockd -t as root on the host that runs knockd)"
-            );
+            report.link_type_unknown(i, &e.to_string());
             pcap::Linktype::ETHERNET
         }
         None => {
-            println!("capture filter compiled for Ethernet (assumed: no interface given and no default route; use -i)");
+            report.notes.push("capture filter compiled for Ethernet (assumed: no interface given and no default route; use -i)".into());
             pcap::Linktype::ETHERNET
         }
     };
     if let Some(note) = check_filter(&parsed.config, &local, link)? {
-        warnings.push(note);
-    }
-    for w in &warnings {
-        println!("{w}");
+        report.warnings.push(note);
     }
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
-    for line in nft_setup::firewall_advice(&parsed.config.options) {
-        println!("{line}");
+    match nft_setup::firewall_check(&parsed.config.options) {
+        Ok(advice) => report.warnings.extend(advice),
+        Err(e) => report.ruleset_unread(&e),
     }
-    println!(
-        "{}: OK, {} door(s), {} warning(s)",
-        path.display(),
-        parsed.config.doors.len(),
-        warnings.len()
+    print!(
+        "{}",
+        report.render(&path.display().to_string(), parsed.config.doors.len())
     );
     Ok(())
 }
@@ -218,6 +224,23 @@ impl Drop for PidFile {
     }
 }
 
+/// The config's warnings as knockd logs them at start: at most
+/// [`config::MAX_LOGGED_WARNINGS`], then how many more `knockd -t` lists.
+pub fn startup_warnings(warnings: &[config::Warning]) -> Vec<String> {
+    let mut out: Vec<String> = warnings
+        .iter()
+        .take(config::MAX_LOGGED_WARNINGS)
+        .map(ToString::to_string)
+        .collect();
+    if warnings.len() > config::MAX_LOGGED_WARNINGS {
+        out.push(format!(
+            "warning: {} more warning(s) not logged (knockd -t lists them all)",
+            warnings.len() - config::MAX_LOGGED_WARNINGS
+        ));
+    }
+    out
+}
+
 /// Everything before the async part; then the runtime. Returns when the daemon stops.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
     // From the first instant, SIGHUP/SIGTERM/SIGINT wait (pending) until the handlers are in
@@ -230,15 +253,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         args.config = abs;
     }
     let parsed = load_config(&args.config)?;
-    for w in parsed.warnings.iter().take(config::MAX_LOGGED_WARNINGS) {
-        tracing::warn!("{w}");
-    }
-    if parsed.warnings.len() > config::MAX_LOGGED_WARNINGS {
-        tracing::warn!(
-            "{} more warning(s) not logged (knockd -t lists them all)",
-            parsed.warnings.len() - config::MAX_LOGGED_WARNINGS
-        );
-    }
+    // Logged once the log is open (LogFile and syslog too, not only stderr).
+    let mut warnings = startup_warnings(&parsed.warnings);
     let mut config = parsed.config;
     // Command line beats the config file, for every option (also on reload).
     let overrides = config::Overrides {
@@ -256,7 +272,9 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         None => default_route_interface().unwrap_or_else(|| "eth0".to_string()),
     };
     if args.lookup {
-        tracing::warn!("-l/--lookup is ignored: knockd does not resolve knockers' addresses");
+        warnings.push(
+            "warning: -l/--lookup is ignored: knockd does not resolve knockers' addresses".into(),
+        );
     }
     check_privileges()?;
     let capture = Capture::open(&iface, args.only_ipv4)?;
@@ -265,7 +283,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         &local_addrs(&iface, args.only_ipv4),
         capture.linktype(),
     )? {
-        tracing::warn!("{note}");
+        warnings.push(note);
     }
     let log = KnockLog::open(
         config.options.log_file.as_deref(),
@@ -287,7 +305,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     // One knockd per state file: a second one (another socket, the same default path) stops here.
     let state_lock = crate::state::lock(&state_file)?;
     let saved = crate::state::load_all(&state_file)?;
-    let mut advice = Vec::new();
+    let mut advice = warnings;
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(nft_setup::set_up_table(&config)?)
     } else {
@@ -307,7 +325,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         .unwrap_or(crate::control::DEFAULT_MAX_CLIENTS);
     let (max_clients, warning) = crate::fdlimit::clients_cap(max_clients, nofile, extra);
     if let Some(w) = warning {
-        tracing::warn!("{w}");
+        advice.push(format!("warning: {w}"));
+    }
+    if let Some(dir) = socket_path.parent() {
+        advice.extend(crate::sockdir::prepare(dir)?);
     }
     let socket = ControlSocket::bind(&socket_path, max_clients)?;
     if args.daemon {
@@ -355,7 +376,8 @@ struct Parts {
     _state_lock: crate::state::StateLock,
     saved: crate::state::Saved,
     kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
-    /// What `nft_setup::firewall_advice` found at start, logged once the log is up.
+    /// Start-up warnings (the config's, then what `firewall_advice` found), logged once the
+    /// log is up: to stderr in the foreground, and to LogFile and syslog.
     advice: Vec<String>,
     socket: ControlSocket,
 }
@@ -404,8 +426,8 @@ async fn serve(args: Args, p: Parts) -> anyhow::Result<()> {
         args.config.clone(),
     ));
     engine.log_line(&format!("starting up, listening on {iface}"));
+    // Once each: log_line also writes to stderr.
     for line in &p.advice {
-        tracing::warn!("{line}");
         engine.log_line(line);
     }
     engine.run(pkt_rx, ctl_rx, shutdown).await?;

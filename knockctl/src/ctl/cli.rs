@@ -125,10 +125,14 @@ opens, resets, timeouts, evictions, command failures, kernel drops (counters, `_
 grants open, attempts tracked, doors, uptime (gauges). knockd opens no TCP port: run this \
 from a timer and let node_exporter's textfile collector serve the file, e.g. every minute:
 
-  knockctl metrics > /var/lib/prometheus/node-exporter/knockd.prom.tmp && \
+  { knockctl metrics || echo \"knockd_up 0\"; } \\
+    > /var/lib/prometheus/node-exporter/knockd.prom.tmp && \\
   mv /var/lib/prometheus/node-exporter/knockd.prom.tmp /var/lib/prometheus/node-exporter/knockd.prom
 
-(a systemd service and timer doing this are in packaging/metrics/).";
+When knockd is not running, knockctl metrics prints nothing and exits 3: the echo then \
+writes knockd_up 0, so an alert on knockd_up == 0 fires (without it the file would keep \
+the last knockd_up 1). The file is renamed into place, so the collector never reads half \
+of it. A systemd service and timer doing this are in packaging/metrics/.";
 
 #[cfg(test)]
 mod tests {

@@ -214,9 +214,18 @@ pub fn format_revoked(grants: &[GrantInfo]) -> String {
 pub fn format_reloaded(warnings: &[String]) -> String {
     let mut out = String::from("configuration reloaded\n");
     for w in warnings {
-        push_line(&mut out, &format!("warning: {w}"));
+        push_line(&mut out, &as_warning(w));
     }
     out
+}
+
+/// `warning: {w}`, unless `w` already says it is one (knockd's `file:line: warning: ...`).
+fn as_warning(w: &str) -> std::borrow::Cow<'_, str> {
+    if w.starts_with("warning: ") || w.contains(": warning: ") {
+        w.into()
+    } else {
+        format!("warning: {w}").into()
+    }
 }
 
 /// A failed `reload`: a header, then one error (with its file:line) per line.
@@ -691,6 +700,14 @@ totp     (rotating: TOTP step  5s      open 22/tcp (INPUT)   flags syn
         assert_eq!(
             format_reloaded(&["knockd.conf:7: door x has no sequence".into()]),
             "configuration reloaded\nwarning: knockd.conf:7: door x has no sequence\n"
+        );
+        // Never "warning: ...: warning:".
+        assert_eq!(
+            format_reloaded(&[
+                "knockd.conf:5: warning: door 'ssh': sequence has only 3 knocks".into(),
+                "warning: the exact capture filter is too large".into()
+            ]),
+            "configuration reloaded\nknockd.conf:5: warning: door 'ssh': sequence has only 3 knocks\nwarning: the exact capture filter is too large\n"
         );
         assert_eq!(
             format_reload_failed(&[

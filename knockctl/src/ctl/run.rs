@@ -38,6 +38,19 @@ pub enum CtlError {
     /// `revoke` found nothing to close.
     #[error("{}", crate::present::no_grant_message(*.addr, .door.as_deref()))]
     NoGrant { addr: IpAddr, door: Option<String> },
+    /// The socket's path goes through a directory this user cannot search.
+    #[error("permission denied on {}: you cannot pass directory {} (mode {:04o}, owner {}:{}), which leads to the socket: restart knockd (it gives its socket directory group knockd, mode 0750), or as root run `chgrp knockd {} && chmod g+rx {}`",
+        .socket.display(), .dir.display(), .mode, .uid, .gid, .dir.display(), .dir.display())]
+    DirBlocked {
+        socket: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `revoke --door NAME` named a door knockd does not have.
+    #[error("no door named '{door}' (knockd has: {}; see knockctl doors)", .known.join(", "))]
+    NoSuchDoor { door: String, known: Vec<String> },
     /// knockd answered with a response that does not fit the request.
     #[error("unexpected reply from knockd to {request}: {reply}")]
     Unexpected {
@@ -100,7 +113,20 @@ async fn dispatch(
             let name = request.name();
             let mut client = connect(&args.socket).await?;
             let response = within(&args.socket, client.request(request)).await?;
-            let reply = render(command, name, response, args.json, &Local::now(), width);
+            let mut reply = render(command, name, response, args.json, &Local::now(), width);
+            if let Err(CtlError::NoGrant {
+                door: Some(door), ..
+            }) = &reply.result
+            {
+                // Nothing closed: say so plainly if the door itself does not exist.
+                if let Ok(Response::Doors { doors }) =
+                    within(&args.socket, client.request(Request::Doors)).await
+                {
+                    if let Some(e) = no_such_door(door, &doors) {
+                        reply.result = Err(e);
+                    }
+                }
+            }
             write(out, &reply.stdout)?;
             out.flush().map_err(CtlError::Output)?;
             write(err, &reply.stderr)?;
@@ -129,6 +155,26 @@ pub fn table_width() -> Option<usize> {
             .or(terminal.filter(positive))
             .unwrap_or(output::WIDTH),
     )
+}
+
+/// [`CtlError::NoSuchDoor`] when `door` is none of `doors` (names compare exactly, as
+/// knockd's revoke does).
+pub fn no_such_door(door: &str, doors: &[knock_ipc::DoorInfo]) -> Option<CtlError> {
+    if doors.iter().any(|d| d.name == door) {
+        return None;
+    }
+    let mut known: Vec<String> = doors
+        .iter()
+        .take(8)
+        .map(|d| crate::present::visible(&d.name).into_owned())
+        .collect();
+    if doors.len() > known.len() {
+        known.push(format!("... {} more", doors.len() - known.len()));
+    }
+    Some(CtlError::NoSuchDoor {
+        door: crate::present::visible(door).into_owned(),
+        known,
+    })
 }
 
 /// What to print for a response, and whether the command succeeded.
@@ -324,7 +370,36 @@ async fn tail(
 }
 
 async fn connect(socket: &Path) -> Result<Client, CtlError> {
-    within(socket, Client::connect(socket)).await
+    match within(socket, Client::connect(socket)).await {
+        Err(CtlError::Client(ClientError::PermissionDenied(path))) => {
+            Err(blocked(&path).unwrap_or(CtlError::Client(ClientError::PermissionDenied(path))))
+        }
+        other => other,
+    }
+}
+
+/// [`CtlError::DirBlocked`] for the first directory on the way to `socket` that this user
+/// cannot search, if any (else the socket itself refused: group membership).
+pub fn blocked(socket: &Path) -> Option<CtlError> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = socket.parent()?;
+    let mut dirs: Vec<&Path> = parent.ancestors().collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .filter(|d| !d.as_os_str().is_empty())
+        .find_map(|dir| {
+            if nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_ok() {
+                return None;
+            }
+            let meta = std::fs::metadata(dir).ok()?;
+            Some(CtlError::DirBlocked {
+                socket: socket.to_path_buf(),
+                dir: dir.to_path_buf(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            })
+        })
 }
 
 /// Awaits a step of the conversation with knockd, for at most [`REPLY_TIMEOUT`].

@@ -26,10 +26,14 @@ NUL byte, sent from a fresh socket.
 
 With --totp FILE, the ports are the current time step's sequence of a rotating door, \
 derived from the secret file made by `knockd --new-totp` (all TCP); give no PORT then. \
-Keep the client's clock in sync with the server's (one step of skew is accepted).
+Keep the client's clock in sync with the server's (one step of skew is accepted). With -v, \
+knock first prints the step, its time window in UTC, the ports and the address it knocks. \
+A step's sequence opens the door for one address: connect over the same address family \
+as the knock (or choose it with -4/-6). knock warns when the file is readable by others.
 
 Every port argument is checked, and HOST is resolved once, before the first knock is \
-sent. knock stops at the first knock it cannot send. It cannot tell whether the \
+sent. Of HOST's addresses, knock uses the one a connection would: the first (in the \
+resolver's order) of the requested family that this host has a route to. knock stops at the first knock it cannot send. It cannot tell whether the \
 server saw the knocks.
 
 Differences from knock 0.8:
@@ -105,7 +109,8 @@ pub struct Args {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Print each knock as it is sent ("hitting tcp 10.0.0.1:7000").
+    /// Print each knock as it is sent ("hitting tcp 10.0.0.1:7000"); with --totp, first the
+    /// step, its UTC time window, the ports and the address knocked.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 }
@@ -141,14 +146,8 @@ impl Args {
     pub fn port_specs(&self) -> Result<Vec<(u16, Protocol)>, KnockError> {
         if let Some(path) = &self.totp {
             let spec = knock_ipc::totp::Spec::read(path)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            return Ok(spec
-                .ports(spec.step_at(now.as_secs()))
-                .into_iter()
-                .map(|p| (p, Protocol::Tcp))
-                .collect());
+            let step = TotpStep::of(&spec, unix_now());
+            return Ok(step.specs());
         }
         if self.ports.is_empty() {
             return Err(KnockError::NoPorts);
@@ -162,6 +161,91 @@ impl Args {
             })
             .collect()
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// The time step of a rotating door that `knock --totp` knocks: its number, its window of
+/// Unix time `[start, end)` and its ports (all TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpStep {
+    /// The step number (Unix time / step length).
+    pub step: u64,
+    /// Unix time the step begins.
+    pub start: u64,
+    /// Unix time the next step begins.
+    pub end: u64,
+    /// The step's knock ports, in order.
+    pub ports: Vec<u16>,
+}
+
+impl TotpStep {
+    /// The step of `spec` at Unix time `now`.
+    pub fn of(spec: &knock_ipc::totp::Spec, now: u64) -> TotpStep {
+        let step = spec.step_at(now);
+        TotpStep {
+            step,
+            start: spec.step_start(step),
+            end: spec.step_start(step.saturating_add(1)),
+            ports: spec.ports(step),
+        }
+    }
+
+    /// The ports as `knock` sends them.
+    pub fn specs(&self) -> Vec<(u16, Protocol)> {
+        self.ports.iter().map(|&p| (p, Protocol::Tcp)).collect()
+    }
+}
+
+impl fmt::Display for TotpStep {
+    /// `step 59145678, 2026-12-07 01:40:00 to 01:40:30 UTC, ports 12345 23456 34567 45678`:
+    /// what `knock -v --totp` prints first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |secs: u64| {
+            i64::try_from(secs)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        };
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        match (at(self.start), at(self.end)) {
+            (Some(start), Some(end)) => write!(
+                f,
+                "step {}, {} to {} UTC, ports {}",
+                self.step,
+                start.format("%Y-%m-%d %H:%M:%S"),
+                end.format(if start.date_naive() == end.date_naive() {
+                    "%H:%M:%S"
+                } else {
+                    "%Y-%m-%d %H:%M:%S"
+                }),
+                ports.join(" ")
+            ),
+            _ => write!(f, "step {}, ports {}", self.step, ports.join(" ")),
+        }
+    }
+}
+
+/// A warning for a TOTP secret file whose permission bits (`mode`) let others read it:
+/// whoever reads it can open the door.
+pub fn totp_file_warning(path: &std::path::Path, mode: u32) -> Option<String> {
+    let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+        (false, false) => return None,
+        (true, false) => "its group",
+        (false, true) => "every user",
+        (true, true) => "its group and every user",
+    };
+    Some(format!(
+        "warning: TOTP file '{}' is readable by {who} (mode {:04o}): whoever reads it can open the door (chmod 600 '{}')",
+        path.display(),
+        mode & 0o7777,
+        path.display()
+    ))
 }
 
 /// Which address family to knock on.

@@ -14,8 +14,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-pub use args::{Args, Family, PortSpec, PortSpecError, Protocol, EXAMPLES};
-pub use send::{resolve, send};
+pub use args::{
+    totp_file_warning, unix_now, Args, Family, PortSpec, PortSpecError, Protocol, TotpStep,
+    EXAMPLES,
+};
+pub use send::{pick_address, resolve, send};
 
 /// Everything that can stop `knock`. The binary prints it as `knock: {err}` and exits 1.
 #[derive(Debug, thiserror::Error)]
@@ -132,13 +135,30 @@ pub struct Plan {
     pub delay: Duration,
     /// Print `hitting PROTO ADDR` before each knock.
     pub verbose: bool,
+    /// With `--totp`: the time step knocked (printed first in verbose mode).
+    pub totp: Option<TotpStep>,
+    /// Printed to stderr before the first knock (a TOTP file others can read).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
-    /// Checks every port argument, then resolves the host once.
+    /// Checks every port argument (with `--totp`: reads the secret file and derives the
+    /// current step), then resolves the host once.
     pub fn from_args(args: &Args) -> Result<Self, KnockError> {
         let family = args.family()?;
-        let ports = args.port_specs()?;
+        let mut warnings = Vec::new();
+        let (ports, totp) = match &args.totp {
+            Some(path) => {
+                let spec = knock_ipc::totp::Spec::read(path)?;
+                if let Ok(meta) = std::fs::metadata(path) {
+                    use std::os::unix::fs::PermissionsExt;
+                    warnings.extend(totp_file_warning(path, meta.permissions().mode()));
+                }
+                let step = TotpStep::of(&spec, unix_now());
+                (step.specs(), Some(step))
+            }
+            None => (args.port_specs()?, None),
+        };
         let base = resolve(&args.host, family)?;
         let knocks = ports
             .into_iter()
@@ -153,6 +173,8 @@ impl Plan {
             knocks,
             delay: args.delay(),
             verbose: args.verbose,
+            totp,
+            warnings,
         })
     }
 }
@@ -167,6 +189,16 @@ pub fn execute(
     mut sleep: impl FnMut(Duration),
 ) -> Result<(), KnockError> {
     let total = plan.knocks.len();
+    if let (true, Some(step), Some(first)) = (plan.verbose, &plan.totp, plan.knocks.first()) {
+        let family = if first.addr.is_ipv4() { "IPv4" } else { "IPv6" };
+        let _ = writeln!(out, "totp: {step}").and_then(|()| {
+            writeln!(
+                out,
+                "totp: knocking {} over {family} (a step opens the door for one address: connect over {family} too, or choose with -4/-6)",
+                first.addr.ip()
+            )
+        });
+    }
     for (i, knock) in plan.knocks.iter().enumerate() {
         if i > 0 && !plan.delay.is_zero() {
             sleep(plan.delay);
@@ -192,6 +224,9 @@ pub fn execute(
 /// Returns `Ok` only if every knock was sent.
 pub fn run(args: &Args) -> Result<(), KnockError> {
     let plan = Plan::from_args(args)?;
+    for w in &plan.warnings {
+        eprintln!("knock: {w}");
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     execute(&plan, &mut out, send, thread::sleep)
@@ -226,6 +261,8 @@ mod tests {
             ],
             delay: Duration::from_millis(delay_ms),
             verbose,
+            totp: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -371,6 +408,98 @@ mod tests {
             e.contains("cannot read TOTP file '/nonexistent/x.totp'"),
             "{e}"
         );
+    }
+
+    fn vector_spec() -> knock_ipc::totp::Spec {
+        knock_ipc::totp::Spec {
+            secret: b"12345678901234567890123456789012".to_vec(),
+            step_secs: 30,
+            knocks: 4,
+            lo: 10000,
+            hi: 59999,
+            exclude: vec![],
+        }
+    }
+
+    /// `knock -v --totp` says which step it knocks, its UTC window, the ports and the address
+    /// (one of knock-ipc's fixed vectors: t = 1234567890).
+    #[test]
+    fn verbose_totp_prints_the_step_window_ports_and_address() {
+        let step = TotpStep::of(&vector_spec(), 1_234_567_899);
+        assert_eq!(
+            step.to_string(),
+            "step 41152263, 2009-02-13 23:31:30 to 23:32:00 UTC, ports 52682 51435 22727 35366"
+        );
+        let midnight = TotpStep::of(&vector_spec(), 86_400 * 3 - 1);
+        assert!(
+            midnight
+                .to_string()
+                .contains("1970-01-03 23:59:30 to 1970-01-04 00:00:00 UTC"),
+            "{midnight}"
+        );
+        let mut p = plan(0, true);
+        p.knocks = step
+            .specs()
+            .into_iter()
+            .map(|(port, protocol)| Knock {
+                protocol,
+                addr: (Ipv6Addr::LOCALHOST, port).into(),
+            })
+            .collect();
+        p.totp = Some(step);
+        let (result, _, out) = record(&p, None);
+        assert!(result.is_ok());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "totp: step 41152263, 2009-02-13 23:31:30 to 23:32:00 UTC, ports 52682 51435 22727 35366"
+        );
+        assert!(
+            lines[1]
+                .starts_with("totp: knocking ::1 over IPv6 (a step opens the door for one address"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(lines[2], "hitting tcp [::1]:52682");
+        assert_eq!(lines.len(), 6);
+        p.verbose = false;
+        assert_eq!(record(&p, None).2, "", "quiet without -v");
+    }
+
+    #[test]
+    fn totp_file_readable_by_others_is_warned_about() {
+        let path = std::path::Path::new("/etc/knock/ssh.totp");
+        assert_eq!(totp_file_warning(path, 0o100600), None);
+        assert_eq!(totp_file_warning(path, 0o100400), None);
+        assert_eq!(
+            totp_file_warning(path, 0o100620),
+            None,
+            "group-writable, not readable"
+        );
+        assert_eq!(
+            totp_file_warning(path, 0o100644).as_deref(),
+            Some("warning: TOTP file '/etc/knock/ssh.totp' is readable by its group and every user (mode 0644): whoever reads it can open the door (chmod 600 '/etc/knock/ssh.totp')")
+        );
+        assert!(totp_file_warning(path, 0o100640)
+            .is_some_and(|w| w.contains("readable by its group (mode 0640)")));
+        assert!(totp_file_warning(path, 0o100604)
+            .is_some_and(|w| w.contains("readable by every user (mode 0604)")));
+        // The plan carries it; the knocks are still sent.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("door.totp");
+        knock_ipc::totp::Spec::write_new(&file).expect("new");
+        let args = |f: &std::path::Path| {
+            Args::try_parse_from(["knock", "--totp", f.to_str().expect("utf8"), "127.0.0.1"])
+                .expect("args")
+        };
+        let p = Plan::from_args(&args(&file)).expect("plan");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.knocks.len(), 4);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let p = Plan::from_args(&args(&file)).expect("plan");
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert_eq!(p.knocks.len(), 4);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use socket2::{Domain, Socket, Type};
 
 use super::{Family, Knock, KnockError, Protocol};
 
-/// Resolves `host` once and picks the first address of the requested family.
+/// Resolves `host` once and picks the address a connection to it would use: the first
+/// address of the requested family (in the resolver's order, RFC 6724, as ssh and other
+/// clients try them) that this host has a route to; the first of the family when none has.
 ///
 /// The returned address has port 0; callers set the port per knock. IPv6 literals may be
 /// written with or without brackets (`::1` or `[::1]`); a zone (`fe80::1%eth0`) is kept.
@@ -23,19 +25,42 @@ pub fn resolve(host: &str, family: Family) -> Result<SocketAddr, KnockError> {
             source,
         })?
         .collect();
-    found
-        .iter()
-        .copied()
-        .find(|addr| match family {
-            Family::Any => true,
-            Family::V4 => addr.is_ipv4(),
-            Family::V6 => addr.is_ipv6(),
-        })
-        .ok_or_else(|| KnockError::NoAddress {
-            host: host.to_owned(),
-            family,
-            found: found.iter().map(SocketAddr::ip).collect(),
-        })
+    pick_address(&found, family, routable).ok_or_else(|| KnockError::NoAddress {
+        host: host.to_owned(),
+        family,
+        found: found.iter().map(SocketAddr::ip).collect(),
+    })
+}
+
+/// The address of `found` a connection would use: the first of `family` that `routable`
+/// accepts (a connection skips addresses it has no route to), else the first of `family`.
+pub fn pick_address(
+    found: &[SocketAddr],
+    family: Family,
+    routable: impl Fn(SocketAddr) -> bool,
+) -> Option<SocketAddr> {
+    let mut candidates = found.iter().copied().filter(|addr| match family {
+        Family::Any => true,
+        Family::V4 => addr.is_ipv4(),
+        Family::V6 => addr.is_ipv6(),
+    });
+    let first = candidates.next()?;
+    if routable(first) {
+        return Some(first);
+    }
+    Some(candidates.find(|a| routable(*a)).unwrap_or(first))
+}
+
+/// Whether this host has a route to `addr`: a UDP socket can be connected to it (which sends
+/// nothing).
+fn routable(addr: SocketAddr) -> bool {
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let mut probe = addr;
+    probe.set_port(9);
+    UdpSocket::bind(local).is_ok_and(|s| s.connect(probe).is_ok())
 }
 
 /// Sends one knock: a single TCP SYN or a single one-byte UDP datagram.
@@ -122,6 +147,25 @@ mod tests {
             err.to_string(),
             "host '127.0.0.1' has no IPv6 address (it resolves to 127.0.0.1); drop -6 or use -4"
         );
+    }
+
+    /// Like a connection: the resolver's order, skipping addresses without a route.
+    #[test]
+    fn picks_the_first_routable_address_of_the_family() {
+        let v6: SocketAddr = "[2001:db8::1]:0".parse().expect("v6");
+        let v4: SocketAddr = "192.0.2.1:0".parse().expect("v4");
+        let found = [v6, v4];
+        assert_eq!(pick_address(&found, Family::Any, |_| true), Some(v6));
+        assert_eq!(
+            pick_address(&found, Family::Any, |a| a.is_ipv4()),
+            Some(v4),
+            "no route to the IPv6 address: the IPv4 one, as a connection would"
+        );
+        assert_eq!(pick_address(&found, Family::Any, |_| false), Some(v6));
+        assert_eq!(pick_address(&found, Family::V6, |a| a.is_ipv4()), Some(v6));
+        assert_eq!(pick_address(&found, Family::V4, |_| true), Some(v4));
+        assert_eq!(pick_address(&[v6], Family::V4, |_| true), None);
+        assert!(routable("127.0.0.1:0".parse().expect("lo")));
     }
 
     #[test]

@@ -104,6 +104,11 @@ const KEYS: &[KeyInfo] = &[
     key(Key::TotpFile, "TOTP_File", &[], Scope::Door),
 ];
 
+/// Every key's name and its aliases, in table order (for the documentation check).
+pub fn names() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {
+    KEYS.iter().map(|k| (k.name, k.aliases))
+}
+
 pub(super) fn lookup_key(written: &str) -> Option<&'static KeyInfo> {
     KEYS.iter().find(|k| {
         k.name.eq_ignore_ascii_case(written)

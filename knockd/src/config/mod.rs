@@ -23,6 +23,7 @@ mod values;
 pub mod warn;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use keys::names as key_names;
 pub use load::{load, Loaded};
 pub use model::*;
 pub use otp::OtpError;

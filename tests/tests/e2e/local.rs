@@ -428,8 +428,7 @@ fn chrono_like_secs(t: &str) -> Option<f64> {
 }
 
 /// `knockd -t` compiles the capture filter for the interface's own link type: Ethernet for
-/// the lab's veth, raw IP for a tun device (as WireGuard has), and says when it had to assume
-/// Ethernet (an interface it cannot open).
+/// the lab's veth, raw IP for a tun device (as WireGuard has); a missing interface is an error.
 #[test]
 fn check_compiles_for_the_interfaces_link_type() {
     if !require_root() {
@@ -463,9 +462,19 @@ fn check_compiles_for_the_interfaces_link_type() {
         tun.contains("capture filter compiled for kt0's link type (RAW)"),
         "{tun}"
     );
-    let none = check("nosuch0");
+    // An interface that does not exist is an error as root (checks.rs has the rest).
+    let none = lab.srv_exec([
+        bin("knockd").into_os_string(),
+        "-t".into(),
+        "-i".into(),
+        "nosuch0".into(),
+        "-c".into(),
+        conf.clone().into_os_string(),
+    ]);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
     assert!(
-        none.contains("capture filter compiled for Ethernet (assumed: cannot open nosuch0"),
-        "{none}"
+        text(&none).contains("interface 'nosuch0' does not exist on this host"),
+        "{}",
+        text(&none)
     );
 }

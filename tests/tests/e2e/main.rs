@@ -3,6 +3,7 @@
 //!
 //!     cargo build --workspace --bins && cargo test -p knock-e2e --test e2e nft::
 
+mod checks;
 mod control;
 mod control_flood;
 mod grant_hazards;

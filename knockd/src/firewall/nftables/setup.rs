@@ -8,21 +8,24 @@ use anyhow::Context;
 /// Native nftables base chains on the input hook that would drop what knockd opens, and the
 /// line the admin needs (empty when there are none, or nft is not installed / not permitted).
 pub fn firewall_advice(options: &config::Options) -> Vec<String> {
+    firewall_check(options).unwrap_or_else(|e| {
+        tracing::debug!("{e}");
+        Vec::new()
+    })
+}
+
+/// [`firewall_advice`], or why the ruleset could not be read (`knockd -t` says so).
+pub fn firewall_check(options: &config::Options) -> Result<Vec<String>, String> {
     use super::{detect, transport};
-    let json = match transport::list_ruleset() {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::debug!("cannot list the nftables ruleset: {e}");
-            return Vec::new();
-        }
-    };
-    match detect::drop_chains(&json, options.nft_mark()) {
-        Ok(chains) => detect::advice(options.firewall, options.nft_mark(), &chains),
-        Err(e) => {
-            tracing::debug!("cannot read the nftables ruleset: {e}");
-            Vec::new()
-        }
-    }
+    let json =
+        transport::list_ruleset().map_err(|e| format!("cannot list the nftables ruleset: {e}"))?;
+    let chains = detect::drop_chains(&json, options.nft_mark())
+        .map_err(|e| format!("cannot read the nftables ruleset: {e}"))?;
+    Ok(detect::advice(
+        options.firewall,
+        options.nft_mark(),
+        &chains,
+    ))
 }
 
 /// `Firewall = nftables`: create or update table inet knockd (one transaction), removing the
