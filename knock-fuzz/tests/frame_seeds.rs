@@ -112,6 +112,8 @@ fn server_msgs() -> Vec<ServerMsg> {
                     target: None,
                     kind: "static".into(),
                     step: None,
+                    knocks: 2,
+                    sequence_hidden: false,
                     step_secs: None,
                     next_step_in_ms: None,
                 }],

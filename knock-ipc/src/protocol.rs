@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,10 +194,26 @@ pub struct DoorInfo {
     pub kind: String,
     /// TOTP doors: the current time step (the sequence itself is never sent).
     pub step: Option<u64>,
+    /// Knocks in the door's sequence (a one-time door: its current line; TOTP: per step).
+    pub knocks: u32,
+    /// `sequence` was withheld: static and one-time sequences are sent to root only (a
+    /// member of group knockd could use, and burn, them).
+    pub sequence_hidden: bool,
     /// TOTP doors: the length of a step, in seconds.
     pub step_secs: Option<u64>,
     /// TOTP doors: how long after this answer the next step (and its sequence) begins.
     pub next_step_in_ms: Option<u64>,
+}
+
+impl DoorInfo {
+    /// What a peer that is not root may see: everything but the sequence.
+    pub fn without_sequence(mut self) -> DoorInfo {
+        if !self.sequence.is_empty() {
+            self.sequence.clear();
+            self.sequence_hidden = true;
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -367,6 +367,8 @@ async fn revoke_without_grants_fails() {
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 1,
+                sequence_hidden: false,
                 step_secs: None,
                 next_step_in_ms: None,
             })

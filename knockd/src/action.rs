@@ -69,36 +69,108 @@ const TRUSTED_DIRS: &[&str] = &[
     "/usr/local/sbin/",
 ];
 
-/// Is a derived inverse read back from the state file one knockd could have written for
-/// `addr`? The state file is data: only `iptables`/`ip6tables` (bare, or in a system
-/// directory), exactly one command option (`-D` for delete, `-C` for check, otherwise the
-/// same words), no shell syntax or control characters, and the grant's address in it.
+/// Is a derived inverse read back from the state file (for a door no longer in the config)
+/// exactly one knockd could have written for `addr`? The state file is data, so only one
+/// shape is accepted, word by word:
+///
+/// `PROGRAM [-w [SECS]] -D|-C CHAIN -s ADDR[/32|/128] [-i IFACE] [-p tcp|udp] [-m tcp|udp]
+/// [--dport PORT[:PORT]] [-m comment --comment WORD] -j ACCEPT`
+///
+/// with PROGRAM `iptables` (`ip6tables` for an IPv6 address; `-nft`/`-legacy` variants, bare
+/// or in a system directory), ADDR exactly the grant's address, each option at most once,
+/// delete and check the same words but for `-D`/`-C`. Anything else (another prefix such as
+/// `/0`, another table, another target, `--modprobe=`, extra words) is refused: nothing runs.
 pub fn valid_recorded_inverse(delete: &[String], check: &[String], addr: IpAddr) -> bool {
-    let a = addr.to_string();
-    let ok = |w: &[String], op: &str| {
-        let Some(program) = w.first() else {
-            return false;
-        };
-        let base = program.rsplit('/').next().unwrap_or(program);
-        let trusted = is_iptables(base)
-            && (program == base
-                || TRUSTED_DIRS
-                    .iter()
-                    .any(|d| program.strip_prefix(d) == Some(base)));
-        trusted
-            && w.iter()
-                .all(|x| !x.contains(SHELL_SPECIAL) && !x.chars().any(char::is_control))
-            && w.iter().filter(|x| OPS.contains(&x.as_str())).count() == 1
-            && w.iter().any(|x| x == op)
-            && w.iter()
-                .any(|x| *x == a || x.strip_prefix(&a).is_some_and(|r| r.starts_with('/')))
-    };
     let same_but_op = delete.len() == check.len()
         && delete
             .iter()
             .zip(check)
             .all(|(d, c)| d == c || (d == "-D" && c == "-C"));
-    ok(delete, "-D") && ok(check, "-C") && same_but_op
+    same_but_op && recorded_shape(delete, "-D", addr) && recorded_shape(check, "-C", addr)
+}
+
+/// One recorded command in the exact shape [`valid_recorded_inverse`] describes.
+fn recorded_shape(words: &[String], op: &str, addr: IpAddr) -> bool {
+    let Some((program, rest)) = words.split_first() else {
+        return false;
+    };
+    let base = program.rsplit('/').next().unwrap_or(program);
+    let family = if addr.is_ipv6() {
+        "ip6tables"
+    } else {
+        "iptables"
+    };
+    let program_ok = [
+        family,
+        &format!("{family}-nft"),
+        &format!("{family}-legacy"),
+    ]
+    .contains(&base)
+        && (program == base
+            || TRUSTED_DIRS
+                .iter()
+                .any(|d| program.strip_prefix(d) == Some(base)));
+    if !program_ok {
+        return false;
+    }
+    let a = addr.to_string();
+    let host = if addr.is_ipv6() { "/128" } else { "/32" };
+    let name = |w: &str, max: usize, extra: &[char]| {
+        !w.is_empty()
+            && w.len() <= max
+            && !w.starts_with('-')
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    };
+    let port = |w: &str| w.parse::<u16>().is_ok_and(|p| p > 0);
+    let mut seen: Vec<&str> = Vec::new();
+    let mut matches = 0;
+    let mut it = rest.iter().map(String::as_str).peekable();
+    while let Some(w) = it.next() {
+        // Each option at most once (`-m` twice: a protocol match and the comment match).
+        if w == "-m" {
+            matches += 1;
+            if matches > 2 {
+                return false;
+            }
+        } else if seen.contains(&w) {
+            return false;
+        } else {
+            seen.push(w);
+        }
+        let ok = match w {
+            "-w" => {
+                if it
+                    .peek()
+                    .is_some_and(|n| n.len() <= 3 && n.parse::<u16>().is_ok())
+                {
+                    it.next();
+                }
+                true
+            }
+            _ if w == op => it.next().is_some_and(|c| name(c, 28, &[])),
+            "-s" => it.next().is_some_and(|s| {
+                s.strip_prefix(a.as_str())
+                    .is_some_and(|r| r.is_empty() || r == host)
+            }),
+            "-i" => it.next().is_some_and(|i| name(i, 15, &['.'])),
+            "-p" => it.next().is_some_and(|p| p == "tcp" || p == "udp"),
+            "-m" => it
+                .next()
+                .is_some_and(|m| m == "tcp" || m == "udp" || m == "comment"),
+            "--dport" => it.next().is_some_and(|p| match p.split_once(':') {
+                Some((lo, hi)) => port(lo) && port(hi),
+                None => port(p),
+            }),
+            "--comment" => it.next().is_some_and(|c| name(c, 64, &[':', '.'])),
+            "-j" => it.next().is_some_and(|j| j == "ACCEPT"),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    seen.contains(&op) && seen.contains(&"-s") && seen.contains(&"-j")
 }
 
 /// Split an expanded command into words if it is a plain command line (no shell syntax).
@@ -410,6 +482,93 @@ mod tests {
         let mut evil_c = good.check.clone();
         evil_c.push("$(id)".into());
         assert!(!valid_recorded_inverse(&evil, &evil_c, ip));
+    }
+
+    /// Issue 21.6: a recorded inverse is accepted only in exactly the shape knockd derives.
+    #[test]
+    fn recorded_inverses_have_exactly_the_derived_shape() {
+        let v4: IpAddr = "10.9.9.9".parse().expect("ip");
+        let v6: IpAddr = "fd00::9".parse().expect("ip");
+        let pair = |d: &str| {
+            let c = d.replacen(" -D ", " -C ", 1);
+            (w(d), w(&c))
+        };
+        for (d, ip) in [
+            ("iptables -D INPUT -s 10.9.9.9 -p tcp --dport 22 -j ACCEPT", v4),
+            ("/sbin/iptables -w 5 -D INPUT -s 10.9.9.9/32 -p tcp --dport 22 -j ACCEPT", v4),
+            ("/usr/sbin/iptables-legacy -w -D knock-in -s 10.9.9.9 -i eth0 -p udp -m udp --dport 1000:2000 -m comment --comment knockd:web -j ACCEPT", v4),
+            ("ip6tables -D INPUT -s fd00::9/128 -p tcp --dport 22 -j ACCEPT", v6),
+            ("ip6tables-nft -D INPUT -s fd00::9 -j ACCEPT", v6),
+        ] {
+            let (dw, cw) = pair(d);
+            assert!(valid_recorded_inverse(&dw, &cw, ip), "refused: {d}");
+        }
+        for (d, ip) in [
+            // The issue's examples: any source, extra words, another table, a module path.
+            (
+                "iptables -w 5 -D INPUT -s 10.9.9.9/0 -p tcp --dport 22 -j DROP",
+                v4,
+            ),
+            (
+                "iptables -w 5 -D INPUT -s 10.9.9.9/0 -p tcp --dport 22 -j ACCEPT",
+                v4,
+            ),
+            (
+                "iptables -w 5 -D INPUT -s 10.9.9.9/8 -p tcp --dport 22 -j ACCEPT",
+                v4,
+            ),
+            (
+                "iptables -w 5 -D INPUT -s 10.9.9.9/32 -p tcp --dport 22 -j DROP",
+                v4,
+            ),
+            (
+                "iptables -D INPUT -s 10.9.9.9 -p tcp --dport 22 -j ACCEPT extra words",
+                v4,
+            ),
+            (
+                "iptables -D INPUT -s 10.9.9.9 -p tcp --dport 22 -j ACCEPT -s 10.0.0.0/0",
+                v4,
+            ),
+            (
+                "iptables -t nat -D INPUT -s 10.9.9.9 -p tcp --dport 22 -j ACCEPT",
+                v4,
+            ),
+            ("iptables -t filter -D INPUT -s 10.9.9.9 -j ACCEPT", v4),
+            (
+                "iptables --modprobe=/tmp/x -D INPUT -s 10.9.9.9 -j ACCEPT",
+                v4,
+            ),
+            ("iptables -D INPUT -s 10.9.9.99 -j ACCEPT", v4),
+            ("iptables -D INPUT -s 10.9.9.9,10.0.0.0/8 -j ACCEPT", v4),
+            ("iptables -D INPUT -s 10.9.9.9 -d 10.0.0.1 -j ACCEPT", v4),
+            ("iptables -D INPUT ! -s 10.9.9.9 -j ACCEPT", v4),
+            (
+                "iptables -D INPUT -s 10.9.9.9 -m state --state NEW -j ACCEPT",
+                v4,
+            ),
+            ("iptables -D INPUT -s 10.9.9.9 -p all -j ACCEPT", v4),
+            ("iptables -D INPUT -s 10.9.9.9 --dport 0 -j ACCEPT", v4),
+            ("iptables -D INPUT -s 10.9.9.9", v4),
+            ("iptables -D -s 10.9.9.9 -j ACCEPT", v4),
+            ("iptables -D INPUT 1 -s 10.9.9.9 -j ACCEPT", v4),
+            ("iptables -D INPUT -D INPUT -s 10.9.9.9 -j ACCEPT", v4),
+            ("/tmp/iptables -D INPUT -s 10.9.9.9 -j ACCEPT", v4),
+            ("ip6tables -D INPUT -s 10.9.9.9 -j ACCEPT", v4),
+            ("iptables -D INPUT -s fd00::9 -j ACCEPT", v6),
+            ("ip6tables -D INPUT -s fd00::9/64 -j ACCEPT", v6),
+            (
+                "iptables -D INPUT -s 10.9.9.9 -m comment --comment a;b -j ACCEPT",
+                v4,
+            ),
+        ] {
+            let (dw, cw) = pair(d);
+            assert!(!valid_recorded_inverse(&dw, &cw, ip), "accepted: {d}");
+        }
+        // The check must be the delete's words but for -C.
+        let (dw, _) = pair("iptables -D INPUT -s 10.9.9.9 -j ACCEPT");
+        let cw = w("iptables -C INPUT -s 10.9.9.9 -p tcp -j ACCEPT");
+        assert!(!valid_recorded_inverse(&dw, &cw, v4));
+        assert!(!valid_recorded_inverse(&dw, &dw, v4));
     }
 
     #[tokio::test]

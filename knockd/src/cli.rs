@@ -17,7 +17,10 @@ that arrives during start-up is queued, never fatal); SIGTERM/SIGINT close grant
 deadline (see OnShutdown in knockd.conf(5)) and exit. `knockctl` talks to the running daemon
 over the control socket (status, list, revoke, reload, tail, tui). Open grants are saved in the
 state file (written off the main task at most every 100 ms, locked: a second knockd on the
-same state file refuses to start), so a restart closes them on schedule.
+same state file refuses to start), so a restart closes them on schedule. The state file is
+data: stop commands come from the config, and a recorded iptables -D of a door no longer in the
+config runs only in exactly the shape knockd writes (-D CHAIN -s ADDR[/32|/128], tcp/udp port,
+knockd's comment, -j ACCEPT); anything else is logged and never run.
 
 Grants and commands: a grant stays listed (CLOSING, with the last error) and in the state file
 until its close succeeded; failed closes are retried after 1, 2, 4 ... 60 s, and a grant still

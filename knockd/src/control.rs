@@ -9,7 +9,9 @@
 use crate::capture::FilterStatus;
 use crate::engine::Control;
 use knock_ipc::codec::{CodecError, Reader, Writer, MAX_FRAME, MAX_REQUEST_FRAME};
-use knock_ipc::{ClientMsg, Event, EventKind, Request, Response, ServerMsg, PROTOCOL_VERSION};
+use knock_ipc::{
+    ClientMsg, DoorInfo, Event, EventKind, Request, Response, ServerMsg, PROTOCOL_VERSION,
+};
 use nix::unistd::{Gid, Group, Uid};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -326,6 +328,26 @@ struct Conn {
     config: PathBuf,
 }
 
+/// May this peer see door sequences? Root or our own uid (who can read the config and the
+/// one-time sequence files anyway); a member of group knockd may not: a static or one-time
+/// sequence would let it open the door, and burn a one-time line.
+fn sees_sequences(stream: &UnixStream) -> bool {
+    stream.peer_cred().is_ok_and(|cred| {
+        let uid = Uid::from_raw(cred.uid());
+        uid.is_root() || uid == Uid::effective()
+    })
+}
+
+/// What a peer that may not see sequences gets of `response`.
+fn for_member(response: Response) -> Response {
+    match response {
+        Response::Doors { doors } => Response::Doors {
+            doors: doors.into_iter().map(DoorInfo::without_sequence).collect(),
+        },
+        other => other,
+    }
+}
+
 /// Is this peer allowed? Root, our own uid, or a member (primary or supplementary) of `group`.
 fn allowed(stream: &UnixStream, group: Option<Gid>) -> bool {
     let Ok(cred) = stream.peer_cred() else {
@@ -395,6 +417,7 @@ fn large_reply(request: &Request) -> bool {
 impl Conn {
     async fn handle(mut self, stream: UnixStream) -> Result<(), CodecError> {
         let ok = allowed(&stream, self.group);
+        let sequences = sees_sequences(&stream);
         let (r, w) = stream.into_split();
         let mut rd = Reader::new(r, MAX_REQUEST_FRAME);
         let mut wr = Writer::new(w);
@@ -503,6 +526,11 @@ impl Conn {
                     return Ok(());
                 }
                 rx.await.unwrap_or_else(|_| shutting_down())
+            };
+            let response = if sequences {
+                response
+            } else {
+                for_member(response)
             };
             send(&mut wr, &bounded(ServerMsg::Response { response })).await?;
         }

@@ -19,7 +19,9 @@ Tables fit the terminal's width (COLUMNS overrides it), wrapping long cells onto
 lines; when standard output is not a terminal (a pipe, a file), every row stays on one line, \
 so grep sees it whole.
 
-The control socket is only accessible to root and to members of the group knockd.";
+The control socket is only accessible to root and to members of the group knockd. Door \
+sequences (static and one-time) are shown to root only: knockd sends members each door's \
+kind and number of knocks.";
 
 /// Examples and exit status, shown after the options by `knockctl --help`.
 pub const EXAMPLES: &str = "\
@@ -95,8 +97,8 @@ pub enum Command {
     List,
     /// List knock sequences in progress (the oldest 5000, and how many more there are).
     Attempts,
-    /// List configured doors: sequence, timeout, action (TOTP doors: step and when the next
-    /// begins).
+    /// List configured doors: sequence (root only; others see kind and number of knocks),
+    /// timeout, action (TOTP doors: step and when the next begins).
     Doors,
     /// Close the open grants of ADDRESS (only those of one door with --door).
     Revoke {

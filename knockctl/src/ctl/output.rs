@@ -443,6 +443,8 @@ never  14:59:16  web      fd99:77::2  start_command: /usr/local/bin/open-web --f
             step: None,
             step_secs: None,
             next_step_in_ms: None,
+            knocks: 0,
+            sequence_hidden: false,
         };
         let doors = format_doors(&[long], None);
         assert_eq!(doors.lines().count(), 2, "{doors}");
@@ -606,6 +608,28 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
     }
 
     #[test]
+    fn a_hidden_sequence_shows_its_number_of_knocks() {
+        let d = DoorInfo {
+            name: "ssh".into(),
+            sequence: vec![],
+            seq_timeout_ms: 5_000,
+            cmd_timeout_ms: 0,
+            tcp_flags: String::new(),
+            action: "open 22/tcp (INPUT)".into(),
+            one_time: true,
+            enabled: true,
+            target: None,
+            kind: "one-time".into(),
+            step: None,
+            knocks: 4,
+            sequence_hidden: true,
+            step_secs: None,
+            next_step_in_ms: None,
+        };
+        assert_eq!(door_sequence(&d), "(hidden: 4 knocks)");
+    }
+
+    #[test]
     fn doors_table() {
         let doors = [
             DoorInfo {
@@ -620,6 +644,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 3,
+                sequence_hidden: false,
                 step_secs: None,
                 next_step_in_ms: None,
             },
@@ -635,6 +661,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: Some("10.0.0.1".parse().expect("ip")),
                 kind: "one-time".into(),
                 step: None,
+                knocks: 0,
+                sequence_hidden: false,
                 step_secs: None,
                 next_step_in_ms: None,
             },
@@ -650,6 +678,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "static".into(),
                 step: None,
+                knocks: 8,
+                sequence_hidden: false,
                 step_secs: None,
                 next_step_in_ms: None,
             },
@@ -665,6 +695,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 target: None,
                 kind: "totp".into(),
                 step: Some(58_000_000),
+                knocks: 3,
+                sequence_hidden: false,
                 step_secs: Some(30),
                 next_step_in_ms: Some(12_345),
             },

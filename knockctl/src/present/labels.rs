@@ -18,6 +18,9 @@ pub fn door_sequence(d: &DoorInfo) -> String {
             (Some(step), None) => format!("(rotating: TOTP step {step})"),
             (None, None) => "(rotating: TOTP)".to_string(),
         }
+    } else if d.sequence_hidden {
+        // knockd sends static and one-time sequences to root only.
+        format!("(hidden: {} knocks)", d.knocks)
     } else if d.sequence.is_empty() {
         "(used up)".to_string()
     } else {
@@ -121,6 +124,8 @@ mod tests {
             step: Some(step),
             step_secs: Some(30),
             next_step_in_ms: Some(next_ms),
+            knocks: 0,
+            sequence_hidden: false,
         }
     }
 
@@ -139,6 +144,8 @@ mod tests {
         assert_eq!(door_sequence_short(&d, 41_300), "TOTP, next in 30s");
         let old = DoorInfo {
             next_step_in_ms: None,
+            knocks: 0,
+            sequence_hidden: false,
             ..d
         };
         assert_eq!(door_sequence(&old), "(rotating: TOTP step 58000000)");

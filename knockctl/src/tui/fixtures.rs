@@ -65,6 +65,8 @@ pub fn doors() -> Vec<DoorInfo> {
         target: None,
         kind: if one_time { "one-time" } else { "static" }.into(),
         step: None,
+        knocks: sequence.len() as u32,
+        sequence_hidden: false,
         step_secs: None,
         next_step_in_ms: None,
     };

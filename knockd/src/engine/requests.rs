@@ -66,6 +66,12 @@ fn door_info(d: &Door, step: Option<u64>, wall: Duration) -> ipc::DoorInfo {
         }
         .to_string(),
         step,
+        knocks: match &d.totp {
+            Some(spec) => u32::try_from(spec.knocks).unwrap_or(u32::MAX),
+            None => u32::try_from(d.sequence.len()).unwrap_or(u32::MAX),
+        },
+        // The control socket withholds it from peers that are not root.
+        sequence_hidden: false,
         step_secs: d.totp.as_ref().map(|t| t.step_secs.max(1)),
         next_step_in_ms: d.totp.as_ref().zip(step).map(|(t, step)| {
             let next = Duration::from_secs(t.step_start(step.saturating_add(1)));

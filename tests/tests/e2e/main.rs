@@ -12,6 +12,8 @@ mod knockd;
 mod local;
 mod log;
 mod matcher;
+mod member;
 mod nft;
 mod pipeline;
+mod state_file;
 mod tui;

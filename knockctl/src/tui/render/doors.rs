@@ -51,7 +51,7 @@ pub(super) fn render_doors(
             } else {
                 protocols(&d.sequence)
             };
-            let once = match (d.one_time, d.sequence.is_empty()) {
+            let once = match (d.one_time, d.knocks == 0) {
                 (false, _) => "no",
                 (true, false) => "yes",
                 (true, true) => "used",

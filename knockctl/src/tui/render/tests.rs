@@ -372,6 +372,8 @@ fn newcomer() -> State {
         step: None,
         step_secs: None,
         next_step_in_ms: None,
+        knocks: seq.len() as u32,
+        sequence_hidden: false,
     };
     let mut rot = door("rot", &[], "open 2222/tcp", 300);
     rot.kind = "totp".into();

@@ -112,8 +112,7 @@ impl State {
                 .doors
                 .iter()
                 .find(|d| d.name == door)
-                .map_or(1, |d| d.sequence.len().max(1));
-            let of = u32::try_from(of).unwrap_or(u32::MAX);
+                .map_or(1, |d| d.knocks.max(1));
             self.attempts
                 .retain(|a| !(a.addr == addr && a.door == door && a.ended.is_some()));
             self.attempts.push(Attempt {
