@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,7 +112,8 @@ pub struct Counters {
     pub kernel_drops: u64,
     /// Sources the sweep guard found scanning.
     pub scanners: u64,
-    /// First knocks refused (scanner penalty, network share, table full of advanced attempts).
+    /// First knocks refused (scanner penalty, network share, table full of advanced attempts);
+    /// TOTP replays are counted apart (`refused_replay`).
     pub refused: u64,
     /// Opens refused because the command pool's queue was full.
     pub refused_pool_full: u64,
@@ -128,6 +129,12 @@ pub struct Counters {
     pub refused_start_queue: u64,
     /// Waiting opens dropped for one from a quieter network.
     pub refused_start_displaced: u64,
+    /// TOTP sequences refused as replays: the step's sequence already opened the door for
+    /// as many other addresses as it may (not counted in `refused`).
+    pub refused_replay: u64,
+    /// TOTP sequences knocked through for a step just outside the accepted window: a client
+    /// clock off by about two steps (or a late replay).
+    pub totp_clock_skew: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -162,6 +162,8 @@ pub struct Engine<E: Executor, L: LogSink> {
     wall_clock: totp::WallClock,
     totp_steps: Vec<Option<u64>>,
     totp_next: Option<Instant>,
+    /// TOTP doors: the steps just outside the window, to notice clients' clock skew.
+    skew: crate::skew::SkewWatch,
 }
 
 fn rules_of(door: &Door) -> Vec<DoorRule> {
@@ -283,6 +285,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             wall_clock: totp::system_wall_clock,
             totp_steps: Vec::new(),
             totp_next: None,
+            skew: crate::skew::SkewWatch::default(),
         };
         e.rotate_totp(tokio::time::Instant::now().into_std(), true);
         e.update_filter();
@@ -578,6 +581,15 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.on_match(ev, at);
         }
         self.events = events;
+        if !self.skew.is_empty()
+            && p.proto == crate::config::Proto::Tcp
+            && p.tcp_flags & (crate::config::flag::SYN | crate::config::flag::ACK)
+                == crate::config::flag::SYN
+        {
+            if let Some(skew) = self.skew.on_knock(p.src, p.dport) {
+                self.on_skew(skew, at);
+            }
+        }
     }
 
     pub fn on_timer(&mut self, now: Instant) {
@@ -724,7 +736,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 door,
                 reason: Refusal::Replay,
             } => {
-                self.stats.refused += 1;
+                self.stats.refused_replay += 1;
                 let name = self.door_name(door);
                 let step = self.totp_step(door).unwrap_or_default();
                 let msg = format!(

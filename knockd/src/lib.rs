@@ -32,6 +32,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod safefile;
 pub mod signals;
+pub mod skew;
 pub mod sockdir;
 pub mod state;
 pub mod statewriter;

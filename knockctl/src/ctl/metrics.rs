@@ -51,6 +51,11 @@ const COUNTERS: &[(&str, &str, &str)] = &[
         "log_lines_dropped",
         "Log lines dropped because the log (LogFile, syslog, stderr) could not keep up.",
     ),
+    (
+        "totp_clock_skew",
+        "totp_clock_skew",
+        "TOTP sequences knocked for a step just outside the accepted window: a client clock off by about two steps (or a late replay).",
+    ),
 ];
 
 /// Refusal counters (`refused`, `refused_<reason>`) form one family labelled by reason.
@@ -58,7 +63,8 @@ const REFUSALS: (&str, &str) = (
     "refusals",
     "Knocks or opens refused, by reason: first_knock (scanner penalty, network share or \
      table full of advanced attempts), pool_full, max_grants, start_network, start_queue, \
-     start_displaced (a door's StartRate queue).",
+     start_displaced (a door's StartRate queue), replay (a TOTP step's sequence completed \
+     from an address beyond those it may open).",
 );
 
 /// The reason label of a refusal counter field, None for other fields.
@@ -217,6 +223,8 @@ mod tests {
                 refused: 7,
                 refused_pool_full: 1,
                 log_lines_dropped: 3,
+                refused_replay: 4,
+                totp_clock_skew: 6,
                 ..Counters::default()
             },
             ..Status::default()
@@ -247,6 +255,9 @@ mod tests {
             "knockd_refusals_total{reason=\"first_knock\"} 7",
             "knockd_refusals_total{reason=\"pool_full\"} 1",
             "knockd_refusals_total{reason=\"max_grants\"} 0",
+            // A TOTP replay is its own reason, not a refused first knock.
+            "knockd_refusals_total{reason=\"replay\"} 4",
+            "knockd_totp_clock_skew_total 6",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -66,6 +66,13 @@ pub fn format_status(status: &Status) -> String {
         (
             "",
             format!(
+                "TOTP: replays refused {}  clock skew {}",
+                c.refused_replay, c.totp_clock_skew
+            ),
+        ),
+        (
+            "",
+            format!(
                 "opens refused: pool full {}  MaxGrants {}",
                 c.refused_pool_full, c.refused_max_grants
             ),
@@ -544,6 +551,8 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_start_network: 12,
                 refused_start_queue: 3,
                 refused_start_displaced: 5,
+                refused_replay: 2,
+                totp_clock_skew: 1,
             },
             firewall: "iptables".into(),
         };
@@ -563,6 +572,7 @@ firewall    iptables
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
+            TOTP: replays refused 2  clock skew 1
             opens refused: pool full 7  MaxGrants 0
             log lines dropped 12
             StartRate: busy network 12  queue full 3  displaced 5

@@ -548,15 +548,16 @@ async fn totp_door_opens_refuses_replays_and_rotates_its_filter() {
         f.contains(&format!("tcp dst port {p})")) || f.contains(&format!("tcp dst port {p} "))
     };
     let f = filter(&t);
-    for step in [999, 1000, 1001] {
+    // The accepted steps, and the two just outside them (clock skew is noticed, not opened).
+    for step in [998, 999, 1000, 1001, 1002] {
         assert!(
             spec.ports(step).iter().all(|&p| has_port(&f, p)),
             "step {step}: {f}"
         );
     }
     assert!(
-        !spec.ports(1002).iter().all(|&p| has_port(&f, p)),
-        "never the window after: {f}"
+        !spec.ports(1003).iter().all(|&p| has_port(&f, p)),
+        "never further: {f}"
     );
     t.knock_seq(CLI, &spec.ports(1000));
     t.settle().await;
@@ -567,6 +568,31 @@ async fn totp_door_opens_refuses_replays_and_rotates_its_filter() {
     assert_eq!(t.exec.ran().len(), 1, "replay refused");
     assert!(
         t.has_line("10.99.77.9: rot: sequence refused: replay: this time step's sequence already opened the door for another address (current step 1000)"),
+        "{:?}",
+        t.lines()
+    );
+    // A replay is counted as one, not as a refused first knock.
+    assert_eq!((t.e.stats().refused_replay, t.e.stats().refused), (1, 0));
+    // A client whose clock is 60 s behind knocks step 998's sequence: nothing opens, and it is
+    // counted and logged with the size of the skew; one 60 s ahead likewise.
+    let skewed: IpAddr = "10.99.77.20".parse().expect("ip");
+    t.knock_seq(skewed, &spec.ports(998));
+    t.knock_seq(skewed, &spec.ports(1002));
+    t.settle().await;
+    assert_eq!(t.exec.ran().len(), 1, "a skewed clock opens nothing");
+    assert_eq!(t.e.stats().totp_clock_skew, 2);
+    assert!(
+        t.lines()
+            .iter()
+            .any(|l| l.starts_with("10.99.77.20: rot: probable clock skew:")
+                && l.contains("about 60 s behind this host's")),
+        "{:?}",
+        t.lines()
+    );
+    assert!(
+        t.lines()
+            .iter()
+            .any(|l| l.contains("about 60 s ahead of this host's")),
         "{:?}",
         t.lines()
     );

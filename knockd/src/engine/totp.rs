@@ -1,6 +1,7 @@
 //! Rotating (TOTP) doors in the engine: at every time step boundary, each TOTP door's
 //! accepted sequences (current, previous and next step) go to the matcher and the capture
-//! filter. Only those three steps' ports are ever in the filter. The replay memory (which
+//! filter. Only those three steps' ports, and those of the two steps just outside them (to
+//! notice clock skew, [`crate::skew`]), are ever in the filter. The replay memory (which
 //! step opened for which address) survives reloads (in the matcher, for doors whose secret is
 //! unchanged) and restarts (in the state file, checked entry by entry when read back).
 
@@ -41,11 +42,22 @@ pub fn window(spec: &knock_ipc::totp::Spec, step: u64) -> Vec<(u64, Vec<config::
         .collect()
 }
 
-/// The ports the capture filter needs for a TOTP door at `step`: those of its accepted steps.
+/// The ports the capture filter needs for a TOTP door at `step`: those of its accepted steps,
+/// and of the two steps just outside them (to notice a client's clock skew, see
+/// [`crate::skew`]).
 pub fn window_steps(spec: &knock_ipc::totp::Spec, step: u64) -> Vec<config::Step> {
+    let skewed = crate::skew::OFFSETS
+        .iter()
+        .filter_map(|&o| step.checked_add_signed(o))
+        .flat_map(|s| spec.ports(s))
+        .map(|port| config::Step {
+            port,
+            proto: config::Proto::Tcp,
+        });
     window(spec, step)
         .into_iter()
         .flat_map(|(_, seq)| seq)
+        .chain(skewed)
         .collect()
 }
 
@@ -54,6 +66,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// reload), and schedules the next boundary. Returns whether any door changed.
     pub(super) fn rotate_totp(&mut self, now: Instant, force: bool) -> bool {
         let wall = (self.wall_clock)();
+        if force {
+            self.skew.clear();
+        }
         let mut changed = false;
         let mut next: Option<Instant> = None;
         self.totp_steps.resize(self.config.doors.len(), None);
@@ -66,6 +81,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             if force || self.totp_steps[idx] != Some(step) {
                 let variants = window(&spec, step);
                 self.matcher.set_variants(idx, variants);
+                self.skew.set_door(idx, &spec, step);
                 self.totp_steps[idx] = Some(step);
                 changed = true;
             }
@@ -75,6 +91,21 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         self.totp_next = next;
         changed
+    }
+
+    /// A client knocked a TOTP sequence just outside the window: counted, and logged (a few,
+    /// then one a minute).
+    pub(super) fn on_skew(&mut self, skew: crate::skew::Skew, now: Instant) {
+        self.stats.totp_clock_skew += 1;
+        if !self.skew.log.allow(now) {
+            return;
+        }
+        let Some(door) = self.config.doors.get(skew.door) else {
+            return;
+        };
+        let step_secs = door.totp.as_ref().map_or(0, |s| s.step_secs);
+        let msg = crate::skew::line(&skew, &door.name, step_secs);
+        self.line(&msg);
     }
 
     /// The current step of door `idx`, if it is a TOTP door.
