@@ -16,6 +16,8 @@ PACKAGES=(
     tcpdump         # debugging the tests
     nftables
     tmux
+    openssh-server  # sshd inside test namespaces (knockctl -H ssh://); never started on the host
+    openssh-client  # the ssh knockctl runs for ssh:// hosts
     groff-base      # man page checks
     pkg-config
     build-essential
@@ -82,6 +84,15 @@ if [ -f /etc/default/knockd ] && grep -q '^START_KNOCKD=1' /etc/default/knockd; 
     say "setting START_KNOCKD=0 in /etc/default/knockd"
     sed -i 's/^START_KNOCKD=1/START_KNOCKD=0/' /etc/default/knockd
 fi
+
+# sshd runs only inside test namespaces, each with its own config, key and pid file. When this
+# script installed openssh-server, the host did not run an sshd before: keep it that way.
+if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
+    say "openssh-server was just installed: making sure the host's ssh service stays off"
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+fi
+# sshd refuses to start without its privilege separation directory (normally made by systemd).
+install -d -m 0755 /run/sshd
 
 # Rust comes from rustup, which is preinstalled; under sudo it may not be on PATH.
 if ! command -v cargo >/dev/null; then

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_knockctl_global_optspecs
-    string join \n socket= json h/help V/version
+    string join \n socket= json H/host= hosts= hosts-file= timeout= h/help V/version
 end
 
 function __fish_knockctl_needs_command
@@ -25,6 +25,10 @@ function __fish_knockctl_using_subcommand
 end
 
 complete -c knockctl -n "__fish_knockctl_needs_command" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_needs_command" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_needs_command" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_needs_command" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_needs_command" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_needs_command" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c knockctl -n "__fish_knockctl_needs_command" -s V -l version -d 'Print version'
@@ -38,55 +42,106 @@ complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "reload" -d 'Re-re
 complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "tail" -d 'Print events as they happen, one per line, until knockd closes the connection'
 complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "tui" -d 'Live dashboard: attempts, grants, events, doors (`?` shows the keys)'
 complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "metrics" -d 'Print counters and gauges in the Prometheus text format (for node_exporter\'s textfile collector; knockd opens no TCP port)'
+complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "dial-stdio" -d 'Relay stdin and stdout to the control socket, unchanged, until either side closes: the remote end of `knockctl -H ssh://...` (knockctl runs it over ssh)'
 complete -c knockctl -n "__fish_knockctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l door -d 'Only close the grant of this door' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l on -d 'With many hosts: only on this host (by default, on every host that has a grant for ADDRESS)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s h -l help -d 'Print help'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s V -l version -d 'Print version'
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -s V -l version -d 'Print version'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "status" -d 'Show version, pid, uptime, interfaces, config file, doors and counters'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "list" -d 'List open grants (addresses let in, and until when); knockd lists the oldest 5000 and knockctl says how many more there are (on stderr with --json)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "attempts" -d 'List knock sequences in progress (the oldest 5000, and how many more there are)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "doors" -d 'List configured doors: sequence (root only; others see kind and number of knocks), timeout, action (TOTP doors: step and when the next begins)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "revoke" -d 'Close the open grants of ADDRESS (only those of one door with --door)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "reload" -d 'Re-read the configuration file (errors are printed with their file:line)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "tail" -d 'Print events as they happen, one per line, until knockd closes the connection'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "tui" -d 'Live dashboard: attempts, grants, events, doors (`?` shows the keys)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "metrics" -d 'Print counters and gauges in the Prometheus text format (for node_exporter\'s textfile collector; knockd opens no TCP port)'
-complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l socket -d 'Control socket of knockd' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -s V -l version -d 'Print version'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "status" -d 'Show version, pid, uptime, interfaces, config file, doors and counters'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "list" -d 'List open grants (addresses let in, and until when); knockd lists the oldest 5000 and knockctl says how many more there are (on stderr with --json)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "attempts" -d 'List knock sequences in progress (the oldest 5000, and how many more there are)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "doors" -d 'List configured doors: sequence (root only; others see kind and number of knocks), timeout, action (TOTP doors: step and when the next begins)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "revoke" -d 'Close the open grants of ADDRESS (only those of one door with --door)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "reload" -d 'Re-read the configuration file (errors are printed with their file:line)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "tail" -d 'Print events as they happen, one per line, until knockd closes the connection'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "tui" -d 'Live dashboard: attempts, grants, events, doors (`?` shows the keys)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "metrics" -d 'Print counters and gauges in the Prometheus text format (for node_exporter\'s textfile collector; knockd opens no TCP port)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "dial-stdio" -d 'Relay stdin and stdout to the control socket, unchanged, until either side closes: the remote end of `knockctl -H ssh://...` (knockctl runs it over ssh)'
+complete -c knockctl -n "__fish_knockctl_using_subcommand help; and not __fish_seen_subcommand_from status list attempts doors revoke reload tail tui metrics dial-stdio help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -3,7 +3,30 @@
 use crate::codec::{CodecError, Connection};
 use crate::protocol::*;
 use std::path::{Path, PathBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
+
+/// A byte stream to knockd: its control socket, or a pipe that leads to it (an ssh child's
+/// stdin and stdout running `knockctl dial-stdio` on the remote host).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A boxed [`Stream`], what [`Client`] talks over.
+pub type BoxStream = Box<dyn Stream>;
+
+/// Connects to the control socket at `path`; the errors say whether knockd is not running,
+/// the socket is stale, or the caller may not use it.
+pub async fn connect_socket(path: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ClientError::NotRunning(path.to_path_buf()),
+        std::io::ErrorKind::ConnectionRefused => ClientError::Refused(path.to_path_buf()),
+        std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.to_path_buf()),
+        _ => ClientError::Connect {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -50,25 +73,20 @@ pub fn mismatch_hint(daemon: u32, client: u32) -> &'static str {
 }
 
 pub struct Client {
-    conn: Connection<UnixStream>,
+    conn: Connection<BoxStream>,
     pub daemon_version: String,
 }
 
 impl Client {
+    /// Connects to the control socket at `path` and says hello.
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ClientError::NotRunning(path.to_path_buf()),
-                std::io::ErrorKind::ConnectionRefused => ClientError::Refused(path.to_path_buf()),
-                std::io::ErrorKind::PermissionDenied => {
-                    ClientError::PermissionDenied(path.to_path_buf())
-                }
-                _ => ClientError::Connect {
-                    path: path.to_path_buf(),
-                    source: e,
-                },
-            })?;
+        let stream = connect_socket(path).await?;
+        Client::handshake(Box::new(stream)).await
+    }
+
+    /// Says hello over `stream`, which leads to knockd one way or another: the same
+    /// handshake, frame limits and checks as over the socket.
+    pub async fn handshake(stream: BoxStream) -> Result<Client, ClientError> {
         let mut conn = Connection::new(stream);
         conn.send(&ClientMsg::Hello {
             version: PROTOCOL_VERSION,
@@ -116,7 +134,7 @@ impl Client {
 }
 
 pub struct Subscription {
-    conn: Connection<UnixStream>,
+    conn: Connection<BoxStream>,
 }
 
 impl Subscription {

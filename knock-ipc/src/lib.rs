@@ -14,7 +14,7 @@ pub mod codec;
 pub mod protocol;
 pub mod totp;
 
-pub use client::{Client, ClientError, Subscription};
+pub use client::{connect_socket, BoxStream, Client, ClientError, Stream, Subscription};
 pub use protocol::*;
 
 /// Most grants (`Grants`) or attempts (`Attempts`) one answer lists, oldest first: what fits a

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +135,8 @@ pub struct Counters {
     /// TOTP sequences knocked through for a step just outside the accepted window: a client
     /// clock off by about two steps (or a late replay).
     pub totp_clock_skew: u64,
+    /// Opens refused because the state file could not record them (fail closed).
+    pub refused_state_unwritable: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -151,6 +153,11 @@ pub struct Status {
     pub counters: Counters,
     /// Firewall backend of native doors: `iptables` or `nftables`.
     pub firewall: String,
+    /// The state file cannot be written now: the last error (None: the last write succeeded).
+    /// Opens are refused meanwhile.
+    pub state_error: Option<String>,
+    /// Since when it cannot be written.
+    pub state_error_since_unix_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

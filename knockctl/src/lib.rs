@@ -3,12 +3,15 @@
 //! - [`knock`]: the `knock` client.
 //! - [`ctl`]: `knockctl`'s commands: ask knockd, print the answer.
 //! - [`tui`]: `knockctl tui`, the live dashboard.
+//! - [`fleet`]: which knockd to talk to (`-H`, `--hosts`), how to reach it (a socket, ssh),
+//!   many hosts asked at once and their answers merged.
 //! - [`present`]: what the CLI and the dashboard share: durations, clocks, escaping, labels,
 //!   column layout. `ctl` and `tui` both use it and never each other.
 
 use std::io::Write;
 
 pub mod ctl;
+pub mod fleet;
 pub mod knock;
 pub mod present;
 pub mod tui;
@@ -20,7 +23,16 @@ pub async fn run_knockctl(
     err: &mut dyn Write,
 ) -> Result<(), ctl::CtlError> {
     match args.command {
-        ctl::Command::Tui => tui::run(&args.socket).await.map_err(ctl::CtlError::Tui),
+        ctl::Command::Tui => match fleet::hosts::chosen(args)?.as_slice() {
+            [fleet::Host {
+                target: fleet::Target::Unix(socket),
+                ..
+            }] => tui::run(socket).await.map_err(ctl::CtlError::Tui),
+            _ => Err(ctl::CtlError::Tui(anyhow::anyhow!(
+                "knockctl tui shows the local knockd (--socket); for other hosts use list, \
+                 attempts and tail with -H or --hosts"
+            ))),
+        },
         _ => ctl::run(args, out, err, ctl::run::table_width()).await,
     }
 }

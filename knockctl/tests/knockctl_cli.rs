@@ -181,6 +181,8 @@ async fn status_shows_daemon_facts() {
             ..Counters::default()
         },
         firewall: "iptables".into(),
+        state_error: None,
+        state_error_since_unix_ms: None,
     };
     let daemon = FakeDaemon::start(Script::respond(vec![Response::Status { status }]));
     let out = knockctl(&daemon.socket, &["status"]).await;

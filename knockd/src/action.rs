@@ -264,6 +264,8 @@ pub enum Outcome {
     TimedOut(std::time::Duration),
     /// A native door's firewall op failed (the backend's message).
     Firewall(String),
+    /// Not run: an open whose record could not be written to the state file (fail closed).
+    NotRecorded,
 }
 
 impl Outcome {

@@ -2,6 +2,13 @@
 //! engine sends what changed (O(1) per grant changed); the writer keeps its own copy of the
 //! ledger and writes it atomically ([`state::save`], on a blocking thread) at most every
 //! [`COALESCE`], and at once on [`StateWriter::flush`] (clean shutdown).
+//!
+//! A write that fails (a full disk, say) loses nothing: the writer keeps the whole state it
+//! owes the disk, retries every [`RETRY`] (and at once when an open waits), and says so
+//! ([`StateWriter::failing`]: the error and since when) until a write succeeds. An open that
+//! waits for its record learns that the record did not reach the disk
+//! ([`StateWriter::barrier`] resolves `false`), and is refused: a rule never exists that a
+//! crash could leave without its record.
 
 use crate::grants::GrantId;
 use crate::state::{self, SavedGrant, SavedOneTime, SavedReplay};
@@ -16,6 +23,26 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const COALESCE: Duration = Duration::from_millis(100);
 /// ... unless an open waits for the write (write-ahead): then at least this far apart.
 pub const URGENT_GAP: Duration = Duration::from_millis(3);
+/// While writes fail, the next attempt comes this long after the last one (sooner when an
+/// open waits).
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// The state file cannot be written now: the last error, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub error: String,
+    pub since: std::time::SystemTime,
+}
+
+/// What the writer publishes after each attempt.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// The last generation on disk.
+    written: u64,
+    /// The last generation a failed write attempted.
+    failed: u64,
+    failing: Option<Failing>,
+}
 
 /// One change to the ledger.
 #[derive(Debug, Clone)]
@@ -52,7 +79,7 @@ pub struct StateWriter {
     tx: mpsc::UnboundedSender<Msg>,
     /// Generation of the last send; the writer publishes the last one written in `written`.
     sent: Arc<AtomicU64>,
-    written: watch::Receiver<u64>,
+    progress: watch::Receiver<Progress>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -65,12 +92,12 @@ impl StateWriter {
     /// Start the writer for `path` on the current runtime; write errors go to `errors`.
     pub fn start(path: PathBuf, errors: mpsc::UnboundedSender<String>) -> StateWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (written_tx, written) = watch::channel(0);
-        tokio::spawn(serve(path, rx, errors, written_tx));
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        tokio::spawn(serve(path, rx, errors, progress_tx));
         StateWriter {
             tx,
             sent: Arc::new(AtomicU64::new(0)),
-            written,
+            progress,
         }
     }
 
@@ -81,15 +108,28 @@ impl StateWriter {
         }
     }
 
-    /// Resolves once everything sent so far is on disk (or its write failed, which is
-    /// logged): an open waits for this, so a rule never exists without its record.
-    pub fn barrier(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// Resolves once everything sent so far is on disk (`true`), or once a write of it
+    /// failed (`false`): an open waits for this and goes to the firewall only on `true`, so a
+    /// rule never exists without its record.
+    pub fn barrier(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
         let generation = self.sent.load(Ordering::Relaxed);
         let _ = self.tx.send(Msg::Urgent);
-        let mut rx = self.written.clone();
+        let mut rx = self.progress.clone();
         async move {
-            let _ = rx.wait_for(|w| *w >= generation).await;
+            match rx
+                .wait_for(|p| p.written >= generation || p.failed >= generation)
+                .await
+            {
+                Ok(p) => p.written >= generation,
+                Err(_) => false,
+            }
         }
+    }
+
+    /// The state file cannot be written now (since when, why); None when the last write
+    /// succeeded.
+    pub fn failing(&self) -> Option<Failing> {
+        self.progress.borrow().failing.clone()
     }
 
     /// Make the next write soon (within [`URGENT_GAP`] of the previous one) without waiting
@@ -123,28 +163,25 @@ fn apply(copy: &mut Contents, changes: Vec<Change>) {
     }
 }
 
-async fn write(path: &std::path::Path, copy: &Contents, errors: &mpsc::UnboundedSender<String>) {
+async fn write(path: &std::path::Path, copy: &Contents) -> Result<(), String> {
     let saved = state::Saved {
         grants: copy.grants.values().cloned().collect(),
         totp_replay: copy.replay.clone(),
         one_time_used: copy.one_time.clone(),
     };
     let p = path.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || state::save_all(&p, saved)).await;
-    let e = match r {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => format!("state writer: {e}"),
-    };
-    tracing::error!("{e}");
-    let _ = errors.send(e);
+    match tokio::task::spawn_blocking(move || state::save_all(&p, saved)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("state writer: {e}")),
+    }
 }
 
 async fn serve(
     path: PathBuf,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     errors: mpsc::UnboundedSender<String>,
-    written: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
 ) {
     let mut map = Contents::default();
     let mut dirty = false;
@@ -153,8 +190,18 @@ async fn serve(
     let mut urgent = false;
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut last_write: Option<tokio::time::Instant> = None;
+    let mut failing: Option<Failing> = None;
+    let gap = |urgent: bool, failing: bool| {
+        if urgent {
+            URGENT_GAP
+        } else if failing {
+            RETRY
+        } else {
+            COALESCE
+        }
+    };
     loop {
-        let due = last_write.map(|t| t + if urgent { URGENT_GAP } else { COALESCE });
+        let due = last_write.map(|t| t + gap(urgent, failing.is_some()));
         let msg = match (dirty || !waiters.is_empty(), due) {
             (true, Some(due)) if due > tokio::time::Instant::now() => {
                 tokio::time::timeout_at(due, rx.recv()).await.ok()
@@ -183,17 +230,51 @@ async fn serve(
                 next = rx.try_recv().ok();
             }
             // Not due yet: wait (the loop computes the deadline again).
-            let due = last_write.map(|t| t + if urgent { URGENT_GAP } else { COALESCE });
+            let due = last_write.map(|t| t + gap(urgent, failing.is_some()));
             if due.is_some_and(|d| d > tokio::time::Instant::now()) && !closed {
                 continue;
             }
         }
         if dirty {
-            write(&path, &map, &errors).await;
+            let result = write(&path, &map).await;
             last_write = Some(tokio::time::Instant::now());
-            dirty = false;
+            match result {
+                Ok(()) => {
+                    dirty = false;
+                    if let Some(f) = failing.take() {
+                        let secs = f.since.elapsed().map_or(0, |d| d.as_secs());
+                        let msg = format!("state file written again, after failing for {secs}s");
+                        tracing::warn!("{msg}");
+                    }
+                    progress.send_modify(|p| {
+                        p.written = generation;
+                        p.failing = None;
+                    });
+                }
+                Err(e) => {
+                    // Keep owing it: still dirty, retried every RETRY (sooner for an open).
+                    if failing.is_none() {
+                        tracing::error!("{e}");
+                        let _ = errors.send(format!(
+                            "{e}; knockd keeps the state it owes the file and retries every {}s, and refuses opens until it is written",
+                            RETRY.as_secs()
+                        ));
+                    }
+                    let f = failing.get_or_insert_with(|| Failing {
+                        error: e.clone(),
+                        since: std::time::SystemTime::now(),
+                    });
+                    f.error = e;
+                    let f = f.clone();
+                    progress.send_modify(|p| {
+                        p.failed = generation;
+                        p.failing = Some(f);
+                    });
+                }
+            }
+        } else {
+            progress.send_modify(|p| p.written = generation);
         }
-        let _ = written.send(generation);
         urgent = false;
         for w in waiters.drain(..) {
             let _ = w.send(());
@@ -223,6 +304,40 @@ mod tests {
             closing: false,
             close_error: None,
         }
+    }
+
+    /// Issue 21.8: a write that fails loses nothing: the writer says so (error, since when),
+    /// an open's barrier is `false`, and the whole state it owes is written once it can be.
+    #[tokio::test]
+    async fn a_failed_write_is_owed_reported_and_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The state file's directory is a plain file: every write fails (ENOTDIR).
+        let blocked = dir.path().join("d");
+        std::fs::write(&blocked, "").expect("file");
+        let path = blocked.join("state.json");
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        let w = StateWriter::start(path.clone(), etx);
+        w.send(vec![Change::Upsert(1, Box::new(g("a")))]);
+        assert!(!w.barrier().await, "an unwritten record is not on disk");
+        let failing = w.failing().expect("failing");
+        assert!(failing.since <= std::time::SystemTime::now());
+        assert!(erx.try_recv().is_ok(), "the failure is reported once");
+        w.send(vec![Change::Upsert(2, Box::new(g("b")))]);
+        assert!(!w.barrier().await);
+        assert!(erx.try_recv().is_err(), "not once per attempt");
+        assert_eq!(w.failing().map(|f| f.since), Some(failing.since));
+        // The disk comes back: the retry writes everything owed, without a new change.
+        std::fs::remove_file(&blocked).expect("rm");
+        std::fs::create_dir(&blocked).expect("mkdir");
+        let t0 = std::time::Instant::now();
+        while w.failing().is_some() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never retried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let saved = state::load(&path).expect("load");
+        assert_eq!(saved.len(), 2, "{saved:?}");
+        w.send(vec![Change::Remove(1)]);
+        assert!(w.barrier().await);
     }
 
     #[tokio::test]

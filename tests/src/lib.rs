@@ -27,6 +27,7 @@
 //! SKIPPED line; with `CI=true` a missing privilege is a failure.
 
 mod bins;
+pub mod fleet;
 pub mod knockd;
 mod netns;
 mod process;

@@ -248,34 +248,38 @@ impl Drop for Lab {
             kill_and_reap(&child);
         }
         for ns in [&self.cli, &self.srv] {
-            // Whatever our processes left running in our namespace (e.g. commands a daemon
-            // started), then the namespace itself.
-            let out = quiet_ip(&["netns", "pids", ns]);
-            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter(|p| p.parse::<u32>().is_ok())
-                .map(str::to_owned)
-                .collect();
-            if !pids.is_empty() {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .args(&pids)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            let out = quiet_ip(&["netns", "delete", ns]);
-            if !out.status.success() {
-                eprintln!(
-                    "knock-e2e: cannot delete network namespace {ns}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            delete_ns(ns);
         }
     }
 }
 
-fn exec_in<I, S>(ns: &str, args: I) -> Output
+/// Kills whatever still runs in namespace `ns` (e.g. commands a daemon started), then
+/// deletes it.
+pub(crate) fn delete_ns(ns: &str) {
+    let out = quiet_ip(&["netns", "pids", ns]);
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|p| p.parse::<u32>().is_ok())
+        .map(str::to_owned)
+        .collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let out = quiet_ip(&["netns", "delete", ns]);
+    if !out.status.success() {
+        eprintln!(
+            "knock-e2e: cannot delete network namespace {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
+pub(crate) fn exec_in<I, S>(ns: &str, args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -288,7 +292,7 @@ where
 }
 
 /// Runs `ip` with `args`; a failure is returned, not reported.
-fn quiet_ip(args: &[&str]) -> Output {
+pub(crate) fn quiet_ip(args: &[&str]) -> Output {
     Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
@@ -297,7 +301,7 @@ fn quiet_ip(args: &[&str]) -> Output {
 }
 
 /// Runs `ip` with `args`; panics with its stderr if it fails.
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = quiet_ip(args);
     assert!(
         out.status.success(),

@@ -90,9 +90,15 @@ fn backticks(line: &str) -> Vec<String> {
 fn markdown_code(md: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_block = false;
+    // A ```toml block is knockctl's hosts file, not knockd.conf or a command line.
+    let mut other_file = false;
     for line in md.lines() {
-        if line.trim_start().starts_with("```") {
+        if let Some(fence) = line.trim_start().strip_prefix("```") {
             in_block = !in_block;
+            other_file = in_block && fence.trim() == "toml";
+            continue;
+        }
+        if other_file {
             continue;
         }
         if in_block {
@@ -102,6 +108,17 @@ fn markdown_code(md: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether `flag` (`--socket`, `-H`) is an option of `cmd` that takes a value.
+fn takes_value(cmd: &Command, flag: &str) -> bool {
+    let mut cmd = cmd.clone();
+    cmd.build();
+    let found = cmd.get_arguments().find(|a| match flag.strip_prefix("--") {
+        Some(long) => a.get_long() == Some(long),
+        None => flag.len() == 2 && a.get_short() == flag.chars().nth(1),
+    });
+    found.is_some_and(|a| a.get_action().takes_values())
 }
 
 /// The flags (`-t`, `--socket`) a command accepts, help and version included.
@@ -190,7 +207,7 @@ fn check_commands(code: &[String], source: &str) -> Vec<String> {
                     && sub.is_none()
                     && word.chars().all(|c| c.is_ascii_lowercase())
                     && !word.is_empty()
-                    && !words[i - 1].starts_with("--socket")
+                    && !takes_value(cmd, words[i - 1])
                 {
                     match cmd.find_subcommand(word) {
                         Some(s) => sub = Some(s),
@@ -296,6 +313,8 @@ fn the_checks_catch_made_up_flags_commands_and_keys() {
         "knock -v --totp FILE HOST -x",
         "cargo test -p knockd --test matcher_model",
         "knockctl metrics > /tmp/x.prom",
+        "knockctl -H ssh://a --hosts prod --timeout 3 list",
+        "knockctl --hosts prod frobnicate",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -308,6 +327,7 @@ fn the_checks_catch_made_up_flags_commands_and_keys() {
             "t: knockctl has no command 'frobnicate' (in \"knockctl --json frobnicate\")",
             "t: `knockctl` has no flag --all (in \"knockctl revoke 10.0.0.1 --door ssh --all\")",
             "t: `knock` has no flag -x (in \"knock -v --totp FILE HOST -x\")",
+            "t: knockctl has no command 'frobnicate' (in \"knockctl --hosts prod frobnicate\")",
         ]
     );
     let keys = written_keys(&[

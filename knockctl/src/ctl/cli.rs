@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -13,15 +14,15 @@ const ABOUT: &str = "Inspect and control a running knockd";
 const LONG_ABOUT: &str = "\
 Inspect and control a running knockd over its control socket: show its status, the open \
 grants, the knock sequences in progress and the configured doors; revoke grants; reload \
-the configuration; follow events live.
+the configuration; follow events live. With -H or --hosts, on many hosts at once over ssh.
 
 Tables fit the terminal's width (COLUMNS overrides it), wrapping long cells onto continuation \
 lines; when standard output is not a terminal (a pipe, a file), every row stays on one line, \
 so grep sees it whole.
 
-The control socket is only accessible to root and to members of the group knockd. Door \
-sequences (static and one-time) are shown to root only: knockd sends members each door's \
-kind and number of knocks.";
+The control socket is only accessible to root and to members of the group knockd (over ssh: the \
+ssh user on the remote host). Door sequences (static and one-time) are shown to root only: \
+knockd sends members each door's kind and number of knocks.";
 
 /// Examples and exit status, shown after the options by `knockctl --help`.
 pub const EXAMPLES: &str = "\
@@ -50,11 +51,30 @@ Examples:
   KNOCKCTL_SOCKET=/tmp/knockd.sock knockctl attempts
       Talk to a knockd listening on another socket.
 
+  knockctl -H ssh://root@bastion1 -H ssh://ops@node7:2222 list
+      Many hosts over ssh (it runs `knockctl dial-stdio` there): one table with
+      a HOST column; a host that fails is named on stderr with its reason.
+
+  knockctl --hosts prod revoke 203.0.113.7
+      Hosts and groups of ~/.config/knockctl/hosts.toml:
+        [hosts]
+        bastion1 = \"ssh://root@bastion1\"
+        node7 = { url = \"ssh://ops@node7:2222\", knockctl = \"/usr/local/bin/knockctl\" }
+        [groups]
+        prod = [\"bastion1\", \"node7\"]
+      revoke acts on every host that has a grant for the address (--on HOST: one).
+
+Environment:
+  KNOCKCTL_HOST    comma-separated URLs used when neither -H nor --hosts is given
+  KNOCKCTL_SSH     the ssh program (default: ssh from PATH)
+
 Exit status:
-  0  success
-  1  knockd refused or failed the request (the message says why)
+  0  success (many hosts: every host answered)
+  1  knockd refused or failed the request (the message says why); many hosts: some
+     did not answer (the others' answers are printed)
   2  usage error
-  3  knockd is not running (no socket, or nothing listening on it)";
+  3  knockd is not running (no socket, or nothing listening on it); many hosts: none
+     answered";
 
 /// Command line of `knockctl`.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
@@ -82,6 +102,24 @@ pub struct Args {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path]
+    /// (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket).
+    #[arg(short = 'H', long = "host", global = true, value_name = "URL")]
+    pub host: Vec<String>,
+
+    /// Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host).
+    #[arg(long, global = true, value_name = "NAME", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+
+    /// The hosts file [default: ~/.config/knockctl/hosts.toml].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
+
+    /// Seconds each host gets to connect and answer; a host that takes longer is reported
+    /// and the others' answers are printed.
+    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,6 +146,10 @@ pub enum Command {
         /// Only close the grant of this door.
         #[arg(long, value_name = "NAME")]
         door: Option<String>,
+        /// With many hosts: only on this host (by default, on every host that has a grant
+        /// for ADDRESS).
+        #[arg(long, value_name = "HOST")]
+        on: Option<String>,
     },
     /// Re-read the configuration file (errors are printed with their file:line).
     Reload,
@@ -119,6 +161,26 @@ pub enum Command {
     /// collector; knockd opens no TCP port).
     #[command(long_about = METRICS_ABOUT)]
     Metrics,
+    /// Relay stdin and stdout to the control socket, unchanged, until either side closes:
+    /// the remote end of `knockctl -H ssh://...` (knockctl runs it over ssh).
+    #[command(name = "dial-stdio", long_about = DIAL_ABOUT)]
+    DialStdio,
+}
+
+const DIAL_ABOUT: &str = "\
+Connect to the control socket (--socket) and copy stdin to it and it to stdout, byte for \
+byte, until either side closes. knockctl -H ssh://host runs `knockctl dial-stdio` on that \
+host through ssh: the same protocol, handshake and limits as a local client, and knockd \
+checks the ssh user's credentials (root or group knockd). Not meant to be run by hand.";
+
+/// `--timeout`: seconds, more than 0 (decimals allowed).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds from 0 to 86400"
+        )),
+    }
 }
 
 const METRICS_ABOUT: &str = "\
@@ -165,9 +227,39 @@ mod tests {
             args.command,
             Command::Revoke {
                 addr: "10.0.0.12".parse().expect("ip"),
-                door: Some("openSSH".into())
+                door: Some("openSSH".into()),
+                on: None,
             }
         );
+    }
+
+    #[test]
+    fn hosts_timeout_and_revoke_on() {
+        let args = Args::try_parse_from([
+            "knockctl",
+            "-H",
+            "ssh://root@bastion1",
+            "-H",
+            "unix:///tmp/k.sock",
+            "--hosts",
+            "prod,web",
+            "--timeout",
+            "2.5",
+            "revoke",
+            "10.0.0.12",
+            "--on",
+            "bastion1",
+        ])
+        .expect("valid");
+        assert_eq!(args.host, ["ssh://root@bastion1", "unix:///tmp/k.sock"]);
+        assert_eq!(args.hosts, ["prod", "web"]);
+        assert_eq!(args.timeout, Duration::from_millis(2500));
+        assert!(matches!(args.command, Command::Revoke { on: Some(ref h), .. } if h == "bastion1"));
+        for bad in ["0", "-1", "x"] {
+            assert!(Args::try_parse_from(["knockctl", "--timeout", bad, "list"]).is_err());
+        }
+        let dial = Args::try_parse_from(["knockctl", "dial-stdio", "--socket", "/s"]).expect("ok");
+        assert_eq!(dial.command, Command::DialStdio);
     }
 
     #[test]

@@ -64,7 +64,8 @@ const REFUSALS: (&str, &str) = (
     "Knocks or opens refused, by reason: first_knock (scanner penalty, network share or \
      table full of advanced attempts), pool_full, max_grants, start_network, start_queue, \
      start_displaced (a door's StartRate queue), replay (a TOTP step's sequence completed \
-     from an address beyond those it may open).",
+     from an address beyond those it may open), state_unwritable (the state file could not \
+     record the open).",
 );
 
 /// The reason label of a refusal counter field, None for other fields.
@@ -120,6 +121,20 @@ pub fn format_metrics(status: &Status) -> String {
         "attempts_max",
         "MaxAttempts: attempts tracked at most.",
         status.max_attempts,
+    );
+    gauge(
+        &mut out,
+        "state_write_failing",
+        "1 while the state file cannot be written (opens are refused meanwhile).",
+        u64::from(status.state_error.is_some()),
+    );
+    gauge(
+        &mut out,
+        "state_write_failing_since_seconds",
+        "Unix time since which the state file cannot be written; 0 when it can.",
+        status
+            .state_error_since_unix_ms
+            .map_or(0, |ms| u64::try_from(ms / 1000).unwrap_or(0)),
     );
 
     let fields = match serde_json::to_value(&status.counters) {
@@ -178,7 +193,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// A label value: backslash, double quote and newline escaped.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

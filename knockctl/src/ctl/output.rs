@@ -15,7 +15,7 @@ use crate::present::table::{render_table, Column, GAP};
 use crate::present::text::push_line;
 use crate::present::{
     closes_by, door_sequence, format_clock, format_duration_ms, format_duration_secs,
-    format_remaining, visible,
+    format_remaining, state_file_health, visible,
 };
 
 /// Width of a terminal that does not say how wide it is.
@@ -42,6 +42,7 @@ pub fn format_status(status: &Status) -> String {
         ),
         ("grants", status.grants.to_string()),
         ("firewall", status.firewall.clone()),
+        ("state file", state_file_health(status)),
         (
             "counters",
             format!(
@@ -73,8 +74,8 @@ pub fn format_status(status: &Status) -> String {
         (
             "",
             format!(
-                "opens refused: pool full {}  MaxGrants {}",
-                c.refused_pool_full, c.refused_max_grants
+                "opens refused: pool full {}  MaxGrants {}  state file unwritable {}",
+                c.refused_pool_full, c.refused_max_grants, c.refused_state_unwritable
             ),
         ),
         ("", format!("log lines dropped {}", c.log_lines_dropped)),
@@ -97,6 +98,16 @@ pub fn format_status(status: &Status) -> String {
 /// `knockctl list`: one row per grant, or `no open grants`.
 pub fn format_grants<Tz: TimeZone>(
     grants: &[GrantInfo],
+    now: &DateTime<Tz>,
+    width: Option<usize>,
+) -> String {
+    grants_table(grants, None, now, width)
+}
+
+/// [`format_grants`], with a HOST column first when `hosts` (one per grant) is given.
+pub fn grants_table<Tz: TimeZone>(
+    grants: &[GrantInfo],
+    hosts: Option<&[String]>,
     now: &DateTime<Tz>,
     width: Option<usize>,
 ) -> String {
@@ -128,11 +139,20 @@ pub fn format_grants<Tz: TimeZone>(
             ]
         })
         .collect();
-    render_table(&columns, &rows, width)
+    hosted_table(&columns, rows, hosts, width)
 }
 
 /// `knockctl attempts`: one row per sequence in progress.
 pub fn format_attempts(attempts: &[AttemptInfo], width: Option<usize>) -> String {
+    attempts_table(attempts, None, width)
+}
+
+/// [`format_attempts`], with a HOST column first when `hosts` (one per attempt) is given.
+pub fn attempts_table(
+    attempts: &[AttemptInfo],
+    hosts: Option<&[String]>,
+    width: Option<usize>,
+) -> String {
     if attempts.is_empty() {
         return "no knock sequences in progress\n".to_string();
     }
@@ -155,11 +175,16 @@ pub fn format_attempts(attempts: &[AttemptInfo], width: Option<usize>) -> String
             ]
         })
         .collect();
-    render_table(&columns, &rows, width)
+    hosted_table(&columns, rows, hosts, width)
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
 pub fn format_doors(doors: &[DoorInfo], width: Option<usize>) -> String {
+    doors_table(doors, None, width)
+}
+
+/// [`format_doors`], with a HOST column first when `hosts` (one per door) is given.
+pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>, width: Option<usize>) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
     }
@@ -202,7 +227,7 @@ pub fn format_doors(doors: &[DoorInfo], width: Option<usize>) -> String {
             ]
         })
         .collect();
-    render_table(&columns, &rows, width)
+    hosted_table(&columns, rows, hosts, width)
 }
 
 /// What `revoke` closed, one line per grant.
@@ -315,6 +340,28 @@ pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
         }
     };
     format!("{at} {}", visible(&what))
+}
+
+/// Lays `rows` out under `columns`, with a HOST column first when `hosts` (one per row) is
+/// given: many hosts' lists as one table.
+fn hosted_table(
+    columns: &[Column],
+    rows: Vec<Vec<String>>,
+    hosts: Option<&[String]>,
+    width: Option<usize>,
+) -> String {
+    let Some(hosts) = hosts else {
+        return render_table(columns, &rows, width);
+    };
+    let columns: Vec<Column> = std::iter::once(Column::fixed("HOST"))
+        .chain(columns.iter().copied())
+        .collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .zip(hosts)
+        .map(|(row, host)| std::iter::once(host.clone()).chain(row).collect())
+        .collect();
+    render_table(&columns, &rows, width)
 }
 
 #[cfg(test)]
@@ -523,6 +570,20 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
     }
 
     #[test]
+    fn status_says_since_when_the_state_file_cannot_be_written() {
+        let status = Status {
+            state_error: Some("cannot write state file /s.json: No space left on device".into()),
+            state_error_since_unix_ms: Some(1_700_000_000_000),
+            ..Status::default()
+        };
+        let text = format_status(&status);
+        assert!(
+            text.contains("state file  CANNOT BE WRITTEN since 2023-11-14 22:13:20 UTC: cannot write state file /s.json: No space left on device (opens are refused until it is)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn status_block() {
         let status = Status {
             daemon_version: "0.1.0".into(),
@@ -553,8 +614,11 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_start_displaced: 5,
                 refused_replay: 2,
                 totp_clock_skew: 1,
+                refused_state_unwritable: 2,
             },
             firewall: "iptables".into(),
+            state_error: None,
+            state_error_since_unix_ms: None,
         };
         let text = format_status(&status);
         assert_eq!(
@@ -569,11 +633,12 @@ doors       3
 attempts    2/1000
 grants      1
 firewall    iptables
+state file  ok
 counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             evictions 0  failed commands 1  kernel drops 0
             scanners 0  refused first knocks 0
             TOTP: replays refused 2  clock skew 1
-            opens refused: pool full 7  MaxGrants 0
+            opens refused: pool full 7  MaxGrants 0  state file unwritable 2
             log lines dropped 12
             StartRate: busy network 12  queue full 3  displaced 5
 "

@@ -63,6 +63,24 @@ pub enum CtlError {
     /// The terminal interface failed (`knockctl tui`).
     #[error("{0:#}")]
     Tui(anyhow::Error),
+    /// `-H`, `--hosts` or the hosts file are wrong.
+    #[error(transparent)]
+    Targets(#[from] crate::fleet::hosts::HostsError),
+    /// The one host asked did not answer.
+    #[error("{}: {error}", crate::present::visible(.name))]
+    Host {
+        name: String,
+        error: crate::fleet::HostError,
+    },
+    /// Some of many hosts did not answer (each was named above with its reason).
+    #[error("{failed} of {of} hosts did not answer")]
+    Hosts { failed: usize, of: usize },
+    /// `revoke --on HOST` names no chosen host.
+    #[error("--on {name}: not one of the hosts ({known})")]
+    UnknownHost { name: String, known: String },
+    /// `reload` failed on some hosts (their errors are above).
+    #[error("reload failed on some hosts")]
+    ReloadsFailed,
 }
 
 impl CtlError {
@@ -70,6 +88,9 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Client(e) if e.is_not_running() => 3,
+            CtlError::Host { error, .. } if error.is_not_running() => 3,
+            // Many hosts: 3 when none answered, 1 when some did not.
+            CtlError::Hosts { failed, of } if failed >= of => 3,
             CtlError::Tui(e)
                 if e.downcast_ref::<knock_ipc::ClientError>()
                     .is_some_and(knock_ipc::ClientError::is_not_running) =>
@@ -102,8 +123,22 @@ async fn dispatch(
     err: &mut dyn Write,
     width: Option<usize>,
 ) -> Result<(), CtlError> {
+    if let Command::DialStdio = args.command {
+        return Ok(crate::fleet::dial::dial_stdio(&args.socket).await?);
+    }
+    let hosts = crate::fleet::hosts::chosen(args)?;
+    let socket = match hosts.as_slice() {
+        [host] => match &host.target {
+            crate::fleet::Target::Unix(path) => path.clone(),
+            crate::fleet::Target::Ssh(_) => {
+                return crate::fleet::run::run(args, &hosts, out, err).await
+            }
+        },
+        _ => return crate::fleet::run::run(args, &hosts, out, err).await,
+    };
+    let socket = socket.as_path();
     match &args.command {
-        Command::Tail => tail(&args.socket, args.json, out, err).await,
+        Command::Tail => tail(socket, args.json, out, err).await,
         // The dashboard is started by `crate::run_knockctl`; `ctl` knows nothing of it.
         Command::Tui => Err(CtlError::Tui(anyhow::anyhow!(
             "knockctl tui is started by knockctl::run_knockctl, not ctl::run"
@@ -111,8 +146,8 @@ async fn dispatch(
         command => {
             let request = request_for(command);
             let name = request.name();
-            let mut client = connect(&args.socket).await?;
-            let response = within(&args.socket, client.request(request)).await?;
+            let mut client = connect(socket).await?;
+            let response = within(socket, client.request(request)).await?;
             let mut reply = render(command, name, response, args.json, &Local::now(), width);
             if let Err(CtlError::NoGrant {
                 door: Some(door), ..
@@ -120,7 +155,7 @@ async fn dispatch(
             {
                 // Nothing closed: say so plainly if the door itself does not exist.
                 if let Ok(Response::Doors { doors }) =
-                    within(&args.socket, client.request(Request::Doors)).await
+                    within(socket, client.request(Request::Doors)).await
                 {
                     if let Some(e) = no_such_door(door, &doors) {
                         reply.result = Err(e);
@@ -212,13 +247,13 @@ pub fn request_for(command: &Command) -> Request {
         Command::List => Request::Grants,
         Command::Attempts => Request::Attempts,
         Command::Doors => Request::Doors,
-        Command::Revoke { addr, door } => Request::Revoke {
+        Command::Revoke { addr, door, .. } => Request::Revoke {
             addr: *addr,
             door: door.clone(),
         },
         Command::Reload => Request::Reload,
         Command::Metrics => Request::Status,
-        Command::Tail | Command::Tui => Request::Subscribe,
+        Command::Tail | Command::Tui | Command::DialStdio => Request::Subscribe,
     }
 }
 
@@ -290,7 +325,7 @@ pub fn render<Tz: TimeZone>(
         } else {
             output::format_doors(&doors, width)
         }),
-        (Command::Revoke { addr, door }, Response::Revoked { grants }) => {
+        (Command::Revoke { addr, door, .. }, Response::Revoked { grants }) => {
             let stdout = if json {
                 doc(&json!({ "revoked": grants }))
             } else {
@@ -446,6 +481,7 @@ mod tests {
         Command::Revoke {
             addr: "10.0.0.12".parse().expect("ip"),
             door: door.map(str::to_string),
+            on: None,
         }
     }
 

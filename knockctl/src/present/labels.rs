@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use knock_ipc::{DoorInfo, GrantInfo};
+use knock_ipc::{DoorInfo, GrantInfo, Status};
 
 use super::time::{format_duration_secs, format_remaining};
 
@@ -102,6 +102,26 @@ pub fn no_grant_message(addr: IpAddr, door: Option<&str>) -> String {
     match door {
         Some(door) => format!("no open grant for {addr} on door {door}"),
         None => format!("no open grant for {addr}"),
+    }
+}
+
+/// `ok`, or since when (and why) the state file cannot be written: knockd refuses opens
+/// meanwhile.
+pub fn state_file_health(status: &Status) -> String {
+    use chrono::TimeZone;
+    match &status.state_error {
+        None => "ok".to_string(),
+        Some(e) => {
+            let since = status
+                .state_error_since_unix_ms
+                .and_then(|ms| chrono::Utc.timestamp_millis_opt(ms).single())
+                .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default();
+            format!(
+                "CANNOT BE WRITTEN{since}: {} (opens are refused until it is)",
+                super::visible(e)
+            )
+        }
     }
 }
 

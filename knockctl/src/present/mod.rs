@@ -14,7 +14,9 @@ pub mod table;
 pub mod text;
 pub mod time;
 
-pub use labels::{closes_by, door_sequence, door_sequence_short, no_grant_message, protocols};
+pub use labels::{
+    closes_by, door_sequence, door_sequence_short, no_grant_message, protocols, state_file_health,
+};
 pub use text::{text_width, visible};
 pub use time::{
     format_clock, format_duration_ms, format_duration_secs, format_remaining, format_time_of_day,

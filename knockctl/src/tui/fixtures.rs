@@ -103,6 +103,8 @@ pub fn status() -> Status {
             ..Counters::default()
         },
         firewall: "iptables".into(),
+        state_error: None,
+        state_error_since_unix_ms: None,
     }
 }
 

@@ -128,10 +128,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.restore_used_otp(one_time);
     }
 
-    /// Persist now and return what resolves once that is on disk (None: no state file).
+    /// Persist now and return what resolves once that is on disk (`true`) or its write failed
+    /// (`false`: the open that waits is refused). None: no state file.
     pub(super) fn state_barrier(
         &mut self,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> {
         self.persist();
         self.state_writer
             .as_ref()

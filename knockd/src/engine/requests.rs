@@ -143,6 +143,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let drops = self.capture_stats.as_ref().map_or(0, |s| {
             s.dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed)
         });
+        let failing = self.state_writer.as_ref().and_then(|w| w.failing());
         ipc::Status {
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -159,6 +160,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 ..self.stats.clone()
             },
             firewall: self.config.options.firewall.as_str().to_string(),
+            state_error: failing.as_ref().map(|f| f.error.clone()),
+            state_error_since_unix_ms: failing.map(|f| crate::state::unix_ms(f.since)),
         }
     }
 

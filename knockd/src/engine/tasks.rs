@@ -88,6 +88,21 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
     }
 
+    /// An open whose record could not be written to the state file: nothing ran (fail
+    /// closed), the grant is forgotten, the refusal counted and logged.
+    pub(super) fn refuse_unrecorded(&mut self, d: &Done) {
+        self.stats.refused_state_unwritable += 1;
+        if let Some(id) = d.grant {
+            self.ledger.remove(id);
+        }
+        let msg = format!(
+            "{}: {}: open refused: the state file cannot record it (see knockctl status), so nothing was opened",
+            d.addr, d.door
+        );
+        self.line(&msg);
+        self.persist();
+    }
+
     /// Room in the pool for one more start or check?
     pub(super) fn pool_has_room(&self) -> bool {
         self.pooled < POOL_QUEUE
@@ -210,6 +225,18 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             None
         };
         let prev = self.chains.get(&key).filter(|rx| !*rx.borrow()).cloned();
+        let refused = Done {
+            grant,
+            door: door.clone(),
+            addr,
+            kind,
+            pooled: false,
+            reinserted: false,
+            total: 0,
+            absent: 0,
+            outcome: Outcome::NotRecorded,
+        };
+        let refuse_tx = done_tx.clone();
         let reply: crate::firewall::Reply = Box::new(move |outcomes: Vec<OpOutcome>| {
             let total = outcomes.len();
             let absent = outcomes.iter().filter(|o| **o == OpOutcome::Absent).count();
@@ -248,8 +275,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             if let Some(mut p) = prev {
                 let _ = p.wait_for(|d| *d).await;
             }
+            // Fail closed: an open whose record did not reach the disk is not made.
             if let Some(b) = barrier {
-                b.await;
+                if !b.await {
+                    let _ = tx.send(true);
+                    let _ = refuse_tx.send(refused);
+                    return;
+                }
             }
             queue.submit(ops, reply);
             let _ = tx.send(true);
@@ -304,9 +336,11 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             if let Some(mut prev) = after {
                 let _ = prev.wait_for(|d| *d).await;
             }
-            if let Some(b) = barrier {
-                b.await;
-            }
+            // Fail closed: an open whose record did not reach the disk is not made.
+            let recorded = match barrier {
+                Some(b) => b.await,
+                None => true,
+            };
             let run = |a: Action| {
                 let exec = exec.clone();
                 let pool = pool.clone();
@@ -317,7 +351,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             };
             let mut reinserted = false;
             let mut outcome = Outcome::Ok;
-            if kind == TaskKind::Ensure {
+            if !recorded {
+                outcome = Outcome::NotRecorded;
+            } else if kind == TaskKind::Ensure {
                 // [check, insert]: insert only when the check fails.
                 let mut it = actions.into_iter();
                 if let (Some(check), Some(insert)) = (it.next(), it.next()) {
@@ -403,7 +439,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 let msg = format!("{}: {}: firewall: {e}", d.addr, d.door);
                 Some((msg.clone(), msg))
             }
+            Outcome::NotRecorded => None,
         };
+        if d.outcome == Outcome::NotRecorded {
+            self.refuse_unrecorded(&d);
+            return;
+        }
         let message = failure.as_ref().map(|(_, m)| m.clone());
         if let Some((line, message)) = failure {
             self.stats.commands_failed += 1;

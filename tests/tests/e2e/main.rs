@@ -6,6 +6,7 @@
 mod checks;
 mod control;
 mod control_flood;
+mod fleet;
 mod grant_hazards;
 mod harness_debian;
 mod knockd;

@@ -80,3 +80,125 @@ fn a_crafted_state_file_does_not_remove_an_admins_drop_rule() {
     assert!(rules.contains(ADMIN_DROP_ONE), "{rules}\n{}", k.log());
     assert!(k.daemon.is_running());
 }
+
+/// Fills `dir` (as `pid` sees it, through /proc/<pid>/root) with a file until the disk is
+/// full.
+fn fill(pid: u32, dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = std::path::PathBuf::from(format!("/proc/{pid}/root{}/filler", dir.display()));
+    let mut f = std::fs::File::create(&filler).expect("create the filler");
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    filler
+}
+
+/// Issue 21.8: with the state file's filesystem full (a 256 KiB tmpfs in knockd's own mount
+/// namespace), an open fails closed: refused with a log line and a counter, no rule, and
+/// `knockctl status` and metrics say since when the file cannot be written. Once the disk has
+/// room the writer catches up by itself, and the next knock opens.
+#[test]
+fn a_full_disk_refuses_opens_says_so_and_recovers() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = lab.path("statedir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let conf = lab.write_file("knockd.conf", DOOR);
+    let socket = lab.path("knockd.sock");
+    let script = r#"mount -t tmpfs -o size=256k,mode=0700 knock-e2e-state "$1" || exit 97; shift; exec "$@""#;
+    let mut args: Vec<std::ffi::OsString> = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    args.extend([
+        dir.clone().into_os_string(),
+        knock_e2e::bin("knockd").into_os_string(),
+        "-i".into(),
+        knock_e2e::SRV_IF.into(),
+        "-c".into(),
+        conf.clone().into_os_string(),
+        "--socket".into(),
+        socket.clone().into_os_string(),
+        "--state-file".into(),
+        dir.join("state.json").into_os_string(),
+    ]);
+    let k = OurKnockd {
+        daemon: lab.spawn_srv(args),
+        conf,
+        socket,
+    };
+    assert!(
+        k.daemon.wait_for_log(
+            "starting up, listening on kv0",
+            knock_e2e::knockd::START_TIMEOUT
+        ),
+        "{}",
+        k.log()
+    );
+    let pid = k.daemon.pid();
+    let filler = fill(pid, &dir);
+    let rule = knock_e2e::knockd::native_rule(22, "ssh");
+    let seq = [knock_e2e::SRV_V4, "2222", "1111", "3333"];
+    knock_e2e::knockd::knock(&lab, &seq);
+    assert!(
+        k.wait_count(
+            "open refused: the state file cannot record it",
+            1,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        k.log()
+    );
+    assert_eq!(
+        knock_e2e::knockd::rule_count(&lab, false, &rule),
+        0,
+        "a rule without its record:\n{}",
+        lab.iptables_rules(false)
+    );
+    let status = String::from_utf8_lossy(&k.knockctl(&["status"]).stdout).into_owned();
+    assert!(
+        status.contains("state file  CANNOT BE WRITTEN since "),
+        "{status}"
+    );
+    assert!(status.contains("state file unwritable 1"), "{status}");
+    let metrics = String::from_utf8_lossy(&k.knockctl(&["metrics"]).stdout).into_owned();
+    assert!(
+        metrics.contains("knockd_state_write_failing 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("knockd_refusals_total{reason=\"state_unwritable\"} 1"),
+        "{metrics}"
+    );
+    assert!(k.knockctl(&["list"]).status.success());
+    // Room again: the writer catches up within its retry interval, the next knock opens.
+    std::fs::remove_file(&filler).expect("free the disk");
+    assert!(
+        wait_until(Duration::from_secs(10), || String::from_utf8_lossy(
+            &k.knockctl(&["status"]).stdout
+        )
+        .contains("state file  ok")),
+        "{}",
+        k.log()
+    );
+    knock_e2e::knockd::knock(&lab, &seq);
+    assert!(
+        knock_e2e::knockd::wait_rule(&lab, false, &rule, Duration::from_secs(10)),
+        "{}",
+        k.log()
+    );
+    let state = std::fs::read_to_string(format!("/proc/{pid}/root{}/state.json", dir.display()))
+        .expect("read the state file");
+    assert!(state.contains("\"door\": \"ssh\""), "{state}");
+}

@@ -231,6 +231,19 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
                 Span::raw(format!(": {reason}")),
             ])
         }
+        // Opens are refused while the state file cannot be written: that outranks counters.
+        _ if state
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state_error.is_some()) =>
+        {
+            let health = state
+                .status
+                .as_ref()
+                .map(crate::present::state_file_health)
+                .unwrap_or_default();
+            Line::from(Span::styled(format!("state file {health}"), theme.error()))
+        }
         _ => {
             let (packets, opens, resets, timeouts) = state.status.as_ref().map_or(
                 ("-".to_string(), "-".into(), "-".into(), "-".into()),
