@@ -6,7 +6,7 @@
 //! group `knockd`). Each connection has its own task: a bad client (garbage, oversize frames,
 //! silence, vanishing mid-frame) only ever closes its own connection.
 
-use crate::capture::FilterStatus;
+use crate::capture::FilterProbe;
 use crate::engine::Control;
 use knock_ipc::codec::{CodecError, Reader, Writer, MAX_FRAME, MAX_REQUEST_FRAME};
 use knock_ipc::{
@@ -15,12 +15,11 @@ use knock_ipc::{
 use nix::unistd::{Gid, Group, Uid};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Group whose members may use the socket.
 pub const GROUP: &str = "knockd";
@@ -45,8 +44,6 @@ pub const REPLY_BUDGET: usize = 16 * MAX_FRAME;
 /// Requests per second per connection (sustained), and burst.
 pub const RATE_PER_SEC: f64 = 50.0;
 pub const RATE_BURST: f64 = 50.0;
-/// How long `reload` waits for the capture thread to install the new filter.
-const FILTER_WAIT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
@@ -188,43 +185,6 @@ impl ControlSocket {
                     tracing::debug!("control connection closed: {e}");
                 }
             });
-        }
-    }
-}
-
-/// Where the capture thread reports the filters it installed, so `reload` can answer only
-/// once the new filter is in place (a knock sent right after it is not lost).
-#[derive(Clone)]
-pub struct FilterProbe {
-    pub sent: Arc<AtomicU64>,
-    pub status: watch::Receiver<FilterStatus>,
-}
-
-impl FilterProbe {
-    /// A probe for an engine without capture (tests): every filter counts as installed.
-    pub fn inert() -> FilterProbe {
-        let (_tx, status) = watch::channel(FilterStatus {
-            generation: 0,
-            result: Ok(None),
-        });
-        FilterProbe {
-            sent: Arc::new(AtomicU64::new(0)),
-            status,
-        }
-    }
-
-    /// Wait (bounded) until the capture thread has handled the last filter sent; its note
-    /// (coarser filter) or error.
-    async fn settled(&mut self) -> Result<Option<String>, String> {
-        let want = self.sent.load(Ordering::SeqCst);
-        let wait = self.status.wait_for(|s| s.generation >= want);
-        match tokio::time::timeout(FILTER_WAIT, wait).await {
-            Ok(Ok(s)) => s.result.clone(),
-            Ok(Err(_)) => Err("the capture thread has stopped".into()),
-            Err(_) => Err(format!(
-                "the capture thread did not install the new filter within {} s",
-                FILTER_WAIT.as_secs()
-            )),
         }
     }
 }
@@ -511,7 +471,7 @@ impl Conn {
             };
             let response = if request == Request::Reload {
                 let (tx, rx) = oneshot::channel();
-                if !crate::reload::request(&self.ctl, self.config.clone(), Some(tx)).await {
+                if !crate::engine::request_reload(&self.ctl, self.config.clone(), Some(tx)).await {
                     return Ok(());
                 }
                 let response = match rx.await {

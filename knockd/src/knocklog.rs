@@ -65,10 +65,6 @@ impl KnockLog {
             syslog_dropped_total: 0,
         })
     }
-
-    pub fn file_path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(p, _)| p.as_path())
-    }
 }
 
 /// Append to the log file, never through a symlink (see [`crate::safefile`]).

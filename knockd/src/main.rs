@@ -26,11 +26,11 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = if let Some(path) = &args.new_totp {
-        knockd::daemon::new_totp(path)
+        knockd::oneshot::new_totp(path)
     } else if args.firewall_cleanup {
         knockd::firewall::nftables::setup::firewall_cleanup()
     } else if args.check_config {
-        knockd::daemon::check_config(&args.config, args.interface.as_deref(), args.firewall)
+        knockd::oneshot::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {
         knockd::daemon::run(args)
     };

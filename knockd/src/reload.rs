@@ -1,15 +1,19 @@
 //! Reloads: the config file is read, decoded, parsed and validated (one-time sequence files
 //! included) on a blocking thread, off the engine task, and made ready there too: the matcher's
 //! tables for the new doors, which doors keep their attempts, the capture filter. The engine
-//! only swaps the result in ([`Control::ReloadLoaded`]). A config of 100,000 doors thus never
+//! only swaps the result in (`Control::ReloadLoaded`; the request is
+//! [`crate::engine::request_reload`]). A config of 100,000 doors thus never
 //! stalls matching or timers, neither while it is parsed nor while it is applied.
 
-use crate::config::{self, Config, ConfigError, ConfigErrors};
-use crate::engine::{Control, ReloadResult};
+use crate::config::{self, Config, ConfigError, ConfigErrors, Door};
+use crate::matcher::DoorRule;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+
+/// Result of a reload: warnings on success, every problem on failure.
+pub type ReloadResult = Result<Vec<String>, Vec<String>>;
 
 /// The engine's config in force and its local addresses, shared (O(1)) with a reload being
 /// prepared.
@@ -32,11 +36,39 @@ pub struct Prepared {
 pub struct Work {
     pub base: Arc<Config>,
     pub local: Vec<IpAddr>,
-    /// See [`crate::engine::keep_map`].
+    /// See [`keep_map`].
     pub keep: Vec<Option<usize>>,
     pub matcher: crate::matcher::Prepared,
-    /// The capture filter for `local`; None when a door rotates (built by the engine).
+    /// The capture filter for `local`; None when a door rotates (its ports depend on the
+    /// clock: built by the engine).
     pub filter: Option<String>,
+}
+
+/// The matcher's rules of a door set.
+pub(crate) fn door_rules(doors: &[Door]) -> Vec<DoorRule> {
+    doors.iter().map(DoorRule::from).collect()
+}
+
+/// For each door of `old`, the door of `new` that carries its attempts over: same name and
+/// the same sequence (static doors) or the same secret and settings (rotating doors). Door
+/// names are unique: a map keeps this linear (100,000 doors).
+pub(crate) fn keep_map(old: &Config, new: &Config) -> Vec<Option<usize>> {
+    let by_name: HashMap<&str, usize> = new
+        .doors
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    old.doors
+        .iter()
+        .map(|old| {
+            by_name.get(old.name.as_str()).copied().filter(|&i| {
+                let d = &new.doors[i];
+                (d.sequence == old.sequence && !old.sequence.is_empty())
+                    || (d.totp.is_some() && d.totp == old.totp)
+            })
+        })
+        .collect()
 }
 
 /// Bound the warnings and note a coarse filter (off the engine task: the engine logs and
@@ -59,7 +91,7 @@ fn trim(loaded: &mut config::Loaded, path: &Path) {
         });
     }
     // Said here, off the engine task: the capture filter will be coarse.
-    if let Some(message) = crate::bpf::coarse_note(&parsed.config.doors) {
+    if let Some(message) = crate::capture::bpf::coarse_note(&parsed.config.doors) {
         parsed.warnings.insert(
             0,
             config::Warning {
@@ -79,9 +111,10 @@ pub fn prepare(mut loaded: config::Loaded, path: &Path, snapshot: Option<Snapsho
         (Ok(parsed), Some(snap)) => {
             let new = &parsed.config;
             Some(Work {
-                keep: crate::engine::keep_map(&snap.config, new),
-                matcher: crate::matcher::Prepared::new(crate::engine::door_rules(&new.doors)),
-                filter: crate::engine::filter_for(new, &snap.local),
+                keep: keep_map(&snap.config, new),
+                matcher: crate::matcher::Prepared::new(door_rules(&new.doors)),
+                filter: (!new.doors.iter().any(|d| d.totp.is_some()))
+                    .then(|| crate::capture::filter_for(&new.doors, &snap.local, |_| None)),
                 base: snap.config,
                 local: snap.local,
             })
@@ -104,24 +137,4 @@ pub async fn load(path: PathBuf, snapshot: Option<Snapshot>) -> Prepared {
             )])),
             work: None,
         })
-}
-
-/// Load and prepare `path`, then hand it to the engine; the engine's answer goes to `reply`.
-/// False when the engine is gone.
-pub async fn request(
-    ctl: &mpsc::Sender<Control>,
-    path: PathBuf,
-    reply: Option<oneshot::Sender<ReloadResult>>,
-) -> bool {
-    let (tx, rx) = oneshot::channel();
-    if ctl.send(Control::Snapshot(tx)).await.is_err() {
-        return false;
-    }
-    let Ok(snapshot) = rx.await else {
-        return false;
-    };
-    let prepared = load(path, Some(snapshot)).await;
-    ctl.send(Control::ReloadLoaded(Box::new(prepared), reply))
-        .await
-        .is_ok()
 }

@@ -42,7 +42,7 @@ pub fn install(
         .map_err(std::io::Error::from)?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            if !crate::reload::request(&ctl, config.clone(), None).await {
+            if !crate::engine::request_reload(&ctl, config.clone(), None).await {
                 break;
             }
         }

@@ -1,6 +1,7 @@
 //! The persisted grant ledger: a small versioned JSON file, written atomically (temp file,
-//! fsync, rename, fsync of the directory) after every change, read back at start so that a
-//! restart, even after SIGKILL, closes every rule on schedule.
+//! fsync, rename, fsync of the directory) by [`crate::statewriter`] — changes coalesced over
+//! at most 100 ms, at once when an open waits for its record (write-ahead) — and read back at
+//! start so that a restart, even after SIGKILL, closes every rule on schedule.
 //!
 //! Besides the grants it keeps two small memories that must survive a restart: which TOTP
 //! step opened a door for which address (replay guard), and one-time sequences used but not

@@ -7,10 +7,11 @@ use knockd::action::RecordingExecutor;
 use knockd::capture::CaptureMsg;
 use knockd::config::{flag, Proto};
 use knockd::control::ControlSocket;
-use knockd::engine::{Control, Engine};
+use knockd::engine::Control;
 use knockd::firewall::fake::RecordingFirewall;
 use knockd::knocklog::MemoryLog;
 use knockd::packet::Packet;
+use knockd::serve::{Deps, Packets, Parts};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,35 +67,36 @@ async fn start_in(
     let state = dir.path().join("state.json");
     let config = knockd::config::load(&conf).expect("config").config;
     let log = MemoryLog::default();
-    let mut engine = Engine::new(
-        config,
-        conf.clone(),
-        exec.clone(),
-        std::sync::Arc::new(fw.clone()),
-        log.clone(),
-        Box::new(|_| {}),
-    )
-    .with_state_file(state.clone());
-    engine
-        .restore(knockd::state::load(&state).expect("state"))
-        .await;
     let sock = ControlSocket::bind(&socket, 8).expect("bind");
     let (pkts, pkt_rx) = mpsc::channel(64);
-    let (ctl, ctl_rx) = mpsc::channel(64);
-    let events = engine.events();
-    tokio::spawn(sock.serve(
-        ctl.clone(),
-        events.clone(),
-        knockd::control::FilterProbe::inert(),
-        conf.clone(),
-    ));
+    let control = knockd::serve::control_channel();
+    let ctl = control.0.clone();
+    let events = knockd::serve::event_channel();
+    let parts = Parts {
+        config,
+        config_path: conf.clone(),
+        overrides: Default::default(),
+        state_file: Some(state.clone()),
+        saved: knockd::state::load_all(&state).expect("state"),
+        kernel: None,
+        socket: sock,
+        packets: Packets::Channel(pkt_rx),
+        control,
+        events: events.clone(),
+        advice: Vec::new(),
+    };
+    let deps = Deps {
+        exec: exec.clone(),
+        firewall: std::sync::Arc::new(fw.clone()),
+        nft_firewall: std::sync::Arc::new(RecordingFirewall::default()),
+        log: log.clone(),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let _ = engine
-            .run(pkt_rx, ctl_rx, async {
-                let _ = stop_rx.await;
-            })
-            .await;
+        let _ = knockd::serve::serve(parts, deps, async {
+            let _ = stop_rx.await;
+        })
+        .await;
     });
     Daemon {
         _dir: dir,
@@ -360,7 +362,7 @@ async fn reload_reports_errors_keeps_config_and_applies_good_changes() {
     );
     // SIGHUP goes through the same path.
     let (tx, rx) = tokio::sync::oneshot::channel();
-    d.ctl.send(Control::Reload(Some(tx))).await.expect("send");
+    assert!(knockd::engine::request_reload(&d.ctl, d.conf.clone(), Some(tx)).await);
     assert!(rx.await.expect("reply").is_ok());
 }
 

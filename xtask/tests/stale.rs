@@ -173,7 +173,7 @@ fn hand_written_page_states_the_real_defaults() {
         format!("Default: {}.", config::DEFAULT_CMD_TIMEOUT.as_secs()),
         format!("Default: {}.", config::DEFAULT_MAX_ATTEMPTS),
         format!("Default: \\fB{}\\fR.", config::DEFAULT_OPEN_CHAIN),
-        format!("Default: \\fI{}\\fR.", config::DEFAULT_SOCKET),
+        format!("Default: \\fI{}\\fR.", knock_ipc::DEFAULT_SOCKET),
         format!("Default: \\fI{}\\fR.", config::DEFAULT_STATE_FILE),
         format!("1 to {} of them", config::MAX_SEQUENCE_LEN),
         format!("1 to {} characters from", config::MAX_CHAIN_NAME_LEN),

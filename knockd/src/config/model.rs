@@ -118,6 +118,19 @@ pub struct OpenPort {
     pub proto: Proto,
 }
 
+/// `22/tcp,443/tcp`: opened ports as the log, `knockctl list`/`doors` and the state file show
+/// them (the one place this label is built).
+pub fn ports_label(ports: impl IntoIterator<Item = (u16, Proto)>) -> String {
+    let mut out = String::new();
+    for (i, (port, proto)) in ports.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{port}/{proto}"));
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Door {
     pub name: String,
@@ -154,7 +167,7 @@ pub struct Options {
     pub interface: Option<String>,
     /// `MaxAttempts`: cap on attempts tracked at once; None = DEFAULT_MAX_ATTEMPTS.
     pub max_attempts: Option<usize>,
-    /// `Socket`: control socket path; None = DEFAULT_SOCKET.
+    /// `Socket`: control socket path; None = [`knock_ipc::DEFAULT_SOCKET`].
     pub socket: Option<PathBuf>,
     /// `StateFile`: where the grant ledger is persisted; None = DEFAULT_STATE_FILE.
     pub state_file: Option<PathBuf>,
@@ -222,7 +235,6 @@ impl FirewallKind {
     }
 }
 
-pub const DEFAULT_SOCKET: &str = "/run/knockd/knockd.sock";
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/knockd/state.json";
 
 /// What knockd does with open grants when it stops (`OnShutdown = ...`).

@@ -11,14 +11,13 @@ use std::path::PathBuf;
 use super::error::ConfigErrors;
 use super::keys::{lookup_key, valid_keys, Key, KeyInfo, Scope};
 use super::model::{
-    Command6, Config, Door, FirewallKind, Options, ShutdownPolicy, TcpFlags, DEFAULT_CMD_TIMEOUT,
-    DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, DEFAULT_SWEEP_THRESHOLD, MAX_SWEEP_THRESHOLD,
+    Command6, Config, Door, Options, TcpFlags, DEFAULT_CMD_TIMEOUT, DEFAULT_OPEN_CHAIN,
+    DEFAULT_SEQ_TIMEOUT, DEFAULT_SWEEP_THRESHOLD,
 };
 use super::validate::{check_door, Findings};
 use super::values::{
-    flag_names, parse_bool, parse_count, parse_mark, parse_open, parse_sequence, parse_tcp_flags,
-    parse_timeout, valid_chain_name, valid_interface_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
-    MAX_INTERFACE_NAME_LEN,
+    flag_names, parse_bool, parse_open, parse_sequence, parse_tcp_flags, parse_timeout,
+    valid_chain_name, COMMENT_HINT, MAX_CHAIN_NAME_LEN,
 };
 use super::warn::Warning;
 
@@ -376,7 +375,7 @@ impl Parser<'_> {
             return Ok(());
         }
         if let Section::Options = self.section {
-            return self.apply_option(key, value);
+            return super::options::apply(&mut self.options, key, value);
         }
         let Section::Door(i) = self.section else {
             return Ok(());
@@ -462,143 +461,6 @@ impl Parser<'_> {
             | Key::NetworkPrefixV6
             | Key::Firewall
             | Key::NftMark => {}
-        }
-        Ok(())
-    }
-
-    fn apply_option(&mut self, key: Key, value: &str) -> Result<(), String> {
-        let o = &mut self.options;
-        match key {
-            Key::LogFile => {
-                if value.is_empty() {
-                    return Err("LogFile needs a path (e.g. LogFile = /var/log/knockd.log)".into());
-                }
-                o.log_file = Some(PathBuf::from(value));
-            }
-            Key::PidFile => {
-                if value.is_empty() {
-                    return Err("PidFile needs a path (e.g. PidFile = /run/knockd.pid)".into());
-                }
-                o.pid_file = Some(PathBuf::from(value));
-            }
-            Key::Interface => {
-                if !valid_interface_name(value) {
-                    return Err(format!(
-                        "invalid Interface '{value}' (use a network interface name such as eth0: 1 to {MAX_INTERFACE_NAME_LEN} characters, no spaces or '/')"
-                    ));
-                }
-                o.interface = Some(value.to_string());
-            }
-            Key::MaxAttempts => {
-                let n = value
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| value.parse::<usize>().ok())
-                    .flatten()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| {
-                        format!(
-                            "invalid MaxAttempts '{value}' (use a whole number of at least 1, e.g. 100000)"
-                        )
-                    })?;
-                o.max_attempts = Some(n);
-            }
-            Key::MaxClients => {
-                let n = value
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| value.parse::<usize>().ok())
-                    .flatten()
-                    .filter(|n| (1..=100_000).contains(n))
-                    .ok_or_else(|| {
-                        format!(
-                            "invalid MaxClients '{value}' (use a whole number from 1 to 100000, e.g. 64)"
-                        )
-                    })?;
-                o.max_clients = Some(n);
-            }
-            Key::MaxGrants => {
-                let n = value
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| value.parse::<usize>().ok())
-                    .flatten()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| {
-                        format!(
-                            "invalid MaxGrants '{value}' (use a whole number of at least 1, e.g. 10000)"
-                        )
-                    })?;
-                o.max_grants = Some(n);
-            }
-            Key::StartRate => {
-                let n = parse_count(value, "StartRate", 1, 100_000, "20")?;
-                o.start_rate = u32::try_from(n).ok();
-            }
-            Key::SweepThreshold => {
-                o.sweep_threshold = Some(parse_count(
-                    value,
-                    "SweepThreshold",
-                    1,
-                    MAX_SWEEP_THRESHOLD,
-                    "5",
-                )?);
-            }
-            Key::SweepPenalty => {
-                o.sweep_penalty = Some(parse_timeout(value, "SweepPenalty", false)?);
-            }
-            Key::MaxAttemptsPerNetwork => {
-                o.max_attempts_per_network = Some(parse_count(
-                    value,
-                    "MaxAttemptsPerNetwork",
-                    1,
-                    usize::MAX,
-                    "10000",
-                )?);
-            }
-            Key::NetworkPrefixV4 => {
-                let n = parse_count(value, "NetworkPrefixV4", 0, 32, "24")?;
-                o.network_prefix_v4 = u8::try_from(n).ok();
-            }
-            Key::NetworkPrefixV6 => {
-                let n = parse_count(value, "NetworkPrefixV6", 0, 128, "64")?;
-                o.network_prefix_v6 = u8::try_from(n).ok();
-            }
-            Key::Socket => {
-                if !value.starts_with('/') {
-                    return Err(format!(
-                        "invalid Socket '{value}' (use an absolute path, e.g. Socket = /run/knockd/knockd.sock)"
-                    ));
-                }
-                o.socket = Some(PathBuf::from(value));
-            }
-            Key::StateFile => {
-                if !value.starts_with('/') {
-                    return Err(format!(
-                        "invalid StateFile '{value}' (use an absolute path, e.g. StateFile = /var/lib/knockd/state.json)"
-                    ));
-                }
-                o.state_file = Some(PathBuf::from(value));
-            }
-            Key::OnShutdown => {
-                o.on_shutdown = match value.to_ascii_lowercase().as_str() {
-                    "close" => ShutdownPolicy::Close,
-                    "close-all" => ShutdownPolicy::CloseAll,
-                    "keep" => ShutdownPolicy::Keep,
-                    _ => {
-                        return Err(format!(
-                            "invalid OnShutdown '{value}' (use close, close-all or keep)"
-                        ))
-                    }
-                };
-            }
-            Key::Firewall => {
-                o.firewall = FirewallKind::parse(value).ok_or_else(|| {
-                    format!("invalid Firewall '{value}' (use iptables or nftables)")
-                })?;
-            }
-            Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
-            _ => {}
         }
         Ok(())
     }

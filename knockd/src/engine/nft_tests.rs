@@ -11,10 +11,11 @@ use crate::grants::Close;
 use crate::knocklog::MemoryLog;
 use crate::packet::Packet;
 use crate::state::SavedGrant;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 const SRV: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
 const CLI: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 2));
@@ -120,10 +121,10 @@ fn knock_on(e: &mut Engine<Exec, MemoryLog>, ports: [u16; 3]) {
 async fn settle(e: &mut Engine<Exec, MemoryLog>) {
     for _ in 0..100 {
         tokio::task::yield_now().await;
-        while let Ok(d) = e.done_rx.try_recv() {
+        while let Some(d) = e.runner.try_recv() {
             e.on_done(d);
         }
-        if e.inflight == 0 {
+        if e.runner.inflight() == 0 {
             return;
         }
     }
@@ -141,7 +142,7 @@ async fn grant_is_an_element_the_kernel_expires() {
     assert_eq!(ops(&exec), [PUT]);
     let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
     assert!(g.close.kernel_expires());
-    let info = Engine::<Exec, MemoryLog>::grant_info(&g, now());
+    let info = super::events::grant_info(&g, now());
     assert_eq!(info.kernel_expires_in_ms, Some(30_000));
     // A re-knock puts the element again with a fresh timeout; still one grant.
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -396,7 +397,10 @@ async fn a_reload_cannot_switch_the_backend() {
     knock(&mut e);
     settle(&mut e).await;
     assert_eq!(ops(&fw), [PUT]);
-    assert!(e.exec.ran().is_empty(), "no table clean-up, no iptables");
+    assert!(
+        e.runner.exec().ran().is_empty(),
+        "no table clean-up, no iptables"
+    );
 }
 
 /// Ask for the list as the control socket does, and let the kernel's listing come in.

@@ -4,11 +4,14 @@
 //! rules at most once per second); one whose action changed since (a reload changed `Open`,
 //! `Open_Chain` or the start command) is a close of exactly the old rules plus an open.
 
-use super::tasks::Refusal;
-use super::{Engine, TaskKind, REFRESH_CHECK_INTERVAL};
+use super::events::{grant_info, OpenRefusal};
+use super::messages::TaskKind;
+use super::runner::Chain;
+use super::{Engine, REFRESH_CHECK_INTERVAL};
 use crate::action::{self, Action, Executor, FwRule};
 use crate::config::MAX_TIMEOUT_SECS;
 use crate::config::{self, Command6, Door};
+use crate::fairstart::{Offer, StartRefusal};
 use crate::firewall::nftables::side as nft_side;
 use crate::firewall::Op;
 use crate::grants::{CheckWhen, Close, GrantId};
@@ -79,7 +82,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 "{src}: {door}: the door's action changed since this grant opened: closing its old rules before opening the new ones"
             );
             self.line(&msg);
-            let info = Self::grant_info(&old, now);
+            let info = grant_info(&old, now);
             let by_door = door.to_string();
             self.emit(|| ipc::EventKind::GrantClosed {
                 grant: info,
@@ -141,12 +144,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Room for one more grant? Counted and logged when not.
     fn admit_grant(&mut self, door: &str, src: IpAddr, now: Instant, pooled: bool) -> bool {
-        if self.ledger.len() >= self.max_grants() {
-            self.refuse(Refusal::MaxGrants, door, src, now);
+        if self.ledger.len() >= self.config.max_grants() {
+            self.refuse(OpenRefusal::MaxGrants, door, src, now);
             return false;
         }
         if pooled && !self.pool_has_room() {
-            self.refuse(Refusal::PoolFull, door, src, now);
+            self.refuse(OpenRefusal::PoolFull, door, src, now);
             return false;
         }
         true
@@ -194,12 +197,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if !self.admit_grant(&door.name, src, now, false) {
             return;
         }
-        let opened = door
-            .open
-            .iter()
-            .map(|o| format!("{}/{}", o.port, o.proto))
-            .collect::<Vec<_>>()
-            .join(",");
+        let opened = config::ports_label(door.open.iter().map(|o| (o.port, o.proto)));
         let ops: Vec<Op> = rules
             .iter()
             .map(|r| Op::Add {
@@ -221,7 +219,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             "{}: opening {opened} in {} for {src} ({} firewall)",
             door.name,
             door.open_chain,
-            self.fw().name()
+            self.runner.fw().name()
         );
         self.line(&msg);
         self.submit_fw(Some(id), &door.name, src, TaskKind::Start, ops);
@@ -244,12 +242,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if !self.admit_grant(&door.name, src, now, false) {
             return;
         }
-        let opened = door
-            .open
-            .iter()
-            .map(|o| format!("{}/{}", o.port, o.proto))
-            .collect::<Vec<_>>()
-            .join(",");
+        let opened = config::ports_label(door.open.iter().map(|o| (o.port, o.proto)));
         let id = self.ledger.insert(
             &door.name,
             src,
@@ -333,7 +326,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 if let Some(g) = self.ledger.remove(id) {
                     let msg = format!("{src}: {}: closes the grant of door {}", door.name, g.door);
                     self.line(&msg);
-                    let info = Self::grant_info(&g, now);
+                    let info = grant_info(&g, now);
                     let by_door = door.name.clone();
                     self.emit(|| ipc::EventKind::GrantClosed {
                         grant: info,
@@ -377,14 +370,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
             (None, None) => {
                 if !self.pool_has_room() {
-                    self.refuse(Refusal::PoolFull, &door.name, src, now);
+                    self.refuse(OpenRefusal::PoolFull, &door.name, src, now);
                     return;
                 }
                 let msg = format!("{}: running command: {start}", door.name);
                 self.line(&msg);
-                let chain = chain_door.unwrap_or_else(|| door.name.clone());
+                let chain = Chain::Door(chain_door.unwrap_or_else(|| door.name.clone()), src);
                 self.spawn_in(
-                    &chain,
+                    chain,
                     None,
                     &door.name,
                     src,
@@ -418,8 +411,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     door.name
                 );
                 self.line(&msg);
-                self.used_otp.push((path.clone(), door.sequence.clone()));
-                self.otp_dirty = true;
+                self.persistence
+                    .used_unrecorded(path.clone(), door.sequence.clone());
                 None
             }
         };
@@ -430,95 +423,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             d.sequence = next.clone().unwrap_or_default();
         }
         self.matcher.set_sequence(door_idx, next);
-        self.update_filter();
-    }
-
-    /// At reload: a door whose current one-time sequence was used but could not be recorded
-    /// gets it recorded now, or stays disabled. Fail closed: a used sequence never opens again.
-    pub(super) fn record_used_otp(&mut self, new: &mut config::Config) {
-        for door in &mut new.doors {
-            let Some(path) = door.one_time_sequences.clone() else {
-                continue;
-            };
-            while !door.sequence.is_empty() {
-                let Some(i) = self
-                    .used_otp
-                    .iter()
-                    .position(|(p, s)| *p == path && *s == door.sequence)
-                else {
-                    break;
-                };
-                match config::otp::consume(&path, &door.sequence) {
-                    Ok(next) => {
-                        self.used_otp.swap_remove(i);
-                        self.otp_dirty = true;
-                        door.sequence = next.unwrap_or_default();
-                    }
-                    Err(e) => {
-                        let msg = format!(
-                            "door {}: a used one time sequence still cannot be recorded --> door stays disabled ({e})",
-                            door.name
-                        );
-                        self.line(&msg);
-                        door.sequence.clear();
-                    }
-                }
-            }
-        }
-    }
-
-    /// At start: one-time sequences a previous run used but could not record in their file
-    /// (from the state file). Each one whose file still lists it unused is remembered; a
-    /// door whose current line is one of them gets it recorded now, or stays disabled while
-    /// its file cannot be rewritten. Fail closed: a used line never opens again, across
-    /// restarts too. Entries already recorded (or removed from their file) are forgotten.
-    pub(super) fn restore_used_otp(&mut self, saved: Vec<crate::state::SavedOneTime>) {
-        for s in saved {
-            let Ok(seq) = config::parse_sequence(&s.sequence) else {
-                let msg = format!(
-                    "warning: state file: ignoring one-time sequence entry '{}' for {} (not a sequence)",
-                    s.sequence,
-                    s.file.display()
-                );
-                self.line(&msg);
-                continue;
-            };
-            // A file that cannot be read keeps the entry (fail closed).
-            if std::fs::read(&s.file).is_ok_and(|b| !config::otp::is_unused_in(&b, &seq)) {
-                continue;
-            }
-            if !self.used_otp.iter().any(|(p, q)| *p == s.file && *q == seq) {
-                self.used_otp.push((s.file, seq));
-            }
-        }
-        self.otp_dirty = true;
-        if self.used_otp.is_empty() {
-            return;
-        }
-        let mut config = std::mem::take(&mut self.config);
-        let before: Vec<(usize, Vec<config::Step>)> = config
-            .doors
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.one_time_sequences.is_some())
-            .map(|(i, d)| (i, d.sequence.clone()))
-            .collect();
-        self.record_used_otp(std::sync::Arc::make_mut(&mut config));
-        self.config = config;
-        for (i, old) in before {
-            let seq = self.config.doors[i].sequence.clone();
-            if seq != old {
-                let name = self.config.doors[i].name.clone();
-                let msg = if seq.is_empty() {
-                    format!("door {name}: its current one-time sequence was used before the restart and is not recorded yet --> door disabled")
-                } else {
-                    format!("door {name}: recorded the one-time sequence used before the restart")
-                };
-                self.line(&msg);
-                self.matcher
-                    .set_sequence(i, (!seq.is_empty()).then_some(seq));
-            }
-        }
         self.update_filter();
     }
 
@@ -554,5 +458,53 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             TaskKind::Start,
             vec![Action::Shell(start)],
         );
+    }
+
+    /// Emit a live event about grant `id`.
+    fn emit_grant(&self, id: GrantId, kind: fn(ipc::GrantInfo) -> ipc::EventKind) {
+        self.events
+            .emit_grant(self.ledger.get(id), super::now(), kind);
+    }
+
+    /// A new grant of door `door` (a command door when `pooled`) for `src` wants to start:
+    /// it waits in the door's fair queue ([`Self::serve_starts`] starts it when a token, and
+    /// for a command door room in the pool, is there). False when refused (counted).
+    fn offer_start(&mut self, door: &str, pooled: bool, src: IpAddr, now: Instant) -> bool {
+        match self.starts.offer(&self.config, door, pooled, src, now) {
+            Offer::Queued | Offer::AlreadyWaiting => true,
+            Offer::Displaced(gone) => {
+                self.refuse(OpenRefusal::Displaced, door, gone, now);
+                true
+            }
+            Offer::Refused(StartRefusal::NetworkBusy) => {
+                self.refuse(OpenRefusal::NetworkBusy, door, src, now);
+                false
+            }
+            Offer::Refused(StartRefusal::QueueFull) => {
+                self.refuse(OpenRefusal::StartQueueFull, door, src, now);
+                false
+            }
+        }
+    }
+
+    /// Start whatever the doors' rates (and the command pool) allow at `now`.
+    pub(super) fn serve_starts(&mut self, now: Instant) {
+        for name in self.starts.waiting_doors() {
+            let Some(idx) = self.config.doors.iter().position(|d| d.name == name) else {
+                // The door went away in a reload: so do its waiting starts.
+                self.starts.forget(&name);
+                continue;
+            };
+            let pooled = self.config.doors[idx].open.is_empty();
+            loop {
+                if pooled && !self.pool_has_room() {
+                    break;
+                }
+                let Some(src) = self.starts.pop(&name, now) else {
+                    break;
+                };
+                self.open_now(idx, src, now);
+            }
+        }
     }
 }

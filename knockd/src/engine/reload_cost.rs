@@ -78,7 +78,7 @@ async fn reload_cost() {
         let parsed = config::parse(&conf(100_000, shift + 1), "b.conf");
         let snapshot = reload::Snapshot {
             config: e.config.clone(),
-            local: e.local.clone(),
+            local: e.filter.local().to_vec(),
         };
         let t = Instant::now();
         let prepared = reload::prepare(parsed, path, Some(snapshot));

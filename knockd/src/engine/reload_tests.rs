@@ -53,7 +53,7 @@ fn knock(e: &mut Engine<RecordingExecutor, MemoryLog>, port: u16, sport: u16) {
 fn snapshot(e: &Engine<RecordingExecutor, MemoryLog>) -> Snapshot {
     Snapshot {
         config: e.config.clone(),
-        local: e.local.clone(),
+        local: e.filter.local().to_vec(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Answers to control-socket requests.
 
+use super::events::grant_info;
+use super::runner::Chain;
 use super::Engine;
 use crate::action::Executor;
 use crate::config::{self, Door};
@@ -28,12 +30,8 @@ fn door_info(d: &Door, step: Option<u64>, wall: Duration) -> ipc::DoorInfo {
         }
     }
     let action = if !d.open.is_empty() {
-        let ports: Vec<String> = d
-            .open
-            .iter()
-            .map(|o| format!("{}/{}", o.port, o.proto))
-            .collect();
-        format!("open {} ({})", ports.join(","), d.open_chain)
+        let ports = config::ports_label(d.open.iter().map(|o| (o.port, o.proto)));
+        format!("open {ports} ({})", d.open_chain)
     } else {
         match (&d.start_command, &d.stop_command) {
             (Some(_), Some(_)) => "command + stop_command".to_string(),
@@ -96,7 +94,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .ledger
                     .oldest()
                     .take(ipc::LIST_CAP)
-                    .map(|g| Self::grant_info(g, now))
+                    .map(|g| grant_info(g, now))
                     .collect(),
                 total: self.ledger.len() as u64,
             },
@@ -107,7 +105,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .into_iter()
                     .map(|a| ipc::AttemptInfo {
                         addr: a.src,
-                        door: self.door_name(a.door),
+                        door: self
+                            .config
+                            .doors
+                            .get(a.door)
+                            .map(|d| d.name.clone())
+                            .unwrap_or_default(),
                         stage: a.stage as u32,
                         of: a.of as u32,
                         age_ms: ms(now.saturating_duration_since(a.started)),
@@ -117,24 +120,22 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 total: self.matcher.len() as u64,
             },
             Request::Doors => {
-                let wall = (self.wall_clock)();
+                let wall = self.totp.wall();
                 Response::Doors {
                     doors: self
                         .config
                         .doors
                         .iter()
                         .enumerate()
-                        .map(|(i, d)| door_info(d, self.totp_step(i), wall))
+                        .map(|(i, d)| door_info(d, self.totp.step(i), wall))
                         .collect(),
                 }
             }
             Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
-            Request::Reload => match self.reload() {
-                Ok(warnings) => Response::Reloaded { warnings },
-                Err(errors) => Response::ReloadFailed { errors },
-            },
-            Request::Subscribe => Response::Error {
-                message: "subscribe must be the socket server's job".into(),
+            // Both are the socket server's job: a reload is read and prepared off this task
+            // (see `request_reload`), a subscription is served from the event channel.
+            Request::Reload | Request::Subscribe => Response::Error {
+                message: "reload and subscribe are the socket server's job".into(),
             },
         }
     }
@@ -143,7 +144,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let drops = self.capture_stats.as_ref().map_or(0, |s| {
             s.dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed)
         });
-        let failing = self.state_writer.as_ref().and_then(|w| w.failing());
+        let failing = self.persistence.failing();
         ipc::Status {
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -156,8 +157,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             grants: self.ledger.len() as u64,
             counters: ipc::Counters {
                 kernel_drops: drops,
-                log_lines_dropped: self.log.dropped(),
-                ..self.stats.clone()
+                log_lines_dropped: self.events.dropped(),
+                ..self.events.stats.clone()
             },
             firewall: self.config.options.firewall.as_str().to_string(),
             state_error: failing.as_ref().map(|f| f.error.clone()),
@@ -190,7 +191,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             if let Some(g) = self.ledger.begin_close(id) {
                 let msg = format!("{}: {}: grant revoked", g.addr, g.door);
                 self.line(&msg);
-                let info = Self::grant_info(&g, now);
+                let info = grant_info(&g, now);
                 let ev = info.clone();
                 self.emit(|| ipc::EventKind::GrantRevoked { grant: ev });
                 revoked.push(info);
@@ -213,12 +214,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// `knockctl list` is answered with the kernel's time left on each grant.
     pub(super) fn on_kernel_view(&mut self, v: nft_side::KernelView) {
         let now = super::now();
-        let chains = &self.chains;
-        let pending = |addr: IpAddr| {
-            chains
-                .get(&(super::tasks::NFT_CHAIN.to_string(), addr))
-                .is_some_and(|rx| !*rx.borrow())
-        };
+        let runner = &self.runner;
+        let pending = |addr: IpAddr| runner.pending(&Chain::NftElems(addr));
         let f = match nft_side::follow(&mut self.ledger, v, pending, now) {
             Ok(f) => f,
             Err((e, reply)) => {
@@ -233,14 +230,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 g.addr, g.door
             );
             self.line(&msg);
-            let info = Self::grant_info(g, now);
+            let info = grant_info(g, now);
             self.emit(|| ipc::EventKind::GrantExpired { grant: info });
         }
         let grants = self
             .ledger
             .oldest()
             .take(ipc::LIST_CAP)
-            .map(|g| f.info(g, Self::grant_info(g, now)))
+            .map(|g| f.info(g, grant_info(g, now)))
             .collect();
         let total = self.ledger.len() as u64;
         let _ = f.reply.send(ipc::Response::Grants { grants, total });

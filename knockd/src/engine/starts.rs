@@ -1,48 +1,53 @@
-//! New grants wait for their door's turn: each door starts at most `StartRate` new grants per
-//! second, shared fairly between source networks (the queue discipline is
-//! [`crate::fairstart`]; this file only feeds it and runs what comes out). A re-knock of an
-//! open grant is not a start and never waits here. Command doors also wait for room in the
-//! command pool, so a full pool holds starts in the fair queue instead of refusing them.
+//! Starts: new grants wait for their door's turn. Each door starts at most `StartRate` new
+//! grants per second, shared fairly between source networks (the queue discipline is
+//! [`crate::fairstart`]; this owner keeps one queue per door). A re-knock of an open grant is
+//! not a start and never waits here. Command doors also wait for room in the command pool, so
+//! a full pool holds starts in the fair queue instead of refusing them.
 
-use super::tasks::Refusal;
-use super::Engine;
-use crate::action::Executor;
 use crate::config::model::{DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6};
-use crate::fairstart::{FairConfig, FairStarts, Offer, StartRefusal};
-use crate::knocklog::LogSink;
+use crate::config::Config;
+use crate::fairstart::{FairConfig, FairStarts, Offer};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
 /// One door's fair queue, and whether its starts run through the command pool.
 #[derive(Debug)]
-pub(super) struct DoorStarts {
+struct DoorStarts {
     queue: FairStarts,
     pooled: bool,
 }
 
-impl<E: Executor, L: LogSink> Engine<E, L> {
-    fn fair_config(&self) -> FairConfig {
-        let o = &self.config.options;
-        FairConfig::new(
-            self.config.start_rate(),
-            o.network_prefix_v4.unwrap_or(DEFAULT_PREFIX_V4),
-            o.network_prefix_v6.unwrap_or(DEFAULT_PREFIX_V6),
-        )
-    }
+/// The fair start queues, per door name.
+#[derive(Debug, Default)]
+pub(crate) struct Starts {
+    doors: HashMap<String, DoorStarts>,
+}
 
+/// The queue settings of `config`.
+fn fair_config(config: &Config) -> FairConfig {
+    let o = &config.options;
+    FairConfig::new(
+        config.start_rate(),
+        o.network_prefix_v4.unwrap_or(DEFAULT_PREFIX_V4),
+        o.network_prefix_v6.unwrap_or(DEFAULT_PREFIX_V6),
+    )
+}
+
+impl Starts {
     /// A new grant of door `door` (a command door when `pooled`) for `src` wants to start:
-    /// it waits in the door's fair queue ([`Self::serve_starts`] starts it when a token, and
-    /// for a command door room in the pool, is there). False when refused (counted).
-    pub(super) fn offer_start(
+    /// it waits in the door's fair queue ([`Self::pop`] hands it out when a token is there).
+    pub fn offer(
         &mut self,
+        config: &Config,
         door: &str,
         pooled: bool,
         src: IpAddr,
         now: Instant,
-    ) -> bool {
-        let cfg = self.fair_config();
+    ) -> Offer {
+        let cfg = fair_config(config);
         let entry = self
-            .starts
+            .doors
             .entry(door.to_string())
             .or_insert_with(|| DoorStarts {
                 queue: FairStarts::new(cfg),
@@ -52,55 +57,32 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if entry.queue.config() != &cfg {
             entry.queue.set_config(cfg);
         }
-        match entry.queue.offer(src, now) {
-            Offer::Queued | Offer::AlreadyWaiting => true,
-            Offer::Displaced(gone) => {
-                self.refuse(Refusal::Displaced, door, gone, now);
-                true
-            }
-            Offer::Refused(StartRefusal::NetworkBusy) => {
-                self.refuse(Refusal::NetworkBusy, door, src, now);
-                false
-            }
-            Offer::Refused(StartRefusal::QueueFull) => {
-                self.refuse(Refusal::StartQueueFull, door, src, now);
-                false
-            }
-        }
+        entry.queue.offer(src, now)
     }
 
-    /// Start whatever the doors' rates (and the command pool) allow at `now`.
-    pub(super) fn serve_starts(&mut self, now: Instant) {
-        let waiting: Vec<String> = self
-            .starts
+    /// The doors with starts waiting.
+    pub fn waiting_doors(&self) -> Vec<String> {
+        self.doors
             .iter()
             .filter(|(_, d)| d.queue.waiting() > 0)
             .map(|(name, _)| name.clone())
-            .collect();
-        for name in waiting {
-            let Some(idx) = self.config.doors.iter().position(|d| d.name == name) else {
-                // The door went away in a reload: so do its waiting starts.
-                self.starts.remove(&name);
-                continue;
-            };
-            let pooled = self.config.doors[idx].open.is_empty();
-            loop {
-                if pooled && !self.pool_has_room() {
-                    break;
-                }
-                let Some(src) = self.starts.get_mut(&name).and_then(|d| d.queue.pop(now)) else {
-                    break;
-                };
-                self.open_now(idx, src, now);
-            }
-        }
+            .collect()
     }
 
-    /// When the next waiting start can go (command doors only while the pool has room: a
+    /// The next start of `door` its rate allows at `now`.
+    pub fn pop(&mut self, door: &str, now: Instant) -> Option<IpAddr> {
+        self.doors.get_mut(door).and_then(|d| d.queue.pop(now))
+    }
+
+    /// The door went away (a reload): so do its waiting starts.
+    pub fn forget(&mut self, door: &str) {
+        self.doors.remove(door);
+    }
+
+    /// When the next waiting start can go (command doors only when the pool has `room`: a
     /// finished command serves them).
-    pub(super) fn starts_deadline(&self) -> Option<Instant> {
-        let room = self.pool_has_room();
-        self.starts
+    pub fn deadline(&self, room: bool) -> Option<Instant> {
+        self.doors
             .values()
             .filter(|d| room || !d.pooled)
             .filter_map(|d| d.queue.ready_at())
@@ -108,7 +90,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     /// Starts waiting for their door's turn, all doors.
-    pub fn starts_waiting(&self) -> usize {
-        self.starts.values().map(|d| d.queue.waiting()).sum()
+    pub fn waiting(&self) -> usize {
+        self.doors.values().map(|d| d.queue.waiting()).sum()
     }
 }

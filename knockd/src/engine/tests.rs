@@ -121,10 +121,10 @@ impl T {
     async fn settle(&mut self) {
         for _ in 0..100 {
             tokio::task::yield_now().await;
-            while let Ok(d) = self.e.done_rx.try_recv() {
+            while let Some(d) = self.e.runner.try_recv() {
                 self.e.on_done(d);
             }
-            if self.e.inflight == 0 {
+            if self.e.runner.inflight() == 0 {
                 return;
             }
         }
@@ -455,7 +455,7 @@ async fn one_time_sequences_advance_and_exhaustion_disables_the_door() {
     t.settle().await;
     assert_eq!(t.exec.ran().len(), 2);
     let last = t.filters.lock().map(|f| f.last().cloned()).ok().flatten();
-    assert_eq!(last.as_deref(), Some(crate::filter::MATCH_NOTHING));
+    assert_eq!(last.as_deref(), Some(crate::capture::filter::MATCH_NOTHING));
 }
 
 /// Issue 10, fail closed: when recording a use fails, the door is disabled, and the used
@@ -692,7 +692,7 @@ async fn shutdown_policies() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state.json");
         let mut t = T::new(config);
-        t.e.state_file = Some(state.clone());
+        t.e.persistence.set_path(state.clone());
         t.knock_seq(CLI, &[7000, 8000, 9000]);
         t.knock_seq(CLI, &[1111, 2222, 3333]);
         t.settle().await;
@@ -1026,7 +1026,7 @@ async fn shutdown_with_a_failing_close_keeps_the_grant_for_the_next_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.json");
     let mut t = T::new(native());
-    t.e.state_file = Some(state.clone());
+    t.e.persistence.set_path(state.clone());
     t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
     t.fw.fail_on("delete");
@@ -1041,7 +1041,7 @@ async fn shutdown_with_a_failing_close_keeps_the_grant_for_the_next_start() {
     fw.heal();
     let mut t2 = T::new(native());
     t2.fw = fw.clone();
-    t2.e.firewall = Arc::new(fw.clone());
+    t2.e.runner.set_firewall(Arc::new(fw.clone()));
     t2.e.restore(saved).await;
     t2.settle().await;
     assert!(fw.rules().is_empty());
@@ -1224,7 +1224,7 @@ async fn totp_replay_memory_survives_reload_and_restart() {
     let start = |state: &std::path::Path| {
         let mut t = T::new(crate::config::load(&conf).expect("load").config);
         t.e.config_path = conf.clone();
-        t.e.state_file = Some(state.to_path_buf());
+        t.e.persistence.set_path(state.to_path_buf());
         t.e.set_wall_clock(replay_wall);
         t
     };
@@ -1326,7 +1326,7 @@ async fn an_unrecorded_one_time_sequence_stays_used_across_a_restart() {
     let state = dir.path().join("state.json");
     let start = || {
         let mut t = T::new(crate::config::load(&conf).expect("load").config);
-        t.e.state_file = Some(state.clone());
+        t.e.persistence.set_path(state.clone());
         t
     };
     let mut t = start();
@@ -1409,7 +1409,7 @@ async fn totp_replay_memory_follows_the_secret_across_a_rename() {
     let start = || {
         let mut t = T::new(crate::config::load(&conf).expect("load").config);
         t.e.config_path = conf.clone();
-        t.e.state_file = Some(state.clone());
+        t.e.persistence.set_path(state.clone());
         t.e.set_wall_clock(rename_wall);
         t
     };
@@ -1430,4 +1430,28 @@ async fn totp_replay_memory_follows_the_secret_across_a_rename() {
     t2.knock_seq(b, &spec.ports(step));
     t2.settle().await;
     assert!(t2.exec.ran().is_empty(), "{:?}", t2.lines());
+}
+
+/// The capture filter is built in one place: the engine sends what `capture::filter_for`
+/// builds (and `knockd -t` fits), doors without a sequence included: a disabled door's
+/// `Target` stays a destination the sweep guard watches, in the filter as in the matcher.
+#[tokio::test]
+async fn the_engine_sends_the_one_capture_filter() {
+    let mut c = seed();
+    let mut off = door("off", &[]);
+    let target: IpAddr = "10.99.77.9".parse().expect("ip");
+    off.target = Some(target);
+    c.doors.push(off);
+    let t = T::new(c.clone());
+    let sent = t
+        .filters
+        .lock()
+        .map(|f| f.last().cloned())
+        .ok()
+        .flatten()
+        .expect("a filter");
+    assert_eq!(sent, crate::capture::filter_for(&c.doors, &[], |_| None));
+    assert!(sent.contains("dst host 10.99.77.9"), "{sent}");
+    let checked = crate::capture::filter_doors(&c.doors, |_| None);
+    assert_eq!(checked.len(), 3, "knockd -t fits the same doors");
 }

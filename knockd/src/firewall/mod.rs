@@ -10,8 +10,9 @@
 //! # Plugging in a backend
 //!
 //! Implement [`Firewall`] (see [`iptables::IptablesRestore`], [`nftables::NftFirewall`] and
-//! the recording [`fake::RecordingFirewall`]) and pass it to [`crate::engine::Engine::new`]
-//! (or, for `Firewall = nftables`, `Engine::with_nft_firewall`):
+//! the recording [`fake::RecordingFirewall`]) and pass it to the daemon as
+//! [`crate::serve::Deps`]`::firewall` (`Firewall = iptables`) or `nft_firewall`
+//! (`Firewall = nftables`), e.g. `Arc::new(MyBackend::new(...))`:
 //!
 //! - `apply` receives a non-empty batch and returns **one [`OpOutcome`] per op, in order**.
 //!   It runs on the queue's task: it may take as long as it needs (the engine is not waiting),
@@ -157,12 +158,6 @@ pub enum OpOutcome {
     Absent,
     /// Not done; the backend's message (the program's stderr, a time-out...).
     Failed(String),
-}
-
-impl OpOutcome {
-    pub fn is_failed(&self) -> bool {
-        matches!(self, OpOutcome::Failed(_))
-    }
 }
 
 /// A firewall backend for native doors. See the module documentation for the contract.

@@ -4,7 +4,7 @@
 
 use super::tests::{door, ip, syn, Run, DST};
 use super::*;
-use crate::engine::totp::window;
+use crate::config::totp::window;
 use knock_ipc::totp::Spec;
 
 const SYN: u8 = flag::SYN;

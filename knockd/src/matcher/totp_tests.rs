@@ -3,7 +3,7 @@
 
 use super::tests::{ip, Run};
 use super::*;
-use crate::engine::totp::window;
+use crate::config::totp::window;
 use knock_ipc::totp::Spec;
 
 fn spec() -> Spec {

@@ -1,107 +1,19 @@
-//! Persisting the grant ledger, and taking it over at start.
+//! Taking over a previous run's state at start: its memories (replay memory of TOTP doors,
+//! unrecorded one-time sequences), then its grants, checked against the config and the
+//! firewall (the state file is data: nothing in it runs unchecked).
 
-use super::{Engine, TaskKind};
+use super::messages::TaskKind;
+use super::Engine;
 use crate::action::{self, Action, Executor, Outcome};
-use crate::config::Command6;
+use crate::config::{self, Command6};
 use crate::firewall::nftables::side as nft_side;
 use crate::firewall::Op;
-use crate::grants::{Close, Grant, GrantId};
+use crate::grants::{Close, GrantId};
 use crate::knocklog::LogSink;
 use crate::state::{self, SavedGrant, SavedOneTime, SavedReplay};
-use crate::statewriter::{Change, StateWriter};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 impl<E: Executor, L: LogSink> Engine<E, L> {
-    /// The saved form of a grant (wall-clock deadline).
-    fn saved(g: &Grant, now: Instant, wall: SystemTime) -> SavedGrant {
-        SavedGrant {
-            door: g.door.clone(),
-            addr: g.addr,
-            opened: g.opened.clone(),
-            opened_at_unix_ms: state::unix_ms(g.opened_at),
-            expires_at_unix_ms: g
-                .expires
-                .map(|t| state::unix_ms(wall + t.saturating_duration_since(now))),
-            close: g.close.clone(),
-            refreshes: g.refreshes,
-            closing: g.closing.is_some(),
-            close_error: g.closing.as_ref().and_then(|c| c.last_error.clone()),
-        }
-    }
-
-    fn writer(&mut self) -> Option<StateWriter> {
-        let path = self.state_file.clone()?;
-        let errors = self.state_errors_tx.clone();
-        Some(
-            self.state_writer
-                .get_or_insert_with(|| StateWriter::start(path, errors))
-                .clone(),
-        )
-    }
-
-    /// Hand what changed in the ledger to the state writer (O(changes); the writer coalesces
-    /// and writes off this task). Write errors it reported since are logged here.
-    pub fn persist(&mut self) {
-        while let Ok(e) = self.state_errors_rx.try_recv() {
-            let msg = format!("error: {e}");
-            self.line(&msg);
-        }
-        let dirty = self.ledger.take_dirty();
-        let Some(w) = self.writer() else {
-            return;
-        };
-        // The memories go in the same send as the grants: an open that waits for its record
-        // (write-ahead) also waits for the replay memory of the step that opened it.
-        let mut changes = self.memory_changes(false);
-        if dirty.is_empty() && changes.is_empty() {
-            return;
-        }
-        // A memory that changed is on disk within a few ms (not the coalescing window), so a
-        // crash right after an open does not forget what it opened for.
-        let hurry = !changes.is_empty();
-        let now = super::now();
-        let wall = SystemTime::now();
-        changes.extend(dirty.into_iter().map(|id| match self.ledger.get(id) {
-            Some(g) => Change::Upsert(id, Box::new(Self::saved(g, now, wall))),
-            None => Change::Remove(id),
-        }));
-        w.send(changes);
-        if hurry {
-            w.hurry();
-        }
-    }
-
-    /// The memory sections that changed since they were last sent (all of them when `all`).
-    fn memory_changes(&mut self, all: bool) -> Vec<Change> {
-        let mut changes = Vec::new();
-        let generation = self.matcher.replay_generation();
-        if all || generation != self.replay_sent {
-            self.replay_sent = generation;
-            changes.push(Change::Replay(self.saved_replay()));
-        }
-        if all || self.otp_dirty {
-            self.otp_dirty = false;
-            changes.push(Change::OneTime(self.saved_one_time()));
-        }
-        changes
-    }
-
-    /// One-time sequences used but not recorded, as the state file holds them.
-    fn saved_one_time(&self) -> Vec<SavedOneTime> {
-        self.used_otp
-            .iter()
-            .take(state::MAX_MEMORY_ENTRIES)
-            .map(|(file, seq)| SavedOneTime {
-                file: file.clone(),
-                sequence: seq
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            })
-            .collect()
-    }
-
     /// Take over a previous run's state file: its memories (replay memory of TOTP doors,
     /// unrecorded one-time sequences), then its grants.
     pub async fn restore_all(
@@ -114,11 +26,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     /// The memories of a state file (call before the grants' restore, which writes the file
-    /// back with them). Entries are checked before they count (see `remember_replays` and
+    /// back with them). Entries are checked before they count (see `TotpClock::remember_replays` and
     /// `restore_used_otp`).
     pub fn restore_memory(&mut self, replay: Vec<SavedReplay>, one_time: Vec<SavedOneTime>) {
         let offered = replay.len();
-        let taken = self.remember_replays(replay);
+        let taken = self
+            .totp
+            .remember_replays(&self.config, &mut self.matcher, replay);
         if offered > 0 {
             let msg = format!(
                 "replay memory: {taken} of {offered} TOTP step(s) from the state file still in their window"
@@ -128,27 +42,42 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.restore_used_otp(one_time);
     }
 
-    /// Persist now and return what resolves once that is on disk (`true`) or its write failed
-    /// (`false`: the open that waits is refused). None: no state file.
-    pub(super) fn state_barrier(
-        &mut self,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> {
-        self.persist();
-        self.state_writer
-            .as_ref()
-            .map(|w| Box::pin(w.barrier()) as std::pin::Pin<Box<_>>)
-    }
-
-    /// Persist and wait until the state file is written (clean shutdown).
-    pub async fn flush_state(&mut self) {
-        self.persist();
-        if let Some(w) = self.writer() {
-            w.flush().await;
+    /// At start: one-time sequences a previous run used but could not record in their file
+    /// (from the state file). Each one whose file still lists it unused is remembered; a
+    /// door whose current line is one of them gets it recorded now, or stays disabled while
+    /// its file cannot be rewritten. Fail closed: a used line never opens again, across
+    /// restarts too. Entries already recorded (or removed from their file) are forgotten.
+    fn restore_used_otp(&mut self, saved: Vec<SavedOneTime>) {
+        self.persistence.restore_unrecorded(saved, &mut self.events);
+        if !self.persistence.has_unrecorded() {
+            return;
         }
-        while let Ok(e) = self.state_errors_rx.try_recv() {
-            let msg = format!("error: {e}");
-            self.line(&msg);
+        let mut config = std::mem::take(&mut self.config);
+        let before: Vec<(usize, Vec<config::Step>)> = config
+            .doors
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.one_time_sequences.is_some())
+            .map(|(i, d)| (i, d.sequence.clone()))
+            .collect();
+        self.persistence
+            .record_used(std::sync::Arc::make_mut(&mut config), &mut self.events);
+        self.config = config;
+        for (i, old) in before {
+            let seq = self.config.doors[i].sequence.clone();
+            if seq != old {
+                let name = self.config.doors[i].name.clone();
+                let msg = if seq.is_empty() {
+                    format!("door {name}: its current one-time sequence was used before the restart and is not recorded yet --> door disabled")
+                } else {
+                    format!("door {name}: recorded the one-time sequence used before the restart")
+                };
+                self.line(&msg);
+                self.matcher
+                    .set_sequence(i, (!seq.is_empty()).then_some(seq));
+            }
         }
+        self.update_filter();
     }
 
     /// Take over the grants of a previous run: close those past their deadline, forget those
@@ -354,19 +283,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             }
         }
         // The file now reflects what this run owns (grants dropped above leave it).
-        self.ledger.take_dirty();
-        let now = super::now();
-        let wall = SystemTime::now();
-        let all = self
-            .ledger
-            .list()
-            .into_iter()
-            .map(|g| (g.id, Self::saved(g, now, wall)))
-            .collect();
-        if let Some(w) = self.writer() {
-            let mut changes = vec![Change::Reset(all)];
-            changes.extend(self.memory_changes(true));
-            w.send(changes);
-        }
+        self.persistence
+            .reset(&mut self.ledger, &self.config, &self.matcher);
     }
 }

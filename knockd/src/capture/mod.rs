@@ -1,6 +1,10 @@
-//! Packet capture on its own thread: libpcap with a kernel BPF filter → decode → bounded
-//! channel to the engine. Filter updates arrive on a std channel and are applied between
-//! reads. Nothing here waits on the engine's commands.
+//! Packet capture: the capture thread (here), its [`pacer`], the capture filter's text
+//! ([`filter`]) and fitting it to what libpcap and the kernel take ([`bpf`]). What the filter
+//! is built from is decided in one place: [`filter_for`].
+//!
+//! The thread: libpcap with a kernel BPF filter → decode → bounded channel to the engine.
+//! Filter updates arrive on a std channel and are applied between reads. Nothing here waits on
+//! the engine's commands.
 //!
 //! Packets are handed over in batches: the thread drains everything the kernel ring holds
 //! without blocking and sends it as one message (at most [`MAX_BATCH`]). Under a flood that is
@@ -8,18 +12,26 @@
 //! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
 //! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
 //! over as soon as it arrives, with no batching delay; under a flood (above
-//! [`crate::pacer::BUSY_PPS`]) the thread pauses a millisecond after each batch so that the
-//! next read takes tens of packets at once.
+//! [`pacer::BUSY_PPS`]) the thread pauses a millisecond after each batch so that the next read
+//! takes tens of packets at once.
 
+pub mod bpf;
+pub mod filter;
+pub mod pacer;
+
+use crate::config::model::{Door, Proto, Step};
 use crate::packet::{decode, LinkType, Packet};
+use knock_ipc::totp::Spec;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::borrow::Cow;
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Largest batch sent to the engine at once.
 pub const MAX_BATCH: usize = 1024;
@@ -27,6 +39,56 @@ pub const MAX_BATCH: usize = 1024;
 /// `QUEUE_BATCHES * MAX_BATCH` packets. When it is full the capture thread waits, the kernel
 /// ring fills and the kernel drops (counted in `knockctl status`), instead of seconds of queue.
 pub const QUEUE_BATCHES: usize = 16;
+
+/// The doors the capture filter is built from, with `step(i)` the current step of rotating
+/// door `i` (None: unknown, or not a rotating door). Every door counts: one without a sequence
+/// adds no knock clause, but its `Target` is a destination the sweep guard watches, as in the
+/// matcher. A rotating door has no static sequence: it stands for the ports of its accepted
+/// steps (none while its step is unknown).
+pub fn filter_doors(doors: &[Door], step: impl Fn(usize) -> Option<u64>) -> Cow<'_, [Door]> {
+    if !doors.iter().any(|d| d.totp.is_some()) {
+        return Cow::Borrowed(doors);
+    }
+    Cow::Owned(
+        doors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut d = d.clone();
+                if let Some(spec) = &d.totp {
+                    d.sequence = step(i).map(|s| window_steps(spec, s)).unwrap_or_default();
+                }
+                d
+            })
+            .collect(),
+    )
+}
+
+/// The ports the capture filter needs for a TOTP door at `step`: those of its accepted steps,
+/// and of the two steps just outside them (to notice a client's clock skew, see
+/// [`crate::skew`]).
+fn window_steps(spec: &Spec, step: u64) -> Vec<Step> {
+    let skewed = crate::skew::OFFSETS
+        .iter()
+        .filter_map(|&o| step.checked_add_signed(o))
+        .flat_map(|s| spec.ports(s))
+        .map(|port| Step {
+            port,
+            proto: Proto::Tcp,
+        });
+    crate::config::totp::window(spec, step)
+        .into_iter()
+        .flat_map(|(_, seq)| seq)
+        .chain(skewed)
+        .collect()
+}
+
+/// The capture filter expression for `doors` (see [`filter_doors`]) on an interface with
+/// addresses `local`: the one function that builds it, for the engine (start, reload, address
+/// change, step boundary), a reload's preparation and `knockd -t`.
+pub fn filter_for(doors: &[Door], local: &[IpAddr], step: impl Fn(usize) -> Option<u64>) -> String {
+    bpf::expression(&filter_doors(doors, step), local)
+}
 
 /// From the capture thread to the engine.
 #[derive(Debug)]
@@ -37,10 +99,10 @@ pub enum CaptureMsg {
     Error(String),
 }
 
-/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
 /// How long a read waits before checking for filter updates and shutdown.
 const POLL_MS: u16 = 200;
 
+/// Kernel-side counters from `pcap_stats`, refreshed about once a second.
 #[derive(Debug, Default)]
 pub struct CaptureStats {
     pub received: AtomicU64,
@@ -133,6 +195,46 @@ pub fn filter_channel() -> std::io::Result<(
     ))
 }
 
+/// How long `reload` waits for the capture thread to install the new filter.
+const FILTER_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the capture thread reports the filters it installed, so `reload` can answer only
+/// once the new filter is in place (a knock sent right after it is not lost).
+#[derive(Clone)]
+pub struct FilterProbe {
+    pub sent: Arc<AtomicU64>,
+    pub status: watch::Receiver<FilterStatus>,
+}
+
+impl FilterProbe {
+    /// A probe for an engine without capture (tests): every filter counts as installed.
+    pub fn inert() -> FilterProbe {
+        let (_tx, status) = watch::channel(FilterStatus {
+            generation: 0,
+            result: Ok(None),
+        });
+        FilterProbe {
+            sent: Arc::new(AtomicU64::new(0)),
+            status,
+        }
+    }
+
+    /// Wait (bounded) until the capture thread has handled the last filter sent; its note
+    /// (coarser filter) or error.
+    pub async fn settled(&mut self) -> Result<Option<String>, String> {
+        let want = self.sent.load(Ordering::SeqCst);
+        let wait = self.status.wait_for(|s| s.generation >= want);
+        match tokio::time::timeout(FILTER_WAIT, wait).await {
+            Ok(Ok(s)) => s.result.clone(),
+            Ok(Err(_)) => Err("the capture thread has stopped".into()),
+            Err(_) => Err(format!(
+                "the capture thread did not install the new filter within {} s",
+                FILTER_WAIT.as_secs()
+            )),
+        }
+    }
+}
+
 pub struct Capture {
     iface: String,
     cap: pcap::Capture<pcap::Active>,
@@ -195,13 +297,13 @@ impl Capture {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("capture".into())
-            .stack_size(crate::bpf::COMPILE_STACK)
+            .stack_size(bpf::COMPILE_STACK)
             .spawn(move || self.run(filters, tx, stats))
     }
 
     /// Fit and install filter generation `g`; report what happened on the status watch.
     fn install(&mut self, g: u64, expr: &str, status: &tokio::sync::watch::Sender<FilterStatus>) {
-        let result = match crate::bpf::fit_expr(expr, 0, pcap::Linktype(self.dlt)) {
+        let result = match bpf::fit_expr(expr, 0, pcap::Linktype(self.dlt)) {
             Ok(fitted) => match self.cap.filter(&fitted.expr, true) {
                 Ok(()) => {
                     if let Some(n) = fitted.note() {
@@ -216,7 +318,7 @@ impl Capture {
         let result = result.or_else(|e| {
             // Never stay blind or on a stale filter: capture every TCP/UDP packet instead.
             tracing::error!("{e}; capturing every TCP and UDP packet instead");
-            match self.cap.filter(crate::bpf::ANY_KNOCK, true) {
+            match self.cap.filter(bpf::ANY_KNOCK, true) {
                 Ok(()) => Ok(Some(format!(
                     "warning: {e}; capturing every TCP and UDP packet instead"
                 ))),
@@ -237,7 +339,7 @@ impl Capture {
     ) {
         let mut last_stats = Instant::now();
         let mut batch = Vec::with_capacity(64);
-        let mut pacer = crate::pacer::Pacer::default();
+        let mut pacer = pacer::Pacer::default();
         loop {
             if let Some((g, f)) = filters.latest() {
                 self.install(g, &f, &filters.status);
@@ -299,7 +401,7 @@ impl Capture {
                 if tx.blocking_send(CaptureMsg::Batch(full, now)).is_err() {
                     return;
                 }
-                // Under a flood, let packets pile up for a moment (crate::pacer).
+                // Under a flood, let packets pile up for a moment (see pacer).
                 if let Some(pause) = pacer.after_batch(n, now) {
                     std::thread::sleep(pause);
                 }

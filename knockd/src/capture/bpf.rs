@@ -1,6 +1,6 @@
 //! Fitting the capture filter to what libpcap can compile and the kernel can hold.
 //!
-//! [`crate::filter::build`] writes the exact filter (per door, address family and flags). With
+//! [`crate::capture::filter::build`] writes the exact filter (per door, address family and flags). With
 //! thousands of doors that expression is too big: libpcap's code generator and optimizer
 //! recurse once per term (1,600 doors × 3 knocks overflowed a thread's default 2 MiB stack),
 //! the optimizer is super-linear, and the kernel refuses classic BPF programs longer than
@@ -135,20 +135,21 @@ pub fn coarse_note(doors: &[Door]) -> Option<String> {
 }
 
 /// The filter expression the engine hands to the capture thread: the exact one from
-/// [`crate::filter::build`], or for large configs the coarse [`ports_filter_of`] (cheap to
+/// [`crate::capture::filter::build`], or for large configs the coarse [`ports_filter_of`] (cheap to
 /// build: the exact text of 100,000 doors took seconds on the engine task).
 pub fn expression(doors: &[Door], local: &[IpAddr]) -> String {
     if is_large(doors) {
         ports_filter_of(doors)
     } else {
-        crate::filter::build(doors, local)
+        crate::capture::filter::build(doors, local)
     }
 }
 
-/// Choose and compile the filter for `doors` (those with a sequence) on a capture of link type
+/// Choose and compile the filter for `doors` ([`super::filter_doors`]) on a capture of link type
 /// `link` whose interface has addresses `local`, as the capture thread will.
 pub fn fit(doors: &[Door], local: &[IpAddr], link: pcap::Linktype) -> Result<Fitted, FitError> {
-    let mut f = fit_expr(&expression(doors, local), doors.len(), link)?;
+    let knockable = doors.iter().filter(|d| !d.sequence.is_empty()).count();
+    let mut f = fit_expr(&expression(doors, local), knockable, link)?;
     if let Some(why) = too_many_tests(doors) {
         if f.level == Level::Exact {
             f.level = Level::Ports;
@@ -315,7 +316,7 @@ fn coarse(per_proto: Vec<(&str, Vec<(u16, u16)>)>, sweep: bool) -> String {
         parts.push(format!("({})", tests.join(" or ")));
     }
     if parts.is_empty() {
-        return crate::filter::MATCH_NOTHING.to_string();
+        return super::filter::MATCH_NOTHING.to_string();
     }
     parts.push(IPV6_EXT.to_string());
     if sweep {
@@ -439,7 +440,7 @@ mod tests {
         assert!(coarse_note(&small).is_none());
         assert_eq!(
             expression(&small, &local()),
-            crate::filter::build(&small, &local())
+            crate::capture::filter::build(&small, &local())
         );
     }
 
@@ -448,7 +449,7 @@ mod tests {
         let doors: Vec<Door> = (0..10).map(|i| door(i, 3)).collect();
         let f = fit(&doors, &local(), pcap::Linktype::ETHERNET).unwrap();
         assert_eq!(f.level, Level::Exact);
-        assert_eq!(f.expr, crate::filter::build(&doors, &local()));
+        assert_eq!(f.expr, crate::capture::filter::build(&doors, &local()));
         assert!(f.note().is_none());
     }
 
