@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(packet config frame state otp knock_args)
+    TARGETS=(packet config frame state otp knock_args spa)
 fi
 case "$SECONDS_EACH" in ''|*[!0-9]*) echo "fuzz.sh: --seconds takes a whole number" >&2; exit 2 ;; esac
 

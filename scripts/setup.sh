@@ -21,6 +21,7 @@ PACKAGES=(
     groff-base      # man page checks
     pkg-config
     build-essential
+    python3-nacl    # test-only: the SPA packet vectors cross-checked against libsodium
 )
 
 say() { printf '[setup] %s\n' "$*"; }

@@ -16,6 +16,7 @@
 //! | [`state`] | state file text | no panic, save/load round trip |
 //! | [`otp`] | one-time sequences file | no panic, result is a valid sequence |
 //! | [`knock_args`] | NUL-separated argv of `knock` | no panic, port specs round trip |
+//! | [`spa`] | SPA packet, body or key file | no panic, no allocation, every change of a valid packet refused, round trips |
 
 pub mod alloc;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod knock_args;
 pub mod otp;
 pub mod packet;
+pub mod spa;
 pub mod state;
 
 /// A target's check: panics when an invariant breaks.
@@ -36,4 +38,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("state", state::check),
     ("otp", otp::check),
     ("knock_args", knock_args::check),
+    ("spa", spa::check),
 ];

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod codec;
 pub mod protocol;
+pub mod spa;
 pub mod totp;
 
 pub use client::{connect_socket, BoxStream, Client, ClientError, Stream, Subscription};

@@ -12,7 +12,10 @@
 //! - `sequence`: one source knocks the whole sequence (7000, 8000, 9000 → Open) among the
 //!   `live` others: the legitimate client.
 //!
-//! Time is an input: every knock uses the same `Instant`, so nothing expires.
+//! Every defence of the daemon's defaults is on: the sweep guard, eviction tiers, network
+//! shares, door shares, and a rotating (TOTP) door beside the static one (its window set as
+//! the engine sets it). Time is an input: every knock uses the same `Instant`, so nothing
+//! expires.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,6 +29,47 @@ use knockd::packet::Packet;
 const SEQUENCE: [u16; 3] = [7000, 8000, 9000];
 const DST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1));
 const LIVE: [usize; 2] = [1, 100_000];
+
+/// A rotating door whose window holds the steps around `STEP` (ports 10000-59999).
+fn totp_door() -> DoorRule {
+    DoorRule {
+        sequence: Vec::new(),
+        seq_timeout: Duration::from_secs(5),
+        tcp_flags: TcpFlags::default(),
+        target: None,
+        enabled: true,
+        sweep_guard: true,
+        replay_guard: true,
+        replay_key: 1,
+    }
+}
+
+const STEP: u64 = 59_000_000;
+
+fn window() -> Vec<(u64, Vec<Step>)> {
+    let spec = knock_ipc::totp::Spec {
+        secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+        step_secs: 30,
+        knocks: 4,
+        lo: 10000,
+        hi: 59999,
+        exclude: Vec::new(),
+    };
+    [STEP, STEP - 1, STEP + 1]
+        .into_iter()
+        .map(|step| {
+            let seq = spec
+                .ports(step)
+                .into_iter()
+                .map(|port| Step {
+                    port,
+                    proto: Proto::Tcp,
+                })
+                .collect();
+            (step, seq)
+        })
+        .collect()
+}
 
 fn door() -> DoorRule {
     DoorRule {
@@ -69,7 +113,8 @@ fn syn(src: IpAddr, sport: u16, dport: u16) -> Packet {
 /// A matcher with `live` attempts (sources 0..live, one first knock each) and room for
 /// `cap` attempts.
 fn filled(live: usize, cap: usize, now: Instant) -> Matcher {
-    let mut m = Matcher::new(vec![door()], cap);
+    let mut m = Matcher::new(vec![door(), totp_door()], cap);
+    m.set_variants(1, window());
     let mut out = Vec::new();
     for n in 0..live as u64 {
         m.on_packet(&syn(source(n), 1024, SEQUENCE[0]), now, &mut out);

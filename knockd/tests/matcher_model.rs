@@ -2,7 +2,8 @@
 //! obviously correct reference (a list of attempts scanned linearly, nothing clever), driven
 //! together with the real `Matcher` on random doors and random packet streams from a few
 //! sources over random times. Both must produce exactly the same events (stages, opens,
-//! resets, timeouts, evictions by network share and table size, refusals, the sweep guard's
+//! resets, timeouts, evictions by network share and table size, refusals (door shares of
+//! advanced attempts included), the sweep guard's
 //! scanners and swept attempts, rotating (TOTP) doors' variants and replay refusals) in the
 //! same order, and list the same attempts.
 //!
@@ -235,6 +236,18 @@ impl Model {
                 // Rule 2: a flow that already counted is ignored.
                 return Outcome::Repeat;
             } else if seq[stage] == step {
+                // Rule 5: a door holds at most half of what the other doors' advanced
+                // attempts leave of the table; a knock that would advance one more is refused
+                // and ends the attempt.
+                if stage + 1 == 2 && stage + 1 < of && !self.room_to_advance(door) {
+                    self.remove(i);
+                    out.push(MatchEvent::Refused {
+                        src,
+                        door,
+                        reason: Refusal::DoorShare,
+                    });
+                    return Outcome::Counted;
+                }
                 let a = &mut self.attempts[i];
                 a.stage += 1;
                 a.flows.push((p.sport, p.dport));
@@ -246,31 +259,7 @@ impl Model {
                 });
                 if stage + 1 == of {
                     self.remove(i);
-                    // TOTP doors: a variant opens for one source only, on every door that
-                    // shares the secret (replay key).
-                    let doors = &self.doors;
-                    let first = self
-                        .used
-                        .iter()
-                        .find(|((d, v), _)| {
-                            *v == variant
-                                && doors[*d].replay_guard
-                                && doors[*d].replay_key == rule.replay_key
-                        })
-                        .map(|(_, s)| *s);
-                    if rule.replay_guard && first.is_some_and(|f| f != src) {
-                        out.push(MatchEvent::Refused {
-                            src,
-                            door,
-                            reason: Refusal::Replay,
-                        });
-                        return Outcome::Counted;
-                    }
-                    let recorded = self.used.iter().any(|(k, _)| *k == (door, variant));
-                    if rule.replay_guard && !recorded {
-                        self.used.push(((door, variant), src));
-                    }
-                    out.push(MatchEvent::Open { src, door });
+                    self.complete(&rule, door, variant, src, out);
                 }
                 return Outcome::Counted;
             } else {
@@ -284,6 +273,63 @@ impl Model {
                 });
             }
         }
+        self.first_knock(&rule, door, step, p, now, out)
+    }
+
+    fn room_to_advance(&self, door: usize) -> bool {
+        let advanced = |mine: bool| {
+            self.attempts
+                .iter()
+                .filter(|a| a.stage >= 2 && (a.door == door) == mine)
+                .count()
+        };
+        let cap = self.settings.max_attempts.max(1);
+        advanced(true) < (cap.saturating_sub(advanced(false)) / 2).max(1)
+    }
+
+    /// A sequence completed: it opens, unless a rotating door's variant already opened for
+    /// another source (on any door sharing the secret, the replay key).
+    fn complete(
+        &mut self,
+        rule: &DoorRule,
+        door: usize,
+        variant: u64,
+        src: IpAddr,
+        out: &mut Vec<MatchEvent>,
+    ) {
+        let doors = &self.doors;
+        let first = self
+            .used
+            .iter()
+            .find(|((d, v), _)| {
+                *v == variant && doors[*d].replay_guard && doors[*d].replay_key == rule.replay_key
+            })
+            .map(|(_, s)| *s);
+        if rule.replay_guard && first.is_some_and(|f| f != src) {
+            out.push(MatchEvent::Refused {
+                src,
+                door,
+                reason: Refusal::Replay,
+            });
+            return;
+        }
+        let recorded = self.used.iter().any(|(k, _)| *k == (door, variant));
+        if rule.replay_guard && !recorded {
+            self.used.push(((door, variant), src));
+        }
+        out.push(MatchEvent::Open { src, door });
+    }
+
+    fn first_knock(
+        &mut self,
+        rule: &DoorRule,
+        door: usize,
+        step: Step,
+        p: &Packet,
+        now: Instant,
+        out: &mut Vec<MatchEvent>,
+    ) -> Outcome {
+        let src = p.src;
         // A first knock of the first (preferred) variant that starts with it.
         let Some((variant, of)) = self.variants[door]
             .iter()
@@ -309,7 +355,7 @@ impl Model {
                 stage: 1,
                 of,
             });
-            out.push(MatchEvent::Open { src, door });
+            self.complete(rule, door, variant, src, out);
             return Outcome::Counted;
         }
         if let Err(reason) = self.make_room(self.net(src), out) {

@@ -270,9 +270,15 @@ impl<L: LogSink> Events<L> {
             MatchEvent::Refused { src, door, reason } => {
                 self.stats.refused += 1;
                 let name = door_name(doors, door);
-                tracing::debug!(%src, door = %name, reason = reason.as_str(), "first knock refused");
+                // A knock that could not advance its attempt, or a first knock.
+                let what = if reason == Refusal::DoorShare {
+                    "knock"
+                } else {
+                    "first knock"
+                };
+                tracing::debug!(%src, door = %name, reason = reason.as_str(), "{what} refused");
                 self.knock_line(now, || {
-                    format!("{src}: {name}: first knock refused: {}", reason.as_str())
+                    format!("{src}: {name}: {what} refused: {}", reason.as_str())
                 });
             }
         }

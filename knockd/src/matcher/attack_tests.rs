@@ -285,12 +285,25 @@ fn eviction_tiers_protect_advanced_attempts() {
         .any(|e| matches!(e, MatchEvent::Evicted { src, .. } if *src == client)));
     r.knock(200, client, 9000);
     assert_eq!(r.opens(), vec![(client, 0)]);
-    // A table of advanced attempts refuses first knocks.
-    let mut r = Run::with_settings(vec![door(&[7000, 8000, 9000], 25)], s);
-    for i in 0..4u8 {
-        r.knock(0, v4(10, 2, 0, i), 7000);
-        r.knock(1, v4(10, 2, 0, i), 8000);
+    // A table of advanced attempts refuses first knocks. One door holds at most half of what
+    // the others leave (2 of 4 here, then 1 and 1), so it takes three doors to fill it.
+    let doors = vec![
+        door(&[7000, 8000, 9000], 25),
+        door(&[7001, 8001, 9001], 25),
+        door(&[7002, 8002, 9002], 25),
+    ];
+    let mut r = Run::with_settings(doors, s);
+    for (i, base) in [7000, 7000, 7000, 7001, 7002].into_iter().enumerate() {
+        let src = v4(10, 2, 0, i as u8);
+        r.knock(0, src, base);
+        r.knock(1, src, base + 1000);
     }
+    assert!(r.events.contains(&MatchEvent::Refused {
+        src: v4(10, 2, 0, 2),
+        door: 0,
+        reason: Refusal::DoorShare
+    }));
+    assert_eq!(r.m.len(), 4);
     r.events.clear();
     r.knock(2, client, 7000);
     assert_eq!(
@@ -478,4 +491,78 @@ fn a_slow_flood_from_many_low_networks_turns_the_table_over_oldest_first() {
     r.knock(300, client, 8000);
     r.knock(301, client, 9000);
     assert_eq!(r.opens(), vec![(client, 0)]);
+}
+
+/// Issue 21 item 4: a forger who knows a public door's first two knocks fills the table with
+/// stage-2 attempts from many networks (ten sources in each of 400 /24s, still knocking while
+/// the client does); a client still opens another static door and a rotating door. That
+/// door holds at most half of the table in advanced attempts: the rest are refused.
+#[test]
+fn one_doors_advanced_attempts_do_not_starve_another_doors_first_knocks() {
+    use crate::config::totp::window;
+    let spec = knock_ipc::totp::Spec {
+        secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+        step_secs: 30,
+        knocks: 4,
+        lo: 10000,
+        hi: 59999,
+        exclude: vec![],
+    };
+    let mut totp = door(&[], 25);
+    totp.replay_guard = true;
+    totp.replay_key = 1;
+    totp.enabled = true;
+    let doors = vec![
+        door(&[7000, 8000, 9000], 25),
+        door(&[1111, 2222, 3333, 4444], 25),
+        totp,
+    ];
+    let mut r = Run::with_settings(doors, Settings::new(1000));
+    r.m.set_variants(2, window(&spec, 1000));
+    let forged = |i: u32| {
+        v4(
+            10,
+            (i / 2560) as u8,
+            ((i / 10) % 256) as u8,
+            (i % 10) as u8 + 1,
+        )
+    };
+    // The forger fills the table: first and second knock from 4,000 sources...
+    let mut sport = 1024u16;
+    let mut forge = |r: &mut Run, from: u32, to: u32, ms: u64| {
+        for i in from..to {
+            for port in [7000, 8000] {
+                sport = sport.wrapping_add(1).max(1024);
+                r.packet(ms, syn(forged(i), sport, port));
+            }
+        }
+    };
+    forge(&mut r, 0, 4000, 0);
+    // And first knocks from 1,000 more.
+    for i in 4000..5000 {
+        r.knock(1, forged(i), 7000);
+    }
+    assert_eq!(r.m.len(), 1000, "the table is full");
+    let advanced = r.m.attempts().iter().filter(|a| a.stage == 2).count();
+    assert_eq!(advanced, 500, "door 0 holds its share of advanced attempts");
+    assert!(r.events.contains(&MatchEvent::Refused {
+        src: forged(3999),
+        door: 0,
+        reason: Refusal::DoorShare
+    }));
+    // The client knocks both doors while the forger keeps going.
+    let client = v4(192, 0, 2, 7);
+    let ports = spec.ports(1000);
+    for (k, port) in [1111, 2222, 3333, 4444].into_iter().enumerate() {
+        let ms = 10 + 10 * k as u64;
+        r.knock(ms, client, port);
+        r.knock(ms, client, ports[k]);
+        forge(&mut r, 5000 + 500 * k as u32, 5500 + 500 * k as u32, ms + 1);
+    }
+    assert_eq!(
+        r.opens(),
+        vec![(client, 1), (client, 2)],
+        "{:?}",
+        &r.events[r.events.len() - 20..]
+    );
 }

@@ -1,8 +1,9 @@
 //! The sweep guard's bookkeeping: per source, the distinct ports it sent new connections to
 //! that were no knock of any of its attempts ("strays"), and the sources being penalised as
-//! scanners. Pure; the matcher decides what a stray is and what ending an attempt means.
+//! scanners. Pure; the matcher decides what a stray is and what ending an attempt means, and
+//! counts each source's watched attempts in its attempt table (one lookup per packet).
 
-use std::collections::{hash_map, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -15,12 +16,8 @@ pub struct SweepGuard {
     penalty: Duration,
     /// Bound on penalised sources remembered (the oldest penalty is forgotten first).
     max_penalised: usize,
-    /// Per source with a guarded attempt: how many it has. Kept small (no stray list inline):
-    /// a flood of first knocks from distinct sources fills this with up to `MaxAttempts`
-    /// entries, and most sources never send a stray.
-    sources: HashMap<IpAddr, u32, ahash::RandomState>,
     /// Distinct stray (protocol, port) keys per watched source that sent any; at most
-    /// `threshold` each. Only sources in `sources`.
+    /// `threshold` each. The matcher forgets a source when its last watched attempt ends.
     strays: HashMap<IpAddr, Vec<u32>, ahash::RandomState>,
     penalised: HashMap<IpAddr, Instant, ahash::RandomState>,
     /// Penalties in the order given: all have the same length, so this is sorted by end.
@@ -34,7 +31,6 @@ impl SweepGuard {
             threshold: threshold.min(MAX_THRESHOLD),
             penalty,
             max_penalised: max_penalised.max(1),
-            sources: HashMap::default(),
             strays: HashMap::default(),
             penalised: HashMap::default(),
             queue: VecDeque::new(),
@@ -53,40 +49,29 @@ impl SweepGuard {
         self.penalty
     }
 
-    /// A guarded attempt of `src` started.
-    pub fn attempt_started(&mut self, src: IpAddr) {
-        *self.sources.entry(src).or_default() += 1;
+    /// Whether any source has strays.
+    pub fn has_strays(&self) -> bool {
+        !self.strays.is_empty()
     }
 
-    /// A guarded attempt of `src` ended (any reason). With none left its strays are forgotten.
-    pub fn attempt_ended(&mut self, src: IpAddr) {
-        if let hash_map::Entry::Occupied(mut e) = self.sources.entry(src) {
-            *e.get_mut() = e.get().saturating_sub(1);
-            if *e.get() == 0 {
-                e.remove();
-                self.forget_strays(src);
-            }
-        }
-    }
-
-    fn forget_strays(&mut self, src: IpAddr) {
+    /// `src` has no watched attempt left: its strays are forgotten.
+    pub fn forget(&mut self, src: IpAddr) {
         if !self.strays.is_empty() {
             self.strays.remove(&src);
         }
     }
 
-    /// Whether `src` has a guarded attempt in progress (only then do strays count).
-    pub fn watching(&self, src: IpAddr) -> bool {
-        self.sources.contains_key(&src)
+    /// Keeps the strays of the sources `watched` says still have a watched attempt (after a
+    /// reload).
+    pub fn retain(&mut self, watched: impl Fn(IpAddr) -> bool) {
+        self.strays.retain(|src, _| watched(*src));
     }
 
-    /// Records a stray new connection of `src` to `port_key`. Returns the number of distinct
-    /// stray ports when that reaches the threshold (the source is a scanner), else `None`.
+    /// Records a stray new connection of `src` (which has a watched attempt) to `port_key`.
+    /// Returns the number of distinct stray ports when that reaches the threshold (the source
+    /// is a scanner), else `None`.
     pub fn stray(&mut self, src: IpAddr, port_key: u32) -> Option<usize> {
         if !self.enabled() {
-            return None;
-        }
-        if !self.sources.contains_key(&src) {
             return None;
         }
         let strays = self.strays.entry(src).or_default();
@@ -109,8 +94,7 @@ impl SweepGuard {
         }
         self.penalised.insert(src, until);
         self.queue.push_back((src, until));
-        self.sources.remove(&src);
-        self.forget_strays(src);
+        self.forget(src);
     }
 
     pub fn is_penalised(&self, src: IpAddr, now: Instant) -> bool {
@@ -133,22 +117,6 @@ impl SweepGuard {
     pub fn penalised_len(&self) -> usize {
         self.penalised.len()
     }
-
-    /// Forget how many attempts each source has (the matcher counts them again after a
-    /// reload or a door change), keeping the strays of sources that still have one:
-    /// call [`SweepGuard::prune`] after counting.
-    pub fn reset_counts(&mut self) {
-        for n in self.sources.values_mut() {
-            *n = 0;
-        }
-    }
-
-    /// Drop sources left without a guarded attempt after [`SweepGuard::reset_counts`].
-    pub fn prune(&mut self) {
-        self.sources.retain(|_, n| *n > 0);
-        let sources = &self.sources;
-        self.strays.retain(|src, _| sources.contains_key(src));
-    }
 }
 
 #[cfg(test)]
@@ -160,17 +128,13 @@ mod tests {
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
     #[test]
-    fn strays_count_only_while_watching_and_distinct() {
+    fn strays_count_distinct_ports_until_forgotten() {
         let mut g = SweepGuard::new(3, Duration::from_secs(60), 10);
-        assert_eq!(g.stray(A, 80), None);
-        g.attempt_started(A);
         assert_eq!(g.stray(A, 80), None);
         assert_eq!(g.stray(A, 80), None);
         assert_eq!(g.stray(A, 443), None);
         assert_eq!(g.stray(A, 22), Some(3));
-        g.attempt_ended(A);
-        assert!(!g.watching(A));
-        g.attempt_started(A);
+        g.forget(A);
         assert_eq!(
             g.stray(A, 1),
             None,
@@ -198,7 +162,6 @@ mod tests {
     #[test]
     fn threshold_zero_is_off() {
         let mut g = SweepGuard::new(0, Duration::from_secs(60), 2);
-        g.attempt_started(A);
         for p in 0..100 {
             assert_eq!(g.stray(A, p), None);
         }

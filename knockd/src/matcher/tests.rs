@@ -352,14 +352,18 @@ fn eviction_picks_the_oldest_across_doors() {
 }
 
 #[test]
-fn churn_keeps_queues_bounded() {
+fn churn_reuses_the_table() {
     let mut r = Run::with_cap(vec![door(&[7000, 8000, 9000], 30)], 100);
     let a = ip(2);
     for i in 0..10_000 {
         r.knock(i, a, 7000); // each one resets and restarts
     }
     assert_eq!(r.m.len(), 1);
-    assert!(r.m.queues[0].len() <= 2 * r.m.live[0] + 65);
+    assert_eq!(r.m.attempts.of_door(0).len(), 1);
+    assert!(
+        r.m.attempts.slot_count() <= 2,
+        "slots of ended attempts are reused"
+    );
 }
 
 #[test]
