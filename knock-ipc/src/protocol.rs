@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +137,9 @@ pub struct Counters {
     pub totp_clock_skew: u64,
     /// Opens refused because the state file could not record them (fail closed).
     pub refused_state_unwritable: u64,
+    /// `Firewall = nftables`: times knockd re-created its table after another program removed
+    /// or changed it (`nft flush ruleset`, `systemctl reload nftables`).
+    pub nft_tables_recreated: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -133,10 +133,16 @@ pub struct Args {
     #[arg(long, value_name = "BACKEND", value_parser = firewall_parser())]
     pub firewall: Option<FirewallKind>,
 
-    /// Remove knockd's nftables table (inet knockd: its grants and the protection of the
-    /// doors' ports) and exit; other tables are not touched
+    /// Remove knockd's nftables table (inet knockd, or NftTable of the config: its grants and
+    /// the protection of the doors' ports) and exit; other tables are not touched. Refused
+    /// while the knockd that owns it runs, or when another knockd's state file owns it
     #[arg(long)]
     pub firewall_cleanup: bool,
+
+    /// With --firewall-cleanup: remove the table even while its knockd runs or when another
+    /// knockd owns it
+    #[arg(long, requires = "firewall_cleanup")]
+    pub force: bool,
 }
 
 fn firewall_parser() -> impl clap::builder::TypedValueParser<Value = FirewallKind> {

@@ -16,6 +16,20 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What the command line sets over the config file (at start, on every reload, and for
+/// `--firewall-cleanup`).
+pub(crate) fn overrides_of(args: &Args) -> config::Overrides {
+    config::Overrides {
+        interface: args.interface.clone(),
+        log_file: args.logfile.clone(),
+        pid_file: args.pidfile.clone(),
+        socket: args.socket.clone(),
+        state_file: args.state_file.clone(),
+        base_dir: std::env::current_dir().ok(),
+        firewall: args.firewall,
+    }
+}
+
 struct PidFile(PathBuf);
 
 impl PidFile {
@@ -85,16 +99,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let mut warnings = startup_warnings(&parsed.warnings);
     let mut config = parsed.config;
     // Command line beats the config file, for every option (also on reload).
-    let overrides = config::Overrides {
-        interface: args.interface.clone(),
-        log_file: args.logfile.clone(),
-        pid_file: args.pidfile.clone(),
-        socket: args.socket.clone(),
-        state_file: args.state_file.clone(),
-        base_dir: std::env::current_dir().ok(),
-        firewall: args.firewall,
-    };
+    let overrides = overrides_of(&args);
     overrides.apply(&mut config.options);
+    // The one table this process ever touches.
+    crate::firewall::nftables::set_table(config.options.nft_table()).map_err(anyhow::Error::msg)?;
     let iface = match &config.options.interface {
         Some(i) => i.clone(),
         None => crate::addrs::default_route_interface().unwrap_or_else(|| "eth0".to_string()),
@@ -137,7 +145,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let kernel = if config.options.firewall == config::FirewallKind::Nftables {
         Some(crate::firewall::nftables::setup::set_up_table(&config)?)
     } else {
-        advice.extend(crate::firewall::nftables::setup::remove_table_of_previous_run());
+        advice.extend(crate::firewall::nftables::setup::remove_table_of_previous_run(&state_file));
         None
     };
     advice.extend(crate::firewall::nftables::setup::firewall_advice(

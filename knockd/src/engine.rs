@@ -118,6 +118,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             capture_stats: None,
             matched: Vec::new(),
         };
+        e.nft.set_spec(&e.config);
         e.rotate_totp(now(), true);
         e.update_filter();
         e
@@ -133,8 +134,21 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     /// The backend for `Firewall = nftables` (default: [`crate::firewall::nftables::NftFirewall`];
     /// a `RecordingFirewall` in tests).
     pub fn with_nft_firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
-        self.nft = NftSide::new(fw);
+        self.nft.set_firewall(fw);
         self
+    }
+
+    /// `Firewall = nftables`: notice at once when another program deletes something of the
+    /// table (`nft flush ruleset`), and re-create it. Without this, a failed element change
+    /// still has the table checked.
+    pub fn watch_nft_table(&self) {
+        if self.config.options.firewall == config::FirewallKind::Nftables {
+            if let Err(e) = self.nft.watch() {
+                tracing::warn!(
+                    "nftables: {e}: a removed table is noticed at the next element change only"
+                );
+            }
+        }
     }
 
     /// Command-line settings re-applied over the config file on every reload.
@@ -297,9 +311,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         match c {
             Control::ReloadLoaded(prepared, reply) => {
                 let r = self.reload_prepared(*prepared);
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                }
+                self.answer_reload(r, reply);
             }
             Control::Snapshot(reply) => {
                 let _ = reply.send(crate::reload::Snapshot {
@@ -346,15 +358,57 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// What the nftables side's tasks send back.
     fn on_nft(&mut self, ev: nft_side::NftEvent) {
+        use nft_side::NftEvent;
+        let table = crate::firewall::nftables::table();
         match ev {
-            nft_side::NftEvent::Listed(v) => self.on_kernel_view(v),
-            nft_side::NftEvent::TableUpdated(Ok(())) => {}
-            nft_side::NftEvent::TableUpdated(Err(e)) => {
-                self.events.stats.commands_failed += 1;
-                let msg = format!("error: cannot update table inet knockd: {e}");
-                self.line(&msg);
+            NftEvent::Listed(v) => self.on_kernel_view(v),
+            NftEvent::TableUpdated(r) => {
+                let failed = r.err().map(|e| {
+                    format!("table inet {table} could not be updated (the configuration is in force, the table is not): {e}")
+                });
+                if let Some(msg) = &failed {
+                    self.events.stats.commands_failed += 1;
+                    let line = format!("error: {msg}");
+                    self.line(&line);
+                }
+                for (reply, warnings) in self.nft.updated() {
+                    let _ = reply.send(match &failed {
+                        None => Ok(warnings),
+                        Some(msg) => Err(vec![msg.clone()]),
+                    });
+                }
             }
+            NftEvent::Touched => self.nft.check(),
+            NftEvent::Checked(r) => {
+                self.nft.checked();
+                match r {
+                    Ok(true) => self.nft_recreated(),
+                    Ok(false) => tracing::debug!("nftables: table inet {table} is whole"),
+                    Err(e) => {
+                        let msg = format!("error: cannot check table inet {table}: {e}");
+                        self.line(&msg);
+                    }
+                }
+            }
+            NftEvent::Recreated => self.nft_recreated(),
         }
+    }
+
+    /// Another program removed the table (or part of it) and the nftables side re-created it:
+    /// put back every open grant's elements with the time it has left, say so once, count it.
+    fn nft_recreated(&mut self) {
+        self.events.stats.nft_tables_recreated += 1;
+        let now = now();
+        let back = nft_side::put_back(&self.ledger, now);
+        let n = back.len();
+        for (door, addr, ops) in back {
+            self.submit_nft(None, &door, addr, messages::TaskKind::Free, ops);
+        }
+        let msg = format!(
+            "warning: table inet {} was removed or changed by another program (nft flush ruleset, systemctl reload nftables?): re-created it, the doors' ports are protected again, and the elements of {n} open grant(s) are back with the time they have left",
+            crate::firewall::nftables::table()
+        );
+        self.line(&msg);
     }
 
     /// Log and count what the matcher reported; open the door it opened.
@@ -385,20 +439,16 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             .iter()
             .filter(|g| g.close.kernel_expires() && g.closing.is_none())
             .count();
-        if kernel > 0 {
+        if kernel > 0 && policy == ShutdownPolicy::Keep {
             let msg = format!(
-                "leaving {kernel} nftables grant(s) to the kernel: they close at their deadline, and table inet knockd keeps the doors' ports closed"
+                "leaving {kernel} nftables grant(s) to the kernel: they close at their deadline, and table inet {} keeps the doors' ports closed",
+                crate::firewall::nftables::table()
             );
             self.line(&msg);
         }
+        // The same for both backends: nftables grants (which always have a deadline) are
+        // closed by `close` and `close-all`, left to the kernel by `keep`.
         for id in self.ledger.ids() {
-            if self
-                .ledger
-                .get(id)
-                .is_some_and(|g| g.close.kernel_expires())
-            {
-                continue;
-            }
             let close = match policy {
                 ShutdownPolicy::Keep => false,
                 ShutdownPolicy::CloseAll => true,

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let result = if let Some(path) = &args.new_totp {
         knockd::oneshot::new_totp(path)
     } else if args.firewall_cleanup {
-        knockd::firewall::nftables::setup::firewall_cleanup()
+        knockd::oneshot::firewall_cleanup(&args)
     } else if args.check_config {
         knockd::oneshot::check_config(&args.config, args.interface.as_deref(), args.firewall)
     } else {

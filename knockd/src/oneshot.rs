@@ -1,6 +1,6 @@
 //! The knockd binary's one-shot commands: `knockd -t` (check the config and the capture
-//! filter as the daemon would run them), `knockd --new-totp FILE`; `--firewall-cleanup` is
-//! [`crate::firewall::nftables::setup::firewall_cleanup`].
+//! filter as the daemon would run them), `knockd --new-totp FILE`, `knockd --firewall-cleanup`
+//! (its work is [`crate::firewall::nftables::setup::firewall_cleanup`]).
 
 use crate::capture::Capture;
 use crate::config::{self, Parsed};
@@ -22,6 +22,12 @@ pub fn load_config(path: &Path) -> anyhow::Result<Parsed> {
             )
         }
     }
+}
+
+/// `knockd --firewall-cleanup [--force]`: remove this config's nftables table.
+pub fn firewall_cleanup(args: &crate::cli::Args) -> anyhow::Result<()> {
+    let overrides = crate::daemon::overrides_of(args);
+    crate::firewall::nftables::setup::firewall_cleanup(&args.config, &overrides, args.force)
 }
 
 /// `knockd --new-totp FILE`: write a fresh TOTP secret file and say what to do with it.
@@ -100,6 +106,7 @@ pub fn check_config(
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
+    let _ = crate::firewall::nftables::set_table(parsed.config.options.nft_table());
     match crate::firewall::nftables::setup::firewall_check(&parsed.config.options) {
         Ok(advice) => report.warnings.extend(advice),
         Err(e) => report.ruleset_unread(&e),

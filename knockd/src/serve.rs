@@ -134,6 +134,7 @@ pub async fn serve<E: Executor, L: LogSink + 'static>(
     }
     if let Some((_, iface, only_ipv4, _, _)) = &live {
         engine = engine.with_capture(vec![iface.clone()], stats.clone());
+        engine.watch_nft_table();
         // Addresses first, so the first filter already names them.
         let addrs = crate::addrs::of_interface(iface, *only_ipv4);
         engine.on_control(Control::LocalAddrs(addrs));

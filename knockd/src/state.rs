@@ -272,6 +272,30 @@ pub struct StateLock {
     _file: std::fs::File,
 }
 
+/// The PID of the knockd holding `path`'s lock, if one does (0: a holder that wrote no PID).
+/// Creates nothing: no lock file, no holder.
+pub fn holder(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .ok()?;
+    #[allow(deprecated)] // released when `file` closes, at the end of this function.
+    let free = nix::fcntl::flock(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FlockArg::LockSharedNonblock,
+    )
+    .is_ok();
+    if free {
+        return None;
+    }
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    Some(pid.trim().parse().unwrap_or(0))
+}
+
 /// Take the state file's lock (see [`StateLock`]).
 pub fn lock(path: &Path) -> Result<StateLock, StateError> {
     use std::io::{Read, Seek};

@@ -99,6 +99,44 @@ impl OurKnockd {
         }
     }
 
+    /// A second knockd in the same lab: config, socket and state file named `name.*`, so it
+    /// shares nothing with the first but the interface. Does not wait for it to start.
+    pub fn spawn_named(lab: &Lab, name: &str, conf_text: &str) -> OurKnockd {
+        let conf = lab.write_file(&format!("{name}.conf"), conf_text);
+        let socket = lab.path(&format!("{name}.sock"));
+        let state = lab.path(&format!("{name}.json"));
+        let args: Vec<OsString> = vec![
+            bin("knockd").into(),
+            "-i".into(),
+            SRV_IF.into(),
+            "-c".into(),
+            conf.clone().into(),
+            "--socket".into(),
+            socket.clone().into(),
+            "--state-file".into(),
+            state.into(),
+        ];
+        let daemon = lab.spawn_srv(args);
+        OurKnockd {
+            daemon,
+            conf,
+            socket,
+        }
+    }
+
+    /// [`OurKnockd::spawn_named`], waiting until it listens.
+    pub fn start_named(lab: &Lab, name: &str, conf_text: &str) -> OurKnockd {
+        let knockd = OurKnockd::spawn_named(lab, name, conf_text);
+        assert!(
+            knockd
+                .daemon
+                .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
+            "knockd {name} did not start within {START_TIMEOUT:?}:\n{}",
+            knockd.daemon.log_text()
+        );
+        knockd
+    }
+
     /// Runs `knockctl --socket <its socket> <args>` and returns what it printed.
     pub fn knockctl(&self, args: &[&str]) -> Output {
         Command::new(bin("knockctl"))

@@ -56,6 +56,11 @@ const COUNTERS: &[(&str, &str, &str)] = &[
         "totp_clock_skew",
         "TOTP sequences knocked for a step just outside the accepted window: a client clock off by about two steps (or a late replay).",
     ),
+    (
+        "nft_tables_recreated",
+        "nft_tables_recreated",
+        "Firewall = nftables: times knockd re-created its table after another program removed or changed it (nft flush ruleset).",
+    ),
 ];
 
 /// Refusal counters (`refused`, `refused_<reason>`) form one family labelled by reason.

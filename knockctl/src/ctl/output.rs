@@ -78,7 +78,13 @@ pub fn format_status(status: &Status) -> String {
                 c.refused_pool_full, c.refused_max_grants, c.refused_state_unwritable
             ),
         ),
-        ("", format!("log lines dropped {}", c.log_lines_dropped)),
+        (
+            "",
+            format!(
+                "log lines dropped {}  nftables table re-created {}",
+                c.log_lines_dropped, c.nft_tables_recreated
+            ),
+        ),
         (
             "",
             format!(
@@ -615,6 +621,7 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
                 refused_replay: 2,
                 totp_clock_skew: 1,
                 refused_state_unwritable: 2,
+                nft_tables_recreated: 1,
             },
             firewall: "iptables".into(),
             state_error: None,
@@ -639,7 +646,7 @@ counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
             scanners 0  refused first knocks 0
             TOTP: replays refused 2  clock skew 1
             opens refused: pool full 7  MaxGrants 0  state file unwritable 2
-            log lines dropped 12
+            log lines dropped 12  nftables table re-created 1
             StartRate: busy network 12  queue full 3  displaced 5
 "
         );

@@ -192,12 +192,26 @@ pub struct Options {
     pub nft_mark: Option<u32>,
     /// `MaxClients`: cap on concurrent control connections; None = DEFAULT_MAX_CLIENTS.
     pub max_clients: Option<usize>,
+    /// `NftTable`: the nftables table (family inet) this knockd owns; None = `knockd`.
+    pub nft_table: Option<String>,
 }
 
 /// Packet mark set by `Firewall = nftables` on packets a grant accepts ("KN").
 pub const DEFAULT_NFT_MARK: u32 = 0x4b4e;
 
 impl Options {
+    /// The state file (`StateFile`, `--state-file`, or [`DEFAULT_STATE_FILE`]).
+    pub fn state_file(&self) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE))
+    }
+
+    /// The nftables table (family inet) this knockd owns: `NftTable`, or `knockd`.
+    pub fn nft_table(&self) -> &str {
+        self.nft_table.as_deref().unwrap_or("knockd")
+    }
+
     /// The mark knockd's nftables chain sets on accepted packets, if any.
     pub fn nft_mark(&self) -> Option<u32> {
         match self.nft_mark {

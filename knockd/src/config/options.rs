@@ -4,7 +4,8 @@
 use super::keys::Key;
 use super::model::{FirewallKind, Options, ShutdownPolicy, MAX_SWEEP_THRESHOLD};
 use super::values::{
-    parse_count, parse_mark, parse_timeout, valid_interface_name, MAX_INTERFACE_NAME_LEN,
+    parse_count, parse_mark, parse_table, parse_timeout, valid_interface_name,
+    MAX_INTERFACE_NAME_LEN,
 };
 use std::path::PathBuf;
 
@@ -106,6 +107,7 @@ pub(super) fn apply(o: &mut Options, key: Key, value: &str) -> Result<(), String
                 .ok_or_else(|| format!("invalid Firewall '{value}' (use iptables or nftables)"))?;
         }
         Key::NftMark => o.nft_mark = Some(parse_mark(value)?),
+        Key::NftTable => o.nft_table = Some(parse_table(value)?),
         _ => {}
     }
     Ok(())

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use super::error::ConfigErrors;
 use super::keys::{lookup_key, valid_keys, Key, KeyInfo, Scope};
 use super::model::{
-    Command6, Config, Door, Options, TcpFlags, DEFAULT_CMD_TIMEOUT, DEFAULT_OPEN_CHAIN,
-    DEFAULT_SEQ_TIMEOUT, DEFAULT_SWEEP_THRESHOLD,
+    Command6, Config, Door, FirewallKind, Options, TcpFlags, DEFAULT_CMD_TIMEOUT,
+    DEFAULT_OPEN_CHAIN, DEFAULT_SEQ_TIMEOUT, DEFAULT_SWEEP_THRESHOLD,
 };
 use super::validate::{check_door, Findings};
 use super::values::{
@@ -460,7 +460,8 @@ impl Parser<'_> {
             | Key::NetworkPrefixV4
             | Key::NetworkPrefixV6
             | Key::Firewall
-            | Key::NftMark => {}
+            | Key::NftMark
+            | Key::NftTable => {}
         }
         Ok(())
     }
@@ -478,6 +479,10 @@ impl Parser<'_> {
                 draft.line_of(key)
             });
             otp_lines.push(draft.line_of(Key::OneTimeSequences));
+            if self.options.firewall == FirewallKind::Nftables {
+                let line = draft.line_of(Key::StartCommand).unwrap_or(draft.door.line);
+                self.out.warn_iptables_accept(line, &draft.door);
+            }
             doors.push(draft.door);
         }
         self.out.warn_static_doors();

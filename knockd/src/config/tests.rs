@@ -415,7 +415,7 @@ fn errors_name_line_and_fix() {
         ("[d]\nsequence=1,5,3\nfoo\n", 3, "'foo' is not a directive (write key = value"),
         ("[d]\nsequence\n", 2, "sequence needs a value (write Sequence = ...)"),
         ("[d]\nsequence=1,5,3\n = 5\n", 3, "missing key before '='"),
-        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, StartRate, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients)"),
+        ("[options]\nfoo = 1\n", 2, "unknown key 'foo' in [options] (valid keys: UseSyslog, LogFile, PidFile, Interface, MaxAttempts, Socket, StateFile, OnShutdown, MaxGrants, StartRate, SweepThreshold, SweepPenalty, MaxAttemptsPerNetwork, NetworkPrefixV4, NetworkPrefixV6, Firewall, NftMark, MaxClients, NftTable)"),
         ("[d]\nsequence=1,5,3\nfoo = 1\n", 3, "unknown key 'foo' in door 'd' (valid keys: Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Start_Command, Start_Command_6, Stop_Command, Stop_Command_6, Cmd_Timeout, Target, Open, Open_Chain, SweepGuard, TOTP_File)"),
         ("[d]\nsequence=1,5,3\nLogFile = /x\n", 3, "LogFile belongs in [options], not in door 'd' (move it to [options])"),
         ("[d]\nsequence=1,5,3\nmaxattempts = 5\n", 3, "maxattempts belongs in [options]"),

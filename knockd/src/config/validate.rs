@@ -61,6 +61,38 @@ impl<'a> Findings<'a> {
         }
     }
 
+    /// `Firewall = nftables`: a door whose command adds an iptables ACCEPT rule (knockd 0.8's
+    /// example) lets nobody in on an nftables host with a dropping chain, and its rule never
+    /// goes without a stop command: say so, and what to use instead.
+    pub(super) fn warn_iptables_accept(&mut self, line: usize, door: &Door) {
+        let Some(cmd) = door.start_command.as_deref() else {
+            return;
+        };
+        if !adds_iptables_accept(cmd) {
+            return;
+        }
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        let port = format!(
+            "{}/{}",
+            after("--dport").unwrap_or("PORT"),
+            after("-p").unwrap_or("tcp")
+        );
+        self.warn(
+            line,
+            Some(&door.name),
+            format!(
+                "with Firewall = nftables, its command adds an iptables ACCEPT rule: a native nftables chain that drops (policy drop, ufw or firewalld on nftables) still drops the client, and the rule stays until a stop command removes it. Fix: replace Start_Command/Stop_Command with Open = {port} (knockd's own table, closed by the kernel at Cmd_Timeout)"
+            ),
+        );
+    }
+
     pub(super) fn error(&mut self, line: usize, message: impl Into<String>) {
         self.errors
             .push(ConfigError::new(self.file, line, message.into()));
@@ -74,6 +106,21 @@ impl<'a> Findings<'a> {
             message: message.into(),
         });
     }
+}
+
+/// Does a shell command add an iptables ACCEPT rule (`iptables -A|-I ... -j ACCEPT`)?
+pub(super) fn adds_iptables_accept(cmd: &str) -> bool {
+    cmd.split([';', '&', '|']).any(|part| {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let program = words.iter().any(|w| {
+            let base = w.rsplit('/').next().unwrap_or(w);
+            base.starts_with("iptables") || base.starts_with("ip6tables")
+        });
+        let adds = words
+            .iter()
+            .any(|w| matches!(*w, "-A" | "-I" | "--append" | "--insert"));
+        program && adds && words.contains(&"ACCEPT")
+    })
 }
 
 /// Door-level checks (need every key of the door) and warnings. `line_of` gives the line
@@ -317,7 +364,56 @@ pub(super) fn sweep_strays(ports: &[u16], up: bool) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::sweep_strays;
+    use super::{adds_iptables_accept, sweep_strays};
+
+    #[test]
+    fn iptables_accept_commands_under_nftables_are_named_with_the_fix() {
+        for (cmd, adds) in [
+            (
+                "/sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT",
+                true,
+            ),
+            ("iptables -I INPUT 1 -s %IP% -j ACCEPT", true),
+            (
+                "ip6tables --insert INPUT -s %IP% -j ACCEPT; logger hi",
+                true,
+            ),
+            (
+                "logger x && /usr/sbin/iptables-nft -A INPUT -s %IP% -j ACCEPT",
+                true,
+            ),
+            (
+                "/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT",
+                false,
+            ),
+            ("iptables -A INPUT -s %IP% -j DROP", false),
+            ("nft add element inet filter allow { %IP% }", false),
+        ] {
+            assert_eq!(adds_iptables_accept(cmd), adds, "{cmd}");
+        }
+        let conf = |fw: &str| {
+            format!(
+                "[options]\n Firewall = {fw}\n[openSSH]\n sequence = 7000,8000,9000\n command = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n"
+            )
+        };
+        let warned = |fw: &str| {
+            crate::config::parse(&conf(fw), "k.conf")
+                .expect("valid")
+                .warnings
+                .into_iter()
+                .map(|w| w.to_string())
+                .filter(|w| w.contains("iptables ACCEPT"))
+                .collect::<Vec<_>>()
+        };
+        let w = warned("nftables");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("k.conf:5: warning: door 'openSSH': with Firewall = nftables")
+                && w[0].contains("Open = 22/tcp"),
+            "{w:?}"
+        );
+        assert!(warned("iptables").is_empty());
+    }
 
     #[test]
     fn sweep_strays_table() {

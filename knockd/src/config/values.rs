@@ -318,6 +318,22 @@ pub(super) fn door_name_problem(name: &str) -> Option<String> {
     ))
 }
 
+/// `NftTable = knockd-2`: letters, digits, `_` and `-`, at most 32 bytes.
+pub(super) fn parse_table(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 32
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "invalid NftTable '{value}' (use a name of letters, digits, _ and -, at most 32 characters, such as knockd-2)"
+        ))
+    }
+}
+
 /// `NftMark = 0x4b4e` (hex or decimal), `0`/`off` for none.
 pub(super) fn parse_mark(value: &str) -> Result<u32, String> {
     let v = value.to_ascii_lowercase();

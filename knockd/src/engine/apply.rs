@@ -17,6 +17,7 @@ use knock_ipc as ipc;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Drop `t` on a thread of its own: freeing 100,000 doors' tables (a million small blocks) is
 /// not the engine's work. The thread waits [`RETIRE_DELAY`] first: freeing while the engine
@@ -118,8 +119,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.reopen_log(new.options.log_file.as_deref(), new.options.use_syslog);
         // Switching backends moves every grant between two firewalls while knocks keep
         // coming: only a restart does it (no grant can race the switch then).
-        let (old_fw, new_fw) = (self.config.options.firewall, new.options.firewall);
-        if let Err(problem) = nft_side::switch_refused(old_fw, new_fw, &self.config_path) {
+        if let Err(problem) =
+            nft_side::switch_refused(&self.config.options, &new.options, &self.config_path)
+        {
             return self.reload_failed(vec![problem]);
         }
         let otp_pending = self.persistence.has_unrecorded();
@@ -183,6 +185,28 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         for (door, addr, ops) in r.keep {
             self.submit_nft(None, &door, addr, TaskKind::Free, ops);
         }
+        self.nft.set_spec(&self.config);
         self.nft.update_table(r.script);
+    }
+
+    /// Answer a reload; with nftables, only once its table update ran.
+    pub(super) fn answer_reload(
+        &mut self,
+        r: ReloadResult,
+        reply: Option<oneshot::Sender<ReloadResult>>,
+    ) {
+        let Some(reply) = reply else {
+            return;
+        };
+        match r {
+            Ok(warnings) => {
+                if let Some((reply, warnings)) = self.nft.hold_reply((reply, warnings)) {
+                    let _ = reply.send(Ok(warnings));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 }

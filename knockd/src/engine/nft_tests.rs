@@ -5,6 +5,7 @@ use super::*;
 use crate::config::{flag, Command6, Config, Door, FirewallKind, OpenPort, Proto, Step, TcpFlags};
 use crate::firewall::fake::RecordingFirewall;
 use crate::firewall::nftables::listing::KernelElem;
+use crate::firewall::nftables::side as nft_side;
 use crate::firewall::nftables::Elem;
 use crate::firewall::Op;
 use crate::grants::Close;
@@ -178,21 +179,147 @@ async fn grant_is_an_element_the_kernel_expires() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn revoke_deletes_and_shutdown_leaves_grants_to_the_kernel() {
-    let (mut e, exec, log) = engine();
+async fn revoke_deletes_and_on_shutdown_means_the_same_as_for_iptables() {
+    // close (the default): grants with a deadline are closed at stop; every nftables grant
+    // has one.
+    let (mut e, fw, _log) = engine();
     knock(&mut e);
     settle(&mut e).await;
     e.revoke(CLI, None, now());
     settle(&mut e).await;
-    assert_eq!(ops(&exec), [PUT, REMOVE]);
+    assert_eq!(ops(&fw), [PUT, REMOVE]);
     knock(&mut e);
     settle(&mut e).await;
     e.shutdown().await;
-    assert_eq!(ops(&exec), [PUT, REMOVE, PUT], "shutdown must not remove");
+    assert_eq!(ops(&fw), [PUT, REMOVE, PUT, REMOVE], "OnShutdown = close");
+    // close-all: the same.
+    let mut c = config();
+    c.options.on_shutdown = crate::config::ShutdownPolicy::CloseAll;
+    let (mut e, fw, _log) = engine_with(c);
+    knock(&mut e);
+    settle(&mut e).await;
+    e.shutdown().await;
+    assert_eq!(ops(&fw), [PUT, REMOVE], "OnShutdown = close-all");
+    // keep: left to the kernel, which closes it at its deadline.
+    let mut c = config();
+    c.options.on_shutdown = crate::config::ShutdownPolicy::Keep;
+    let (mut e, fw, log) = engine_with(c);
+    knock(&mut e);
+    settle(&mut e).await;
+    e.shutdown().await;
+    assert_eq!(ops(&fw), [PUT], "OnShutdown = keep");
     assert!(log
         .lines()
         .iter()
-        .any(|l| l.starts_with("leaving 1 nftables grant(s)")));
+        .any(|l| l.starts_with("leaving 1 nftables grant(s) to the kernel")));
+}
+
+/// The next answer of the nftables side's tasks, handled as the engine's loop would.
+async fn next_nft(e: &mut Engine<Exec, MemoryLog>) {
+    let ev = e.nft.recv().await.expect("nftables event");
+    e.on_nft(ev);
+    settle(e).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_table_is_recreated_and_the_open_grants_put_back() {
+    let (mut e, fw, log) = engine();
+    knock(&mut e);
+    settle(&mut e).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // `nft flush ruleset`: the kernel says so; knockd checks, re-creates, puts back.
+    fw.lose_table();
+    e.on_nft(nft_side::NftEvent::Touched);
+    next_nft(&mut e).await;
+    assert_eq!(fw.scripts().len(), 1, "the table is re-created");
+    assert!(
+        fw.scripts()[0].contains("counter drop"),
+        "{:?}",
+        fw.scripts()
+    );
+    assert_eq!(
+        ops(&fw),
+        [PUT, "refresh inet-knockd 22/tcp from 10.99.77.2 (ssh) 20s"],
+        "the grant's element is back with the time it has left"
+    );
+    assert_eq!(e.stats().nft_tables_recreated, 1);
+    let said = log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("was removed or changed by another program"))
+        .count();
+    assert_eq!(said, 1, "{:?}", log.lines());
+    // A notification about a table that is whole changes nothing.
+    e.on_nft(nft_side::NftEvent::Touched);
+    next_nft(&mut e).await;
+    assert_eq!(fw.scripts().len(), 1);
+    assert_eq!(e.stats().nft_tables_recreated, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_against_a_removed_table_recreates_it_and_opens() {
+    let (mut e, fw, _log) = engine();
+    fw.lose_table();
+    knock(&mut e);
+    settle(&mut e).await;
+    next_nft(&mut e).await;
+    // The failed put had the table checked and re-created, then went in: an open grant,
+    // not a closing one retried forever against a missing table.
+    let g = e.ledger().find("ssh", CLI).cloned().expect("grant");
+    assert!(g.closing.is_none(), "{g:?}");
+    assert_eq!(fw.scripts().len(), 1);
+    assert!(fw.rules().iter().any(|r| r.src == CLI && r.port == 22));
+    assert_eq!(e.stats().nft_tables_recreated, 1);
+}
+
+/// A reload request as the control socket sends it: the config read and parsed off the engine.
+fn reload_request(
+    conf: &std::path::Path,
+    tx: oneshot::Sender<crate::reload::ReloadResult>,
+) -> Control {
+    let prepared = crate::reload::Prepared {
+        loaded: config::load(conf),
+        work: None,
+    };
+    Control::ReloadLoaded(Box::new(prepared), Some(tx))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_answers_only_after_its_table_update_and_says_why_it_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("knockd.conf");
+    std::fs::write(
+        &conf,
+        "[options]\n Firewall = nftables\n[ssh]\n sequence = 1111,2222,3333\n open = 2222/tcp\n",
+    )
+    .expect("write");
+    let (mut e, fw, _log) = engine();
+    e.config_path = conf.clone();
+    let (tx, mut rx) = oneshot::channel();
+    e.on_control(reload_request(&conf, tx));
+    assert!(
+        rx.try_recv().is_err(),
+        "answered before the table update ran"
+    );
+    next_nft(&mut e).await;
+    assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+    assert!(fw
+        .scripts()
+        .last()
+        .is_some_and(|s| s.contains("tcp . 2222")));
+    // The update fails: the reload says so, with the reason.
+    fw.fail_on("tcp . 2222");
+    let (tx, mut rx) = oneshot::channel();
+    e.on_control(reload_request(&conf, tx));
+    next_nft(&mut e).await;
+    match rx.try_recv() {
+        Ok(Err(errs)) => assert!(
+            errs.iter()
+                .any(|m| m.contains("could not be updated") && m.contains("injected failure")),
+            "{errs:?}"
+        ),
+        r => panic!("{r:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -453,4 +580,13 @@ async fn list_shows_the_kernels_time_left_and_the_ledger_follows_the_kernel() {
     knock(&mut e);
     let grants = list(&mut e).await;
     assert_eq!(grants.len(), 1, "{:?}", log.lines());
+}
+
+#[tokio::test(start_paused = true)]
+async fn doors_under_nftables_name_no_chain() {
+    let (mut e, _fw, _log) = engine();
+    match e.on_request(ipc::Request::Doors) {
+        ipc::Response::Doors { doors } => assert_eq!(doors[0].action, "open 22/tcp (nftables)"),
+        r => panic!("{r:?}"),
+    }
 }

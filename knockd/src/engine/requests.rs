@@ -17,9 +17,15 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What `knockctl doors` shows of door `d`; `step` is its current TOTP step, `wall` the
-/// TOTP clock (time since the Unix epoch).
-fn door_info(d: &Door, step: Option<u64>, wall: Duration) -> ipc::DoorInfo {
+/// A door as `knockctl doors` shows it; `step` is its current TOTP step, `wall` the TOTP clock
+/// (time since the Unix epoch); `firewall`: the backend of native doors (`open 22/tcp
+/// (INPUT)` with iptables, `open 22/tcp (nftables)` with nftables, which uses no chain).
+fn door_info(
+    d: &Door,
+    step: Option<u64>,
+    wall: Duration,
+    firewall: config::FirewallKind,
+) -> ipc::DoorInfo {
     let mut flags: Vec<String> = Vec::new();
     for (name, bit) in config::flag::NAMES {
         if d.tcp_flags.set & bit != 0 {
@@ -31,7 +37,11 @@ fn door_info(d: &Door, step: Option<u64>, wall: Duration) -> ipc::DoorInfo {
     }
     let action = if !d.open.is_empty() {
         let ports = config::ports_label(d.open.iter().map(|o| (o.port, o.proto)));
-        format!("open {ports} ({})", d.open_chain)
+        let via = match firewall {
+            config::FirewallKind::Iptables => d.open_chain.as_str(),
+            config::FirewallKind::Nftables => "nftables",
+        };
+        format!("open {ports} ({via})")
     } else {
         match (&d.start_command, &d.stop_command) {
             (Some(_), Some(_)) => "command + stop_command".to_string(),
@@ -121,13 +131,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             },
             Request::Doors => {
                 let wall = self.totp.wall();
+                let firewall = self.config.options.firewall;
                 Response::Doors {
                     doors: self
                         .config
                         .doors
                         .iter()
                         .enumerate()
-                        .map(|(i, d)| door_info(d, self.totp.step(i), wall))
+                        .map(|(i, d)| door_info(d, self.totp.step(i), wall, firewall))
                         .collect(),
                 }
             }

@@ -18,6 +18,8 @@ struct Inner {
     listing: Option<Vec<KernelElem>>,
     /// Every table set-up script, in order.
     scripts: Vec<String>,
+    /// Someone removed the table: ops fail until a repair re-creates it.
+    table_gone: bool,
 }
 
 /// Cheap to clone; clones share their rules and records.
@@ -76,6 +78,15 @@ impl RecordingFirewall {
         self.with(|i| i.scripts.clone())
     }
 
+    /// Another program removed the table (`nft flush ruleset`): every op fails until a
+    /// `repair` re-creates it (empty: the rules in force are gone too).
+    pub fn lose_table(&self) {
+        self.with(|i| {
+            i.table_gone = true;
+            i.present.clear();
+        });
+    }
+
     /// Each batch takes this long.
     pub fn set_delay(&self, d: Duration) {
         self.with(|i| i.delay = d);
@@ -87,6 +98,9 @@ impl RecordingFirewall {
                 .iter()
                 .map(|op| {
                     let text = op.to_string();
+                    if i.table_gone {
+                        return OpOutcome::Failed(format!("table is missing: {text}"));
+                    }
                     if i.fail_on.iter().any(|f| text.contains(f.as_str())) {
                         return OpOutcome::Failed(format!("injected failure: {text}"));
                     }
@@ -129,6 +143,17 @@ impl Firewall for RecordingFirewall {
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
         let listing = self.with(|i| i.listing.clone())?;
         Some(Box::pin(async move { Ok(listing) }))
+    }
+
+    fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {
+        let r = self.with(|i| {
+            let gone = std::mem::take(&mut i.table_gone);
+            if gone {
+                i.scripts.push(script);
+            }
+            gone
+        });
+        Box::pin(async move { Ok(r) })
     }
 
     fn set_up(&self, script: String) -> BoxFuture<Result<(), String>> {

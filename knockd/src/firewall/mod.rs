@@ -34,7 +34,8 @@
 //! - `name` appears in logs and `knockctl status`.
 //! - `list` (optional): a backend whose kernel expires rules reads them back, so that
 //!   `knockctl list` shows the kernel's time left and the ledger follows the kernel.
-//! - `set_up` (optional): a backend that owns a table brings it in line with the config.
+//! - `set_up` and `repair` (optional): a backend that owns a table brings it in line with the
+//!   config, and re-creates it when another program removed it.
 
 pub mod fake;
 pub mod iptables;
@@ -160,6 +161,12 @@ pub enum OpOutcome {
     Failed(String),
 }
 
+impl OpOutcome {
+    pub fn is_failed(&self) -> bool {
+        matches!(self, OpOutcome::Failed(_))
+    }
+}
+
 /// A firewall backend for native doors. See the module documentation for the contract.
 pub trait Firewall: Send + Sync + 'static {
     /// Short name for logs (`iptables`, `nftables`).
@@ -176,6 +183,12 @@ pub trait Firewall: Send + Sync + 'static {
     /// table's definition as the backend's own text (one transaction). Default: nothing to do.
     fn set_up(&self, _script: String) -> BoxFuture<Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+    /// Backends that own a table: check it against `script` and, when another program removed
+    /// or changed it (`nft flush ruleset`), re-create it with `script`. Ok(true): re-created
+    /// (the elements it held may be gone). Default: nothing to check.
+    fn repair(&self, _script: String) -> BoxFuture<Result<bool, String>> {
+        Box::pin(async { Ok(false) })
     }
 }
 

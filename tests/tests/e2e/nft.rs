@@ -41,9 +41,16 @@ fn conf(cmd_timeout: u32) -> String {
 
 /// A lab whose server has the host ruleset and listeners on 22 and 8080 (v4 and v6).
 fn lab() -> Lab {
-    let lab = Lab::new();
+    let lab = open_lab();
     let file = lab.write_file("host.nft", HOST_RULESET);
     srv_ok(&lab, &["nft", "-f", file.to_str().expect("utf-8 path")]);
+    lab
+}
+
+/// A lab whose server has listeners on 22 and 8080 and no firewall but knockd's: whatever
+/// knockd's table does not drop connects.
+fn open_lab() -> Lab {
+    let lab = Lab::new();
     for port in [22u16, 8080] {
         let listener = create_in(lab.srv_ns(), || {
             Ok(TcpListener::bind(SocketAddr::from((
@@ -331,13 +338,39 @@ fn nft_advice_cleanup_and_check() {
     k.daemon.kill_term();
     assert!(k.daemon.wait_exit(Duration::from_secs(10)).is_some());
     assert!(table(&lab).contains("chain input"), "{}", table(&lab));
-    let out = lab.srv_exec([bin, "--firewall-cleanup"]);
+    let state = lab.path("state.json");
+    let cleanup = |force: bool| {
+        let mut args = vec![
+            bin.to_string(),
+            "--firewall-cleanup".into(),
+            "-c".into(),
+            conf.to_str().expect("utf-8 path").into(),
+            "--state-file".into(),
+            state.to_str().expect("utf-8 path").into(),
+        ];
+        if force {
+            args.push("--force".into());
+        }
+        lab.srv_exec(args)
+    };
+    let out = cleanup(false);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(table(&lab), "");
     let rest = lab.srv_exec(["nft", "list", "ruleset"]);
     assert!(String::from_utf8_lossy(&rest.stdout).contains("table inet fw"));
     // Idempotent.
-    assert!(lab.srv_exec([bin, "--firewall-cleanup"]).status.success());
+    assert!(cleanup(false).status.success());
+    // While knockd runs, the clean-up refuses and names it; --force does it anyway.
+    let k = OurKnockd::start(&lab, &knockd_conf_text(&conf));
+    let out = cleanup(false);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && err.contains(&format!("pid {}", k.daemon.pid())),
+        "{out:?}"
+    );
+    assert!(table(&lab).contains("chain input"), "{}", table(&lab));
+    assert!(cleanup(true).status.success());
+    assert_eq!(table(&lab), "");
 }
 
 fn knockd_conf_text(path: &std::path::Path) -> String {
@@ -483,4 +516,147 @@ fn nft_a_reload_cannot_switch_backends_and_an_iptables_start_removes_the_table()
         k2.log()
     );
     assert_eq!(table(&lab), "");
+}
+
+/// The elements knockd's table `name` holds, as `nft list table` prints them.
+fn table_named(lab: &Lab, name: &str) -> String {
+    let out = lab.srv_exec(["nft", "list", "table", "inet", name]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `nft flush ruleset` (what `systemctl reload nftables` does) and `nft delete table inet
+/// knockd` must not leave the doors' ports open: knockd notices, re-creates its table and puts
+/// the open grants back. The server has no firewall but knockd's: the client's IPv6 address
+/// (never granted) is the stranger.
+#[test]
+fn nft_a_flushed_or_deleted_table_is_recreated_with_its_grants() {
+    if !require_root() {
+        return;
+    }
+    let lab = open_lab();
+    let k = OurKnockd::start(&lab, &conf(60));
+    assert!(!connects(&lab, true, 22), "port 22 open before any knock");
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    for (n, how) in [
+        (1, vec!["nft", "flush", "ruleset"]),
+        (2, vec!["nft", "delete", "table", "inet", "knockd"]),
+    ] {
+        srv_ok(&lab, &how);
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            !connects(&lab, true, 22),
+            "a stranger connects to 22 two seconds after `{}`\n{}\n{}",
+            how.join(" "),
+            table(&lab),
+            k.log()
+        );
+        assert!(
+            table(&lab).contains(&format!("{CLI_V4} . tcp . 22 timeout")),
+            "the open grant is not back after `{}`:\n{}\n{}",
+            how.join(" "),
+            table(&lab),
+            k.log()
+        );
+        assert!(connects(&lab, false, 22), "the granted client is cut off");
+        assert_eq!(
+            k.count("was removed or changed by another program"),
+            n,
+            "{}",
+            k.log()
+        );
+        let status = String::from_utf8_lossy(&k.knockctl(&["status"]).stdout).into_owned();
+        assert!(
+            status.contains(&format!("nftables table re-created {n}")),
+            "{status}"
+        );
+    }
+    // The grant kept its deadline (about 60 s from the knock), not a fresh one.
+    let left = kernel_expires_s(&lab);
+    assert!((40..=59).contains(&left), "{left} s left\n{}", table(&lab));
+}
+
+/// Two knockd with Firewall = nftables on one host never change each other's protection or
+/// grants: a second one without a table of its own refuses to start and names the owner; with
+/// its own (`NftTable`), its start, restart and stop leave the first one's grant and
+/// protection alone.
+#[test]
+fn nft_a_second_knockd_keeps_out_of_the_first_ones_table() {
+    if !require_root() {
+        return;
+    }
+    let lab = open_lab();
+    let a = OurKnockd::start(&lab, &conf(60));
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &a);
+    let first_is_whole = |when: &str| {
+        assert!(
+            connects(&lab, false, 22),
+            "{when}: the first knockd's grant is gone\n{}",
+            table(&lab)
+        );
+        assert!(
+            !connects(&lab, true, 22) && !connects(&lab, true, 8080),
+            "{when}: the first knockd's ports are open to a stranger\n{}",
+            table(&lab)
+        );
+        assert!(grants(&a).len() == 1, "{when}: {}", a.log());
+    };
+    let other = |table: &str| {
+        format!(
+            "[options]\n Firewall = nftables\n{table}[other]\n sequence = 7300,8300,9300\n open = 9999/tcp\n cmd_timeout = 60\n"
+        )
+    };
+    // Same table: refused, naming the first knockd.
+    let b = OurKnockd::spawn_named(&lab, "b", &other(""));
+    assert!(
+        b.daemon.wait_exit(Duration::from_secs(10)).is_some(),
+        "a second knockd took over table inet knockd:\n{}",
+        b.log()
+    );
+    let state_a = lab.path("state.json");
+    assert!(
+        b.log().contains(&format!(
+            "belongs to the knockd with state file {} (running, pid {})",
+            state_a.display(),
+            a.daemon.pid()
+        )) && b.log().contains("NftTable"),
+        "{}",
+        b.log()
+    );
+    first_is_whole("after the refused start");
+    // Its own table: start, restart, stop.
+    let own = other(" NftTable = knockd-b\n");
+    let b = OurKnockd::start_named(&lab, "b", &own);
+    assert!(table_named(&lab, "knockd-b").contains("tcp . 9999"));
+    first_is_whole("after the second knockd started");
+    b.daemon.kill_term();
+    assert!(b.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    let b = OurKnockd::start_named(&lab, "b", &own);
+    first_is_whole("after the second knockd restarted");
+    b.daemon.kill_term();
+    assert!(b.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    first_is_whole("after the second knockd stopped");
+    assert!(a.daemon.is_running());
+}
+
+/// `OnShutdown = close` (the default) closes nftables grants at stop, as it does iptables
+/// ones; the table stays and keeps the ports closed.
+#[test]
+fn nft_a_stop_closes_the_grants_as_on_shutdown_says() {
+    if !require_root() {
+        return;
+    }
+    let lab = open_lab();
+    let k = OurKnockd::start(&lab, &conf(60));
+    knock(&lab, false, &["7000", "8000", "9000"]);
+    wait_connects(&lab, false, 22, &k);
+    k.daemon.kill_term();
+    assert!(k.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        !table(&lab).contains(&format!("{CLI_V4} . tcp")),
+        "{}",
+        table(&lab)
+    );
+    assert!(!connects(&lab, false, 22), "still open after the stop");
 }

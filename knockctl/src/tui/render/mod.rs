@@ -200,6 +200,14 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
         if !status.firewall.is_empty() && status.firewall != "iptables" {
             left.push(Span::raw(format!("  {}", status.firewall)));
         }
+        // Another program removed knockd's table (nft flush ruleset) and knockd re-created it.
+        let recreated = status.counters.nft_tables_recreated;
+        if recreated > 0 {
+            left.push(Span::styled(
+                format!("  table re-created {recreated}x"),
+                theme.fg(Color::Yellow),
+            ));
+        }
     }
     let link = match &state.link {
         Link::Connected => Span::styled("[connected]", theme.fg(Color::Green)),

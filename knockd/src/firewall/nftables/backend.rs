@@ -4,13 +4,13 @@
 //! `src . proto . port` (its chain and door are not part of it); `Add` and `Refresh` put it with
 //! the grant's timeout, so the kernel removes it at the deadline even if knockd is dead.
 //!
-//! Outcomes: a delete never reports `Absent` (it is written add + delete, which cannot fail on
-//! an element the kernel already expired), and `Check` reports `Ok` (restore reads the sets back
+//! Outcomes: a delete reports `Absent` only when the table itself is gone (it is written
+//! add + delete, which cannot fail on an element the kernel already expired), and `Check` reports `Ok` (restore reads the sets back
 //! instead, see [`super::listing`]). `list` dumps the sets over the same socket
 //! ([`super::dump`]); `set_up` runs the table's script (`nft -f -`).
 
 use super::listing::KernelElem;
-use super::{transport, Elem, ElemOp};
+use super::{transport, Elem, ElemOp, NftError};
 use crate::config::MAX_TIMEOUT_SECS;
 use crate::firewall::{BoxFuture, Firewall, Op, OpOutcome};
 use std::time::Duration;
@@ -49,6 +49,10 @@ impl Firewall for NftFirewall {
         Box::pin(async move { transport::shared()?.script(script).await })
     }
 
+    fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {
+        Box::pin(async move { transport::shared()?.repair(script).await })
+    }
+
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
         Box::pin(async move {
             let handle = match transport::shared() {
@@ -68,6 +72,14 @@ impl Firewall for NftFirewall {
                 };
                 out.push(match r {
                     Ok(()) => OpOutcome::Ok,
+                    // No table, so no element: the grant is closed (a rule already gone counts
+                    // as closed).
+                    Err(e)
+                        if matches!(op, Op::Delete { .. })
+                            && e == NftError::NoTable.to_string() =>
+                    {
+                        OpOutcome::Absent
+                    }
                     Err(e) => OpOutcome::Failed(e),
                 });
             }

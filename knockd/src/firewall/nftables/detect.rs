@@ -6,7 +6,7 @@
 //! accepts in one chain is dropped by any other default-drop chain that does not accept it.
 
 use super::script::{admin_line, DEFAULT_MARK};
-use super::TABLE;
+use super::table;
 use crate::config::FirewallKind;
 use serde_json::Value;
 
@@ -38,7 +38,8 @@ impl DropChain {
     }
 }
 
-/// Input-hook base chains (other than knockd's own) that drop or reject.
+/// Input-hook base chains (other than knockd's own, and the tables of other knockd instances:
+/// they drop only their own doors' ports) that drop or reject.
 pub fn drop_chains(ruleset_json: &str, mark: Option<u32>) -> Result<Vec<DropChain>, String> {
     let v: Value = serde_json::from_str(ruleset_json).map_err(|e| e.to_string())?;
     let items = v
@@ -46,12 +47,26 @@ pub fn drop_chains(ruleset_json: &str, mark: Option<u32>) -> Result<Vec<DropChai
         .and_then(Value::as_array)
         .ok_or("no \"nftables\" array in the listing")?;
     let s = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    // Another knockd's table: an inet table with both allow sets.
+    let sets = |name: &str| -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| i.get("set"))
+            .filter(|t| s(t, "family") == "inet" && s(t, "name") == name)
+            .map(|t| s(t, "table"))
+            .collect()
+    };
+    let (with4, with6) = (sets(super::SET4), sets(super::SET6));
+    let knockd_tables: Vec<&String> = with4.iter().filter(|t| with6.contains(t)).collect();
     let mut chains: Vec<DropChain> = items
         .iter()
         .filter_map(|i| i.get("chain"))
         .filter(|c| c.get("hook").and_then(Value::as_str) == Some("input"))
         .filter(|c| matches!(s(c, "family").as_str(), "ip" | "ip6" | "inet"))
-        .filter(|c| !(s(c, "family") == "inet" && s(c, "table") == TABLE))
+        .filter(|c| {
+            !(s(c, "family") == "inet"
+                && (s(c, "table") == table() || knockd_tables.contains(&&s(c, "table"))))
+        })
         .map(|c| DropChain {
             family: s(c, "family"),
             table: s(c, "table"),
@@ -135,8 +150,9 @@ pub fn advice(backend: FirewallKind, mark: Option<u32>, chains: &[DropChain]) ->
                     ),
                     _ => admin_line(&c.family, &c.table, &c.chain, mark),
                 };
+                let table = table();
                 out.push(format!(
-                    "warning: nftables base chain '{name}' on the input hook has {}: packets knockd accepts in table inet {TABLE} (Firewall = nftables) are still dropped there. \
+                    "warning: nftables base chain '{name}' on the input hook has {}: packets knockd accepts in table inet {table} (Firewall = nftables) are still dropped there. \
                      Fix: add to that chain: {line}",
                     c.what()
                 ));

@@ -10,7 +10,7 @@ use super::netlink::{
     NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_TIMEOUT, NFT_MSG_NEWSETELEM, NLMSG_ERROR,
     NLM_F_REQUEST,
 };
-use super::{Elem, TABLE};
+use super::{table, Elem};
 use crate::config::Proto;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub fn request(set: &str, seq: u32) -> Vec<u8> {
         NFPROTO_INET,
         0,
     );
-    w.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(TABLE));
+    w.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table()));
     w.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
     w.end(m);
     w.buf
@@ -50,7 +50,7 @@ pub enum Part {
 }
 
 /// Attributes `(type, payload)` in `buf`; stops at the first malformed one.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < 4 {
             return None;
@@ -174,7 +174,7 @@ mod tests {
             NFPROTO_INET,
             0,
         );
-        w.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(TABLE));
+        w.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table()));
         w.attr(NFTA_SET_ELEM_LIST_SET, &cstr("allow4"));
         let list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
         for (e, timeout, expires) in elems {

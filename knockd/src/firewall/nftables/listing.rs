@@ -1,7 +1,7 @@
 //! The kernel's view of the grants: `nft -j list table inet knockd` (or `list set`) parsed
 //! back into elements with their timeout and the time left. Pure: JSON text in.
 
-use super::{Elem, NftError, SET4, SET6, TABLE};
+use super::{table, Elem, NftError, SET4, SET6};
 use crate::config::Proto;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -31,7 +31,7 @@ pub fn parse(json: &str) -> Result<Vec<KernelElem>, NftError> {
             continue;
         };
         let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
-        if set.get("table").and_then(Value::as_str) != Some(TABLE)
+        if set.get("table").and_then(Value::as_str) != Some(table())
             || set.get("family").and_then(Value::as_str) != Some("inet")
             || !(name == SET4 || name == SET6)
         {
@@ -49,6 +49,36 @@ pub fn parse(json: &str) -> Result<Vec<KernelElem>, NftError> {
         }
     }
     Ok(out)
+}
+
+/// Is the table in a `nft -j list table` output whole: both allow sets, and the chain with
+/// `rules` rules (what knockd's script makes)? False after `nft flush ruleset`, a deleted set,
+/// chain or rule, or a flushed chain.
+pub fn intact(json: &str, rules: usize) -> bool {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return false;
+    };
+    let items = v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let ours = |o: &Value| {
+        o.get("table").and_then(Value::as_str) == Some(table())
+            && o.get("family").and_then(Value::as_str) == Some("inet")
+    };
+    let named = |kind: &str, name: &str| {
+        items
+            .iter()
+            .filter_map(|i| i.get(kind))
+            .any(|o| ours(o) && o.get("name").and_then(Value::as_str) == Some(name))
+    };
+    let in_chain = items
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .filter(|r| ours(r) && r.get("chain").and_then(Value::as_str) == Some(super::CHAIN))
+        .count();
+    named("set", SET4) && named("set", SET6) && named("chain", super::CHAIN) && in_chain == rules
 }
 
 fn element(e: &Value) -> Option<KernelElem> {

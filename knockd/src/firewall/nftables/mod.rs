@@ -6,8 +6,11 @@
 //!   queue) and its decisions over the grant ledger (shared elements, reload, restore, listing).
 //! - [`backend`]: [`NftFirewall`], the [`crate::firewall::Firewall`] backend (element batches,
 //!   listing, table set-up).
-//! - [`setup`]: the table at start, its removal (`--firewall-cleanup`, an iptables start), and
-//!   the advice about native chains that would drop what knockd opens.
+//! - [`setup`]: the table at start (refusing another knockd's), its removal
+//!   (`--firewall-cleanup`, an iptables start), and the advice about native chains that would
+//!   drop what knockd opens.
+//! - [`watch`]: the kernel's nf_tables notifications: another program deleted something of
+//!   the table (`nft flush ruleset`), so the side checks and re-creates it.
 //! - [`script`]: the table, its sets and chain, and element changes as `nft -f` text (pure).
 //! - [`netlink`]: the same element changes as one nf_tables netlink batch (pure encoding).
 //! - [`listing`]: the kernel's set listing (`nft -j list table inet knockd`) back into elements.
@@ -19,6 +22,7 @@
 pub mod backend;
 pub mod detect;
 pub mod dump;
+pub mod kernel;
 pub mod listing;
 pub mod netlink;
 pub mod nlmsg;
@@ -26,6 +30,7 @@ pub mod script;
 pub mod setup;
 pub mod side;
 pub mod transport;
+pub mod watch;
 
 pub use backend::NftFirewall;
 
@@ -33,8 +38,29 @@ use crate::config::Proto;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// The table knockd owns (family `inet`). Nothing else is ever touched.
-pub const TABLE: &str = "knockd";
+/// The table knockd owns by default (family `inet`); `NftTable` names another.
+pub const DEFAULT_TABLE: &str = "knockd";
+
+static TABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The table this process owns (family `inet`): `NftTable`, fixed once at start by
+/// [`set_table`] ([`DEFAULT_TABLE`] until then). Nothing else is ever touched.
+pub fn table() -> &'static str {
+    TABLE.get().map_or(DEFAULT_TABLE, String::as_str)
+}
+
+/// Fix this process's table (at start, before any nftables work). A second call with another
+/// name fails: a running knockd never changes tables (a restart does).
+pub fn set_table(name: &str) -> Result<(), String> {
+    let fixed = TABLE.get_or_init(|| name.to_string());
+    if fixed == name {
+        Ok(())
+    } else {
+        Err(format!(
+            "NftTable changed from {fixed} to {name}: restart knockd to use another table"
+        ))
+    }
+}
 /// Allow sets: (source address . protocol . port) with `flags timeout`.
 pub const SET4: &str = "allow4";
 pub const SET6: &str = "allow6";
@@ -121,7 +147,10 @@ pub enum NftError {
     Nft(String),
     #[error("netlink: {0}")]
     Netlink(String),
-    #[error("table inet {TABLE} is missing (removed by someone else?); knockd recreates it on reload (knockctl reload)")]
+    #[error(
+        "table inet {} is missing (removed by another program, for example nft flush ruleset)",
+        table()
+    )]
     NoTable,
     #[error("cannot read the kernel's set listing: {0}")]
     Listing(String),

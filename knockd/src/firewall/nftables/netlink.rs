@@ -7,7 +7,7 @@
 //! is the concatenation of its parts, each padded to 4 bytes (nft's register layout): address,
 //! protocol (1 byte + 3 zero), port (2 bytes big-endian + 2 zero).
 
-use super::{Elem, ElemOp, TABLE};
+use super::{table, Elem, ElemOp};
 use crate::config::Proto;
 use std::net::IpAddr;
 
@@ -121,7 +121,7 @@ impl Writer {
             NFPROTO_INET,
             0,
         );
-        self.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(TABLE));
+        self.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table()));
         self.attr(NFTA_SET_ELEM_LIST_SET, &cstr(e.set()));
         let list = self.nest(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
         let item = self.nest(NFTA_LIST_ELEM | NLA_F_NESTED);

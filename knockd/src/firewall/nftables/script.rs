@@ -1,12 +1,17 @@
 //! `nft -f` text for knockd's table and for element changes. Pure: config in, text out.
 
-use super::{Elem, ElemOp, CHAIN, SET4, SET6, TABLE};
+use super::{table, Elem, ElemOp, CHAIN, SET4, SET6};
 use crate::config::{Config, Proto};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
 /// Default packet mark set on packets accepted by a grant (`NftMark`), "KN" in ASCII.
 pub const DEFAULT_MARK: u32 = 0x4b4e;
+
+/// How the table's comment names its owner: the state file of the knockd that manages it.
+const OWNER: &str = "managed by knockd with state file ";
+/// Longest state file path written into the comment (nftables keeps 256 bytes of comment).
+const OWNER_MAX: usize = 160;
 
 /// What the table must look like for a config.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -16,6 +21,9 @@ pub struct TableSpec {
     pub protected: BTreeSet<(Proto, u16)>,
     /// Mark set on packets a grant accepts, for an admin's default-drop chain to accept.
     pub mark: Option<u32>,
+    /// The state file of the knockd that owns the table (written into its comment, so a
+    /// second knockd can tell the table is not its own). Empty: no owner written.
+    pub owner: String,
 }
 
 impl TableSpec {
@@ -28,6 +36,7 @@ impl TableSpec {
         TableSpec {
             protected,
             mark: config.options.nft_mark(),
+            owner: owner_text(&config.options.state_file()),
         }
     }
 
@@ -35,24 +44,30 @@ impl TableSpec {
     /// (open grants) of the allow sets, and removing `stale` elements (ports no longer
     /// protected). Touches no other table.
     pub fn script(&self, stale: &[Elem]) -> String {
+        let t = table();
         let mut s = String::new();
+        let owner = if self.owner.is_empty() {
+            "managed by knockd".to_string()
+        } else {
+            format!("{OWNER}{}", self.owner)
+        };
         let _ = writeln!(
             s,
-            "add table inet {TABLE} {{ comment \"port-knock grants, managed by knockd; remove with knockd --firewall-cleanup\"; }}"
+            "add table inet {t} {{ comment \"port-knock grants, {owner}; remove with knockd --firewall-cleanup\"; }}"
         );
         for (set, ty) in [(SET4, "ipv4_addr"), (SET6, "ipv6_addr")] {
             let _ = writeln!(
                 s,
-                "add set inet {TABLE} {set} {{ type {ty} . inet_proto . inet_service; flags timeout; }}"
+                "add set inet {t} {set} {{ type {ty} . inet_proto . inet_service; flags timeout; }}"
             );
         }
         let _ = writeln!(
             s,
-            "add chain inet {TABLE} {CHAIN} {{ type filter hook input priority filter - 10; policy accept; }}"
+            "add chain inet {t} {CHAIN} {{ type filter hook input priority filter - 10; policy accept; }}"
         );
-        let _ = writeln!(s, "flush chain inet {TABLE} {CHAIN}");
+        let _ = writeln!(s, "flush chain inet {t} {CHAIN}");
         let rule = |s: &mut String, r: &str| {
-            let _ = writeln!(s, "add rule inet {TABLE} {CHAIN} {r}");
+            let _ = writeln!(s, "add rule inet {t} {CHAIN} {r}");
         };
         rule(&mut s, "ct state established,related accept");
         let mark = self
@@ -98,28 +113,53 @@ impl TableSpec {
 }
 
 fn remove(s: &mut String, e: &Elem) {
+    let t = table();
     // add + delete: never fails when the kernel already expired the element.
-    let _ = writeln!(
-        s,
-        "add element inet {TABLE} {} {{ {e} timeout 1s }}",
-        e.set()
-    );
-    let _ = writeln!(s, "delete element inet {TABLE} {} {{ {e} }}", e.set());
+    let _ = writeln!(s, "add element inet {t} {} {{ {e} timeout 1s }}", e.set());
+    let _ = writeln!(s, "delete element inet {t} {} {{ {e} }}", e.set());
+}
+
+/// A state file path as the table comment carries it: no quote, backslash or control
+/// character (replaced by `_`), at most [`OWNER_MAX`] bytes.
+pub fn owner_text(state_file: &std::path::Path) -> String {
+    let mut out = String::new();
+    for c in state_file.to_string_lossy().chars() {
+        let c = if c == '"' || c == '\\' || c == ';' || c.is_control() {
+            '_'
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > OWNER_MAX {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The owner (state file, as [`owner_text`] wrote it) named in `nft list table` text; None
+/// when the table carries no owner (made by an older knockd).
+pub fn owner_in_listing(text: &str) -> Option<String> {
+    let at = text.find(OWNER)? + OWNER.len();
+    let rest = &text[at..];
+    let end = rest.find("; remove with")?;
+    Some(rest[..end].to_string())
 }
 
 /// Element changes as one `nft -f` transaction.
 pub fn ops_script(ops: &[ElemOp]) -> String {
+    let t = table();
     let mut s = String::new();
     for op in ops {
         match op {
             ElemOp::Put { elem, timeout } => {
                 let ms = timeout.as_millis().max(1);
                 let add = format!(
-                    "add element inet {TABLE} {} {{ {elem} timeout {ms}ms }}",
+                    "add element inet {t} {} {{ {elem} timeout {ms}ms }}",
                     elem.set()
                 );
                 let _ = writeln!(s, "{add}");
-                let _ = writeln!(s, "delete element inet {TABLE} {} {{ {elem} }}", elem.set());
+                let _ = writeln!(s, "delete element inet {t} {} {{ {elem} }}", elem.set());
                 let _ = writeln!(s, "{add}");
             }
             ElemOp::Remove { elem } => remove(&mut s, elem),
@@ -130,7 +170,8 @@ pub fn ops_script(ops: &[ElemOp]) -> String {
 
 /// Removes knockd's table, and nothing else; succeeds when it is already gone.
 pub fn cleanup_script() -> String {
-    format!("add table inet {TABLE}\ndelete table inet {TABLE}\n")
+    let t = table();
+    format!("add table inet {t}\ndelete table inet {t}\n")
 }
 
 /// The one line an admin adds to a default-drop input chain `family table chain` so that

@@ -2,7 +2,8 @@
 //! the backend, its queue and the answers coming back from the kernel, and the pure decisions
 //! over the grant ledger that keep table `inet knockd` in step with it: the elements a grant
 //! puts and deletes, the table update at reload, taking over the kernel's elements at start
-//! (the kernel is the truth), and `knockctl list` with the kernel's time left.
+//! (the kernel is the truth), and `knockctl list` with the kernel's time left (those two in
+//! [`super::kernel`], re-exported here).
 //!
 //! Two doors that open the same port for the same source share one set element (the set is
 //! keyed by address, protocol and port). The ledger models that honestly: an element is put
@@ -11,19 +12,19 @@
 //! remaining grants have left). The engine orders all element changes of one address, so they
 //! reach the kernel in the order they were decided.
 
+pub use super::kernel::{adopt, follow, restore, Followed};
 use super::listing::KernelElem;
 use super::script::TableSpec;
 use super::Elem;
-use crate::config::{Config, Door, FirewallKind, MAX_TIMEOUT_SECS};
-use crate::firewall::{Firewall, FirewallQueue, Op};
+use crate::config::{Config, Door, FirewallKind, Options, MAX_TIMEOUT_SECS};
+use crate::firewall::{BoxFuture, Firewall, FirewallQueue, Op, OpOutcome};
 use crate::grants::{Close, Grant, GrantId, Ledger};
-use crate::state::{self, SavedGrant};
 use knock_ipc as ipc;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// How long `knockctl list` waits for the kernel's listing before answering from the ledger.
@@ -36,23 +37,47 @@ pub enum NftEvent {
     Listed(KernelView),
     /// A table update (reload) ran.
     TableUpdated(Result<(), String>),
+    /// Another program deleted something of the table (nf_tables notification), or an
+    /// element change failed: check the table.
+    Touched,
+    /// A check asked for by [`NftSide::check`] is done: Ok(true) when the table had to be
+    /// re-created (its elements may be gone: put back those of every open grant).
+    Checked(Result<bool, String>),
+    /// A failed element change found the table removed and re-created it (put back the
+    /// elements of every open grant).
+    Recreated,
 }
 
 /// A `knockctl list` waiting for the kernel's listing.
 #[derive(Debug)]
 pub struct KernelView {
-    listed: Result<Vec<KernelElem>, String>,
+    pub(super) listed: Result<Vec<KernelElem>, String>,
     /// Grants with a higher id were opened after the listing was asked for.
-    last_id: GrantId,
-    asked_at: Instant,
-    reply: oneshot::Sender<ipc::Response>,
+    pub(super) last_id: GrantId,
+    pub(super) asked_at: Instant,
+    pub(super) reply: oneshot::Sender<ipc::Response>,
 }
 
+/// The reply of a reload, held until its table update ran.
+pub type ReloadReply = (
+    oneshot::Sender<Result<Vec<String>, Vec<String>>>,
+    Vec<String>,
+);
+
 /// The owner of everything nftables in the engine: the backend, its queue (started on first
-/// use, on the engine's runtime), and the channel its tasks answer on.
+/// use, on the engine's runtime), the table's definition (what a repair re-creates), reload
+/// replies waiting for their table update, and the channel its tasks answer on.
 pub struct NftSide {
     firewall: Arc<dyn Firewall>,
     queue: Option<FirewallQueue>,
+    /// The table's script for the config in force (no stale elements): what a repair applies.
+    script: Arc<std::sync::Mutex<String>>,
+    /// Table updates started and not yet done, and the reload replies waiting for them.
+    updating: usize,
+    waiting: Vec<ReloadReply>,
+    /// A check of the table is running (further notifications wait for it).
+    checking: bool,
+    recheck: bool,
     tx: mpsc::UnboundedSender<NftEvent>,
     rx: mpsc::UnboundedReceiver<NftEvent>,
 }
@@ -71,16 +96,43 @@ impl NftSide {
         NftSide {
             firewall,
             queue: None,
+            script: Arc::default(),
+            updating: 0,
+            waiting: Vec::new(),
+            checking: false,
+            recheck: false,
             tx,
             rx,
         }
     }
 
-    /// The element queue (started on first use).
+    /// Another backend (before the queue started).
+    pub fn set_firewall(&mut self, firewall: Arc<dyn Firewall>) {
+        self.firewall = firewall;
+        self.queue = None;
+    }
+
+    /// The table `config` wants (what a repair re-creates).
+    pub fn set_spec(&mut self, config: &Config) {
+        if config.options.firewall != FirewallKind::Nftables {
+            return;
+        }
+        let script = TableSpec::from_config(config).script(&[]);
+        if let Ok(mut s) = self.script.lock() {
+            *s = script;
+        }
+    }
+
+    /// The element queue (started on first use). A failed batch has the table checked (and
+    /// re-created when another program removed it) before its failed ops are tried once more.
     pub fn queue(&mut self) -> FirewallQueue {
-        let fw = &self.firewall;
+        let watched = Watched {
+            inner: self.firewall.clone(),
+            script: self.script.clone(),
+            tx: self.tx.clone(),
+        };
         self.queue
-            .get_or_insert_with(|| FirewallQueue::start(fw.clone()))
+            .get_or_insert_with(|| FirewallQueue::start(Arc::new(watched)))
             .clone()
     }
 
@@ -89,21 +141,74 @@ impl NftSide {
         self.rx.recv().await
     }
 
+    /// Tell the engine ([`NftEvent::Touched`]) whenever another program deletes something of
+    /// the table (a thread listening to the kernel's nf_tables notifications).
+    pub fn watch(&self) -> Result<(), String> {
+        let tx = self.tx.clone();
+        super::watch::spawn(super::table().to_string(), move || {
+            tx.send(NftEvent::Touched).is_ok()
+        })
+    }
+
+    /// Check the table (after every element change already queued) and re-create it when it
+    /// is not whole; [`NftEvent::Repaired`] says how it went. One check at a time: a check
+    /// asked for while one runs runs after it.
+    pub fn check(&mut self) {
+        if self.checking {
+            self.recheck = true;
+            return;
+        }
+        self.checking = true;
+        let queue = self.queue();
+        let fw = self.firewall.clone();
+        let script = self.script.lock().map(|s| s.clone()).unwrap_or_default();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            flushed(&queue).await;
+            let r = fw.repair(script).await;
+            let _ = tx.send(NftEvent::Checked(r));
+        });
+    }
+
+    /// A check is done: run the one asked for meanwhile, if any.
+    pub fn checked(&mut self) {
+        self.checking = false;
+        if std::mem::take(&mut self.recheck) {
+            self.check();
+        }
+    }
+
     /// Bring the table in line with `script` (one transaction), after every element change
     /// already queued; [`NftEvent::TableUpdated`] says how it went.
     pub fn update_table(&mut self, script: String) {
+        self.updating += 1;
         let queue = self.queue();
         let fw = self.firewall.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let (flushed, done) = oneshot::channel();
-            queue.flush(Box::new(move |_| {
-                let _ = flushed.send(());
-            }));
-            let _ = done.await;
+            flushed(&queue).await;
             let r = fw.set_up(script).await;
             let _ = tx.send(NftEvent::TableUpdated(r));
         });
+    }
+
+    /// Hold a reload's reply until its table update ran; None when no update is running.
+    pub fn hold_reply(&mut self, reply: ReloadReply) -> Option<ReloadReply> {
+        if self.updating == 0 {
+            return Some(reply);
+        }
+        self.waiting.push(reply);
+        None
+    }
+
+    /// A table update is done: the reload replies it held, once no update is running.
+    pub fn updated(&mut self) -> Vec<ReloadReply> {
+        self.updating = self.updating.saturating_sub(1);
+        if self.updating == 0 {
+            std::mem::take(&mut self.waiting)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Read the kernel's elements off the engine task (after every element change already
@@ -122,11 +227,7 @@ impl NftSide {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             // Behind the element changes already handed to the queue.
-            let (flushed, done) = oneshot::channel();
-            queue.flush(Box::new(move |_| {
-                let _ = flushed.send(());
-            }));
-            let _ = done.await;
+            flushed(&queue).await;
             let listed = match tokio::time::timeout(LIST_TIMEOUT, list).await {
                 Ok(r) => r,
                 Err(_) => Err(format!(
@@ -145,16 +246,91 @@ impl NftSide {
     }
 }
 
-/// A reload cannot switch the backend of native doors: open grants live in the old one, and a
-/// knock during the switch would race it. A restart does it.
-pub fn switch_refused(old: FirewallKind, new: FirewallKind, config: &Path) -> Result<(), String> {
+/// Wait until everything submitted to `queue` before has been applied.
+async fn flushed(queue: &FirewallQueue) {
+    let (tx, rx) = oneshot::channel();
+    queue.flush(Box::new(move |_| {
+        let _ = tx.send(());
+    }));
+    let _ = rx.await;
+}
+
+/// The backend as the queue sees it: when a batch fails, the table is checked first (another
+/// program may have removed it: `nft flush ruleset`); when it had to be re-created, the engine
+/// is told (it puts back every open grant's elements) and the failed ops are tried once more.
+struct Watched {
+    inner: Arc<dyn Firewall>,
+    script: Arc<std::sync::Mutex<String>>,
+    tx: mpsc::UnboundedSender<NftEvent>,
+}
+
+impl Firewall for Watched {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
+        self.inner.list()
+    }
+
+    fn set_up(&self, script: String) -> BoxFuture<Result<(), String>> {
+        self.inner.set_up(script)
+    }
+
+    fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {
+        self.inner.repair(script)
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
+        let inner = self.inner.clone();
+        let script = self.script.lock().map(|s| s.clone()).unwrap_or_default();
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let mut out = inner.apply(ops.clone()).await;
+            if !out.iter().any(OpOutcome::is_failed) || script.is_empty() {
+                return out;
+            }
+            match inner.repair(script).await {
+                Ok(true) => {
+                    let _ = tx.send(NftEvent::Recreated);
+                }
+                Ok(false) => return out,
+                Err(e) => {
+                    tracing::warn!("nftables: cannot check table inet {}: {e}", super::table());
+                    return out;
+                }
+            }
+            let failed: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_failed()).collect();
+            let retry: Vec<Op> = failed.iter().filter_map(|&i| ops.get(i).cloned()).collect();
+            let second = inner.apply(retry).await;
+            for (i, o) in failed.into_iter().zip(second) {
+                out[i] = o;
+            }
+            out
+        })
+    }
+}
+
+/// A reload cannot switch the backend of native doors (open grants live in the old one, and a
+/// knock during the switch would race it) nor move to another nftables table. A restart does.
+pub fn switch_refused(old: &Options, new: &Options, config: &Path) -> Result<(), String> {
+    if new.firewall == old.firewall && new.nft_table() != old.nft_table() {
+        return Err(format!(
+            "{}: NftTable changed from {} to {}: a reload cannot move knockd to another table (its grants live in table inet {}); restart knockd to switch (systemctl restart knockd)",
+            config.display(),
+            old.nft_table(),
+            new.nft_table(),
+            old.nft_table()
+        ));
+    }
+    let (old, new) = (old.firewall, new.firewall);
     if new == old {
         return Ok(());
     }
     let after = if old == FirewallKind::Nftables {
-        " (table inet knockd is removed at that start)"
+        format!(" (table inet {} is removed at that start)", super::table())
     } else {
-        ""
+        String::new()
     };
     Err(format!(
         "{}: Firewall changed from {} to {}: a reload cannot switch the firewall backend (open grants live in the old one); restart knockd to switch (systemctl restart knockd){after}",
@@ -245,6 +421,31 @@ pub fn close_ops(ledger: &Ledger, g: &Grant, elems: &[Elem], now: Instant) -> Ve
         .collect()
 }
 
+/// After the table was re-created: every open nftables grant's elements, put again with the
+/// time the grant has left (a shared element with the longest), as (door, address, ops).
+/// Grants with less than a second left are left to expire.
+pub fn put_back(ledger: &Ledger, now: Instant) -> Vec<(String, IpAddr, Vec<Op>)> {
+    ledger
+        .oldest()
+        .filter(|g| g.closing.is_none())
+        .filter_map(|g| {
+            let Close::Nft { elems } = &g.close else {
+                return None;
+            };
+            let own = g
+                .expires
+                .map_or(Duration::from_secs(MAX_TIMEOUT_SECS), |t| {
+                    t.saturating_duration_since(now)
+                });
+            if own < Duration::from_secs(1) {
+                return None;
+            }
+            let ops = put_ops(ledger, g.id, &g.door, elems, own, now, false);
+            Some((g.door.clone(), g.addr, ops))
+        })
+        .collect()
+}
+
 /// What a reload does to the nftables grants and table.
 #[derive(Debug, Default)]
 pub struct Reloaded {
@@ -303,200 +504,4 @@ pub fn reload(ledger: &mut Ledger, config: &Config, now: Instant) -> Reloaded {
     }
     let script = TableSpec::from_config(config).script(&stale);
     Reloaded { gone, keep, script }
-}
-
-/// The kernel's listing, followed by the ledger.
-pub struct Followed {
-    /// Grants whose elements are all gone from the kernel: removed from the ledger.
-    pub forgotten: Vec<Grant>,
-    /// The kernel's time left per element; None: no listing (answer from the ledger).
-    left: Option<HashMap<Elem, Duration>>,
-    pub reply: oneshot::Sender<ipc::Response>,
-}
-
-impl Followed {
-    /// Whether the kernel's listing came in.
-    pub fn listed(&self) -> bool {
-        self.left.is_some()
-    }
-
-    /// The kernel's time left on a grant holding `elems` (the longest of its elements).
-    pub fn kernel_left(&self, elems: &[Elem]) -> Option<Duration> {
-        let left = self.left.as_ref()?;
-        elems.iter().filter_map(|e| left.get(e)).max().copied()
-    }
-
-    /// The grant as `knockctl list` shows it, with the kernel's time left.
-    pub fn info(&self, g: &Grant, mut info: ipc::GrantInfo) -> ipc::GrantInfo {
-        if let (Close::Nft { elems }, false) = (&g.close, g.closing.is_some()) {
-            info.kernel_expires_in_ms = Some(
-                self.kernel_left(elems)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            );
-        }
-        info
-    }
-}
-
-/// The kernel's listing is in: the ledger follows it (a grant whose elements are all gone is
-/// forgotten; a deadline the kernel has shortened moves). `pending(addr)`: an element change
-/// of that address is decided and not yet applied (the listing cannot speak for it).
-pub fn follow(
-    ledger: &mut Ledger,
-    v: KernelView,
-    pending: impl Fn(IpAddr) -> bool,
-    now: Instant,
-) -> Result<Followed, (String, oneshot::Sender<ipc::Response>)> {
-    let listed = match v.listed {
-        Ok(l) => l,
-        Err(e) => return Err((e, v.reply)),
-    };
-    let elapsed = now.saturating_duration_since(v.asked_at);
-    let left: HashMap<Elem, Duration> = listed
-        .into_iter()
-        .map(|k| {
-            let l = k.expires.unwrap_or(Duration::from_secs(MAX_TIMEOUT_SECS));
-            (k.elem, l.saturating_sub(elapsed))
-        })
-        .collect();
-    let mut f = Followed {
-        forgotten: Vec::new(),
-        left: Some(left),
-        reply: v.reply,
-    };
-    for id in ledger.ids() {
-        let Some(g) = ledger.get(id) else {
-            continue;
-        };
-        let Close::Nft { elems } = &g.close else {
-            continue;
-        };
-        // Only grants the listing can speak for: open before it was asked, and with no element
-        // change decided since (a re-knock's put may still be on its way).
-        if id > v.last_id
-            || g.closing.is_some()
-            || pending(g.addr)
-            || g.recheck.is_some()
-            || g.last_check.is_some_and(|t| t >= v.asked_at)
-        {
-            continue;
-        }
-        let ledger_left = g.expires.map(|t| t.saturating_duration_since(now));
-        match f.kernel_left(elems) {
-            None => {
-                if let Some(g) = ledger.remove(id) {
-                    f.forgotten.push(g);
-                }
-            }
-            Some(k) if ledger_left.is_some_and(|l| k + Duration::from_secs(1) < l) => {
-                ledger.follow_kernel(id, now + k);
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(f)
-}
-
-impl KernelView {
-    /// Hand the reply back (the listing is not used).
-    pub fn into_reply(self) -> oneshot::Sender<ipc::Response> {
-        self.reply
-    }
-}
-
-/// A saved nftables grant at start: it keeps the elements the kernel still holds (taken out
-/// of `kernel`), with the time the kernel has left. Returns the line to log.
-pub fn restore(
-    ledger: &mut Ledger,
-    g: SavedGrant,
-    elems: &[Elem],
-    kernel: &mut Vec<KernelElem>,
-    now: Instant,
-) -> String {
-    let (present, rest): (Vec<_>, Vec<_>) = std::mem::take(kernel)
-        .into_iter()
-        .partition(|k| elems.contains(&k.elem));
-    *kernel = rest;
-    let Some(left) = present.iter().map(|k| k.expires.unwrap_or_default()).max() else {
-        return format!(
-            "{}: {}: grant no longer in the kernel (expired or removed), forgotten",
-            g.addr, g.door
-        );
-    };
-    ledger.insert(
-        &g.door,
-        g.addr,
-        g.opened,
-        state::from_unix_ms(g.opened_at_unix_ms),
-        Some(now + left),
-        Close::Nft {
-            elems: present.iter().map(|k| k.elem).collect(),
-        },
-    );
-    format!(
-        "{}: {}: grant restored from the kernel (closes in {}s)",
-        g.addr,
-        g.door,
-        left.as_secs()
-    )
-}
-
-/// Grants for kernel elements the state file does not know (state file lost or older than the
-/// kernel): each element is given to the first nftables door that opens its port. Returns the
-/// lines to log.
-pub fn adopt(
-    ledger: &mut Ledger,
-    config: &Config,
-    orphans: Vec<KernelElem>,
-    now: Instant,
-) -> Vec<String> {
-    let by_port: HashMap<(crate::config::Proto, u16), &Door> = config
-        .doors
-        .iter()
-        .rev()
-        .flat_map(|d| d.open.iter().map(move |o| ((o.proto, o.port), d)))
-        .collect();
-    let mut groups: Vec<(String, IpAddr, Vec<Elem>, Duration)> = Vec::new();
-    let mut index: HashMap<(String, IpAddr), usize> = HashMap::new();
-    for k in orphans {
-        let Some(door) = by_port.get(&(k.elem.proto, k.elem.port)) else {
-            continue;
-        };
-        let left = k.expires.unwrap_or(Duration::ZERO);
-        match index.get(&(door.name.clone(), k.elem.addr)) {
-            Some(&i) => {
-                let (_, _, elems, l) = &mut groups[i];
-                elems.push(k.elem);
-                *l = (*l).max(left);
-            }
-            None => {
-                index.insert((door.name.clone(), k.elem.addr), groups.len());
-                groups.push((door.name.clone(), k.elem.addr, vec![k.elem], left));
-            }
-        }
-    }
-    let mut lines = Vec::new();
-    for (door, addr, elems, left) in groups {
-        if ledger.find(&door, addr).is_some() {
-            continue;
-        }
-        let opened = elems
-            .iter()
-            .map(|e| format!("{}/{}", e.port, e.proto))
-            .collect::<Vec<_>>()
-            .join(",");
-        ledger.insert(
-            &door,
-            addr,
-            format!("{opened} (nftables)"),
-            SystemTime::now(),
-            Some(now + left),
-            Close::Nft { elems },
-        );
-        lines.push(format!(
-            "{addr}: {door}: grant found in the kernel (closes in {}s)",
-            left.as_secs()
-        ));
-    }
-    lines
 }

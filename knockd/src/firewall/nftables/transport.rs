@@ -9,7 +9,7 @@
 use super::dump;
 use super::listing::{self, KernelElem};
 use super::netlink;
-use super::{ElemOp, NftError, TABLE};
+use super::{table, ElemOp, NftError};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -55,7 +55,7 @@ pub fn apply_script(script: &str) -> Result<(), NftError> {
 
 /// The elements of knockd's allow sets, as the kernel holds them. `Ok(None)`: no table.
 pub fn list_elements() -> Result<Option<Vec<KernelElem>>, NftError> {
-    match nft(&["-j", "list", "table", "inet", TABLE], None) {
+    match nft(&["-j", "list", "table", "inet", table()], None) {
         Ok(json) => listing::parse(&json).map(Some),
         Err(NftError::Nft(e)) if e.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),
@@ -221,6 +221,8 @@ enum Work {
     Script(String),
     /// Read the elements back (after everything submitted before).
     List(tokio::sync::oneshot::Sender<Result<Vec<KernelElem>, String>>),
+    /// Check the table against a script; re-create it with the script when it is not whole.
+    Repair(String, tokio::sync::oneshot::Sender<Result<bool, String>>),
 }
 
 struct Job {
@@ -274,6 +276,10 @@ impl Handle {
                             let _ = to.send(transport.list().map_err(|e| e.to_string()));
                             continue;
                         }
+                        Work::Repair(script, to) => {
+                            let _ = to.send(repair(&script).map_err(|e| e.to_string()));
+                            continue;
+                        }
                         work @ Work::Ops(_) => Job { work, reply },
                     };
                     // Merge the element jobs queued behind this one, up to a script or list.
@@ -325,6 +331,20 @@ impl Handle {
             .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
     }
 
+    /// Check the table against `script` (after everything submitted before) and re-create it
+    /// with the script when it is not whole. Ok(true): it was re-created.
+    pub async fn repair(&self, script: String) -> Result<bool, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job {
+                work: Work::Repair(script, reply),
+                reply: None,
+            })
+            .map_err(|_| "the nftables thread has stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
+    }
+
     /// Apply an `nft -f` script, after everything submitted before it.
     pub async fn script(&self, script: String) -> Result<(), String> {
         self.submit(Work::Script(script)).await
@@ -344,8 +364,27 @@ pub fn shared() -> Result<&'static Handle, String> {
 fn ops_of(j: &Job) -> &[ElemOp] {
     match &j.work {
         Work::Ops(o) => o,
-        Work::Script(_) | Work::List(_) => &[],
+        Work::Script(_) | Work::List(_) | Work::Repair(..) => &[],
     }
+}
+
+/// Re-create the table with `script` unless it is whole (see [`listing::intact`]); the
+/// script keeps whatever elements survived. Ok(true): re-created.
+fn repair(script: &str) -> Result<bool, NftError> {
+    let rules = script
+        .lines()
+        .filter(|l| l.starts_with("add rule "))
+        .count();
+    let whole = match nft(&["-j", "list", "table", "inet", table()], None) {
+        Ok(json) => listing::intact(&json, rules),
+        Err(NftError::Nft(e)) if e.contains("No such file or directory") => false,
+        Err(e) => return Err(e),
+    };
+    if whole {
+        return Ok(false);
+    }
+    apply_script(script)?;
+    Ok(true)
 }
 
 fn run_jobs(transport: &mut Transport, jobs: Vec<Job>) {
