@@ -115,6 +115,8 @@ fn server_msgs() -> Vec<ServerMsg> {
                     step: None,
                     knocks: 2,
                     sequence_hidden: false,
+                    step_secs: None,
+                    next_step_in_ms: None,
                 }],
             },
         },

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Bump on any change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 14;
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// Client → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,6 +260,10 @@ pub struct DoorInfo {
     /// `sequence` was withheld: static and one-time sequences are sent to root only (a
     /// member of group knockd could use, and burn, them).
     pub sequence_hidden: bool,
+    /// TOTP doors: the length of a step, in seconds.
+    pub step_secs: Option<u64>,
+    /// TOTP doors: how long after this answer the next step (and its sequence) begins.
+    pub next_step_in_ms: Option<u64>,
 }
 
 impl DoorInfo {

@@ -33,7 +33,7 @@ pub async fn run_knockctl(
                  attempts and tail with -H or --hosts"
             ))),
         },
-        _ => ctl::run(args, out, err).await,
+        _ => ctl::run(args, out, err, ctl::run::table_width()).await,
     }
 }
 

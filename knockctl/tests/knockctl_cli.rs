@@ -373,6 +373,8 @@ async fn revoke_without_grants_fails() {
                 step: None,
                 knocks: 1,
                 sequence_hidden: false,
+                step_secs: None,
+                next_step_in_ms: None,
             })
             .collect(),
     };

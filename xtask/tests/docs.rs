@@ -388,7 +388,7 @@ fn readme_knockctl_list_example_is_what_knockctl_prints() {
         client: None,
     };
     let now = opened + chrono::Duration::seconds(2);
-    let printed: Vec<String> = knockctl::ctl::output::format_grants(&[grant], &now)
+    let printed: Vec<String> = knockctl::ctl::output::format_grants(&[grant], &now, None)
         .lines()
         .map(words)
         .collect();
@@ -462,7 +462,7 @@ const QUOTED_MESSAGES: &[(&str, &[&str])] = &[
         "`kernel timeout (nftables) (kernel: 28s left)`",
         &["kernel timeout (nftables)", " (kernel: ", " left)"],
     ),
-    ("`kernel, 28s\n  left`", &["kernel, ", " left"]),
+    ("the TUI `kernel`", &["\"kernel\"", "kernel, ", " left"]),
     ("`disconnected, retrying`", &["disconnected, retrying"]),
     ("`sequence reset at stage N`", &["sequence reset at stage "]),
     ("`grant refreshed`", &["grant refreshed"]),

@@ -16,6 +16,10 @@ Inspect and control a running knockd over its control socket: show its status, t
 grants, the knock sequences in progress and the configured doors; revoke grants; reload \
 the configuration; follow events live. With -H or --hosts, on many hosts at once over ssh.
 
+Tables fit the terminal's width (COLUMNS overrides it), wrapping long cells onto continuation \
+lines; when standard output is not a terminal (a pipe, a file), every row stays on one line, \
+so grep sees it whole.
+
 The control socket is only accessible to root and to members of the group knockd (over ssh: the \
 ssh user on the remote host). Door sequences (static and one-time) are shown to root only: \
 knockd sends members each door's kind and number of knocks.";
@@ -132,7 +136,7 @@ pub enum Command {
     /// List knock sequences in progress (the oldest 5000, and how many more there are).
     Attempts,
     /// List configured doors: sequence (root only; others see kind and number of knocks),
-    /// timeout, action.
+    /// timeout, action (TOTP doors: step and when the next begins).
     Doors,
     /// Close the open grants of ADDRESS (only those of one door with --door).
     Revoke {

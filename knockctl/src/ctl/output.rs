@@ -3,9 +3,10 @@
 //! tests pass a fixed offset. Durations, clocks, escaping, labels and the table layout are
 //! shared with the TUI and live in [`crate::present`].
 //!
-//! Human output is laid out for 80 columns: tables align their columns and wrap the long
-//! free-text ones (what was opened, actions, sequences) onto continuation lines rather than
-//! cutting them.
+//! Tables align their columns. Given a width (the terminal's), they wrap the long free-text
+//! columns (what was opened, actions, sequences) onto continuation lines rather than cutting
+//! them; without one (output to a pipe or a file) every row is one line, so `grep` sees it
+//! whole.
 
 use chrono::{DateTime, TimeZone};
 use knock_ipc::{AttemptInfo, DoorInfo, Event, EventKind, GrantInfo, Status};
@@ -17,7 +18,7 @@ use crate::present::{
     format_remaining, state_file_health, visible,
 };
 
-/// Width human output is laid out for.
+/// Width of a terminal that does not say how wide it is.
 pub const WIDTH: usize = 80;
 
 /// `knockctl status`.
@@ -101,8 +102,12 @@ pub fn format_status(status: &Status) -> String {
 }
 
 /// `knockctl list`: one row per grant, or `no open grants`.
-pub fn format_grants<Tz: TimeZone>(grants: &[GrantInfo], now: &DateTime<Tz>) -> String {
-    grants_table(grants, None, now)
+pub fn format_grants<Tz: TimeZone>(
+    grants: &[GrantInfo],
+    now: &DateTime<Tz>,
+    width: Option<usize>,
+) -> String {
+    grants_table(grants, None, now, width)
 }
 
 /// [`format_grants`], with a HOST column first when `hosts` (one per grant) is given.
@@ -110,6 +115,7 @@ pub fn grants_table<Tz: TimeZone>(
     grants: &[GrantInfo],
     hosts: Option<&[String]>,
     now: &DateTime<Tz>,
+    width: Option<usize>,
 ) -> String {
     if grants.is_empty() {
         return "no open grants\n".to_string();
@@ -143,7 +149,7 @@ pub fn grants_table<Tz: TimeZone>(
             ]
         })
         .collect();
-    hosted_table(&columns, rows, hosts)
+    hosted_table(&columns, rows, hosts, width)
 }
 
 /// `knockctl clients`: one row per enrolled SPA client.
@@ -187,12 +193,16 @@ pub fn format_clients<Tz: TimeZone>(
 }
 
 /// `knockctl attempts`: one row per sequence in progress.
-pub fn format_attempts(attempts: &[AttemptInfo]) -> String {
-    attempts_table(attempts, None)
+pub fn format_attempts(attempts: &[AttemptInfo], width: Option<usize>) -> String {
+    attempts_table(attempts, None, width)
 }
 
 /// [`format_attempts`], with a HOST column first when `hosts` (one per attempt) is given.
-pub fn attempts_table(attempts: &[AttemptInfo], hosts: Option<&[String]>) -> String {
+pub fn attempts_table(
+    attempts: &[AttemptInfo],
+    hosts: Option<&[String]>,
+    width: Option<usize>,
+) -> String {
     if attempts.is_empty() {
         return "no knock sequences in progress\n".to_string();
     }
@@ -215,16 +225,16 @@ pub fn attempts_table(attempts: &[AttemptInfo], hosts: Option<&[String]>) -> Str
             ]
         })
         .collect();
-    hosted_table(&columns, rows, hosts)
+    hosted_table(&columns, rows, hosts, width)
 }
 
 /// `knockctl doors`: one row per door; NOTES gathers what is unusual about it.
-pub fn format_doors(doors: &[DoorInfo]) -> String {
-    doors_table(doors, None)
+pub fn format_doors(doors: &[DoorInfo], width: Option<usize>) -> String {
+    doors_table(doors, None, width)
 }
 
 /// [`format_doors`], with a HOST column first when `hosts` (one per door) is given.
-pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>) -> String {
+pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>, width: Option<usize>) -> String {
     if doors.is_empty() {
         return "no doors configured\n".to_string();
     }
@@ -267,7 +277,7 @@ pub fn doors_table(doors: &[DoorInfo], hosts: Option<&[String]>) -> String {
             ]
         })
         .collect();
-    hosted_table(&columns, rows, hosts)
+    hosted_table(&columns, rows, hosts, width)
 }
 
 /// What `revoke` closed, one line per grant.
@@ -384,9 +394,14 @@ pub fn format_event<Tz: TimeZone>(event: &Event, tz: &Tz) -> String {
 
 /// Lays `rows` out under `columns`, with a HOST column first when `hosts` (one per row) is
 /// given: many hosts' lists as one table.
-fn hosted_table(columns: &[Column], rows: Vec<Vec<String>>, hosts: Option<&[String]>) -> String {
+fn hosted_table(
+    columns: &[Column],
+    rows: Vec<Vec<String>>,
+    hosts: Option<&[String]>,
+    width: Option<usize>,
+) -> String {
     let Some(hosts) = hosts else {
-        return render_table(columns, &rows, WIDTH);
+        return render_table(columns, &rows, width);
     };
     let columns: Vec<Column> = std::iter::once(Column::fixed("HOST"))
         .chain(columns.iter().copied())
@@ -396,7 +411,7 @@ fn hosted_table(columns: &[Column], rows: Vec<Vec<String>>, hosts: Option<&[Stri
         .zip(hosts)
         .map(|(row, host)| std::iter::once(host.clone()).chain(row).collect())
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    render_table(&columns, &rows, width)
 }
 
 #[cfg(test)]
@@ -433,8 +448,12 @@ mod tests {
     }
 
     fn assert_fits(text: &str) {
+        assert_fits_in(text, WIDTH);
+    }
+
+    fn assert_fits_in(text: &str, width: usize) {
         for line in text.lines() {
-            assert!(text_width(line) <= WIDTH, "too wide: {line:?}");
+            assert!(text_width(line) <= width, "too wide: {line:?}");
             assert_eq!(line, line.trim_end(), "trailing spaces: {line:?}");
         }
     }
@@ -444,7 +463,11 @@ mod tests {
     #[test]
     fn odd_door_names_cannot_spoof_the_list() {
         let evil = "x\n10.6.6.6      admin    14:59:16  never    derived\u{1b}[2J\u{202e}";
-        let out = format_grants(&[grant(evil, "10.0.0.12", Some(30_000))], &now());
+        let out = format_grants(
+            &[grant(evil, "10.0.0.12", Some(30_000))],
+            &now(),
+            Some(WIDTH),
+        );
         assert_eq!(out.lines().filter(|l| l.contains("10.6.6.6")).count(), 1);
         assert!(
             !out.contains('\u{1b}') && !out.contains('\u{202e}'),
@@ -474,7 +497,7 @@ mod tests {
             grant("openSSH", "192.168.100.200", Some(243_000)),
             web,
         ];
-        let text = format_grants(&grants, &now());
+        let text = format_grants(&grants, &now(), Some(WIDTH));
         assert_eq!(
             text,
             "\
@@ -493,9 +516,72 @@ never  Sep 21 14:59  web      fd99:77::2       start_command:    stop_command
         assert_fits(&text);
     }
 
+    /// Piped output (no width) and a wide terminal keep every row on one line, so `grep`
+    /// finds a grant with all its columns.
+    #[test]
+    fn without_a_width_or_with_room_every_row_is_one_line() {
+        let mut web = grant("web", "fd99:77::2", None);
+        web.opened = "start_command: /usr/local/bin/open-web --for %IP% --verbose".into();
+        web.closes = "stop_command".into();
+        let grants = [grant("openSSH", "10.0.0.12", Some(29_400)), web];
+        let piped = format_grants(&grants, &now(), None);
+        assert_eq!(
+            piped,
+            "\
+LEFT   OPENED    DOOR     ADDRESS     WHAT                                                         CLOSES BY
+29s    14:59:16  openSSH  10.0.0.12   22/tcp (INPUT)                                               native rule delete
+never  14:59:16  web      fd99:77::2  start_command: /usr/local/bin/open-web --for %IP% --verbose  stop_command
+"
+        );
+        assert_eq!(format_grants(&grants, &now(), Some(200)), piped);
+        let long = DoorInfo {
+            name: "long".into(),
+            sequence: (1..=8).map(|i| format!("{}:udp", 10_000 + i)).collect(),
+            seq_timeout_ms: 15_000,
+            cmd_timeout_ms: 30_000,
+            tcp_flags: "syn,!ack".into(),
+            action: "open 443/tcp (INPUT)".into(),
+            one_time: true,
+            enabled: true,
+            target: None,
+            kind: "one-time".into(),
+            step: None,
+            step_secs: None,
+            next_step_in_ms: None,
+            knocks: 0,
+            sequence_hidden: false,
+        };
+        let doors = format_doors(&[long], None);
+        assert_eq!(doors.lines().count(), 2, "{doors}");
+        assert!(doors.contains("10008:udp  15s"), "{doors}");
+        // A 100-column terminal wraps only what does not fit.
+        let text = format_grants(&grants, &now(), Some(100));
+        assert_fits_in(&text, 100);
+        assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    /// The README's `knockctl list` example shows the columns the CLI prints.
+    #[test]
+    fn readme_list_example_has_the_real_columns() {
+        let readme = include_str!("../../../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.ends_with("# knockctl list"));
+        let header = lines
+            .nth(1)
+            .expect("a table after `knockctl list` in README.md");
+        let ours = format_grants(&[grant("openSSH", "10.0.0.12", None)], &now(), None);
+        let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(words(header), words(ours.lines().next().expect("header")));
+    }
+
     #[test]
     fn narrow_grants_table_is_not_wrapped() {
-        let text = format_grants(&[grant("openSSH", "10.0.0.12", Some(30_000))], &now());
+        let text = format_grants(
+            &[grant("openSSH", "10.0.0.12", Some(30_000))],
+            &now(),
+            Some(WIDTH),
+        );
         assert_eq!(
             text,
             "\
@@ -513,7 +599,7 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
             grant("門番", "10.0.0.12", Some(30_000)),
             grant("openSSH", "10.0.0.13", Some(30_000)),
         ];
-        let text = format_grants(&grants, &now());
+        let text = format_grants(&grants, &now(), Some(WIDTH));
         assert_eq!(
             text,
             "\
@@ -526,9 +612,12 @@ LEFT  OPENED    DOOR     ADDRESS    WHAT            CLOSES BY
 
     #[test]
     fn empty_lists_say_so() {
-        assert_eq!(format_grants(&[], &now()), "no open grants\n");
-        assert_eq!(format_attempts(&[]), "no knock sequences in progress\n");
-        assert_eq!(format_doors(&[]), "no doors configured\n");
+        assert_eq!(format_grants(&[], &now(), Some(WIDTH)), "no open grants\n");
+        assert_eq!(
+            format_attempts(&[], None),
+            "no knock sequences in progress\n"
+        );
+        assert_eq!(format_doors(&[], None), "no doors configured\n");
     }
 
     #[test]
@@ -634,7 +723,7 @@ counters    packets 123456  stages 55  opens 3  resets 4  timeouts 2
                 remaining_ms: 95_000,
             },
         ];
-        let text = format_attempts(&attempts);
+        let text = format_attempts(&attempts, Some(WIDTH));
         assert_eq!(
             text,
             "\
@@ -662,6 +751,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
             step: None,
             knocks: 4,
             sequence_hidden: true,
+            step_secs: None,
+            next_step_in_ms: None,
         };
         assert_eq!(door_sequence(&d), "(hidden: 4 knocks)");
     }
@@ -683,6 +774,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 step: None,
                 knocks: 3,
                 sequence_hidden: false,
+                step_secs: None,
+                next_step_in_ms: None,
             },
             DoorInfo {
                 name: "oneShot".into(),
@@ -698,6 +791,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 step: None,
                 knocks: 0,
                 sequence_hidden: false,
+                step_secs: None,
+                next_step_in_ms: None,
             },
             DoorInfo {
                 name: "long".into(),
@@ -713,6 +808,8 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 step: None,
                 knocks: 8,
                 sequence_hidden: false,
+                step_secs: None,
+                next_step_in_ms: None,
             },
             DoorInfo {
                 name: "totp".into(),
@@ -728,9 +825,11 @@ ADDRESS                                 DOOR     STAGE  AGE   TIMES OUT IN
                 step: Some(58_000_000),
                 knocks: 3,
                 sequence_hidden: false,
+                step_secs: Some(30),
+                next_step_in_ms: Some(12_345),
             },
         ];
-        let text = format_doors(&doors);
+        let text = format_doors(&doors, Some(WIDTH));
         assert_eq!(
             text,
             "\
@@ -744,7 +843,8 @@ long     10001:udp 10002:udp   15s     open 443/tcp (INPUT)
          10005:udp 10006:udp
          10007:udp 10008:udp
 totp     (rotating: TOTP step  5s      open 22/tcp (INPUT)   flags syn
-         58000000)
+         58000000, next in
+         13s)
 "
         );
         assert_fits(&text);

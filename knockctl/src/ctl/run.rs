@@ -1,7 +1,7 @@
 //! Talking to knockd: connect, send one request, print the answer; or follow the event
 //! stream. Turning an answer into text is [`render`], which is pure.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,15 +103,26 @@ impl CtlError {
 }
 
 /// Runs one `knockctl` command against the daemon at `args.socket`, writing results to
-/// `out` and notices to `err`. A closed `out` (`knockctl tail | head`) ends the run quietly.
-pub async fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
-    match dispatch(args, out, err).await {
+/// `out` and notices to `err`; tables fit in `width` columns (see [`table_width`]), or are
+/// never wrapped with `None`. A closed `out` (`knockctl tail | head`) ends the run quietly.
+pub async fn run(
+    args: &Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    width: Option<usize>,
+) -> Result<(), CtlError> {
+    match dispatch(args, out, err, width).await {
         Err(CtlError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
 }
 
-async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
+async fn dispatch(
+    args: &Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    width: Option<usize>,
+) -> Result<(), CtlError> {
     if let Command::DialStdio = args.command {
         return Ok(crate::fleet::dial::dial_stdio(&args.socket).await?);
     }
@@ -137,7 +148,7 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             let name = request.name();
             let mut client = connect(socket).await?;
             let response = within(socket, client.request(request)).await?;
-            let mut reply = render(command, name, response, args.json, &Local::now());
+            let mut reply = render(command, name, response, args.json, &Local::now(), width);
             if let Err(CtlError::NoGrant {
                 door: Some(door), ..
             }) = &reply.result
@@ -157,6 +168,28 @@ async fn dispatch(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             reply.result
         }
     }
+}
+
+/// The width of the tables on stdout, like `ps` and `ss`: on a terminal, `COLUMNS` when
+/// set, else the terminal's width; `None` (one row per line, never wrapped, so `grep` sees
+/// whole rows) when stdout is a pipe or a file.
+pub fn table_width() -> Option<usize> {
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok());
+    let terminal = crossterm::terminal::size()
+        .ok()
+        .map(|(w, _)| usize::from(w));
+    let positive = |w: &usize| *w > 0;
+    Some(
+        columns
+            .filter(positive)
+            .or(terminal.filter(positive))
+            .unwrap_or(output::WIDTH),
+    )
 }
 
 /// [`CtlError::NoSuchDoor`] when `door` is none of `doors` (names compare exactly, as
@@ -257,13 +290,14 @@ fn listing(body: String, json: bool, note: Option<String>) -> Reply {
 }
 
 /// Turns knockd's answer to `command` into output and an outcome. `now` gives the time zone
-/// and the day for clock times.
+/// and the day for clock times; tables fit in `width` columns, or never wrap with `None`.
 pub fn render<Tz: TimeZone>(
     command: &Command,
     request: &'static str,
     response: Response,
     json: bool,
     now: &DateTime<Tz>,
+    width: Option<usize>,
 ) -> Reply {
     match (command, response) {
         (_, Response::Error { message }) => Reply::fail(String::new(), CtlError::Daemon(message)),
@@ -280,7 +314,7 @@ pub fn render<Tz: TimeZone>(
             let body = if json {
                 doc(&grants)
             } else {
-                output::format_grants(&grants, now)
+                output::format_grants(&grants, now, width)
             };
             listing(body, json, note)
         }
@@ -289,14 +323,14 @@ pub fn render<Tz: TimeZone>(
             let body = if json {
                 doc(&attempts)
             } else {
-                output::format_attempts(&attempts)
+                output::format_attempts(&attempts, width)
             };
             listing(body, json, note)
         }
         (Command::Doors, Response::Doors { doors }) => Reply::ok(if json {
             doc(&doors)
         } else {
-            output::format_doors(&doors)
+            output::format_doors(&doors, width)
         }),
         (Command::Revoke { addr, door, .. }, Response::Revoked { grants }) => {
             let stdout = if json {
@@ -497,6 +531,7 @@ mod tests {
             Response::Revoked { grants: vec![] },
             false,
             &now(),
+            None,
         );
         let err = reply.result.expect_err("nothing revoked");
         assert_eq!(err.exit_code(), 1);
@@ -513,6 +548,7 @@ mod tests {
             },
             false,
             &now(),
+            None,
         );
         assert!(reply.result.is_ok());
         assert_eq!(reply.stdout, "revoked openSSH 10.0.0.12 (22/tcp (INPUT))\n");
@@ -529,6 +565,7 @@ mod tests {
             },
             true,
             &now(),
+            None,
         );
         let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
         assert_eq!(value[0]["addr"], "10.0.0.12");
@@ -543,6 +580,7 @@ mod tests {
             },
             true,
             &now(),
+            None,
         );
         let value: serde_json::Value = serde_json::from_str(&reply.stdout).expect("json");
         assert_eq!(value["reloaded"], false);
@@ -565,6 +603,7 @@ mod tests {
                 },
                 json,
                 &now(),
+                None,
             )
         };
         let text = list(false);
@@ -591,6 +630,7 @@ mod tests {
             },
             false,
             &now(),
+            None,
         );
         assert!(!attempts.stdout.contains("showing"));
     }
@@ -605,6 +645,7 @@ mod tests {
             },
             false,
             &now(),
+            None,
         );
         let err = reply.result.expect_err("error");
         assert_eq!(err.to_string(), "knockd: engine is shutting down");
@@ -616,6 +657,7 @@ mod tests {
             Response::Subscribed,
             false,
             &now(),
+            None,
         );
         let err = reply.result.expect_err("mismatch");
         assert_eq!(

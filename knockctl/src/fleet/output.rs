@@ -195,7 +195,7 @@ fn merge<Tz: TimeZone>(
     if json && !matches!(command, Command::Metrics) {
         return (doc(&Value::Array(objects)), outcome);
     }
-    out.push_str(&tables.render(command, now));
+    out.push_str(&tables.render(command, now, crate::ctl::run::table_width()));
     (out, outcome)
 }
 

@@ -64,6 +64,7 @@ pub async fn run(
             response,
             args.json,
             &Local::now(),
+            crate::ctl::run::table_width(),
         );
         return emit(reply, out, err);
     }

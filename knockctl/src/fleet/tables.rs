@@ -36,19 +36,24 @@ impl Tables {
     }
 
     /// The table (or exposition) for `command`; empty for other commands.
-    pub fn render<Tz: TimeZone>(&self, command: &Command, now: &DateTime<Tz>) -> String {
+    pub fn render<Tz: TimeZone>(
+        &self,
+        command: &Command,
+        now: &DateTime<Tz>,
+        width: Option<usize>,
+    ) -> String {
         match command {
             Command::List => {
                 let (hosts, rows) = flatten(&self.grants);
-                output::grants_table(&rows, Some(&hosts), now)
+                output::grants_table(&rows, Some(&hosts), now, width)
             }
             Command::Attempts => {
                 let (hosts, rows) = flatten(&self.attempts);
-                output::attempts_table(&rows, Some(&hosts))
+                output::attempts_table(&rows, Some(&hosts), width)
             }
             Command::Doors => {
                 let (hosts, rows) = flatten(&self.doors);
-                output::doors_table(&rows, Some(&hosts))
+                output::doors_table(&rows, Some(&hosts), width)
             }
             Command::Metrics => merged_metrics(&self.metrics),
             _ => String::new(),
@@ -155,7 +160,7 @@ mod tests {
         t.grants("bastion1", &[grant("203.0.113.7")]);
         t.grants("node7", &[]);
         t.grants("web", &[grant("198.51.100.4"), grant("203.0.113.7")]);
-        let text = t.render(&Command::List, &Utc::now());
+        let text = t.render(&Command::List, &Utc::now(), Some(80));
         // Rows start with their host; wrapped cells continue on blank-host lines.
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
         assert!(lines[0].starts_with("HOST      LEFT"), "{text}");
@@ -165,7 +170,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines.len(), 4, "{text}");
-        let empty = Tables::default().render(&Command::List, &Utc::now());
+        let empty = Tables::default().render(&Command::List, &Utc::now(), Some(80));
         assert_eq!(empty, "no open grants\n");
     }
 

@@ -1,6 +1,6 @@
 //! Column layout for the CLI tables: columns two spaces apart, each as wide as its widest
 //! cell; when the table is wider than the screen, the wrapping columns give way and their
-//! text continues on the next lines.
+//! text continues on the next lines. Without a screen width (a pipe), nothing wraps.
 
 use super::text::{push_line, text_width, visible, wrap};
 
@@ -38,9 +38,10 @@ fn min_width(column: &Column, longest_word: usize) -> usize {
 }
 
 /// Lays `rows` out under `columns`, two spaces apart, within `width` if the wrapping
-/// columns can give enough way. Cells are escaped with [`visible`]; lines carry no trailing
-/// spaces.
-pub fn render_table(columns: &[Column], rows: &[Vec<String>], width: usize) -> String {
+/// columns can give enough way; with no `width`, one line per row. Cells are escaped with
+/// [`visible`]; lines carry no trailing spaces.
+pub fn render_table(columns: &[Column], rows: &[Vec<String>], width: Option<usize>) -> String {
+    let width = width.unwrap_or(usize::MAX);
     let mut widths: Vec<usize> = columns.iter().map(|c| text_width(c.header)).collect();
     let mut words = vec![0; columns.len()];
     for row in rows {

@@ -68,6 +68,8 @@ pub fn doors() -> Vec<DoorInfo> {
         step: None,
         knocks: sequence.len() as u32,
         sequence_hidden: false,
+        step_secs: None,
+        next_step_in_ms: None,
     };
     vec![
         door(

@@ -17,9 +17,15 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A door as `knockctl doors` shows it; `firewall`: the backend of native doors (`open 22/tcp
+/// A door as `knockctl doors` shows it; `step` is its current TOTP step, `wall` the TOTP clock
+/// (time since the Unix epoch); `firewall`: the backend of native doors (`open 22/tcp
 /// (INPUT)` with iptables, `open 22/tcp (nftables)` with nftables, which uses no chain).
-fn door_info(d: &Door, step: Option<u64>, firewall: config::FirewallKind) -> ipc::DoorInfo {
+fn door_info(
+    d: &Door,
+    step: Option<u64>,
+    wall: Duration,
+    firewall: config::FirewallKind,
+) -> ipc::DoorInfo {
     let mut flags: Vec<String> = Vec::new();
     for (name, bit) in config::flag::NAMES {
         if d.tcp_flags.set & bit != 0 {
@@ -74,6 +80,11 @@ fn door_info(d: &Door, step: Option<u64>, firewall: config::FirewallKind) -> ipc
         },
         // The control socket withholds it from peers that are not root.
         sequence_hidden: false,
+        step_secs: d.totp.as_ref().map(|t| t.step_secs.max(1)),
+        next_step_in_ms: d.totp.as_ref().zip(step).map(|(t, step)| {
+            let next = Duration::from_secs(t.step_start(step.saturating_add(1)));
+            ms(next.saturating_sub(wall))
+        }),
     }
 }
 
@@ -118,15 +129,19 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     .collect(),
                 total: self.matcher.len() as u64,
             },
-            Request::Doors => Response::Doors {
-                doors: self
-                    .config
-                    .doors
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| door_info(d, self.totp.step(i), self.config.options.firewall))
-                    .collect(),
-            },
+            Request::Doors => {
+                let wall = self.totp.wall();
+                let firewall = self.config.options.firewall;
+                Response::Doors {
+                    doors: self
+                        .config
+                        .doors
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| door_info(d, self.totp.step(i), wall, firewall))
+                        .collect(),
+                }
+            }
             Request::Revoke { addr, door } => self.revoke(addr, door.as_deref(), now),
             // Both are the socket server's job: a reload is read and prepared off this task
             // (see `request_reload`), a subscription is served from the event channel.

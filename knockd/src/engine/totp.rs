@@ -52,6 +52,11 @@ impl TotpClock {
         self.wall = clock;
     }
 
+    /// The wall clock's reading (time since the Unix epoch).
+    pub fn wall(&self) -> Duration {
+        (self.wall)()
+    }
+
     /// The next step boundary of any door.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.next

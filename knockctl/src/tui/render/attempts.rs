@@ -1,15 +1,28 @@
 //! Attempts pane: source, door, stage with a progress bar, age, time left or how it ended.
 
-use super::{empty_text, header_row, highlight, ms_between, pane_block, selection_state, Theme};
+use super::{
+    empty_text, fitted_table, highlight, ms_between, pane_block, selection_state, FitRow, Theme,
+};
+use crate::present::fit::FitColumn;
 use crate::present::{format_duration_ms, visible};
 use crate::tui::state::{Pane, State};
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
-use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
+use ratatui::widgets::{HighlightSpacing, TableState};
 use ratatui::Frame;
 
 /// Cells of the text progress bar.
 const BAR: usize = 10;
+
+/// Narrow panes drop the bar first, then the age.
+const COLUMNS: [FitColumn; 6] = [
+    FitColumn::new("SOURCE", 15),
+    FitColumn::new("DOOR", 7),
+    FitColumn::new("STAGE", 5),
+    FitColumn::optional("PROGRESS", BAR, 1),
+    FitColumn::optional("AGE", 4, 2),
+    FitColumn::new("LEFT", 7),
+];
 
 fn bar(stage: u32, of: u32) -> String {
     let filled = if of == 0 {
@@ -37,49 +50,42 @@ pub(super) fn render_attempts(
         );
         return;
     }
-    let table_rows = rows.iter().map(|a| {
-        let end_at = a.ended.map_or(now, |(_, at)| at);
-        let age = format_duration_ms(ms_between(a.started_ms, end_at));
-        let (left, style) = match a.ended {
-            Some((how, _)) => (how.label().to_string(), theme.attempt_end(how)),
-            None => (
-                a.deadline_ms
-                    .map_or("?".to_string(), |d| format_duration_ms(ms_between(now, d))),
-                Style::new(),
-            ),
-        };
-        Row::new(vec![
-            Cell::from(a.addr.to_string()),
-            Cell::from(visible(&a.door).into_owned()),
-            Cell::from(format!("{}/{}", a.stage, a.of)),
-            Cell::from(bar(a.stage, a.of)).style(if a.ended.is_some() {
+    let table_rows = rows
+        .iter()
+        .map(|a| {
+            let end_at = a.ended.map_or(now, |(_, at)| at);
+            let age = format_duration_ms(ms_between(a.started_ms, end_at));
+            let (left, style) = match a.ended {
+                Some((how, _)) => (how.label().to_string(), theme.attempt_end(how)),
+                None => (
+                    a.deadline_ms
+                        .map_or("?".to_string(), |d| format_duration_ms(ms_between(now, d))),
+                    Style::new(),
+                ),
+            };
+            let bar_style = if a.ended.is_some() {
                 style
             } else {
                 theme.fg(Color::Cyan)
-            }),
-            Cell::from(age),
-            Cell::from(left),
-        ])
-        .style(style)
-    });
-    let table = Table::new(
-        table_rows,
-        [
-            Constraint::Min(15),
-            Constraint::Length(14),
-            Constraint::Length(5),
-            Constraint::Length(BAR as u16),
-            Constraint::Length(6),
-            Constraint::Length(7),
-        ],
-    )
-    .header(header_row(&[
-        "SOURCE", "DOOR", "STAGE", "PROGRESS", "AGE", "LEFT",
-    ]))
-    .block(block)
-    .row_highlight_style(highlight())
-    .highlight_symbol("> ")
-    .highlight_spacing(HighlightSpacing::Always);
+            };
+            FitRow {
+                cells: vec![
+                    (a.addr.to_string(), None),
+                    (visible(&a.door).into_owned(), None),
+                    (format!("{}/{}", a.stage, a.of), None),
+                    (bar(a.stage, a.of), Some(bar_style)),
+                    (age, None),
+                    (left, None),
+                ],
+                style,
+            }
+        })
+        .collect();
+    let table = fitted_table(&COLUMNS, table_rows, area)
+        .block(block)
+        .row_highlight_style(highlight())
+        .highlight_symbol("> ")
+        .highlight_spacing(HighlightSpacing::Always);
     let mut table_state =
         TableState::default().with_selected(selection_state(state, Pane::Attempts));
     frame.render_stateful_widget(table, area, &mut table_state);

@@ -1,30 +1,40 @@
 //! Doors pane: each door's sequence, protocols, timeouts and action.
 
-use super::{bottom_title, empty_text, header_row, highlight, pane_block, selection_state, Theme};
-use crate::present::{door_sequence, format_duration_secs, protocols, visible};
+use super::{
+    bottom_title, empty_text, fitted_table, highlight, ms_between, pane_block, selection_state,
+    FitRow, Theme,
+};
+use crate::present::fit::FitColumn;
+use crate::present::{door_sequence_short, format_duration_secs, protocols, visible};
 use crate::tui::state::{Pane, State};
-use ratatui::layout::{Constraint, Rect};
-use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::widgets::{HighlightSpacing, TableState};
 use ratatui::Frame;
 
-/// Doors show their action from this width on.
-const WIDE_DOORS: u16 = 110;
+/// Narrow panes drop the protocols first (the sequence names them too), then CLOSE, ONCE
+/// and WITHIN, before name, sequence or action are cut.
+const COLUMNS: [FitColumn; 7] = [
+    FitColumn::new("DOOR", 7),
+    FitColumn::new("SEQUENCE", 14),
+    FitColumn::optional("PROTO", 5, 1),
+    FitColumn::optional("WITHIN", 6, 4),
+    FitColumn::optional("CLOSE", 5, 2),
+    FitColumn::optional("ONCE", 4, 3),
+    FitColumn::new("ACTION", 11),
+];
 
 pub(super) fn render_doors(
     state: &State,
     frame: &mut Frame,
     area: Rect,
     shared: bool,
+    now: i64,
     theme: &Theme,
 ) {
-    let block = pane_block(
-        state,
-        Pane::Doors,
-        bottom_title(state, Pane::Doors, shared),
-        theme,
-    );
+    let title = bottom_title(state, Pane::Doors, shared);
+    let block = pane_block(state, Pane::Doors, title, theme);
     let doors = state.visible_doors();
-    let wide = area.width >= WIDE_DOORS;
     if doors.is_empty() {
         frame.render_widget(
             empty_text(state, "no doors configured", theme).block(block),
@@ -32,61 +42,50 @@ pub(super) fn render_doors(
         );
         return;
     }
-    let rows = doors.iter().map(|d| {
-        let rotating = d.kind == "totp";
-        let sequence = door_sequence(d);
-        let protos = if rotating {
-            "tcp".to_string()
-        } else {
-            protocols(&d.sequence)
-        };
-        let once = match (d.one_time, d.knocks == 0) {
-            (false, _) => "no",
-            (true, false) => "yes",
-            (true, true) => "used",
-        };
-        let mut name = visible(&d.name).into_owned();
-        if !d.enabled {
-            name.push_str(" (off)");
-        }
-        let cmd = if d.cmd_timeout_ms == 0 {
-            "-".to_string()
-        } else {
-            format_duration_secs(d.cmd_timeout_ms / 1000)
-        };
-        let mut cells = vec![
-            Cell::from(name),
-            Cell::from(sequence),
-            Cell::from(protos),
-            Cell::from(format_duration_secs(d.seq_timeout_ms / 1000)),
-            Cell::from(cmd),
-            Cell::from(once),
-        ];
-        if wide {
-            cells.push(Cell::from(d.action.clone()));
-        }
-        let row = Row::new(cells);
-        if d.enabled {
-            row
-        } else {
-            row.style(theme.dim())
-        }
-    });
-    let mut widths = vec![
-        Constraint::Length(14),
-        Constraint::Fill(2),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(8),
-    ];
-    let mut headers = vec!["DOOR", "SEQUENCE", "PROTO", "WITHIN", "CLOSE", "ONE-TIME"];
-    if wide {
-        widths.push(Constraint::Fill(1));
-        headers.push("ACTION");
-    }
-    let table = Table::new(rows, widths)
-        .header(header_row(&headers))
+    let stale = state.stale_since_ms.is_some();
+    let rows = doors
+        .iter()
+        .map(|d| {
+            let protos = if d.kind == "totp" {
+                "tcp".to_string()
+            } else {
+                protocols(&d.sequence)
+            };
+            let once = match (d.one_time, d.knocks == 0) {
+                (false, _) => "no",
+                (true, false) => "yes",
+                (true, true) => "used",
+            };
+            let mut name = visible(&d.name).into_owned();
+            if !d.enabled {
+                name.push_str(" (off)");
+            }
+            let close = if d.cmd_timeout_ms == 0 {
+                "-".to_string()
+            } else {
+                format_duration_secs(d.cmd_timeout_ms / 1000)
+            };
+            let style = if d.enabled && !stale {
+                Style::new()
+            } else {
+                theme.dim()
+            };
+            FitRow::new(
+                vec![
+                    name,
+                    visible(&door_sequence_short(d, ms_between(state.doors_at_ms, now)))
+                        .into_owned(),
+                    protos,
+                    format_duration_secs(d.seq_timeout_ms / 1000),
+                    close,
+                    once.to_string(),
+                    visible(&d.action).into_owned(),
+                ],
+                style,
+            )
+        })
+        .collect();
+    let table = fitted_table(&COLUMNS, rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")

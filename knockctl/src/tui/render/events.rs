@@ -1,6 +1,7 @@
 //! Events pane: the daemon's event log, newest first.
 
-use super::{bottom_title, empty_text, highlight, pane_block, selection_state, Theme};
+use super::{bottom_title, empty_text, highlight, pane_block, selection_state, table_room, Theme};
+use crate::present::fit::ellipsize;
 use crate::present::{format_time_of_day, visible};
 use crate::tui::state::{Pane, State};
 use ratatui::layout::Rect;
@@ -27,6 +28,8 @@ pub(super) fn render_log(
         frame.render_widget(empty_text(state, "no events yet", theme).block(block), area);
         return;
     }
+    // Clock (8), tag (7) and two spaces before the text.
+    let room = table_room(area).saturating_sub(8 + 1 + 7 + 1);
     let items: Vec<ListItem> = entries
         .iter()
         .map(|e| {
@@ -39,7 +42,7 @@ pub(super) fn render_log(
                     style.add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(" "),
-                Span::styled(visible(&e.text).into_owned(), style),
+                Span::styled(ellipsize(&visible(&e.text), room), style),
             ]))
         })
         .collect();

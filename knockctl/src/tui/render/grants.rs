@@ -1,21 +1,31 @@
-//! Grants pane: address, door, what was opened, when (wide screens), time left, how it closes.
+//! Grants pane: address, door, what was opened, when, time left, how it closes.
 
 use super::{
-    empty_text, header_row, highlight, now_dt, pane_block, secs_left, selection_state, Theme,
+    empty_text, fitted_table, highlight, now_dt, pane_block, secs_left, selection_state,
+    stale_note, FitRow, Theme,
 };
-use crate::present::{format_clock, format_duration_secs, format_remaining, visible};
+use crate::present::fit::FitColumn;
+use crate::present::{format_clock, format_duration_secs, visible};
 use crate::tui::state::{Pane, State};
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::Style;
-use ratatui::widgets::{Cell, HighlightSpacing, Row, Table, TableState};
+use ratatui::widgets::{HighlightSpacing, TableState};
 use ratatui::Frame;
 
-/// Grants show when they opened from this width on.
-const WIDE_GRANTS: u16 = 100;
+/// Narrow panes drop when a grant opened first.
+const COLUMNS: [FitColumn; 6] = [
+    FitColumn::new("ADDRESS", 15),
+    FitColumn::new("DOOR", 7),
+    FitColumn::new("WHAT", 11).text(),
+    FitColumn::optional("OPENED", 8, 1),
+    FitColumn::new("LEFT", 7),
+    FitColumn::new("CLOSES", 10).text(),
+];
 
 pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: &Theme) {
     let rows = state.visible_grants();
-    let title = super::counted_title("2 Grants", rows.len(), state.grants_unlisted);
+    let mut title = super::counted_title("2 Grants", rows.len(), state.grants_unlisted);
+    title.push_str(&stale_note(state));
     let block = pane_block(state, Pane::Grants, title, theme);
     if rows.is_empty() {
         frame.render_widget(
@@ -24,60 +34,47 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         );
         return;
     }
-    let wide = area.width >= WIDE_GRANTS;
     let now_dt = now_dt(state, now);
-    let table_rows = rows.iter().map(|g| {
-        let (left, style) = match g.ended {
-            Some((how, _)) => (how.label().to_string(), theme.grant_end(how)),
-            None => (
-                g.expires_at_ms.map_or("never".to_string(), |t| {
-                    format_duration_secs(secs_left(t, now))
-                }),
-                Style::new(),
-            ),
-        };
-        let mut cells = vec![
-            Cell::from(g.info.addr.to_string()),
-            Cell::from(visible(&g.info.door).into_owned()),
-            Cell::from(g.info.opened.clone()),
-        ];
-        if wide {
-            cells.push(Cell::from(format_clock(g.info.opened_at_unix_ms, &now_dt)));
-        }
-        cells.push(Cell::from(left));
-        cells.push(Cell::from(match g.info.kernel_expires_in_ms {
-            // nftables: the kernel closes it; its own time left.
-            Some(ms) => format!("kernel, {} left", format_remaining(Some(ms))),
-            None => g.info.closes.clone(),
-        }));
-        Row::new(cells).style(style)
-    });
-    let (widths, headers): (Vec<Constraint>, &[&'static str]) = if wide {
-        (
-            vec![
-                Constraint::Fill(1),
-                Constraint::Length(14),
-                Constraint::Fill(1),
-                Constraint::Length(12),
-                Constraint::Length(7),
-                Constraint::Fill(1),
-            ],
-            &["ADDRESS", "DOOR", "WHAT", "OPENED", "LEFT", "CLOSES"],
-        )
-    } else {
-        (
-            vec![
-                Constraint::Fill(1),
-                Constraint::Length(12),
-                Constraint::Length(15),
-                Constraint::Length(7),
-                Constraint::Fill(1),
-            ],
-            &["ADDRESS", "DOOR", "WHAT", "LEFT", "CLOSES"],
-        )
-    };
-    let table = Table::new(table_rows, widths)
-        .header(header_row(headers))
+    let stale = state.stale_since_ms.is_some();
+    let table_rows = rows
+        .iter()
+        .map(|g| {
+            let (left, style) = match g.ended {
+                Some((how, _)) => (how.label().to_string(), theme.grant_end(how)),
+                None => (
+                    g.expires_at_ms.map_or("never".to_string(), |t| {
+                        format_duration_secs(secs_left(t, now))
+                    }),
+                    if stale { theme.dim() } else { Style::new() },
+                ),
+            };
+            let closes = match (g.ended, g.kernel_expires_at_ms) {
+                // Closed: how it would have closed no longer matters.
+                (Some(_), _) => "-".to_string(),
+                // nftables: the kernel closes it; its own time left, unless it is the
+                // grant's (LEFT says it).
+                (None, Some(at)) if g.expires_at_ms.is_some_and(|t| (t - at).abs() < 1_000) => {
+                    "kernel".to_string()
+                }
+                (None, Some(at)) => {
+                    format!("kernel, {} left", format_duration_secs(secs_left(at, now)))
+                }
+                (None, None) => g.info.closes.clone(),
+            };
+            FitRow::new(
+                vec![
+                    g.info.addr.to_string(),
+                    visible(&g.info.door).into_owned(),
+                    visible(&g.info.opened).into_owned(),
+                    format_clock(g.info.opened_at_unix_ms, &now_dt),
+                    left,
+                    visible(&closes).into_owned(),
+                ],
+                style,
+            )
+        })
+        .collect();
+    let table = fitted_table(&COLUMNS, table_rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")

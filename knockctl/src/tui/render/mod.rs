@@ -2,26 +2,29 @@
 //! marker, a label, a border weight), so the screen reads the same with NO_COLOR.
 //!
 //! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]); this file lays them
-//! out and draws what they share: header, footer, pane frames, popups, the theme.
+//! out and draws what they share: header, footer, pane frames, popups, the theme; tables
+//! that fit their pane are built in [`table`].
 
 use chrono::{DateTime, FixedOffset};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Wrap};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::present::format_duration_secs;
+use crate::present::{format_duration_secs, format_time_of_day};
 
 mod attempts;
 mod doors;
 mod events;
 mod grants;
+mod table;
 
 use attempts::render_attempts;
 use doors::render_doors;
 use events::render_log;
 use grants::render_grants;
+use table::{fitted_table, table_room, FitRow};
 
 use super::input::KEYS;
 use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};
@@ -42,7 +45,7 @@ pub fn render(state: &State, frame: &mut Frame, now: i64) {
             Pane::Attempts => render_attempts(state, frame, area, now, &theme),
             Pane::Grants => render_grants(state, frame, area, now, &theme),
             Pane::Log => render_log(state, frame, area, shared, &theme),
-            Pane::Doors => render_doors(state, frame, area, shared, &theme),
+            Pane::Doors => render_doors(state, frame, area, shared, now, &theme),
         }
     }
     render_footer(state, frame, footer, &theme);
@@ -335,9 +338,12 @@ fn highlight() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
 
-fn header_row(cells: &[&'static str]) -> Row<'static> {
-    Row::new(cells.iter().copied().map(Cell::from))
-        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+/// A pane title's note that its rows are what knockd said before the link went down.
+fn stale_note(state: &State) -> String {
+    match state.stale_since_ms {
+        Some(at) => format!("STALE since {} ", format_time_of_day(at, &state.tz)),
+        None => String::new(),
+    }
 }
 
 /// The bottom pane's title names the other pane when only one of them fits.
@@ -350,7 +356,14 @@ fn bottom_title(state: &State, pane: Pane, area_is_shared: bool) -> String {
             }
             t
         }
-        _ => format!(" 4 Doors ({})", state.visible_doors().len()),
+        // Doors stay on screen while disconnected: say so before naming the other pane.
+        _ => format!(
+            " 4 Doors ({}) {}",
+            state.visible_doors().len(),
+            stale_note(state)
+        )
+        .trim_end()
+        .to_string(),
     };
     if !area_is_shared {
         return format!("{base} ");

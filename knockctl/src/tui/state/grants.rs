@@ -28,6 +28,8 @@ pub struct Grant {
     pub info: GrantInfo,
     /// None: open until revoked.
     pub expires_at_ms: Option<i64>,
+    /// nftables: when the kernel removes the element on its own.
+    pub kernel_expires_at_ms: Option<i64>,
     pub updated_ms: i64,
     pub ended: Option<(GrantEnd, i64)>,
 }
@@ -76,6 +78,7 @@ impl State {
             None => self.grants.push(Grant {
                 info,
                 expires_at_ms: None,
+                kernel_expires_at_ms: None,
                 updated_ms: at,
                 ended: Some((how, at)),
             }),
@@ -131,12 +134,13 @@ impl State {
 
 /// A live row for `info`, its deadline counted from `base_ms`.
 fn grant_row(info: GrantInfo, base_ms: i64, updated_ms: i64) -> Grant {
-    let expires_at_ms = info
-        .expires_in_ms
-        .map(|ms| base_ms + i64::try_from(ms).unwrap_or(i64::MAX / 2));
+    let at = |ms: u64| base_ms + i64::try_from(ms).unwrap_or(i64::MAX / 2);
+    let expires_at_ms = info.expires_in_ms.map(at);
+    let kernel_expires_at_ms = info.kernel_expires_in_ms.map(at);
     Grant {
         info,
         expires_at_ms,
+        kernel_expires_at_ms,
         updated_ms,
         ended: None,
     }

@@ -216,6 +216,8 @@ pub struct State {
     pub attempts_unlisted: u64,
     pub grants_unlisted: u64,
     pub doors: Vec<DoorInfo>,
+    /// When `doors` arrived (TOTP doors' countdowns run from there).
+    pub doors_at_ms: i64,
     /// Newest first.
     pub log: VecDeque<LogEntry>,
     /// Entries that arrived while the log was paused, newest first.
@@ -236,6 +238,8 @@ pub struct State {
     pub color: bool,
     /// Time zone for clock times.
     pub tz: FixedOffset,
+    /// Since when the link is down: grants and doors on screen are what knockd said before.
+    pub stale_since_ms: Option<i64>,
 }
 
 impl State {
@@ -263,6 +267,8 @@ impl State {
             notice: None,
             color,
             tz,
+            stale_since_ms: None,
+            doors_at_ms: 0,
         }
     }
 
@@ -275,6 +281,7 @@ impl State {
         );
         self.daemon_version = Some(daemon_version);
         self.link = Link::Connected;
+        self.stale_since_ms = None;
     }
 
     /// The link failed (or a retry failed); the next try is at `retry_at_ms`.
@@ -288,6 +295,7 @@ impl State {
         }
         // Attempts live in the daemon's memory: whatever comes back starts afresh.
         self.attempts.clear();
+        self.stale_since_ms.get_or_insert(now);
         self.link = Link::Disconnected {
             reason,
             retry_at_ms,
@@ -433,7 +441,10 @@ impl State {
                 self.grants_unlisted = total.saturating_sub(grants.len() as u64);
                 self.merge_grants(grants, total, now);
             }
-            Response::Doors { doors } => self.doors = doors,
+            Response::Doors { doors } => {
+                self.doors = doors;
+                self.doors_at_ms = now;
+            }
             Response::Clients { .. } | Response::ClientRevoked { .. } => {}
             Response::Revoked { grants } => {
                 if grants.is_empty() {
