@@ -156,6 +156,7 @@ pub fn grants_table<Tz: TimeZone>(
 pub fn format_clients<Tz: TimeZone>(
     clients: &[knock_ipc::ClientInfo],
     now: &DateTime<Tz>,
+    width: Option<usize>,
 ) -> String {
     if clients.is_empty() {
         return "no SPA clients enrolled (knockd --new-client NAME --out NAME.knock)\n".to_string();
@@ -189,7 +190,7 @@ pub fn format_clients<Tz: TimeZone>(
             ]
         })
         .collect();
-    render_table(&columns, &rows, WIDTH)
+    render_table(&columns, &rows, width)
 }
 
 /// `knockctl attempts`: one row per sequence in progress.

@@ -353,7 +353,7 @@ pub fn render<Tz: TimeZone>(
         (Command::Clients { .. }, Response::Clients { clients }) => Reply::ok(if json {
             doc(&clients)
         } else {
-            output::format_clients(&clients, now)
+            output::format_clients(&clients, now, width)
         }),
         (Command::Clients { .. }, Response::ClientRevoked { name, closed }) => Reply::ok(if json {
             doc(&json!({ "revoked": name, "closed": closed }))
