@@ -323,16 +323,7 @@ impl Table {
 
     /// Queue entries and counts for attempt `i`, just created (or started over).
     fn queued(&mut self, i: u32, stage1: bool) {
-        let a = &self.slots[i as usize];
-        let (door, n, at, deadline) = (a.door as usize, a.net as usize, a.at(i), a.deadline);
-        let d = &mut self.doors[door];
-        d.live += 1;
-        d.queue.push_back(Timed { deadline, at });
-        if d.queue.len() > 2 * d.live as usize + 64 {
-            let mut q = std::mem::take(&mut self.doors[door].queue);
-            q.retain(|e| self.is_live(e.at));
-            self.doors[door].queue = q;
-        }
+        let (door, n, at) = self.push_door_entry(i);
         if stage1 {
             self.stage1_total += 1;
             self.push_stage1(n, at);
@@ -345,6 +336,13 @@ impl Table {
 
     /// A stage-1 attempt started over: new entries, same counts.
     fn queued_stage1_again(&mut self, i: u32) {
+        let (_, n, at) = self.push_door_entry(i);
+        self.push_stage1(n, at);
+    }
+
+    /// Attempt `i` joins its door's expiry queue (compacted when dead entries pile up);
+    /// returns its door, network and queue key.
+    fn push_door_entry(&mut self, i: u32) -> (usize, usize, Ref) {
         let a = &self.slots[i as usize];
         let (door, n, at, deadline) = (a.door as usize, a.net as usize, a.at(i), a.deadline);
         let d = &mut self.doors[door];
@@ -355,7 +353,7 @@ impl Table {
             q.retain(|e| self.is_live(e.at));
             self.doors[door].queue = q;
         }
-        self.push_stage1(n, at);
+        (door, n, at)
     }
 
     fn push_stage1(&mut self, n: usize, at: Ref) {
