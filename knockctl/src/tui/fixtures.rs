@@ -208,3 +208,26 @@ pub fn attempt_info(
         remaining_ms: left,
     }
 }
+
+/// One host's calls, for the tests written before the fleet: host 0.
+impl State {
+    pub fn on_connected(&mut self, daemon_version: String, now: i64) {
+        self.host_connected(0, daemon_version, now);
+    }
+
+    pub fn on_disconnected(&mut self, reason: String, retry_at_ms: i64, now: i64) {
+        self.host_disconnected(0, reason, retry_at_ms, now);
+    }
+
+    pub fn on_event(&mut self, event: Event, now: i64) {
+        self.host_event(0, event, now);
+    }
+
+    pub fn on_response(&mut self, request: &Request, response: Response, now: i64) {
+        self.host_response(0, request, response, now);
+    }
+
+    pub fn uptime_secs(&self, now: i64) -> Option<u64> {
+        self.hosts[0].uptime_secs(now)
+    }
+}

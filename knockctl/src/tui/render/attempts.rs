@@ -1,7 +1,8 @@
 //! Attempts pane: source, door, stage with a progress bar, age, time left or how it ended.
 
 use super::{
-    empty_text, fitted_table, highlight, ms_between, pane_block, selection_state, FitRow, Theme,
+    empty_text, fitted_table, highlight, host_cell, ms_between, pane_block, selection_state,
+    with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{format_duration_ms, visible};
@@ -41,7 +42,8 @@ pub(super) fn render_attempts(
     theme: &Theme,
 ) {
     let rows = state.visible_attempts();
-    let title = super::counted_title("1 Attempts", rows.len(), state.attempts_unlisted);
+    let unlisted = state.hosts.iter().map(|h| h.attempts_unlisted).sum();
+    let title = super::counted_title("1 Attempts", rows.len(), unlisted);
     let block = pane_block(state, Pane::Attempts, title, theme);
     if rows.is_empty() {
         frame.render_widget(
@@ -68,7 +70,7 @@ pub(super) fn render_attempts(
             } else {
                 theme.fg(Color::Cyan)
             };
-            FitRow {
+            let mut row = FitRow {
                 cells: vec![
                     (a.addr.to_string(), None),
                     (visible(&a.door).into_owned(), None),
@@ -78,10 +80,12 @@ pub(super) fn render_attempts(
                     (left, None),
                 ],
                 style,
-            }
+            };
+            host_cell(state, a.host, &mut row);
+            row
         })
         .collect();
-    let table = fitted_table(&COLUMNS, table_rows, area)
+    let table = fitted_table(&with_host(state, &COLUMNS), table_rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")

@@ -91,9 +91,15 @@ pub enum Link {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     Help,
+    /// `r`: revoke `addr`'s grant of `door` on host `host` (y/n).
     ConfirmRevoke {
+        host: usize,
         addr: IpAddr,
         door: String,
+    },
+    /// `R` with many hosts: which to reload. `cursor` 0 is every host, `i + 1` host `i`.
+    ChooseReload {
+        cursor: usize,
     },
     /// `R` failed: the errors, each naming its file:line.
     ReloadFailed {
@@ -202,22 +208,59 @@ pub fn refresh_for(kind: &EventKind) -> Refresh {
     }
 }
 
-/// The whole dashboard.
+/// One knockd: its link and what it said about itself. Rows (attempts, grants, log lines,
+/// doors) name their host by its index in [`State::hosts`].
 #[derive(Debug, Clone)]
-pub struct State {
+pub struct HostView {
+    /// What the HOST column and the header call it (empty with one host).
+    pub name: String,
     pub link: Link,
     pub daemon_version: Option<String>,
     pub status: Option<Status>,
     /// When `status` arrived (uptime keeps counting from there).
     pub status_at_ms: i64,
-    pub attempts: Vec<Attempt>,
-    pub grants: Vec<Grant>,
     /// Attempts and grants knockd did not list (it sends the oldest `LIST_CAP` and the total).
     pub attempts_unlisted: u64,
     pub grants_unlisted: u64,
     pub doors: Vec<DoorInfo>,
     /// When `doors` arrived (TOTP doors' countdowns run from there).
     pub doors_at_ms: i64,
+    /// Since when the link is down: its grants and doors on screen are what knockd said
+    /// before.
+    pub stale_since_ms: Option<i64>,
+}
+
+impl HostView {
+    fn new(name: String) -> HostView {
+        HostView {
+            name,
+            link: Link::Connecting,
+            daemon_version: None,
+            status: None,
+            status_at_ms: 0,
+            attempts_unlisted: 0,
+            grants_unlisted: 0,
+            doors: Vec::new(),
+            doors_at_ms: 0,
+            stale_since_ms: None,
+        }
+    }
+
+    /// knockd's uptime now, counted on from the last status.
+    pub fn uptime_secs(&self, now: i64) -> Option<u64> {
+        let status = self.status.as_ref()?;
+        let since = u64::try_from((now - self.status_at_ms).max(0) / 1000).unwrap_or(0);
+        Some(status.uptime_secs + since)
+    }
+}
+
+/// The whole dashboard.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Every knockd shown; one for `knockctl tui`, more with `-H`/`--hosts`. Never empty.
+    pub hosts: Vec<HostView>,
+    pub attempts: Vec<Attempt>,
+    pub grants: Vec<Grant>,
     /// Newest first.
     pub log: VecDeque<LogEntry>,
     /// Entries that arrived while the log was paused, newest first.
@@ -238,22 +281,25 @@ pub struct State {
     pub color: bool,
     /// Time zone for clock times.
     pub tz: FixedOffset,
-    /// Since when the link is down: grants and doors on screen are what knockd said before.
-    pub stale_since_ms: Option<i64>,
 }
 
 impl State {
+    /// One knockd: the dashboard as `knockctl tui` shows it (no HOST column).
     pub fn new(color: bool, tz: FixedOffset) -> State {
+        State::fleet(vec![String::new()], color, tz)
+    }
+
+    /// Many knockd, by name (a HOST column, a line per host in the header). With one name,
+    /// the same as [`State::new`].
+    pub fn fleet(names: Vec<String>, color: bool, tz: FixedOffset) -> State {
+        let mut hosts: Vec<HostView> = names.into_iter().map(HostView::new).collect();
+        if hosts.is_empty() {
+            hosts.push(HostView::new(String::new()));
+        }
         State {
-            link: Link::Connecting,
-            daemon_version: None,
-            status: None,
-            status_at_ms: 0,
+            hosts,
             attempts: Vec::new(),
             grants: Vec::new(),
-            attempts_unlisted: 0,
-            grants_unlisted: 0,
-            doors: Vec::new(),
             log: VecDeque::new(),
             held: VecDeque::new(),
             paused: false,
@@ -267,43 +313,69 @@ impl State {
             notice: None,
             color,
             tz,
-            stale_since_ms: None,
-            doors_at_ms: 0,
         }
     }
 
-    /// Both connections are up and the handshake is done.
-    pub fn on_connected(&mut self, daemon_version: String, now: i64) {
+    /// More than one host: rows carry a HOST column, the header a line per host.
+    pub fn is_fleet(&self) -> bool {
+        self.hosts.len() > 1
+    }
+
+    /// Host `host`'s name (empty for an unknown index).
+    pub fn host_name(&self, host: usize) -> &str {
+        self.hosts.get(host).map_or("", |h| h.name.as_str())
+    }
+
+    /// `name: ` before a message about one host of many; nothing with one host.
+    pub fn host_prefix(&self, host: usize) -> String {
+        if self.is_fleet() {
+            format!("{}: ", crate::present::visible(self.host_name(host)))
+        } else {
+            String::new()
+        }
+    }
+
+    /// Host `host`'s two connections are up and the handshake is done.
+    pub fn host_connected(&mut self, host: usize, daemon_version: String, now: i64) {
         self.push_log(
+            host,
             now,
             LogKind::Info,
             format!("connected to knockd {daemon_version}"),
         );
-        self.daemon_version = Some(daemon_version);
-        self.link = Link::Connected;
-        self.stale_since_ms = None;
+        let Some(h) = self.hosts.get_mut(host) else {
+            return;
+        };
+        h.daemon_version = Some(daemon_version);
+        h.link = Link::Connected;
+        h.stale_since_ms = None;
     }
 
-    /// The link failed (or a retry failed); the next try is at `retry_at_ms`.
-    pub fn on_disconnected(&mut self, reason: String, retry_at_ms: i64, now: i64) {
-        let was = self.link.clone();
-        match was {
-            Link::Disconnected {
-                reason: ref old, ..
-            } if *old == reason => {}
-            _ => self.push_log(now, LogKind::Error, format!("disconnected: {reason}")),
+    /// Host `host`'s link failed (or a retry failed); the next try is at `retry_at_ms`.
+    pub fn host_disconnected(&mut self, host: usize, reason: String, retry_at_ms: i64, now: i64) {
+        let Some(h) = self.hosts.get(host) else {
+            return;
+        };
+        match &h.link {
+            Link::Disconnected { reason: old, .. } if *old == reason => {}
+            _ => self.push_log(host, now, LogKind::Error, format!("disconnected: {reason}")),
         }
         // Attempts live in the daemon's memory: whatever comes back starts afresh.
-        self.attempts.clear();
-        self.stale_since_ms.get_or_insert(now);
-        self.link = Link::Disconnected {
-            reason,
-            retry_at_ms,
-        };
+        self.attempts.retain(|a| a.host != host);
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.stale_since_ms.get_or_insert(now);
+            h.link = Link::Disconnected {
+                reason,
+                retry_at_ms,
+            };
+        }
     }
 
-    /// A live event from the subscription.
-    pub fn on_event(&mut self, event: Event, now: i64) {
+    /// A live event from host `host`'s subscription.
+    pub fn host_event(&mut self, host: usize, event: Event, now: i64) {
+        if host >= self.hosts.len() {
+            return;
+        }
         let at = event.at_unix_ms;
         match event.kind {
             EventKind::Stage {
@@ -314,31 +386,34 @@ impl State {
             } => {
                 self.stage_times.push_back(at);
                 self.push_log(
+                    host,
                     at,
                     LogKind::Stage,
                     format!("{addr} {door} stage {stage}/{of}"),
                 );
-                self.on_stage(addr, door, stage, of, at);
+                self.on_stage(host, addr, door, stage, of, at);
             }
             EventKind::Reset { addr, door, stage } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Reset,
                     format!("{addr} {door} reset at stage {stage} (wrong knock)"),
                 );
-                self.end_attempt(addr, &door, Some(stage), AttemptEnd::Reset, at);
+                self.end_attempt(host, addr, &door, Some(stage), AttemptEnd::Reset, at);
             }
             EventKind::Timeout { addr, door, stage } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Timeout,
                     format!("{addr} {door} timed out at stage {stage}"),
                 );
-                self.end_attempt(addr, &door, Some(stage), AttemptEnd::Timeout, at);
+                self.end_attempt(host, addr, &door, Some(stage), AttemptEnd::Timeout, at);
             }
             EventKind::Open { addr, door } => {
-                self.push_log(at, LogKind::Open, format!("{addr} {door} OPEN"));
-                self.end_attempt(addr, &door, None, AttemptEnd::Open, at);
+                self.push_log(host, at, LogKind::Open, format!("{addr} {door} OPEN"));
+                self.end_attempt(host, addr, &door, None, AttemptEnd::Open, at);
             }
             EventKind::GrantAdded { grant } => {
                 let text = match grant.expires_in_ms {
@@ -350,11 +425,12 @@ impl State {
                     ),
                     None => format!("{} {} granted until revoked", grant.addr, grant.door),
                 };
-                self.push_log(at, LogKind::Grant, text);
-                self.upsert_grant(grant, at, at);
+                self.push_log(host, at, LogKind::Grant, text);
+                self.upsert_grant(host, grant, at, at);
             }
             EventKind::GrantRefreshed { grant } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Refresh,
                     format!(
@@ -364,26 +440,29 @@ impl State {
                         format_remaining(grant.expires_in_ms.map(|ms| ms.div_ceil(1000) * 1000))
                     ),
                 );
-                self.upsert_grant(grant, at, at);
+                self.upsert_grant(host, grant, at, at);
             }
             EventKind::GrantRevoked { grant } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Revoke,
                     format!("{} {} grant revoked", grant.addr, grant.door),
                 );
-                self.end_grant(grant, GrantEnd::Revoked, at);
+                self.end_grant(host, grant, GrantEnd::Revoked, at);
             }
             EventKind::GrantExpired { grant } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Expire,
                     format!("{} {} grant expired", grant.addr, grant.door),
                 );
-                self.end_grant(grant, GrantEnd::Expired, at);
+                self.end_grant(host, grant, GrantEnd::Expired, at);
             }
             EventKind::GrantClosed { grant, by_door } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Close,
                     format!(
@@ -391,10 +470,11 @@ impl State {
                         grant.addr, grant.door
                     ),
                 );
-                self.end_grant(grant, GrantEnd::Closed, at);
+                self.end_grant(host, grant, GrantEnd::Closed, at);
             }
             EventKind::CommandFailed { door, message } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Error,
                     format!("{door} command failed: {message}"),
@@ -405,10 +485,11 @@ impl State {
                 if !warnings.is_empty() {
                     text.push_str(&format!(", warnings: {}", warnings.join("; ")));
                 }
-                self.push_log(at, LogKind::Reload, text);
+                self.push_log(host, at, LogKind::Reload, text);
             }
             EventKind::ReloadFailed { errors } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Error,
                     format!("reload failed: {}", errors.join("; ")),
@@ -416,6 +497,7 @@ impl State {
             }
             EventKind::Lagged { missed } => {
                 self.push_log(
+                    host,
                     now,
                     LogKind::Error,
                     format!("missed {missed} events (the dashboard fell behind)"),
@@ -425,25 +507,31 @@ impl State {
         self.prune(now);
     }
 
-    /// knockd's answer to `request`.
-    pub fn on_response(&mut self, request: &Request, response: Response, now: i64) {
+    /// Host `host`'s answer to `request`.
+    pub fn host_response(&mut self, host: usize, request: &Request, response: Response, now: i64) {
+        if host >= self.hosts.len() {
+            return;
+        }
+        let who = self.host_prefix(host);
         match response {
             Response::Status { status } => {
-                self.daemon_version = Some(status.daemon_version.clone());
-                self.status = Some(status);
-                self.status_at_ms = now;
+                let h = &mut self.hosts[host];
+                h.daemon_version = Some(status.daemon_version.clone());
+                h.status = Some(status);
+                h.status_at_ms = now;
             }
             Response::Attempts { attempts, total } => {
-                self.attempts_unlisted = total.saturating_sub(attempts.len() as u64);
-                self.merge_attempts(attempts, total, now);
+                self.hosts[host].attempts_unlisted = total.saturating_sub(attempts.len() as u64);
+                self.merge_attempts(host, attempts, total, now);
             }
             Response::Grants { grants, total } => {
-                self.grants_unlisted = total.saturating_sub(grants.len() as u64);
-                self.merge_grants(grants, total, now);
+                self.hosts[host].grants_unlisted = total.saturating_sub(grants.len() as u64);
+                self.merge_grants(host, grants, total, now);
             }
             Response::Doors { doors } => {
-                self.doors = doors;
-                self.doors_at_ms = now;
+                let h = &mut self.hosts[host];
+                h.doors = doors;
+                h.doors_at_ms = now;
             }
             Response::Clients { .. } | Response::ClientRevoked { .. } => {}
             Response::Revoked { grants } => {
@@ -456,41 +544,60 @@ impl State {
                         Some(addr) => no_grant_message(addr, door),
                         None => "nothing revoked".to_string(),
                     };
-                    self.set_notice(text, true, Some(now));
+                    self.set_notice(format!("{who}{text}"), true, Some(now));
                 } else {
                     let names: Vec<String> = grants
                         .iter()
                         .map(|g| format!("{} ({})", g.addr, g.door))
                         .collect();
-                    self.set_notice(format!("revoked {}", names.join(", ")), false, Some(now));
+                    self.set_notice(
+                        format!("{who}revoked {}", names.join(", ")),
+                        false,
+                        Some(now),
+                    );
                     for grant in grants {
-                        self.end_grant(grant, GrantEnd::Revoked, now);
+                        self.end_grant(host, grant, GrantEnd::Revoked, now);
                     }
                 }
             }
             Response::Reloaded { warnings } => {
                 if warnings.is_empty() {
-                    self.set_notice("configuration reloaded".into(), false, Some(now));
+                    self.set_notice(format!("{who}configuration reloaded"), false, Some(now));
                 } else {
                     self.set_notice(
-                        format!("configuration reloaded with {} warning(s)", warnings.len()),
+                        format!(
+                            "{who}configuration reloaded with {} warning(s)",
+                            warnings.len()
+                        ),
                         false,
                         Some(now),
                     );
+                    let mut warnings: Vec<String> =
+                        warnings.into_iter().map(|w| format!("{who}{w}")).collect();
+                    // Another host's warnings from the same reload stay in the popup.
+                    if let Some(Overlay::ReloadWarnings { warnings: before }) = self.overlay.take()
+                    {
+                        warnings.splice(0..0, before);
+                    }
                     self.overlay = Some(Overlay::ReloadWarnings { warnings });
                 }
             }
             Response::ReloadFailed { errors } => {
                 self.set_notice(
-                    "reload failed: the old configuration stays in force".into(),
+                    format!("{who}reload failed: the old configuration stays in force"),
                     true,
                     Some(now),
                 );
+                let mut errors: Vec<String> =
+                    errors.into_iter().map(|e| format!("{who}{e}")).collect();
+                if let Some(Overlay::ReloadFailed { errors: before }) = self.overlay.take() {
+                    errors.splice(0..0, before);
+                }
                 self.overlay = Some(Overlay::ReloadFailed { errors });
             }
             Response::Error { message } => {
                 self.set_notice(
-                    format!("knockd: {message} ({})", request.name()),
+                    format!("{who}knockd: {message} ({})", request.name()),
                     true,
                     Some(now),
                 );
@@ -500,10 +607,11 @@ impl State {
         self.prune(now);
     }
 
-    /// A command could not be carried out (not connected, no answer).
-    pub fn on_command_failed(&mut self, request: &Request, reason: &str, now: i64) {
+    /// A command for host `host` could not be carried out (not connected, no answer).
+    pub fn host_command_failed(&mut self, host: usize, request: &Request, reason: &str, now: i64) {
+        let who = self.host_prefix(host);
         self.set_notice(
-            format!("{} failed: {reason}", request.name()),
+            format!("{who}{} failed: {reason}", request.name()),
             true,
             Some(now),
         );
@@ -531,25 +639,20 @@ impl State {
         n as f64 * 1000.0 / RATE_WINDOW_MS as f64
     }
 
-    /// knockd's uptime now, counted on from the last status.
-    pub fn uptime_secs(&self, now: i64) -> Option<u64> {
-        let status = self.status.as_ref()?;
-        let since = u64::try_from((now - self.status_at_ms).max(0) / 1000).unwrap_or(0);
-        Some(status.uptime_secs + since)
-    }
-
     pub fn set_notice(&mut self, text: String, error: bool, at_ms: Option<i64>) {
         self.notice = Some(Notice { text, error, at_ms });
     }
 
     // --- visible rows (after the filter), shared by render and the keys ---
 
-    fn matches(&self, addr: &IpAddr, door: &str) -> bool {
+    fn matches(&self, host: usize, addr: &IpAddr, door: &str) -> bool {
         if self.filter.is_empty() {
             return true;
         }
         let needle = self.filter.to_lowercase();
-        addr.to_string().contains(&needle) || door.to_lowercase().contains(&needle)
+        addr.to_string().contains(&needle)
+            || door.to_lowercase().contains(&needle)
+            || (self.is_fleet() && self.host_name(host).to_lowercase().contains(&needle))
     }
 
     /// Rows in a pane, after the filter.
