@@ -43,8 +43,7 @@ fn ms(d: Duration) -> i64 {
 
 /// See [`super::run`].
 pub async fn run(hosts: &[Host], ssh: &std::path::Path, timeout: Duration) -> Result<()> {
-    let connectors: Vec<Box<dyn Connector>> =
-        hosts.iter().map(|h| connector_for(h, ssh)).collect();
+    let connectors: Vec<Box<dyn Connector>> = hosts.iter().map(|h| connector_for(h, ssh)).collect();
     // One host: a connection error is a plain error, reported before the terminal changes
     // (a `ClientError` stays downcastable for the caller's exit code). Many hosts: each
     // host's state is on screen, a host that is down among them.
@@ -174,8 +173,7 @@ impl App {
                 self.state.host_response(host, &request, response, now)
             }
             Feed::Failed { request, reason } => {
-                self.state
-                    .host_command_failed(host, &request, &reason, now)
+                self.state.host_command_failed(host, &request, &reason, now)
             }
         }
     }

@@ -19,7 +19,9 @@ pub enum Command {
         door: String,
     },
     /// Reload one host's configuration (`Some(index)`) or every host's (`None`).
-    Reload { host: Option<usize> },
+    Reload {
+        host: Option<usize>,
+    },
 }
 
 impl Command {
@@ -193,10 +195,7 @@ impl State {
         let host = chosen.checked_sub(1);
         let text = match host {
             None => format!("reloading the configuration on {} hosts...", last),
-            Some(h) => format!(
-                "{}reloading the configuration...",
-                self.host_prefix(h)
-            ),
+            Some(h) => format!("{}reloading the configuration...", self.host_prefix(h)),
         };
         self.set_notice(text, false, None);
         Some(Command::Reload { host })
@@ -301,10 +300,9 @@ impl State {
             );
             return;
         }
-        let open = self
-            .grants
-            .iter()
-            .any(|g| g.host == host && g.info.addr == addr && g.info.door == door && g.ended.is_none());
+        let open = self.grants.iter().any(|g| {
+            g.host == host && g.info.addr == addr && g.info.door == door && g.ended.is_none()
+        });
         if open {
             self.overlay = Some(Overlay::ConfirmRevoke { host, addr, door });
         } else {

@@ -28,14 +28,25 @@ const ORDERS: usize = 8;
 #[derive(Debug)]
 pub enum Feed {
     /// Both connections are up, past the handshake.
-    Connected { daemon_version: String },
+    Connected {
+        daemon_version: String,
+    },
     /// The link failed (or a try failed); the next try is in `retry_in`.
-    Lost { reason: String, retry_in: Duration },
+    Lost {
+        reason: String,
+        retry_in: Duration,
+    },
     Event(Event),
     /// knockd's answer to a request (a refresh or a command).
-    Answer { request: Request, response: Response },
+    Answer {
+        request: Request,
+        response: Response,
+    },
     /// A command that could not be carried out.
-    Failed { request: Request, reason: String },
+    Failed {
+        request: Request,
+        reason: String,
+    },
 }
 
 /// Time between tries: 1 s, 2 s, 4 s, then 5 s, until a try succeeds.

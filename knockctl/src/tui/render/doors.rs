@@ -1,8 +1,8 @@
 //! Doors pane: each door's sequence, protocols, timeouts and action.
 
 use super::{
-    bottom_title, empty_text, fitted_table, highlight, host_cell, is_stale, ms_between,
-    pane_block, selection_state, with_host, FitRow, Theme,
+    bottom_title, empty_text, fitted_table, highlight, host_cell, is_stale, ms_between, pane_block,
+    selection_state, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{door_sequence_short, format_duration_secs, protocols, visible};
@@ -74,8 +74,7 @@ pub(super) fn render_doors(
             let mut row = FitRow::new(
                 vec![
                     name,
-                    visible(&door_sequence_short(d, ms_between(doors_at_ms, now)))
-                        .into_owned(),
+                    visible(&door_sequence_short(d, ms_between(doors_at_ms, now))).into_owned(),
                     protos,
                     format_duration_secs(d.seq_timeout_ms / 1000),
                     close,

@@ -71,7 +71,8 @@ pub(super) fn render_fleet_header(
         .filter(|h| matches!(h.link, Link::Disconnected { .. }))
         .count();
 
-    // Summary: hosts, then the fleet's counters (summed over the hosts that answered).
+    // Summary: hosts, then the fleet's counters (summed over the hosts that answered),
+    // each counter whole or not at all.
     let sum = |f: fn(&knock_ipc::Counters) -> u64| -> u64 {
         state
             .hosts
@@ -80,7 +81,11 @@ pub(super) fn render_fleet_header(
             .map(|s| f(&s.counters))
             .sum()
     };
-    let mut summary = vec![Span::styled(format!("knockd on {n} hosts"), bold())];
+    let badge = format!("[{connected}/{n} connected]");
+    let room = width.saturating_sub(badge.chars().count() + 1);
+    let title = format!("knockd on {n} hosts");
+    let mut used = text_width(&title);
+    let mut summary = vec![Span::styled(title, bold())];
     for (name, value) in [
         ("packets", sum(|c| c.packets).to_string()),
         ("knocks/s", format!("{:.1}", state.knock_rate(now))),
@@ -88,11 +93,15 @@ pub(super) fn render_fleet_header(
         ("resets", sum(|c| c.resets).to_string()),
         ("timeouts", sum(|c| c.timeouts).to_string()),
     ] {
+        let w = 2 + name.len() + 1 + value.len();
+        if used + w > room {
+            break;
+        }
+        used += w;
         summary.push(Span::raw("  "));
         summary.push(Span::styled(format!("{name} "), theme.dim()));
         summary.push(Span::styled(value, bold()));
     }
-    let badge = format!("[{connected}/{n} connected]");
     let badge_style = if connected == n {
         theme.fg(Color::Green)
     } else if down > 0 {
@@ -156,10 +165,7 @@ pub(super) fn render_fleet_header(
 fn host_line(host: &HostView, name_width: usize, now: i64, theme: &Theme) -> Vec<Span<'static>> {
     let name = visible(&host.name).into_owned();
     let pad = name_width.saturating_sub(text_width(&name));
-    let mut spans = vec![Span::styled(
-        format!("{name}{}  ", " ".repeat(pad)),
-        bold(),
-    )];
+    let mut spans = vec![Span::styled(format!("{name}{}  ", " ".repeat(pad)), bold())];
     match &host.link {
         Link::Connecting => spans.push(Span::styled("connecting...", theme.fg(Color::Yellow))),
         Link::Disconnected {
@@ -192,7 +198,10 @@ fn host_line(host: &HostView, name_width: usize, now: i64, theme: &Theme) -> Vec
                 }
                 if status.state_error.is_some() {
                     let health = crate::present::state_file_health(status);
-                    spans.push(Span::styled(format!("  state file {health}"), theme.error()));
+                    spans.push(Span::styled(
+                        format!("  state file {health}"),
+                        theme.error(),
+                    ));
                 }
             }
         }
@@ -237,11 +246,7 @@ pub(super) fn render_choose_reload(
     lines.push(Line::raw(""));
     lines.push(Line::styled(format!(" {hint}"), theme.dim()));
     let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX);
-    let rect = centered(
-        area,
-        u16::try_from(width + 2).unwrap_or(u16::MAX),
-        height,
-    );
+    let rect = centered(area, u16::try_from(width + 2).unwrap_or(u16::MAX), height);
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines).block(popup(" Reload which? ", theme.fg(Color::Cyan))),

@@ -359,7 +359,11 @@ fn pane_block<'a>(state: &State, pane: Pane, title: String, theme: &Theme) -> Bl
 
 fn empty_text<'a>(state: &State, what: &'a str, theme: &Theme) -> Paragraph<'a> {
     let connected = state.hosts.iter().any(|h| h.link == Link::Connected);
-    let text = if connected { what } else { "waiting for knockd" };
+    let text = if connected {
+        what
+    } else {
+        "waiting for knockd"
+    };
     Paragraph::new(Span::styled(format!("  {text}"), theme.dim()))
 }
 

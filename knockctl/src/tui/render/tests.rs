@@ -570,3 +570,5 @@ fn rows_kept_while_disconnected_are_marked_stale() {
     s.on_connected("0.1.0".into(), T0 + 9_000);
     assert_eq!(s.hosts[0].stale_since_ms, None);
 }
+
+mod fleet;

@@ -18,9 +18,7 @@ impl State {
                 h.doors
                     .iter()
                     .filter(move |d| {
-                        needle.is_empty()
-                            || host_matches
-                            || d.name.to_lowercase().contains(needle)
+                        needle.is_empty() || host_matches || d.name.to_lowercase().contains(needle)
                     })
                     .map(move |d| (i, d))
             })

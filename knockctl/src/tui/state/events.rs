@@ -56,8 +56,7 @@ impl State {
             .filter(|e| {
                 needle.is_empty()
                     || e.text.to_lowercase().contains(&needle)
-                    || (self.is_fleet()
-                        && self.host_name(e.host).to_lowercase().contains(&needle))
+                    || (self.is_fleet() && self.host_name(e.host).to_lowercase().contains(&needle))
             })
             .collect()
     }

@@ -64,8 +64,7 @@ impl State {
         let row = grant_row(host, info, base_ms, updated_ms);
         match self.grants.iter_mut().find(|g| {
             g.host == host && g.info.addr == row.info.addr && g.info.door == row.info.door
-        })
-        {
+        }) {
             Some(g) => *g = row,
             None => self.grants.push(row),
         }

@@ -628,3 +628,5 @@ fn a_truncated_grant_list_closes_only_rows_it_would_have_listed() {
     assert_eq!(ended("10.0.0.3"), Some(false), "younger: just not listed");
     assert_eq!(s.hosts[0].grants_unlisted, 19_998);
 }
+
+mod fleet;
