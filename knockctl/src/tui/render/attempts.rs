@@ -2,7 +2,7 @@
 
 use super::{
     empty_text, fitted_table, highlight, host_cell, ms_between, pane_block, selection_state,
-    with_host, FitRow, Theme,
+    window, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{format_duration_ms, visible};
@@ -52,7 +52,9 @@ pub(super) fn render_attempts(
         );
         return;
     }
-    let table_rows = rows
+    let selected = selection_state(state, Pane::Attempts);
+    let (first, count) = window(rows.len(), selected, area, 3);
+    let table_rows = rows[first..first + count]
         .iter()
         .map(|a| {
             let end_at = a.ended.map_or(now, |(_, at)| at);
@@ -90,7 +92,6 @@ pub(super) fn render_attempts(
         .row_highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut table_state =
-        TableState::default().with_selected(selection_state(state, Pane::Attempts));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
 }

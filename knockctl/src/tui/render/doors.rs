@@ -2,7 +2,7 @@
 
 use super::{
     bottom_title, empty_text, fitted_table, highlight, host_cell, is_stale, ms_between, pane_block,
-    selection_state, with_host, FitRow, Theme,
+    selection_state, window, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{door_sequence_short, format_duration_secs, protocols, visible};
@@ -42,7 +42,9 @@ pub(super) fn render_doors(
         );
         return;
     }
-    let rows = doors
+    let selected = selection_state(state, Pane::Doors);
+    let (first, count) = window(doors.len(), selected, area, 3);
+    let rows = doors[first..first + count]
         .iter()
         .map(|&(host, d)| {
             let stale = is_stale(state, host);
@@ -92,6 +94,6 @@ pub(super) fn render_doors(
         .row_highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut table_state = TableState::default().with_selected(selection_state(state, Pane::Doors));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
 }

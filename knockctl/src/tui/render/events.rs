@@ -1,6 +1,8 @@
 //! Events pane: the daemon's event log, newest first.
 
-use super::{bottom_title, empty_text, highlight, pane_block, selection_state, table_room, Theme};
+use super::{
+    bottom_title, empty_text, highlight, pane_block, selection_state, table_room, window, Theme,
+};
 use crate::present::fit::ellipsize;
 use crate::present::{format_time_of_day, text_width, visible};
 use crate::tui::state::{Pane, State};
@@ -42,7 +44,9 @@ pub(super) fn render_log(
     let host_room = if names.is_empty() { 0 } else { name_width + 1 };
     // Clock (8), host, tag (7) and two spaces before the text.
     let room = table_room(area).saturating_sub(8 + 1 + host_room + 7 + 1);
-    let items: Vec<ListItem> = entries
+    let selected = selection_state(state, Pane::Log);
+    let (first, count) = window(entries.len(), selected, area, 2);
+    let items: Vec<ListItem> = entries[first..first + count]
         .iter()
         .map(|e| {
             let style = theme.log(e.kind);
@@ -68,6 +72,6 @@ pub(super) fn render_log(
         .highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut list_state = ListState::default().with_selected(selection_state(state, Pane::Log));
+    let mut list_state = ListState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(list, area, &mut list_state);
 }

@@ -2,7 +2,7 @@
 
 use super::{
     empty_text, fitted_table, highlight, host_cell, is_stale, now_dt, pane_block, secs_left,
-    selection_state, stale_note, with_host, FitRow, Theme,
+    selection_state, stale_note, window, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{format_clock, format_duration_secs, visible};
@@ -36,7 +36,9 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         return;
     }
     let now_dt = now_dt(state, now);
-    let table_rows = rows
+    let selected = selection_state(state, Pane::Grants);
+    let (first, count) = window(rows.len(), selected, area, 3);
+    let table_rows = rows[first..first + count]
         .iter()
         .map(|g| {
             let stale = is_stale(state, g.host);
@@ -82,6 +84,6 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         .row_highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut table_state = TableState::default().with_selected(selection_state(state, Pane::Grants));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
 }

@@ -27,7 +27,7 @@ use doors::render_doors;
 use events::render_log;
 use grants::render_grants;
 use hosts::{fleet_header_height, render_choose_reload, render_fleet_header};
-use table::{fitted_table, table_room, FitRow};
+use table::{fitted_table, table_room, window, FitRow};
 
 use super::input::KEYS;
 use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};

@@ -572,3 +572,4 @@ fn rows_kept_while_disconnected_are_marked_stale() {
 }
 
 mod fleet;
+mod frame;

@@ -1,8 +1,10 @@
 //! Everything the dashboard shows, and the pure functions that change it.
 //!
 //! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]): its rows and how
-//! events and lists change them. This file holds what they share: the [`State`], the event
-//! and response dispatch, panes, selection, filter, notices and overlays.
+//! events and lists change them; [`hosts`]: each host's link and status (one host, or many
+//! with `-H`: rows carry their host's index); [`answers`]: what replies change. This file
+//! holds what they share: the [`State`], the event dispatch, panes, selection, filter,
+//! notices and overlays.
 //!
 //! Time is an input: every function that needs it takes `now` in Unix milliseconds, and
 //! event times come from the events themselves. Nothing here reads the clock or does I/O.
@@ -11,18 +13,21 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use chrono::FixedOffset;
-use knock_ipc::{DoorInfo, Event, EventKind, Request, Response, Status};
+use knock_ipc::{Event, EventKind, Request};
 
+mod answers;
 mod attempts;
 mod doors;
 mod events;
 mod grants;
+mod hosts;
 
 pub use attempts::{Attempt, AttemptEnd};
 pub use events::{LogEntry, LogKind};
 pub use grants::{Grant, GrantEnd};
+pub use hosts::HostView;
 
-use crate::present::{format_duration_secs, format_remaining, no_grant_message};
+use crate::present::{format_duration_secs, format_remaining};
 
 /// How long a finished attempt or a closed grant stays on screen, marked.
 pub const LINGER_MS: i64 = 2_000;
@@ -208,52 +213,6 @@ pub fn refresh_for(kind: &EventKind) -> Refresh {
     }
 }
 
-/// One knockd: its link and what it said about itself. Rows (attempts, grants, log lines,
-/// doors) name their host by its index in [`State::hosts`].
-#[derive(Debug, Clone)]
-pub struct HostView {
-    /// What the HOST column and the header call it (empty with one host).
-    pub name: String,
-    pub link: Link,
-    pub daemon_version: Option<String>,
-    pub status: Option<Status>,
-    /// When `status` arrived (uptime keeps counting from there).
-    pub status_at_ms: i64,
-    /// Attempts and grants knockd did not list (it sends the oldest `LIST_CAP` and the total).
-    pub attempts_unlisted: u64,
-    pub grants_unlisted: u64,
-    pub doors: Vec<DoorInfo>,
-    /// When `doors` arrived (TOTP doors' countdowns run from there).
-    pub doors_at_ms: i64,
-    /// Since when the link is down: its grants and doors on screen are what knockd said
-    /// before.
-    pub stale_since_ms: Option<i64>,
-}
-
-impl HostView {
-    fn new(name: String) -> HostView {
-        HostView {
-            name,
-            link: Link::Connecting,
-            daemon_version: None,
-            status: None,
-            status_at_ms: 0,
-            attempts_unlisted: 0,
-            grants_unlisted: 0,
-            doors: Vec::new(),
-            doors_at_ms: 0,
-            stale_since_ms: None,
-        }
-    }
-
-    /// knockd's uptime now, counted on from the last status.
-    pub fn uptime_secs(&self, now: i64) -> Option<u64> {
-        let status = self.status.as_ref()?;
-        let since = u64::try_from((now - self.status_at_ms).max(0) / 1000).unwrap_or(0);
-        Some(status.uptime_secs + since)
-    }
-}
-
 /// The whole dashboard.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -313,61 +272,6 @@ impl State {
             notice: None,
             color,
             tz,
-        }
-    }
-
-    /// More than one host: rows carry a HOST column, the header a line per host.
-    pub fn is_fleet(&self) -> bool {
-        self.hosts.len() > 1
-    }
-
-    /// Host `host`'s name (empty for an unknown index).
-    pub fn host_name(&self, host: usize) -> &str {
-        self.hosts.get(host).map_or("", |h| h.name.as_str())
-    }
-
-    /// `name: ` before a message about one host of many; nothing with one host.
-    pub fn host_prefix(&self, host: usize) -> String {
-        if self.is_fleet() {
-            format!("{}: ", crate::present::visible(self.host_name(host)))
-        } else {
-            String::new()
-        }
-    }
-
-    /// Host `host`'s two connections are up and the handshake is done.
-    pub fn host_connected(&mut self, host: usize, daemon_version: String, now: i64) {
-        self.push_log(
-            host,
-            now,
-            LogKind::Info,
-            format!("connected to knockd {daemon_version}"),
-        );
-        let Some(h) = self.hosts.get_mut(host) else {
-            return;
-        };
-        h.daemon_version = Some(daemon_version);
-        h.link = Link::Connected;
-        h.stale_since_ms = None;
-    }
-
-    /// Host `host`'s link failed (or a retry failed); the next try is at `retry_at_ms`.
-    pub fn host_disconnected(&mut self, host: usize, reason: String, retry_at_ms: i64, now: i64) {
-        let Some(h) = self.hosts.get(host) else {
-            return;
-        };
-        match &h.link {
-            Link::Disconnected { reason: old, .. } if *old == reason => {}
-            _ => self.push_log(host, now, LogKind::Error, format!("disconnected: {reason}")),
-        }
-        // Attempts live in the daemon's memory: whatever comes back starts afresh.
-        self.attempts.retain(|a| a.host != host);
-        if let Some(h) = self.hosts.get_mut(host) {
-            h.stale_since_ms.get_or_insert(now);
-            h.link = Link::Disconnected {
-                reason,
-                retry_at_ms,
-            };
         }
     }
 
@@ -505,116 +409,6 @@ impl State {
             }
         }
         self.prune(now);
-    }
-
-    /// Host `host`'s answer to `request`.
-    pub fn host_response(&mut self, host: usize, request: &Request, response: Response, now: i64) {
-        if host >= self.hosts.len() {
-            return;
-        }
-        let who = self.host_prefix(host);
-        match response {
-            Response::Status { status } => {
-                let h = &mut self.hosts[host];
-                h.daemon_version = Some(status.daemon_version.clone());
-                h.status = Some(status);
-                h.status_at_ms = now;
-            }
-            Response::Attempts { attempts, total } => {
-                self.hosts[host].attempts_unlisted = total.saturating_sub(attempts.len() as u64);
-                self.merge_attempts(host, attempts, total, now);
-            }
-            Response::Grants { grants, total } => {
-                self.hosts[host].grants_unlisted = total.saturating_sub(grants.len() as u64);
-                self.merge_grants(host, grants, total, now);
-            }
-            Response::Doors { doors } => {
-                let h = &mut self.hosts[host];
-                h.doors = doors;
-                h.doors_at_ms = now;
-            }
-            Response::Clients { .. } | Response::ClientRevoked { .. } => {}
-            Response::Revoked { grants } => {
-                if grants.is_empty() {
-                    let (addr, door) = match request {
-                        Request::Revoke { addr, door } => (Some(*addr), door.as_deref()),
-                        _ => (None, None),
-                    };
-                    let text = match addr {
-                        Some(addr) => no_grant_message(addr, door),
-                        None => "nothing revoked".to_string(),
-                    };
-                    self.set_notice(format!("{who}{text}"), true, Some(now));
-                } else {
-                    let names: Vec<String> = grants
-                        .iter()
-                        .map(|g| format!("{} ({})", g.addr, g.door))
-                        .collect();
-                    self.set_notice(
-                        format!("{who}revoked {}", names.join(", ")),
-                        false,
-                        Some(now),
-                    );
-                    for grant in grants {
-                        self.end_grant(host, grant, GrantEnd::Revoked, now);
-                    }
-                }
-            }
-            Response::Reloaded { warnings } => {
-                if warnings.is_empty() {
-                    self.set_notice(format!("{who}configuration reloaded"), false, Some(now));
-                } else {
-                    self.set_notice(
-                        format!(
-                            "{who}configuration reloaded with {} warning(s)",
-                            warnings.len()
-                        ),
-                        false,
-                        Some(now),
-                    );
-                    let mut warnings: Vec<String> =
-                        warnings.into_iter().map(|w| format!("{who}{w}")).collect();
-                    // Another host's warnings from the same reload stay in the popup.
-                    if let Some(Overlay::ReloadWarnings { warnings: before }) = self.overlay.take()
-                    {
-                        warnings.splice(0..0, before);
-                    }
-                    self.overlay = Some(Overlay::ReloadWarnings { warnings });
-                }
-            }
-            Response::ReloadFailed { errors } => {
-                self.set_notice(
-                    format!("{who}reload failed: the old configuration stays in force"),
-                    true,
-                    Some(now),
-                );
-                let mut errors: Vec<String> =
-                    errors.into_iter().map(|e| format!("{who}{e}")).collect();
-                if let Some(Overlay::ReloadFailed { errors: before }) = self.overlay.take() {
-                    errors.splice(0..0, before);
-                }
-                self.overlay = Some(Overlay::ReloadFailed { errors });
-            }
-            Response::Error { message } => {
-                self.set_notice(
-                    format!("{who}knockd: {message} ({})", request.name()),
-                    true,
-                    Some(now),
-                );
-            }
-            Response::Subscribed => {}
-        }
-        self.prune(now);
-    }
-
-    /// A command for host `host` could not be carried out (not connected, no answer).
-    pub fn host_command_failed(&mut self, host: usize, request: &Request, reason: &str, now: i64) {
-        let who = self.host_prefix(host);
-        self.set_notice(
-            format!("{who}{} failed: {reason}", request.name()),
-            true,
-            Some(now),
-        );
     }
 
     /// The 1 s tick: drop rows that have lingered long enough, age out notices.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::tui::fixtures::*;
+use knock_ipc::Response;
 
 fn row<'a>(s: &'a State, addr: &str, door: &str) -> &'a Attempt {
     s.attempts
