@@ -19,7 +19,7 @@ const ATTEMPTS: usize = 20;
 /// Events per host per second (knocks, opens, grants).
 const EVENTS_PER_SEC: usize = 100;
 const FRAME_MS: i64 = 33;
-const FRAMES: usize = 60;
+const FRAMES: usize = 300;
 
 fn addr(host: usize, n: usize) -> std::net::IpAddr {
     std::net::IpAddr::from([10, host as u8, (n / 250) as u8, (n % 250 + 1) as u8])
