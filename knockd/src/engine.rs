@@ -245,6 +245,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             &mut self.ledger,
             &self.config,
             &self.matcher,
+            &mut self.spa,
             &mut self.events,
         );
     }

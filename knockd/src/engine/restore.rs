@@ -1,5 +1,5 @@
-//! Taking over a previous run's state at start: its memories (replay memory of TOTP doors,
-//! unrecorded one-time sequences), then its grants, checked against the config and the
+//! Taking over a previous run's state at start: its memories (replay memory of TOTP doors
+//! and SPA clients, unrecorded one-time sequences), then its grants, checked against the config and the
 //! firewall (the state file is data: nothing in it runs unchecked).
 
 use super::messages::TaskKind;
@@ -22,6 +22,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
     ) {
         self.restore_memory(saved.totp_replay, saved.one_time_used);
+        if let Some(line) = self.spa.restore_replay(saved.spa_replay) {
+            self.line(&line);
+        }
         self.restore_with_kernel(saved.grants, kernel).await;
     }
 
@@ -302,6 +305,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         // The file now reflects what this run owns (grants dropped above leave it).
         self.persistence
-            .reset(&mut self.ledger, &self.config, &self.matcher);
+            .reset(&mut self.ledger, &self.config, &self.matcher, &mut self.spa);
     }
 }
