@@ -229,6 +229,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let wall = SystemTime::now();
         let now = super::now();
         let mut kernel = kernel.unwrap_or_default();
+        let mut due_ids = Vec::new();
         for g in saved {
             if let Close::Nft { elems } = &g.close {
                 if let Some(c) = &g.client {
@@ -276,8 +277,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     format!("{addr}: {door}: grant expired while knockd was down, closing it")
                 };
                 self.line(&msg);
-                // Through the pool and the firewall queue: in parallel, while knocks are served.
-                self.close_id(id);
+                due_ids.push((g.opened_at_unix_ms, id));
                 continue;
             }
             self.verify(id);
@@ -289,6 +289,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 None => format!("{addr}: {door}: grant restored (no deadline)"),
             };
             self.line(&msg);
+        }
+        // Through the pool and the firewall queue: in parallel, while knocks are served.
+        // Newest first: `-I` put the newest rule at the head of its chain, and iptables-nft
+        // compares a delete with every rule in front of its match, so the first batches the
+        // queue forms (while these are still being handed over) delete from the head.
+        due_ids.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, id) in due_ids {
+            self.close_id(id);
         }
         if self.config.options.firewall == crate::config::FirewallKind::Nftables {
             for msg in nft_side::adopt(&mut self.ledger, &self.config, kernel, now) {
