@@ -40,6 +40,15 @@ struct Args {
     /// Scan-flood rates in packets per second, comma-separated (empty: none)
     #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
     scan_rates: Option<Vec<u64>>,
+    /// Completing-flood rates (a new source per sequence), comma-separated (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    completing_rates: Option<Vec<u64>>,
+    /// Rates of the completing flood from 30k sources over 127 /24s (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    narrow_rates: Option<Vec<u64>>,
+    /// Rates of the flood on the seed doors' ports in random order from 30k sources (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    shuffled_rates: Option<Vec<u64>>,
     /// Distinct spoofed sources in the state-growth scenario (0: skip it)
     #[arg(long, value_name = "N")]
     growth_sources: Option<u64>,
@@ -78,6 +87,15 @@ impl Args {
         }
         if let Some(r) = &self.scan_rates {
             plan.scan_rates = r.clone();
+        }
+        if let Some(r) = &self.completing_rates {
+            plan.completing_rates = r.clone();
+        }
+        if let Some(r) = &self.narrow_rates {
+            plan.narrow_rates = r.clone();
+        }
+        if let Some(r) = &self.shuffled_rates {
+            plan.shuffled_rates = r.clone();
         }
         if let Some(n) = self.growth_sources {
             plan.growth_sources = n.min(1_000_000);
