@@ -428,6 +428,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Log and count what the matcher reported; open the door it opened.
     fn on_match(&mut self, ev: MatchEvent, now: Instant) {
+        if let MatchEvent::Reset { src, door, .. } = &ev {
+            // A wrong knock counts against its network's starts (a flood breaks attempts).
+            if let Some(d) = self.config.doors.get(*door) {
+                self.starts.wrong_knock(&self.config, &d.name, *src, now);
+            }
+        }
         let opened = self
             .events
             .on_match(ev, now, &self.config.doors, &self.matcher, &self.totp);
