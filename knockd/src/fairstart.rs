@@ -66,11 +66,13 @@ pub const QUEUE_CAP: usize = 32;
 pub const NET_CAP: usize = 4;
 pub const HALF_LIFE: Duration = Duration::from_secs(1);
 pub const MAX_NETS: usize = 4096;
-/// A network whose score (opens asked, halving every [`HALF_LIFE`]) passes this is flooding:
-/// about 17 opens a second of one door, sustained, or 24 at once.
+/// A network whose score (opens asked, halving every [`HALF_LIFE`]) passes this, or the
+/// door's whole rate if that is higher, is flooding: with the default rate about 17 opens a
+/// second of one door, sustained, or 24 at once.
 pub const FLOOD_SCORE: f64 = 24.0;
 /// A network whose wrong knocks on the door (attempts broken, halving every [`HALF_LIFE`])
-/// pass this is flooding: about 44 a second, sustained.
+/// pass this, or three times the door's rate if that is higher, is flooding: with the
+/// default rate about 44 a second, sustained.
 pub const FLOOD_NOISE: f64 = 64.0;
 
 impl FairConfig {
@@ -156,8 +158,8 @@ impl Net {
     }
 
     /// See [`FLOOD_SCORE`] and [`FLOOD_NOISE`] (meters brought to now).
-    fn flooding(&self) -> bool {
-        self.score > FLOOD_SCORE || self.noise > FLOOD_NOISE
+    fn flooding(&self, cfg: &FairConfig) -> bool {
+        self.score > FLOOD_SCORE.max(cfg.rate) || self.noise > FLOOD_NOISE.max(3.0 * cfg.rate)
     }
 }
 
@@ -217,7 +219,7 @@ impl FairStarts {
         if net.waiting.iter().any(|&(a, _)| a == src) {
             return Offer::AlreadyWaiting;
         }
-        if net.flooding() {
+        if net.flooding(&self.cfg) {
             return Offer::Flooding(self.drop_all(id));
         }
         if net.waiting.len() >= self.cfg.net_cap {
@@ -611,7 +613,10 @@ mod tests {
     #[test]
     fn a_flooding_network_gets_no_start_until_it_calms_down() {
         let t0 = Instant::now();
-        let mut q = FairStarts::new(cfg(1000));
+        let mut q = FairStarts::new(FairConfig {
+            burst: 1000.0,
+            ..cfg(20)
+        });
         let mut served = 0;
         for n in 0..100 {
             match q.offer(flood(n), t0) {
@@ -628,6 +633,22 @@ mod tests {
         // Five half-lives later the flood's score (100 asked) is down to about 3.
         let later = t0 + HALF_LIFE * 5;
         assert_eq!(q.offer(flood(200), later), Offer::Queued);
+    }
+
+    /// A door whose StartRate is raised past the flood limits lets one network ask for that
+    /// many (a big NAT's clients, a test's burst).
+    #[test]
+    fn the_flood_limits_grow_with_the_door_rate() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(cfg(1000));
+        for n in 0..250 {
+            q.wrong_knock(flood(n), t0);
+            q.wrong_knock(flood(n), t0);
+        }
+        for n in 0..250 {
+            assert_eq!(q.offer(flood(n), t0), Offer::Queued, "{n}");
+            assert_eq!(q.pop(t0), Some(flood(n)));
+        }
     }
 
     /// The starts a network had waiting when it turned to flooding are dropped with it.
@@ -654,7 +675,7 @@ mod tests {
     #[test]
     fn a_network_breaking_attempts_gets_no_start_until_it_calms_down() {
         let t0 = Instant::now();
-        let mut q = FairStarts::new(cfg(1000));
+        let mut q = FairStarts::new(cfg(20));
         for n in 0..FLOOD_NOISE as u32 {
             q.wrong_knock(flood(n), t0);
         }
