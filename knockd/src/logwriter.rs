@@ -100,7 +100,7 @@ pub const WRITE_BATCH: usize = 512;
 /// After writing more than one line at once, the thread waits this long before it looks for
 /// more: under a flood the lines pile up meanwhile and go out in one write, instead of a
 /// wake-up and a write per line. A lone line is written at once; none waits longer than this.
-pub const BUSY_PAUSE: Duration = Duration::from_millis(5);
+pub const BUSY_PAUSE: Duration = Duration::from_millis(10);
 
 /// The sink the thread writes to, and what it has said about lost lines.
 struct Out {

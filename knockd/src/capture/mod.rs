@@ -12,8 +12,9 @@
 //! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
 //! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
 //! over as soon as it arrives, with no batching delay; under a flood (above
-//! [`pacer::BUSY_PPS`]) the thread pauses a millisecond after each batch so that the next read
-//! takes tens of packets at once.
+//! [`pacer::BUSY_PPS`]) the thread pauses after each batch (1 to 4 ms, see [`pacer`]) so that
+//! the next read takes tens of packets at once, and the engine handles its deadlines with the
+//! batches instead of waking for each.
 
 pub mod bpf;
 pub mod filter;
