@@ -293,8 +293,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         if self.next_deadline().is_some_and(|d| d <= t) {
                             self.on_timer(t);
                         }
-                        busy_until =
-                            (batch.len() >= crate::capture::pacer::BUSY_BATCH).then(|| t + crate::capture::pacer::MAX_PAUSE);
+                        busy_until = (batch.len() >= crate::capture::pacer::BUSY_BATCH)
+                            .then(|| t + crate::capture::pacer::COALESCE);
                     }
                     Some(CaptureMsg::Spa(datagrams, at)) => self.on_spa(&datagrams, at),
                     Some(CaptureMsg::Error(e)) => {

@@ -19,8 +19,10 @@ pub const BATCH_GOAL: f64 = 64.0;
 pub const MIN_PAUSE: Duration = Duration::from_millis(1);
 pub const MAX_PAUSE: Duration = Duration::from_millis(4);
 /// A batch this large means the capture is pausing (a flood): the engine then handles
-/// deadlines with the batches rather than waking for them (at most [`MAX_PAUSE`] late).
+/// deadlines with the batches rather than waking for them, and wakes for one at most
+/// [`COALESCE`] after the last such batch (when the flood stops).
 pub const BUSY_BATCH: usize = 16;
+pub const COALESCE: Duration = Duration::from_millis(20);
 /// The rate is measured over windows this long.
 const WINDOW: Duration = Duration::from_millis(100);
 
