@@ -23,7 +23,7 @@
 //! - **Floods are refused, not queued.** A network that asks for the door's opens faster than
 //!   any client behind it does (score above [`FLOOD_SCORE`]: about 17 opens a second,
 //!   sustained), or that breaks the door's attempts with wrong knocks at a rate no client's
-//!   lost packet explains ([`FLOOD_NOISE`] wrong knocks, decaying like the score: about 44 a
+//!   lost packet explains ([`FLOOD_NOISE`] wrong knocks, decaying like the score: about 14 a
 //!   second), gets no start until its meters decay below the limits: each start is a process
 //!   or a rule, and a spoofed flood completing the sequence (in order, or by chance over its
 //!   ports in random order) would otherwise keep the door's whole start rate busy. A client's
@@ -71,9 +71,9 @@ pub const MAX_NETS: usize = 4096;
 /// second of one door, sustained, or 24 at once.
 pub const FLOOD_SCORE: f64 = 24.0;
 /// A network whose wrong knocks on the door (attempts broken, halving every [`HALF_LIFE`])
-/// pass this, or three times the door's rate if that is higher, is flooding: with the
-/// default rate about 44 a second, sustained.
-pub const FLOOD_NOISE: f64 = 64.0;
+/// pass this, or the door's rate if that is higher, is flooding: with the default rate about
+/// 14 a second, sustained (a client's lost packet is one).
+pub const FLOOD_NOISE: f64 = 20.0;
 
 impl FairConfig {
     /// `rate` starts per second (burst: one second's worth), the default bounds.
@@ -159,7 +159,7 @@ impl Net {
 
     /// See [`FLOOD_SCORE`] and [`FLOOD_NOISE`] (meters brought to now).
     fn flooding(&self, cfg: &FairConfig) -> bool {
-        self.score > FLOOD_SCORE.max(cfg.rate) || self.noise > FLOOD_NOISE.max(3.0 * cfg.rate)
+        self.score > FLOOD_SCORE.max(cfg.rate) || self.noise > FLOOD_NOISE.max(cfg.rate)
     }
 }
 

@@ -97,10 +97,11 @@ impl LogWriter {
 
 /// Lines written at once at most.
 pub const WRITE_BATCH: usize = 512;
-/// After writing more than one line at once, the thread waits this long before it looks for
-/// more: under a flood the lines pile up meanwhile and go out in one write, instead of a
-/// wake-up and a write per line. A lone line is written at once; none waits longer than this.
+/// After writing [`BUSY_LINES`] or more at once (a flood), the thread waits this long before
+/// it looks for more: the lines pile up meanwhile and go out in one write, instead of a
+/// wake-up and a write per line. Fewer lines (start-up, a knock) never wait.
 pub const BUSY_PAUSE: Duration = Duration::from_millis(10);
+pub const BUSY_LINES: usize = 16;
 
 /// The sink the thread writes to, and what it has said about lost lines.
 struct Out {
@@ -180,7 +181,7 @@ fn write_loop(
             }
         }
         out.write(&mut lines, dropped);
-        if taken > 1 {
+        if taken >= BUSY_LINES {
             std::thread::sleep(BUSY_PAUSE);
         }
     }

@@ -333,7 +333,7 @@ impl<L: LogSink> Events<L> {
                 OpenRefusal::NetworkFlooding => format!(
                     "its network floods the door: more than {} opens asked or {} wrong knocks within about a second",
                     crate::fairstart::FLOOD_SCORE.max(f64::from(rate)),
-                    crate::fairstart::FLOOD_NOISE.max(3.0 * f64::from(rate))
+                    crate::fairstart::FLOOD_NOISE.max(f64::from(rate))
                 ),
                 OpenRefusal::StartQueueFull => format!(
                     "{} opens from busier networks already waiting for the door's StartRate ({rate}/s)",
