@@ -58,7 +58,7 @@ enum Sub {
     /// user with /bin/sh, and with --ssh-persist (first and warm); wall time, client and
     /// servers' CPU, load average. Prints markdown tables.
     Fleet {
-        /// Fleet sizes, comma-separated
+        /// Fleet sizes, comma-separated (0: only the one-host steps)
         #[arg(
             long,
             value_delimiter = ',',
@@ -117,7 +117,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Sub::Fleet { sizes, runs }) = &args.command {
         let plan = knock_bench::fleet::FleetPlan {
-            sizes: sizes.iter().map(|&n| n.clamp(1, 200)).collect(),
+            sizes: sizes
+                .iter()
+                .filter(|&&n| n > 0)
+                .map(|&n| n.min(200))
+                .collect(),
             runs: (*runs).max(1),
         };
         return match knock_bench::fleet::run(&plan) {
