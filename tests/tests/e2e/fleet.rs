@@ -319,29 +319,3 @@ fn ssh_persist_shares_one_login_per_host_unless_the_ssh_config_says_otherwise() 
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("mode 0755"), "{}", text(&out));
 }
-
-/// Hand-run: `cargo test -p knock-e2e --test e2e fleet::fifty -- --ignored --nocapture`
-/// (`FLEET_HOSTS=N` for another size).
-#[test]
-#[ignore = "a measurement: 50 namespaces with sshd and knockd each"]
-fn fifty_hosts_list() {
-    if !require_root() {
-        return;
-    }
-    let n: usize = std::env::var("FLEET_HOSTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let started = Instant::now();
-    let fleet = Fleet::new(n, CONF);
-    eprintln!("fleet of {n} up in {:?}", started.elapsed());
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        // A long limit: the point is how long all answers take.
-        let out = ctl(&fleet, &["--hosts", "fleet", "--timeout", "60", "list"]);
-        times.push(t.elapsed());
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    }
-    eprintln!("knockctl --hosts fleet list, {n} hosts: {times:?}");
-}
