@@ -19,6 +19,8 @@ use knock_bench::runner::Plan;
 spoofed sources are from 10.192.0.0/12. Prints a side-by-side table and writes a JSON report."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// A few seconds in all, tiny counts and low rates: checks that it runs and reports
     #[arg(long)]
     smoke: bool,
@@ -55,6 +57,28 @@ struct Args {
     /// Rate of the state-growth scenario in packets per second
     #[arg(long, value_name = "PPS")]
     growth_rate: Option<u64>,
+}
+
+/// Benchmarks other than the daemons' side by side.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// `knockctl list` over many hosts through real ssh (a namespace per host with its own
+    /// sshd and knockd): one host step by step, then each size as root (bash rc), as a lab
+    /// user with /bin/sh, and with --ssh-persist (first and warm); wall time, client and
+    /// servers' CPU, load average. Prints markdown tables.
+    Fleet {
+        /// Fleet sizes, comma-separated (0: only the one-host steps)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,25,50",
+            value_name = "N"
+        )]
+        sizes: Vec<usize>,
+        /// Runs per size and mode
+        #[arg(long, default_value = "5", value_name = "N")]
+        runs: usize,
+    },
 }
 
 impl Args {
@@ -109,6 +133,23 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Fleet { sizes, runs }) = &args.command {
+        let plan = knock_bench::fleet::FleetPlan {
+            sizes: sizes
+                .iter()
+                .filter(|&&n| n > 0)
+                .map(|&n| n.min(200))
+                .collect(),
+            runs: (*runs).max(1),
+        };
+        return match knock_bench::fleet::run(&plan) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("knock-bench fleet: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
