@@ -37,6 +37,10 @@ const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
 pub struct SpaPlan {
     pub clients: u32,
     pub quiet_trials: usize,
+    /// Between quiet knocks, and at least between knocks during the flood: knockd checks at
+    /// most 2 signatures per second per client (burst 10), so a client knocking faster is
+    /// refused as busy.
+    pub quiet_gap: Duration,
     pub flood_pps: u64,
     pub flood: Duration,
     pub knock_every: Duration,
@@ -47,10 +51,11 @@ impl SpaPlan {
     pub fn full() -> SpaPlan {
         SpaPlan {
             clients: 10_000,
-            quiet_trials: 40,
+            quiet_trials: 30,
+            quiet_gap: Duration::from_millis(600),
             flood_pps: 30_000,
             flood: Duration::from_secs(10),
-            knock_every: Duration::from_millis(500),
+            knock_every: Duration::from_secs(1),
             open_timeout: Duration::from_secs(2),
         }
     }
@@ -59,9 +64,10 @@ impl SpaPlan {
         SpaPlan {
             clients: 50,
             quiet_trials: 3,
+            quiet_gap: Duration::from_millis(600),
             flood_pps: 2_000,
-            flood: Duration::from_millis(600),
-            knock_every: Duration::from_millis(200),
+            flood: Duration::from_millis(1200),
+            knock_every: Duration::from_millis(600),
             open_timeout: Duration::from_secs(2),
         }
     }
@@ -187,7 +193,7 @@ pub fn run(plan: &SpaPlan) -> Result<SpaResult> {
         };
         quiet_ms.push(t1.saturating_duration_since(t0).as_secs_f64() * 1000.0);
         revoke(&mut book)?;
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(plan.quiet_gap.saturating_sub(t0.elapsed()));
     }
 
     // Flood.
