@@ -1103,6 +1103,7 @@ fn saved_native(ports: &[u16], expires_in: i64) -> crate::state::SavedGrant {
                     proto: Proto::Tcp,
                     port,
                     door: "ssh".into(),
+                    instance: None,
                 })
                 .collect(),
         },
