@@ -243,10 +243,7 @@ pub fn run(plan: &SpaPlan) -> Result<SpaResult> {
     let cpu1 = procfs::sample(pid)?.cpu_s;
     std::thread::sleep(Duration::from_millis(1200));
     let drops = metric(&k, "knockd_kernel_drops ").saturating_sub(drops0);
-    let refused = metric(
-        &k,
-        "knockd_spa_packets_total{outcome=\"unknown_hint\"} ",
-    );
+    let refused = metric(&k, "knockd_spa_packets_total{outcome=\"unknown_hint\"} ");
     let flood_cpu_s = cpu1 - cpu0;
     Ok(SpaResult {
         clients: plan.clients,

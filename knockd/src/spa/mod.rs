@@ -278,7 +278,8 @@ impl Gate {
                 continue;
             }
             for ep in e.saturating_sub(EPOCH_SLACK)..=e + EPOCH_SLACK {
-                self.hints.insert(key_of(&c.keys.hint(ep)), (i, epoch32(ep)));
+                self.hints
+                    .insert(key_of(&c.keys.hint(ep)), (i, epoch32(ep)));
             }
         }
     }
@@ -298,7 +299,8 @@ impl Gate {
                 for (i, c) in self.enrolled.iter() {
                     if !c.revoked {
                         let ep = e + EPOCH_SLACK;
-                        self.hints.insert(key_of(&c.keys.hint(ep)), (i, epoch32(ep)));
+                        self.hints
+                            .insert(key_of(&c.keys.hint(ep)), (i, epoch32(ep)));
                     }
                 }
                 self.hint_epoch = e;
