@@ -13,11 +13,11 @@
 //!
 //! Pure bookkeeping; the matcher decides what a knock means.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use hashbrown::HashTable;
+use hashbrown::{hash_table, HashTable};
 
 use super::tiers::{NetId, Victim};
 
@@ -30,6 +30,7 @@ const RECENT: usize = 4;
 type Hasher = ahash::RandomState;
 
 mod footprint;
+mod heavy;
 pub use footprint::map_bytes;
 
 /// A queue entry: the attempt's slot and the low bits of its id (a reused slot has another).
@@ -112,11 +113,13 @@ struct Source {
     guarded: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Net {
     id: NetId,
     total: u32,
     stage1: u32,
+    /// Its place in `heavy` (NONE: no stage-1 attempt).
+    pos: u32,
     queue: VecDeque<Ref>,
 }
 
@@ -135,10 +138,9 @@ pub struct Table {
     /// Networks in the index without attempts: forgotten in bulk, not one by one (a network
     /// emptied by an eviction is usually refilled by the next first knock).
     empty_nets: usize,
-    /// (stage-1 count, network, slot) pushed at every change of a count: the greatest entry
-    /// that still matches its network's count is the heaviest network. Stale entries are
-    /// dropped when met on top, or all at once when they outnumber the networks.
-    heavy: BinaryHeap<(u32, NetId, u32)>,
+    /// Slots of the networks holding stage-1 attempts, a max-heap by (count, network)
+    /// ([`heavy`]).
+    heavy: Vec<u32>,
     stage1: VecDeque<Ref>,
     stage1_total: usize,
     pub doors: Vec<DoorState>,
@@ -331,27 +333,27 @@ impl Table {
             }
         };
         self.len += 1;
-        let hash = src_hash(&self.keys, src);
-        let slots = &self.slots;
-        match self
-            .sources
-            .find_mut(hash, |s| slots[s.head as usize].src == src)
-        {
-            Some(s) => {
-                self.slots[i as usize].next_of_source = s.head;
-                s.head = i;
+        let (keys, slots) = (&self.keys, &self.slots);
+        let entry = self.sources.entry(
+            src_hash(keys, src),
+            |s| slots[s.head as usize].src == src,
+            |s| src_hash(keys, slots[s.head as usize].src),
+        );
+        let next = match entry {
+            hash_table::Entry::Occupied(mut e) => {
+                let s = e.get_mut();
                 s.guarded += u32::from(guarded);
+                std::mem::replace(&mut s.head, i)
             }
-            None => {
-                let new = Source {
+            hash_table::Entry::Vacant(e) => {
+                e.insert(Source {
                     head: i,
                     guarded: u32::from(guarded),
-                };
-                let (keys, slots) = (&self.keys, &self.slots);
-                self.sources
-                    .insert_unique(hash, new, |s| src_hash(keys, slots[s.head as usize].src));
+                });
+                NONE
             }
-        }
+        };
+        self.slots[i as usize].next_of_source = next;
         self.nets[n as usize].total += 1;
         self.queued(i, stage1);
         i
@@ -550,14 +552,8 @@ impl Table {
     /// takes it from (see [`super::tiers`]), as a network slot; None when no attempt is at
     /// stage 1.
     pub fn victim(&mut self, own: Option<u32>) -> Option<Victim<Option<u32>>> {
-        let (most, slot) = loop {
-            let &(count, net, slot) = self.heavy.peek()?;
-            let n = &self.nets[slot as usize];
-            if n.id == net && n.stage1 == count && n.total > 0 {
-                break (count, slot);
-            }
-            self.heavy.pop();
-        };
+        let slot = self.heaviest()?;
+        let most = self.nets[slot as usize].stage1;
         let own_stage1 = own.map_or(0, |n| self.nets[n as usize].stage1);
         Some(super::tiers::victim(own_stage1, most, own, Some(slot)))
     }
@@ -599,7 +595,10 @@ impl Table {
         }
         let fresh = Net {
             id: net,
-            ..Net::default()
+            total: 0,
+            stage1: 0,
+            pos: NONE,
+            queue: VecDeque::new(),
         };
         let n = match self.free_nets.pop() {
             Some(n) => {
@@ -622,19 +621,6 @@ impl Table {
         } else {
             net.stage1 -= 1;
         }
-        if net.stage1 > 0 {
-            self.heavy.push((net.stage1, net.id, n as u32));
-        }
-        if self.heavy.len() > 2 * self.net_index.len() + 64 {
-            let nets = &self.nets;
-            self.heavy = self
-                .net_index
-                .values()
-                .filter_map(|&n| {
-                    let net = &nets[n as usize];
-                    (net.stage1 > 0).then_some((net.stage1, net.id, n))
-                })
-                .collect();
-        }
+        self.heavy_changed(n as u32, up);
     }
 }

@@ -38,7 +38,7 @@ impl Table {
                 .sum::<usize>()
             + self.free_nets.capacity() * size_of::<u32>()
             + map_bytes(self.net_index.capacity(), size_of::<(u128, u32)>())
-            + self.heavy.capacity() * size_of::<(u32, u128, u32)>()
+            + self.heavy.capacity() * size_of::<u32>()
             + deque_bytes(&self.stage1)
             + self.doors.capacity() * size_of::<super::DoorState>()
             + self
@@ -82,6 +82,10 @@ mod tests {
             out.clear();
             if n % 1024 == 0 {
                 most = most.max(m.heap_bytes());
+                assert!(
+                    m.attempts.heavy_ok(),
+                    "the heaviest-network heap is in order"
+                );
             }
         }
         assert_eq!(m.len(), cap);
