@@ -614,3 +614,70 @@ async fn usage_errors_exit_2_and_help_has_examples() {
         assert!(help.contains(needle), "missing {needle:?} in:\n{help}");
     }
 }
+
+/// `-H` before and after the command all count, in order (clap alone kept only the last
+/// level's).
+#[tokio::test]
+async fn every_h_counts_before_and_after_the_command() {
+    let a = FakeDaemon::start(Script::respond(vec![Response::Grants {
+        grants: vec![grant("openSSH", "10.0.0.12", Some(29_500))],
+        total: 1,
+    }]));
+    let b = FakeDaemon::start(Script::respond(vec![Response::Grants {
+        grants: vec![grant("web", "10.0.0.13", Some(29_500))],
+        total: 1,
+    }]));
+    let url = |d: &FakeDaemon| format!("unix://{}", d.socket.display());
+    let out = knockctl(
+        Path::new("/nonexistent/knockd.sock"),
+        &["-H", &url(&a), "list", "-H", &url(&b)],
+    )
+    .await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(text.starts_with("HOST"), "{text}");
+    let row = |d: &FakeDaemon, addr: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&d.socket.display().to_string()) && l.contains(addr))
+    };
+    assert!(row(&a, "10.0.0.12") && row(&b, "10.0.0.13"), "{text}");
+    assert_eq!(a.requests().await, vec![Request::Grants]);
+    assert_eq!(b.requests().await, vec![Request::Grants]);
+}
+
+/// A remote knockctl's error comes back through ssh as `knockctl: ...`: shown once, after
+/// the host's name, not `knockctl: h: knockctl: ...`.
+#[tokio::test]
+async fn a_remote_knockctl_error_is_not_prefixed_twice() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ssh = dir.path().join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\necho 'knockctl: knockd refused the connection: permission denied: run as \
+         root or join group knockd' >&2\nexit 1\n",
+    )
+    .expect("write fake ssh");
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for args in [
+        &["-H", "ssh://h0", "list"][..],
+        &["-H", "ssh://h0", "-H", "ssh://h1", "list"],
+    ] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_knockctl"));
+        cmd.args(args).env("KNOCKCTL_SSH", &ssh).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+            .await
+            .expect("knockctl finished in time")
+            .expect("run knockctl");
+        assert_exit(&out, if args.len() == 3 { 1 } else { 3 });
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "knockctl: h0: knockd refused the connection: permission denied: run as root \
+                 or join group knockd\n"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("knockctl: h0: knockctl:"), "{err}");
+    }
+}

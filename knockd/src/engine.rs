@@ -56,7 +56,8 @@ pub(crate) fn now() -> Instant {
 /// A failed close is retried after this, doubling up to [`CLOSE_RETRY_MAX`].
 pub const CLOSE_RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const CLOSE_RETRY_MAX: Duration = Duration::from_secs(60);
-/// A re-knock checks an open grant's rules at most this often.
+/// Re-knocks check an open grant's rules at most this often, after a burst of
+/// [`crate::grants::CHECK_BURST`].
 pub const REFRESH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Engine<E: Executor, L: LogSink> {
@@ -244,6 +245,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             &mut self.ledger,
             &self.config,
             &self.matcher,
+            &mut self.spa,
             &mut self.events,
         );
     }

@@ -23,8 +23,11 @@ pub struct Grant {
     pub refreshes: u32,
     /// When its rules were last checked (re-knocks check at most once per interval).
     pub last_check: Option<Instant>,
-    /// A check queued for this time (a re-knock came too soon after the last one).
+    /// A check queued for this time (a re-knock came when the grant's burst was spent).
     pub recheck: Option<Instant>,
+    /// The re-knock checks' budget (GCRA): a check may run once `now` is past this minus
+    /// [`CHECK_BURST`] - 1 intervals; each check moves it one interval on.
+    pub check_tat: Option<Instant>,
     /// Set once the grant is being closed: it stays in the ledger (and the state file) until
     /// its close succeeded.
     pub closing: Option<Closing>,
@@ -41,6 +44,23 @@ pub struct Closing {
     pub last_error: Option<String>,
     /// When the next attempt runs (None: one is running or none is scheduled).
     pub retry_at: Option<Instant>,
+}
+
+/// Re-knock checks a grant may have at once before they are paced (one per interval).
+pub const CHECK_BURST: u32 = 3;
+
+/// When the next check is allowed, given the budget's `tat` (None: now).
+fn check_allowed_at(tat: Option<Instant>, interval: std::time::Duration) -> Option<Instant> {
+    tat?.checked_sub(interval * (CHECK_BURST - 1))
+}
+
+impl Grant {
+    /// A check runs at `now`: it spends one of the budget.
+    fn checked(&mut self, now: Instant, interval: std::time::Duration) {
+        let tat = self.check_tat.map_or(now, |t| t.max(now));
+        self.check_tat = Some(tat + interval);
+        self.last_check = Some(now);
+    }
 }
 
 /// When a re-knock's check of a grant's rules runs.
@@ -130,6 +150,7 @@ impl Ledger {
                 refreshes: 0,
                 last_check: None,
                 recheck: None,
+                check_tat: None,
                 closing: None,
                 client: self.spa_clients.remove(&(door.to_string(), addr)),
             },
@@ -216,8 +237,10 @@ impl Ledger {
         }
     }
 
-    /// A re-knock wants the grant's rules checked: at most once per `interval`; a check asked
-    /// for sooner is queued for `last check + interval` (one at a time).
+    /// A re-knock wants the grant's rules checked: [`CHECK_BURST`] checks at once (the open
+    /// counts as one), then one per `interval`; a check asked for while the burst is spent is
+    /// queued for when the next one is allowed (one at a time). A person who removed the rule
+    /// and knocks again is answered at once; only a flood of re-knocks waits.
     pub fn check_due(
         &mut self,
         id: GrantId,
@@ -227,24 +250,23 @@ impl Ledger {
         let Some(g) = self.grants.get_mut(&id) else {
             return CheckWhen::Later;
         };
-        match g.last_check {
-            Some(t) if now.saturating_duration_since(t) < interval => {
+        match check_allowed_at(g.check_tat, interval) {
+            Some(at) if now < at => {
                 if g.recheck.is_none() {
-                    let at = t + interval;
                     g.recheck = Some(at);
                     self.rechecks.insert((at, id));
                 }
                 CheckWhen::Later
             }
             _ => {
-                g.last_check = Some(now);
+                g.checked(now, interval);
                 CheckWhen::Now
             }
         }
     }
 
     /// Queued checks that are due: their grants (recorded as checked now).
-    pub fn due_rechecks(&mut self, now: Instant) -> Vec<GrantId> {
+    pub fn due_rechecks(&mut self, now: Instant, interval: std::time::Duration) -> Vec<GrantId> {
         let due: Vec<(Instant, GrantId)> = self
             .rechecks
             .iter()
@@ -255,7 +277,7 @@ impl Ledger {
             self.rechecks.remove(k);
             if let Some(g) = self.grants.get_mut(&k.1) {
                 g.recheck = None;
-                g.last_check = Some(now);
+                g.checked(now, interval);
             }
         }
         due.into_iter().map(|(_, id)| id).collect()
@@ -420,6 +442,69 @@ mod tests {
 
     fn addr(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    fn one_grant(l: &mut Ledger) -> GrantId {
+        let close = Close::StopCommand {
+            command: "x".into(),
+        };
+        l.insert(
+            "d",
+            addr("10.0.0.2"),
+            "o".into(),
+            SystemTime::now(),
+            None,
+            close,
+        )
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_person_who_removed_the_rule_and_knocks_again_is_checked_at_once() {
+        // 20 rounds a second apart (the open, the rule removed by hand, a knock 0.2 s later),
+        // after three quick ones.
+        let t0 = Instant::now();
+        let mut l = Ledger::default();
+        let id = one_grant(&mut l);
+        assert_eq!(l.check_due(id, t0, SEC), CheckWhen::Now, "the open");
+        let mut t = t0;
+        for round in 0..23 {
+            t += Duration::from_millis(if round < 2 { 300 } else { 1000 });
+            assert_eq!(l.check_due(id, t, SEC), CheckWhen::Now, "round {round}");
+        }
+        assert_eq!(l.next_recheck(), None);
+    }
+
+    #[test]
+    fn a_flood_of_reknocks_gets_a_small_burst_then_one_check_a_second() {
+        let t0 = Instant::now();
+        let mut l = Ledger::default();
+        let id = one_grant(&mut l);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        assert_eq!(l.check_due(id, t0, SEC), CheckWhen::Now, "the open");
+        assert_eq!(l.check_due(id, ms(100), SEC), CheckWhen::Now);
+        assert_eq!(l.check_due(id, ms(200), SEC), CheckWhen::Now);
+        // The burst (3 with the open) is spent: queued for when the budget allows one.
+        assert_eq!(l.check_due(id, ms(300), SEC), CheckWhen::Later);
+        assert_eq!(l.next_recheck(), Some(ms(1000)));
+        // 10 s of re-knocks every 10 ms: about one check a second, one queued at a time.
+        let mut checks = 0;
+        for n in 31..1000u64 {
+            let now = ms(n * 10);
+            checks += l.due_rechecks(now, SEC).len();
+            if l.check_due(id, now, SEC) == CheckWhen::Now {
+                checks += 1;
+            }
+            assert!(l.rechecks.len() <= 1);
+        }
+        assert!((9..=10).contains(&checks), "{checks} checks in 10 s");
+        // Quiet for a while: the burst is back.
+        let later = ms(30_000);
+        for _ in 0..3 {
+            assert_eq!(l.check_due(id, later, SEC), CheckWhen::Now);
+        }
+        assert_eq!(l.check_due(id, later, SEC), CheckWhen::Later);
     }
 
     #[test]

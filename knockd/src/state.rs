@@ -3,10 +3,11 @@
 //! at most 100 ms, at once when an open waits for its record (write-ahead) — and read back at
 //! start so that a restart, even after SIGKILL, closes every rule on schedule.
 //!
-//! Besides the grants it keeps two small memories that must survive a restart: which TOTP
-//! step opened a door for which address (replay guard), and one-time sequences used but not
-//! yet recorded in their file. Both are data: the engine checks every entry against the
-//! config and the clock before it believes it.
+//! Besides the grants it keeps small memories that must survive a restart: which TOTP step
+//! opened a door for which address (replay guard), one-time sequences used but not yet
+//! recorded in their file, and each SPA client's replay memory. All are data: the engine
+//! checks every entry against the config, the enrolled keys and the clock before it believes
+//! it.
 
 use crate::grants::Close;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,25 @@ pub struct SavedOneTime {
     pub sequence: String,
 }
 
+/// A SPA client's replay memory (`spa::replay`): nothing made at or before `floor_ms`, and
+/// none of the packets in `seen` (timestamp ms, nonce tag), is accepted again from the client
+/// whose keys have `fingerprint`. An entry whose fingerprint is not the enrolled client's is
+/// kept for it, never applied to other keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSpaReplay {
+    pub client: String,
+    pub fingerprint: String,
+    pub floor_ms: u64,
+    #[serde(default)]
+    pub seen: Vec<(u64, u64)>,
+    /// When its last packet was accepted (`knockctl clients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_unix_ms: Option<u64>,
+}
+
+/// SPA clients whose replay memory the state file may hold (a few hundred bytes each).
+pub const MAX_SPA_REPLAY: usize = 1_000_000;
+
 /// Entries each memory section may hold (a TOTP door holds at most 3 replay entries; a
 /// one-time sequences file at most its lines). A file with more is not one knockd wrote.
 pub const MAX_MEMORY_ENTRIES: usize = 100_000;
@@ -73,6 +93,8 @@ pub struct State {
     pub totp_replay: Vec<SavedReplay>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub one_time_used: Vec<SavedOneTime>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spa_replay: Vec<SavedSpaReplay>,
 }
 
 /// Everything a state file holds.
@@ -81,6 +103,7 @@ pub struct Saved {
     pub grants: Vec<SavedGrant>,
     pub totp_replay: Vec<SavedReplay>,
     pub one_time_used: Vec<SavedOneTime>,
+    pub spa_replay: Vec<SavedSpaReplay>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,13 +252,18 @@ pub fn parse_all(text: &str) -> Result<Saved, String> {
             state.format, state.written_by
         ));
     }
-    for (name, n) in [
-        ("totp_replay", state.totp_replay.len()),
-        ("one_time_used", state.one_time_used.len()),
+    for (name, n, max) in [
+        ("totp_replay", state.totp_replay.len(), MAX_MEMORY_ENTRIES),
+        (
+            "one_time_used",
+            state.one_time_used.len(),
+            MAX_MEMORY_ENTRIES,
+        ),
+        ("spa_replay", state.spa_replay.len(), MAX_SPA_REPLAY),
     ] {
-        if n > MAX_MEMORY_ENTRIES {
+        if n > max {
             return Err(format!(
-                "{name} holds {n} entries, more than the {MAX_MEMORY_ENTRIES} knockd writes"
+                "{name} holds {n} entries, more than the {max} knockd writes"
             ));
         }
     }
@@ -243,6 +271,7 @@ pub fn parse_all(text: &str) -> Result<Saved, String> {
         grants: state.grants,
         totp_replay: state.totp_replay,
         one_time_used: state.one_time_used,
+        spa_replay: state.spa_replay,
     })
 }
 
@@ -356,6 +385,7 @@ pub fn render_all(saved: Saved) -> Result<String, serde_json::Error> {
         grants: saved.grants,
         totp_replay: saved.totp_replay,
         one_time_used: saved.one_time_used,
+        spa_replay: saved.spa_replay,
     };
     serde_json::to_string_pretty(&state)
 }
@@ -548,6 +578,13 @@ mod tests {
                 file: "/etc/knockd/otp".into(),
                 sequence: "7001:tcp,7002:udp".into(),
             }],
+            spa_replay: vec![SavedSpaReplay {
+                client: "alice".into(),
+                fingerprint: "SHA256:abc".into(),
+                floor_ms: 1_790_000_000_000,
+                seen: vec![(1_790_000_030_000, 7), (1_790_000_031_000, 9)],
+                last_seen_unix_ms: Some(1_790_000_031_005),
+            }],
         };
         save_all(&p, saved.clone()).expect("save");
         assert_eq!(load_all(&p).expect("load"), saved);
@@ -556,8 +593,13 @@ mod tests {
         // file without memories has no such sections (an older knockd reads it).
         save(&p, sample()).expect("save");
         let text = std::fs::read_to_string(&p).expect("read");
-        assert!(!text.contains("totp_replay") && !text.contains("one_time_used"));
+        assert!(
+            !text.contains("totp_replay")
+                && !text.contains("one_time_used")
+                && !text.contains("spa_replay")
+        );
         assert_eq!(load_all(&p).expect("load").totp_replay, vec![]);
+        assert_eq!(load_all(&p).expect("load").spa_replay, vec![]);
         // More entries than knockd ever writes: not a file knockd wrote.
         let many = Saved {
             totp_replay: vec![saved.totp_replay[0].clone(); MAX_MEMORY_ENTRIES + 1],

@@ -11,7 +11,7 @@
 //! crash could leave without its record.
 
 use crate::grants::GrantId;
-use crate::state::{self, SavedGrant, SavedOneTime, SavedReplay};
+use crate::state::{self, SavedGrant, SavedOneTime, SavedReplay, SavedSpaReplay};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +55,12 @@ pub enum Change {
     Replay(Vec<SavedReplay>),
     /// Replace the one-time sequences used but not recorded in their file.
     OneTime(Vec<SavedOneTime>),
+    /// SPA clients' replay memories: these entries replace the ones of the same client and
+    /// keys (`all`: replace the whole section). O(clients that accepted a packet).
+    SpaReplay {
+        all: bool,
+        entries: Vec<SavedSpaReplay>,
+    },
 }
 
 /// The writer's copy of what the file holds.
@@ -63,6 +69,8 @@ struct Contents {
     grants: BTreeMap<GrantId, SavedGrant>,
     replay: Vec<SavedReplay>,
     one_time: Vec<SavedOneTime>,
+    /// Keyed by (client, fingerprint).
+    spa: BTreeMap<(String, String), SavedSpaReplay>,
 }
 
 enum Msg {
@@ -159,6 +167,21 @@ fn apply(copy: &mut Contents, changes: Vec<Change>) {
             Change::Reset(all) => copy.grants = all.into_iter().collect(),
             Change::Replay(r) => copy.replay = r,
             Change::OneTime(o) => copy.one_time = o,
+            Change::SpaReplay { all, entries } => {
+                if all {
+                    copy.spa.clear();
+                }
+                for e in entries {
+                    if copy.spa.len() < state::MAX_SPA_REPLAY
+                        || copy
+                            .spa
+                            .contains_key(&(e.client.clone(), e.fingerprint.clone()))
+                    {
+                        copy.spa
+                            .insert((e.client.clone(), e.fingerprint.clone()), e);
+                    }
+                }
+            }
         }
     }
 }
@@ -168,6 +191,7 @@ async fn write(path: &std::path::Path, copy: &Contents) -> Result<(), String> {
         grants: copy.grants.values().cloned().collect(),
         totp_replay: copy.replay.clone(),
         one_time_used: copy.one_time.clone(),
+        spa_replay: copy.spa.values().cloned().collect(),
     };
     let p = path.to_path_buf();
     match tokio::task::spawn_blocking(move || state::save_all(&p, saved)).await {

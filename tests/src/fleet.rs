@@ -5,8 +5,13 @@
 //! The client's ssh never reads `~/.ssh`: knockctl runs it through a wrapper
 //! (`KNOCKCTL_SSH`) that passes `-F` with the fleet's own config, key and known_hosts.
 //!
+//! Users other than root exist only inside the fleet: each host's sshd and knockd run in a
+//! private mount namespace where `/etc/passwd` and `/etc/group` are the fleet's copies (the
+//! host's plus the lab users and a group `knockd`), bind-mounted; the host's user database is
+//! never touched.
+//!
 //! Dropping the fleet kills every process it started (by PID), then whatever still runs in
-//! its namespaces, deletes the namespaces, the test user (if one was made) and the temp dir.
+//! its namespaces, deletes the namespaces and the temp dir.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -53,6 +58,11 @@ pub struct Fleet {
     pub hosts: Vec<FleetHost>,
     /// A user that is not root and not in group knockd, allowed to log in by ssh.
     pub user: Option<String>,
+    /// A user in group knockd (on every host) whose login shell is `/bin/sh`.
+    pub member: Option<String>,
+    /// The fleet's `/etc/passwd` and `/etc/group`, once a lab user exists.
+    lab_etc: Option<(PathBuf, PathBuf)>,
+    conf: String,
     dir: Arc<TempDir>,
     spawned: AtomicU32,
 }
@@ -75,19 +85,57 @@ impl Fleet {
             cli: format!("{prefix}-c"),
             hosts: Vec::new(),
             user: None,
+            member: None,
+            lab_etc: None,
+            conf: conf.to_string(),
             dir: Arc::new(dir),
             spawned: AtomicU32::new(0),
         };
         fleet.set_up_lan(&prefix, n);
         fleet.write_client_files();
-        for i in 0..n {
-            fleet.start_sshd(i);
-            fleet.start_knockd(i, conf);
-        }
-        for i in 0..n {
-            fleet.wait_started(i);
-        }
+        fleet.start_all();
         fleet
+    }
+
+    /// Like [`Fleet::new`], with a lab user in group knockd on every host (its login shell
+    /// `/bin/sh`, which reads no rc file), named in [`Fleet::member`].
+    pub fn with_member(n: usize, conf: &str) -> Fleet {
+        let prefix = format!(
+            "kf{}-{}",
+            std::process::id(),
+            FLEETS.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()
+            .expect("cannot create the fleet's temp dir");
+        set_mode(dir.path(), 0o711);
+        let mut fleet = Fleet {
+            cli: format!("{prefix}-c"),
+            hosts: Vec::new(),
+            user: None,
+            member: Some(format!("kf{}m", std::process::id())),
+            lab_etc: None,
+            conf: conf.to_string(),
+            dir: Arc::new(dir),
+            spawned: AtomicU32::new(0),
+        };
+        fleet.write_lab_etc();
+        fleet.set_up_lan(&prefix, n);
+        fleet.write_client_files();
+        fleet.start_all();
+        fleet
+    }
+
+    fn start_all(&mut self) {
+        let conf = self.conf.clone();
+        for i in 0..self.hosts.len() {
+            self.start_sshd(i);
+            self.start_knockd(i, &conf);
+        }
+        for i in 0..self.hosts.len() {
+            self.wait_started(i);
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -229,7 +277,26 @@ impl Fleet {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(&args);
+        cmd.args(["netns", "exec", ns]);
+        if let Some((passwd, group)) = &self.lab_etc {
+            // `ip netns exec` gives the process a mount namespace of its own; `unshare -m`
+            // one whose mounts never reach the host's, where the lab's files replace
+            // /etc/passwd and /etc/group.
+            cmd.args([
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                r#"mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group || exit 97
+shift 2; exec "$@""#,
+                "sh",
+            ])
+            .arg(passwd)
+            .arg(group);
+        }
+        cmd.args(&args);
         let (daemon, _child) = Daemon::spawn(
             format!("{name}#{n}"),
             cmd,
@@ -371,21 +438,68 @@ impl Fleet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Creates a user that is not root and not in group knockd and may log in by key
-    /// (deleted with the fleet).
+    /// A user that is not root and not in group knockd and may log in by key, known only
+    /// inside the fleet's hosts: every host's sshd and knockd are restarted in their lab
+    /// mount namespace (grants and attempts are lost).
     pub fn add_user(&mut self) -> String {
         let name = format!("kf{}u", std::process::id());
-        let _ = Command::new("userdel")
-            .arg(&name)
-            .stderr(Stdio::null())
-            .status();
-        let status = Command::new("useradd")
-            .args(["-M", "-N", "-d", "/", "-s", "/bin/sh", "-p", "*", &name])
-            .status()
-            .expect("run useradd");
-        assert!(status.success(), "useradd {name} failed");
         self.user = Some(name.clone());
+        self.write_lab_etc();
+        for h in &mut self.hosts {
+            drop(h.sshd.take());
+            drop(h.knockd.take());
+        }
+        self.start_all();
         name
+    }
+
+    /// Writes the fleet's `/etc/passwd` and `/etc/group`: the host's, without any entry
+    /// named like a lab user or `knockd`, plus [`Fleet::user`] and [`Fleet::member`]
+    /// (uids and a gid no host entry has) and a group `knockd` holding the member.
+    fn write_lab_etc(&mut self) {
+        let host_passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+        let host_group = std::fs::read_to_string("/etc/group").expect("read /etc/group");
+        let ids = |file: &str| -> Vec<u32> {
+            file.lines()
+                .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+                .collect()
+        };
+        let (uids, gids) = (ids(&host_passwd), ids(&host_group));
+        let mut free = (60_000..64_990)
+            .rev()
+            .filter(|id| !uids.contains(id) && !gids.contains(id));
+        let ours: Vec<&String> = self.user.iter().chain(&self.member).collect();
+        let keep = |file: &str, also: &[&str]| -> String {
+            file.lines()
+                .filter(|l| {
+                    let name = l.split(':').next().unwrap_or_default();
+                    !ours.iter().any(|u| u.as_str() == name) && !also.contains(&name)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let mut passwd = keep(&host_passwd, &[]);
+        let mut group = keep(&host_group, &["knockd"]);
+        let knockd_gid = free.next().expect("a free gid");
+        if let Some(user) = &self.user {
+            let uid = free.next().expect("a free uid");
+            passwd.push_str(&format!("{user}:x:{uid}:65534:fleet lab user:/:/bin/sh\n"));
+        }
+        let mut members = Vec::new();
+        if let Some(member) = &self.member {
+            let uid = free.next().expect("a free uid");
+            passwd.push_str(&format!(
+                "{member}:x:{uid}:{knockd_gid}:fleet lab member:/:/bin/sh\n"
+            ));
+            members.push(member.as_str());
+        }
+        group.push_str(&format!("knockd:x:{knockd_gid}:{}\n", members.join(",")));
+        let (p, g) = (self.path("passwd"), self.path("group"));
+        std::fs::write(&p, passwd).expect("lab passwd");
+        std::fs::write(&g, group).expect("lab group");
+        set_mode(&p, 0o644);
+        set_mode(&g, 0o644);
+        self.lab_etc = Some((p, g));
     }
 }
 
@@ -399,9 +513,6 @@ impl Drop for Fleet {
             delete_ns(&h.ns);
         }
         delete_ns(&self.cli);
-        if let Some(user) = &self.user {
-            let _ = Command::new("userdel").arg(user).status();
-        }
     }
 }
 

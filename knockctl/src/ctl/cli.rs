@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// One-line summary shown by `knockctl -h`.
 const ABOUT: &str = "Inspect and control a running knockd";
@@ -122,6 +122,64 @@ pub struct Args {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Args {
+    /// Parses the process's arguments like [`Parser::parse`] (usage errors exit 2), with
+    /// every `-H` and `--hosts` counted wherever it stands (see [`Args::try_parse_all`]).
+    pub fn parse_all() -> Args {
+        Args::try_parse_all(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `argv`, keeping every `-H URL` and `--hosts NAME` in the order given, before
+    /// and after the command (`knockctl -H a list -H b` asks a and b). clap propagates a
+    /// global option as a whole from the level where it was last given, so the values
+    /// given before the command would be lost: a second parse of the same words by a
+    /// command where each level has its own `-H` and `--hosts` gathers them all.
+    pub fn try_parse_all<I, T>(argv: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+        let mut args = Args::try_parse_from(&argv)?;
+        let matches = each_level_own_hosts(Args::command()).try_get_matches_from(&argv)?;
+        let mut level = Some(&matches);
+        let (mut host, mut hosts) = (Vec::new(), Vec::new());
+        while let Some(m) = level {
+            host.extend(m.get_many::<String>("host").into_iter().flatten().cloned());
+            hosts.extend(m.get_many::<String>("hosts").into_iter().flatten().cloned());
+            level = m.subcommand().map(|(_, sub)| sub);
+        }
+        args.host = host;
+        args.hosts = hosts;
+        Ok(args)
+    }
+}
+
+/// `cmd` with `-H` and `--hosts` no longer global but defined on every level (subcommands
+/// included), so that each level's matches hold the values given there.
+fn each_level_own_hosts(cmd: clap::Command) -> clap::Command {
+    let own: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| ["host", "hosts"].contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false))
+        .collect();
+    fn add(cmd: clap::Command, own: &[clap::Arg]) -> clap::Command {
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        let mut cmd = cmd;
+        for name in names {
+            cmd = cmd.mut_subcommand(name, |sub| add(sub.args(own.iter().cloned()), own));
+        }
+        cmd
+    }
+    let cmd = cmd
+        .mut_arg("host", |a| a.global(false))
+        .mut_arg("hosts", |a| a.global(false));
+    add(cmd, &own)
 }
 
 /// What to ask knockd.
@@ -280,6 +338,48 @@ mod tests {
         }
         let dial = Args::try_parse_from(["knockctl", "dial-stdio", "--socket", "/s"]).expect("ok");
         assert_eq!(dial.command, Command::DialStdio);
+    }
+
+    #[test]
+    fn every_h_and_hosts_counts_wherever_it_stands() {
+        let args = Args::try_parse_all([
+            "knockctl",
+            "-H",
+            "ssh://a",
+            "--hosts",
+            "prod",
+            "list",
+            "-H",
+            "ssh://b",
+            "--hosts=web,db",
+            "-Hssh://c",
+        ])
+        .expect("valid");
+        assert_eq!(args.host, ["ssh://a", "ssh://b", "ssh://c"]);
+        assert_eq!(args.hosts, ["prod", "web", "db"]);
+        assert_eq!(args.command, Command::List);
+        let args = Args::try_parse_all([
+            "knockctl",
+            "--host=ssh://a",
+            "clients",
+            "-H",
+            "ssh://b",
+            "revoke",
+            "laptop",
+            "-H",
+            "ssh://c",
+        ])
+        .expect("valid");
+        assert_eq!(args.host, ["ssh://a", "ssh://b", "ssh://c"]);
+        let args = Args::try_parse_all(["knockctl", "status"]).expect("valid");
+        assert!(args.host.is_empty() && args.hosts.is_empty());
+        // Everything else parses as before; errors are clap's.
+        let args = Args::try_parse_all(["knockctl", "--json", "revoke", "10.0.0.1", "--on", "h"])
+            .expect("valid");
+        assert!(args.json);
+        let err = Args::try_parse_all(["knockctl", "-H"]).expect_err("no value");
+        assert_eq!(err.exit_code(), 2);
+        each_level_own_hosts(Args::command()).debug_assert();
     }
 
     #[test]

@@ -28,6 +28,9 @@ use super::target::{SshTarget, Target};
 /// Most of ssh's stderr kept per connection (its messages are a line or a banner).
 pub const STDERR_CAP: usize = 8 << 10;
 
+/// How the remote `knockctl dial-stdio` starts its error lines (like every knockctl).
+const REMOTE_PREFIX: &str = "knockctl: ";
+
 /// How long to wait for ssh to finish writing its error once the stream has ended.
 const STDERR_WAIT: Duration = Duration::from_millis(500);
 
@@ -244,7 +247,8 @@ impl Stderr {
     }
 
     /// The text ssh wrote: trimmed, lines joined by `; `, control characters escaped (a
-    /// remote host chooses what it prints). None when it is empty.
+    /// remote host chooses what it prints), the remote knockctl's own `knockctl: ` taken off
+    /// its lines (the console prints `knockctl: HOST: ` before them). None when it is empty.
     pub async fn text(&self) -> Option<String> {
         let _ = self.finished().await;
         let bytes = self
@@ -256,6 +260,7 @@ impl Stderr {
         let lines: Vec<String> = text
             .lines()
             .map(str::trim)
+            .map(|l| l.strip_prefix(REMOTE_PREFIX).map_or(l, str::trim_start))
             .filter(|l| !l.is_empty())
             .map(|l| crate::present::visible(l).into_owned())
             .collect();
@@ -311,6 +316,13 @@ mod tests {
         assert_eq!(
             err.text().await.as_deref(),
             Some("a\\u{1b}[2Jb; second line")
+        );
+        let err = Stderr::capture(
+            &b"knockctl: knockd is not running: no socket at /run/k.sock\nssh: knockctl: x\n"[..],
+        );
+        assert_eq!(
+            err.text().await.as_deref(),
+            Some("knockd is not running: no socket at /run/k.sock; ssh: knockctl: x")
         );
         let big = vec![b'x'; 3 * STDERR_CAP];
         let err = Stderr::capture(std::io::Cursor::new(big));

@@ -1,6 +1,7 @@
 //! Persistence: the state file's writer and what the engine must not forget across restarts
 //! besides its grants — one-time sequences used but not yet recorded in their file, and
-//! (through the matcher) the replay memory of TOTP doors.
+//! (through their owners) the replay memories of TOTP doors (the matcher) and of SPA clients
+//! (the gate).
 //!
 //! The ledger's changes are handed to the writer's thread after each turn of the engine loop
 //! ([`Persistence::persist`], O(changes)); the writer coalesces them and writes the file
@@ -14,6 +15,7 @@ use crate::config::{self, Config};
 use crate::grants::{Grant, Ledger};
 use crate::knocklog::LogSink;
 use crate::matcher::Matcher;
+use crate::spa::Gate;
 use crate::state::{self, SavedGrant, SavedOneTime};
 use crate::statewriter::{Change, StateWriter};
 use std::path::PathBuf;
@@ -98,6 +100,7 @@ impl Persistence {
         ledger: &mut Ledger,
         config: &Config,
         matcher: &Matcher,
+        spa: &mut Gate,
         events: &mut Events<L>,
     ) {
         self.log_errors(events);
@@ -106,8 +109,8 @@ impl Persistence {
             return;
         }
         // The memories go in the same send as the grants: an open that waits for its record
-        // (write-ahead) also waits for the replay memory of the step that opened it.
-        let mut changes = self.memory_changes(false, config, matcher);
+        // (write-ahead) also waits for the replay memory of the step or packet that opened it.
+        let mut changes = self.memory_changes(false, config, matcher, spa);
         if dirty.is_empty() && changes.is_empty() {
             return;
         }
@@ -130,7 +133,13 @@ impl Persistence {
 
     /// The file now holds exactly `ledger` and the memories (after taking over a previous
     /// run's state: grants dropped then leave it).
-    pub fn reset(&mut self, ledger: &mut Ledger, config: &Config, matcher: &Matcher) {
+    pub fn reset(
+        &mut self,
+        ledger: &mut Ledger,
+        config: &Config,
+        matcher: &Matcher,
+        spa: &mut Gate,
+    ) {
         ledger.take_dirty();
         let now = super::now();
         let wall = SystemTime::now();
@@ -143,15 +152,24 @@ impl Persistence {
             return;
         }
         let mut changes = vec![Change::Reset(all)];
-        changes.extend(self.memory_changes(true, config, matcher));
+        changes.extend(self.memory_changes(true, config, matcher, spa));
         if let Some(w) = &self.writer {
             w.send(changes);
         }
     }
 
     /// The memory sections that changed since they were last sent (all of them when `all`).
-    fn memory_changes(&mut self, all: bool, config: &Config, matcher: &Matcher) -> Vec<Change> {
+    fn memory_changes(
+        &mut self,
+        all: bool,
+        config: &Config,
+        matcher: &Matcher,
+        spa: &mut Gate,
+    ) -> Vec<Change> {
         let mut changes = Vec::new();
+        if let Some(entries) = spa.take_replay(all) {
+            changes.push(Change::SpaReplay { all, entries });
+        }
         let generation = matcher.replay_generation();
         if all || generation != self.replay_sent {
             self.replay_sent = generation;

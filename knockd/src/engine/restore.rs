@@ -1,5 +1,5 @@
-//! Taking over a previous run's state at start: its memories (replay memory of TOTP doors,
-//! unrecorded one-time sequences), then its grants, checked against the config and the
+//! Taking over a previous run's state at start: its memories (replay memory of TOTP doors
+//! and SPA clients, unrecorded one-time sequences), then its grants, checked against the config and the
 //! firewall (the state file is data: nothing in it runs unchecked).
 
 use super::messages::TaskKind;
@@ -22,6 +22,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         kernel: Option<Vec<crate::firewall::nftables::listing::KernelElem>>,
     ) {
         self.restore_memory(saved.totp_replay, saved.one_time_used);
+        if let Some(line) = self.spa.restore_replay(saved.spa_replay) {
+            self.line(&line);
+        }
         self.restore_with_kernel(saved.grants, kernel).await;
     }
 
@@ -226,6 +229,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let wall = SystemTime::now();
         let now = super::now();
         let mut kernel = kernel.unwrap_or_default();
+        let mut due_ids = Vec::new();
         for g in saved {
             if let Close::Nft { elems } = &g.close {
                 if let Some(c) = &g.client {
@@ -273,8 +277,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                     format!("{addr}: {door}: grant expired while knockd was down, closing it")
                 };
                 self.line(&msg);
-                // Through the pool and the firewall queue: in parallel, while knocks are served.
-                self.close_id(id);
+                due_ids.push((g.opened_at_unix_ms, id));
                 continue;
             }
             self.verify(id);
@@ -287,6 +290,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             };
             self.line(&msg);
         }
+        // Through the pool and the firewall queue: in parallel, while knocks are served.
+        // Newest first: `-I` put the newest rule at the head of its chain, and iptables-nft
+        // compares a delete with every rule in front of its match, so the first batches the
+        // queue forms (while these are still being handed over) delete from the head.
+        due_ids.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, id) in due_ids {
+            self.close_id(id);
+        }
         if self.config.options.firewall == crate::config::FirewallKind::Nftables {
             for msg in nft_side::adopt(&mut self.ledger, &self.config, kernel, now) {
                 self.line(&msg);
@@ -294,6 +305,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         }
         // The file now reflects what this run owns (grants dropped above leave it).
         self.persistence
-            .reset(&mut self.ledger, &self.config, &self.matcher);
+            .reset(&mut self.ledger, &self.config, &self.matcher, &mut self.spa);
     }
 }

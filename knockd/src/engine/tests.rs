@@ -173,23 +173,27 @@ async fn reknock_does_not_duplicate_a_present_rule_and_restores_a_missing_one() 
     let mut t = T::new(seed());
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
-    // Within a second of the last check: a deadline change now, the check a second later.
-    t.knock_seq(CLI, &[7000, 8000, 9000]);
-    t.knock_seq(CLI, &[7000, 8000, 9000]);
-    t.settle().await;
-    assert_eq!(t.exec.ran().len(), 1, "{:?}", t.exec.ran());
+    // Right after the open: two checks at once (a burst of three with the open), then the
+    // deadline changes now and the check waits for the budget (one a second).
+    for _ in 0..4 {
+        t.knock_seq(CLI, &[7000, 8000, 9000]);
+        t.settle().await;
+    }
+    let ran = t.exec.ran();
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert!(ran[1..].iter().all(|c| c.contains(" -C INPUT")), "{ran:?}");
     t.advance(Duration::from_secs(1)).await;
     t.settle().await;
     let ran = t.exec.ran();
-    assert_eq!(ran.len(), 2, "one queued check: {ran:?}");
-    assert!(ran[1].contains(" -C INPUT"), "{ran:?}");
+    assert_eq!(ran.len(), 4, "one queued check: {ran:?}");
+    assert!(ran[3].contains(" -C INPUT"), "{ran:?}");
     // Someone deleted the rule: the check fails and the start command runs again.
     t.exec.fail_on(" -C ");
     t.advance(Duration::from_secs(1)).await;
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
     let ran = t.exec.ran();
-    assert!(ran[3].contains(" -I INPUT"), "{ran:?}");
+    assert!(ran[5].contains(" -I INPUT"), "{ran:?}");
     assert!(t.has_line("10.99.77.2: openSSH: rule was missing, re-inserted"));
 }
 
@@ -247,23 +251,25 @@ async fn native_reknock_refreshes_the_deadline() {
     t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
     t.advance(Duration::from_secs(20)).await;
-    t.knock_seq(CLI, &[1111, 2222, 3333]);
-    // A burst of re-knocks: one check, never a second rule.
-    t.knock_seq(CLI, &[1111, 2222, 3333]);
-    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    // A burst of re-knocks: three checks, then one a second; never a second rule.
+    for _ in 0..5 {
+        t.knock_seq(CLI, &[1111, 2222, 3333]);
+    }
     t.settle().await;
     assert_eq!(t.e.ledger().len(), 1);
+    let refresh = "refresh INPUT 22/tcp from 10.99.77.2 (ssh)";
     assert_eq!(
         t.fw.ops(),
         [
             "add INPUT 22/tcp from 10.99.77.2 (ssh)",
-            "refresh INPUT 22/tcp from 10.99.77.2 (ssh)"
+            refresh,
+            refresh,
+            refresh
         ]
     );
-    // Someone removed the rule: the next check (a second later) puts it back.
+    // Someone removed the rule: the queued check (a second later) puts it back.
     t.fw.remove_rule(&t.fw.rules()[0]);
     t.advance(Duration::from_secs(1)).await;
-    t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
     assert_eq!(t.fw.rules().len(), 1);
     assert!(t.has_line("10.99.77.2: ssh: rule was missing, re-inserted"));

@@ -50,7 +50,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.line(&msg);
             self.close_grant(g);
         }
-        for id in self.ledger.due_rechecks(now) {
+        for id in self.ledger.due_rechecks(now, super::REFRESH_CHECK_INTERVAL) {
             self.check_grant(id, now);
         }
         self.serve_starts(now);

@@ -1,8 +1,9 @@
 //! The iptables backend: a batch is one `iptables-restore -w 5 --noflush` transaction per
 //! address family (`ip6tables-restore` for IPv6), with the same `-I` (first in the chain) and
 //! `-D` lines a single `iptables` call would take. Checks (`-C`) run one process each: they
-//! only happen at start and for re-knocks, at most once per grant per second; a batch with
-//! many of them (the restore of many grants) is answered by one `iptables -S` per chain.
+//! only happen at start and for re-knocks (a burst of three per grant, then one a second); a
+//! batch with many of them (the restore of many grants) is answered by one `iptables -S` per
+//! chain, which also puts a batch's many deletes in the chain's order (see [`order_deletes`]).
 //!
 //! When a transaction fails, iptables-restore names the line: that op is retried alone (a
 //! delete of a rule already gone is then reported `Absent`, its check decides) and the rest is
@@ -148,6 +149,9 @@ struct Write {
     insert: bool,
     /// Outcome when it succeeds (`Absent` for the re-add of a refresh).
     ok: OpOutcome,
+    /// A delete: about how many rules iptables compares it with before its match (see
+    /// [`order_deletes`]); 0 for an insert.
+    depth: usize,
 }
 
 impl IptablesRestore {
@@ -234,8 +238,9 @@ impl IptablesRestore {
         }
     }
 
-    /// The rules of `chain` as `-A CHAIN spec` lines, from one `iptables -S CHAIN`.
-    async fn list_chain(&self, r: &FwRule) -> Option<std::collections::HashSet<String>> {
+    /// The rules of `chain` as `-A CHAIN spec` lines, in chain order, from one
+    /// `iptables -S CHAIN`.
+    async fn list_chain(&self, r: &FwRule) -> Option<Listing> {
         let argv = vec![
             self.programs(r).single.clone(),
             "-w".into(),
@@ -248,22 +253,13 @@ impl IptablesRestore {
             tracing::debug!("iptables -S {}: {}", r.chain, describe(&e));
             return None;
         }
-        Some(
-            String::from_utf8_lossy(&stdout)
-                .lines()
-                .map(listed_line)
-                .collect(),
-        )
+        Some(Listing::new(&String::from_utf8_lossy(&stdout)))
     }
 
     /// `-C` of `r`, answered from `listed` (chain → its rules) when the chain was listed.
-    async fn check_in(
-        &self,
-        listed: &std::collections::HashMap<String, Option<std::collections::HashSet<String>>>,
-        r: &FwRule,
-    ) -> OpOutcome {
+    async fn check_in(&self, listed: &Listed, r: &FwRule) -> OpOutcome {
         match listed.get(&r.chain) {
-            Some(Some(rules)) if rules.contains(&restore_line(r, "-A")) => OpOutcome::Ok,
+            Some(Some(l)) if l.contains(&restore_line(r, "-A")) => OpOutcome::Ok,
             Some(Some(_)) => OpOutcome::Absent,
             _ => self.check(r).await,
         }
@@ -271,20 +267,28 @@ impl IptablesRestore {
 
     async fn apply_family(&self, ops: Indexed, out: &mut [OpOutcome]) {
         let mut writes = Vec::new();
-        // Many checks: one listing per chain answers them (a failed listing: one -C each).
-        let mut listed = std::collections::HashMap::new();
-        let checks: Vec<&FwRule> = ops
-            .iter()
-            .filter(|(_, op)| matches!(op, Op::Check { .. } | Op::Refresh { .. }))
-            .map(|(_, op)| op.rule())
-            .filter(|r| r.is_valid())
-            .collect();
-        if checks.len() >= BULK_CHECKS {
-            for r in checks {
-                if !listed.contains_key(&r.chain) {
-                    let rules = self.list_chain(r).await;
-                    listed.insert(r.chain.clone(), rules);
-                }
+        // Many checks or deletes: one listing per chain answers the checks and orders the
+        // deletes (a failed listing: one -C each, deletes in submission order).
+        let mut listed = Listed::new();
+        let valid = || {
+            ops.iter()
+                .map(|(_, op)| op)
+                .filter(|op| op.rule().is_valid())
+        };
+        let checks = valid()
+            .filter(|op| matches!(op, Op::Check { .. } | Op::Refresh { .. }))
+            .count();
+        let deletes = valid().filter(|op| matches!(op, Op::Delete { .. })).count();
+        for op in valid() {
+            let bulk = match op {
+                Op::Check { .. } | Op::Refresh { .. } => checks >= BULK_CHECKS,
+                Op::Delete { .. } => deletes >= BULK_DELETES,
+                Op::Add { .. } => false,
+            };
+            let r = op.rule();
+            if bulk && !listed.contains_key(&r.chain) {
+                let rules = self.list_chain(r).await;
+                listed.insert(r.chain.clone(), rules);
             }
         }
         for (idx, op) in ops {
@@ -301,12 +305,14 @@ impl IptablesRestore {
                     rule,
                     insert: true,
                     ok: OpOutcome::Ok,
+                    depth: 0,
                 }),
                 Op::Delete { rule } => writes.push(Write {
                     idx,
                     rule,
                     insert: false,
                     ok: OpOutcome::Ok,
+                    depth: 0,
                 }),
                 Op::Check { rule } => out[idx] = self.check_in(&listed, &rule).await,
                 Op::Refresh { rule, .. } => match self.check_in(&listed, &rule).await {
@@ -315,18 +321,142 @@ impl IptablesRestore {
                         rule,
                         insert: true,
                         ok: OpOutcome::Absent,
+                        depth: 0,
                     }),
                     o => out[idx] = o,
                 },
             }
         }
-        self.write_all(writes, out).await;
+        let writes = order_deletes(writes, &mut listed, out);
+        for t in transactions(writes) {
+            self.write_all(t, out).await;
+        }
     }
+}
+
+/// From this many deletes in one batch (the close of many grants restored past their
+/// deadline, a flood's grants expiring together), one listing per chain puts them in chain
+/// order. iptables-nft finds the rule of a `-D` by comparing it with the chain's rules from
+/// the first one on, so deleting 4,000 rules from the oldest (the chain's end: `-I` puts the
+/// newest first) took 20 s and from the chain's head 0.4 s; a deleted rule the listing does not
+/// hold is already gone (`Absent`) instead of failing the transaction.
+const BULK_DELETES: usize = 8;
+
+/// What one transaction may cost, in rules compared by its deletes (iptables-nft compares
+/// about 400,000 a second here): a batch of deletes deep in a long chain is split so that no
+/// transaction comes near [`FIREWALL_TIME_LIMIT`] (killed, then op by op).
+const TRANSACTION_COMPARES: usize = 200_000;
+
+/// Largest batch the queue hands this backend: every close that is waiting (5,000 grants
+/// restored past their deadline) goes in one batch, so its deletes run in chain order.
+pub const MAX_IPTABLES_BATCH: usize = 16_384;
+
+/// `writes` cut into transactions of at most [`TRANSACTION_COMPARES`], in order.
+fn transactions(writes: Vec<Write>) -> Vec<Vec<Write>> {
+    let mut out: Vec<Vec<Write>> = Vec::new();
+    let mut cost = 0;
+    for w in writes {
+        let c = w.depth + 1;
+        match out.last_mut() {
+            Some(t) if cost + c <= TRANSACTION_COMPARES => t.push(w),
+            _ => {
+                cost = 0;
+                out.push(vec![w]);
+            }
+        }
+        cost += c;
+    }
+    out
+}
+
+/// Chain → its listing (None: the listing failed).
+type Listed = std::collections::HashMap<String, Option<Listing>>;
+
+/// One `iptables -S CHAIN`: where each rule line stands (a line can be there twice).
+struct Listing {
+    at: std::collections::HashMap<String, std::collections::VecDeque<usize>>,
+}
+
+impl Listing {
+    fn new(text: &str) -> Listing {
+        let mut at: std::collections::HashMap<String, std::collections::VecDeque<usize>> =
+            std::collections::HashMap::new();
+        for (i, l) in text.lines().enumerate() {
+            at.entry(listed_line(l)).or_default().push_back(i);
+        }
+        Listing { at }
+    }
+
+    fn contains(&self, line: &str) -> bool {
+        self.at.get(line).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The position of the first copy of `line` not yet taken by a delete, taking it.
+    fn take(&mut self, line: &str) -> Option<usize> {
+        self.at.get_mut(line)?.pop_front()
+    }
+}
+
+/// Each run of consecutive deletes in chain order (by `listed`): a rule inserted earlier in
+/// the batch first (`-I` put it at the head), then the listed ones from the head down. A delete
+/// whose chain was listed and that finds neither is `Absent` and leaves the batch. The relative
+/// order of a delete and the inserts around it is kept: only deletes (of distinct rules, or
+/// copies of one) trade places.
+fn order_deletes(writes: Vec<Write>, listed: &mut Listed, out: &mut [OpOutcome]) -> Vec<Write> {
+    let mut inserted: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // Listed rules of each chain deleted so far: no longer in front of the next ones.
+    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut done: Vec<Write> = Vec::with_capacity(writes.len());
+    let mut run: Vec<((String, usize), Write)> = Vec::new();
+    let mut flush = |run: &mut Vec<((String, usize), Write)>, done: &mut Vec<Write>| {
+        run.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((chain, key), mut w) in run.drain(..) {
+            if key > 0 && key < usize::MAX {
+                let before = taken.entry(chain).or_default();
+                w.depth = (key - 1).saturating_sub(*before);
+                *before += 1;
+            }
+            done.push(w);
+        }
+    };
+    for w in writes {
+        let line = restore_line(&w.rule, "-A");
+        if w.insert {
+            flush(&mut run, &mut done);
+            *inserted.entry(line).or_default() += 1;
+            done.push(w);
+            continue;
+        }
+        let key = match inserted.get_mut(&line).filter(|n| **n > 0) {
+            Some(n) => {
+                *n -= 1;
+                0
+            }
+            None => match listed.get_mut(&w.rule.chain) {
+                Some(Some(l)) => match l.take(&line) {
+                    Some(p) => p + 1,
+                    None => {
+                        out[w.idx] = OpOutcome::Absent;
+                        continue;
+                    }
+                },
+                // Not listed: after the listed ones, in submission order.
+                _ => usize::MAX,
+            },
+        };
+        run.push(((w.rule.chain.clone(), key), w));
+    }
+    flush(&mut run, &mut done);
+    done
 }
 
 impl Firewall for IptablesRestore {
     fn name(&self) -> &'static str {
         "iptables"
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_IPTABLES_BATCH
     }
 
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
@@ -378,10 +508,136 @@ mod tests {
     fn listed_rules_compare_with_what_knockd_writes() {
         // `iptables -S INPUT` (iptables-nft and -legacy quote the comment).
         let listing = "-P INPUT ACCEPT\n-A INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:open_SSH\" -j ACCEPT\n-A INPUT -s fd99:77::2/128 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:open_SSH\" -j ACCEPT\n";
-        let set: std::collections::HashSet<String> = listing.lines().map(listed_line).collect();
+        let set = Listing::new(listing);
         assert!(set.contains(&restore_line(&rule("10.0.0.12"), "-A")));
         assert!(set.contains(&restore_line(&rule("fd99:77::2"), "-A")));
         assert!(!set.contains(&restore_line(&rule("10.0.0.13"), "-A")));
+    }
+
+    fn write(idx: usize, src: &str, insert: bool) -> Write {
+        Write {
+            idx,
+            rule: rule(src),
+            insert,
+            ok: OpOutcome::Ok,
+            depth: 0,
+        }
+    }
+
+    /// What `order_deletes` makes of `writes` against a listing of `chain_order` (INPUT).
+    fn ordered(
+        listing: Option<&[&str]>,
+        writes: Vec<Write>,
+    ) -> (Vec<(usize, bool)>, Vec<OpOutcome>) {
+        let mut listed = Listed::new();
+        let text = listing.map(|srcs| {
+            let mut t =
+                String::from("-P INPUT ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\n");
+            for s in srcs {
+                t.push_str(
+                    &restore_line(&rule(s), "-A").replace("knockd:open_SSH", "\"knockd:open_SSH\""),
+                );
+                t.push('\n');
+            }
+            Listing::new(&t)
+        });
+        listed.insert("INPUT".into(), text);
+        let mut out = vec![OpOutcome::Failed("not applied".into()); writes.len()];
+        let got = order_deletes(writes, &mut listed, &mut out);
+        (got.iter().map(|w| (w.idx, w.insert)).collect(), out)
+    }
+
+    #[test]
+    fn deletes_go_in_chain_order_and_listed_absentees_leave_the_batch() {
+        // The chain holds .3, .2, .1 (newest first); the closes come oldest first.
+        let chain: &[&str] = &["10.0.0.3", "10.0.0.2", "10.0.0.1"];
+        let (got, out) = ordered(
+            Some(chain),
+            vec![
+                write(0, "10.0.0.1", false),
+                write(1, "10.0.0.9", false),
+                write(2, "10.0.0.2", false),
+                write(3, "10.0.0.3", false),
+            ],
+        );
+        assert_eq!(got, [(3, false), (2, false), (0, false)]);
+        assert_eq!(out[1], OpOutcome::Absent, "not in the chain: already gone");
+        // Without a listing: as submitted, nothing decided.
+        let (got, out) = ordered(
+            None,
+            vec![write(0, "10.0.0.1", false), write(1, "10.0.0.9", false)],
+        );
+        assert_eq!(got, [(0, false), (1, false)]);
+        assert!(out.iter().all(OpOutcome::is_failed));
+    }
+
+    #[test]
+    fn a_delete_never_crosses_an_insert_and_finds_the_rules_the_batch_inserted() {
+        let chain: &[&str] = &["10.0.0.2", "10.0.0.1"];
+        let (got, out) = ordered(
+            Some(chain),
+            vec![
+                write(0, "10.0.0.1", false),
+                write(1, "10.0.0.1", true),
+                write(2, "10.0.0.1", false),
+                write(3, "10.0.0.2", false),
+                write(4, "10.0.0.5", true),
+                write(5, "10.0.0.5", false),
+                // Listed once, deleted once already (idx 0), inserted once (idx 1), taken
+                // by idx 2: gone.
+                write(6, "10.0.0.1", false),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                (0, false),
+                (1, true),
+                (2, false),
+                (3, false),
+                (4, true),
+                (5, false)
+            ]
+        );
+        assert_eq!(out[6], OpOutcome::Absent);
+    }
+
+    #[test]
+    fn deep_deletes_are_split_so_no_transaction_nears_the_time_limit() {
+        let deep = |idx, depth| Write {
+            depth,
+            ..write(idx, "10.0.0.1", false)
+        };
+        let sizes = |ws: Vec<Write>| -> Vec<Vec<usize>> {
+            transactions(ws)
+                .iter()
+                .map(|t| t.iter().map(|w| w.idx).collect())
+                .collect()
+        };
+        assert_eq!(
+            sizes(vec![deep(0, 150_000), deep(1, 60_000), deep(2, 10)]),
+            [vec![0], vec![1, 2]]
+        );
+        // Deletes at the chain's head cost one compare each: thousands in one transaction.
+        assert_eq!(sizes((0..5000).map(|i| deep(i, 0)).collect()).len(), 1);
+        // The depth counts the rules still in front: after the first delete, the next one
+        // (listed right behind it) is at the head.
+        let chain: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}")).collect();
+        let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
+        let mut listed = Listed::new();
+        let mut t = String::new();
+        for s in &chain {
+            t.push_str(&restore_line(&rule(s), "-A"));
+            t.push('\n');
+        }
+        listed.insert("INPUT".into(), Some(Listing::new(&t)));
+        let mut out = vec![OpOutcome::Ok; 2];
+        let got = order_deletes(
+            vec![write(0, "10.0.0.3", false), write(1, "10.0.0.2", false)],
+            &mut listed,
+            &mut out,
+        );
+        assert_eq!(got.iter().map(|w| w.depth).collect::<Vec<_>>(), [1, 1]);
     }
 
     #[test]

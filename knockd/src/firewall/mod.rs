@@ -26,9 +26,9 @@
 //!   iptables ignores it (knockd deletes the rule at the deadline).
 //! - [`Op::Delete`] of a rule that is not there is [`OpOutcome::Absent`], not a failure: the
 //!   grant is closed either way.
-//! - [`Op::Refresh`] (a re-knock of an open grant; at most once per grant per second) makes
-//!   sure the rule is there, re-adding it if someone removed it ([`OpOutcome::Absent`]), and
-//!   moves an expiring rule's timeout.
+//! - [`Op::Refresh`] (a re-knock of an open grant; a burst of three, then at most one per
+//!   grant per second) makes sure the rule is there, re-adding it if someone removed it
+//!   ([`OpOutcome::Absent`]), and moves an expiring rule's timeout.
 //! - [`Op::Check`] (at start, for grants restored from the state file): [`OpOutcome::Ok`] if
 //!   the rule is present, [`OpOutcome::Absent`] if not.
 //! - `name` appears in logs and `knockctl status`.
@@ -173,6 +173,11 @@ pub trait Firewall: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Apply `ops` (one transaction when possible); one outcome per op, in order.
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>>;
+    /// The most ops the queue hands `apply` at once (a backend that splits its own
+    /// transactions may take more).
+    fn max_batch(&self) -> usize {
+        MAX_BATCH_OPS
+    }
     /// Backends whose kernel expires rules on its own (nftables): the elements the kernel holds
     /// now, with the time it has left on each, read after everything applied before. None: the
     /// backend cannot tell (the ledger is the truth).
@@ -264,9 +269,10 @@ impl FirewallQueue {
             };
             let mut n = first.ops.len();
             let mut jobs = vec![first];
-            while n < MAX_BATCH_OPS {
+            let max = fw.max_batch();
+            while n < max {
                 match rx.try_recv() {
-                    Ok(j) if n + j.ops.len() > MAX_BATCH_OPS => {
+                    Ok(j) if n + j.ops.len() > max => {
                         carry = Some(j);
                         break;
                     }

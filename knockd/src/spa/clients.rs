@@ -5,6 +5,7 @@
 
 use super::replay::Replay;
 use super::Bucket;
+use crate::state::{SavedSpaReplay, MAX_SPA_REPLAY};
 use knock_ipc::spa::keys::{write_new, RECORD_SUFFIX};
 use knock_ipc::spa::{ClientKey, ClientRecord, ServerKey, SessionKeys, SpaError};
 use std::collections::{HashMap, HashSet};
@@ -64,6 +65,27 @@ pub struct Enrolled {
     revoked: HashSet<String>,
     /// Enrolled from records, not a directory (tests, benchmarks): never re-read.
     fixed: bool,
+    /// Replay memories of clients not enrolled now (from the state file, or a record that
+    /// left the directory), by (name, fingerprint): taken back when the same keys are
+    /// enrolled again, and written to the state file meanwhile. At most [`MAX_SPA_REPLAY`].
+    pending: HashMap<(String, String), SavedSpaReplay>,
+}
+
+/// Does this memory say more than the start fence will (something accepted, or a floor above
+/// the fence)? Only such memories go to the state file.
+fn worth_saving(c: &Client, fence_ms: u64) -> bool {
+    !c.replay.entries().is_empty() || c.replay.floor_ms() > fence_ms
+}
+
+/// A client's memory as the state file holds it.
+pub fn saved_of(c: &Client) -> SavedSpaReplay {
+    SavedSpaReplay {
+        client: c.record.name.clone(),
+        fingerprint: c.record.fingerprint(),
+        floor_ms: c.replay.floor_ms(),
+        seen: c.replay.entries().to_vec(),
+        last_seen_unix_ms: c.last_seen_ms,
+    }
 }
 
 impl Enrolled {
@@ -74,6 +96,7 @@ impl Enrolled {
             clients: Vec::new(),
             revoked: HashSet::new(),
             fixed: false,
+            pending: HashMap::new(),
         }
     }
 
@@ -84,9 +107,71 @@ impl Enrolled {
         }
     }
 
-    pub fn clear(&mut self) {
-        self.clients.clear();
+    /// Forget the clients (their replay memories wait in `pending` for the same keys).
+    pub fn clear(&mut self, fence_ms: u64) {
+        let gone: Vec<Client> = self.clients.drain(..).collect();
+        self.keep_pending(gone, fence_ms);
         self.mtime = None;
+    }
+
+    fn keep_pending(&mut self, gone: impl IntoIterator<Item = Client>, fence_ms: u64) {
+        for c in gone {
+            if worth_saving(&c, fence_ms) {
+                let s = saved_of(&c);
+                self.hold(s);
+            }
+        }
+    }
+
+    /// Keep a memory for keys not enrolled now (merged with what is held for them).
+    fn hold(&mut self, s: SavedSpaReplay) {
+        let key = (s.client.clone(), s.fingerprint.clone());
+        if let Some(held) = self.pending.get_mut(&key) {
+            let mut r = Replay::restore(held.floor_ms, &held.seen);
+            r.merge(s.floor_ms, &s.seen);
+            held.floor_ms = r.floor_ms();
+            held.seen = r.entries().to_vec();
+            held.last_seen_unix_ms = held.last_seen_unix_ms.max(s.last_seen_unix_ms);
+        } else if self.pending.len() < MAX_SPA_REPLAY {
+            self.pending.insert(key, s);
+        }
+    }
+
+    /// Take in the replay memories of a state file: merged into the enrolled client with the
+    /// same name and keys, held for keys not enrolled now. Returns (merged, held).
+    pub fn restore(&mut self, saved: Vec<SavedSpaReplay>) -> (usize, usize) {
+        let mut merged = 0;
+        let mut held = 0;
+        for s in saved {
+            let found = self
+                .clients
+                .iter_mut()
+                .find(|c| c.record.name == s.client && c.record.fingerprint() == s.fingerprint);
+            match found {
+                Some(c) => {
+                    c.replay.merge(s.floor_ms, &s.seen);
+                    c.last_seen_ms = c.last_seen_ms.max(s.last_seen_unix_ms);
+                    merged += 1;
+                }
+                None => {
+                    self.hold(s);
+                    held += 1;
+                }
+            }
+        }
+        (merged, held)
+    }
+
+    /// Every replay memory the state file should hold: the enrolled clients' that say more
+    /// than the fence, and the held ones.
+    pub fn saved_all(&self, fence_ms: u64) -> Vec<SavedSpaReplay> {
+        self.clients
+            .iter()
+            .filter(|c| worth_saving(c, fence_ms))
+            .map(saved_of)
+            .chain(self.pending.values().cloned())
+            .take(MAX_SPA_REPLAY)
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Client)> {
@@ -138,14 +223,26 @@ impl Enrolled {
         let mut lines = Vec::new();
         for r in records {
             match server.session(r) {
-                Ok(keys) => self.clients.push(Client {
-                    record: Record::of(r),
-                    keys,
-                    replay: Replay::new(fence_ms),
-                    budget: Bucket::full(super::CLIENT_BURST),
-                    revoked: self.revoked.contains(&r.name),
-                    last_seen_ms: None,
-                }),
+                Ok(keys) => {
+                    let record = Record::of(r);
+                    let mut replay = Replay::new(fence_ms);
+                    let mut last_seen_ms = None;
+                    if !self.pending.is_empty() {
+                        let key = (record.name.clone(), record.fingerprint());
+                        if let Some(s) = self.pending.remove(&key) {
+                            replay.merge(s.floor_ms, &s.seen);
+                            last_seen_ms = s.last_seen_unix_ms;
+                        }
+                    }
+                    self.clients.push(Client {
+                        record,
+                        keys,
+                        replay,
+                        budget: Bucket::full(super::CLIENT_BURST),
+                        revoked: self.revoked.contains(&r.name),
+                        last_seen_ms,
+                    });
+                }
                 Err(e) => lines.push(format!("warning: SPA client skipped: {e}")),
             }
         }
@@ -178,12 +275,17 @@ impl Enrolled {
             let compact = Record::of(&r);
             match old.remove(&r.name) {
                 Some(c) if c.record == compact => self.clients.push(c),
-                _ => lines.extend(self.insert(server, std::slice::from_ref(&r), fence_ms)),
+                other => {
+                    // New keys under an old name: the old keys' memory is held for them.
+                    self.keep_pending(other, fence_ms);
+                    lines.extend(self.insert(server, std::slice::from_ref(&r), fence_ms));
+                }
             }
         }
         for c in &mut self.clients {
             c.revoked = self.revoked.contains(&c.record.name);
         }
+        self.keep_pending(old.into_values(), fence_ms);
         self.clients.shrink_to_fit();
         (true, lines)
     }

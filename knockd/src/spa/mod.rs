@@ -109,6 +109,11 @@ pub struct Gate {
     accepted: u64,
     refused: [u64; Refusal::ALL.len()],
     last_rescan_ms: u64,
+    /// Clients whose replay memory changed since the state writer was last handed it.
+    replay_dirty: Vec<u32>,
+    /// The client list changed while `replay_dirty` was not empty (its indices are stale):
+    /// hand the writer every memory.
+    replay_all: bool,
 }
 
 impl Gate {
@@ -130,6 +135,8 @@ impl Gate {
             accepted: 0,
             refused: [0; Refusal::ALL.len()],
             last_rescan_ms: now_ms,
+            replay_dirty: Vec::new(),
+            replay_all: false,
         };
         let lines = g.reload(config, now_ms);
         (g, lines)
@@ -194,7 +201,8 @@ impl Gate {
         self.set_doors(config);
         if self.doors.is_empty() {
             self.server = None;
-            self.enrolled.clear();
+            self.enrolled.clear(self.fence_ms);
+            self.replay_all |= !self.replay_dirty.is_empty();
             self.hints.clear();
             return lines;
         }
@@ -205,7 +213,8 @@ impl Gate {
                 Ok(k) => {
                     self.server_pub = k.public();
                     self.server = Some(k);
-                    self.enrolled.clear();
+                    self.enrolled.clear(self.fence_ms);
+                    self.replay_all |= !self.replay_dirty.is_empty();
                 }
                 Err(e) => {
                     lines.push(format!("error: SPA disabled: server key: {e} (make it with knockd --new-client NAME --out NAME.knock)"));
@@ -231,6 +240,7 @@ impl Gate {
         };
         let (changed, lines) = self.enrolled.rescan(server, self.fence_ms, force);
         if changed {
+            self.replay_all |= !self.replay_dirty.is_empty();
             self.rebuild_hints(now_ms);
         }
         lines
@@ -376,9 +386,52 @@ impl Gate {
         if let Some(c) = self.enrolled.get_mut(ci) {
             c.replay.commit(body.ts_ms, nonce);
             c.last_seen_ms = Some(now_ms);
+            self.replay_dirty.push(ci);
         }
         self.accepted += 1;
         Verdict::Open { client, opens, nat }
+    }
+
+    /// Take in the SPA replay memories of a state file (at start, after the clients were
+    /// read): each merged into its client's (same name and keys), or held until those keys
+    /// are enrolled. Returns a line for the log, if there was anything.
+    pub fn restore_replay(&mut self, saved: Vec<crate::state::SavedSpaReplay>) -> Option<String> {
+        if saved.is_empty() {
+            return None;
+        }
+        let (merged, held) = self.enrolled.restore(saved);
+        Some(format!(
+            "SPA replay memory: {merged} client(s) from the state file{}",
+            if held > 0 {
+                format!(", {held} held for keys not enrolled now")
+            } else {
+                String::new()
+            }
+        ))
+    }
+
+    /// The replay memories the state writer must get: every one worth saving when `all`
+    /// (the file is written afresh), else those that changed since the last call. None:
+    /// nothing changed.
+    pub fn take_replay(&mut self, all: bool) -> Option<Vec<crate::state::SavedSpaReplay>> {
+        if all || self.replay_all {
+            self.replay_dirty.clear();
+            self.replay_all = false;
+            return Some(self.enrolled.saved_all(self.fence_ms));
+        }
+        if self.replay_dirty.is_empty() {
+            return None;
+        }
+        let mut dirty = std::mem::take(&mut self.replay_dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        Some(
+            dirty
+                .into_iter()
+                .filter_map(|i| self.enrolled.get(i))
+                .map(clients::saved_of)
+                .collect(),
+        )
     }
 
     /// Revoke `name`: refused from the next packet. Its record file is renamed `.revoked`

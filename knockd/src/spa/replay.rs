@@ -4,7 +4,11 @@
 //! (timestamp, nonce) pairs. An accepted packet is either in the ring or at or below the
 //! floor: when the ring is full, the oldest entry leaves it and the floor rises to it. The
 //! floor starts at the daemon's start fence (its start time), so a packet made before this
-//! run started is never accepted, whatever the state file held or lost.
+//! run started is never accepted, whatever the state file held or lost. The floor and the
+//! ring are saved in the state file (`spa_replay`) and merged back at start, so a packet made
+//! after the next start (a client clock ahead of the server's, within the clock window) that
+//! this run accepted is refused after a restart too, and so is anything this run accepted if
+//! the clock steps back across the restart.
 
 /// Accepted packets remembered exactly per client (two devices with skewed clocks, or quick
 /// re-knocks, each get through in any order within the ring).
@@ -71,14 +75,21 @@ impl Replay {
     /// into the floor.
     pub fn restore(floor_ms: u64, entries: &[(u64, u64)]) -> Replay {
         let mut r = Replay::new(floor_ms);
+        r.merge(floor_ms, entries);
+        r
+    }
+
+    /// Take in saved parts: the floor rises to `floor_ms`, the entries are remembered (those
+    /// beyond [`RING`] folded into the floor). Everything refused before still is.
+    pub fn merge(&mut self, floor_ms: u64, entries: &[(u64, u64)]) {
+        self.fence(floor_ms);
         let mut sorted = entries.to_vec();
         sorted.sort_unstable();
         for (ts, n) in sorted {
-            if !r.seen(ts, n) {
-                r.commit(ts, n);
+            if !self.seen(ts, n) {
+                self.commit(ts, n);
             }
         }
-        r
     }
 }
 
@@ -122,6 +133,20 @@ mod tests {
             assert!(back.seen(ts, ts));
         }
         let junk: Vec<(u64, u64)> = (0..100).map(|i| (i, i)).collect();
-        assert!(Replay::restore(0, &junk).entries().len() <= RING);
+        let folded = Replay::restore(0, &junk);
+        assert!(folded.entries().len() <= RING);
+        assert!(junk.iter().all(|(t, n)| folded.seen(*t, *n)));
+    }
+
+    #[test]
+    fn merge_keeps_both_sides() {
+        // This run accepted 5000 (after its fence 1000); the file says 7000 was accepted
+        // (a clock ahead) and the floor of the previous run was 900.
+        let mut r = Replay::new(1000);
+        r.commit(5000, 1);
+        r.merge(900, &[(7000, 2), (800, 3)]);
+        assert!(r.seen(5000, 1) && r.seen(7000, 2) && r.seen(800, 3) && r.seen(1000, 0));
+        assert!(!r.seen(7000, 3) && !r.seen(6000, 1));
+        assert_eq!(r.floor_ms(), 1000);
     }
 }

@@ -215,3 +215,72 @@ fn enrolled_clients_cost_under_512_bytes_each() {
     let per = g.bytes_per_client();
     assert!(per <= 512, "{per} bytes per client");
 }
+
+#[test]
+fn replay_memory_survives_a_restart_through_the_state_file() {
+    let (mut g, alice, _) = setup("source");
+    assert_eq!(
+        g.take_replay(false),
+        None,
+        "nothing accepted, nothing to write"
+    );
+    assert_eq!(
+        g.take_replay(true),
+        Some(vec![]),
+        "no memory says more than a fence"
+    );
+    // Alice's clock is 40 s ahead: her packet is made after the next start.
+    let ahead = NOW + 40_000;
+    let p = alice
+        .packet(&body(ahead, None, DoorId::ANY), &[9; 24])
+        .expect("p");
+    assert!(matches!(g.on_packet(src(), &p, NOW), Verdict::Open { .. }));
+    let saved = g.take_replay(false).expect("alice's memory changed");
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].client, "alice");
+    assert_eq!(saved[0].seen.len(), 1);
+    assert_eq!(g.take_replay(false), None, "handed over once");
+    // Through the state file's text and back.
+    let text = crate::state::render_all(crate::state::Saved {
+        spa_replay: saved,
+        ..Default::default()
+    })
+    .expect("render");
+    let saved = crate::state::parse_all(&text).expect("parse").spa_replay;
+
+    // Restart 10 s later: the fence alone would let the replay in...
+    let (mut fresh, _, _) = setup("source");
+    fresh.fence_ms = NOW + 10_000;
+    assert!(matches!(
+        fresh.on_packet(src(), &p, NOW + 10_500),
+        Verdict::Open { .. }
+    ));
+    // ...the recorded memory refuses it.
+    let (mut g2, _, _) = setup("source");
+    g2.fence_ms = NOW + 10_000;
+    let line = g2.restore_replay(saved.clone()).expect("a line");
+    assert!(line.contains("1 client(s)"), "{line}");
+    assert!(refused(Refusal::Replay)(&g2.on_packet(
+        src(),
+        &p,
+        NOW + 10_500
+    )));
+    assert_eq!(
+        g2.take_replay(true),
+        Some(saved.clone()),
+        "written back at start"
+    );
+
+    // Keys not enrolled now (another fingerprint): held, written back, never applied to
+    // other keys.
+    let mut other = saved[0].clone();
+    other.fingerprint = "SHA256:not-alice".into();
+    let (mut g3, _, _) = setup("source");
+    let line = g3.restore_replay(vec![other.clone()]).expect("a line");
+    assert!(line.contains("1 held"), "{line}");
+    assert_eq!(g3.take_replay(true), Some(vec![other]));
+    assert!(matches!(
+        g3.on_packet(src(), &p, NOW + 10_500),
+        Verdict::Open { .. }
+    ));
+}

@@ -243,6 +243,7 @@ fn a_user_not_in_group_knockd_is_refused_by_knockd_on_the_remote() {
         "{}",
         text(&out)
     );
+    assert!(!text(&out).contains("h0: knockctl:"), "{}", text(&out));
     // root on the same host, with the same socket: exactly the local output.
     let url = format!("ssh://root@h0{}", fleet.hosts[0].socket.display());
     let out = fleet.knockctl(&["-H", &url, "list"]);

@@ -1,8 +1,9 @@
 //! The grant pipeline end to end: a reload that changes a native door's ports followed by a
-//! re-knock leaves no rule behind, and a second knockd on the same state file refuses to start.
+//! re-knock leaves no rule behind, a re-knock after the rule was removed by hand puts it back
+//! at once, and a second knockd on the same state file refuses to start.
 
 use std::ffi::OsString;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use knock_e2e::knockd::{knock, native_rule, rule_count, wait_no_rule, wait_rule, OurKnockd};
 use knock_e2e::{bin, require_root, wait_until, Lab, SRV_IF, SRV_V4};
@@ -62,6 +63,61 @@ fn a_reknock_after_a_reload_that_changed_the_port_leaves_no_rule_after_cmd_timeo
         k.log()
     );
     assert_eq!(rule_count(&lab, false, &native_rule(2222, "ssh")), 0);
+}
+
+/// Someone removes the grant's rule by hand and knocks again right away, twice: each re-knock
+/// puts the rule back at once (a small burst of checks per grant; only a flood is paced at one
+/// check a second, which used to hold each of these re-knocks back until a second after the
+/// last check: 2 s or more for the two rounds).
+#[test]
+fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let k = OurKnockd::start(
+        &lab,
+        &door(22).replace("cmd_timeout = 3", "cmd_timeout = 60"),
+    );
+    let seq = [SRV_V4, "2222", "1111", "3333", "4444"];
+    let rule = native_rule(22, "ssh");
+    let delete: Vec<String> = rule
+        .replacen("-A", "-D", 1)
+        .replace('"', "")
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let t0 = Instant::now();
+    knock(&lab, &seq);
+    assert!(
+        wait_rule(&lab, false, &rule, Duration::from_secs(5)),
+        "not opened:\n{}",
+        k.log()
+    );
+    let mut rounds = Vec::new();
+    for round in 0..2 {
+        let t = Instant::now();
+        let out =
+            lab.srv_exec(std::iter::once("iptables".to_string()).chain(delete.iter().cloned()));
+        assert!(out.status.success(), "{out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        knock(&lab, &seq);
+        assert!(
+            wait_rule(&lab, false, &rule, Duration::from_secs(5)),
+            "round {round}: not put back:\n{}",
+            k.log()
+        );
+        rounds.push(t.elapsed());
+    }
+    let total = t0.elapsed();
+    eprintln!("open and two rounds: {total:?} (rounds {rounds:?})");
+    assert!(
+        total < Duration::from_millis(1800),
+        "the re-knocks waited for the one-a-second pace: {total:?} (rounds {rounds:?})\n{}",
+        k.log()
+    );
+    assert_eq!(k.count("rule was missing, re-inserted"), 2, "{}", k.log());
+    assert_eq!(rule_count(&lab, false, &rule), 1);
 }
 
 /// Two daemons on one state file would both rewrite it: the second refuses and says why.

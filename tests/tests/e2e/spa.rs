@@ -1,8 +1,9 @@
 //! Single-packet knocks end to end, IPv4 and IPv6, with `Firewall = nftables` (which drops the
 //! SPA port). The client's key is made by `knockd --new-client`; `knock --spa` opens; a packet
 //! made with the same key (what a sniffer captures) is replayed from another address, from the
-//! same address, after SIGHUP, after `kill -9` + restart and after the state file was deleted:
-//! every replay is refused and counted; a revoked client is refused without a restart; knockd
+//! same address, after SIGHUP, after `kill -9` + restart (also a packet made after the restart
+//! by a client clock ahead: refused by the replay memory in the state file, not the start
+//! fence) and after the state file was deleted: every replay is refused and counted; a revoked client is refused without a restart; knockd
 //! binds no UDP socket and nothing answers a probe to the SPA port.
 
 use knock_e2e::knockd::{self, srv_ok, OurKnockd};
@@ -225,13 +226,48 @@ fn spa_flow(v6: bool) {
         "a replay opened {other}: {grants}"
     );
 
-    // kill -9 and restart: the fence refuses every packet made before the start.
+    // A client whose clock is 45 s ahead (within the clock window): its packet is made after
+    // the next start, so the start fence alone would let a replay of it in.
+    let ahead = client
+        .packet(
+            &Body {
+                ts_ms: now_ms + 45_000,
+                ..body
+            },
+            &random_nonce().expect("nonce"),
+        )
+        .expect("packet")
+        .to_vec();
+    send(&lab, cli, to, ahead.clone());
+    wait_outcome(&k, "accepted", 3);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(lab.path("state.json")).is_ok_and(|t| {
+                t.contains("spa_replay") && t.contains(&(now_ms + 45_000).to_string())
+            })
+        }),
+        "the replay memory never reached the state file"
+    );
+
+    // kill -9 and restart: the fence refuses every packet made before the start, the
+    // memory from the state file the one made after it.
     k.daemon.kill_9();
     assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
     drop(k);
     let k = OurKnockd::start(&lab, &conf_text);
     send(&lab, other, to, packet.clone());
     wait_outcome(&k, "replay", 1);
+    send(&lab, other, to, ahead.clone());
+    wait_outcome(&k, "replay", 2);
+    send(&lab, cli, to, ahead.clone());
+    wait_outcome(&k, "replay", 3);
+    assert_eq!(outcome(&k, "accepted"), 0, "{}", k.log());
+    assert!(
+        k.log()
+            .contains("SPA replay memory: 1 client(s) from the state file"),
+        "{}",
+        k.log()
+    );
     // Lost state file and restart: the same.
     k.daemon.kill_9();
     assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
