@@ -23,16 +23,22 @@ pub async fn run_knockctl(
     err: &mut dyn Write,
 ) -> Result<(), ctl::CtlError> {
     match args.command {
-        ctl::Command::Tui => match fleet::hosts::chosen(args)?.as_slice() {
-            [fleet::Host {
-                target: fleet::Target::Unix(socket),
-                ..
-            }] => tui::run(socket).await.map_err(ctl::CtlError::Tui),
-            _ => Err(ctl::CtlError::Tui(anyhow::anyhow!(
-                "knockctl tui shows the local knockd (--socket); for other hosts use list, \
-                 attempts and tail with -H or --hosts"
-            ))),
-        },
+        ctl::Command::Tui => {
+            let hosts = fleet::hosts::chosen(args)?;
+            let ssh = fleet::run::ssh_program();
+            match tui::run(&hosts, &ssh, args.timeout).await {
+                Ok(()) => Ok(()),
+                // One host over ssh that cannot be reached: named, as the CLI does.
+                Err(e) => match (e.downcast::<fleet::HostError>(), hosts.as_slice()) {
+                    (Ok(error), [host]) => Err(ctl::CtlError::Host {
+                        name: host.name.clone(),
+                        error,
+                    }),
+                    (Ok(error), _) => Err(ctl::CtlError::Tui(anyhow::Error::new(error))),
+                    (Err(e), _) => Err(ctl::CtlError::Tui(e)),
+                },
+            }
+        }
         _ => ctl::run(args, out, err, ctl::run::table_width()).await,
     }
 }
@@ -55,6 +61,8 @@ mod tests {
         let tui = [
             include_str!("tui/mod.rs"),
             include_str!("tui/app.rs"),
+            include_str!("tui/link.rs"),
+            include_str!("tui/render/hosts.rs"),
             include_str!("tui/input.rs"),
             include_str!("tui/state/mod.rs"),
             include_str!("tui/render/mod.rs"),

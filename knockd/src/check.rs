@@ -11,6 +11,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Warnings, printed and counted.
     pub warnings: Vec<String>,
+    /// Errors that do not stop the config from loading but leave part of it unusable (SPA
+    /// clients and keys): printed, counted, and `-t` fails.
+    pub errors: Vec<String>,
     /// Checks not made: what, and why.
     pub skipped: Vec<String>,
 }
@@ -73,8 +76,16 @@ impl Report {
             out.push_str(line);
             out.push('\n');
         }
+        for line in &self.errors {
+            out.push_str(&format!("error: {line}\n"));
+        }
+        let verdict = if self.errors.is_empty() {
+            "OK".to_string()
+        } else {
+            format!("{} error(s)", self.errors.len())
+        };
         out.push_str(&format!(
-            "{file}: OK, {doors} door(s), {} warning(s)\n",
+            "{file}: {verdict}, {doors} door(s), {} warning(s)\n",
             self.warnings.len()
         ));
         if !self.skipped.is_empty() {
@@ -146,5 +157,22 @@ mod tests {
         );
         let clean = Report::new(true).render("k.conf", 1);
         assert_eq!(clean, "k.conf: OK, 1 door(s), 0 warning(s)\n");
+    }
+
+    #[test]
+    fn errors_are_printed_counted_and_not_ok() {
+        let mut r = Report::new(true);
+        r.errors
+            .push("door 'ssh': SPA names client 'bob', who is not enrolled".into());
+        let text = r.render("k.conf", 1);
+        assert!(
+            text.contains("error: door 'ssh': SPA names client 'bob'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k.conf: 1 error(s), 1 door(s), 0 warning(s)"),
+            "{text}"
+        );
+        assert!(!text.contains("OK"), "{text}");
     }
 }

@@ -126,7 +126,8 @@ pub struct Args {
     /// Check the config file, print problems and warnings (the summary counts every one), and
     /// exit (0 = valid); the capture filter is compiled for the interface's link type. With
     /// knockd's privileges (root) a missing interface is an error; without them, the checks
-    /// that need them are skipped and named ("not checked: ...")
+    /// that need them are skipped and named ("not checked: ..."). With SPA doors it checks the
+    /// server key, every client record and every door's SPA list (errors: exit 1)
     #[arg(short = 't', long = "check-config")]
     pub check_config: bool,
 

@@ -135,10 +135,22 @@ pub fn check_config(
         Ok(advice) => report.warnings.extend(advice),
         Err(e) => report.ruleset_unread(&e),
     }
+    let spa = crate::spa::check::check(&parsed.config, privileged);
+    report.notes.extend(spa.notes);
+    report.warnings.extend(spa.warnings);
+    report.errors.extend(spa.errors);
+    report.skipped.extend(spa.skipped);
     print!(
         "{}",
         report.render(&path.display().to_string(), parsed.config.doors.len())
     );
+    if !report.errors.is_empty() {
+        anyhow::bail!(
+            "{}: {} error(s) (above)",
+            path.display(),
+            report.errors.len()
+        );
+    }
     Ok(())
 }
 

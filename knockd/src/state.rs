@@ -459,6 +459,7 @@ mod tests {
                         proto: Proto::Tcp,
                         port: 22,
                         door: "ssh".into(),
+                        instance: None,
                     }],
                 },
                 refreshes: 2,

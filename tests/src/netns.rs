@@ -224,8 +224,16 @@ impl Lab {
         daemon
     }
 
-    /// `iptables -S INPUT` (or `ip6tables -S INPUT`) in the server namespace.
+    /// `iptables -S INPUT` (or `ip6tables -S INPUT`) in the server namespace, with knockd's
+    /// instance tags taken out of its comments (`knockd@1a2b3c4d:ssh` reads `knockd:ssh`), so
+    /// tests compare rules whatever state file their knockd has. [`Self::iptables_rules_raw`]
+    /// keeps them.
     pub fn iptables_rules(&self, v6: bool) -> String {
+        untag(&self.iptables_rules_raw(v6))
+    }
+
+    /// `iptables -S INPUT` (or `ip6tables -S INPUT`) in the server namespace, as listed.
+    pub fn iptables_rules_raw(&self, v6: bool) -> String {
         let tool = if v6 { "ip6tables" } else { "iptables" };
         let out = self.srv_exec([tool, "-S", "INPUT"]);
         assert!(
@@ -236,6 +244,28 @@ impl Lab {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// `knockd@TAG:` (TAG: 8 hex digits) → `knockd:`.
+pub fn untag(listing: &str) -> String {
+    let mut out = String::with_capacity(listing.len());
+    let mut rest = listing;
+    while let Some(i) = rest.find("knockd@") {
+        let after = &rest[i + 7..];
+        let tagged = after.len() > 8
+            && after.as_bytes()[8] == b':'
+            && after[..8].bytes().all(|b| b.is_ascii_hexdigit());
+        if tagged {
+            out.push_str(&rest[..i]);
+            out.push_str("knockd");
+            rest = &after[8..];
+        } else {
+            out.push_str(&rest[..i + 7]);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Drop for Lab {

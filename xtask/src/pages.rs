@@ -186,7 +186,9 @@ fn tui_keys_section() -> String {
         ".SH \"TUI KEYS\"\n\
          \\fBknockctl tui\\fR shows four panes, updated live: knock attempts in progress (with \
          their stage and time left), open grants, the event log and the configured doors. \
-         It needs a terminal; if knockd goes away, it says so and reconnects.\n\
+         It needs a terminal; if knockd goes away, it says so and reconnects. Over many \
+         hosts (\\fB\\-H\\fR, \\fB\\-\\-hosts\\fR) every pane has a HOST column and the header \
+         a line per host.\n\
          The keys (\\fB?\\fR shows them on screen):\n",
     );
     for (keys, what) in knockctl::tui::KEYS {

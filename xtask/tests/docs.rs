@@ -443,6 +443,26 @@ fn readme_tui_screen_is_the_80x24_snapshot() {
     );
 }
 
+/// The README's screen of the dashboard over many hosts is the fleet 80x24 snapshot.
+#[test]
+fn readme_fleet_tui_screen_is_the_fleet_80x24_snapshot() {
+    let readme = read("README.md");
+    let shown: Vec<String> = readme_block(&readme, "With many hosts, at 80x24:")
+        .iter()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let snap = read(
+        "knockctl/src/tui/render/tests/snapshots/knockctl__tui__render__tests__fleet__fleet_80x24.snap",
+    );
+    let body = snap.splitn(3, "---\n").nth(2).expect("insta header");
+    assert_eq!(
+        shown.join("\n"),
+        body.trim_end_matches('\n'),
+        "README's fleet TUI screen differs from the fleet 80x24 snapshot: copy it into README.md"
+    );
+}
+
 /// Messages the README quotes, and the parts of the programs' text they come from (a `...`
 /// in the README stands for a value).
 const QUOTED_MESSAGES: &[(&str, &[&str])] = &[

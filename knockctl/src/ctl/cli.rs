@@ -213,7 +213,8 @@ pub enum Command {
     Reload,
     /// Print events as they happen, one per line, until knockd closes the connection.
     Tail,
-    /// Live dashboard: attempts, grants, events, doors (`?` shows the keys).
+    /// Live dashboard: attempts, grants, events, doors (`?` shows the keys). Over many
+    /// hosts (-H, --hosts): a HOST column and a header line per host.
     Tui,
     /// Print counters and gauges in the Prometheus text format (for node_exporter's textfile
     /// collector; knockd opens no TCP port).

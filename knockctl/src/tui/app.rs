@@ -1,33 +1,34 @@
-//! The edge: the terminal, the two connections to knockd, the clock, and the one
-//! `select!` loop that feeds keys, events and ticks to the pure [`State`].
+//! The edge: the terminal, one task per host ([`super::link`]: connections, refreshes,
+//! commands, reconnects), the clock, and the one `select!` loop that feeds keys, what the
+//! hosts report and ticks to the pure [`State`]. The loop never waits on a host: hosts
+//! report on a channel, commands go to each host's own queue.
 
 use std::io::{self, IsTerminal};
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures::StreamExt;
-use knock_ipc::{Client, ClientError, Event, Request, Response, Subscription};
+use knock_ipc::Request;
 use ratatui::DefaultTerminal;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::input::Command;
+use super::link::{self, Feed};
 use super::render::render;
-use super::state::{refresh_for, Refresh, State};
+use super::state::{Link, State};
+use crate::fleet::{connector_for, HostError};
+use crate::fleet::{Connector, Host};
 
-/// How long knockd gets for the handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long knockd gets to answer one request before the link counts as lost.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_secs(1);
 /// Shortest time between two frames.
 const FRAME: Duration = Duration::from_millis(33);
-/// Events arriving within this window share one refresh.
-const DEBOUNCE: Duration = Duration::from_millis(50);
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// What the hosts may have reported and the loop not yet read; a host with more waits.
+const FEED_CAP: usize = 4096;
+/// Reports applied before the loop looks at keys and frames again.
+const BATCH: usize = 512;
 
 /// Wall clock in Unix milliseconds: the only place the TUI reads it.
 fn now_ms() -> i64 {
@@ -40,41 +41,20 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The two connections: one for requests, one subscribed to events.
-struct Daemon {
-    client: Client,
-    events: Subscription,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum LinkError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("knockd did not answer within {}s on {}", CONNECT_TIMEOUT.as_secs(), .0.display())]
-    Timeout(std::path::PathBuf),
-}
-
-async fn connect(socket: &Path) -> Result<Daemon, LinkError> {
-    let both = async {
-        let client = Client::connect(socket).await?;
-        let events = Client::connect(socket).await?.subscribe().await?;
-        Ok::<_, ClientError>(Daemon { client, events })
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, both).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(LinkError::Timeout(socket.to_path_buf())),
-    }
-}
-
 /// See [`super::run`].
-pub async fn run(socket: &Path) -> Result<()> {
-    // Connection errors are plain errors, reported before the terminal changes. A
-    // `ClientError` stays downcastable for the caller's exit code.
-    let daemon = match connect(socket).await {
-        Ok(daemon) => daemon,
-        Err(LinkError::Client(e)) => return Err(anyhow::Error::new(e)),
-        Err(e) => return Err(anyhow::Error::new(e)),
-    };
+pub async fn run(hosts: &[Host], ssh: &std::path::Path, timeout: Duration) -> Result<()> {
+    let connectors: Vec<Box<dyn Connector>> = hosts.iter().map(|h| connector_for(h, ssh)).collect();
+    // One host: a connection error is a plain error, reported before the terminal changes
+    // (a `ClientError` stays downcastable for the caller's exit code). Many hosts: each
+    // host's state is on screen, a host that is down among them.
+    let mut first = None;
+    if let [connector] = connectors.as_slice() {
+        match link::open(connector.as_ref(), timeout).await {
+            Ok(linked) => first = Some(linked),
+            Err(HostError::Client(e)) => return Err(anyhow::Error::new(e)),
+            Err(e) => return Err(anyhow::Error::new(e)),
+        }
+    }
     if !io::stdout().is_terminal() {
         anyhow::bail!(
             "knockctl tui needs a terminal on stdout (for a plain event stream use knockctl tail)"
@@ -82,39 +62,34 @@ pub async fn run(socket: &Path) -> Result<()> {
     }
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let tz = *chrono::Local::now().offset();
-    let mut app = App {
-        socket,
-        state: State::new(color, tz),
-        daemon: None,
-        backoff: BACKOFF_MIN,
-        retry_at: None,
-        refresh: Refresh::ALL,
-        refresh_at: None,
+    let state = if hosts.len() > 1 {
+        State::fleet(hosts.iter().map(|h| h.name.clone()).collect(), color, tz)
+    } else {
+        State::new(color, tz)
     };
-    app.connected(daemon).await;
+    let (tx, feed) = mpsc::channel(FEED_CAP);
+    let orders = connectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| link::spawn(i, c, first.take(), timeout, tx.clone()))
+        .collect();
+    drop(tx);
+    let mut app = App {
+        state,
+        orders,
+        feed,
+    };
     let mut terminal = TerminalGuard::enter()?;
     let result = app.run_loop(&mut terminal).await;
     drop(terminal);
     result
 }
 
-struct App<'a> {
-    socket: &'a Path,
+struct App {
     state: State,
-    daemon: Option<Daemon>,
-    backoff: Duration,
-    /// When to try to reconnect (while disconnected).
-    retry_at: Option<Instant>,
-    /// Lists to ask for at `refresh_at`.
-    refresh: Refresh,
-    refresh_at: Option<Instant>,
-}
-
-async fn next_event(daemon: &mut Option<Daemon>) -> Result<Event, ClientError> {
-    match daemon {
-        Some(d) => d.events.next().await,
-        None => std::future::pending().await,
-    }
+    /// Each host's command queue, by index.
+    orders: Vec<mpsc::Sender<Request>>,
+    feed: mpsc::Receiver<(usize, Feed)>,
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -124,7 +99,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-impl App<'_> {
+impl App {
     async fn run_loop(&mut self, terminal: &mut TerminalGuard) -> Result<()> {
         let mut keys = EventStream::new();
         let mut tick = tokio::time::interval(TICK);
@@ -135,6 +110,7 @@ impl App<'_> {
         // events costs no more than ~30 draws a second.
         let mut dirty = true;
         let mut last_draw: Option<Instant> = None;
+        let mut hosts_live = true;
         loop {
             let draw_at = dirty.then(|| last_draw.map_or_else(Instant::now, |t| t + FRAME));
             tokio::select! {
@@ -153,7 +129,7 @@ impl App<'_> {
                             if command == Command::Quit {
                                 return Ok(());
                             }
-                            self.command(command).await;
+                            self.command(command);
                         }
                     }
                     // Resize and the rest: just redraw.
@@ -161,21 +137,20 @@ impl App<'_> {
                     Some(Err(e)) => return Err(e).context("cannot read the terminal"),
                     None => return Ok(()),
                 },
-                event = next_event(&mut self.daemon) => match event {
-                    Ok(event) => {
-                        self.refresh = self.refresh.union(refresh_for(&event.kind));
-                        self.refresh_at.get_or_insert(Instant::now() + DEBOUNCE);
-                        self.state.on_event(event, now_ms());
+                report = self.feed.recv(), if hosts_live => match report {
+                    Some((host, feed)) => {
+                        self.apply(host, feed);
+                        // What else is waiting, up to a batch: one frame for many reports.
+                        for _ in 0..BATCH {
+                            match self.feed.try_recv() {
+                                Ok((host, feed)) => self.apply(host, feed),
+                                Err(_) => break,
+                            }
+                        }
                     }
-                    Err(e) => self.lost(e.to_string()),
+                    None => hosts_live = false,
                 },
-                () = sleep_until(self.refresh_at) => self.refresh().await,
-                _ = tick.tick() => {
-                    self.state.on_tick(now_ms());
-                    self.refresh = self.refresh.union(Refresh::TICK);
-                    self.refresh().await;
-                }
-                () = sleep_until(self.retry_at) => self.reconnect().await,
+                _ = tick.tick() => self.state.on_tick(now_ms()),
                 _ = terminate.recv() => return Ok(()),
                 _ = hangup.recv() => return Ok(()),
             }
@@ -183,92 +158,52 @@ impl App<'_> {
         }
     }
 
-    async fn connected(&mut self, daemon: Daemon) {
-        self.state
-            .on_connected(daemon.client.daemon_version.clone(), now_ms());
-        self.daemon = Some(daemon);
-        self.backoff = BACKOFF_MIN;
-        self.retry_at = None;
-        self.refresh = Refresh::ALL;
-        self.refresh().await;
-    }
-
-    async fn reconnect(&mut self) {
-        self.retry_at = None;
-        match connect(self.socket).await {
-            Ok(daemon) => self.connected(daemon).await,
-            Err(e) => self.lost(e.to_string()),
-        }
-    }
-
-    /// The link is gone: drop both connections, retry later (1 s, 2 s, 4 s, 5 s, 5 s...).
-    fn lost(&mut self, reason: String) {
-        self.daemon = None;
-        self.refresh = Refresh::default();
-        self.refresh_at = None;
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        self.retry_at = Some(Instant::now() + delay);
+    fn apply(&mut self, host: usize, feed: Feed) {
         let now = now_ms();
-        self.state.on_disconnected(reason, now + ms(delay), now);
-    }
-
-    /// Asks for the lists in `self.refresh`.
-    async fn refresh(&mut self) {
-        let wanted = std::mem::take(&mut self.refresh);
-        self.refresh_at = None;
-        if self.daemon.is_none() {
-            return;
-        }
-        for request in wanted.requests() {
-            match self.ask(request.clone()).await {
-                Ok(response) => self.state.on_response(&request, response, now_ms()),
-                Err(reason) => return self.lost(reason),
+        match feed {
+            Feed::Connected { daemon_version } => {
+                self.state.host_connected(host, daemon_version, now)
+            }
+            Feed::Lost { reason, retry_in } => {
+                self.state
+                    .host_disconnected(host, reason, now + ms(retry_in), now)
+            }
+            Feed::Event(event) => self.state.host_event(host, event, now),
+            Feed::Answer { request, response } => {
+                self.state.host_response(host, &request, response, now)
+            }
+            Feed::Failed { request, reason } => {
+                self.state.host_command_failed(host, &request, &reason, now)
             }
         }
     }
 
-    async fn ask(&mut self, request: Request) -> Result<Response, String> {
-        let Some(daemon) = self.daemon.as_mut() else {
-            return Err("not connected to knockd".to_string());
-        };
-        match tokio::time::timeout(REQUEST_TIMEOUT, daemon.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(e.to_string()),
-            // The answer may still come: this connection is out of step, drop it.
-            Err(_) => Err(format!(
-                "knockd did not answer within {}s",
-                REQUEST_TIMEOUT.as_secs()
-            )),
-        }
-    }
-
-    async fn command(&mut self, command: Command) {
+    /// Hands a command to its host's task (or to every host's, for a reload of all).
+    fn command(&mut self, command: Command) {
         let Some(request) = command.request() else {
             return;
         };
-        if self.daemon.is_none() {
-            self.state
-                .on_command_failed(&request, "not connected to knockd", now_ms());
-            return;
-        }
-        match self.ask(request.clone()).await {
-            Ok(response) => {
-                self.state.on_response(&request, response, now_ms());
-                let after = match request {
-                    Request::Reload => Refresh::ALL,
-                    _ => Refresh {
-                        status: true,
-                        grants: true,
-                        ..Refresh::default()
-                    },
-                };
-                self.refresh = self.refresh.union(after);
-                self.refresh().await;
-            }
-            Err(reason) => {
-                self.state.on_command_failed(&request, &reason, now_ms());
-                self.lost(reason);
+        let hosts: Vec<usize> = match command {
+            Command::Revoke { host, .. } | Command::Reload { host: Some(host) } => vec![host],
+            Command::Reload { host: None } => (0..self.orders.len()).collect(),
+            Command::Quit => return,
+        };
+        for host in hosts {
+            let connected = self
+                .state
+                .hosts
+                .get(host)
+                .is_some_and(|h| h.link == Link::Connected);
+            let sent = match self.orders.get(host) {
+                _ if !connected => Err("not connected to knockd"),
+                Some(orders) => orders
+                    .try_send(request.clone())
+                    .map_err(|_| "busy: earlier commands are still waiting for an answer"),
+                None => Err("no such host"),
+            };
+            if let Err(reason) = sent {
+                self.state
+                    .host_command_failed(host, &request, reason, now_ms());
             }
         }
     }
@@ -307,14 +242,26 @@ impl Drop for TerminalGuard {
 mod tests {
     use super::*;
     use knock_ipc::codec::Connection;
-    use knock_ipc::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
+    use knock_ipc::{ClientError, ClientMsg, Response, ServerMsg, PROTOCOL_VERSION};
     use tokio::net::UnixListener;
+
+    fn local(socket: &std::path::Path) -> Vec<Host> {
+        vec![Host {
+            name: "local".into(),
+            target: crate::fleet::Target::Unix(socket.to_path_buf()),
+            knockctl: None,
+        }]
+    }
+
+    async fn run_local(socket: &std::path::Path) -> Result<()> {
+        run(&local(socket), "ssh".as_ref(), Duration::from_secs(5)).await
+    }
 
     #[tokio::test]
     async fn a_missing_socket_is_a_plain_client_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("knockd.sock");
-        let err = run(&socket).await.expect_err("no daemon");
+        let err = run_local(&socket).await.expect_err("no daemon");
         let client = err.downcast_ref::<ClientError>().expect("a ClientError");
         assert!(client.is_not_running());
         assert!(err.to_string().contains("knockd is not running"), "{err}");
@@ -337,7 +284,7 @@ mod tests {
                     .await;
             }
         });
-        let err = run(&socket).await.expect_err("mismatch");
+        let err = run_local(&socket).await.expect_err("mismatch");
         assert!(
             matches!(
                 err.downcast_ref::<ClientError>(),
@@ -375,8 +322,11 @@ mod tests {
                 });
             }
         });
-        let daemon = connect(&socket).await.expect("connect");
-        assert_eq!(daemon.client.daemon_version, "0.1.0");
+        let connector = crate::fleet::connect::UnixConnector(socket.clone());
+        let daemon = link::open(&connector, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        assert_eq!(daemon.daemon_version(), "0.1.0");
         assert_eq!(asked.recv().await, Some(Request::Subscribe));
         drop(daemon);
     }

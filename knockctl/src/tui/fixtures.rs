@@ -208,3 +208,96 @@ pub fn attempt_info(
         remaining_ms: left,
     }
 }
+
+/// One host's calls, for the tests written before the fleet: host 0.
+impl State {
+    pub fn on_connected(&mut self, daemon_version: String, now: i64) {
+        self.host_connected(0, daemon_version, now);
+    }
+
+    pub fn on_disconnected(&mut self, reason: String, retry_at_ms: i64, now: i64) {
+        self.host_disconnected(0, reason, retry_at_ms, now);
+    }
+
+    pub fn on_event(&mut self, event: Event, now: i64) {
+        self.host_event(0, event, now);
+    }
+
+    pub fn on_response(&mut self, request: &Request, response: Response, now: i64) {
+        self.host_response(0, request, response, now);
+    }
+
+    pub fn uptime_secs(&self, now: i64) -> Option<u64> {
+        self.hosts[0].uptime_secs(now)
+    }
+}
+
+/// Three hosts: bastion1 (an attempt, a grant), node7 (a grant for the same address and
+/// door as bastion1's, an attempt), vps-fra down with ssh's words; their events
+/// interleaved.
+pub fn fleet() -> State {
+    let names = ["bastion1", "node7", "vps-fra"];
+    let mut s = State::fleet(
+        names.iter().map(|n| n.to_string()).collect(),
+        true,
+        FixedOffset::east_opt(0).expect("utc"),
+    );
+    for host in 0..3 {
+        s.host_connected(host, "0.1.0".into(), T0 - 60_000);
+        s.host_response(
+            host,
+            &Request::Doors,
+            Response::Doors { doors: doors() },
+            T0 - 60_000,
+        );
+        s.host_response(
+            host,
+            &Request::Status,
+            Response::Status { status: status() },
+            T0 - 10_000,
+        );
+    }
+    s.host_disconnected(
+        2,
+        "ssh: connect to host vps-fra.example.net port 22: Connection refused".into(),
+        T0 + 4_000,
+        T0 - 5_000,
+    );
+    // Arrival order is not time order: node7's events come a little late.
+    s.host_event(
+        0,
+        stage(T0 - 3_000, "203.0.113.7", "openSSH", 1, 3),
+        T0 - 3_000,
+    );
+    s.host_event(
+        0,
+        stage(T0 - 2_000, "203.0.113.7", "openSSH", 2, 3),
+        T0 - 2_000,
+    );
+    s.host_event(
+        1,
+        stage(T0 - 2_500, "198.51.100.4", "vault", 1, 2),
+        T0 - 1_900,
+    );
+    s.host_event(
+        0,
+        ev(
+            T0 - 1_000,
+            EventKind::GrantAdded {
+                grant: grant("10.0.0.7", "openSSH", T0 - 1_000, Some(30_000)),
+            },
+        ),
+        T0 - 1_000,
+    );
+    s.host_event(
+        1,
+        ev(
+            T0 - 1_500,
+            EventKind::GrantAdded {
+                grant: grant("10.0.0.7", "openSSH", T0 - 1_500, None),
+            },
+        ),
+        T0 - 900,
+    );
+    s
+}

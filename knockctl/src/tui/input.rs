@@ -12,8 +12,16 @@ use super::state::{AttemptEnd, Overlay, Pane, State};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Quit,
-    Revoke { addr: IpAddr, door: String },
-    Reload,
+    /// Revoke a grant on the host that holds it.
+    Revoke {
+        host: usize,
+        addr: IpAddr,
+        door: String,
+    },
+    /// Reload one host's configuration (`Some(index)`) or every host's (`None`).
+    Reload {
+        host: Option<usize>,
+    },
 }
 
 impl Command {
@@ -21,11 +29,11 @@ impl Command {
     pub fn request(&self) -> Option<Request> {
         match self {
             Command::Quit => None,
-            Command::Revoke { addr, door } => Some(Request::Revoke {
+            Command::Revoke { addr, door, .. } => Some(Request::Revoke {
                 addr: *addr,
                 door: Some(door.clone()),
             }),
-            Command::Reload => Some(Request::Reload),
+            Command::Reload { .. } => Some(Request::Reload),
         }
     }
 }
@@ -98,9 +106,14 @@ impl State {
                 self.selected[self.focus.index()] = len.saturating_sub(1);
             }
             KeyCode::Char('r') => self.ask_revoke(),
+            KeyCode::Char('R') if self.is_fleet() => {
+                // Offer the selected row's host first.
+                let cursor = self.selected_host().map_or(0, |h| h + 1);
+                self.overlay = Some(Overlay::ChooseReload { cursor });
+            }
             KeyCode::Char('R') => {
                 self.set_notice("reloading the configuration...".into(), false, None);
-                return Some(Command::Reload);
+                return Some(Command::Reload { host: None });
             }
             KeyCode::Char('/') => self.editing_filter = true,
             KeyCode::Esc => {
@@ -121,17 +134,19 @@ impl State {
 
     fn on_overlay_key(&mut self, overlay: Overlay, key: KeyEvent) -> Option<Command> {
         match overlay {
-            Overlay::ConfirmRevoke { addr, door } => match key.code {
+            Overlay::ChooseReload { cursor } => self.on_choose_reload_key(cursor, key),
+            Overlay::ConfirmRevoke { host, addr, door } => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    self.set_notice(format!("revoking {addr} ({door})..."), false, None);
-                    Some(Command::Revoke { addr, door })
+                    let on = self.host_prefix(host);
+                    self.set_notice(format!("{on}revoking {addr} ({door})..."), false, None);
+                    Some(Command::Revoke { host, addr, door })
                 }
                 KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
                     self.set_notice("revoke cancelled".into(), false, None);
                     None
                 }
                 _ => {
-                    self.overlay = Some(Overlay::ConfirmRevoke { addr, door });
+                    self.overlay = Some(Overlay::ConfirmRevoke { host, addr, door });
                     None
                 }
             },
@@ -146,6 +161,54 @@ impl State {
                     None
                 }
             },
+        }
+    }
+
+    /// The reload popup: j/k (or the arrows) choose every host or one, Enter reloads, `a`
+    /// reloads every host, Esc cancels.
+    fn on_choose_reload_key(&mut self, cursor: usize, key: KeyEvent) -> Option<Command> {
+        let last = self.hosts.len();
+        let chosen = match key.code {
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.overlay = Some(Overlay::ChooseReload {
+                    cursor: (cursor + 1).min(last),
+                });
+                return None;
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.overlay = Some(Overlay::ChooseReload {
+                    cursor: cursor.saturating_sub(1),
+                });
+                return None;
+            }
+            KeyCode::Enter => cursor.min(last),
+            KeyCode::Char('a') => 0,
+            KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('n') => {
+                self.set_notice("reload cancelled".into(), false, None);
+                return None;
+            }
+            _ => {
+                self.overlay = Some(Overlay::ChooseReload { cursor });
+                return None;
+            }
+        };
+        let host = chosen.checked_sub(1);
+        let text = match host {
+            None => format!("reloading the configuration on {} hosts...", last),
+            Some(h) => format!("{}reloading the configuration...", self.host_prefix(h)),
+        };
+        self.set_notice(text, false, None);
+        Some(Command::Reload { host })
+    }
+
+    /// The host of the selected row in the focused pane, if it has one.
+    pub fn selected_host(&self) -> Option<usize> {
+        let i = self.selection(self.focus)?;
+        match self.focus {
+            Pane::Attempts => self.visible_attempts().get(i).map(|a| a.host),
+            Pane::Grants => self.visible_grants().get(i).map(|g| g.host),
+            Pane::Log => self.visible_log().get(i).map(|e| e.host),
+            Pane::Doors => self.visible_doors().get(i).map(|(h, _)| *h),
         }
     }
 
@@ -200,10 +263,12 @@ impl State {
         let target = self
             .visible_grants()
             .get(index)
-            .map(|g| (g.info.addr, g.info.door.clone(), g.ended));
+            .map(|g| (g.host, g.info.addr, g.info.door.clone(), g.ended));
         match target {
-            Some((addr, door, None)) => self.overlay = Some(Overlay::ConfirmRevoke { addr, door }),
-            Some((addr, door, Some(_))) => {
+            Some((host, addr, door, None)) => {
+                self.overlay = Some(Overlay::ConfirmRevoke { host, addr, door })
+            }
+            Some((_, addr, door, Some(_))) => {
                 self.set_notice(format!("{addr} ({door}) is already closed"), true, None)
             }
             None => self.set_notice("no open grant to revoke".into(), true, None),
@@ -216,8 +281,9 @@ impl State {
             self.set_notice("no attempt selected".into(), true, None);
             return;
         };
-        let Some((addr, door, opened)) = self.visible_attempts().get(index).map(|a| {
+        let Some((host, addr, door, opened)) = self.visible_attempts().get(index).map(|a| {
             (
+                a.host,
                 a.addr,
                 a.door.clone(),
                 matches!(a.ended, Some((AttemptEnd::Open, _))),
@@ -234,12 +300,11 @@ impl State {
             );
             return;
         }
-        let open = self
-            .grants
-            .iter()
-            .any(|g| g.info.addr == addr && g.info.door == door && g.ended.is_none());
+        let open = self.grants.iter().any(|g| {
+            g.host == host && g.info.addr == addr && g.info.door == door && g.ended.is_none()
+        });
         if open {
-            self.overlay = Some(Overlay::ConfirmRevoke { addr, door });
+            self.overlay = Some(Overlay::ConfirmRevoke { host, addr, door });
         } else {
             self.set_notice(
                 format!("{addr} ({door}) opened, but holds no open grant (already closed)"),
@@ -348,6 +413,7 @@ mod tests {
         assert_eq!(
             s.overlay,
             Some(Overlay::ConfirmRevoke {
+                host: 0,
                 addr: target.addr,
                 door: target.door.clone()
             })
@@ -357,6 +423,7 @@ mod tests {
         assert_eq!(
             s.on_key(ch('y')),
             Some(Command::Revoke {
+                host: 0,
                 addr: target.addr,
                 door: target.door.clone()
             })
@@ -364,6 +431,7 @@ mod tests {
         assert_eq!(s.overlay, None);
         assert_eq!(
             Command::Revoke {
+                host: 0,
                 addr: target.addr,
                 door: target.door.clone()
             }
@@ -403,6 +471,7 @@ mod tests {
         assert_eq!(
             s.overlay,
             Some(Overlay::ConfirmRevoke {
+                host: 0,
                 addr: ip("10.0.0.99"),
                 door: "openSSH".into()
             })
@@ -410,6 +479,7 @@ mod tests {
         assert_eq!(
             s.on_key(ch('y')),
             Some(Command::Revoke {
+                host: 0,
                 addr: ip("10.0.0.99"),
                 door: "openSSH".into()
             })
@@ -443,8 +513,11 @@ mod tests {
     #[test]
     fn reload_help_and_pause() {
         let mut s = busy();
-        assert_eq!(s.on_key(ch('R')), Some(Command::Reload));
-        assert_eq!(Command::Reload.request(), Some(Request::Reload));
+        assert_eq!(s.on_key(ch('R')), Some(Command::Reload { host: None }));
+        assert_eq!(
+            Command::Reload { host: None }.request(),
+            Some(Request::Reload)
+        );
         assert_eq!(Command::Quit.request(), None);
         s.on_key(ch('?'));
         assert_eq!(s.overlay, Some(Overlay::Help));

@@ -260,6 +260,20 @@ impl Options {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE))
     }
 
+    /// This knockd's instance tag: 8 hex digits of a hash (FNV-1a) of its state file's path,
+    /// as given. Its iptables rules carry it in their comment (`knockd@TAG:door`), so two
+    /// instances sharing a chain (each has its own state file) tell their rules apart: one
+    /// never closes the other's.
+    pub fn instance_tag(&self) -> String {
+        let path = self.state_file();
+        let mut h: u32 = 0x811c_9dc5;
+        for b in path.as_os_str().as_encoded_bytes() {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    }
+
     /// The nftables table (family inet) this knockd owns: `NftTable`, or `knockd`.
     pub fn nft_table(&self) -> &str {
         self.nft_table.as_deref().unwrap_or("knockd")

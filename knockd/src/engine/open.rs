@@ -169,6 +169,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if self.config.options.firewall == config::FirewallKind::Nftables {
             return self.open_nft(door, src, now);
         }
+        let instance = Some(self.config.options.instance_tag());
         let rules: Vec<FwRule> = door
             .open
             .iter()
@@ -178,6 +179,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 proto: o.proto,
                 port: o.port,
                 door: door.name.clone(),
+                instance: instance.clone(),
             })
             .collect();
         let expires = Some(now + door.cmd_timeout);

@@ -26,6 +26,96 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             self.line(&line);
         }
         self.restore_with_kernel(saved.grants, kernel).await;
+        if self.config.options.firewall == crate::config::FirewallKind::Iptables {
+            self.close_unrecorded_rules().await;
+        }
+    }
+
+    /// At start, the firewall is the truth for iptables too: a rule that carries this
+    /// instance's mark (`knockd@TAG:door`) and that no grant of the ledger explains (its grant
+    /// never reached the state file: a crash, a lost or older state file) becomes a grant due
+    /// now and is closed like any other (retried until done, listed as closing meanwhile). One
+    /// listing per chain and family. Rules of another instance (another tag) are never
+    /// touched; rules of a version before the tags (`knockd:door`) cannot be told apart from
+    /// another instance's: counted and left, with a line saying so.
+    pub async fn close_unrecorded_rules(&mut self) {
+        let mut known = std::collections::HashSet::new();
+        let mut chains: std::collections::BTreeSet<String> = self
+            .config
+            .doors
+            .iter()
+            .filter(|d| !d.open.is_empty())
+            .map(|d| d.open_chain.clone())
+            .collect();
+        for g in self.ledger.list() {
+            if let Close::Rules { rules } = &g.close {
+                for r in rules {
+                    chains.insert(r.chain.clone());
+                    known.insert(r.clone());
+                }
+            }
+        }
+        chains.retain(|c| crate::firewall::FwRule::chain_name_ok(c));
+        if chains.is_empty() {
+            return;
+        }
+        let Some(listing) = self.runner.firewall().marked(chains.into_iter().collect()) else {
+            return;
+        };
+        let marked = match listing.await {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = format!("warning: cannot list the firewall for rules of knockd's that no grant records: {e}");
+                self.line(&msg);
+                return;
+            }
+        };
+        let own = Some(self.config.options.instance_tag());
+        let (mut old, mut others, mut closed) = (0, 0, 0);
+        let now = super::now();
+        for r in marked {
+            if known.contains(&r) {
+                continue;
+            }
+            if r.instance != own {
+                if r.instance.is_none() {
+                    old += 1;
+                } else {
+                    others += 1;
+                }
+                continue;
+            }
+            known.insert(r.clone());
+            // Its own key (the comment), so it never replaces a grant of the real door.
+            let (door, addr) = (r.comment(), r.src);
+            let msg = format!(
+                "{addr}: {door}: rule {r} carries this knockd's mark but no grant records it: closing it"
+            );
+            self.line(&msg);
+            let opened = format!("{}/{} ({})", r.port, r.proto, r.chain);
+            let id = self.ledger.insert(
+                &door,
+                addr,
+                opened,
+                SystemTime::now(),
+                Some(now),
+                Close::Rules { rules: vec![r] },
+            );
+            self.close_id(id);
+            closed += 1;
+        }
+        if old > 0 {
+            let msg = format!("{old} rule(s) carry the mark of a knockd before instance tags (knockd:DOOR) and no grant of this one: left alone (another instance's?); delete them by hand if no knockd owns them");
+            self.line(&msg);
+        }
+        if others > 0 {
+            let msg = format!("{others} rule(s) of another knockd instance (another knockd@TAG) in the same chains: left alone");
+            self.line(&msg);
+        }
+        if closed > 0 {
+            self.persistence
+                .reset(&mut self.ledger, &self.config, &self.matcher, &mut self.spa);
+        }
     }
 
     /// The memories of a state file (call before the grants' restore, which writes the file

@@ -96,6 +96,10 @@ impl<E: Executor> Runner<E> {
         self.fw_queue = None;
     }
 
+    /// The iptables backend itself (for the start-up listing of knockd's marked rules).
+    pub fn firewall(&self) -> Arc<dyn Firewall> {
+        self.firewall.clone()
+    }
     /// The iptables queue (started on first use, on the engine's runtime).
     pub fn fw(&mut self) -> FirewallQueue {
         let fw = &self.firewall;

@@ -1103,6 +1103,7 @@ fn saved_native(ports: &[u16], expires_in: i64) -> crate::state::SavedGrant {
                     proto: Proto::Tcp,
                     port,
                     door: "ssh".into(),
+                    instance: None,
                 })
                 .collect(),
         },
@@ -1464,4 +1465,60 @@ async fn the_engine_sends_the_one_capture_filter() {
     assert!(sent.contains("dst host 10.99.77.9"), "{sent}");
     let checked = crate::capture::filter_doors(&c.doors, |_| None);
     assert_eq!(checked.len(), 3, "knockd -t fits the same doors");
+}
+
+/// Issue 21.8: at start the firewall is the truth for iptables too. A rule with this
+/// instance's mark that no grant records is closed (and listed as closing until it is gone);
+/// another instance's and a pre-tag rule stay; a recorded grant's rule is left to its grant.
+#[tokio::test(start_paused = true)]
+async fn at_start_rules_with_its_own_mark_and_no_grant_are_closed_and_no_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let mut t = T::new(native());
+    t.e.persistence.set_path(state.clone());
+    let own = Some(t.e.config.options.instance_tag());
+    t.knock_seq(CLI, &[1111, 2222, 3333]);
+    // The open waits for its record (written on a thread of its own, in real time).
+    for _ in 0..500 {
+        if !t.fw.rules().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        t.advance(Duration::from_millis(10)).await;
+        t.settle().await;
+    }
+    let recorded = t.fw.rules()[0].clone();
+    assert_eq!(recorded.instance, own);
+    t.e.flush_state().await;
+    let saved = crate::state::load_all(&state).expect("state");
+    assert_eq!(saved.grants.len(), 1);
+    let rule = |src: &str, instance: Option<&str>| crate::firewall::FwRule {
+        src: src.parse().expect("ip"),
+        instance: instance.map(String::from),
+        ..recorded.clone()
+    };
+    let unrecorded = rule("10.99.77.9", own.as_deref());
+    let other = rule("10.99.77.10", Some("00000000"));
+    let old = rule("10.99.77.11", None);
+    for r in [&unrecorded, &other, &old] {
+        t.fw.add_rule(r.clone());
+    }
+    let fw = t.fw.clone();
+    let mut t2 = T::new(native());
+    t2.fw = fw.clone();
+    t2.e.runner.set_firewall(Arc::new(fw.clone()));
+    t2.e.restore_all(saved, None).await;
+    t2.settle().await;
+    let left: std::collections::HashSet<crate::firewall::FwRule> = fw.rules().into_iter().collect();
+    assert_eq!(left, [recorded, other, old].into_iter().collect());
+    assert_eq!(t2.e.ledger().len(), 1, "the recorded grant stays");
+    let said = |s: &str| t2.lines().iter().any(|l| l.contains(s));
+    assert!(said("10.99.77.9: knockd@"), "{:?}", t2.lines());
+    assert!(said(
+        "carries this knockd's mark but no grant records it: closing it"
+    ));
+    assert!(said("1 rule(s) of another knockd instance"));
+    assert!(said(
+        "1 rule(s) carry the mark of a knockd before instance tags"
+    ));
 }

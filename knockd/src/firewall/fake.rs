@@ -145,6 +145,19 @@ impl Firewall for RecordingFirewall {
         Some(Box::pin(async move { Ok(listing) }))
     }
 
+    /// Like iptables: the rules in force in `chains` (every rule here is one of knockd's).
+    fn marked(&self, chains: Vec<String>) -> Option<BoxFuture<Result<Vec<FwRule>, String>>> {
+        let mut rules: Vec<FwRule> = self.with(|i| {
+            i.present
+                .iter()
+                .filter(|r| chains.contains(&r.chain))
+                .cloned()
+                .collect()
+        });
+        rules.sort_by_key(|r| (r.src, r.port));
+        Some(Box::pin(async move { Ok(rules) }))
+    }
+
     fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {
         let r = self.with(|i| {
             let gone = std::mem::take(&mut i.table_gone);

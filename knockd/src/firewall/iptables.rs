@@ -103,6 +103,61 @@ fn listed_line(l: &str) -> String {
     l.trim().replace('"', "")
 }
 
+/// A listed rule (`iptables -S` line) that carries a knockd mark (`knockd:door` or
+/// `knockd@TAG:door`) and is exactly what knockd writes: the rule it is, or None.
+pub fn parse_marked(chain: &str, line: &str, v6: bool) -> Option<FwRule> {
+    let line = listed_line(line);
+    let w: Vec<&str> = line.split(' ').collect();
+    let [a, c, s, addr, p, proto, m, proto2, d, port, m2, cm, cc, mark, j, accept] = w[..] else {
+        return None;
+    };
+    if [a, c, s, p, m, d, m2, cm, cc, j, accept]
+        != [
+            "-A",
+            chain,
+            "-s",
+            "-p",
+            "-m",
+            "--dport",
+            "-m",
+            "comment",
+            "--comment",
+            "-j",
+            "ACCEPT",
+        ]
+        || proto != proto2
+    {
+        return None;
+    }
+    let (ip, prefix) = addr.split_once('/')?;
+    let src: std::net::IpAddr = ip.parse().ok()?;
+    if src.is_ipv6() != v6 || prefix != if v6 { "128" } else { "32" } {
+        return None;
+    }
+    let proto = match proto {
+        "tcp" => crate::config::Proto::Tcp,
+        "udp" => crate::config::Proto::Udp,
+        _ => return None,
+    };
+    let (instance, door) = match mark.strip_prefix("knockd@") {
+        Some(rest) => {
+            let (tag, door) = rest.split_once(':')?;
+            (Some(tag.to_string()), door)
+        }
+        None => (None, mark.strip_prefix("knockd:")?),
+    };
+    let rule = FwRule {
+        chain: chain.to_string(),
+        src,
+        proto,
+        port: port.parse().ok()?,
+        door: door.to_string(),
+        instance,
+    };
+    // Exactly what knockd writes (door names as the comment carries them, a valid tag).
+    (rule.is_valid() && !door.is_empty() && restore_line(&rule, "-A") == line).then_some(rule)
+}
+
 /// The text of one transaction.
 pub fn restore_input<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
     let mut s = String::from("*filter\n");
@@ -459,6 +514,35 @@ impl Firewall for IptablesRestore {
         MAX_IPTABLES_BATCH
     }
 
+    fn marked(&self, chains: Vec<String>) -> Option<BoxFuture<Result<Vec<FwRule>, String>>> {
+        let me = self.clone();
+        Some(Box::pin(async move {
+            let mut out = Vec::new();
+            for chain in chains {
+                for v6 in [false, true] {
+                    let p = if v6 { &me.v6 } else { &me.v4 };
+                    let argv = vec![
+                        p.single.clone(),
+                        "-w".into(),
+                        XTABLES_WAIT_SECS.to_string(),
+                        "-S".into(),
+                        chain.clone(),
+                    ];
+                    let (e, stdout) = proc::run_output(&argv, FIREWALL_TIME_LIMIT).await;
+                    if !e.success() {
+                        return Err(format!("{} -S {chain}: {}", p.single, describe(&e)));
+                    }
+                    out.extend(
+                        String::from_utf8_lossy(&stdout)
+                            .lines()
+                            .filter_map(|l| parse_marked(&chain, l, v6)),
+                    );
+                }
+            }
+            Ok(out)
+        }))
+    }
+
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
         let me = self.clone();
         Box::pin(async move {
@@ -486,6 +570,7 @@ mod tests {
             proto: Proto::Tcp,
             port: 22,
             door: "open SSH".into(),
+            instance: None,
         }
     }
 
@@ -638,6 +723,45 @@ mod tests {
             &mut out,
         );
         assert_eq!(got.iter().map(|w| w.depth).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn marked_rules_are_read_back_exactly_and_nothing_else() {
+        let tagged = FwRule {
+            door: "open_SSH".into(),
+            instance: Some("0a1b2c3d".into()),
+            ..rule("10.0.0.12")
+        };
+        let listed = |r: &FwRule| {
+            restore_line(r, "-A").replace(&r.comment(), &format!("\"{}\"", r.comment()))
+        };
+        assert_eq!(tagged.comment(), "knockd@0a1b2c3d:open_SSH");
+        assert_eq!(
+            parse_marked("INPUT", &listed(&tagged), false),
+            Some(tagged.clone())
+        );
+        let old = FwRule {
+            door: "open_SSH".into(),
+            ..rule("fd99:77::2")
+        };
+        assert_eq!(
+            parse_marked("INPUT", &listed(&old), true),
+            Some(old.clone())
+        );
+        // Wrong family, another chain, not knockd's shape: not a marked rule.
+        assert_eq!(parse_marked("INPUT", &listed(&old), false), None);
+        assert_eq!(parse_marked("FORWARD", &listed(&tagged), false), None);
+        for l in [
+            "-A INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:ssh\" -j DROP",
+            "-A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:ssh\" -j ACCEPT",
+            "-A INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment \"admin\" -j ACCEPT",
+            "-A INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd@XYZ:ssh\" -j ACCEPT",
+            "-A INPUT -s 10.0.0.12/32 -i eth0 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:ssh\" -j ACCEPT",
+            "-A INPUT -s 10.0.0.12/32 -p tcp -m tcp --dport 22 -m comment --comment \"knockd:\" -j ACCEPT",
+            "-P INPUT ACCEPT",
+        ] {
+            assert_eq!(parse_marked("INPUT", l, false), None, "{l}");
+        }
     }
 
     #[test]

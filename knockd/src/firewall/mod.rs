@@ -64,10 +64,15 @@ pub struct FwRule {
     pub port: u16,
     /// Door name, recorded in a rule comment so admins can see who added the rule.
     pub door: String,
+    /// The knockd instance that added it (see [`crate::config::Config::instance_tag`]), in
+    /// the comment: `knockd@TAG:door`. None: a rule of an older version (`knockd:door`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 impl FwRule {
-    /// The comment tag: `knockd:<door>`, with characters firewalls or shells dislike replaced.
+    /// The comment tag: `knockd@<instance>:<door>` (`knockd:<door>` without an instance),
+    /// with characters firewalls or shells dislike replaced.
     pub fn comment(&self) -> String {
         let name: String = self
             .door
@@ -81,20 +86,40 @@ impl FwRule {
             })
             .take(200)
             .collect();
-        format!("knockd:{name}")
+        match &self.instance {
+            Some(tag) => format!("knockd@{}:{name}", sanitize_tag(tag)),
+            None => format!("knockd:{name}"),
+        }
     }
 
     /// A chain name the backends accept: letters, digits, `_-.`, at most 28 bytes (iptables'
     /// limit). Checked on rules read from the state file before anything runs them.
     pub fn is_valid(&self) -> bool {
-        !self.chain.is_empty()
-            && self.chain.len() <= 28
-            && !self.chain.starts_with('-')
-            && self
-                .chain
+        self.instance.as_deref().is_none_or(is_instance_tag) && Self::chain_name_ok(&self.chain)
+    }
+
+    /// A chain name the backends accept (see [`Self::is_valid`]).
+    pub fn chain_name_ok(chain: &str) -> bool {
+        !chain.is_empty()
+            && chain.len() <= 28
+            && !chain.starts_with('-')
+            && chain
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
     }
+}
+
+/// An instance tag as knockd makes them: 8 lowercase hex digits.
+pub fn is_instance_tag(t: &str) -> bool {
+    t.len() == 8
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A tag from the state file is data: anything but hex digits goes (checked by `is_valid`
+/// before a rule runs; this keeps the comment one word whatever happens).
+fn sanitize_tag(t: &str) -> String {
+    t.chars().filter(char::is_ascii_hexdigit).take(16).collect()
 }
 
 impl std::fmt::Display for FwRule {
@@ -182,6 +207,12 @@ pub trait Firewall: Send + Sync + 'static {
     /// now, with the time it has left on each, read after everything applied before. None: the
     /// backend cannot tell (the ledger is the truth).
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
+        None
+    }
+    /// Backends whose rules carry knockd's mark in a chain shared with others (iptables): the
+    /// rules of `chains` (both families) that carry a knockd mark, any instance's, in exactly
+    /// the shape knockd writes them; one listing per chain and family. None: no such rules.
+    fn marked(&self, _chains: Vec<String>) -> Option<BoxFuture<Result<Vec<FwRule>, String>>> {
         None
     }
     /// Backends that own a table of their own (nftables): bring it in line with `script`, the
@@ -315,6 +346,7 @@ mod tests {
             proto: Proto::Tcp,
             port,
             door: "ssh".into(),
+            instance: None,
         }
     }
 

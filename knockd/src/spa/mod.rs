@@ -8,6 +8,7 @@
 //! public-key operation (the Ed25519 signature) runs for packets that passed the AEAD, the
 //! clock window and the replay memory, within a per-client and a global budget.
 
+pub mod check;
 pub mod clients;
 pub mod replay;
 
@@ -224,6 +225,13 @@ impl Gate {
         }
         self.enrolled.set_dir(config.options.spa_client_dir());
         lines.extend(self.rescan(now_ms, true));
+        let missing = self.missing_clients();
+        if self.server.is_some() && !missing.is_empty() {
+            lines.push(format!(
+                "warning: SPA client(s) named by a door but not enrolled: {} (knockd -t names the doors and the fix)",
+                missing.join(", ")
+            ));
+        }
         lines
     }
 

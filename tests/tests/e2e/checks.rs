@@ -109,6 +109,71 @@ fn check_as_root_and_as_nobody_tells_the_truth() {
     );
 }
 
+/// `knockd -t` checks every SPA client record and door reference: a door naming a client
+/// who is not enrolled, a record in the wrong file, two records with the same keys and a
+/// missing server key are errors (exit status 1) naming the file or door and the fix; a
+/// clean client directory passes.
+#[test]
+fn check_names_every_spa_client_problem() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let conf = format!(
+        "[options]\n SPA_ClientDir = {}\n SPA_ServerKey = {}\n\
+         [ssh]\n SPA = alice, bob\n Open = 22/tcp\n",
+        lab.path("clients").display(),
+        lab.path("spa.key").display()
+    );
+    lab.write_file("check.conf", &conf);
+    let no_key = check(&lab, &[], SRV_IF);
+    assert_eq!(no_key.status.code(), Some(1), "{}", text(&no_key));
+    assert!(
+        text(&no_key).contains("spa.key' does not exist: no SPA door can open"),
+        "{}",
+        text(&no_key)
+    );
+    let made = std::process::Command::new(bin("knockd"))
+        .arg("-c")
+        .arg(lab.path("check.conf"))
+        .args(["--new-client", "alice", "--out"])
+        .arg(lab.path("alice.knock"))
+        .output()
+        .expect("knockd --new-client");
+    assert!(made.status.success(), "{made:?}");
+    let alice = std::fs::read_to_string(lab.path("clients/alice.pub")).expect("alice.pub");
+    lab.write_file(
+        "clients/mallory.pub",
+        &alice.replace("name = alice", "name = mallory"),
+    );
+    lab.write_file("clients/carol.pub", &alice);
+    let bad = check(&lab, &[], SRV_IF);
+    let out = text(&bad);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    for needle in [
+        "error: door 'ssh': SPA names client 'bob', who is not enrolled",
+        "knockd --new-client bob --out bob.knock",
+        "carol.pub' names client 'alice'",
+        "mallory.pub hold the same keys",
+        "3 error(s), 1 door(s)",
+    ] {
+        assert!(out.contains(needle), "{needle}:\n{out}");
+    }
+    std::fs::remove_file(lab.path("clients/mallory.pub")).expect("rm");
+    std::fs::remove_file(lab.path("clients/carol.pub")).expect("rm");
+    lab.write_file(
+        "check.conf",
+        &conf.replace("SPA = alice, bob", "SPA = alice"),
+    );
+    let clean = check(&lab, &[], SRV_IF);
+    assert!(clean.status.success(), "{}", text(&clean));
+    assert!(
+        text(&clean).contains("SPA: 1 client(s) enrolled"),
+        "{}",
+        text(&clean)
+    );
+}
+
 /// The config's warnings reach the LogFile (knockd.conf(5) says they are logged), and each
 /// start-up warning is written once.
 #[test]

@@ -83,7 +83,7 @@ fn legacy_rules(lab: &Lab) -> String {
         &script,
     ]);
     assert!(out.status.success(), "iptables-legacy -S INPUT: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    knock_e2e::untag(&String::from_utf8_lossy(&out.stdout))
 }
 
 fn has_grant_rule(lab: &Lab) -> bool {

@@ -81,12 +81,7 @@ fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
     );
     let seq = [SRV_V4, "2222", "1111", "3333", "4444"];
     let rule = native_rule(22, "ssh");
-    let delete: Vec<String> = rule
-        .replacen("-A", "-D", 1)
-        .replace('"', "")
-        .split(' ')
-        .map(String::from)
-        .collect();
+
     let t0 = Instant::now();
     knock(&lab, &seq);
     assert!(
@@ -94,6 +89,19 @@ fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
         "not opened:\n{}",
         k.log()
     );
+    // The rule as listed, with knockd's instance tag, turned into its delete.
+    let listed = lab
+        .iptables_rules_raw(false)
+        .lines()
+        .find(|l| knock_e2e::untag(l) == rule)
+        .expect("the rule as listed")
+        .to_string();
+    let delete: Vec<String> = listed
+        .replacen("-A", "-D", 1)
+        .replace('"', "")
+        .split(' ')
+        .map(String::from)
+        .collect();
     let mut rounds = Vec::new();
     for round in 0..2 {
         let t = Instant::now();

@@ -202,3 +202,177 @@ fn a_full_disk_refuses_opens_says_so_and_recovers() {
         .expect("read the state file");
     assert!(state.contains("\"door\": \"ssh\""), "{state}");
 }
+
+/// Issue 21.8, the crash: knockd is killed (-9) with its state file's disk full, and started
+/// again on the same full disk. No rule of its outlives its deadline, and a rule that carries
+/// its mark but whose grant never reached the state file (here put in by hand, as a crash
+/// before the record would leave it) is closed at the restart. The rules of another instance
+/// (another tag) and of a knockd before the tags (`knockd:ssh`) in the same chain stay.
+#[test]
+fn a_kill_on_a_full_disk_then_a_restart_leaves_no_rule_of_its_own_behind() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = lab.path("statedir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    // The small tmpfs outlives each knockd: a holder process keeps its mount namespace, and
+    // both runs enter it.
+    let holder = lab.spawn_srv([
+        "unshare".into(),
+        "-m".into(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        r#"mount -t tmpfs -o size=256k,mode=0700 knock-e2e-state "$1" || exit 97; exec sleep 600"#
+            .into(),
+        "sh".into(),
+        dir.clone().into_os_string(),
+    ]
+    .into_iter()
+    .collect::<Vec<std::ffi::OsString>>());
+    let mountinfo = format!("/proc/{}/mountinfo", holder.pid());
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+            &mountinfo
+        )
+        .is_ok_and(|m| m.contains("knock-e2e-state"))),
+        "the tmpfs never came"
+    );
+    let conf = lab.write_file("knockd.conf", &format!("{DOOR} cmd_timeout = 6\n"));
+    let socket = lab.path("knockd.sock");
+    let start = || {
+        let args: Vec<std::ffi::OsString> = vec![
+            "nsenter".into(),
+            "-t".into(),
+            holder.pid().to_string().into(),
+            "-m".into(),
+            "--".into(),
+            knock_e2e::bin("knockd").into_os_string(),
+            "-i".into(),
+            knock_e2e::SRV_IF.into(),
+            "-c".into(),
+            conf.clone().into_os_string(),
+            "--socket".into(),
+            socket.clone().into_os_string(),
+            "--state-file".into(),
+            dir.join("state.json").into_os_string(),
+        ];
+        let k = OurKnockd {
+            daemon: lab.spawn_srv(args),
+            conf: conf.clone(),
+            socket: socket.clone(),
+        };
+        assert!(
+            k.daemon.wait_for_log(
+                "starting up, listening on kv0",
+                knock_e2e::knockd::START_TIMEOUT
+            ),
+            "{}",
+            k.log()
+        );
+        k
+    };
+    let k = start();
+    let rule = knock_e2e::knockd::native_rule(22, "ssh");
+    let seq = [knock_e2e::SRV_V4, "2222", "1111", "3333"];
+    knock_e2e::knockd::knock(&lab, &seq);
+    assert!(
+        knock_e2e::knockd::wait_rule(&lab, false, &rule, Duration::from_secs(5)),
+        "{}",
+        k.log()
+    );
+    let opened = std::time::Instant::now();
+    // Its rule carries its tag: the same mark on a rule for another source is one whose grant
+    // never reached the state file.
+    let raw = lab.iptables_rules_raw(false);
+    let mark = raw
+        .split('"')
+        .find(|w| w.starts_with("knockd@") && w.ends_with(":ssh"))
+        .unwrap_or_else(|| panic!("no tagged comment in:\n{raw}"))
+        .to_string();
+    let add = |src: &str, comment: &str| {
+        srv_ok(
+            &lab,
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-s",
+                src,
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                "22",
+                "-m",
+                "comment",
+                "--comment",
+                comment,
+                "-j",
+                "ACCEPT",
+            ],
+        );
+    };
+    add("10.99.77.9/32", &mark);
+    add("10.99.77.10/32", "knockd@00000000:ssh");
+    add("10.99.77.11/32", "knockd:ssh");
+    let filler = fill(holder.pid(), &dir);
+    k.daemon.kill_9();
+    k.daemon.wait_exit(Duration::from_secs(5));
+    // The restart, on the same full disk.
+    let k = start();
+    let own = |raw: &str, src: &str| {
+        raw.lines()
+            .any(|l| l.contains(&format!("{src}/32")) && l.contains(&mark))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || !own(
+            &lab.iptables_rules_raw(false),
+            "10.99.77.9"
+        )),
+        "the unrecorded rule of its own stayed:\n{}\n{}",
+        lab.iptables_rules_raw(false),
+        k.log()
+    );
+    assert!(
+        k.log()
+            .contains("carries this knockd's mark but no grant records it"),
+        "{}",
+        k.log()
+    );
+    // The recorded grant closes at its deadline (6 s after the open), full disk or not.
+    assert!(
+        wait_until(Duration::from_secs(15), || !own(
+            &lab.iptables_rules_raw(false),
+            knock_e2e::CLI_V4
+        )),
+        "the grant's rule outlived its deadline:\n{}\n{}",
+        lab.iptables_rules_raw(false),
+        k.log()
+    );
+    assert!(
+        opened.elapsed() < Duration::from_secs(12),
+        "closed {:?} after the open",
+        opened.elapsed()
+    );
+    let raw = lab.iptables_rules_raw(false);
+    assert!(
+        raw.contains("\"knockd@00000000:ssh\""),
+        "another instance's rule went:\n{raw}"
+    );
+    assert!(
+        raw.contains("\"knockd:ssh\""),
+        "an untagged rule went:\n{raw}"
+    );
+    assert!(
+        k.log().contains("of another knockd instance"),
+        "{}",
+        k.log()
+    );
+    assert!(k.log().contains("before instance tags"), "{}", k.log());
+    drop(filler);
+    assert!(k.daemon.is_running());
+}

@@ -1,7 +1,8 @@
 //! Attempts pane: source, door, stage with a progress bar, age, time left or how it ended.
 
 use super::{
-    empty_text, fitted_table, highlight, ms_between, pane_block, selection_state, FitRow, Theme,
+    empty_text, fitted_table, highlight, host_cell, ms_between, pane_block, selection_state,
+    window, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{format_duration_ms, visible};
@@ -41,7 +42,8 @@ pub(super) fn render_attempts(
     theme: &Theme,
 ) {
     let rows = state.visible_attempts();
-    let title = super::counted_title("1 Attempts", rows.len(), state.attempts_unlisted);
+    let unlisted = state.hosts.iter().map(|h| h.attempts_unlisted).sum();
+    let title = super::counted_title("1 Attempts", rows.len(), unlisted);
     let block = pane_block(state, Pane::Attempts, title, theme);
     if rows.is_empty() {
         frame.render_widget(
@@ -50,7 +52,9 @@ pub(super) fn render_attempts(
         );
         return;
     }
-    let table_rows = rows
+    let selected = selection_state(state, Pane::Attempts);
+    let (first, count) = window(rows.len(), selected, area, 3);
+    let table_rows = rows[first..first + count]
         .iter()
         .map(|a| {
             let end_at = a.ended.map_or(now, |(_, at)| at);
@@ -68,7 +72,7 @@ pub(super) fn render_attempts(
             } else {
                 theme.fg(Color::Cyan)
             };
-            FitRow {
+            let mut row = FitRow {
                 cells: vec![
                     (a.addr.to_string(), None),
                     (visible(&a.door).into_owned(), None),
@@ -78,15 +82,16 @@ pub(super) fn render_attempts(
                     (left, None),
                 ],
                 style,
-            }
+            };
+            host_cell(state, a.host, &mut row);
+            row
         })
         .collect();
-    let table = fitted_table(&COLUMNS, table_rows, area)
+    let table = fitted_table(&with_host(state, &COLUMNS), table_rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut table_state =
-        TableState::default().with_selected(selection_state(state, Pane::Attempts));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
 }

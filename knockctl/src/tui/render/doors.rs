@@ -1,8 +1,8 @@
 //! Doors pane: each door's sequence, protocols, timeouts and action.
 
 use super::{
-    bottom_title, empty_text, fitted_table, highlight, ms_between, pane_block, selection_state,
-    FitRow, Theme,
+    bottom_title, empty_text, fitted_table, highlight, host_cell, is_stale, ms_between, pane_block,
+    selection_state, window, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{door_sequence_short, format_duration_secs, protocols, visible};
@@ -42,10 +42,13 @@ pub(super) fn render_doors(
         );
         return;
     }
-    let stale = state.stale_since_ms.is_some();
-    let rows = doors
+    let selected = selection_state(state, Pane::Doors);
+    let (first, count) = window(doors.len(), selected, area, 3);
+    let rows = doors[first..first + count]
         .iter()
-        .map(|d| {
+        .map(|&(host, d)| {
+            let stale = is_stale(state, host);
+            let doors_at_ms = state.hosts[host].doors_at_ms;
             let protos = if d.kind == "totp" {
                 "tcp".to_string()
             } else {
@@ -70,11 +73,10 @@ pub(super) fn render_doors(
             } else {
                 theme.dim()
             };
-            FitRow::new(
+            let mut row = FitRow::new(
                 vec![
                     name,
-                    visible(&door_sequence_short(d, ms_between(state.doors_at_ms, now)))
-                        .into_owned(),
+                    visible(&door_sequence_short(d, ms_between(doors_at_ms, now))).into_owned(),
                     protos,
                     format_duration_secs(d.seq_timeout_ms / 1000),
                     close,
@@ -82,14 +84,16 @@ pub(super) fn render_doors(
                     visible(&d.action).into_owned(),
                 ],
                 style,
-            )
+            );
+            host_cell(state, host, &mut row);
+            row
         })
         .collect();
-    let table = fitted_table(&COLUMNS, rows, area)
+    let table = fitted_table(&with_host(state, &COLUMNS), rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut table_state = TableState::default().with_selected(selection_state(state, Pane::Doors));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
 }

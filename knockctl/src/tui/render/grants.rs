@@ -1,8 +1,8 @@
 //! Grants pane: address, door, what was opened, when, time left, how it closes.
 
 use super::{
-    empty_text, fitted_table, highlight, now_dt, pane_block, secs_left, selection_state,
-    stale_note, FitRow, Theme,
+    empty_text, fitted_table, highlight, host_cell, is_stale, now_dt, pane_block, secs_left,
+    selection_state, stale_note, window, with_host, FitRow, Theme,
 };
 use crate::present::fit::FitColumn;
 use crate::present::{format_clock, format_duration_secs, visible};
@@ -24,7 +24,8 @@ const COLUMNS: [FitColumn; 6] = [
 
 pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: &Theme) {
     let rows = state.visible_grants();
-    let mut title = super::counted_title("2 Grants", rows.len(), state.grants_unlisted);
+    let unlisted = state.hosts.iter().map(|h| h.grants_unlisted).sum();
+    let mut title = super::counted_title("2 Grants", rows.len(), unlisted);
     title.push_str(&stale_note(state));
     let block = pane_block(state, Pane::Grants, title, theme);
     if rows.is_empty() {
@@ -35,10 +36,12 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         return;
     }
     let now_dt = now_dt(state, now);
-    let stale = state.stale_since_ms.is_some();
-    let table_rows = rows
+    let selected = selection_state(state, Pane::Grants);
+    let (first, count) = window(rows.len(), selected, area, 3);
+    let table_rows = rows[first..first + count]
         .iter()
         .map(|g| {
+            let stale = is_stale(state, g.host);
             let (left, style) = match g.ended {
                 Some((how, _)) => (how.label().to_string(), theme.grant_end(how)),
                 None => (
@@ -61,7 +64,7 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
                 }
                 (None, None) => g.info.closes.clone(),
             };
-            FitRow::new(
+            let mut row = FitRow::new(
                 vec![
                     g.info.addr.to_string(),
                     visible(&g.info.door).into_owned(),
@@ -71,14 +74,16 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
                     visible(&closes).into_owned(),
                 ],
                 style,
-            )
+            );
+            host_cell(state, g.host, &mut row);
+            row
         })
         .collect();
-    let table = fitted_table(&COLUMNS, table_rows, area)
+    let table = fitted_table(&with_host(state, &COLUMNS), table_rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always);
-    let mut table_state = TableState::default().with_selected(selection_state(state, Pane::Grants));
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - first));
     frame.render_stateful_widget(table, area, &mut table_state);
 }

@@ -12,19 +12,22 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::present::{format_duration_secs, format_time_of_day};
+use crate::present::fit::FitColumn;
+use crate::present::{format_duration_secs, format_time_of_day, visible};
 
 mod attempts;
 mod doors;
 mod events;
 mod grants;
+mod hosts;
 mod table;
 
 use attempts::render_attempts;
 use doors::render_doors;
 use events::render_log;
 use grants::render_grants;
-use table::{fitted_table, table_room, FitRow};
+use hosts::{fleet_header_height, render_choose_reload, render_fleet_header};
+use table::{fitted_table, table_room, window, FitRow};
 
 use super::input::KEYS;
 use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};
@@ -32,13 +35,22 @@ use super::state::{AttemptEnd, GrantEnd, Link, LogKind, Overlay, Pane, State};
 /// Draws the whole dashboard for the moment `now` (Unix ms).
 pub fn render(state: &State, frame: &mut Frame, now: i64) {
     let theme = Theme { color: state.color };
+    let header_height = if state.is_fleet() {
+        fleet_header_height(state, frame.area())
+    } else {
+        2
+    };
     let [header, body, footer] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(header_height),
         Constraint::Min(0),
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    render_header(state, frame, header, now, &theme);
+    if state.is_fleet() {
+        render_fleet_header(state, frame, header, now, &theme);
+    } else {
+        render_header(state, frame, header, now, &theme);
+    }
     let (panes, shared) = body_layout(state, body);
     for (pane, area) in panes {
         match pane {
@@ -50,8 +62,34 @@ pub fn render(state: &State, frame: &mut Frame, now: i64) {
     }
     render_footer(state, frame, footer, &theme);
     if let Some(overlay) = &state.overlay {
-        render_overlay(overlay, frame, body, &theme);
+        render_overlay(state, overlay, frame, body, &theme);
     }
+}
+
+/// With many hosts, a HOST column before `columns`.
+fn with_host(state: &State, columns: &[FitColumn]) -> Vec<FitColumn> {
+    let mut out = Vec::with_capacity(columns.len() + 1);
+    if state.is_fleet() {
+        out.push(FitColumn::new("HOST", 6));
+    }
+    out.extend_from_slice(columns);
+    out
+}
+
+/// With many hosts, the host's name before the row's cells.
+fn host_cell(state: &State, host: usize, row: &mut FitRow) {
+    if state.is_fleet() {
+        row.cells
+            .insert(0, (visible(state.host_name(host)).into_owned(), None));
+    }
+}
+
+/// Whether host `host`'s rows are what knockd said before its link went down.
+fn is_stale(state: &State, host: usize) -> bool {
+    state
+        .hosts
+        .get(host)
+        .is_some_and(|h| h.stale_since_ms.is_some())
 }
 
 /// Where each pane goes. Small screens stack attempts, grants and one of log/doors; tall
@@ -176,20 +214,21 @@ fn ms_between(from: i64, to: i64) -> u64 {
 
 fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: &Theme) {
     let [top, bottom] = Layout::vertical([Constraint::Length(1); 2]).areas(area);
-    let version = state.daemon_version.as_deref().unwrap_or("?");
+    let host = &state.hosts[0];
+    let version = host.daemon_version.as_deref().unwrap_or("?");
     let mut left = vec![Span::styled(
         format!("knockd {version}"),
         Style::new().add_modifier(Modifier::BOLD),
     )];
-    if let Some(status) = &state.status {
+    if let Some(status) = &host.status {
         let interfaces = if status.interfaces.is_empty() {
             "no interface".to_string()
         } else {
             status.interfaces.join(",")
         };
         left.push(Span::raw(format!(" on {interfaces}")));
-        let up = match state.link {
-            Link::Connected => state.uptime_secs(now),
+        let up = match host.link {
+            Link::Connected => host.uptime_secs(now),
             _ => None,
         };
         if let Some(up) = up {
@@ -209,7 +248,7 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             ));
         }
     }
-    let link = match &state.link {
+    let link = match &host.link {
         Link::Connected => Span::styled("[connected]", theme.fg(Color::Green)),
         Link::Connecting => Span::styled("[connecting...]", theme.fg(Color::Yellow)),
         Link::Disconnected { .. } => Span::styled("[DISCONNECTED]", theme.error()),
@@ -223,7 +262,7 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
         top_right,
     );
 
-    let line = match &state.link {
+    let line = match &host.link {
         Link::Disconnected {
             reason,
             retry_at_ms,
@@ -240,12 +279,12 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             ])
         }
         // Opens are refused while the state file cannot be written: that outranks counters.
-        _ if state
+        _ if host
             .status
             .as_ref()
             .is_some_and(|s| s.state_error.is_some()) =>
         {
-            let health = state
+            let health = host
                 .status
                 .as_ref()
                 .map(crate::present::state_file_health)
@@ -253,7 +292,7 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
             Line::from(Span::styled(format!("state file {health}"), theme.error()))
         }
         _ => {
-            let (packets, opens, resets, timeouts) = state.status.as_ref().map_or(
+            let (packets, opens, resets, timeouts) = host.status.as_ref().map_or(
                 ("-".to_string(), "-".into(), "-".into(), "-".into()),
                 |s| {
                     let c = &s.counters;
@@ -319,9 +358,11 @@ fn pane_block<'a>(state: &State, pane: Pane, title: String, theme: &Theme) -> Bl
 }
 
 fn empty_text<'a>(state: &State, what: &'a str, theme: &Theme) -> Paragraph<'a> {
-    let text = match state.link {
-        Link::Connected => what,
-        _ => "waiting for knockd",
+    let connected = state.hosts.iter().any(|h| h.link == Link::Connected);
+    let text = if connected {
+        what
+    } else {
+        "waiting for knockd"
     };
     Paragraph::new(Span::styled(format!("  {text}"), theme.dim()))
 }
@@ -338,9 +379,23 @@ fn highlight() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
 
-/// A pane title's note that its rows are what knockd said before the link went down.
+/// A pane title's note that its rows are what knockd said before the link went down; with
+/// many hosts, which hosts' rows.
 fn stale_note(state: &State) -> String {
-    match state.stale_since_ms {
+    if state.is_fleet() {
+        let stale: Vec<String> = state
+            .hosts
+            .iter()
+            .filter(|h| h.stale_since_ms.is_some())
+            .map(|h| visible(&h.name).into_owned())
+            .collect();
+        return match stale.len() {
+            0 => String::new(),
+            1..=3 => format!("STALE: {} ", stale.join(", ")),
+            n => format!("STALE: {n} hosts "),
+        };
+    }
+    match state.hosts[0].stale_since_ms {
         Some(at) => format!("STALE since {} ", format_time_of_day(at, &state.tz)),
         None => String::new(),
     }
@@ -445,8 +500,11 @@ fn text_height(lines: &[String], inner_width: u16) -> u16 {
     u16::try_from(rows).unwrap_or(u16::MAX)
 }
 
-fn render_overlay(overlay: &Overlay, frame: &mut Frame, area: Rect, theme: &Theme) {
+fn render_overlay(state: &State, overlay: &Overlay, frame: &mut Frame, area: Rect, theme: &Theme) {
     match overlay {
+        Overlay::ChooseReload { cursor } => {
+            render_choose_reload(state, *cursor, frame, area, theme);
+        }
         Overlay::Help => {
             let mut lines: Vec<Line> = KEYS
                 .iter()
@@ -471,8 +529,13 @@ fn render_overlay(overlay: &Overlay, frame: &mut Frame, area: Rect, theme: &Them
                 rect,
             );
         }
-        Overlay::ConfirmRevoke { addr, door } => {
-            let question = format!("Revoke {addr} ({door})? y/n");
+        Overlay::ConfirmRevoke { host, addr, door } => {
+            let on = if state.is_fleet() {
+                format!(" on {}", visible(state.host_name(*host)))
+            } else {
+                String::new()
+            };
+            let question = format!("Revoke {addr} ({door}){on}? y/n");
             let hint = "y revokes, n or Esc cancels";
             let width =
                 u16::try_from(question.chars().count().max(hint.len()) + 4).unwrap_or(u16::MAX);

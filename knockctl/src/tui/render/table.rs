@@ -78,3 +78,18 @@ pub(super) fn fitted_table<'a>(columns: &[FitColumn], rows: Vec<FitRow>, area: R
         .header(header)
         .column_spacing(u16::from(gap == 2) + 1)
 }
+
+/// Which of `len` rows a pane of `area` shows: `(first, count)`. A pane shows as many rows
+/// as fit under its `chrome` (borders, a table's header), scrolled just far enough for the
+/// selected row to be the last one, as ratatui scrolls a fresh table. Only these rows are
+/// built and measured: a pane over thousands of rows costs what its screenful costs.
+pub(super) fn window(
+    len: usize,
+    selected: Option<usize>,
+    area: Rect,
+    chrome: u16,
+) -> (usize, usize) {
+    let fits = usize::from(area.height.saturating_sub(chrome)).max(1);
+    let first = selected.map_or(0, |s| s.saturating_sub(fits - 1)).min(len);
+    (first, fits.min(len - first))
+}

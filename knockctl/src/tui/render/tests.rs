@@ -145,6 +145,7 @@ fn revoke_confirmation() {
     let mut s = busy();
     s.focus = Pane::Grants;
     s.overlay = Some(Overlay::ConfirmRevoke {
+        host: 0,
         addr: ip("10.0.0.12"),
         door: "openSSH".into(),
     });
@@ -285,6 +286,7 @@ fn tiny_screens_do_not_panic() {
         None,
         Some(Overlay::Help),
         Some(Overlay::ConfirmRevoke {
+            host: 0,
             addr: ip("fd99:77::2"),
             door: "vault".into(),
         }),
@@ -564,7 +566,10 @@ fn rows_kept_while_disconnected_are_marked_stale() {
     assert!(line_with(&l, "4 Doors").contains("STALE since 14:59:16"));
     // A second failed retry keeps the first time; reconnecting clears it.
     s.on_disconnected("connection refused".into(), T0 + 9_000, T0 + 5_000);
-    assert_eq!(s.stale_since_ms, Some(T0));
+    assert_eq!(s.hosts[0].stale_since_ms, Some(T0));
     s.on_connected("0.1.0".into(), T0 + 9_000);
-    assert_eq!(s.stale_since_ms, None);
+    assert_eq!(s.hosts[0].stale_since_ms, None);
 }
+
+mod fleet;
+mod frame;

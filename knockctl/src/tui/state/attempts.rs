@@ -25,6 +25,8 @@ impl AttemptEnd {
 /// A knock sequence in progress (or just ended, for [`LINGER_MS`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
+    /// Index in [`State::hosts`].
+    pub host: usize,
     pub addr: IpAddr,
     pub door: String,
     pub stage: u32,
@@ -42,28 +44,45 @@ impl State {
         let mut rows: Vec<&Attempt> = self
             .attempts
             .iter()
-            .filter(|a| self.matches(&a.addr, &a.door))
+            .filter(|a| self.matches(a.host, &a.addr, &a.door))
             .collect();
-        rows.sort_by(|a, b| (a.started_ms, a.addr, &a.door).cmp(&(b.started_ms, b.addr, &b.door)));
+        rows.sort_by(|a, b| {
+            (a.started_ms, a.addr, &a.door, a.host).cmp(&(b.started_ms, b.addr, &b.door, b.host))
+        });
         rows
     }
 
-    pub(super) fn seq_timeout_ms(&self, door: &str) -> Option<i64> {
-        self.doors
+    pub(super) fn seq_timeout_ms(&self, host: usize, door: &str) -> Option<i64> {
+        self.hosts
+            .get(host)?
+            .doors
             .iter()
             .find(|d| d.name == door)
             .and_then(|d| i64::try_from(d.seq_timeout_ms).ok())
     }
 
-    pub(super) fn live_attempt(&mut self, addr: IpAddr, door: &str) -> Option<&mut Attempt> {
+    pub(super) fn live_attempt(
+        &mut self,
+        host: usize,
+        addr: IpAddr,
+        door: &str,
+    ) -> Option<&mut Attempt> {
         self.attempts
             .iter_mut()
-            .find(|a| a.addr == addr && a.door == door && a.ended.is_none())
+            .find(|a| a.host == host && a.addr == addr && a.door == door && a.ended.is_none())
     }
 
-    pub(super) fn on_stage(&mut self, addr: IpAddr, door: String, stage: u32, of: u32, at: i64) {
+    pub(super) fn on_stage(
+        &mut self,
+        host: usize,
+        addr: IpAddr,
+        door: String,
+        stage: u32,
+        of: u32,
+        at: i64,
+    ) {
         if stage > 1 {
-            if let Some(a) = self.live_attempt(addr, &door) {
+            if let Some(a) = self.live_attempt(host, addr, &door) {
                 a.stage = stage;
                 a.of = of;
                 a.updated_ms = at;
@@ -72,13 +91,14 @@ impl State {
         }
         // A first knock (or one we missed the start of) starts a new attempt.
         let deadline_ms = if stage <= 1 {
-            self.seq_timeout_ms(&door).map(|t| at + t)
+            self.seq_timeout_ms(host, &door).map(|t| at + t)
         } else {
             None
         };
         self.attempts
-            .retain(|a| !(a.addr == addr && a.door == door));
+            .retain(|a| !(a.host == host && a.addr == addr && a.door == door));
         self.attempts.push(Attempt {
+            host,
             addr,
             door,
             stage,
@@ -92,13 +112,14 @@ impl State {
 
     pub(super) fn end_attempt(
         &mut self,
+        host: usize,
         addr: IpAddr,
         door: &str,
         stage: Option<u32>,
         how: AttemptEnd,
         at: i64,
     ) {
-        if let Some(a) = self.live_attempt(addr, door) {
+        if let Some(a) = self.live_attempt(host, addr, door) {
             if how == AttemptEnd::Open {
                 a.stage = a.of;
             } else if let Some(stage) = stage {
@@ -108,14 +129,16 @@ impl State {
             a.ended = Some((how, at));
         } else if how == AttemptEnd::Open {
             // A one-knock door, or a start we did not see: still worth a flash.
-            let of = self
+            let of = self.hosts[host]
                 .doors
                 .iter()
                 .find(|d| d.name == door)
                 .map_or(1, |d| d.knocks.max(1));
-            self.attempts
-                .retain(|a| !(a.addr == addr && a.door == door && a.ended.is_some()));
+            self.attempts.retain(|a| {
+                !(a.host == host && a.addr == addr && a.door == door && a.ended.is_some())
+            });
             self.attempts.push(Attempt {
+                host,
                 addr,
                 door: door.to_string(),
                 stage: of,
@@ -133,6 +156,7 @@ impl State {
     /// against 5,000 rows was 25 million comparisons per refresh).
     pub(super) fn merge_attempts(
         &mut self,
+        host: usize,
         list: Vec<knock_ipc::AttemptInfo>,
         total: u64,
         now: i64,
@@ -141,13 +165,16 @@ impl State {
             std::collections::HashMap::with_capacity(self.attempts.len());
         for (i, a) in self.attempts.iter().enumerate() {
             // The first row of an (address, door), as a search from the top would find.
-            index.entry((a.addr, a.door.clone())).or_insert(i);
+            if a.host == host {
+                index.entry((a.addr, a.door.clone())).or_insert(i);
+            }
         }
         for info in &list {
             let started = now - i64::try_from(info.age_ms).unwrap_or(0);
             let deadline = now + i64::try_from(info.remaining_ms).unwrap_or(0);
             // The row as the daemon lists it, for an attempt new to us (or restarted).
             let listed = || Attempt {
+                host,
                 addr: info.addr,
                 door: info.door.clone(),
                 stage: info.stage,
@@ -189,7 +216,7 @@ impl State {
         let youngest = list
             .last()
             .map(|i| now - i64::try_from(i.age_ms).unwrap_or(0));
-        for a in &mut self.attempts {
+        for a in self.attempts.iter_mut().filter(|a| a.host == host) {
             let is_listed = listed.contains(&(a.addr, a.door.as_str()));
             let knowable = !truncated || youngest.is_some_and(|y| a.started_ms < y);
             if a.ended.is_none() && !is_listed && knowable && now - a.updated_ms >= GRACE_MS {

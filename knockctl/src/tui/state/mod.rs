@@ -1,8 +1,10 @@
 //! Everything the dashboard shows, and the pure functions that change it.
 //!
 //! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]): its rows and how
-//! events and lists change them. This file holds what they share: the [`State`], the event
-//! and response dispatch, panes, selection, filter, notices and overlays.
+//! events and lists change them; [`hosts`]: each host's link and status (one host, or many
+//! with `-H`: rows carry their host's index); [`answers`]: what replies change. This file
+//! holds what they share: the [`State`], the event dispatch, panes, selection, filter,
+//! notices and overlays.
 //!
 //! Time is an input: every function that needs it takes `now` in Unix milliseconds, and
 //! event times come from the events themselves. Nothing here reads the clock or does I/O.
@@ -11,18 +13,21 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use chrono::FixedOffset;
-use knock_ipc::{DoorInfo, Event, EventKind, Request, Response, Status};
+use knock_ipc::{Event, EventKind, Request};
 
+mod answers;
 mod attempts;
 mod doors;
 mod events;
 mod grants;
+mod hosts;
 
 pub use attempts::{Attempt, AttemptEnd};
 pub use events::{LogEntry, LogKind};
 pub use grants::{Grant, GrantEnd};
+pub use hosts::HostView;
 
-use crate::present::{format_duration_secs, format_remaining, no_grant_message};
+use crate::present::{format_duration_secs, format_remaining};
 
 /// How long a finished attempt or a closed grant stays on screen, marked.
 pub const LINGER_MS: i64 = 2_000;
@@ -91,9 +96,15 @@ pub enum Link {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     Help,
+    /// `r`: revoke `addr`'s grant of `door` on host `host` (y/n).
     ConfirmRevoke {
+        host: usize,
         addr: IpAddr,
         door: String,
+    },
+    /// `R` with many hosts: which to reload. `cursor` 0 is every host, `i + 1` host `i`.
+    ChooseReload {
+        cursor: usize,
     },
     /// `R` failed: the errors, each naming its file:line.
     ReloadFailed {
@@ -205,19 +216,10 @@ pub fn refresh_for(kind: &EventKind) -> Refresh {
 /// The whole dashboard.
 #[derive(Debug, Clone)]
 pub struct State {
-    pub link: Link,
-    pub daemon_version: Option<String>,
-    pub status: Option<Status>,
-    /// When `status` arrived (uptime keeps counting from there).
-    pub status_at_ms: i64,
+    /// Every knockd shown; one for `knockctl tui`, more with `-H`/`--hosts`. Never empty.
+    pub hosts: Vec<HostView>,
     pub attempts: Vec<Attempt>,
     pub grants: Vec<Grant>,
-    /// Attempts and grants knockd did not list (it sends the oldest `LIST_CAP` and the total).
-    pub attempts_unlisted: u64,
-    pub grants_unlisted: u64,
-    pub doors: Vec<DoorInfo>,
-    /// When `doors` arrived (TOTP doors' countdowns run from there).
-    pub doors_at_ms: i64,
     /// Newest first.
     pub log: VecDeque<LogEntry>,
     /// Entries that arrived while the log was paused, newest first.
@@ -238,22 +240,25 @@ pub struct State {
     pub color: bool,
     /// Time zone for clock times.
     pub tz: FixedOffset,
-    /// Since when the link is down: grants and doors on screen are what knockd said before.
-    pub stale_since_ms: Option<i64>,
 }
 
 impl State {
+    /// One knockd: the dashboard as `knockctl tui` shows it (no HOST column).
     pub fn new(color: bool, tz: FixedOffset) -> State {
+        State::fleet(vec![String::new()], color, tz)
+    }
+
+    /// Many knockd, by name (a HOST column, a line per host in the header). With one name,
+    /// the same as [`State::new`].
+    pub fn fleet(names: Vec<String>, color: bool, tz: FixedOffset) -> State {
+        let mut hosts: Vec<HostView> = names.into_iter().map(HostView::new).collect();
+        if hosts.is_empty() {
+            hosts.push(HostView::new(String::new()));
+        }
         State {
-            link: Link::Connecting,
-            daemon_version: None,
-            status: None,
-            status_at_ms: 0,
+            hosts,
             attempts: Vec::new(),
             grants: Vec::new(),
-            attempts_unlisted: 0,
-            grants_unlisted: 0,
-            doors: Vec::new(),
             log: VecDeque::new(),
             held: VecDeque::new(),
             paused: false,
@@ -267,43 +272,14 @@ impl State {
             notice: None,
             color,
             tz,
-            stale_since_ms: None,
-            doors_at_ms: 0,
         }
     }
 
-    /// Both connections are up and the handshake is done.
-    pub fn on_connected(&mut self, daemon_version: String, now: i64) {
-        self.push_log(
-            now,
-            LogKind::Info,
-            format!("connected to knockd {daemon_version}"),
-        );
-        self.daemon_version = Some(daemon_version);
-        self.link = Link::Connected;
-        self.stale_since_ms = None;
-    }
-
-    /// The link failed (or a retry failed); the next try is at `retry_at_ms`.
-    pub fn on_disconnected(&mut self, reason: String, retry_at_ms: i64, now: i64) {
-        let was = self.link.clone();
-        match was {
-            Link::Disconnected {
-                reason: ref old, ..
-            } if *old == reason => {}
-            _ => self.push_log(now, LogKind::Error, format!("disconnected: {reason}")),
+    /// A live event from host `host`'s subscription.
+    pub fn host_event(&mut self, host: usize, event: Event, now: i64) {
+        if host >= self.hosts.len() {
+            return;
         }
-        // Attempts live in the daemon's memory: whatever comes back starts afresh.
-        self.attempts.clear();
-        self.stale_since_ms.get_or_insert(now);
-        self.link = Link::Disconnected {
-            reason,
-            retry_at_ms,
-        };
-    }
-
-    /// A live event from the subscription.
-    pub fn on_event(&mut self, event: Event, now: i64) {
         let at = event.at_unix_ms;
         match event.kind {
             EventKind::Stage {
@@ -314,31 +290,34 @@ impl State {
             } => {
                 self.stage_times.push_back(at);
                 self.push_log(
+                    host,
                     at,
                     LogKind::Stage,
                     format!("{addr} {door} stage {stage}/{of}"),
                 );
-                self.on_stage(addr, door, stage, of, at);
+                self.on_stage(host, addr, door, stage, of, at);
             }
             EventKind::Reset { addr, door, stage } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Reset,
                     format!("{addr} {door} reset at stage {stage} (wrong knock)"),
                 );
-                self.end_attempt(addr, &door, Some(stage), AttemptEnd::Reset, at);
+                self.end_attempt(host, addr, &door, Some(stage), AttemptEnd::Reset, at);
             }
             EventKind::Timeout { addr, door, stage } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Timeout,
                     format!("{addr} {door} timed out at stage {stage}"),
                 );
-                self.end_attempt(addr, &door, Some(stage), AttemptEnd::Timeout, at);
+                self.end_attempt(host, addr, &door, Some(stage), AttemptEnd::Timeout, at);
             }
             EventKind::Open { addr, door } => {
-                self.push_log(at, LogKind::Open, format!("{addr} {door} OPEN"));
-                self.end_attempt(addr, &door, None, AttemptEnd::Open, at);
+                self.push_log(host, at, LogKind::Open, format!("{addr} {door} OPEN"));
+                self.end_attempt(host, addr, &door, None, AttemptEnd::Open, at);
             }
             EventKind::GrantAdded { grant } => {
                 let text = match grant.expires_in_ms {
@@ -350,11 +329,12 @@ impl State {
                     ),
                     None => format!("{} {} granted until revoked", grant.addr, grant.door),
                 };
-                self.push_log(at, LogKind::Grant, text);
-                self.upsert_grant(grant, at, at);
+                self.push_log(host, at, LogKind::Grant, text);
+                self.upsert_grant(host, grant, at, at);
             }
             EventKind::GrantRefreshed { grant } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Refresh,
                     format!(
@@ -364,26 +344,29 @@ impl State {
                         format_remaining(grant.expires_in_ms.map(|ms| ms.div_ceil(1000) * 1000))
                     ),
                 );
-                self.upsert_grant(grant, at, at);
+                self.upsert_grant(host, grant, at, at);
             }
             EventKind::GrantRevoked { grant } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Revoke,
                     format!("{} {} grant revoked", grant.addr, grant.door),
                 );
-                self.end_grant(grant, GrantEnd::Revoked, at);
+                self.end_grant(host, grant, GrantEnd::Revoked, at);
             }
             EventKind::GrantExpired { grant } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Expire,
                     format!("{} {} grant expired", grant.addr, grant.door),
                 );
-                self.end_grant(grant, GrantEnd::Expired, at);
+                self.end_grant(host, grant, GrantEnd::Expired, at);
             }
             EventKind::GrantClosed { grant, by_door } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Close,
                     format!(
@@ -391,10 +374,11 @@ impl State {
                         grant.addr, grant.door
                     ),
                 );
-                self.end_grant(grant, GrantEnd::Closed, at);
+                self.end_grant(host, grant, GrantEnd::Closed, at);
             }
             EventKind::CommandFailed { door, message } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Error,
                     format!("{door} command failed: {message}"),
@@ -405,10 +389,11 @@ impl State {
                 if !warnings.is_empty() {
                     text.push_str(&format!(", warnings: {}", warnings.join("; ")));
                 }
-                self.push_log(at, LogKind::Reload, text);
+                self.push_log(host, at, LogKind::Reload, text);
             }
             EventKind::ReloadFailed { errors } => {
                 self.push_log(
+                    host,
                     at,
                     LogKind::Error,
                     format!("reload failed: {}", errors.join("; ")),
@@ -416,6 +401,7 @@ impl State {
             }
             EventKind::Lagged { missed } => {
                 self.push_log(
+                    host,
                     now,
                     LogKind::Error,
                     format!("missed {missed} events (the dashboard fell behind)"),
@@ -423,90 +409,6 @@ impl State {
             }
         }
         self.prune(now);
-    }
-
-    /// knockd's answer to `request`.
-    pub fn on_response(&mut self, request: &Request, response: Response, now: i64) {
-        match response {
-            Response::Status { status } => {
-                self.daemon_version = Some(status.daemon_version.clone());
-                self.status = Some(status);
-                self.status_at_ms = now;
-            }
-            Response::Attempts { attempts, total } => {
-                self.attempts_unlisted = total.saturating_sub(attempts.len() as u64);
-                self.merge_attempts(attempts, total, now);
-            }
-            Response::Grants { grants, total } => {
-                self.grants_unlisted = total.saturating_sub(grants.len() as u64);
-                self.merge_grants(grants, total, now);
-            }
-            Response::Doors { doors } => {
-                self.doors = doors;
-                self.doors_at_ms = now;
-            }
-            Response::Clients { .. } | Response::ClientRevoked { .. } => {}
-            Response::Revoked { grants } => {
-                if grants.is_empty() {
-                    let (addr, door) = match request {
-                        Request::Revoke { addr, door } => (Some(*addr), door.as_deref()),
-                        _ => (None, None),
-                    };
-                    let text = match addr {
-                        Some(addr) => no_grant_message(addr, door),
-                        None => "nothing revoked".to_string(),
-                    };
-                    self.set_notice(text, true, Some(now));
-                } else {
-                    let names: Vec<String> = grants
-                        .iter()
-                        .map(|g| format!("{} ({})", g.addr, g.door))
-                        .collect();
-                    self.set_notice(format!("revoked {}", names.join(", ")), false, Some(now));
-                    for grant in grants {
-                        self.end_grant(grant, GrantEnd::Revoked, now);
-                    }
-                }
-            }
-            Response::Reloaded { warnings } => {
-                if warnings.is_empty() {
-                    self.set_notice("configuration reloaded".into(), false, Some(now));
-                } else {
-                    self.set_notice(
-                        format!("configuration reloaded with {} warning(s)", warnings.len()),
-                        false,
-                        Some(now),
-                    );
-                    self.overlay = Some(Overlay::ReloadWarnings { warnings });
-                }
-            }
-            Response::ReloadFailed { errors } => {
-                self.set_notice(
-                    "reload failed: the old configuration stays in force".into(),
-                    true,
-                    Some(now),
-                );
-                self.overlay = Some(Overlay::ReloadFailed { errors });
-            }
-            Response::Error { message } => {
-                self.set_notice(
-                    format!("knockd: {message} ({})", request.name()),
-                    true,
-                    Some(now),
-                );
-            }
-            Response::Subscribed => {}
-        }
-        self.prune(now);
-    }
-
-    /// A command could not be carried out (not connected, no answer).
-    pub fn on_command_failed(&mut self, request: &Request, reason: &str, now: i64) {
-        self.set_notice(
-            format!("{} failed: {reason}", request.name()),
-            true,
-            Some(now),
-        );
     }
 
     /// The 1 s tick: drop rows that have lingered long enough, age out notices.
@@ -531,25 +433,20 @@ impl State {
         n as f64 * 1000.0 / RATE_WINDOW_MS as f64
     }
 
-    /// knockd's uptime now, counted on from the last status.
-    pub fn uptime_secs(&self, now: i64) -> Option<u64> {
-        let status = self.status.as_ref()?;
-        let since = u64::try_from((now - self.status_at_ms).max(0) / 1000).unwrap_or(0);
-        Some(status.uptime_secs + since)
-    }
-
     pub fn set_notice(&mut self, text: String, error: bool, at_ms: Option<i64>) {
         self.notice = Some(Notice { text, error, at_ms });
     }
 
     // --- visible rows (after the filter), shared by render and the keys ---
 
-    fn matches(&self, addr: &IpAddr, door: &str) -> bool {
+    fn matches(&self, host: usize, addr: &IpAddr, door: &str) -> bool {
         if self.filter.is_empty() {
             return true;
         }
         let needle = self.filter.to_lowercase();
-        addr.to_string().contains(&needle) || door.to_lowercase().contains(&needle)
+        addr.to_string().contains(&needle)
+            || door.to_lowercase().contains(&needle)
+            || (self.is_fleet() && self.host_name(host).to_lowercase().contains(&needle))
     }
 
     /// Rows in a pane, after the filter.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::tui::fixtures::*;
+use knock_ipc::Response;
 
 fn row<'a>(s: &'a State, addr: &str, door: &str) -> &'a Attempt {
     s.attempts
@@ -402,15 +403,15 @@ fn disconnect_clears_attempts_and_logs_each_new_reason_once() {
     assert_eq!(s.grants.len(), 2, "grants outlive the link");
     assert_eq!(s.log.len(), lines + 1);
     assert_eq!(
-        s.link,
+        s.hosts[0].link,
         Link::Disconnected {
             reason: "connection closed".into(),
             retry_at_ms: T0 + 3_000
         }
     );
     s.on_connected("0.1.1".into(), T0 + 3_000);
-    assert_eq!(s.link, Link::Connected);
-    assert_eq!(s.daemon_version.as_deref(), Some("0.1.1"));
+    assert_eq!(s.hosts[0].link, Link::Connected);
+    assert_eq!(s.hosts[0].daemon_version.as_deref(), Some("0.1.1"));
 }
 
 #[test]
@@ -588,7 +589,7 @@ fn a_truncated_attempt_list_ends_only_rows_it_would_have_listed() {
         None,
         "younger than every listed attempt: not listed, not ended"
     );
-    assert_eq!(s.attempts_unlisted, 19_998);
+    assert_eq!(s.hosts[0].attempts_unlisted, 19_998);
 }
 
 /// The same for grants: knockd lists the oldest; a grant opened after the youngest listed one
@@ -626,5 +627,7 @@ fn a_truncated_grant_list_closes_only_rows_it_would_have_listed() {
     assert_eq!(ended("10.0.0.1"), Some(false));
     assert_eq!(ended("10.0.0.2"), Some(true), "would have been listed");
     assert_eq!(ended("10.0.0.3"), Some(false), "younger: just not listed");
-    assert_eq!(s.grants_unlisted, 19_998);
+    assert_eq!(s.hosts[0].grants_unlisted, 19_998);
 }
+
+mod fleet;

@@ -102,6 +102,7 @@ mod tests {
             proto: Proto::Tcp,
             port: 22,
             door: "ssh".into(),
+            instance: None,
         };
         let t = Some(Duration::from_secs(30));
         let put = "nft put 10.0.0.2 . tcp . 22 timeout 30000ms";

@@ -104,6 +104,7 @@ pub fn fw_rule(e: &Elem, door: &str) -> crate::firewall::FwRule {
         proto: e.proto,
         port: e.port,
         door: door.to_string(),
+        instance: None,
     }
 }
 
