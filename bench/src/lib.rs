@@ -13,10 +13,12 @@
 //! - [`access`]: a listener on the opened port and the client's real connection to it;
 //!   [`fwcount`]: rules and set elements left in the firewall.
 //! - [`procfs`]: CPU and memory of a daemon.
+//! - [`fleet`]: `knock-bench fleet`, knockctl over many hosts through real ssh.
 //! - [`runner`]: the scenarios; [`report`]: table, JSON and targets; [`stats`]: percentiles.
 
 pub mod access;
 pub mod daemon;
+pub mod fleet;
 pub mod floor;
 pub mod fwcount;
 pub mod monitor;

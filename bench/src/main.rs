@@ -19,6 +19,8 @@ use knock_bench::runner::Plan;
 spoofed sources are from 10.192.0.0/12. Prints a side-by-side table and writes a JSON report."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// A few seconds in all, tiny counts and low rates: checks that it runs and reports
     #[arg(long)]
     smoke: bool,
@@ -40,12 +42,43 @@ struct Args {
     /// Scan-flood rates in packets per second, comma-separated (empty: none)
     #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
     scan_rates: Option<Vec<u64>>,
+    /// Completing-flood rates (a new source per sequence), comma-separated (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    completing_rates: Option<Vec<u64>>,
+    /// Rates of the completing flood from 30k sources over 127 /24s (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    narrow_rates: Option<Vec<u64>>,
+    /// Rates of the flood on the seed doors' ports in random order from 30k sources (empty: none)
+    #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
+    shuffled_rates: Option<Vec<u64>>,
     /// Distinct spoofed sources in the state-growth scenario (0: skip it)
     #[arg(long, value_name = "N")]
     growth_sources: Option<u64>,
     /// Rate of the state-growth scenario in packets per second
     #[arg(long, value_name = "PPS")]
     growth_rate: Option<u64>,
+}
+
+/// Benchmarks other than the daemons' side by side.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// `knockctl list` over many hosts through real ssh (a namespace per host with its own
+    /// sshd and knockd): one host step by step, then each size as root (bash rc), as a lab
+    /// user with /bin/sh, and with --ssh-persist (first and warm); wall time, client and
+    /// servers' CPU, load average. Prints markdown tables.
+    Fleet {
+        /// Fleet sizes, comma-separated (0: only the one-host steps)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,25,50",
+            value_name = "N"
+        )]
+        sizes: Vec<usize>,
+        /// Runs per size and mode
+        #[arg(long, default_value = "5", value_name = "N")]
+        runs: usize,
+    },
 }
 
 impl Args {
@@ -79,6 +112,15 @@ impl Args {
         if let Some(r) = &self.scan_rates {
             plan.scan_rates = r.clone();
         }
+        if let Some(r) = &self.completing_rates {
+            plan.completing_rates = r.clone();
+        }
+        if let Some(r) = &self.narrow_rates {
+            plan.narrow_rates = r.clone();
+        }
+        if let Some(r) = &self.shuffled_rates {
+            plan.shuffled_rates = r.clone();
+        }
         if let Some(n) = self.growth_sources {
             plan.growth_sources = n.min(1_000_000);
         }
@@ -91,6 +133,23 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Fleet { sizes, runs }) = &args.command {
+        let plan = knock_bench::fleet::FleetPlan {
+            sizes: sizes
+                .iter()
+                .filter(|&&n| n > 0)
+                .map(|&n| n.min(200))
+                .collect(),
+            runs: (*runs).max(1),
+        };
+        return match knock_bench::fleet::run(&plan) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("knock-bench fleet: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

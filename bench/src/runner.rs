@@ -40,6 +40,10 @@ pub struct Plan {
     pub scan_rates: Vec<u64>,
     /// Completing floods: every spoofed source sends the whole sequence.
     pub completing_rates: Vec<u64>,
+    /// Completing floods from [`NARROW_SOURCES`] sources over [`NARROW_NETS`] /24s.
+    pub narrow_rates: Vec<u64>,
+    /// Floods on the seed doors' ports in random order from [`NARROW_SOURCES`] sources.
+    pub shuffled_rates: Vec<u64>,
     /// State growth: this many first knocks from distinct sources at `growth_rate`.
     pub growth_sources: u64,
     pub growth_rate: u64,
@@ -63,6 +67,8 @@ impl Plan {
             door_rates: vec![20_000, 50_000, 100_000, 200_000],
             scan_rates: vec![50_000, 100_000],
             completing_rates: vec![20_000],
+            narrow_rates: vec![20_000],
+            shuffled_rates: vec![20_000],
             growth_sources: 1_000_000,
             growth_rate: 100_000,
             legit_interval: Duration::from_millis(500),
@@ -83,6 +89,8 @@ impl Plan {
             scan_rates: vec![2_000],
             // 400 packets: 133 sources completing the sequence.
             completing_rates: vec![1_000],
+            narrow_rates: Vec::new(),
+            shuffled_rates: Vec::new(),
             growth_sources: 1_000,
             growth_rate: 2_500,
             legit_interval: Duration::from_millis(100),
@@ -104,11 +112,18 @@ impl Plan {
                 .iter()
                 .map(|&pps| Scenario::ScanFlood { pps }),
         );
-        v.extend(
-            self.completing_rates
-                .iter()
-                .map(|&pps| Scenario::CompletingFlood { pps }),
-        );
+        let completing = [
+            (&self.completing_rates, Spread::Wide),
+            (&self.narrow_rates, Spread::Narrow),
+            (&self.shuffled_rates, Spread::Shuffled),
+        ];
+        for (rates, spread) in completing {
+            v.extend(
+                rates
+                    .iter()
+                    .map(|&pps| Scenario::CompletingFlood { pps, spread }),
+            );
+        }
         if self.growth_sources > 0 {
             v.push(Scenario::StateGrowth {
                 sources: self.growth_sources,
@@ -131,9 +146,27 @@ pub enum Scenario {
     /// enough that none of them expires during the run.
     StateGrowth { sources: u64, pps: u64 },
     /// Spoofed sources that each send the whole sequence, in order, against the seed's
-    /// doors; the legitimate client connects after each knock.
-    CompletingFlood { pps: u64 },
+    /// doors (or, [`Spread::Shuffled`], its ports in random order); the legitimate client
+    /// connects after each knock.
+    CompletingFlood { pps: u64, spread: Spread },
 }
+
+/// Where a completing flood comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// A new source for every sequence, sequential (a /24 after the other).
+    Wide,
+    /// [`NARROW_SOURCES`] sources over [`NARROW_NETS`] /24s, each knocking again and again.
+    Narrow,
+    /// SYNs to the seed's three ports in random order from [`NARROW_SOURCES`] sources: some
+    /// complete a sequence (of either door) by chance.
+    Shuffled,
+}
+
+/// The narrow and shuffled floods' sources...
+pub const NARROW_SOURCES: u32 = 30_000;
+/// ...and the narrow flood's /24 networks.
+pub const NARROW_NETS: u32 = 127;
 
 impl Scenario {
     pub fn name(&self) -> String {
@@ -142,7 +175,11 @@ impl Scenario {
             Scenario::DoorFlood { pps } => format!("door-flood-{}", si(pps)),
             Scenario::ScanFlood { pps } => format!("scan-flood-{}", si(pps)),
             Scenario::StateGrowth { sources, .. } => format!("state-growth-{}", si(sources)),
-            Scenario::CompletingFlood { pps } => format!("completing-flood-{}", si(pps)),
+            Scenario::CompletingFlood { pps, spread } => match spread {
+                Spread::Wide => format!("completing-flood-{}", si(pps)),
+                Spread::Narrow => format!("completing-flood-{NARROW_NETS}nets-{}", si(pps)),
+                Spread::Shuffled => format!("completing-flood-shuffled-{}", si(pps)),
+            },
         }
     }
 
@@ -175,8 +212,19 @@ impl Scenario {
                 rate_pps: pps,
                 duration: plan.flood,
             }),
-            Scenario::CompletingFlood { pps } => Some(FloodSpec {
-                pattern: Pattern::Completing { ports: SEQUENCE },
+            Scenario::CompletingFlood { pps, spread } => Some(FloodSpec {
+                pattern: match spread {
+                    Spread::Wide => Pattern::Completing { ports: SEQUENCE },
+                    Spread::Narrow => Pattern::CompletingOver {
+                        ports: SEQUENCE,
+                        sources: NARROW_SOURCES,
+                        nets: NARROW_NETS,
+                    },
+                    Spread::Shuffled => Pattern::Shuffled {
+                        ports: SEQUENCE,
+                        sources: NARROW_SOURCES,
+                    },
+                },
                 rate_pps: pps,
                 duration: plan.flood,
             }),
@@ -469,7 +517,10 @@ mod tests {
 
     #[test]
     fn completing_flood_sends_whole_sequences_against_the_seed_doors() {
-        let s = Scenario::CompletingFlood { pps: 20_000 };
+        let s = Scenario::CompletingFlood {
+            pps: 20_000,
+            spread: Spread::Wide,
+        };
         assert_eq!(s.name(), "completing-flood-20k");
         assert_eq!(s.doors(), Doors::Seed);
         assert_eq!(Scenario::DoorFlood { pps: 1 }.doors(), Doors::Bench);
@@ -485,6 +536,39 @@ mod tests {
             .scenarios()
             .iter()
             .any(|s| matches!(s, Scenario::CompletingFlood { .. })));
+    }
+
+    #[test]
+    fn narrow_and_shuffled_floods_use_30k_sources_on_the_seed_doors() {
+        let narrow = Scenario::CompletingFlood {
+            pps: 20_000,
+            spread: Spread::Narrow,
+        };
+        assert_eq!(narrow.name(), "completing-flood-127nets-20k");
+        assert_eq!(narrow.doors(), Doors::Seed);
+        let spec = narrow.flood(&Plan::full()).expect("a flood");
+        assert_eq!(spec.total(), 200_000);
+        assert_eq!(
+            spec.pattern,
+            Pattern::CompletingOver {
+                ports: SEQUENCE,
+                sources: 30_000,
+                nets: 127
+            }
+        );
+        let shuffled = Scenario::CompletingFlood {
+            pps: 20_000,
+            spread: Spread::Shuffled,
+        };
+        assert_eq!(shuffled.name(), "completing-flood-shuffled-20k");
+        assert_eq!(shuffled.doors(), Doors::Seed);
+        assert_eq!(
+            shuffled.flood(&Plan::full()).expect("a flood").pattern,
+            Pattern::Shuffled {
+                ports: SEQUENCE,
+                sources: 30_000
+            }
+        );
     }
 
     #[test]
@@ -513,6 +597,8 @@ mod tests {
             "scan-flood-50k",
             "state-growth-1M",
             "completing-flood-20k",
+            "completing-flood-127nets-20k",
+            "completing-flood-shuffled-20k",
         ] {
             assert!(
                 names.iter().any(|n| n == want),

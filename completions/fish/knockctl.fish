@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_knockctl_global_optspecs
-    string join \n socket= json H/host= hosts= hosts-file= timeout= h/help V/version
+    string join \n socket= json H/host= hosts= hosts-file= ssh-persist= timeout= h/help V/version
 end
 
 function __fish_knockctl_needs_command
@@ -28,6 +28,7 @@ complete -c knockctl -n "__fish_knockctl_needs_command" -l socket -d 'Control so
 complete -c knockctl -n "__fish_knockctl_needs_command" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_needs_command" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_needs_command" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_needs_command" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_needs_command" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_needs_command" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -49,6 +50,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l socket -d '
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand status" -s h -l help -d 'Print help'
@@ -57,6 +59,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l socket -d 'Co
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand list" -s h -l help -d 'Print help'
@@ -65,6 +68,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l socket -d '
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand grants" -s h -l help -d 'Print help'
@@ -73,6 +77,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l socket -d
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand attempts" -s h -l help -d 'Print help'
@@ -81,6 +86,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l socket -d 'C
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand doors" -s h -l help -d 'Print help'
@@ -91,6 +97,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l socket -d '
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand revoke" -s h -l help -d 'Print help'
@@ -99,6 +106,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l socket -d '
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand reload" -s h -l help -d 'Print help'
@@ -107,6 +115,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l socket -d 'Co
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tail" -s h -l help -d 'Print help'
@@ -115,6 +124,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l socket -d 'Con
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand tui" -s h -l help -d 'Print help'
@@ -123,6 +133,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l socket -d 
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand metrics" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -131,6 +142,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fis
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and not __fish_seen_subcommand_from revoke help" -s h -l help -d 'Print help'
@@ -141,6 +153,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_se
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -l close -d 'Also close the grants its packets opened'
 complete -c knockctl -n "__fish_knockctl_using_subcommand clients; and __fish_seen_subcommand_from revoke" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
@@ -152,6 +165,7 @@ complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l socket 
 complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -s H -l host -d 'A knockd to talk to: unix:///path/to.sock or ssh://[user@]host[:port][/socket/path] (repeat for many hosts; default: KNOCKCTL_HOST, comma-separated, else --socket)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l hosts -d 'Hosts or groups of the hosts file to talk to (NAME[,NAME]; `all`: every host)' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l hosts-file -d 'The hosts file [default: ~/.config/knockctl/hosts.toml]' -r -F
+complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l ssh-persist -d 'Share one ssh connection per host (ssh\'s ControlMaster), kept SECS after its last command, so later commands skip the login (0: no sharing; default: the hosts file\'s [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or ControlPath: ssh\'s own settings win' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l timeout -d 'Seconds each host gets to connect and answer; a host that takes longer is reported and the others\' answers are printed' -r
 complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -l json -d 'Machine-readable output: one JSON document (tail: one JSON object per line)'
 complete -c knockctl -n "__fish_knockctl_using_subcommand dial-stdio" -s h -l help -d 'Print help (see more with \'--help\')'

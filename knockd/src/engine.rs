@@ -266,8 +266,14 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     ) -> Result<(), EngineError> {
         tokio::pin!(shutdown);
         let mut result = Ok(());
+        // Under a flood (a large batch just came) the next batch is a few ms away: deadlines
+        // until then are handled with it, not by a wake-up of their own (see below).
+        let mut busy_until: Option<Instant> = None;
         loop {
-            let deadline = self.next_deadline();
+            let deadline = match (self.next_deadline(), busy_until) {
+                (Some(d), Some(b)) => Some(d.max(b)),
+                (d, _) => d,
+            };
             let sleep = tokio::time::sleep_until(
                 deadline
                     .map(tokio::time::Instant::from_std)
@@ -285,6 +291,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         for p in &batch {
                             self.on_packet(p, at);
                         }
+                        let t = now();
+                        if self.next_deadline().is_some_and(|d| d <= t) {
+                            self.on_timer(t);
+                        }
+                        busy_until = (batch.len() >= crate::capture::pacer::BUSY_BATCH)
+                            .then(|| t + crate::capture::pacer::COALESCE);
                     }
                     Some(CaptureMsg::Spa(datagrams, at)) => self.on_spa(&datagrams, at),
                     Some(CaptureMsg::Error(e)) => {
@@ -430,6 +442,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
 
     /// Log and count what the matcher reported; open the door it opened.
     fn on_match(&mut self, ev: MatchEvent, now: Instant) {
+        if let MatchEvent::Reset { src, door, .. } = &ev {
+            // A wrong knock counts against its network's starts (a flood breaks attempts).
+            if let Some(d) = self.config.doors.get(*door) {
+                self.starts.wrong_knock(&self.config, &d.name, *src, now);
+            }
+        }
         let opened = self
             .events
             .on_match(ev, now, &self.config.doors, &self.matcher, &self.totp);

@@ -20,11 +20,21 @@
 //!   highest-scoring network is dropped for a newcomer from a quieter network; a newcomer
 //!   that would itself be served last is refused.
 //! - **One per source.** A source already waiting is not queued twice.
+//! - **Floods are refused, not queued.** A network that asks for the door's opens faster than
+//!   any client behind it does (score above [`FLOOD_SCORE`]: about 17 opens a second,
+//!   sustained), or that breaks the door's attempts with wrong knocks at a rate no client's
+//!   lost packet explains ([`FLOOD_NOISE`] wrong knocks, decaying like the score: about 14 a
+//!   second), gets no start until its meters decay below the limits: each start is a process
+//!   or a rule, and a spoofed flood completing the sequence (in order, or by chance over its
+//!   ports in random order) would otherwise keep the door's whole start rate busy. A client's
+//!   own network scores a few points and makes no wrong knocks, so it is served as before.
 //!
 //! What it does not stop: an attacker who spoofs the legitimate client's own network shares
-//! its queue and its score; one who completes the sequence from more quiet networks than the
-//! rate can serve (each network sending as little as a real client) is indistinguishable from
-//! that many real clients, and they share the rate first come, first served.
+//! its queue and its meters (a flood from it refuses the client's starts too while it lasts,
+//! as the network cap already did); one who completes the sequence from more quiet networks
+//! than the rate can serve (each network sending as little as a real client) is
+//! indistinguishable from that many real clients, and they share the rate first come, first
+//! served.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -56,6 +66,14 @@ pub const QUEUE_CAP: usize = 32;
 pub const NET_CAP: usize = 4;
 pub const HALF_LIFE: Duration = Duration::from_secs(1);
 pub const MAX_NETS: usize = 4096;
+/// A network whose score (opens asked, halving every [`HALF_LIFE`]) passes this, or the
+/// door's whole rate if that is higher, is flooding: with the default rate about 17 opens a
+/// second of one door, sustained, or 24 at once.
+pub const FLOOD_SCORE: f64 = 24.0;
+/// A network whose wrong knocks on the door (attempts broken, halving every [`HALF_LIFE`])
+/// pass this, or the door's rate if that is higher, is flooding: with the default rate about
+/// 14 a second, sustained (a client's lost packet is one).
+pub const FLOOD_NOISE: f64 = 20.0;
 
 impl FairConfig {
     /// `rate` starts per second (burst: one second's worth), the default bounds.
@@ -84,7 +102,7 @@ pub enum StartRefusal {
 }
 
 /// What [`FairStarts::offer`] did with a start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
     /// Waiting for its turn (call [`FairStarts::pop`]).
     Queued,
@@ -93,20 +111,55 @@ pub enum Offer {
     /// The source was already waiting: nothing changed.
     AlreadyWaiting,
     Refused(StartRefusal),
+    /// Refused: its network floods the door (see [`FLOOD_SCORE`], [`FLOOD_NOISE`]); the
+    /// starts of that network that were waiting are dropped too (listed).
+    Flooding(Vec<IpAddr>),
 }
 
 #[derive(Debug)]
 struct Net {
     /// Waiting sources, oldest first, with their arrival number.
     waiting: VecDeque<(IpAddr, u64)>,
+    /// Opens asked, and wrong knocks, both as of `scored_at`.
     score: f64,
+    noise: f64,
     scored_at: Instant,
 }
 
 impl Net {
-    fn score_at(&self, now: Instant, half_life: Duration) -> f64 {
+    fn new(now: Instant) -> Net {
+        Net {
+            waiting: VecDeque::new(),
+            score: 0.0,
+            noise: 0.0,
+            scored_at: now,
+        }
+    }
+
+    /// What a value as of `scored_at` has decayed to at `now`.
+    fn decay(&self, now: Instant, half_life: Duration) -> f64 {
         let dt = now.saturating_duration_since(self.scored_at).as_secs_f64();
-        self.score * 0.5f64.powf(dt / half_life.as_secs_f64().max(1e-3))
+        if dt == 0.0 {
+            return 1.0;
+        }
+        0.5f64.powf(dt / half_life.as_secs_f64().max(1e-3))
+    }
+
+    fn score_at(&self, now: Instant, half_life: Duration) -> f64 {
+        self.score * self.decay(now, half_life)
+    }
+
+    /// Bring both meters to `now`.
+    fn touch(&mut self, now: Instant, half_life: Duration) {
+        let f = self.decay(now, half_life);
+        self.score *= f;
+        self.noise *= f;
+        self.scored_at = now;
+    }
+
+    /// See [`FLOOD_SCORE`] and [`FLOOD_NOISE`] (meters brought to now).
+    fn flooding(&self, cfg: &FairConfig) -> bool {
+        self.score > FLOOD_SCORE.max(cfg.rate) || self.noise > FLOOD_NOISE.max(cfg.rate)
     }
 }
 
@@ -160,15 +213,14 @@ impl FairStarts {
         }
         self.refill(now);
         let half_life = self.cfg.half_life;
-        let net = self.nets.entry(id).or_insert_with(|| Net {
-            waiting: VecDeque::new(),
-            score: 0.0,
-            scored_at: now,
-        });
-        net.score = net.score_at(now, half_life) + 1.0;
-        net.scored_at = now;
+        let net = self.nets.entry(id).or_insert_with(|| Net::new(now));
+        net.touch(now, half_life);
+        net.score += 1.0;
         if net.waiting.iter().any(|&(a, _)| a == src) {
             return Offer::AlreadyWaiting;
+        }
+        if net.flooding(&self.cfg) {
+            return Offer::Flooding(self.drop_all(id));
         }
         if net.waiting.len() >= self.cfg.net_cap {
             return Offer::Refused(StartRefusal::NetworkBusy);
@@ -202,6 +254,19 @@ impl FairStarts {
             Some(a) => Offer::Displaced(a),
             None => Offer::Queued,
         }
+    }
+
+    /// `src` broke an attempt on the door with a wrong knock at `now`: one more against its
+    /// network (see [`FLOOD_NOISE`]).
+    pub fn wrong_knock(&mut self, src: IpAddr, now: Instant) {
+        let id = network(src, self.cfg.prefix_v4, self.cfg.prefix_v6);
+        if !self.nets.contains_key(&id) && self.nets.len() >= self.cfg.max_nets {
+            self.forget_idle(now);
+        }
+        let half_life = self.cfg.half_life;
+        let net = self.nets.entry(id).or_insert_with(|| Net::new(now));
+        net.touch(now, half_life);
+        net.noise += 1.0;
     }
 
     /// The next start to run at `now`, if a token is there: the waiting network with the
@@ -264,6 +329,19 @@ impl FairStarts {
             .map(|(id, _, _)| id)
     }
 
+    /// Drop every start network `id` has waiting.
+    fn drop_all(&mut self, id: NetId) -> Vec<IpAddr> {
+        let Some(net) = self.nets.get_mut(&id) else {
+            return Vec::new();
+        };
+        let gone: Vec<IpAddr> = net.waiting.drain(..).map(|(a, _)| a).collect();
+        if !gone.is_empty() {
+            self.active.retain(|n| *n != id);
+            self.waiting -= gone.len();
+        }
+        gone
+    }
+
     fn drop_newest(&mut self, id: NetId) -> Option<IpAddr> {
         let net = self.nets.get_mut(&id)?;
         let (src, _) = net.waiting.pop_back()?;
@@ -274,12 +352,14 @@ impl FairStarts {
         Some(src)
     }
 
-    /// Forget networks with nothing waiting, quietest first: those whose score decayed
+    /// Forget networks with nothing waiting, quietest first: those whose meters decayed
     /// below one, then (if still three quarters full) every idle one.
     fn forget_idle(&mut self, now: Instant) {
         let half_life = self.cfg.half_life;
-        self.nets
-            .retain(|_, n| !n.waiting.is_empty() || n.score_at(now, half_life) >= 1.0);
+        self.nets.retain(|_, n| {
+            let f = n.decay(now, half_life);
+            !n.waiting.is_empty() || n.score * f >= 1.0 || n.noise * f >= 1.0
+        });
         if self.nets.len() >= self.cfg.max_nets * 3 / 4 {
             self.nets.retain(|_, n| !n.waiting.is_empty());
         }
@@ -361,8 +441,8 @@ mod tests {
             burst: 0.0,
             ..cfg(1)
         });
-        // A flooding /24: 100 completions, 4 of them waiting.
-        for n in 0..100 {
+        // A busy /24: 20 completions (below a flood), 4 of them waiting.
+        for n in 0..20 {
             q.offer(flood(n), t0);
         }
         // Two quiet networks, one start each.
@@ -383,9 +463,9 @@ mod tests {
             burst: 0.0,
             ..cfg(1)
         });
-        // Fill the queue: 8 flooding /24s with 4 waiting each (and 50 asked each).
+        // Fill the queue: 8 busy /24s with 4 waiting each (and 20 asked each).
         for n in 0..(8 * 256) {
-            if n % 256 < 50 {
+            if n % 256 < 20 {
                 q.offer(flood(n), t0);
             }
         }
@@ -403,12 +483,12 @@ mod tests {
         // Its next completions displace until its own network is the busiest waiting one or
         // holds net_cap starts; then they are refused.
         let mut refused = 0;
-        for n in 1..100 {
+        for n in 1..20 {
             if let Offer::Refused(_) = q.offer(flood(9 * 256 + n), t0) {
                 refused += 1;
             }
         }
-        assert_eq!(refused, 99 - (NET_CAP - 1));
+        assert_eq!(refused, 19 - (NET_CAP - 1));
         let id = network(newcomer, 24, 64);
         assert_eq!(q.nets.get(&id).map(|n| n.waiting.len()), Some(NET_CAP));
         assert_eq!(q.waiting(), QUEUE_CAP);
@@ -528,6 +608,162 @@ mod tests {
         }
         // 11 s at 20/s plus the burst: the door's start rate holds.
         assert!(served <= 11 * rate + rate + 1, "served {served}");
+    }
+
+    #[test]
+    fn a_flooding_network_gets_no_start_until_it_calms_down() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 1000.0,
+            ..cfg(20)
+        });
+        let mut served = 0;
+        for n in 0..100 {
+            match q.offer(flood(n), t0) {
+                Offer::Queued => served += usize::from(q.pop(t0).is_some()),
+                Offer::Flooding(dropped) => assert!(dropped.is_empty()),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        assert_eq!(served, FLOOD_SCORE as usize);
+        assert_eq!(q.waiting(), 0, "refused, not queued");
+        // Another network is served meanwhile.
+        assert_eq!(q.offer(LEGIT, t0), Offer::Queued);
+        assert_eq!(q.pop(t0), Some(LEGIT));
+        // Five half-lives later the flood's score (100 asked) is down to about 3.
+        let later = t0 + HALF_LIFE * 5;
+        assert_eq!(q.offer(flood(200), later), Offer::Queued);
+    }
+
+    /// A door whose StartRate is raised past the flood limits lets one network ask for that
+    /// many (a big NAT's clients, a test's burst).
+    #[test]
+    fn the_flood_limits_grow_with_the_door_rate() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(cfg(1000));
+        for n in 0..250 {
+            q.wrong_knock(flood(n), t0);
+            q.wrong_knock(flood(n), t0);
+        }
+        for n in 0..250 {
+            assert_eq!(q.offer(flood(n), t0), Offer::Queued, "{n}");
+            assert_eq!(q.pop(t0), Some(flood(n)));
+        }
+    }
+
+    /// The starts a network had waiting when it turned to flooding are dropped with it.
+    #[test]
+    fn a_network_turning_to_flooding_loses_its_waiting_starts() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(FairConfig {
+            burst: 0.0,
+            ..cfg(1)
+        });
+        assert_eq!(q.offer(LEGIT, t0), Offer::Queued);
+        let mut dropped = Vec::new();
+        for n in 0..30 {
+            if let Offer::Flooding(d) = q.offer(flood(n), t0) {
+                dropped.extend(d);
+            }
+        }
+        assert_eq!(dropped, (0..NET_CAP as u32).map(flood).collect::<Vec<_>>());
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(q.pop(t0 + Duration::from_secs(1)), Some(LEGIT));
+        assert_eq!(q.pop(t0 + Duration::from_secs(9)), None);
+    }
+
+    #[test]
+    fn a_network_breaking_attempts_gets_no_start_until_it_calms_down() {
+        let t0 = Instant::now();
+        let mut q = FairStarts::new(cfg(20));
+        for n in 0..FLOOD_NOISE as u32 {
+            q.wrong_knock(flood(n), t0);
+        }
+        assert_eq!(
+            q.offer(flood(1), t0),
+            Offer::Queued,
+            "at the limit, not past it"
+        );
+        assert_eq!(q.pop(t0), Some(flood(1)));
+        q.wrong_knock(flood(7), t0);
+        assert_eq!(q.offer(flood(2), t0), Offer::Flooding(Vec::new()));
+        // Wrong knocks of another network, or of the next /24, change nothing for LEGIT.
+        assert_eq!(q.offer(LEGIT, t0), Offer::Queued);
+        assert_eq!(q.offer(flood(256), t0), Offer::Queued);
+        // A client's lost packet is a wrong knock or two: nowhere near.
+        q.wrong_knock(LEGIT, t0);
+        assert_eq!(q.offer(v4(10, 99, 77, 3), t0), Offer::Queued);
+        let later = t0 + HALF_LIFE * 2;
+        assert_eq!(q.offer(flood(3), later), Offer::Queued);
+    }
+
+    /// A flood from `nets` /24s, each asking `opens` opens and making `wrong` wrong knocks a
+    /// second, for 10 s while the legitimate client knocks every 0.5 s (as the bench does):
+    /// the flood's starts served, and the legit client's waits.
+    fn flood_against_legit(nets: u32, opens: u32, wrong: u32) -> (u32, Vec<Duration>) {
+        let t0 = Instant::now();
+        let rate = 20;
+        let mut q = FairStarts::new(cfg(rate));
+        let tick = Duration::from_millis(1);
+        let (mut flood_served, mut waits, mut legit_at) = (0u32, Vec::new(), None);
+        let mut k = 0u32;
+        for ms in 0..10_000u32 {
+            let now = t0 + tick * ms;
+            for net in 0..nets {
+                // Spread each network's events over the second.
+                let phase = (ms + net * 7) % 1000;
+                if phase * opens / 1000 != (phase + 1) * opens / 1000 {
+                    k = (k + 1) % 250;
+                    q.offer(flood(net * 256 + k), now);
+                }
+                if phase * wrong / 1000 != (phase + 1) * wrong / 1000 {
+                    q.wrong_knock(flood(net * 256 + k), now);
+                }
+            }
+            if ms % 500 == 0 {
+                let offer = q.offer(LEGIT, now);
+                assert!(
+                    matches!(offer, Offer::Queued | Offer::Displaced(_)),
+                    "{offer:?}"
+                );
+                legit_at = Some(now);
+            }
+            while let Some(src) = q.pop(now) {
+                if src == LEGIT {
+                    waits.push(now - legit_at.take().expect("legit was waiting"));
+                } else {
+                    flood_served += 1;
+                }
+            }
+        }
+        (flood_served, waits)
+    }
+
+    /// The bench's floods on the seed's doors: 30,000 sources over 127 /24s completing in
+    /// order (52 opens a second per network), and over 118 /24s knocking the three ports in
+    /// random order (about 4 completions and 100 wrong knocks a second per network and door).
+    /// The flood gets a handful of starts in its first second and none after; every legit
+    /// knock is served within a few tokens (in the first second the flood's networks score
+    /// no more than the client's).
+    #[test]
+    fn floods_from_a_few_hundred_networks_get_no_starts_and_the_client_all() {
+        for (nets, opens, wrong) in [(127, 52, 0), (118, 4, 100)] {
+            let (flood_served, waits) = flood_against_legit(nets, opens, wrong);
+            assert_eq!(waits.len(), 20, "{nets} nets: every legit knock served");
+            assert!(
+                waits.iter().all(|w| *w <= Duration::from_millis(250)),
+                "{nets} nets: {waits:?}"
+            );
+            assert!(
+                flood_served <= 40,
+                "{nets} nets: the flood got {flood_served} starts in 10 s"
+            );
+        }
+        // Without the wrong knocks, a few completions per network and second are what many
+        // real networks would ask together: served at the door's rate.
+        let (flood_served, waits) = flood_against_legit(118, 4, 0);
+        assert_eq!(waits.len(), 20);
+        assert!(flood_served > 150, "{flood_served}");
     }
 
     proptest! {

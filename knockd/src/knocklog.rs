@@ -16,6 +16,13 @@ pub trait LogSink: Send {
     fn line_at(&mut self, _at: SystemTime, msg: &str) {
         self.line(msg);
     }
+    /// Lines queued together, in order (the log writer's thread hands over what piled up
+    /// since its last write): a sink may write them at once.
+    fn lines_at(&mut self, lines: &[(SystemTime, String)]) {
+        for (at, msg) in lines {
+            self.line_at(*at, msg);
+        }
+    }
     /// Lines lost so far (a full queue, a full syslog socket).
     fn dropped(&self) -> u64 {
         0
@@ -39,6 +46,10 @@ pub fn syslog_line(now: chrono::DateTime<chrono::Local>, msg: &str) -> String {
 
 pub struct KnockLog {
     file: Option<(PathBuf, File)>,
+    /// The LogFile's text of the lines being written, sent in one write.
+    buf: Vec<u8>,
+    /// The last `[YYYY-MM-DD HH:MM] ` prefix, for the local minute it stands for.
+    minute: Option<(i64, String)>,
     syslog: Option<UnixDatagram>,
     /// Syslog lines dropped because the socket stayed full for [`SYSLOG_WAIT`], not yet said.
     syslog_dropped: u64,
@@ -60,6 +71,8 @@ impl KnockLog {
         let syslog = if use_syslog { connect_syslog() } else { None };
         Ok(KnockLog {
             file,
+            buf: Vec::new(),
+            minute: None,
             syslog,
             syslog_dropped: 0,
             syslog_dropped_total: 0,
@@ -101,6 +114,45 @@ impl LogSink for KnockLog {
     }
 
     fn line_at(&mut self, at: SystemTime, msg: &str) {
+        self.push(at, msg);
+        self.write_file();
+    }
+
+    /// One write to the LogFile for all of `lines` (syslog and stderr still get one message
+    /// per line).
+    fn lines_at(&mut self, lines: &[(SystemTime, String)]) {
+        for (at, msg) in lines {
+            self.push(*at, msg);
+        }
+        self.write_file();
+    }
+}
+
+impl KnockLog {
+    /// Keep the LogFile prefix `[YYYY-MM-DD HH:MM] ` for `now`: formatted once per local
+    /// minute, not per line.
+    fn refresh_prefix(&mut self, now: chrono::DateTime<chrono::Local>) {
+        let minute = now.naive_local().and_utc().timestamp().div_euclid(60);
+        if self.minute.as_ref().map(|(m, _)| *m) != Some(minute) {
+            let text = format!("[{}] ", now.format("%Y-%m-%d %H:%M"));
+            self.minute = Some((minute, text));
+        }
+    }
+
+    /// Write what [`Self::push`] gathered to the LogFile, in one write.
+    fn write_file(&mut self) {
+        if let Some((path, f)) = &mut self.file {
+            if !self.buf.is_empty() {
+                if let Err(e) = f.write_all(&self.buf) {
+                    tracing::warn!("cannot write log file {}: {e}", path.display());
+                }
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Send one line to stderr (tracing) and syslog, and add it to the LogFile's buffer.
+    fn push(&mut self, at: SystemTime, msg: &str) {
         if msg.starts_with("error") {
             tracing::error!(target: "knockd", "{msg}");
         } else if msg.contains("warning") {
@@ -109,10 +161,13 @@ impl LogSink for KnockLog {
             tracing::info!(target: "knockd", "{msg}");
         }
         let now = chrono::DateTime::<chrono::Local>::from(at);
-        if let Some((path, f)) = &mut self.file {
-            if let Err(e) = f.write_all(file_line(now, msg).as_bytes()) {
-                tracing::warn!("cannot write log file {}: {e}", path.display());
+        if self.file.is_some() {
+            self.refresh_prefix(now);
+            if let Some((_, prefix)) = &self.minute {
+                self.buf.extend_from_slice(prefix.as_bytes());
             }
+            self.buf.extend_from_slice(msg.as_bytes());
+            self.buf.push(b'\n');
         }
         if let Some(s) = &self.syslog {
             if self.syslog_dropped > 0 {
@@ -170,6 +225,40 @@ mod tests {
             syslog_line(t, "10.0.0.12: openSSH: OPEN SESAME"),
             "<13>Nov 24 09:05:33 knockd: 10.0.0.12: openSSH: OPEN SESAME"
         );
+    }
+
+    /// Lines written together land in one write, each exactly as `file_line` formats it,
+    /// in order, across a minute boundary.
+    #[test]
+    fn lines_written_together_keep_their_text_and_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("knockd.log");
+        let mut log = KnockLog::open(Some(&p), false).expect("open");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 50);
+        let lines: Vec<(SystemTime, String)> = (0..300u64)
+            .map(|i| {
+                (
+                    t0 + Duration::from_millis(100 * i),
+                    format!("10.0.0.{i}: ssh: Stage 1"),
+                )
+            })
+            .collect();
+        log.line_at(t0, "first");
+        log.lines_at(&lines);
+        log.line("last");
+        let text = std::fs::read_to_string(&p).expect("read");
+        let got: Vec<&str> = text.lines().collect();
+        assert_eq!(got.len(), 302);
+        let local = |t: SystemTime| chrono::DateTime::<chrono::Local>::from(t);
+        assert_eq!(format!("{}\n", got[0]), file_line(local(t0), "first"));
+        for (i, (at, msg)) in lines.iter().enumerate() {
+            assert_eq!(format!("{}\n", got[i + 1]), file_line(local(*at), msg));
+        }
+        assert!(got[301].ends_with("] last"));
+        // The 300 lines span a minute boundary: both minutes are there.
+        let minutes: std::collections::BTreeSet<&str> =
+            got[1..301].iter().map(|l| &l[..18]).collect();
+        assert_eq!(minutes.len(), 2, "{minutes:?}");
     }
 
     #[test]

@@ -95,46 +95,94 @@ impl LogWriter {
     }
 }
 
-/// The thread: write lines in order; after a run of lost lines, say how many.
+/// Lines written at once at most.
+pub const WRITE_BATCH: usize = 512;
+/// After writing [`BUSY_LINES`] or more at once (a flood), the thread waits this long before
+/// it looks for more: the lines pile up meanwhile and go out in one write, instead of a
+/// wake-up and a write per line. Fewer lines (start-up, a knock) never wait.
+pub const BUSY_PAUSE: Duration = Duration::from_millis(10);
+pub const BUSY_LINES: usize = 16;
+
+/// The sink the thread writes to, and what it has said about lost lines.
+struct Out {
+    sink: Box<dyn LogSink>,
+    /// Drops already reported in the log, and drops the current sink reported so far.
+    reported: u64,
+    sink_seen: u64,
+}
+
+impl Out {
+    fn swap(&mut self, new: Box<dyn LogSink>) {
+        self.sink = new;
+        self.sink_seen = 0;
+    }
+
+    /// Write `lines` (then empty), followed by a note when lines were lost since the last one.
+    fn write(&mut self, lines: &mut Vec<(SystemTime, String)>, dropped: &AtomicU64) {
+        if lines.is_empty() {
+            return;
+        }
+        self.sink.lines_at(lines);
+        lines.clear();
+        let lost = dropped.load(Ordering::Relaxed);
+        if lost > self.reported {
+            let note = format!(
+                "warning: {} log line(s) dropped: the log could not keep up (see knockctl status)",
+                lost - self.reported
+            );
+            self.sink.line_at(SystemTime::now(), &note);
+            self.reported = lost;
+        }
+        // A sink's own losses (syslog socket full) count too.
+        let now = self.sink.dropped();
+        if now > self.sink_seen {
+            dropped.fetch_add(now - self.sink_seen, Ordering::Relaxed);
+            // Already said in-band by the sink itself.
+            self.reported += now - self.sink_seen;
+            self.sink_seen = now;
+        }
+    }
+}
+
+/// The thread: write lines in order, what is queued at once in one go (see [`BUSY_PAUSE`]);
+/// after a run of lost lines, say how many.
 fn write_loop(
-    mut sink: Box<dyn LogSink>,
+    sink: Box<dyn LogSink>,
     rx: &Receiver<Msg>,
     pending: &Mutex<Option<Box<dyn LogSink>>>,
     dropped: &AtomicU64,
 ) {
-    // Drops already reported in the log, and drops the current sink reported so far.
-    let mut reported = 0u64;
-    let mut sink_seen = 0u64;
-    while let Ok(msg) = rx.recv() {
-        if let Some(new) = pending.lock().ok().and_then(|mut p| p.take()) {
-            sink = new;
-            sink_seen = 0;
-        }
-        match msg {
-            Msg::Swap(new) => {
-                sink = new;
-                sink_seen = 0;
+    let mut out = Out {
+        sink,
+        reported: 0,
+        sink_seen: 0,
+    };
+    let mut lines: Vec<(SystemTime, String)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(msg) = next.take() {
+            if let Some(new) = pending.lock().ok().and_then(|mut p| p.take()) {
+                // A reopen that did not fit in the queue: it came after everything queued
+                // so far was taken, so what was gathered goes to the old sink.
+                out.write(&mut lines, dropped);
+                out.swap(new);
             }
-            Msg::Line(at, line) => {
-                sink.line_at(at, &line);
-                let lost = dropped.load(Ordering::Relaxed);
-                if lost > reported {
-                    let note = format!(
-                        "warning: {} log line(s) dropped: the log could not keep up (see knockctl status)",
-                        lost - reported
-                    );
-                    sink.line_at(SystemTime::now(), &note);
-                    reported = lost;
+            match msg {
+                Msg::Swap(new) => {
+                    out.write(&mut lines, dropped);
+                    out.swap(new);
                 }
+                Msg::Line(at, line) => lines.push((at, line)),
+            }
+            taken += 1;
+            if taken < WRITE_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        // A sink's own losses (syslog socket full) count too.
-        let now = sink.dropped();
-        if now > sink_seen {
-            dropped.fetch_add(now - sink_seen, Ordering::Relaxed);
-            // Already said in-band by the sink itself.
-            reported += now - sink_seen;
-            sink_seen = now;
+        out.write(&mut lines, dropped);
+        if taken >= BUSY_LINES {
+            std::thread::sleep(BUSY_PAUSE);
         }
     }
 }
@@ -230,6 +278,65 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, l)| *l == format!("line {i}")));
+    }
+
+    /// Records how the lines were handed over: one entry per write, with its lines.
+    #[derive(Clone, Default)]
+    struct Batches(Arc<Mutex<Vec<Vec<String>>>>);
+
+    impl LogSink for Batches {
+        fn line(&mut self, msg: &str) {
+            self.lines_at(&[(SystemTime::now(), msg.to_string())]);
+        }
+        fn lines_at(&mut self, lines: &[(SystemTime, String)]) {
+            if let Ok(mut b) = self.0.lock() {
+                b.push(lines.iter().map(|(_, l)| l.clone()).collect());
+            }
+        }
+    }
+
+    /// Lines sent faster than one write each are written together: every line, in order,
+    /// in fewer writes than lines; a lone line later is written on its own, at once.
+    #[test]
+    fn a_burst_is_written_in_batches_keeping_every_line_in_order() {
+        let batches = Batches::default();
+        let mut w = LogWriter::start(Box::new(batches.clone()), no_reopen()).expect("start");
+        for i in 0..3000 {
+            w.line(&format!("line {i}"));
+        }
+        let t = Instant::now();
+        let count = || {
+            batches
+                .0
+                .lock()
+                .map(|b| b.iter().map(Vec::len).sum::<usize>())
+                .unwrap_or(0)
+        };
+        while count() < 3000 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let writes = batches.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let all: Vec<String> = writes.iter().flatten().cloned().collect();
+        assert_eq!(
+            all,
+            (0..3000).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        );
+        assert!(
+            writes.len() < 3000 / 4,
+            "{} writes for 3000 lines",
+            writes.len()
+        );
+        assert!(writes.iter().all(|b| b.len() <= WRITE_BATCH));
+        assert_eq!(w.dropped_lines(), 0);
+        std::thread::sleep(BUSY_PAUSE * 4);
+        let t = Instant::now();
+        w.line("alone");
+        while count() < 3001 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let writes = batches.0.lock().map(|b| b.clone()).unwrap_or_default();
+        assert_eq!(writes.last(), Some(&vec!["alone".to_string()]));
+        drop(w);
     }
 
     /// A sink that blocks until released: stands for a stalled disk or syslog daemon.

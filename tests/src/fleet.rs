@@ -390,13 +390,66 @@ shift 2; exec "$@""#,
 
     /// Runs `knockctl ARGS` in the client namespace with the fleet's ssh (waits for it).
     pub fn knockctl(&self, args: &[&str]) -> Output {
+        self.knockctl_env(&[], args)
+    }
+
+    /// [`Fleet::knockctl`] with `env` added to its environment.
+    pub fn knockctl_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut argv: Vec<OsString> = vec![
             "env".into(),
             format!("KNOCKCTL_SSH={}", self.ssh_wrapper().display()).into(),
-            bin("knockctl").into(),
         ];
+        argv.extend(env.iter().map(|(k, v)| OsString::from(format!("{k}={v}"))));
+        argv.push(bin("knockctl").into());
         argv.extend(args.iter().map(OsString::from));
         exec_in(&self.cli, &argv)
+    }
+
+    /// A private directory of the fleet's (mode 0700) for the client's runtime files
+    /// (`XDG_RUNTIME_DIR`: knockctl's ssh control sockets).
+    pub fn runtime_dir(&self) -> PathBuf {
+        let dir = self.path("run");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).expect("runtime dir");
+            set_mode(&dir, 0o700);
+        }
+        dir
+    }
+
+    /// Adds `text` to the client's ssh config (before its `Host *` defaults).
+    pub fn add_ssh_config(&self, text: &str) {
+        let path = self.path("ssh_config");
+        let config = std::fs::read_to_string(&path).expect("read ssh_config");
+        std::fs::write(&path, format!("{text}\n{config}")).expect("write ssh_config");
+    }
+
+    /// How many ssh logins host `i`'s sshd has accepted.
+    pub fn logins(&self, i: usize) -> usize {
+        self.hosts[i]
+            .sshd
+            .as_ref()
+            .map_or(0, |d| d.log_text().matches("Accepted publickey").count())
+    }
+
+    /// A hosts file like [`Fleet::hosts_file`] whose URLs log in as `user`.
+    pub fn hosts_file_for(&self, user: &str) -> PathBuf {
+        let mut hosts = String::from("[hosts]\n");
+        for h in &self.hosts {
+            hosts.push_str(&format!(
+                "{0} = \"ssh://{user}@{0}{1}\"\n",
+                h.name,
+                h.socket.display()
+            ));
+        }
+        let all: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| format!("\"{}\"", h.name))
+            .collect();
+        hosts.push_str(&format!("[groups]\nfleet = [{}]\n", all.join(", ")));
+        let path = self.path(&format!("hosts-{user}.toml"));
+        std::fs::write(&path, hosts).expect("hosts file");
+        path
     }
 
     /// Starts `knockctl ARGS` in the client namespace (for `tail`).

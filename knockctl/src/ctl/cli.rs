@@ -54,6 +54,8 @@ Examples:
   knockctl -H ssh://root@bastion1 -H ssh://ops@node7:2222 list
       Many hosts over ssh (it runs `knockctl dial-stdio` there): one table with
       a HOST column; a host that fails is named on stderr with its reason.
+      -H and --hosts count wherever they stand: `knockctl -H ssh://a list -H
+      ssh://b` asks a and b.
 
   knockctl --hosts prod revoke 203.0.113.7
       Hosts and groups of ~/.config/knockctl/hosts.toml:
@@ -64,9 +66,20 @@ Examples:
         prod = [\"bastion1\", \"node7\"]
       revoke acts on every host that has a grant for the address (--on HOST: one).
 
+  knockctl --hosts prod --ssh-persist 300 list
+      Share one ssh connection per host (ssh's ControlMaster), kept 300 s after
+      its last command: later commands skip the ssh login (key exchange and
+      authentication). Hosts whose ssh config sets ControlMaster or ControlPath
+      keep their own settings. Also `persist = 300` under [ssh] in the hosts file.
+
+  ssh -o BatchMode=yes -T -p 2222 -l ops -- node7 knockctl dial-stdio --socket /run/knockd/knockd.sock
+      What `knockctl -H ssh://ops@node7:2222/run/knockd/knockd.sock` runs: the
+      remote knockctl relays the control protocol to that socket, unchanged.
+
 Environment:
-  KNOCKCTL_HOST    comma-separated URLs used when neither -H nor --hosts is given
-  KNOCKCTL_SSH     the ssh program (default: ssh from PATH)
+  KNOCKCTL_HOST         comma-separated URLs used when neither -H nor --hosts is given
+  KNOCKCTL_SSH          the ssh program (default: ssh from PATH)
+  KNOCKCTL_SSH_PERSIST  seconds for --ssh-persist (0: no sharing)
 
 Exit status:
   0  success (many hosts: every host answered)
@@ -114,6 +127,19 @@ pub struct Args {
     /// The hosts file [default: ~/.config/knockctl/hosts.toml].
     #[arg(long, global = true, value_name = "PATH")]
     pub hosts_file: Option<PathBuf>,
+
+    /// Share one ssh connection per host (ssh's ControlMaster), kept SECS after its last
+    /// command, so later commands skip the login (0: no sharing; default: the hosts file's
+    /// [ssh] persist, else none). Not for hosts whose ssh config sets ControlMaster or
+    /// ControlPath: ssh's own settings win.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        env = "KNOCKCTL_SSH_PERSIST",
+        value_parser = clap::value_parser!(u64).range(0..=86_400)
+    )]
+    pub ssh_persist: Option<u64>,
 
     /// Seconds each host gets to connect and answer; a host that takes longer is reported
     /// and the others' answers are printed.
@@ -250,7 +276,13 @@ const DIAL_ABOUT: &str = "\
 Connect to the control socket (--socket) and copy stdin to it and it to stdout, byte for \
 byte, until either side closes. knockctl -H ssh://host runs `knockctl dial-stdio` on that \
 host through ssh: the same protocol, handshake and limits as a local client, and knockd \
-checks the ssh user's credentials (root or group knockd). Not meant to be run by hand.";
+checks the ssh user's credentials (root or group knockd). Not meant to be run by hand. \
+For `knockctl -H ssh://ops@node7:2222/run/knockd/knockd.sock list`, knockctl runs:
+
+  ssh -o BatchMode=yes -T -p 2222 -l ops -- node7 knockctl dial-stdio --socket /run/knockd/knockd.sock
+
+ssh runs it through the remote user's login shell, so a heavy shell start-up file (~/.bashrc \
+for bash) is paid on every connection: an account with a plain shell is faster.";
 
 /// `--timeout`: seconds, more than 0 (decimals allowed).
 fn parse_timeout(text: &str) -> Result<Duration, String> {

@@ -23,6 +23,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
 use super::hosts::Host;
+use super::share::{options_for, Share};
 use super::target::{SshTarget, Target};
 
 /// Most of ssh's stderr kept per connection (its messages are a line or a banner).
@@ -69,16 +70,41 @@ pub struct SshConnector {
     pub target: SshTarget,
     /// The remote knockctl (default: `knockctl` from the remote's PATH).
     pub knockctl: Option<String>,
+    /// Connection sharing, when asked for ([`super::share`]).
+    pub share: Option<Arc<Share>>,
+    /// The sharing options, once ssh's configuration for the host has been read.
+    sharing: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl SshConnector {
+    pub fn new(
+        program: PathBuf,
+        target: SshTarget,
+        knockctl: Option<String>,
+        share: Option<Arc<Share>>,
+    ) -> SshConnector {
+        SshConnector {
+            program,
+            target,
+            knockctl,
+            share,
+            sharing: tokio::sync::OnceCell::new(),
+        }
+    }
+
     /// ssh's arguments: never prompt (BatchMode), no terminal, the URL's port and user,
     /// `--` before the host, then the remote command.
     pub fn args(&self) -> Vec<String> {
+        self.args_with(&[])
+    }
+
+    /// [`SshConnector::args`] with `extra` options before the port and user.
+    fn args_with(&self, extra: &[String]) -> Vec<String> {
         let mut args: Vec<String> = ["-o", "BatchMode=yes", "-T"]
             .into_iter()
             .map(str::to_string)
             .collect();
+        args.extend_from_slice(extra);
         if let Some(port) = self.target.port {
             args.extend(["-p".to_string(), port.to_string()]);
         }
@@ -100,8 +126,16 @@ impl SshConnector {
 impl Connector for SshConnector {
     fn connect(&self) -> BoxFuture<'_, Result<Link, ClientError>> {
         Box::pin(async move {
+            let extra = match &self.share {
+                Some(share) => {
+                    self.sharing
+                        .get_or_init(|| options_for(&self.program, &self.target, share))
+                        .await
+                }
+                None => &Vec::new(),
+            };
             let mut child = Command::new(&self.program)
-                .args(self.args())
+                .args(self.args_with(extra))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -132,13 +166,23 @@ impl Connector for SshConnector {
 
 /// The connector for a host.
 pub fn connector_for(host: &Host, ssh_program: &std::path::Path) -> Box<dyn Connector> {
+    connector_sharing(host, ssh_program, None)
+}
+
+/// The connector for a host, sharing ssh connections as `share` says.
+pub fn connector_sharing(
+    host: &Host,
+    ssh_program: &std::path::Path,
+    share: Option<Arc<Share>>,
+) -> Box<dyn Connector> {
     match &host.target {
         Target::Unix(path) => Box::new(UnixConnector(path.clone())),
-        Target::Ssh(target) => Box::new(SshConnector {
-            program: ssh_program.to_path_buf(),
-            target: target.clone(),
-            knockctl: host.knockctl.clone(),
-        }),
+        Target::Ssh(target) => Box::new(SshConnector::new(
+            ssh_program.to_path_buf(),
+            target.clone(),
+            host.knockctl.clone(),
+            share,
+        )),
     }
 }
 
@@ -283,11 +327,7 @@ mod tests {
         let Ok(Target::Ssh(target)) = Target::parse(url) else {
             panic!("{url} is not ssh");
         };
-        SshConnector {
-            program: "ssh".into(),
-            target,
-            knockctl: knockctl.map(str::to_string),
-        }
+        SshConnector::new("ssh".into(), target, knockctl.map(str::to_string), None)
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!
 //! [groups]
 //! prod = ["bastion1", "node7"]
+//!
+//! [ssh]
+//! persist = 60    # share one ssh connection per host, kept 60 s (see `super::share`)
 //! ```
 //!
 //! `all` means every host unless the file defines a host or group of that name.
@@ -69,6 +72,8 @@ pub enum HostsError {
     },
     #[error("hosts file {path}: {what}")]
     Invalid { path: PathBuf, what: String },
+    #[error("cannot share ssh connections: control socket directory {}: {why}", .dir.display())]
+    Share { dir: PathBuf, why: String },
     #[error("no host or group '{name}' in {path} (it has: {known})")]
     Unknown {
         name: String,
@@ -121,6 +126,23 @@ pub fn resolve(
     Ok(hosts)
 }
 
+/// How long shared ssh connections stay ([`super::share`]): `--ssh-persist` (or
+/// `KNOCKCTL_SSH_PERSIST`) if given, else the hosts file's `[ssh] persist` when `--hosts`
+/// uses the file; None or zero: no sharing.
+pub fn persist(args: &crate::ctl::Args) -> Result<Option<std::time::Duration>, HostsError> {
+    if let Some(secs) = args.ssh_persist {
+        return Ok(Some(std::time::Duration::from_secs(secs)));
+    }
+    if args.hosts.is_empty() {
+        return Ok(None);
+    }
+    let path = match args.hosts_file.as_deref() {
+        Some(path) => path.to_path_buf(),
+        None => default_path().ok_or(HostsError::NoPath)?,
+    };
+    Ok(HostsFile::load(&path)?.persist)
+}
+
 /// The hosts `args` choose ([`resolve`] with `KNOCKCTL_HOST` from the environment).
 pub fn chosen(args: &crate::ctl::Args) -> Result<Vec<Host>, HostsError> {
     let env_hosts = std::env::var("KNOCKCTL_HOST").ok();
@@ -140,6 +162,16 @@ struct File {
     hosts: BTreeMap<String, Entry>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    ssh: SshSection,
+}
+
+/// `[ssh]`: how knockctl uses ssh for this file's hosts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SshSection {
+    /// Seconds an ssh master connection stays after its last session (0: no sharing).
+    persist: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +195,8 @@ pub struct HostsFile {
     /// In name order.
     hosts: Vec<Host>,
     groups: BTreeMap<String, Vec<String>>,
+    /// `[ssh] persist`: share ssh connections, masters kept this long.
+    pub persist: Option<std::time::Duration>,
 }
 
 /// `$XDG_CONFIG_HOME/knockctl/hosts.toml`, else `$HOME/.config/knockctl/hosts.toml`.
@@ -237,10 +271,19 @@ impl HostsFile {
                 return Err(invalid(format!("group '{group}': no host '{m}'")));
             }
         }
+        let persist = match file.ssh.persist {
+            Some(secs) if secs > 86_400 => {
+                return Err(invalid(format!(
+                    "[ssh] persist = {secs}: use 0 (no sharing) to 86400 seconds"
+                )))
+            }
+            secs => secs.map(std::time::Duration::from_secs),
+        };
         Ok(HostsFile {
             path,
             hosts,
             groups: file.groups,
+            persist,
         })
     }
 
@@ -329,6 +372,9 @@ prod = ["node7", "bastion1"]
             ["local", "node7", "bastion1"]
         );
         assert_eq!(names(&sel(&["all"])), ["bastion1", "local", "node7"]);
+        assert_eq!(f.persist, None);
+        let shared = HostsFile::parse(Path::new("h.toml"), "[ssh]\npersist = 60\n").expect("ok");
+        assert_eq!(shared.persist, Some(std::time::Duration::from_secs(60)));
         let node7 = &sel(&["node7"])[0];
         assert_eq!(node7.knockctl.as_deref(), Some("/opt/k/knockctl"));
         assert_eq!(
@@ -365,6 +411,8 @@ prod = ["node7", "bastion1"]
                 "knockctl 'k; rm' is not a plain path",
             ),
             ("[hosts]\n\"a b\" = \"ssh://x\"\n", "host name 'a b'"),
+            ("[ssh]\npersist = 100000\n", "use 0 (no sharing) to 86400"),
+            ("[ssh]\nperist = 6\n", "unknown field `perist`"),
         ];
         for (text, want) in table {
             let err = HostsFile::parse(Path::new("hosts.toml"), text)
@@ -395,6 +443,32 @@ prod = ["node7", "bastion1"]
         let missing = dir.path().join("none.toml");
         let err = resolve(&[], &prod, Some(&missing), None, socket).expect_err("no file");
         assert!(err.to_string().contains("none.toml"), "{err}");
+    }
+
+    #[test]
+    fn ssh_persist_flag_first_then_the_file_when_hosts_come_from_it() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hosts.toml");
+        std::fs::write(&path, format!("{FILE}\n[ssh]\npersist = 60\n")).expect("write");
+        let file = path.to_str().expect("utf-8");
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["knockctl", "--hosts-file", file];
+            argv.extend_from_slice(extra);
+            argv.push("list");
+            crate::ctl::Args::try_parse_from(argv).expect("valid")
+        };
+        let secs = |s: u64| Some(std::time::Duration::from_secs(s));
+        assert_eq!(persist(&args(&["--hosts", "prod"])).expect("ok"), secs(60));
+        assert_eq!(
+            persist(&args(&["--hosts", "prod", "--ssh-persist", "0"])).expect("ok"),
+            secs(0)
+        );
+        assert_eq!(persist(&args(&["-H", "ssh://a"])).expect("ok"), None);
+        assert_eq!(
+            persist(&args(&["-H", "ssh://a", "--ssh-persist", "5"])).expect("ok"),
+            secs(5)
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   (`--hosts`).
 //! - [`connect`]: the [`Connector`] seam: a byte stream to knockd from its local socket or an
 //!   ssh child running `knockctl dial-stdio` on the remote host.
+//! - [`share`]: ssh connection sharing when asked for (`--ssh-persist`), the user's ssh
+//!   configuration first.
 //! - [`ask`]: one host's session, and all hosts asked at once under one time limit.
 //! - [`dial`]: `knockctl dial-stdio`, the remote end of an ssh link.
 //! - [`run`](mod@run): a command on the chosen hosts; [`output`] and [`tables`] merge the
@@ -17,6 +19,7 @@ pub mod hosts;
 pub mod merge;
 pub mod output;
 pub mod run;
+pub mod share;
 pub mod tables;
 pub mod target;
 

@@ -12,10 +12,11 @@ use knock_ipc::ClientError;
 use tokio::sync::mpsc;
 
 use super::ask::{ask, ask_all, revoke_where_held, subscribe, HostError};
-use super::connect::{connector_for, Connector};
+use super::connect::{connector_sharing, Connector};
 use super::hosts::Host;
 use super::merge::Merger;
 use super::output::{render_many, tail_line, Answer};
+use super::share::Share;
 use crate::ctl::cli::{Args, Command};
 use crate::ctl::run::{render, request_for};
 use crate::ctl::CtlError;
@@ -39,8 +40,11 @@ pub async fn run(
     err: &mut dyn Write,
 ) -> Result<(), CtlError> {
     let ssh = ssh_program();
-    let peers: Vec<(&Host, Box<dyn Connector>)> =
-        hosts.iter().map(|h| (h, connector_for(h, &ssh))).collect();
+    let share = Share::new(super::hosts::persist(args)?)?.map(std::sync::Arc::new);
+    let peers: Vec<(&Host, Box<dyn Connector>)> = hosts
+        .iter()
+        .map(|h| (h, connector_sharing(h, &ssh, share.clone())))
+        .collect();
     match args.command {
         Command::Tail => return tail(&peers, args.json, args.timeout, out, err).await,
         Command::Tui => {

@@ -9,8 +9,12 @@
 //! (ip and (dst host 10.99.77.1) and (((tcp dst port 7000 or tcp dst port 8000) and (tcp[tcpflags] & tcp-syn != 0)) or (udp dst port 9000)))
 //! ```
 //!
+//! On a door the sweep guard watches, only a connection attempt knocks (SYN without ACK, in
+//! both families): the sub-filter says so, so other segments to its ports never wake the
+//! capture thread.
+//!
 //! Differences from knockd: libpcap's `tcp[]` only indexes TCP over IPv4, so IPv6 sub-filters
-//! carry no flag tests (userspace checks them), and IPv6 packets whose next header is an
+//! carry no tests of the door's own flags (userspace checks them), and IPv6 packets whose next header is an
 //! extension header are let through so the decoder can walk the chain. `ip`/`ip6` keep the
 //! families apart, every operand is parenthesised (libpcap gives `and` and `or` the same
 //! precedence), ports are sorted and identical sub-expressions appear once.
@@ -39,9 +43,16 @@ const PCAP_FLAGS: [(u8, &str); 6] = [
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Family {
-    V4,
-    V6,
+    V4 = 0,
+    V6 = 1,
 }
+
+/// A TCP knock on a guarded door: SYN without ACK, per family (IPv6: after the fixed header;
+/// the `tcp` test before it means no extension header, whose packets the decoder sees anyway).
+const GUARDED_KNOCK: [&str; 2] = [
+    "(tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)",
+    "(ip6[53] & 0x12 == 0x02)",
+];
 
 impl Family {
     fn of(addr: &IpAddr) -> Family {
@@ -102,10 +113,15 @@ pub fn build(doors: &[Door], local: &[IpAddr]) -> String {
             } else {
                 Some(alternatives(dsts.iter().map(|a| format!("dst host {a}"))))
             };
-            let flags = match family {
+            let mut flags = match family {
                 Family::V4 => flag_tests(door),
                 Family::V6 => Vec::new(),
             };
+            if door.sweep_guard {
+                // On a guarded door only a connection attempt knocks (the matcher drops the
+                // rest): SYN|ACK, ACK, RST... stay in the kernel.
+                flags.push(GUARDED_KNOCK[family as usize].to_string());
+            }
             let mut l4 = Vec::new();
             if !tcp.is_empty() {
                 let p = alternatives(tcp.iter().map(|p| format!("tcp dst port {p}")));
@@ -641,6 +657,76 @@ mod tests {
         // Every door with the guard off: the filter is the door ports only.
         doors[0].sweep_guard = false;
         assert!(!build(&doors, &[A4]).contains("tcp-ack"));
+    }
+
+    /// On guarded doors only a connection attempt (SYN without ACK) knocks, whatever
+    /// `TCPFlags` says: SYN|ACK, ACK, FIN, RST, NULL and XMAS to the door's ports stay in the
+    /// kernel, over IPv4 and IPv6 (the matcher would discard them). Unguarded, knockd 0.8's
+    /// rule holds: the door's flags decide.
+    #[test]
+    fn guarded_doors_take_only_connection_attempts_as_tcp_knocks() {
+        use flag::{ACK, FIN, PSH, RST, SYN, URG};
+        let any = TcpFlags { set: 0, unset: 0 };
+        let cases: [(u8, bool); 10] = [
+            (SYN, true),
+            (SYN | ACK, false),
+            (ACK, false),
+            (FIN, false),
+            (RST, false),
+            (0, false),
+            (FIN | PSH | URG, false),
+            (ACK | PSH, false),
+            (SYN | FIN, true),
+            (SYN | RST, true),
+        ];
+        let (IpAddr::V4(d4), IpAddr::V6(d6)) = (A4, A6) else {
+            unreachable!()
+        };
+        let s4 = Ipv4Addr::new(192, 0, 2, 7);
+        let s6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+        let v4 =
+            |f: u8| testpkt::ether_ip(&testpkt::ipv4(s4, d4, TCP, &testpkt::tcp(1, 8000, f, 1)));
+        let v6 = |f: u8| {
+            testpkt::ether_ip(&testpkt::ipv6_ext(
+                s6,
+                d6,
+                &[],
+                TCP,
+                &testpkt::tcp(1, 8000, f, 1),
+            ))
+        };
+        for flags in [syn(), any] {
+            let mut doors = vec![door("ssh", &tcp_seq(&[7000, 8000, 9000]), flags, None)];
+            doors[0].sweep_guard = true;
+            let expr = build(&doors, &[A4, A6]);
+            compile(&expr);
+            let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+            let prog = cap.compile(&expr, true).unwrap();
+            for (f, want) in cases {
+                assert_eq!(prog.filter(&v4(f)), want, "v4 flags {f:#04x}: {expr}");
+                assert_eq!(prog.filter(&v6(f)), want, "v6 flags {f:#04x}: {expr}");
+            }
+            // UDP knocks and IPv6 with extension headers still reach the decoder.
+            let mut udp = doors.clone();
+            udp[0].sequence[1].proto = Proto::Udp;
+            let prog = cap.compile(&build(&udp, &[A4, A6]), true).unwrap();
+            let u = testpkt::ether_ip(&testpkt::ipv4(s4, d4, UDP, &testpkt::udp(1, 8000, b"")));
+            assert!(prog.filter(&u));
+            let ext = testpkt::ether_ip(&testpkt::ipv6_ext(
+                s6,
+                d6,
+                &[Ext::DstOpts(0)],
+                TCP,
+                &testpkt::tcp(1, 8000, ACK, 1),
+            ));
+            assert!(prog.filter(&ext), "extension headers go to the decoder");
+
+            // The same door unguarded: its flags decide (knockd 0.8).
+            doors[0].sweep_guard = false;
+            let prog = cap.compile(&build(&doors, &[A4, A6]), true).unwrap();
+            assert!(prog.filter(&v4(SYN | ACK)), "{flags:?}");
+            assert_eq!(prog.filter(&v4(ACK)), flags == any);
+        }
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! daemon's CPU in context switches). The ring runs in immediate mode (libpcap then uses
 //! per-packet frames, not TPACKET_V3 blocks held back by a timeout), so a lone knock is handed
 //! over as soon as it arrives, with no batching delay; under a flood (above
-//! [`pacer::BUSY_PPS`]) the thread pauses a millisecond after each batch so that the next read
-//! takes tens of packets at once.
+//! [`pacer::BUSY_PPS`]) the thread pauses after each batch (1 to 4 ms, see [`pacer`]) so that
+//! the next read takes tens of packets at once, and the engine handles its deadlines with the
+//! batches instead of waking for each.
 
 pub mod bpf;
 pub mod filter;
@@ -471,5 +472,45 @@ fn spa_candidate(pkt: &Packet, l4: &[u8], out: &mut Vec<SpaDatagram>) {
             dport: pkt.dport,
             payload,
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::model::flag;
+    use crate::packet::testpkt::{self, TCP};
+    use std::net::Ipv4Addr;
+
+    /// The daemon's filter for the seed's doors: SYN|ACK to a knock port stays in the kernel
+    /// while the sweep guard watches the doors (the default), and reaches the matcher with
+    /// `SweepGuard = off` (knockd 0.8's flag rule then decides alone).
+    #[test]
+    fn the_filter_follows_the_sweep_guard() {
+        let doors = |guard: &str| {
+            format!(
+                "[openSSH]\n sequence = 7000,8000,9000\n tcpflags = syn\n command = x %IP%\n{guard}\
+                 [closeSSH]\n sequence = 9000,8000,7000\n tcpflags = syn\n command = y %IP%\n{guard}"
+            )
+        };
+        let local = [IpAddr::V4(Ipv4Addr::new(10, 99, 77, 1))];
+        let frame = |flags: u8| {
+            testpkt::ether_ip(&testpkt::ipv4(
+                Ipv4Addr::new(192, 0, 2, 7),
+                Ipv4Addr::new(10, 99, 77, 1),
+                TCP,
+                &testpkt::tcp(1, 8000, flags, 1),
+            ))
+        };
+        let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+        for (guard, synack) in [("", false), (" SweepGuard = off\n", true)] {
+            let config = crate::config::parse(&doors(guard), "t").unwrap().config;
+            let expr = filter_for(&config, &local, |_| None);
+            let prog = cap.compile(&expr, true).unwrap();
+            assert!(prog.filter(&frame(flag::SYN)), "{expr}");
+            assert_eq!(prog.filter(&frame(flag::SYN | flag::ACK)), synack, "{expr}");
+            assert!(!prog.filter(&frame(flag::ACK)), "{expr}");
+        }
     }
 }

@@ -28,6 +28,9 @@ pub(crate) enum OpenRefusal {
     MaxGrants,
     /// Its network already has starts waiting for the door's rate (`fairstart::NET_CAP`).
     NetworkBusy,
+    /// Its network floods the door (`fairstart::FLOOD_SCORE`, `FLOOD_NOISE`); counted with
+    /// `NetworkBusy`.
+    NetworkFlooding,
     /// The door's start queue is full of networks at least as busy as its own.
     StartQueueFull,
     /// It was waiting, and a start from a quieter network took its place.
@@ -299,7 +302,9 @@ impl<L: LogSink> Events<L> {
         match why {
             OpenRefusal::PoolFull => self.stats.refused_pool_full += 1,
             OpenRefusal::MaxGrants => self.stats.refused_max_grants += 1,
-            OpenRefusal::NetworkBusy => self.stats.refused_start_network += 1,
+            OpenRefusal::NetworkBusy | OpenRefusal::NetworkFlooding => {
+                self.stats.refused_start_network += 1
+            }
             OpenRefusal::StartQueueFull => self.stats.refused_start_queue += 1,
             OpenRefusal::Displaced => self.stats.refused_start_displaced += 1,
         }
@@ -324,6 +329,11 @@ impl<L: LogSink> Events<L> {
                 OpenRefusal::NetworkBusy => format!(
                     "its network already has {} opens waiting for the door's StartRate ({rate}/s)",
                     crate::fairstart::NET_CAP
+                ),
+                OpenRefusal::NetworkFlooding => format!(
+                    "its network floods the door: more than {} opens asked or {} wrong knocks within about a second",
+                    crate::fairstart::FLOOD_SCORE.max(f64::from(rate)),
+                    crate::fairstart::FLOOD_NOISE.max(f64::from(rate))
                 ),
                 OpenRefusal::StartQueueFull => format!(
                     "{} opens from busier networks already waiting for the door's StartRate ({rate}/s)",

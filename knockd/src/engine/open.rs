@@ -484,6 +484,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 self.refuse(OpenRefusal::NetworkBusy, door, src, now);
                 false
             }
+            Offer::Flooding(dropped) => {
+                for gone in dropped {
+                    self.refuse(OpenRefusal::NetworkFlooding, door, gone, now);
+                }
+                self.refuse(OpenRefusal::NetworkFlooding, door, src, now);
+                false
+            }
             Offer::Refused(StartRefusal::QueueFull) => {
                 self.refuse(OpenRefusal::StartQueueFull, door, src, now);
                 false

@@ -60,6 +60,26 @@ impl Starts {
         entry.queue.offer(src, now)
     }
 
+    /// `src` broke an attempt on door `door` with a wrong knock at `now`: counted against its
+    /// network, whose starts are refused while it floods the door
+    /// ([`crate::fairstart::FLOOD_NOISE`]).
+    pub fn wrong_knock(&mut self, config: &Config, door: &str, src: IpAddr, now: Instant) {
+        if let Some(d) = self.doors.get_mut(door) {
+            d.queue.wrong_knock(src, now);
+            return;
+        }
+        let mut queue = FairStarts::new(fair_config(config));
+        queue.wrong_knock(src, now);
+        // Whether it runs through the pool is set by its first start.
+        self.doors.insert(
+            door.to_string(),
+            DoorStarts {
+                queue,
+                pooled: false,
+            },
+        );
+    }
+
     /// The doors with starts waiting.
     pub fn waiting_doors(&self) -> Vec<String> {
         self.doors

@@ -36,6 +36,18 @@ pub enum Pattern {
     /// back (packets `3n`, `3n+1`, `3n+2`), so every source completes the sequence. Sources
     /// are sequential, so they fill one /24 after the other (256 sources each).
     Completing { ports: [u16; 3] },
+    /// Whole knocks like [`Pattern::Completing`], from `sources` spoofed sources spread over
+    /// `nets` /24 networks (source `k` is host `k / nets + 1` of network `k % nets`); source
+    /// `n % sources` sends the `n`-th sequence, so each source knocks again and again.
+    CompletingOver {
+        ports: [u16; 3],
+        sources: u32,
+        nets: u32,
+    },
+    /// SYNs to one of `ports` at random from one of `sources` sequential spoofed sources at
+    /// random: a spoofed flood on a door's ports in random order, where some sources complete
+    /// the sequence by chance.
+    Shuffled { ports: [u16; 3], sources: u32 },
 }
 
 impl Pattern {
@@ -51,8 +63,32 @@ impl Pattern {
                 let n = ports.len() as u64;
                 (spoofed((i / n) as u32), ports[(i % n) as usize])
             }
+            Pattern::CompletingOver {
+                ports,
+                sources,
+                nets,
+            } => {
+                let n = ports.len() as u64;
+                let k = ((i / n) % u64::from(sources.max(1))) as u32;
+                (spread(k, nets), ports[(i % n) as usize])
+            }
+            Pattern::Shuffled { ports, sources } => {
+                let r = rng.next();
+                let src = (r as u32) % sources.max(1);
+                let port = ports[((r >> 32) % ports.len() as u64) as usize];
+                (spoofed(src), port)
+            }
         }
     }
+}
+
+/// Source `k` spread over `nets` /24 networks of [`SPOOF_NET`]: host `k / nets + 1` of
+/// network `k % nets` (hosts past 254 wrap into the next /24s' range of networks).
+pub fn spread(k: u32, nets: u32) -> Ipv4Addr {
+    let nets = nets.max(1);
+    let (net, host) = (k % nets, k / nets);
+    let (net, host) = (net + nets * (host / 254), host % 254 + 1);
+    Ipv4Addr::from(u32::from(SPOOF_NET) + ((net * 256) % (SPOOF_HOSTS + 2)) + host)
 }
 
 /// One flood: `pattern` at `rate_pps` for `duration` (at most `rate_pps × duration` packets).
@@ -219,6 +255,57 @@ mod tests {
         let (last, _) = p.packet(199_999, &mut rng);
         assert_eq!(last, spoofed(66_666));
         assert_eq!(last.octets()[..3], [10, 193, 4]);
+    }
+
+    #[test]
+    fn completing_over_127_networks() {
+        let p = Pattern::CompletingOver {
+            ports: [7000, 8000, 9000],
+            sources: 30_000,
+            nets: 127,
+        };
+        let mut rng = XorShift(1);
+        let mut nets = std::collections::HashSet::new();
+        let mut srcs = std::collections::HashSet::new();
+        for i in 0..200_000u64 {
+            let (src, port) = p.packet(i, &mut rng);
+            assert_eq!(port, [7000, 8000, 9000][(i % 3) as usize]);
+            let o = src.octets();
+            assert_eq!(o[0], 10);
+            assert!((1..=254).contains(&o[3]), "{src}");
+            nets.insert([o[1], o[2]]);
+            srcs.insert(src);
+        }
+        assert_eq!(nets.len(), 127);
+        assert_eq!(srcs.len(), 30_000);
+        // Each source sends its three knocks back to back.
+        let (a, _) = p.packet(3, &mut rng);
+        assert_eq!(p.packet(4, &mut rng).0, a);
+        assert_eq!(p.packet(5, &mut rng).0, a);
+    }
+
+    #[test]
+    fn shuffled_hits_the_three_ports_from_the_sources() {
+        let p = Pattern::Shuffled {
+            ports: [7000, 8000, 9000],
+            sources: 30_000,
+        };
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut ports = std::collections::HashMap::new();
+        let mut srcs = std::collections::HashSet::new();
+        for i in 0..200_000u64 {
+            let (src, port) = p.packet(i, &mut rng);
+            *ports.entry(port).or_insert(0u32) += 1;
+            srcs.insert(src);
+        }
+        assert_eq!(ports.len(), 3);
+        assert!(ports.values().all(|&n| n > 60_000), "{ports:?}");
+        assert!(
+            srcs.len() > 29_000 && srcs.len() <= 30_000,
+            "{}",
+            srcs.len()
+        );
+        assert!(srcs.iter().all(|s| s.octets()[..2] == [10, 192]));
     }
 
     #[test]

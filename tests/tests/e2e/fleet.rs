@@ -251,28 +251,71 @@ fn a_user_not_in_group_knockd_is_refused_by_knockd_on_the_remote() {
     assert!(!stdout(&out).contains("HOST"), "{}", text(&out));
 }
 
-/// Hand-run: `cargo test -p knock-e2e --test e2e fleet::fifty -- --ignored --nocapture`
-/// (`FLEET_HOSTS=N` for another size).
+/// `--ssh-persist`: the first command logs in once per host and leaves ssh's master; the
+/// next ones reuse it (no new login). A host whose own ssh config chooses its ControlPath
+/// keeps it: knockctl adds nothing there, and every command logs in again.
 #[test]
-#[ignore = "a measurement: 50 namespaces with sshd and knockd each"]
-fn fifty_hosts_list() {
+fn ssh_persist_shares_one_login_per_host_unless_the_ssh_config_says_otherwise() {
     if !require_root() {
         return;
     }
-    let n: usize = std::env::var("FLEET_HOSTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let started = Instant::now();
-    let fleet = Fleet::new(n, CONF);
-    eprintln!("fleet of {n} up in {:?}", started.elapsed());
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        // A long limit: the point is how long all answers take.
-        let out = ctl(&fleet, &["--hosts", "fleet", "--timeout", "60", "list"]);
-        times.push(t.elapsed());
+    let fleet = Fleet::new(2, CONF);
+    let run = fleet.runtime_dir();
+    let own = run.join("own");
+    std::fs::create_dir(&own).expect("own dir");
+    fleet.add_ssh_config(&format!(
+        "Host h1\n  ControlMaster no\n  ControlPath {}/%C\n",
+        own.display()
+    ));
+    let env = [("XDG_RUNTIME_DIR", run.to_str().expect("utf-8"))];
+    let list = |extra: &[&str]| {
+        let file = fleet.hosts_file();
+        let mut argv = vec!["--hosts-file", file.to_str().expect("utf-8")];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--hosts", "fleet", "list"]);
+        let out = fleet.knockctl_env(&env, &argv);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(stdout(&out).contains("no open grants"), "{}", text(&out));
+    };
+    for _ in 0..3 {
+        list(&["--ssh-persist", "60"]);
     }
-    eprintln!("knockctl --hosts fleet list, {n} hosts: {times:?}");
+    let sockets = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+                .count()
+        })
+    };
+    assert_eq!(sockets(&run.join("knockctl-ssh")), 1, "h0's master only");
+    assert_eq!(sockets(&own), 0, "h1: ControlMaster no, nothing made");
+    let logins = |i: usize| fleet.logins(i);
+    assert!(
+        wait_until(WAIT, || logins(1) == 3),
+        "h1 logs in every time: {}",
+        logins(1)
+    );
+    assert_eq!(logins(0), 1, "h0 logged in once");
+    // Without sharing (the default), h0 logs in again.
+    list(&[]);
+    assert!(wait_until(WAIT, || logins(0) == 2), "h0: {}", logins(0));
+    // A control directory others could enter is refused, with the reason.
+    let dir = run.join("knockctl-ssh");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let file = fleet.hosts_file();
+    let out = fleet.knockctl_env(
+        &env,
+        &[
+            "--hosts-file",
+            file.to_str().expect("utf-8"),
+            "--ssh-persist",
+            "60",
+            "--hosts",
+            "fleet",
+            "list",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("mode 0755"), "{}", text(&out));
 }
