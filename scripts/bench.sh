@@ -7,8 +7,9 @@
 # bench/) as root. It prints a table and writes a JSON report (default target/knock-bench.json; the path is printed). --smoke
 # takes a few seconds and only checks that everything runs and reports (for CI); the full run
 # takes about six minutes and wants an otherwise idle machine. `knock-bench --help` lists the
-# other options (daemons, rates, duration, trials). The matcher micro-benchmark is separate:
-# `cargo bench -p knockd --bench matcher`. Results and how to read them: BENCHMARKS.md.
+# other options (daemons, rates, duration, trials); --spa runs only the single-packet knock
+# scenarios (quiet latency, a 30k/s forged flood; our knockd with nftables). The matcher and
+# SPA micro-benchmarks are separate: `cargo bench -p knockd --bench matcher` (or `--bench spa`). Results and how to read them: BENCHMARKS.md.
 #
 # All traffic stays inside the namespaces each run creates (spoofed sources from
 # 10.192.0.0/12 only); the host's firewall and interfaces are never touched.

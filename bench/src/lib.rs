@@ -25,6 +25,7 @@ pub mod monitor;
 pub mod procfs;
 pub mod report;
 pub mod runner;
+pub mod spa;
 pub mod stats;
 
 use std::collections::BTreeMap;
