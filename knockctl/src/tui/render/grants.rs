@@ -22,6 +22,10 @@ const COLUMNS: [FitColumn; 6] = [
     FitColumn::new("CLOSES", 10).text(),
 ];
 
+/// With single-packet grants on screen: which client's packet opened each (after DOOR; it
+/// goes after OPENED on a narrow pane).
+const CLIENT: FitColumn = FitColumn::optional("CLIENT", 6, 2);
+
 pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: &Theme) {
     let rows = state.visible_grants();
     let unlisted = state.hosts.iter().map(|h| h.grants_unlisted).sum();
@@ -36,6 +40,8 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
         return;
     }
     let now_dt = now_dt(state, now);
+    // The CLIENT column only when a grant came from a single-packet knock.
+    let clients = rows.iter().any(|g| g.info.client.is_some());
     let selected = selection_state(state, Pane::Grants);
     let (first, count) = window(rows.len(), selected, area, 3);
     let table_rows = rows[first..first + count]
@@ -75,11 +81,19 @@ pub(super) fn render_grants(state: &State, frame: &mut Frame, area: Rect, now: i
                 ],
                 style,
             );
+            if clients {
+                let client = g.info.client.as_deref().map_or("-".into(), visible);
+                row.cells.insert(2, (client.into_owned(), None));
+            }
             host_cell(state, g.host, &mut row);
             row
         })
         .collect();
-    let table = fitted_table(&with_host(state, &COLUMNS), table_rows, area)
+    let mut columns = COLUMNS.to_vec();
+    if clients {
+        columns.insert(2, CLIENT);
+    }
+    let table = fitted_table(&with_host(state, &columns), table_rows, area)
         .block(block)
         .row_highlight_style(highlight())
         .highlight_symbol("> ")

@@ -571,5 +571,39 @@ fn rows_kept_while_disconnected_are_marked_stale() {
     assert_eq!(s.hosts[0].stale_since_ms, None);
 }
 
+#[test]
+fn single_packet_grants_show_their_client() {
+    let mut s = connected();
+    let mut spa = grant("10.0.0.12", "openSSH", T0 - 2_000, Some(28_000));
+    spa.client = Some("alice-laptop".into());
+    let knocked = grant("10.0.0.13", "vault", T0 - 1_000, None);
+    s.on_response(
+        &Request::Grants,
+        Response::Grants {
+            grants: vec![spa, knocked],
+            total: 2,
+        },
+        T0,
+    );
+    for (w, h) in [(80, 24), (200, 50)] {
+        let l = assert_no_bare_cuts(&s, w, h, T0);
+        let grants = pane(&l, "2 Grants");
+        assert!(
+            line_with(grants, "ADDRESS").contains("CLIENT"),
+            "{}",
+            l.join("\n")
+        );
+        assert!(line_with(grants, "10.0.0.12 ").contains("alice-laptop"));
+        let knocked = line_with(grants, "10.0.0.13 ");
+        assert!(knocked.contains(" - "), "{knocked}");
+    }
+    // The filter finds a grant by its client.
+    s.filter = "alice".into();
+    assert_eq!(s.visible_grants().len(), 1);
+    // No single-packet grant: no CLIENT column.
+    let l = lines(&draw(&busy(), 80, 24, T0));
+    assert!(l.iter().all(|r| !r.contains("CLIENT")), "{}", l.join("\n"));
+}
+
 mod fleet;
 mod frame;

@@ -41,7 +41,13 @@ impl State {
         let mut rows: Vec<&Grant> = self
             .grants
             .iter()
-            .filter(|g| self.matches(g.host, &g.info.addr, &g.info.door))
+            .filter(|g| {
+                self.matches(g.host, &g.info.addr, &g.info.door)
+                    || g.info
+                        .client
+                        .as_deref()
+                        .is_some_and(|c| c.to_lowercase().contains(&self.filter.to_lowercase()))
+            })
             .collect();
         rows.sort_by(|a, b| {
             (a.info.opened_at_unix_ms, a.info.addr, &a.info.door, a.host).cmp(&(
