@@ -411,7 +411,8 @@ impl Matcher {
             return Outcome::Counted;
         }
         let net = self.net(src);
-        if let Err(reason) = self.make_room(net, out) {
+        let known = self.attempts.net_of(net);
+        if let Err(reason) = self.make_room(known, out) {
             out.push(MatchEvent::Refused { src, door, reason });
             return Outcome::Nothing;
         }
@@ -424,7 +425,7 @@ impl Matcher {
         let deadline = now + self.doors[door].seq_timeout;
         let mut a = Attempt::new(src, door as u32, variant, deadline, flow);
         a.guarded = self.guarded(door);
-        self.attempts.insert(a, net);
+        self.attempts.insert_at(a, net, known);
         Outcome::Counted
     }
 
@@ -447,7 +448,7 @@ impl Matcher {
         let src = self.attempts.get(i).src;
         if len == 1
             || self.attempts.len() > self.cap
-            || self.attempts.net_total(self.net(src)) > self.settings.per_network.max(1)
+            || self.attempts.net_total_of(i) > self.settings.per_network.max(1)
             || (self.guarded(door)
                 && !self.doors[door].replay_guard
                 && self.guard.is_penalised(src, now))
@@ -502,9 +503,9 @@ impl Matcher {
         own < door_share(self.cap, others)
     }
 
-    /// Room for one more attempt from `net`: within its share and the table, evicting a
-    /// stage-1 attempt if needed.
-    fn make_room(&mut self, net: NetId, out: &mut Vec<MatchEvent>) -> Result<(), Refusal> {
+    /// Room for one more attempt from the network in slot `net` ([`table::Table::net_of`]):
+    /// within its share and the table, evicting a stage-1 attempt if needed.
+    fn make_room(&mut self, net: Option<u32>, out: &mut Vec<MatchEvent>) -> Result<(), Refusal> {
         let (victim, refusal) = if self.attempts.net_total(net) >= self.settings.per_network.max(1)
         {
             (Victim::Net(net), Refusal::NetworkFull)

@@ -9,14 +9,22 @@ use super::table::DoorState;
 use super::{DoorId, DoorRule, Hasher, Matcher, Settings, SweepGuard};
 use crate::config::{Proto, Step};
 
+/// Doors by step, keyed by [`step_key`] (one word to hash).
+type StepIndex = HashMap<u32, Vec<DoorId>, Hasher>;
+
+/// A step as one word: protocol bit and port.
+fn step_key(step: Step) -> u32 {
+    (u32::from(step.proto == Proto::Udp) << 16) | u32::from(step.port)
+}
+
 /// Which doors have a given step in any of their variants, each list in door order. Linear:
 /// ids arrive in order, so a door already listed is the last one (100,000 doors sharing a
 /// port cost no more than 100,000 that do not).
-fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> HashMap<Step, Vec<DoorId>, Hasher> {
-    let mut by_step: HashMap<Step, Vec<DoorId>, Hasher> = HashMap::default();
+fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> StepIndex {
+    let mut by_step = StepIndex::default();
     for (id, variants) in variants.iter().enumerate() {
         for step in variants.iter().flat_map(|(_, seq)| seq) {
-            let ids = by_step.entry(*step).or_default();
+            let ids = by_step.entry(step_key(*step)).or_default();
             if ids.last() != Some(&id) {
                 ids.push(id);
             }
@@ -54,25 +62,21 @@ fn static_variants(doors: &[DoorRule]) -> Vec<Vec<(u64, Vec<Step>)>> {
 struct KnockPorts(Vec<u64>);
 
 impl KnockPorts {
-    fn bit(step: Step) -> usize {
-        (usize::from(step.proto == Proto::Udp) << 16) | usize::from(step.port)
-    }
-
-    fn of(by_step: &HashMap<Step, Vec<DoorId>, Hasher>) -> KnockPorts {
+    fn of(by_step: &StepIndex) -> KnockPorts {
         let mut bits = KnockPorts(vec![0; 2 * 65536 / 64]);
-        for step in by_step.keys() {
-            bits.set(*step);
+        for &key in by_step.keys() {
+            bits.set(key);
         }
         bits
     }
 
-    fn set(&mut self, step: Step) {
-        let b = Self::bit(step);
+    fn set(&mut self, key: u32) {
+        let b = key as usize;
         self.0[b / 64] |= 1 << (b % 64);
     }
 
-    fn contains(&self, step: Step) -> bool {
-        let b = Self::bit(step);
+    fn contains(&self, key: u32) -> bool {
+        let b = key as usize;
         self.0[b / 64] & (1 << (b % 64)) != 0
     }
 }
@@ -85,7 +89,7 @@ pub struct Prepared {
     pub(super) doors: Vec<DoorRule>,
     /// Per door, its accepted sequences: `(variant, sequence)`, the preferred one first.
     variants: Vec<Vec<(u64, Vec<Step>)>>,
-    by_step: HashMap<Step, Vec<DoorId>, Hasher>,
+    by_step: StepIndex,
     knock_ports: KnockPorts,
     /// Door `Target`s: also "this host" for the sweep guard.
     pub(super) targets: HashSet<IpAddr, Hasher>,
@@ -111,10 +115,11 @@ impl Prepared {
 
     /// Doors with `step` in any of their sequences.
     pub(super) fn doors_of(&self, step: Step) -> Option<&[DoorId]> {
-        if !self.knock_ports.contains(step) {
+        let key = step_key(step);
+        if !self.knock_ports.contains(key) {
             return None;
         }
-        self.by_step.get(&step).map(Vec::as_slice)
+        self.by_step.get(&key).map(Vec::as_slice)
     }
 
     /// `door`'s sequence for `variant`.
@@ -137,19 +142,19 @@ impl Prepared {
     fn set_variants(&mut self, door: DoorId, variants: Vec<(u64, Vec<Step>)>) {
         let old = std::mem::replace(&mut self.variants[door], variants);
         for step in old.iter().flat_map(|(_, seq)| seq) {
-            if let Some(ids) = self.by_step.get_mut(step) {
+            if let Some(ids) = self.by_step.get_mut(&step_key(*step)) {
                 ids.retain(|&d| d != door);
                 if ids.is_empty() {
-                    self.by_step.remove(step);
+                    self.by_step.remove(&step_key(*step));
                 }
             }
         }
         for step in self.variants[door].iter().flat_map(|(_, seq)| seq) {
-            let ids = self.by_step.entry(*step).or_default();
+            let ids = self.by_step.entry(step_key(*step)).or_default();
             if let Err(pos) = ids.binary_search(&door) {
                 ids.insert(pos, door);
             }
-            self.knock_ports.set(*step);
+            self.knock_ports.set(step_key(*step));
         }
     }
 }

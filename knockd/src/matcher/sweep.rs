@@ -117,6 +117,20 @@ impl SweepGuard {
     pub fn penalised_len(&self) -> usize {
         self.penalised.len()
     }
+
+    /// Heap bytes held (by capacity).
+    pub fn heap_bytes(&self) -> usize {
+        use super::table::map_bytes;
+        use std::mem::size_of;
+        map_bytes(self.strays.capacity(), size_of::<(IpAddr, Vec<u32>)>())
+            + self
+                .strays
+                .values()
+                .map(|v| v.capacity() * 4)
+                .sum::<usize>()
+            + map_bytes(self.penalised.capacity(), size_of::<(IpAddr, Instant)>())
+            + self.queue.capacity() * size_of::<(IpAddr, Instant)>()
+    }
 }
 
 #[cfg(test)]

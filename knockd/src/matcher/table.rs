@@ -6,16 +6,18 @@
 //! is compacted when stale entries outnumber live ones. So a packet touches the source's
 //! entry, its attempt, and the tails of a few queues; never a neighbour's attempt.
 //! - per door, in creation order (= deadline order: one timeout per door): expiry and the
-//!   oldest-first listing;
+//!   oldest-first listing. Its front is always live (trimmed when its attempt ends), so the
+//!   next deadline is read from the attempt itself;
 //! - while at stage 1, per source network and table-wide: eviction ([`super::tiers`] decides
 //!   where from).
 //!
 //! Pure bookkeeping; the matcher decides what a knock means.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
+
+use hashbrown::{hash_table, HashTable};
 
 use super::tiers::{NetId, Victim};
 
@@ -27,6 +29,10 @@ const RECENT: usize = 4;
 
 type Hasher = ahash::RandomState;
 
+mod footprint;
+mod heavy;
+pub use footprint::map_bytes;
+
 /// A queue entry: the attempt's slot and the low bits of its id (a reused slot has another).
 #[derive(Debug, Clone, Copy)]
 struct Ref {
@@ -34,18 +40,11 @@ struct Ref {
     id: u32,
 }
 
-/// A door queue entry: with the deadline, so that the next deadline is never late even when
-/// the front entry is stale.
-#[derive(Debug, Clone, Copy)]
-struct Timed {
-    deadline: Instant,
-    at: Ref,
-}
-
 /// One door's part of the table.
 #[derive(Debug, Clone, Default)]
 pub struct DoorState {
-    queue: VecDeque<Timed>,
+    /// Front always live (or empty).
+    queue: VecDeque<Ref>,
     pub live: u32,
     /// Attempts past stage 1.
     pub advanced: u32,
@@ -99,6 +98,14 @@ impl Attempt {
     }
 }
 
+/// Hash of a source address: one word, keyed per process (sources are attacker-chosen).
+fn src_hash(keys: &Hasher, src: IpAddr) -> u64 {
+    match src {
+        IpAddr::V4(a) => keys.hash_one(u32::from(a)),
+        IpAddr::V6(a) => keys.hash_one(u128::from(a)),
+    }
+}
+
 /// A source with attempts: the first of them, and how many the sweep guard watches.
 #[derive(Debug, Clone, Copy)]
 struct Source {
@@ -106,11 +113,13 @@ struct Source {
     guarded: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Net {
     id: NetId,
     total: u32,
     stage1: u32,
+    /// Its place in `heavy` (NONE: no stage-1 attempt).
+    pos: u32,
     queue: VecDeque<Ref>,
 }
 
@@ -119,17 +128,19 @@ pub struct Table {
     slots: Vec<Attempt>,
     free: Vec<u32>,
     len: usize,
-    sources: HashMap<IpAddr, Source, Hasher>,
+    /// Keyed by the source address of the head attempt (8-byte entries: the address lives in
+    /// the slab), hashed with `keys`.
+    sources: HashTable<Source>,
+    keys: Hasher,
     nets: Vec<Net>,
     free_nets: Vec<u32>,
     net_index: HashMap<NetId, u32, Hasher>,
     /// Networks in the index without attempts: forgotten in bulk, not one by one (a network
     /// emptied by an eviction is usually refilled by the next first knock).
     empty_nets: usize,
-    /// (stage-1 count, network, slot) pushed at every change of a count: the greatest entry
-    /// that still matches its network's count is the heaviest network. Stale entries are
-    /// dropped when met on top, or all at once when they outnumber the networks.
-    heavy: BinaryHeap<(u32, NetId, u32)>,
+    /// Slots of the networks holding stage-1 attempts, a max-heap by (count, network)
+    /// ([`heavy`]).
+    heavy: Vec<u32>,
     stage1: VecDeque<Ref>,
     stage1_total: usize,
     pub doors: Vec<DoorState>,
@@ -142,7 +153,9 @@ impl Table {
         let cap = cap.min(1 << 20);
         Table {
             slots: Vec::with_capacity(cap),
-            sources: HashMap::with_capacity_and_hasher(cap, Hasher::new()),
+            // Twice the cap: churn leaves tombstones, and a table more than half full of live
+            // entries then doubles (both copies alive) instead of cleaning in place.
+            sources: HashTable::with_capacity(2 * cap),
             doors,
             ..Table::default()
         }
@@ -169,9 +182,17 @@ impl Table {
         self.is_live(r) && self.slots[r.slot as usize].stage == 1
     }
 
+    /// `src`'s entry.
+    fn source(&self, src: IpAddr) -> Option<&Source> {
+        let slots = &self.slots;
+        self.sources.find(src_hash(&self.keys, src), |s| {
+            slots[s.head as usize].src == src
+        })
+    }
+
     /// The slot of `src`'s attempt on `door`.
     pub fn find(&self, src: IpAddr, door: u32) -> Option<u32> {
-        let mut i = self.sources.get(&src)?.head;
+        let mut i = self.source(src)?.head;
         while i != NONE {
             let a = &self.slots[i as usize];
             if a.door == door {
@@ -184,7 +205,7 @@ impl Table {
 
     /// How many of `src`'s attempts the sweep guard watches.
     pub fn watched_count(&self, src: IpAddr) -> u32 {
-        self.sources.get(&src).map_or(0, |s| s.guarded)
+        self.source(src).map_or(0, |s| s.guarded)
     }
 
     /// Whether `src` has an attempt the sweep guard watches.
@@ -195,7 +216,7 @@ impl Table {
     /// Slots of `src`'s attempts.
     pub fn of_source(&self, src: IpAddr) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut i = self.sources.get(&src).map_or(NONE, |s| s.head);
+        let mut i = self.source(src).map_or(NONE, |s| s.head);
         while i != NONE {
             out.push(i);
             i = self.slots[i as usize].next_of_source;
@@ -217,42 +238,61 @@ impl Table {
         self.doors[door as usize]
             .queue
             .iter()
-            .filter(|e| self.is_live(e.at))
-            .map(|e| e.at.slot)
+            .filter(|r| self.is_live(**r))
+            .map(|r| r.slot)
             .collect()
     }
 
     /// `door`'s queue entry at `pos` and on: the first live attempt's slot and position.
     pub fn door_at(&self, door: usize, mut pos: usize) -> Option<(u32, usize)> {
         let q = &self.doors[door].queue;
-        while let Some(e) = q.get(pos) {
-            if self.is_live(e.at) {
-                return Some((e.at.slot, pos));
+        while let Some(r) = q.get(pos) {
+            if self.is_live(*r) {
+                return Some((r.slot, pos));
             }
             pos += 1;
         }
         None
     }
 
-    /// The earliest deadline of `door`'s queue (perhaps of an attempt that ended: early,
-    /// never late).
+    /// The deadline of `door`'s oldest attempt (its queue's front is always live).
     pub fn door_deadline(&self, door: usize) -> Option<Instant> {
-        self.doors[door].queue.front().map(|e| e.deadline)
+        let r = self.doors[door].queue.front()?;
+        Some(self.slots[r.slot as usize].deadline)
     }
 
-    /// Pops `door`'s oldest attempt if its deadline is at or before `now` (skipping entries
-    /// of attempts that ended).
+    /// Pops `door`'s oldest attempt if its deadline is at or before `now`.
     pub fn pop_due(&mut self, door: usize, now: Instant) -> Option<u32> {
-        while let Some(e) = self.doors[door].queue.front().copied() {
-            if e.deadline > now {
-                return None;
+        let slot = self.doors[door].queue.front()?.slot;
+        if self.slots[slot as usize].deadline > now {
+            return None;
+        }
+        self.doors[door].queue.pop_front();
+        self.trim_door(door);
+        Some(slot)
+    }
+
+    /// Drops the entries of ended attempts from the front of `door`'s queue.
+    fn trim_door(&mut self, door: usize) {
+        while let Some(&r) = self.doors[door].queue.front() {
+            if self.is_live(r) {
+                return;
             }
             self.doors[door].queue.pop_front();
-            if self.is_live(e.at) {
-                return Some(e.at.slot);
-            }
         }
-        None
+    }
+
+    /// Attempt `i` of `door` ended or started over (its entry `at` is stale now): keeps the
+    /// front of the door's queue live. Only `at` can be a stale front: the front was live.
+    fn trim_door_after(&mut self, door: usize, at: Ref) {
+        if self.doors[door]
+            .queue
+            .front()
+            .is_some_and(|r| r.slot == at.slot && r.id == at.id)
+        {
+            self.doors[door].queue.pop_front();
+            self.trim_door(door);
+        }
     }
 
     #[cfg(test)]
@@ -265,7 +305,14 @@ impl Table {
     }
 
     /// Adds `a` (at any stage: reloads carry advanced attempts over) for network `net`.
-    pub fn insert(&mut self, mut a: Attempt, net: NetId) -> u32 {
+    pub fn insert(&mut self, a: Attempt, net: NetId) -> u32 {
+        let known = self.net_of(net);
+        self.insert_at(a, net, known)
+    }
+
+    /// [`Table::insert`] with the network's slot looked up beforehand ([`Table::net_of`];
+    /// removals since then keep it valid: networks are forgotten only when one is created).
+    pub fn insert_at(&mut self, mut a: Attempt, net: NetId, known: Option<u32>) -> u32 {
         if a.id == 0 {
             self.next_id += 1;
             a.id = self.next_id;
@@ -273,7 +320,7 @@ impl Table {
             self.next_id = self.next_id.max(a.id);
         }
         let (src, guarded, stage1) = (a.src, a.guarded, a.stage == 1);
-        let n = self.net_slot(net);
+        let n = self.net_slot(net, known);
         a.net = n;
         let i = match self.free.pop() {
             Some(i) => {
@@ -286,13 +333,27 @@ impl Table {
             }
         };
         self.len += 1;
-        let s = self.sources.entry(src).or_insert(Source {
-            head: NONE,
-            guarded: 0,
-        });
-        self.slots[i as usize].next_of_source = s.head;
-        s.head = i;
-        s.guarded += u32::from(guarded);
+        let (keys, slots) = (&self.keys, &self.slots);
+        let entry = self.sources.entry(
+            src_hash(keys, src),
+            |s| slots[s.head as usize].src == src,
+            |s| src_hash(keys, slots[s.head as usize].src),
+        );
+        let next = match entry {
+            hash_table::Entry::Occupied(mut e) => {
+                let s = e.get_mut();
+                s.guarded += u32::from(guarded);
+                std::mem::replace(&mut s.head, i)
+            }
+            hash_table::Entry::Vacant(e) => {
+                e.insert(Source {
+                    head: i,
+                    guarded: u32::from(guarded),
+                });
+                NONE
+            }
+        };
+        self.slots[i as usize].next_of_source = next;
         self.nets[n as usize].total += 1;
         self.queued(i, stage1);
         i
@@ -303,6 +364,7 @@ impl Table {
     pub fn restart(&mut self, i: u32, variant: u64, deadline: Instant, flow: u32) {
         self.next_id += 1;
         let a = &mut self.slots[i as usize];
+        let old = a.at(i);
         let was_stage1 = a.stage == 1;
         a.stage = 1;
         a.variant = variant;
@@ -319,6 +381,7 @@ impl Table {
             self.doors[door].live -= 1;
             self.queued_stage1_again(i);
         }
+        self.trim_door_after(door, old);
     }
 
     /// Queue entries and counts for attempt `i`, just created (or started over).
@@ -344,13 +407,13 @@ impl Table {
     /// returns its door, network and queue key.
     fn push_door_entry(&mut self, i: u32) -> (usize, usize, Ref) {
         let a = &self.slots[i as usize];
-        let (door, n, at, deadline) = (a.door as usize, a.net as usize, a.at(i), a.deadline);
+        let (door, n, at) = (a.door as usize, a.net as usize, a.at(i));
         let d = &mut self.doors[door];
         d.live += 1;
-        d.queue.push_back(Timed { deadline, at });
+        d.queue.push_back(at);
         if d.queue.len() > 2 * d.live as usize + 64 {
             let mut q = std::mem::take(&mut self.doors[door].queue);
-            q.retain(|e| self.is_live(e.at));
+            q.retain(|r| self.is_live(*r));
             self.doors[door].queue = q;
         }
         (door, n, at)
@@ -387,6 +450,7 @@ impl Table {
         let a = self.slots[i as usize].clone();
         let (door, n) = (a.door as usize, a.net as usize);
         self.slots[i as usize].door = NONE;
+        self.trim_door_after(door, a.at(i));
         self.free.push(i);
         self.len -= 1;
         self.doors[door].live -= 1;
@@ -401,13 +465,15 @@ impl Table {
         if self.nets[n].total == 0 {
             self.nets[n].queue.clear();
             self.empty_nets += 1;
-            if self.empty_nets > 64 + self.net_index.len() / 2 {
-                self.forget_empty_nets();
-            }
         }
         let mut left = None;
         // One hash of the source for the update and the removal.
-        if let Entry::Occupied(mut e) = self.sources.entry(a.src) {
+        let slots = &self.slots;
+        let hash = src_hash(&self.keys, a.src);
+        if let Ok(mut e) = self
+            .sources
+            .find_entry(hash, |s| slots[s.head as usize].src == a.src)
+        {
             let s = e.get_mut();
             if s.head == i {
                 s.head = a.next_of_source;
@@ -466,34 +532,35 @@ impl Table {
         (all, std::mem::replace(&mut self.doors, doors))
     }
 
-    /// Attempts of network `net`.
-    pub fn net_total(&self, net: NetId) -> usize {
-        self.net_index
-            .get(&net)
-            .map_or(0, |&n| self.nets[n as usize].total as usize)
+    /// The slot of network `net`, if it is known (one lookup per first knock: the slot
+    /// answers the questions below).
+    pub fn net_of(&self, net: NetId) -> Option<u32> {
+        self.net_index.get(&net).copied()
     }
 
-    /// Where a first knock from `own` that needs room in a full table takes it from (see
-    /// [`super::tiers`]); None when no attempt is at stage 1.
-    pub fn victim(&mut self, own: NetId) -> Option<Victim> {
-        let (most, net) = loop {
-            let &(count, net, slot) = self.heavy.peek()?;
-            let n = &self.nets[slot as usize];
-            if n.id == net && n.stage1 == count && n.total > 0 {
-                break (count, net);
-            }
-            self.heavy.pop();
-        };
-        let own_stage1 = self
-            .net_index
-            .get(&own)
-            .map_or(0, |&n| self.nets[n as usize].stage1);
-        Some(super::tiers::victim(own_stage1, most, own, net))
+    /// Attempts of the network in slot `n` ([`Table::net_of`]).
+    pub fn net_total(&self, n: Option<u32>) -> usize {
+        n.map_or(0, |n| self.nets[n as usize].total as usize)
     }
 
-    /// The oldest stage-1 attempt of network `net`.
-    pub fn oldest_stage1_of(&mut self, net: NetId) -> Option<u32> {
-        let n = *self.net_index.get(&net)? as usize;
+    /// Attempts of attempt `i`'s network.
+    pub fn net_total_of(&self, i: u32) -> usize {
+        self.nets[self.slots[i as usize].net as usize].total as usize
+    }
+
+    /// Where a first knock from the network in slot `own` that needs room in a full table
+    /// takes it from (see [`super::tiers`]), as a network slot; None when no attempt is at
+    /// stage 1.
+    pub fn victim(&mut self, own: Option<u32>) -> Option<Victim<Option<u32>>> {
+        let slot = self.heaviest()?;
+        let most = self.nets[slot as usize].stage1;
+        let own_stage1 = own.map_or(0, |n| self.nets[n as usize].stage1);
+        Some(super::tiers::victim(own_stage1, most, own, Some(slot)))
+    }
+
+    /// The oldest stage-1 attempt of the network in slot `n`.
+    pub fn oldest_stage1_of(&mut self, n: Option<u32>) -> Option<u32> {
+        let n = n? as usize;
         while let Some(r) = self.nets[n].queue.front().copied() {
             if self.is_stage1(r) {
                 return Some(r.slot);
@@ -514,16 +581,24 @@ impl Table {
         None
     }
 
-    fn net_slot(&mut self, net: NetId) -> u32 {
-        if let Some(&n) = self.net_index.get(&net) {
+    /// The slot of network `net` (`known`: from [`Table::net_of`]), created if needed.
+    fn net_slot(&mut self, net: NetId, known: Option<u32>) -> u32 {
+        if let Some(n) = known {
             if self.nets[n as usize].total == 0 {
                 self.empty_nets -= 1;
             }
             return n;
         }
+        // Only here, so that a slot looked up before removals stays valid.
+        if self.empty_nets > 64 + self.net_index.len() / 2 {
+            self.forget_empty_nets();
+        }
         let fresh = Net {
             id: net,
-            ..Net::default()
+            total: 0,
+            stage1: 0,
+            pos: NONE,
+            queue: VecDeque::new(),
         };
         let n = match self.free_nets.pop() {
             Some(n) => {
@@ -546,19 +621,6 @@ impl Table {
         } else {
             net.stage1 -= 1;
         }
-        if net.stage1 > 0 {
-            self.heavy.push((net.stage1, net.id, n as u32));
-        }
-        if self.heavy.len() > 2 * self.net_index.len() + 64 {
-            let nets = &self.nets;
-            self.heavy = self
-                .net_index
-                .values()
-                .filter_map(|&n| {
-                    let net = &nets[n as usize];
-                    (net.stage1 > 0).then_some((net.stage1, net.id, n))
-                })
-                .collect();
-        }
+        self.heavy_changed(n as u32, up);
     }
 }

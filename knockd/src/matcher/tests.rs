@@ -302,6 +302,28 @@ fn expire_drops_attempts_at_their_deadline_without_traffic() {
 }
 
 #[test]
+fn next_deadline_is_the_oldest_live_attempts_after_older_ones_end() {
+    let mut r = Run::new(vec![door(&[7000, 8000, 9000], 5)]);
+    let (a, b, c) = (ip(2), ip(3), ip(4));
+    r.knock(0, a, 7000);
+    r.knock(100, b, 7000);
+    r.knock(200, c, 7000);
+    // a completes, b starts over in place: the oldest live attempt is c's.
+    r.knock(300, a, 8000);
+    r.knock(310, a, 9000);
+    r.knock(400, b, 7000);
+    assert_eq!(r.m.next_deadline(), Some(r.at(5200)));
+    let mut out = Vec::new();
+    r.m.expire(r.at(5200), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(r.m.next_deadline(), Some(r.at(5400)));
+    // A wrong knock ends b (no first knock): nothing is left to wait for.
+    r.knock(500, b, 9000);
+    assert_eq!(r.m.next_deadline(), None);
+    assert!(r.m.is_empty());
+}
+
+#[test]
 fn packet_after_timeout_starts_a_new_attempt() {
     let mut r = Run::new(vec![door(&[7000, 8000, 9000], 5)]);
     let a = ip(2);

@@ -47,9 +47,9 @@ pub fn network(ip: IpAddr, v4: u8, v6: u8) -> NetId {
 
 /// Where a first knock that needs room takes it from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Victim {
+pub enum Victim<N = NetId> {
     /// The oldest stage-1 attempt of this network.
-    Net(NetId),
+    Net(N),
     /// The oldest stage-1 attempt of the table (no network holds more than one).
     Oldest,
 }
@@ -64,7 +64,7 @@ pub fn door_share(cap: usize, others: usize) -> usize {
 /// from in a full table whose heaviest network is `heaviest`, with `most` stage-1 attempts
 /// (the highest network on a tie): its own network when that holds as many; the whole table
 /// (its oldest stage-1 attempt) when no network holds more than one; else the heaviest.
-pub fn victim(own_stage1: u32, most: u32, own: NetId, heaviest: NetId) -> Victim {
+pub fn victim<N>(own_stage1: u32, most: u32, own: N, heaviest: N) -> Victim<N> {
     if own_stage1 >= most {
         Victim::Net(own)
     } else if most == 1 {
