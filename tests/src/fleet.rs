@@ -70,6 +70,16 @@ pub struct Fleet {
 impl Fleet {
     /// `n` hosts, each running sshd and knockd with `conf`. Call `require_root` first.
     pub fn new(n: usize, conf: &str) -> Fleet {
+        Fleet::build(n, conf, false)
+    }
+
+    /// Like [`Fleet::new`], with a lab user in group knockd on every host (its login shell
+    /// `/bin/sh`, which reads no rc file), named in [`Fleet::member`].
+    pub fn with_member(n: usize, conf: &str) -> Fleet {
+        Fleet::build(n, conf, true)
+    }
+
+    fn build(n: usize, conf: &str, member: bool) -> Fleet {
         let prefix = format!(
             "kf{}-{}",
             std::process::id(),
@@ -85,42 +95,15 @@ impl Fleet {
             cli: format!("{prefix}-c"),
             hosts: Vec::new(),
             user: None,
-            member: None,
+            member: member.then(|| format!("kf{}m", std::process::id())),
             lab_etc: None,
             conf: conf.to_string(),
             dir: Arc::new(dir),
             spawned: AtomicU32::new(0),
         };
-        fleet.set_up_lan(&prefix, n);
-        fleet.write_client_files();
-        fleet.start_all();
-        fleet
-    }
-
-    /// Like [`Fleet::new`], with a lab user in group knockd on every host (its login shell
-    /// `/bin/sh`, which reads no rc file), named in [`Fleet::member`].
-    pub fn with_member(n: usize, conf: &str) -> Fleet {
-        let prefix = format!(
-            "kf{}-{}",
-            std::process::id(),
-            FLEETS.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{prefix}-"))
-            .tempdir()
-            .expect("cannot create the fleet's temp dir");
-        set_mode(dir.path(), 0o711);
-        let mut fleet = Fleet {
-            cli: format!("{prefix}-c"),
-            hosts: Vec::new(),
-            user: None,
-            member: Some(format!("kf{}m", std::process::id())),
-            lab_etc: None,
-            conf: conf.to_string(),
-            dir: Arc::new(dir),
-            spawned: AtomicU32::new(0),
-        };
-        fleet.write_lab_etc();
+        if member {
+            fleet.write_lab_etc();
+        }
         fleet.set_up_lan(&prefix, n);
         fleet.write_client_files();
         fleet.start_all();

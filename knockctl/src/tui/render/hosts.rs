@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 
-use super::{centered, popup, secs_left, Theme};
+use super::{centered, disconnected_text, popup, Theme};
 use crate::present::fit::ellipsize;
 use crate::present::{format_duration_secs, text_width, visible};
 use crate::tui::state::{HostView, Link, State};
@@ -172,13 +172,10 @@ fn host_line(host: &HostView, name_width: usize, now: i64, theme: &Theme) -> Vec
             reason,
             retry_at_ms,
         } => {
-            let secs = secs_left(*retry_at_ms, now);
-            let when = if secs == 0 {
-                "retrying now".to_string()
-            } else {
-                format!("retrying in {secs}s")
-            };
-            spans.push(Span::styled(format!("disconnected, {when}"), theme.error()));
+            spans.push(Span::styled(
+                disconnected_text(*retry_at_ms, now),
+                theme.error(),
+            ));
             spans.push(Span::raw(format!(": {}", visible(reason))));
         }
         Link::Connected => {

@@ -208,6 +208,14 @@ fn secs_left(deadline_ms: i64, now: i64) -> u64 {
     u64::try_from((deadline_ms - now).max(0)).map_or(0, |ms| ms.div_ceil(1000))
 }
 
+/// `disconnected, retrying in 4s` (or `retrying now`), for the header of one host or many.
+fn disconnected_text(retry_at_ms: i64, now: i64) -> String {
+    match secs_left(retry_at_ms, now) {
+        0 => "disconnected, retrying now".to_string(),
+        secs => format!("disconnected, retrying in {secs}s"),
+    }
+}
+
 fn ms_between(from: i64, to: i64) -> u64 {
     u64::try_from((to - from).max(0)).unwrap_or(0)
 }
@@ -266,18 +274,10 @@ fn render_header(state: &State, frame: &mut Frame, area: Rect, now: i64, theme: 
         Link::Disconnected {
             reason,
             retry_at_ms,
-        } => {
-            let secs = secs_left(*retry_at_ms, now);
-            let when = if secs == 0 {
-                "retrying now".to_string()
-            } else {
-                format!("retrying in {secs}s")
-            };
-            Line::from(vec![
-                Span::styled(format!("disconnected, {when}"), theme.error()),
-                Span::raw(format!(": {reason}")),
-            ])
-        }
+        } => Line::from(vec![
+            Span::styled(disconnected_text(*retry_at_ms, now), theme.error()),
+            Span::raw(format!(": {reason}")),
+        ]),
         // Opens are refused while the state file cannot be written: that outranks counters.
         _ if host
             .status
