@@ -333,7 +333,8 @@ impl Matcher {
     ) -> Outcome {
         let src = pkt.src;
         let flow = flow_id(pkt);
-        if let Some(i) = self.attempts.find(src, door as u32) {
+        let (found, probe) = self.attempts.find(src, door as u32);
+        if let Some(i) = found {
             let a = self.attempts.get(i);
             let stage = usize::from(a.stage);
             let variant = a.variant;
@@ -425,7 +426,7 @@ impl Matcher {
         let deadline = now + self.doors[door].seq_timeout;
         let mut a = Attempt::new(src, door as u32, variant, deadline, flow);
         a.guarded = self.guarded(door);
-        self.attempts.insert_at(a, net, known);
+        self.attempts.insert_at(a, net, known, Some(probe));
         Outcome::Counted
     }
 

@@ -30,6 +30,7 @@ type Hasher = ahash::RandomState;
 mod footprint;
 mod heavy;
 mod lists;
+mod nets;
 pub use footprint::map_bytes;
 use lists::{Ends, Link, BY_AGE, BY_DOOR, BY_NET};
 
@@ -96,6 +97,13 @@ impl Attempt {
     pub fn remember(&mut self, flow: u32) {
         self.recent[usize::from(self.stage) % RECENT] = flow;
     }
+}
+
+/// What [`Table::find`] learnt of a source: its hash, and whether it had no attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    hash: u64,
+    absent: bool,
 }
 
 /// What is left of an attempt that ended.
@@ -214,17 +222,30 @@ impl Table {
         })
     }
 
-    /// The slot of `src`'s attempt on `door`.
-    pub fn find(&self, src: IpAddr, door: u32) -> Option<u32> {
-        let mut i = self.source(src)?.head;
+    /// The slot of `src`'s attempt on `door`, and what an insertion for `src` right after
+    /// may skip.
+    pub fn find(&self, src: IpAddr, door: u32) -> (Option<u32>, Probe) {
+        let hash = src_hash(&self.keys, src);
+        let slots = &self.slots;
+        let Some(s) = self
+            .sources
+            .find(hash, |s| slots[s.head as usize].src == src)
+        else {
+            return (None, Probe { hash, absent: true });
+        };
+        let probe = Probe {
+            hash,
+            absent: false,
+        };
+        let mut i = s.head;
         while i != NONE {
             let a = &self.slots[i as usize];
             if a.door == door {
-                return Some(i);
+                return (Some(i), probe);
             }
             i = a.next_of_source;
         }
-        None
+        (None, probe)
     }
 
     /// How many of `src`'s attempts the sweep guard watches.
@@ -302,12 +323,20 @@ impl Table {
     /// Adds `a` (at any stage: reloads carry advanced attempts over) for network `net`.
     pub fn insert(&mut self, a: Attempt, net: NetId) -> u32 {
         let known = self.net_of(net);
-        self.insert_at(a, net, known)
+        self.insert_at(a, net, known, None)
     }
 
     /// [`Table::insert`] with the network's slot looked up beforehand ([`Table::net_of`];
-    /// removals since then keep it valid: networks are forgotten only when one is created).
-    pub fn insert_at(&mut self, mut a: Attempt, net: NetId, known: Option<u32>) -> u32 {
+    /// removals since then keep it valid: networks are forgotten only when one is created)
+    /// and, when given, the [`Probe`] of a [`Table::find`] of the source since which nothing
+    /// was added (removals keep it valid: a source without attempts has none to remove).
+    pub fn insert_at(
+        &mut self,
+        mut a: Attempt,
+        net: NetId,
+        known: Option<u32>,
+        probe: Option<Probe>,
+    ) -> u32 {
         if a.id == 0 {
             self.next_id += 1;
             a.id = self.next_id;
@@ -329,11 +358,21 @@ impl Table {
         };
         self.len += 1;
         let (keys, slots) = (&self.keys, &self.slots);
-        let entry = self.sources.entry(
-            src_hash(keys, src),
-            |s| slots[s.head as usize].src == src,
-            |s| src_hash(keys, slots[s.head as usize].src),
-        );
+        let rehash = |s: &Source| src_hash(keys, slots[s.head as usize].src);
+        let source = Source {
+            head: i,
+            guarded: u32::from(guarded),
+        };
+        if let Some(Probe { hash, absent: true }) = probe {
+            // A new source: no second probe for it.
+            self.sources.insert_unique(hash, source, rehash);
+            self.link_new(i, n, stage1, NONE);
+            return i;
+        }
+        let hash = probe.map_or_else(|| src_hash(keys, src), |p| p.hash);
+        let entry = self
+            .sources
+            .entry(hash, |s| slots[s.head as usize].src == src, rehash);
         let next = match entry {
             hash_table::Entry::Occupied(mut e) => {
                 let s = e.get_mut();
@@ -341,13 +380,17 @@ impl Table {
                 std::mem::replace(&mut s.head, i)
             }
             hash_table::Entry::Vacant(e) => {
-                e.insert(Source {
-                    head: i,
-                    guarded: u32::from(guarded),
-                });
+                e.insert(source);
                 NONE
             }
         };
+        self.link_new(i, n, stage1, next);
+        i
+    }
+
+    /// Attempt `i` of network slot `n`, just placed, joins its source's chain (before
+    /// `next`), its network's count and its lists.
+    fn link_new(&mut self, i: u32, n: u32, stage1: bool, next: u32) {
         self.slots[i as usize].next_of_source = next;
         self.nets[n as usize].total += 1;
         let door = self.slots[i as usize].door as usize;
@@ -360,7 +403,6 @@ impl Table {
         } else {
             self.enter_stage1(i, n as usize);
         }
-        i
     }
 
     /// Attempt `i` (just counted at stage 1, in network slot `n`) joins the stage-1 lists.
@@ -477,19 +519,6 @@ impl Table {
         (ended, left)
     }
 
-    fn forget_empty_nets(&mut self) {
-        let nets = &self.nets;
-        let free = &mut self.free_nets;
-        self.net_index.retain(|_, &mut n| {
-            let keep = nets[n as usize].total > 0;
-            if !keep {
-                free.push(n);
-            }
-            keep
-        });
-        self.empty_nets = 0;
-    }
-
     /// Empties the table for a new door set of `doors` (keeping its allocations): returns the
     /// attempts it held, oldest first, and the old doors' states.
     pub fn reset(&mut self, doors: Vec<DoorState>) -> (Vec<Attempt>, Vec<DoorState>) {
@@ -516,84 +545,8 @@ impl Table {
         (all, std::mem::replace(&mut self.doors, doors))
     }
 
-    /// The slot of network `net`, if it is known (one lookup per first knock: the slot
-    /// answers the questions below).
-    pub fn net_of(&self, net: NetId) -> Option<u32> {
-        self.net_index.get(&net).copied()
-    }
-
-    /// Attempts of the network in slot `n` ([`Table::net_of`]).
-    pub fn net_total(&self, n: Option<u32>) -> usize {
-        n.map_or(0, |n| self.nets[n as usize].total as usize)
-    }
-
-    /// Attempts of attempt `i`'s network.
-    pub fn net_total_of(&self, i: u32) -> usize {
-        self.nets[self.slots[i as usize].net as usize].total as usize
-    }
-
-    /// Where a first knock from the network in slot `own` that needs room in a full table
-    /// takes it from (see [`super::tiers`]), as a network slot; None when no attempt is at
-    /// stage 1.
-    pub fn victim(&self, own: Option<u32>) -> Option<Victim<Option<u32>>> {
-        let slot = self.heaviest()?;
-        let most = self.nets[slot as usize].stage1;
-        let own_stage1 = own.map_or(0, |n| self.nets[n as usize].stage1);
-        Some(super::tiers::victim(own_stage1, most, own, Some(slot)))
-    }
-
-    /// The oldest stage-1 attempt of the network in slot `n`.
-    pub fn oldest_stage1_of(&self, n: Option<u32>) -> Option<u32> {
-        lists::some(self.nets[n? as usize].list.head)
-    }
-
     /// The oldest stage-1 attempt of the table.
     pub fn oldest_stage1(&self) -> Option<u32> {
         lists::some(self.stage1.head)
-    }
-
-    /// The slot of network `net` (`known`: from [`Table::net_of`]), created if needed.
-    fn net_slot(&mut self, net: NetId, known: Option<u32>) -> u32 {
-        if let Some(n) = known {
-            if self.nets[n as usize].total == 0 {
-                self.empty_nets -= 1;
-            }
-            return n;
-        }
-        // Only here, so that a slot looked up before removals stays valid.
-        if self.empty_nets > 64 + self.net_index.len() / 2 {
-            self.forget_empty_nets();
-        }
-        let fresh = Net {
-            total: 0,
-            stage1: 0,
-            bucket: Link::NONE,
-            list: Ends::EMPTY,
-        };
-        let n = match self.free_nets.pop() {
-            Some(n) => {
-                self.nets[n as usize] = fresh;
-                n
-            }
-            None => {
-                self.nets.push(fresh);
-                (self.nets.len() - 1) as u32
-            }
-        };
-        self.net_index.insert(net, n);
-        n
-    }
-
-    #[inline]
-    fn change_stage1(&mut self, n: usize, up: bool) {
-        let net = &mut self.nets[n];
-        let old = net.stage1;
-        if up {
-            net.stage1 += 1;
-        } else {
-            net.stage1 -= 1;
-        }
-        let new = net.stage1;
-        self.heavy_changed(n as u32, old, new);
     }
 }
