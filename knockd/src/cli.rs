@@ -148,12 +148,13 @@ pub struct Args {
 
     /// Remove knockd's nftables table (inet knockd, or NftTable of the config: its grants and
     /// the protection of the doors' ports) and exit; other tables are not touched. Refused
-    /// while the knockd that owns it runs, or when another knockd's state file owns it
+    /// while the knockd that owns it runs (it would re-create it within a second), and when
+    /// another knockd's state file owns it
     #[arg(long)]
     pub firewall_cleanup: bool,
 
-    /// With --firewall-cleanup: remove the table even while its knockd runs or when another
-    /// knockd owns it
+    /// With --firewall-cleanup: remove the table when another knockd, stopped, owns it (never
+    /// while its owner runs)
     #[arg(long, requires = "firewall_cleanup")]
     pub force: bool,
 }
