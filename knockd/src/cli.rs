@@ -149,13 +149,13 @@ pub struct Args {
     /// Remove knockd's nftables table (inet knockd, or NftTable of the config: its grants and
     /// the protection of the doors' ports) and its SPA port DROP rules in iptables and
     /// ip6tables INPUT (knockd@TAG:spa-drop, left by a kill -9), and exit; other tables and
-    /// rules are not touched. Refused while the knockd that owns them runs, or when another
-    /// knockd's state file owns the table
+    /// rules are not touched. Refused while the knockd that owns them runs (it would re-create
+    /// the table within a second), and when another knockd's state file owns the table
     #[arg(long)]
     pub firewall_cleanup: bool,
 
-    /// With --firewall-cleanup: remove the table and rules even while their knockd runs, and
-    /// the table when another knockd owns it
+    /// With --firewall-cleanup: remove the table when another knockd, stopped, owns it (never
+    /// while its owner runs)
     #[arg(long, requires = "firewall_cleanup")]
     pub force: bool,
 }

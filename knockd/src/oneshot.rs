@@ -35,7 +35,7 @@ pub fn firewall_cleanup(args: &crate::cli::Args) -> anyhow::Result<()> {
         Err(_) => config::Options::default(),
     };
     overrides.apply(&mut options);
-    for line in crate::firewall::spa_drop::cleanup(&options, args.force)? {
+    for line in crate::firewall::spa_drop::cleanup(&options)? {
         println!("{line}");
     }
     Ok(())

@@ -309,8 +309,9 @@ async fn own_rules(programs: &[String; 2], tag: &str) -> Vec<(String, u16)> {
 
 /// `knockd --firewall-cleanup`: delete this knockd's SPA port DROP rules (its instance tag,
 /// from `options`' state file) from INPUT of both families, nothing else. Refused while that
-/// knockd runs (it would answer probes again), unless `force`. The lines to print.
-pub fn cleanup(options: &crate::config::Options, force: bool) -> anyhow::Result<Vec<String>> {
+/// knockd runs (its port would answer probes until its next reload), `--force` or not. The
+/// lines to print.
+pub fn cleanup(options: &crate::config::Options) -> anyhow::Result<Vec<String>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -325,14 +326,14 @@ pub fn cleanup(options: &crate::config::Options, force: bool) -> anyhow::Result<
             )]);
         }
         let state = options.state_file();
-        if let Some(pid) = crate::state::holder(&state).filter(|_| !force) {
+        if let Some(pid) = crate::state::holder(&state) {
             let who = if pid == 0 {
                 "a running knockd".to_string()
             } else {
                 format!("knockd (pid {pid})")
             };
             anyhow::bail!(
-                "the SPA port DROP rule {} is in use: {who} runs with state file {} and would answer probes to its SPA port again; stop it first (it deletes the rule itself), or add --force",
+                "the SPA port DROP rule {} is in use: {who} runs with state file {} and its SPA port would answer probes again (--force does not change that); stop it first (it deletes the rule itself)",
                 comment(&tag),
                 state.display()
             );
