@@ -489,20 +489,37 @@ fn spa_iptables_flow(v6: bool) {
     );
     drop(k);
 
-    // --firewall-cleanup removes what a kill -9 left, and nothing else.
+    // --firewall-cleanup refuses while the owner runs (--force too), removes what a kill -9
+    // left, and nothing else.
+    let cleanup = |force: bool| {
+        let mut argv = vec![
+            bin("knockd").into_os_string(),
+            "-c".into(),
+            conf_path.clone().into_os_string(),
+            "--state-file".into(),
+            lab.path("state.json").into_os_string(),
+            "--firewall-cleanup".into(),
+        ];
+        if force {
+            argv.push("--force".into());
+        }
+        lab.srv_exec(argv)
+    };
     let k = OurKnockd::start(&lab, &conf_text);
     wait_drops(&lab, port, (1, 1), &k.log());
+    for force in [false, true] {
+        let refused = cleanup(force);
+        assert!(!refused.status.success(), "{refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("spa-drop is in use"),
+            "{refused:?}"
+        );
+        assert_eq!(drops(&lab, port), (1, 1));
+    }
     k.daemon.kill_9();
     assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
     drop(k);
-    let cleanup = lab.srv_exec([
-        bin("knockd").into_os_string(),
-        "-c".into(),
-        conf_path.clone().into_os_string(),
-        "--state-file".into(),
-        lab.path("state.json").into_os_string(),
-        "--firewall-cleanup".into(),
-    ]);
+    let cleanup = cleanup(false);
     assert!(cleanup.status.success(), "{cleanup:?}");
     assert_eq!(drops(&lab, port), (0, 0), "{cleanup:?}");
     for v6 in [false, true] {
