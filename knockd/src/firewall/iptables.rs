@@ -179,7 +179,7 @@ fn failed_line(stderr: &str) -> Option<usize> {
         .flatten()
 }
 
-fn describe(e: &Exit) -> String {
+pub(super) fn describe(e: &Exit) -> String {
     match e {
         Exit::Status { code, stderr } if stderr.is_empty() => match code {
             Some(c) => format!("exit status {c}"),
@@ -541,6 +541,18 @@ impl Firewall for IptablesRestore {
             }
             Ok(out)
         }))
+    }
+
+    fn spa_drop(
+        &self,
+        tag: String,
+        port: Option<u16>,
+        unwanted: &'static str,
+    ) -> Option<BoxFuture<Vec<String>>> {
+        let programs = [self.v4.single.clone(), self.v6.single.clone()];
+        Some(Box::pin(super::spa_drop::sync(
+            programs, tag, port, unwanted,
+        )))
     }
 
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
