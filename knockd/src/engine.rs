@@ -243,7 +243,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.filter.update(&self.config, &self.totp);
     }
 
-    /// Hand what changed to the state writer (see [`Persistence::persist`]).
+    /// Hand what changed to the state writer (see `Persistence::persist`).
     pub fn persist(&mut self) {
         self.persistence.persist(
             &mut self.ledger,

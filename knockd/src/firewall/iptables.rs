@@ -3,7 +3,7 @@
 //! `-D` lines a single `iptables` call would take. Checks (`-C`) run one process each: they
 //! only happen at start and for re-knocks (a burst of three per grant, then one a second); a
 //! batch with many of them (the restore of many grants) is answered by one `iptables -S` per
-//! chain, which also puts a batch's many deletes in the chain's order (see [`order_deletes`]).
+//! chain, which also puts a batch's many deletes in the chain's order (see `order_deletes`).
 //!
 //! When a transaction fails, iptables-restore names the line: that op is retried alone (a
 //! delete of a rule already gone is then reported `Absent`, its check decides) and the rest is

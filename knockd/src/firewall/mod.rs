@@ -67,7 +67,7 @@ pub struct FwRule {
     pub port: u16,
     /// Door name, recorded in a rule comment so admins can see who added the rule.
     pub door: String,
-    /// The knockd instance that added it (see [`crate::config::Config::instance_tag`]), in
+    /// The knockd instance that added it (see [`crate::config::Options::instance_tag`]), in
     /// the comment: `knockd@TAG:door`. None: a rule of an older version (`knockd:door`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,

@@ -217,24 +217,18 @@ async fn sync_family(
     unwanted: &str,
     out: &mut Vec<String>,
 ) {
-    let argv = [program, "-w", &wait(), "-S", CHAIN].map(str::to_string);
-    let (e, stdout) = proc::run_output(&argv, FIREWALL_TIME_LIMIT).await;
-    if !e.success() {
-        let why = super::iptables::describe(&e);
-        match want {
-            Some(p) => out.push(format!(
-                "error: SPA port {p}/udp: cannot list {program} {CHAIN} ({why}): no DROP rule checked or inserted, the kernel may answer probes with ICMP port unreachable"
-            )),
-            None => tracing::debug!("{program} -S {CHAIN}: {why}"),
+    let listed = match listed(program, tag).await {
+        Ok(l) => l,
+        Err(why) => {
+            match want {
+                Some(p) => out.push(format!(
+                    "error: SPA port {p}/udp: cannot list {program} {CHAIN} ({why}): no DROP rule checked or inserted, the kernel may answer probes with ICMP port unreachable"
+                )),
+                None => tracing::debug!("{program} -S {CHAIN}: {why}"),
+            }
+            return;
         }
-        return;
-    }
-    let listed: Vec<u16> = String::from_utf8_lossy(&stdout)
-        .lines()
-        .filter_map(parse)
-        .filter(|(t, _)| t == tag)
-        .map(|(_, p)| p)
-        .collect();
+    };
     for step in plan(want, &listed) {
         match step {
             Step::Keep(p) => out.push(format!(
@@ -288,23 +282,19 @@ async fn write(program: &str, op: &[&str], tag: &str, port: u16) -> Result<(), S
     }
 }
 
-/// The ports of instance `tag`'s drop rules in INPUT, per program that could list it.
-async fn own_rules(programs: &[String; 2], tag: &str) -> Vec<(String, u16)> {
-    let mut out = Vec::new();
-    for program in programs {
-        let argv = [program, "-w", &wait(), "-S", CHAIN].map(str::to_string);
-        let (e, stdout) = proc::run_output(&argv, FIREWALL_TIME_LIMIT).await;
-        if e.success() {
-            out.extend(
-                String::from_utf8_lossy(&stdout)
-                    .lines()
-                    .filter_map(parse)
-                    .filter(|(t, _)| t == tag)
-                    .map(|(_, p)| (program.clone(), p)),
-            );
-        }
+/// The ports of instance `tag`'s drop rules in INPUT, in chain order (`program -S INPUT`).
+async fn listed(program: &str, tag: &str) -> Result<Vec<u16>, String> {
+    let argv = [program, "-w", &wait(), "-S", CHAIN].map(str::to_string);
+    let (e, stdout) = proc::run_output(&argv, FIREWALL_TIME_LIMIT).await;
+    if !e.success() {
+        return Err(super::iptables::describe(&e));
     }
-    out
+    Ok(String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(parse)
+        .filter(|(t, _)| t == tag)
+        .map(|(_, p)| p)
+        .collect())
 }
 
 /// `knockd --firewall-cleanup`: delete this knockd's SPA port DROP rules (its instance tag,
@@ -318,8 +308,11 @@ pub fn cleanup(options: &crate::config::Options) -> anyhow::Result<Vec<String>> 
     let tag = options.instance_tag();
     let programs = ["iptables".to_string(), "ip6tables".to_string()];
     rt.block_on(async move {
-        let found = own_rules(&programs, &tag).await;
-        if found.is_empty() {
+        let mut found = 0;
+        for p in &programs {
+            found += listed(p, &tag).await.map_or(0, |l| l.len());
+        }
+        if found == 0 {
             return Ok(vec![format!(
                 "no SPA port DROP rule of this knockd ({}) in INPUT",
                 comment(&tag)
@@ -432,6 +425,75 @@ mod tests {
             [Delete(62201, Why::Unwanted), Delete(62202, Why::Unwanted)]
         );
         assert_eq!(plan(None, &[]), []);
+    }
+
+    /// A stand-in for iptables: `-S` prints `listing`, every call is written to `calls`, and
+    /// `-I` fails while `fail-insert` exists.
+    fn fake_iptables(dir: &std::path::Path, listing: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(dir.join("listing"), listing).expect("listing");
+        let script = dir.join("fake-iptables");
+        let d = dir.display();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {d}/calls\ncase \"$3\" in\n -S) cat {d}/listing ;;\n -I) [ -e {d}/fail-insert ] && {{ echo 'iptables: boom' >&2; exit 4; }} ;;\nesac\nexit 0\n"
+            ),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        script.display().to_string()
+    }
+
+    fn calls(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A reload to another port: the new rule goes in first, then the old one goes; when the
+    /// insert fails, the old rule stays and the error says so.
+    #[tokio::test]
+    async fn a_failed_insert_keeps_the_old_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listing = format!(
+            "-P INPUT ACCEPT\n{}\n{}\n",
+            listed(TAG, 62201),
+            listed("ffff0000", 62202)
+        );
+        let fake = fake_iptables(dir.path(), &listing);
+        std::fs::write(dir.path().join("fail-insert"), "").expect("flag");
+        let lines = sync([fake.clone(), fake.clone()], TAG.into(), Some(62202), "x").await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("error: SPA port 62202/udp: `")
+                && lines[0].contains("(iptables: boom)")
+                && lines[0].ends_with("the DROP rule of the previous port is kept"),
+            "{lines:?}"
+        );
+        assert!(
+            calls(dir.path()).iter().all(|c| !c.contains("-D")),
+            "{:?}",
+            calls(dir.path())
+        );
+
+        std::fs::remove_file(dir.path().join("fail-insert")).expect("rm");
+        std::fs::remove_file(dir.path().join("calls")).expect("rm");
+        let lines = sync([fake.clone(), fake], TAG.into(), Some(62202), "x").await;
+        let want = [
+            "-w 5 -S INPUT".to_string(),
+            format!("-w 5 -I INPUT 1 {}", spec(TAG, 62202).join(" ")),
+            format!("-w 5 -D INPUT {}", spec(TAG, 62201).join(" ")),
+        ];
+        // Both families; another instance's rule (ffff0000) is never touched.
+        assert_eq!(
+            calls(dir.path()),
+            [want.clone(), want].concat(),
+            "{lines:?}"
+        );
+        assert!(lines[1].ends_with("(no longer the SPA port)"), "{lines:?}");
     }
 
     fn config(text: &str, firewall: FirewallKind) -> Config {

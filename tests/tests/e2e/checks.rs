@@ -2,7 +2,7 @@
 //! start-up warnings in the LogFile (once), and a control socket directory that keeps a
 //! user out named in knockctl's message.
 
-use knock_e2e::knockd::{OurKnockd, START_TIMEOUT};
+use knock_e2e::knockd::OurKnockd;
 use knock_e2e::{bin, require_root, wait_until, Lab, SRV_IF};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -248,9 +248,5 @@ fn knockctl_names_the_directory_that_keeps_a_user_out() {
         "{}",
         text(&out)
     );
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "still up"
-    );
+    k.wait_started();
 }
