@@ -14,13 +14,16 @@
 //!   [`fwcount`]: rules and set elements left in the firewall.
 //! - [`procfs`]: CPU and memory of a daemon.
 //! - [`fleet`]: `knock-bench fleet`, knockctl over many hosts through real ssh.
-//! - [`runner`]: the scenarios; [`report`]: table, JSON and targets; [`stats`]: percentiles.
+//! - [`runner`]: the scenarios; [`legit`]: the legitimate client's tries; [`report`]: table,
+//!   JSON and targets; [`stats`]: percentiles; [`keep`]: a run's files kept (`--keep-logs`).
 
 pub mod access;
 pub mod daemon;
 pub mod fleet;
 pub mod floor;
 pub mod fwcount;
+pub mod keep;
+pub mod legit;
 pub mod monitor;
 pub mod procfs;
 pub mod report;
