@@ -14,6 +14,9 @@
 //!   [`fwcount`]: rules and set elements left in the firewall.
 //! - [`procfs`]: CPU and memory of a daemon.
 //! - [`fleet`]: `knock-bench fleet`, knockctl over many hosts through real ssh.
+//! - [`spa`]: `knock-bench --spa`, single-packet knocks, ours and [`fwknop`]'s side by side
+//!   ([`spa_load`]: the shared scenarios; [`spa_table`]: its table; [`pktstats`]: fwknopd's
+//!   capture counters).
 //! - [`runner`]: the scenarios; [`legit`]: the legitimate client's tries; [`report`]: table,
 //!   JSON and targets; [`stats`]: percentiles; [`keep`]: a run's files kept (`--keep-logs`).
 
@@ -22,13 +25,17 @@ pub mod daemon;
 pub mod fleet;
 pub mod floor;
 pub mod fwcount;
+pub mod fwknop;
 pub mod keep;
 pub mod legit;
 pub mod monitor;
+pub mod pktstats;
 pub mod procfs;
 pub mod report;
 pub mod runner;
 pub mod spa;
+pub mod spa_load;
+pub mod spa_table;
 pub mod stats;
 
 use std::collections::BTreeMap;
