@@ -8,7 +8,8 @@
 # takes a few seconds and only checks that everything runs and reports (for CI); the full run
 # takes about six minutes and wants an otherwise idle machine. `knock-bench --help` lists the
 # other options (daemons, rates, duration, trials); --spa runs only the single-packet knock
-# scenarios (quiet latency, a 30k/s forged flood; our knockd with nftables). The matcher and
+# scenarios (quiet latency, a 30k/s forged flood; our knockd with nftables and iptables, and
+# Debian's fwknopd 2.6 beside it). The matcher and
 # SPA micro-benchmarks are separate: `cargo bench -p knockd --bench matcher` (or `--bench spa`). Results and how to read them: BENCHMARKS.md.
 #
 # All traffic stays inside the namespaces each run creates (spoofed sources from

@@ -22,6 +22,8 @@ PACKAGES=(
     pkg-config
     build-essential
     python3-nacl    # test-only: the SPA packet vectors cross-checked against libsodium
+    fwknop-server   # fwknopd 2.6: the SPA peer knock-bench --spa measures; never started on the host
+    fwknop-client   # fwknop: the client the bench knocks fwknopd with
 )
 
 say() { printf '[setup] %s\n' "$*"; }
@@ -46,7 +48,9 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 # While apt runs, a policy-rc.d that exits 101 forbids maintainer scripts from starting
-# services (knockd's postinst would otherwise try). Any existing file is put back after.
+# services (knockd's and fwknop-server's postinsts would otherwise try; fwknop-server's
+# systemd unit ignores START_DAEMON in /etc/default/fwknop-server and would listen on the
+# host's eth0 with the stock /etc/fwknop config). Any existing file is put back after.
 POLICY=/usr/sbin/policy-rc.d
 POLICY_BACKUP="$POLICY.knockd-rs-setup"
 restore_policy() {
@@ -80,6 +84,17 @@ if command -v systemctl >/dev/null; then
     say "making sure the host's knockd service is stopped and disabled"
     systemctl disable --now knockd.service >/dev/null 2>&1 || true
     say "knockd.service: $(systemctl is-enabled knockd.service 2>/dev/null || true)"
+fi
+# Same for Debian's fwknopd (its postinst does not enable the unit on a fresh install, and its
+# init script starts only with START_DAEMON="yes"; checked anyway, as for knockd).
+if command -v systemctl >/dev/null; then
+    say "making sure the host's fwknop-server service is stopped and disabled"
+    systemctl disable --now fwknop-server.service >/dev/null 2>&1 || true
+    say "fwknop-server.service: $(systemctl is-enabled fwknop-server.service 2>/dev/null || true)"
+fi
+if [ -f /etc/default/fwknop-server ] && grep -q '^START_DAEMON="\?yes' /etc/default/fwknop-server; then
+    say "setting START_DAEMON=\"no\" in /etc/default/fwknop-server"
+    sed -i 's/^START_DAEMON=.*/START_DAEMON="no"/' /etc/default/fwknop-server
 fi
 if [ -f /etc/default/knockd ] && grep -q '^START_KNOCKD=1' /etc/default/knockd; then
     say "setting START_KNOCKD=0 in /etc/default/knockd"

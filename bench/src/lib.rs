@@ -14,6 +14,9 @@
 //!   [`fwcount`]: rules and set elements left in the firewall.
 //! - [`procfs`]: CPU and memory of a daemon.
 //! - [`fleet`]: `knock-bench fleet`, knockctl over many hosts through real ssh.
+//! - [`spa`]: `knock-bench --spa`, single-packet knocks, ours and [`fwknop`]'s side by side
+//!   ([`spa_load`]: the shared scenarios; [`spa_table`]: its table; [`pktstats`]: fwknopd's
+//!   capture counters).
 //! - [`runner`]: the scenarios; [`report`]: table, JSON and targets; [`stats`]: percentiles.
 
 pub mod access;
@@ -21,11 +24,15 @@ pub mod daemon;
 pub mod fleet;
 pub mod floor;
 pub mod fwcount;
+pub mod fwknop;
 pub mod monitor;
+pub mod pktstats;
 pub mod procfs;
 pub mod report;
 pub mod runner;
 pub mod spa;
+pub mod spa_load;
+pub mod spa_table;
 pub mod stats;
 
 use std::collections::BTreeMap;

@@ -1,36 +1,34 @@
-//! Single-packet knocks in a lab: our knockd (`Firewall = nftables`) with one real client
-//! and thousands more enrolled.
+//! Single-packet knocks in a lab, side by side: our knockd (`Firewall = nftables`, and
+//! `Firewall = iptables` like fwknopd) with one real client and thousands more enrolled, and
+//! fwknopd 2.6 (Debian's `fwknop-server`, see [`super::fwknop`]) with one real client.
 //!
+//! Each daemon gets a fresh lab of the same shape (two namespaces, the same addresses) and
+//! the same scenarios ([`super::spa_load`]), one daemon after the other in the same run:
 //! - quiet: the real client sends a packet; the time from the send to the kernel's
-//!   notification that the grant's set element is in (`inet knockd allow4`) is its latency;
-//!   the grant is revoked and the next trial waits until its element is gone;
-//! - flood: random packets of the SPA length (forged: no client's hint) are sent to the SPA
-//!   port at `flood_pps` for `flood`, while the real client knocks every `knock_every`;
-//!   knockd's CPU seconds (utime + stime, its own and its children's) over the flood, the
-//!   packets the kernel dropped before knockd read them (`knockd_kernel_drops`) and how many
-//!   real knocks opened within `open_timeout` are reported.
+//!   notification that the grant is in (our set element in `inet knockd allow4`, or an
+//!   iptables-nft rule `-s CLIENT/32`) is its latency; the grant is closed and the next trial
+//!   waits until it is gone;
+//! - flood: random 166-byte datagrams (forged: for us no client's hint, for fwknopd not even
+//!   base64) are sent to the SPA port at `flood_pps` for `flood`, while the real client
+//!   knocks every `knock_every`; the daemon's CPU seconds (utime + stime, its own and its
+//!   reaped children's: fwknopd forks iptables) over the flood, the packets the kernel
+//!   dropped before the daemon read them, and how many real knocks opened within
+//!   `open_timeout` are reported.
 //!
-//! The forged packets come from the client's own address (the gate's refusal does not depend
-//! on the source: no per-source state exists before a packet authenticates).
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//! The forged packets come from the client's own address (neither daemon keeps per-source
+//! state before a packet authenticates).
 
 use anyhow::{bail, Context, Result};
 use knock_e2e::knockd::OurKnockd;
-use knock_e2e::traffic::netns::create_in;
 use knock_e2e::{bin, Lab};
 use knock_ipc::spa::keys::random_nonce;
-use knock_ipc::spa::{Body, ClientKey, DoorId, Op, DEFAULT_PORT, PACKET_LEN};
+use knock_ipc::spa::{Body, ClientKey, DoorId, Op, DEFAULT_PORT};
 use serde::Serialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::monitor::{RuleBook, RuleMonitor};
-use super::procfs;
-
-const CLI: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 2);
-const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
+use super::fwknop::{self, Fwknopd};
+use super::pktstats::PacketCounter;
+use super::spa_load::{measure, median, Measured, Pace, Subject, CLI};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -45,6 +43,12 @@ pub struct SpaPlan {
     pub flood: Duration,
     pub knock_every: Duration,
     pub open_timeout: Duration,
+    /// Also our knockd with `Firewall = iptables` (fwknopd's firewall).
+    pub ours_iptables: bool,
+    /// Also fwknopd (with its default `PCAP_LOOP_SLEEP`, 100 ms).
+    pub fwknop: bool,
+    /// Also fwknopd with `PCAP_LOOP_SLEEP` set to this many µs (a tuned row).
+    pub fwknop_tuned_sleep_us: Option<u32>,
 }
 
 impl SpaPlan {
@@ -57,6 +61,9 @@ impl SpaPlan {
             flood: Duration::from_secs(10),
             knock_every: Duration::from_secs(1),
             open_timeout: Duration::from_secs(2),
+            ours_iptables: true,
+            fwknop: true,
+            fwknop_tuned_sleep_us: Some(1_000),
         }
     }
 
@@ -69,28 +76,113 @@ impl SpaPlan {
             flood: Duration::from_millis(1200),
             knock_every: Duration::from_millis(600),
             open_timeout: Duration::from_secs(2),
+            ours_iptables: false,
+            fwknop: true,
+            fwknop_tuned_sleep_us: None,
+        }
+    }
+
+    fn pace(&self) -> Pace {
+        Pace {
+            quiet_trials: self.quiet_trials,
+            quiet_gap: self.quiet_gap,
+            flood_pps: self.flood_pps,
+            flood: self.flood,
+            knock_every: self.knock_every,
+            open_timeout: self.open_timeout,
         }
     }
 }
 
-/// What came out.
+/// One daemon's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpaResult {
+    /// `knockd-rs` or `fwknopd 2.6.10`.
+    pub daemon: String,
+    /// `nftables` (a set element) or `iptables` (an iptables-nft rule).
+    pub firewall: String,
+    /// Clients enrolled (fwknopd: access stanzas' keys, 1).
     pub clients: u32,
-    /// Packet sent to set element in, per quiet trial (ms).
+    /// Packet sent to grant in, per quiet trial (ms).
     pub quiet_ms: Vec<f64>,
     pub quiet_p50_ms: f64,
     pub flood_pps_asked: u64,
     pub forged_sent: u64,
     pub flood_s: f64,
-    /// knockd's CPU seconds over the flood, and per second of flood (cores).
+    /// The daemon's CPU seconds over the flood (with its reaped children), and per second
+    /// of flood (cores).
     pub flood_cpu_s: f64,
     pub flood_cores: f64,
     pub real_knocks: u64,
     pub real_opened: u64,
+    /// Packet sent to grant in for the real knocks that opened during the flood (ms).
+    pub flood_open_p50_ms: f64,
+    /// Packets the kernel dropped before the daemon read them (libpcap's count: ours from
+    /// `knockctl metrics`, fwknopd's read from its socket by the bench).
     pub kernel_drops: u64,
-    /// knockd's own count of forged refusals (unknown hint) over the run.
-    pub refused_unknown_hint: u64,
+    /// Our knockd's count of forged refusals (unknown hint) over the run.
+    pub refused_unknown_hint: Option<u64>,
+}
+
+impl SpaResult {
+    fn new(daemon: &str, firewall: &str, clients: u32, plan: &SpaPlan, m: Measured) -> Self {
+        SpaResult {
+            daemon: daemon.into(),
+            firewall: firewall.into(),
+            clients,
+            quiet_p50_ms: median(&m.quiet_ms),
+            quiet_ms: m.quiet_ms,
+            flood_pps_asked: plan.flood_pps,
+            forged_sent: m.forged_sent,
+            flood_s: m.flood_s,
+            flood_cpu_s: m.flood_cpu_s,
+            flood_cores: m.flood_cpu_s / m.flood_s.max(1e-9),
+            real_knocks: m.real_knocks,
+            real_opened: m.real_opened,
+            flood_open_p50_ms: median(&m.flood_open_ms),
+            kernel_drops: m.kernel_drops,
+            refused_unknown_hint: None,
+        }
+    }
+}
+
+/// Everything one `--spa` run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaReport {
+    /// `/proc/loadavg` before and after.
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub rows: Vec<SpaResult>,
+    /// Why fwknopd was not measured, when it was asked for and could not run.
+    pub fwknop_missing: Option<String>,
+}
+
+/// Runs the SPA scenarios: ours (nftables), ours (iptables) if asked, fwknopd (default, then
+/// tuned if asked) if asked and installed (else `fwknop_missing` says why).
+pub fn run(plan: &SpaPlan) -> Result<SpaReport> {
+    let loadavg_before = super::report::loadavg();
+    let mut rows = vec![ours(plan, "nftables")?];
+    if plan.ours_iptables {
+        rows.push(ours(plan, "iptables")?);
+    }
+    let mut fwknop_missing = None;
+    if plan.fwknop {
+        match fwknop::missing() {
+            None => {
+                rows.push(fwknopd(plan, None)?);
+                if let Some(us) = plan.fwknop_tuned_sleep_us {
+                    rows.push(fwknopd(plan, Some(us))?);
+                }
+            }
+            Some(why) => fwknop_missing = Some(why),
+        }
+    }
+    Ok(SpaReport {
+        loadavg_before,
+        loadavg_after: super::report::loadavg(),
+        rows,
+        fwknop_missing,
+    })
 }
 
 fn wall_ms() -> u64 {
@@ -107,25 +199,11 @@ fn metric(k: &OurKnockd, needle: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// A UDP socket of the client namespace, bound to the client's address.
-fn client_socket(lab: &Lab) -> Result<UdpSocket> {
-    create_in(lab.cli_ns(), || {
-        Ok(UdpSocket::bind(SocketAddr::from((CLI, 0)))?)
-    })
-    .context("cannot open a UDP socket in the client namespace")
-}
-
-/// Runs the SPA scenarios in a fresh lab.
-pub fn run(plan: &SpaPlan) -> Result<SpaResult> {
+/// Our knockd with `Firewall = <firewall>` in a fresh lab.
+fn ours(plan: &SpaPlan, firewall: &str) -> Result<SpaResult> {
     let lab = Lab::new();
     let conf = format!(
-        "[options]\n\tFirewall = nftables\n\tSPA_ClientDir = {}\n\tSPA_ServerKey = {}\n\
+        "[options]\n\tFirewall = {firewall}\n\tSPA_ClientDir = {}\n\tSPA_ServerKey = {}\n\
          [ssh]\n\tSPA = real\n\tOpen = 22/tcp\n\tCmd_Timeout = 60\n",
         lab.path("clients").display(),
         lab.path("spa.key").display()
@@ -153,110 +231,59 @@ pub fn run(plan: &SpaPlan) -> Result<SpaResult> {
         )?;
     }
     let k = OurKnockd::start(&lab, &conf);
-    let pid = k.daemon.pid();
-    let mon = RuleMonitor::start(lab.srv_ns())?;
-    let mut book = RuleBook::new(CLI);
-    let sock = client_socket(&lab)?;
-    let to = SocketAddr::new(IpAddr::V4(SRV), DEFAULT_PORT);
-    let knock = |sock: &UdpSocket| -> Result<Instant> {
-        let body = Body {
-            ts_ms: wall_ms(),
-            op: Op::Open,
-            addr: None,
-            timeout_secs: 0,
-            door: DoorId::ANY,
-        };
-        let p = real.packet(&body, &random_nonce()?)?;
-        let t0 = Instant::now();
-        sock.send_to(&p, to)?;
-        Ok(t0)
-    };
-    let revoke = |book: &mut RuleBook| -> Result<()> {
-        let out = k.knockctl(&["revoke", &CLI.to_string()]);
-        // Exit 1 = nothing to revoke.
-        if !out.status.success() && out.status.code() != Some(1) {
-            bail!("knockctl revoke: {out:?}");
-        }
-        if !book.wait_closed(&mon, Instant::now() + Duration::from_secs(5)) {
-            bail!("the grant did not close after revoke");
-        }
-        Ok(())
-    };
-
-    // Quiet.
-    let mut quiet_ms = Vec::new();
-    for _ in 0..plan.quiet_trials {
-        book.drain(&mon);
-        let t0 = knock(&sock)?;
-        let Some(t1) = book.wait_added(&mon, t0 + plan.open_timeout) else {
-            bail!("a quiet SPA knock did not open:\n{}", k.log());
-        };
-        quiet_ms.push(t1.saturating_duration_since(t0).as_secs_f64() * 1000.0);
-        revoke(&mut book)?;
-        std::thread::sleep(plan.quiet_gap.saturating_sub(t0.elapsed()));
-    }
-
-    // Flood.
-    let drops0 = metric(&k, "knockd_kernel_drops ");
-    let cpu0 = procfs::sample(pid)?.cpu_s;
-    let sent = Arc::new(AtomicU64::new(0));
-    let flood_sock = client_socket(&lab)?;
-    let (pps, dur) = (plan.flood_pps, plan.flood);
-    let sent2 = Arc::clone(&sent);
-    let flooder = std::thread::spawn(move || {
-        let mut s: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut buf = [0u8; PACKET_LEN];
-        let start = Instant::now();
-        let mut n: u64 = 0;
-        while start.elapsed() < dur {
-            let due = (start.elapsed().as_secs_f64() * pps as f64) as u64;
-            while n < due {
-                for b in buf.iter_mut() {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    *b = s as u8;
-                }
-                if flood_sock.send_to(&buf, to).is_ok() {
-                    n += 1;
-                }
+    let mut subject = Subject {
+        pid: k.daemon.pid(),
+        port: DEFAULT_PORT,
+        packet: Box::new(|| {
+            let body = Body {
+                ts_ms: wall_ms(),
+                op: Op::Open,
+                addr: None,
+                timeout_secs: 0,
+                door: DoorId::ANY,
+            };
+            Ok(real.packet(&body, &random_nonce()?)?.to_vec())
+        }),
+        close: Box::new(|| {
+            let out = k.knockctl(&["revoke", &CLI.to_string()]);
+            // Exit 1 = nothing to revoke.
+            if !out.status.success() && out.status.code() != Some(1) {
+                bail!("knockctl revoke: {out:?}");
             }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        sent2.store(n, Ordering::Relaxed);
-    });
-    let t_flood = Instant::now();
-    let (mut knocks, mut opened) = (0u64, 0u64);
-    while t_flood.elapsed() < plan.flood {
-        book.drain(&mon);
-        let t0 = knock(&sock)?;
-        knocks += 1;
-        if book.wait_added(&mon, t0 + plan.open_timeout).is_some() {
-            opened += 1;
-            revoke(&mut book)?;
-        }
-        let next = t0 + plan.knock_every;
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
-    let _ = flooder.join();
-    let flood_s = t_flood.elapsed().as_secs_f64();
-    let cpu1 = procfs::sample(pid)?.cpu_s;
-    std::thread::sleep(Duration::from_millis(1200));
-    let drops = metric(&k, "knockd_kernel_drops ").saturating_sub(drops0);
-    let refused = metric(&k, "knockd_spa_packets_total{outcome=\"unknown_hint\"} ");
-    let flood_cpu_s = cpu1 - cpu0;
-    Ok(SpaResult {
-        clients: plan.clients,
-        quiet_p50_ms: median(&quiet_ms),
-        quiet_ms,
-        flood_pps_asked: plan.flood_pps,
-        forged_sent: sent.load(Ordering::Relaxed),
-        flood_s,
-        flood_cpu_s,
-        flood_cores: flood_cpu_s / flood_s.max(1e-9),
-        real_knocks: knocks,
-        real_opened: opened,
-        kernel_drops: drops,
-        refused_unknown_hint: refused,
-    })
+            Ok(())
+        }),
+        drops: Box::new(|| Ok(metric(&k, "knockd_kernel_drops "))),
+    };
+    let m = measure(&lab, &plan.pace(), &mut subject, &|| k.log())?;
+    drop(subject);
+    let mut r = SpaResult::new("knockd-rs", firewall, plan.clients, plan, m);
+    r.refused_unknown_hint = Some(metric(
+        &k,
+        "knockd_spa_packets_total{outcome=\"unknown_hint\"} ",
+    ));
+    Ok(r)
+}
+
+/// fwknopd in a fresh lab, `PCAP_LOOP_SLEEP` its default or `loop_sleep_us`.
+fn fwknopd(plan: &SpaPlan, loop_sleep_us: Option<u32>) -> Result<SpaResult> {
+    let lab = Lab::new();
+    let f = Fwknopd::start(&lab, loop_sleep_us)?;
+    let pid = f.daemon.pid();
+    let mut counter = PacketCounter::new(pid).context("fwknopd's capture counters")?;
+    let mut subject = Subject {
+        pid,
+        port: fwknop::PORT,
+        packet: Box::new(|| f.packet()),
+        close: Box::new(|| f.close_all()),
+        drops: Box::new(|| Ok(counter.read()?.drops)),
+    };
+    let m = measure(&lab, &plan.pace(), &mut subject, &|| f.daemon.log_text());
+    drop(subject);
+    f.stop();
+    let m = m?;
+    let name = match loop_sleep_us {
+        None => "fwknopd 2.6.10".to_string(),
+        Some(us) => format!("fwknopd 2.6.10, PCAP_LOOP_SLEEP {us} µs"),
+    };
+    Ok(SpaResult::new(&name, "iptables", 1, plan, m))
 }

@@ -2,7 +2,7 @@
 //! one-time sequences files and `knock`.
 //!
 //! Input: config text (lossy UTF-8, as a non-UTF-8 file is an error before parsing).
-//! Invariants: no panic; memory bounded by [`MEMORY_LIMIT`]; every error names a line of the
+//! Invariants: no panic; memory bounded by [`memory_limit`]; every error names a line of the
 //! file (1..=lines+1, or 0 for the whole file) and a non-empty message; an accepted config has
 //! doors whose sequences are 1..=32 knocks, ports non-zero.
 

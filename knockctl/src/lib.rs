@@ -16,7 +16,7 @@ pub mod knock;
 pub mod present;
 pub mod tui;
 
-/// `knockctl`: the dashboard for `knockctl tui`, any other command through [`ctl::run`].
+/// `knockctl`: the dashboard for `knockctl tui`, any other command through [`ctl::run()`].
 pub async fn run_knockctl(
     args: &ctl::Args,
     out: &mut dyn Write,

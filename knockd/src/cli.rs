@@ -147,13 +147,15 @@ pub struct Args {
     pub firewall: Option<FirewallKind>,
 
     /// Remove knockd's nftables table (inet knockd, or NftTable of the config: its grants and
-    /// the protection of the doors' ports) and exit; other tables are not touched. Refused
-    /// while the knockd that owns it runs, or when another knockd's state file owns it
+    /// the protection of the doors' ports) and its SPA port DROP rules in iptables and
+    /// ip6tables INPUT (knockd@TAG:spa-drop, left by a kill -9), and exit; other tables and
+    /// rules are not touched. Refused while the knockd that owns them runs (it would re-create
+    /// the table within a second), and when another knockd's state file owns the table
     #[arg(long)]
     pub firewall_cleanup: bool,
 
-    /// With --firewall-cleanup: remove the table even while its knockd runs or when another
-    /// knockd owns it
+    /// With --firewall-cleanup: remove the table when another knockd, stopped, owns it (never
+    /// while its owner runs)
     #[arg(long, requires = "firewall_cleanup")]
     pub force: bool,
 }

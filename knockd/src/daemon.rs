@@ -151,6 +151,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     advice.extend(crate::firewall::nftables::setup::firewall_advice(
         &config.options,
     ));
+    advice.extend(crate::firewall::spa_drop::Protection::of(&config).warning());
     let socket_path = config
         .options
         .socket

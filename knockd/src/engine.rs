@@ -13,7 +13,8 @@
 //! - `totp`: the TOTP clock of rotating doors;
 //! - `events`: log lines, counters and live events (with `throttle`, the log-rate limits);
 //! - `starts`: the fair start queues per door;
-//! - `filter_feed`: the capture filter last sent and the local addresses.
+//! - `filter_feed`: the capture filter last sent and the local addresses;
+//! - `spa_drop`: the SPA port's DROP rule with `Firewall = iptables`.
 //!
 //! The files named for what the engine does route between them: `open` (a door opens),
 //! `tasks` (handing tasks to the runner, their results, closes), `timer`, `apply` (applying a
@@ -78,6 +79,8 @@ pub struct Engine<E: Executor, L: LogSink> {
     /// The nftables side: the backend of native doors with `Firewall = nftables`, its queue,
     /// and what its tasks send back (kernel listings, table updates).
     nft: NftSide,
+    /// The SPA port's DROP rule with `Firewall = iptables`.
+    spa_drop: spa_drop::SpaDropSide,
     /// For `status`.
     started: Instant,
     interfaces: Vec<String>,
@@ -120,6 +123,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             starts: Starts::default(),
             filter: FilterFeed::new(set_filter),
             nft: NftSide::default(),
+            spa_drop: spa_drop::SpaDropSide::default(),
             started: now(),
             interfaces: Vec::new(),
             capture_stats: None,
@@ -239,7 +243,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         self.filter.update(&self.config, &self.totp);
     }
 
-    /// Hand what changed to the state writer (see [`Persistence::persist`]).
+    /// Hand what changed to the state writer (see `Persistence::persist`).
     pub fn persist(&mut self) {
         self.persistence.persist(
             &mut self.ledger,
@@ -286,6 +290,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                 Some(c) = control.recv() => self.on_control(c),
                 Some(d) = self.runner.recv() => self.on_done(d),
                 Some(ev) = self.nft.recv() => self.on_nft(ev),
+                Some(lines) = self.spa_drop.recv() => self.spa_drop_lines(lines),
                 msg = packets.recv() => match msg {
                     Some(CaptureMsg::Batch(batch, at)) => {
                         for p in &batch {
@@ -516,6 +521,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             );
             self.line(&msg);
         }
+        self.stop_spa_drop().await;
         self.flush_state().await;
         self.line("shutting down");
     }
@@ -531,6 +537,7 @@ mod requests;
 mod restore;
 mod runner;
 mod spa;
+mod spa_drop;
 mod starts;
 mod tasks;
 mod throttle;
@@ -545,5 +552,7 @@ mod reload_cost;
 mod reload_tests;
 #[cfg(test)]
 mod reply_cost;
+#[cfg(test)]
+mod spa_drop_tests;
 #[cfg(test)]
 mod tests;

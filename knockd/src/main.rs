@@ -36,7 +36,12 @@ fn main() -> ExitCode {
     } else if args.firewall_cleanup {
         knockd::oneshot::firewall_cleanup(&args)
     } else if args.check_config {
-        knockd::oneshot::check_config(&args.config, args.interface.as_deref(), args.firewall)
+        knockd::oneshot::check_config(
+            &args.config,
+            args.interface.as_deref(),
+            args.firewall,
+            args.state_file.as_deref(),
+        )
     } else {
         knockd::daemon::run(args)
     };

@@ -20,7 +20,7 @@
 //!    would advance one more is refused and ends the attempt, so one door's advanced
 //!    attempts never starve another door's first knocks. Work per packet is O(doors sharing
 //!    the port), independent of the number of attempts: one lookup of the source finds its
-//!    attempts and whether the sweep guard watches it ([`table`]).
+//!    attempts and whether the sweep guard watches it (`table`).
 //! 6. Sweep guard ([`sweep`]): a new connection (TCP SYN without ACK, or UDP) from a source
 //!    with an attempt in progress on a guarded door, to this host, that neither counts as a
 //!    knock nor is a retransmission of one, is a stray. At `threshold` distinct stray ports

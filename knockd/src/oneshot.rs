@@ -1,6 +1,7 @@
 //! The knockd binary's one-shot commands: `knockd -t` (check the config and the capture
 //! filter as the daemon would run them), `knockd --new-totp FILE`, `knockd --firewall-cleanup`
-//! (its work is [`crate::firewall::nftables::setup::firewall_cleanup`]).
+//! (its work is [`crate::firewall::nftables::setup::firewall_cleanup`] and
+//! [`crate::firewall::spa_drop::cleanup`]).
 
 use crate::capture::Capture;
 use crate::config::{self, Parsed};
@@ -24,10 +25,20 @@ pub fn load_config(path: &Path) -> anyhow::Result<Parsed> {
     }
 }
 
-/// `knockd --firewall-cleanup [--force]`: remove this config's nftables table.
+/// `knockd --firewall-cleanup [--force]`: remove this config's nftables table, then this
+/// knockd's SPA port DROP rules from iptables and ip6tables (`Firewall = iptables`).
 pub fn firewall_cleanup(args: &crate::cli::Args) -> anyhow::Result<()> {
     let overrides = crate::daemon::overrides_of(args);
-    crate::firewall::nftables::setup::firewall_cleanup(&args.config, &overrides, args.force)
+    crate::firewall::nftables::setup::firewall_cleanup(&args.config, &overrides, args.force)?;
+    let mut options = match config::load(&args.config) {
+        Ok(p) => p.config.options,
+        Err(_) => config::Options::default(),
+    };
+    overrides.apply(&mut options);
+    for line in crate::firewall::spa_drop::cleanup(&options)? {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// `knockd --new-totp FILE`: write a fresh TOTP secret file and say what to do with it.
@@ -83,6 +94,7 @@ pub fn check_config(
     path: &Path,
     interface: Option<&str>,
     firewall: Option<config::FirewallKind>,
+    state_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut parsed = load_config(path)?;
     let privileged = crate::privileges::check().is_ok();
@@ -130,6 +142,15 @@ pub fn check_config(
     if let Some(f) = firewall {
         parsed.config.options.firewall = f;
     }
+    if let Some(s) = state_file {
+        parsed.config.options.state_file = Some(s.to_path_buf());
+    }
+    // How the SPA port stays silent (the rule knockd inserts), or the warning that nothing
+    // drops it.
+    let silent = crate::firewall::spa_drop::Protection::of(&parsed.config);
+    let tag = parsed.config.options.instance_tag();
+    report.notes.extend(silent.note(&tag));
+    report.warnings.extend(silent.warning());
     let _ = crate::firewall::nftables::set_table(parsed.config.options.nft_table());
     match crate::firewall::nftables::setup::firewall_check(&parsed.config.options) {
         Ok(advice) => report.warnings.extend(advice),

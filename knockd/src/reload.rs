@@ -36,7 +36,7 @@ pub struct Prepared {
 pub struct Work {
     pub base: Arc<Config>,
     pub local: Vec<IpAddr>,
-    /// See [`keep_map`].
+    /// See `keep_map`.
     pub keep: Vec<Option<usize>>,
     pub matcher: crate::matcher::Prepared,
     /// The capture filter for `local`; None when a door rotates (its ports depend on the

@@ -66,8 +66,9 @@ pub struct Parts {
     pub control: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
     /// See [`event_channel`].
     pub events: broadcast::Sender<ipc::Event>,
-    /// Start-up warnings (the config's, then the firewall advice), logged once the log is up:
-    /// to stderr in the foreground, and to LogFile and syslog.
+    /// Start-up warnings (the config's, then the firewall advice), logged once the log is up
+    /// and before `starting up, listening on IFACE`: to stderr in the foreground, and to
+    /// LogFile and syslog.
     pub advice: Vec<String>,
 }
 
@@ -156,12 +157,13 @@ pub async fn serve<E: Executor, L: LogSink + 'static>(
         p.socket
             .serve(ctl_tx, engine.events(), probe, p.config_path.clone()),
     );
-    if let Some(iface) = listening {
-        engine.log_line(&format!("starting up, listening on {iface}"));
-    }
-    // Once each: log_line also writes to stderr.
+    // Once each: log_line also writes to stderr. Before the readiness line, so whoever waits
+    // for "starting up" (an admin's script, the tests) has every start-up warning by then.
     for line in &p.advice {
         engine.log_line(line);
+    }
+    if let Some(iface) = listening {
+        engine.log_line(&format!("starting up, listening on {iface}"));
     }
     engine.run(pkt_rx, ctl_rx, shutdown).await?;
     Ok(())

@@ -313,17 +313,7 @@ shift 2; exec "$@""#,
     pub fn start_knockd(&mut self, i: usize, conf: &str) {
         let h = &self.hosts[i];
         std::fs::write(&h.conf, conf).expect("knockd.conf");
-        let args: Vec<OsString> = vec![
-            bin("knockd").into(),
-            "-i".into(),
-            SRV_IF.into(),
-            "-c".into(),
-            h.conf.clone().into(),
-            "--socket".into(),
-            h.socket.clone().into(),
-            "--state-file".into(),
-            h.dir.join("state.json").into(),
-        ];
+        let args = crate::knockd::knockd_args(&h.conf, &h.socket, &h.dir.join("state.json"));
         let knockd = self.spawn(&h.ns.clone(), args);
         self.hosts[i].knockd = Some(knockd);
     }

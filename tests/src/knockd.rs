@@ -3,7 +3,7 @@
 //! server namespace's firewall.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -36,6 +36,23 @@ pub fn native_rule(port: u16, door: &str) -> String {
     )
 }
 
+/// `knockd -i kv0 -c <conf> --socket <socket> --state-file <state>`: our knockd on the lab's
+/// server interface with a control socket and state file of the test's own (never the host's
+/// defaults).
+pub fn knockd_args(conf: &Path, socket: &Path, state: &Path) -> Vec<OsString> {
+    vec![
+        bin("knockd").into(),
+        "-i".into(),
+        SRV_IF.into(),
+        "-c".into(),
+        conf.into(),
+        "--socket".into(),
+        socket.into(),
+        "--state-file".into(),
+        state.into(),
+    ]
+}
+
 /// Our knockd running in a lab's server namespace.
 pub struct OurKnockd {
     pub daemon: Daemon,
@@ -51,14 +68,20 @@ impl OurKnockd {
     /// and waits until it logs that it listens.
     pub fn start(lab: &Lab, conf_text: &str) -> OurKnockd {
         let knockd = OurKnockd::spawn(lab, conf_text);
-        assert!(
-            knockd
-                .daemon
-                .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-            "our knockd did not start within {START_TIMEOUT:?}:\n{}",
-            knockd.daemon.log_text()
-        );
+        knockd.wait_started();
         knockd
+    }
+
+    /// Waits until it logs that it listens (`starting up, listening on kv0`); panics with
+    /// its log when it does not within [`START_TIMEOUT`].
+    pub fn wait_started(&self) {
+        assert!(
+            self.daemon
+                .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
+            "our knockd ({}) did not start within {START_TIMEOUT:?}:\n{}",
+            self.conf.display(),
+            self.log()
+        );
     }
 
     /// Like [`OurKnockd::start`], without waiting (for configs that must fail).
@@ -77,19 +100,8 @@ impl OurKnockd {
     ) -> OurKnockd {
         let conf = lab.write_file("knockd.conf", conf_text);
         let socket = lab.path("knockd.sock");
-        let state = lab.path("state.json");
         let mut args = prefix;
-        args.extend([
-            bin("knockd").into(),
-            "-i".into(),
-            SRV_IF.into(),
-            "-c".into(),
-            conf.clone().into(),
-            "--socket".into(),
-            socket.clone().into(),
-            "--state-file".into(),
-            state.into(),
-        ]);
+        args.extend(knockd_args(&conf, &socket, &lab.path("state.json")));
         args.extend(extra.iter().map(OsString::from));
         let daemon = lab.spawn_srv(args);
         OurKnockd {
@@ -104,18 +116,7 @@ impl OurKnockd {
     pub fn spawn_named(lab: &Lab, name: &str, conf_text: &str) -> OurKnockd {
         let conf = lab.write_file(&format!("{name}.conf"), conf_text);
         let socket = lab.path(&format!("{name}.sock"));
-        let state = lab.path(&format!("{name}.json"));
-        let args: Vec<OsString> = vec![
-            bin("knockd").into(),
-            "-i".into(),
-            SRV_IF.into(),
-            "-c".into(),
-            conf.clone().into(),
-            "--socket".into(),
-            socket.clone().into(),
-            "--state-file".into(),
-            state.into(),
-        ];
+        let args = knockd_args(&conf, &socket, &lab.path(&format!("{name}.json")));
         let daemon = lab.spawn_srv(args);
         OurKnockd {
             daemon,
@@ -127,13 +128,7 @@ impl OurKnockd {
     /// [`OurKnockd::spawn_named`], waiting until it listens.
     pub fn start_named(lab: &Lab, name: &str, conf_text: &str) -> OurKnockd {
         let knockd = OurKnockd::spawn_named(lab, name, conf_text);
-        assert!(
-            knockd
-                .daemon
-                .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-            "knockd {name} did not start within {START_TIMEOUT:?}:\n{}",
-            knockd.daemon.log_text()
-        );
+        knockd.wait_started();
         knockd
     }
 
@@ -162,11 +157,40 @@ impl OurKnockd {
         wait_until(timeout, || self.count(needle) >= n)
     }
 
+    /// When knockd logged each line containing `needle`, in order: seconds within the UTC
+    /// day, from the line's own timestamp (the time of its event, not of the test's look, so
+    /// a slow test does not stretch it).
+    pub fn logged_at(&self, needle: &str) -> Vec<f64> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.split_whitespace().next().and_then(day_secs))
+            .collect()
+    }
+
+    /// The first of [`OurKnockd::logged_at`]; panics with the log when there is none.
+    pub fn first_logged_at(&self, needle: &str) -> f64 {
+        self.logged_at(needle)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no '{needle}' in the log:\n{}", self.log()))
+    }
+
     /// Replaces the config file (for a SIGHUP reload).
     pub fn rewrite_conf(&self, conf_text: &str) {
         std::fs::write(&self.conf, conf_text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", self.conf.display()));
     }
+}
+
+/// Seconds within the day of a tracing timestamp (`2026-11-25T17:48:05.505754Z`).
+fn day_secs(t: &str) -> Option<f64> {
+    let time = t.split_once('T')?.1.trim_end_matches('Z');
+    let mut it = time.split(':');
+    let h: f64 = it.next()?.parse().ok()?;
+    let m: f64 = it.next()?.parse().ok()?;
+    let s: f64 = it.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// Runs our `knock` in the client namespace with `args` (options, host, ports) and asserts

@@ -40,4 +40,4 @@ pub use bins::{bin, debian_bin, DEBIAN_KNOCK, DEBIAN_KNOCKD};
 pub use netns::{untag, Lab, CLI_IF, CLI_V4, CLI_V6, SRV_IF, SRV_V4, SRV_V6};
 pub use process::Daemon;
 pub use root::require_root;
-pub use wait::{read_text, wait_for_text, wait_until, POLL};
+pub use wait::{load_average, read_text, wait_for_text, wait_until, POLL};

@@ -90,6 +90,9 @@ Exit status:
      answered";
 
 /// Command line of `knockctl`.
+// The field docs are --help text, not rustdoc: their brackets (`[user@]host`, `[ssh]`) are
+// literal.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(
     name = "knockctl",

@@ -7,7 +7,7 @@
 //!   ssh child running `knockctl dial-stdio` on the remote host.
 //! - [`share`]: ssh connection sharing when asked for (`--ssh-persist`), the user's ssh
 //!   configuration first.
-//! - [`ask`]: one host's session, and all hosts asked at once under one time limit.
+//! - [`ask`](mod@ask): one host's session, and all hosts asked at once under one time limit.
 //! - [`dial`]: `knockctl dial-stdio`, the remote end of an ssh link.
 //! - [`run`](mod@run): a command on the chosen hosts; [`output`] and [`tables`] merge the
 //!   answers (HOST column, `host` label and field); [`merge`] orders `tail`'s events.

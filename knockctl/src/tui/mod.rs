@@ -1,7 +1,7 @@
 //! `knockctl tui`: a live operator dashboard for knockd.
 //!
 //! - [`state`]: everything on screen, changed only by pure functions with time as an input
-//!   ([`State::on_event`], [`State::on_response`], [`State::on_tick`]); one file per pane
+//!   ([`State::host_event`], [`State::host_response`], [`State::on_tick`]); one file per pane
 //!   (`state/attempts.rs`, `grants.rs`, `events.rs`, `doors.rs`) plus what they share.
 //! - [`input`]: [`State::on_key`], keys to state changes and [`Command`]s.
 //! - [`render`](mod@render): [`render()`], a pure function of the state and the time; one

@@ -244,7 +244,7 @@ pub fn kernel_budget() -> usize {
 }
 
 /// The union of the knock ports named in `expr` (`tcp dst port N`, `udp dst portrange A-B`),
-/// as [`coarse`] builds it.
+/// as `coarse` builds it.
 pub fn ports_filter(expr: &str) -> String {
     let sweep = expr.contains("tcp-syn|tcp-ack");
     let mut per_proto = Vec::new();

@@ -102,7 +102,7 @@ pub(super) struct ParseOutput {
 
 /// Parses knockd.conf text. Pure: no I/O. `file` is only used in messages.
 /// Returns every error found, in line order. One-time-sequence doors come back with an empty
-/// `sequence`; [`load`] fills it from the file.
+/// `sequence`; [`crate::config::load`] fills it from the file.
 pub fn parse(text: &str, file: &str) -> Result<Parsed, ConfigErrors> {
     parse_inner(text, file).map(|o| o.parsed)
 }

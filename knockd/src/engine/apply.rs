@@ -2,7 +2,8 @@
 //! ([`crate::reload`]); here it is swapped in and every owner follows — the log is reopened,
 //! unrecorded one-time sequences are recorded, the matcher takes the new tables (attempts of
 //! kept doors move over), the TOTP clock and the replay memory follow the new doors, table
-//! inet knockd is updated, and the capture filter changes.
+//! inet knockd (or the SPA port's iptables DROP rule) is updated, and the capture filter
+//! changes.
 
 use super::events::grant_info;
 use super::messages::TaskKind;
@@ -146,6 +147,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let old = std::mem::replace(&mut self.config, Arc::new(new));
         retire((retired, old, base, keep));
         self.sync_nft_table();
+        self.reload_spa_drop();
         self.rotate_totp(super::now(), true);
         self.totp
             .remember_replays(&self.config, &mut self.matcher, replay);

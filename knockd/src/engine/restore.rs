@@ -29,10 +29,13 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         if self.config.options.firewall == crate::config::FirewallKind::Iptables {
             self.close_unrecorded_rules().await;
         }
+        // Before the capture starts: silent from the first packet.
+        self.start_spa_drop().await;
     }
 
     /// At start, the firewall is the truth for iptables too: a rule that carries this
-    /// instance's mark (`knockd@TAG:door`) and that no grant of the ledger explains (its grant
+    /// instance's mark (`knockd@TAG:door`, an ACCEPT from one address: never the SPA port's
+    /// DROP rule `knockd@TAG:spa-drop`, which `start_spa_drop` keeps) and that no grant of the ledger explains (its grant
     /// never reached the state file: a crash, a lost or older state file) becomes a grant due
     /// now and is closed like any other (retried until done, listed as closing meanwhile). One
     /// listing per chain and family. Rules of another instance (another tag) are never

@@ -20,6 +20,8 @@ struct Inner {
     scripts: Vec<String>,
     /// Someone removed the table: ops fail until a repair re-creates it.
     table_gone: bool,
+    /// Every `spa_drop` asked for: the port wanted (None: no rule) and why not.
+    spa_drops: Vec<(Option<u16>, &'static str)>,
 }
 
 /// Cheap to clone; clones share their rules and records.
@@ -85,6 +87,11 @@ impl RecordingFirewall {
             i.table_gone = true;
             i.present.clear();
         });
+    }
+
+    /// Every SPA drop rule asked for (`spa_drop`), in order: the port, or None and why.
+    pub fn spa_drops(&self) -> Vec<(Option<u16>, &'static str)> {
+        self.with(|i| i.spa_drops.clone())
     }
 
     /// Each batch takes this long.
@@ -156,6 +163,21 @@ impl Firewall for RecordingFirewall {
         });
         rules.sort_by_key(|r| (r.src, r.port));
         Some(Box::pin(async move { Ok(rules) }))
+    }
+
+    /// Like iptables: records what is asked, answers one line.
+    fn spa_drop(
+        &self,
+        tag: String,
+        port: Option<u16>,
+        unwanted: &'static str,
+    ) -> Option<BoxFuture<Vec<String>>> {
+        self.with(|i| i.spa_drops.push((port, unwanted)));
+        let line = match port {
+            Some(p) => format!("SPA port {p}/udp: recording {tag} drop"),
+            None => format!("SPA drop of {tag}: none ({unwanted})"),
+        };
+        Some(Box::pin(async move { vec![line] }))
     }
 
     fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {

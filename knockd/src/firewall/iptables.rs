@@ -3,7 +3,7 @@
 //! `-D` lines a single `iptables` call would take. Checks (`-C`) run one process each: they
 //! only happen at start and for re-knocks (a burst of three per grant, then one a second); a
 //! batch with many of them (the restore of many grants) is answered by one `iptables -S` per
-//! chain, which also puts a batch's many deletes in the chain's order (see [`order_deletes`]).
+//! chain, which also puts a batch's many deletes in the chain's order (see `order_deletes`).
 //!
 //! When a transaction fails, iptables-restore names the line: that op is retried alone (a
 //! delete of a rule already gone is then reported `Absent`, its check decides) and the rest is
@@ -179,7 +179,7 @@ fn failed_line(stderr: &str) -> Option<usize> {
         .flatten()
 }
 
-fn describe(e: &Exit) -> String {
+pub(super) fn describe(e: &Exit) -> String {
     match e {
         Exit::Status { code, stderr } if stderr.is_empty() => match code {
             Some(c) => format!("exit status {c}"),
@@ -541,6 +541,18 @@ impl Firewall for IptablesRestore {
             }
             Ok(out)
         }))
+    }
+
+    fn spa_drop(
+        &self,
+        tag: String,
+        port: Option<u16>,
+        unwanted: &'static str,
+    ) -> Option<BoxFuture<Vec<String>>> {
+        let programs = [self.v4.single.clone(), self.v6.single.clone()];
+        Some(Box::pin(super::spa_drop::sync(
+            programs, tag, port, unwanted,
+        )))
     }
 
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {

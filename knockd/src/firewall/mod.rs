@@ -34,12 +34,15 @@
 //! - `name` appears in logs and `knockctl status`.
 //! - `list` (optional): a backend whose kernel expires rules reads them back, so that
 //!   `knockctl list` shows the kernel's time left and the ledger follows the kernel.
+//! - `spa_drop` (optional): a backend whose rules share INPUT with the admin's (iptables)
+//!   keeps the SPA port silent with a DROP rule of its own (see [`spa_drop`]).
 //! - `set_up` and `repair` (optional): a backend that owns a table brings it in line with the
 //!   config, and re-creates it when another program removed it.
 
 pub mod fake;
 pub mod iptables;
 pub mod nftables;
+pub mod spa_drop;
 
 use crate::config::Proto;
 use crate::firewall::nftables::listing::KernelElem;
@@ -64,7 +67,7 @@ pub struct FwRule {
     pub port: u16,
     /// Door name, recorded in a rule comment so admins can see who added the rule.
     pub door: String,
-    /// The knockd instance that added it (see [`crate::config::Config::instance_tag`]), in
+    /// The knockd instance that added it (see [`crate::config::Options::instance_tag`]), in
     /// the comment: `knockd@TAG:door`. None: a rule of an older version (`knockd:door`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
@@ -213,6 +216,19 @@ pub trait Firewall: Send + Sync + 'static {
     /// rules of `chains` (both families) that carry a knockd mark, any instance's, in exactly
     /// the shape knockd writes them; one listing per chain and family. None: no such rules.
     fn marked(&self, _chains: Vec<String>) -> Option<BoxFuture<Result<Vec<FwRule>, String>>> {
+        None
+    }
+    /// Backends whose rules share INPUT with the admin's (iptables): make INPUT of both
+    /// families hold exactly instance `tag`'s DROP rule for UDP to `port` (the SPA port; None:
+    /// no such rule; `unwanted` says why, for the log), see [`spa_drop`]. Resolves to the lines
+    /// to log (failures start with `error: `). None: the backend keeps the port silent
+    /// otherwise (nftables: its table) or not at all.
+    fn spa_drop(
+        &self,
+        _tag: String,
+        _port: Option<u16>,
+        _unwanted: &'static str,
+    ) -> Option<BoxFuture<Vec<String>>> {
         None
     }
     /// Backends that own a table of their own (nftables): bring it in line with `script`, the

@@ -3,7 +3,7 @@
 //! connected, nothing sent) or stuck one byte short of a frame of `bytes` bytes (`partial`).
 //! Prints `held <n> refused <m>` once every connection was attempted.
 //!
-//! usage: knock-hold <socket> <count> <secs> idle|partial [bytes]
+//! usage: `knock-hold <socket> <count> <secs> idle|partial [bytes]`
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

@@ -2,7 +2,7 @@
 //! start-up warnings in the LogFile (once), and a control socket directory that keeps a
 //! user out named in knockctl's message.
 
-use knock_e2e::knockd::{OurKnockd, START_TIMEOUT};
+use knock_e2e::knockd::OurKnockd;
 use knock_e2e::{bin, require_root, wait_until, Lab, SRV_IF};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -112,7 +112,8 @@ fn check_as_root_and_as_nobody_tells_the_truth() {
 /// `knockd -t` checks every SPA client record and door reference: a door naming a client
 /// who is not enrolled, a record in the wrong file, two records with the same keys and a
 /// missing server key are errors (exit status 1) naming the file or door and the fix; a
-/// clean client directory passes.
+/// clean client directory passes, naming the rule that keeps the SPA port silent, or warning
+/// that none does (command doors only).
 #[test]
 fn check_names_every_spa_client_problem() {
     if !require_root() {
@@ -172,6 +173,26 @@ fn check_names_every_spa_client_problem() {
         "{}",
         text(&clean)
     );
+    // Which rule keeps the SPA port silent (Firewall = iptables, the default) ...
+    assert!(
+        text(&clean).contains("SPA port 62201/udp: at start knockd inserts `iptables -I INPUT 1 -p udp -m udp --dport 62201 -m comment --comment knockd@"),
+        "{}",
+        text(&clean)
+    );
+    // ... and, with only command doors, that none does.
+    lab.write_file(
+        "check.conf",
+        &conf
+            .replace("SPA = alice, bob", "SPA = alice")
+            .replace("Open = 22/tcp", "Start_Command = /bin/true %IP%"),
+    );
+    let command = check(&lab, &[], SRV_IF);
+    assert!(command.status.success(), "{}", text(&command));
+    assert!(
+        text(&command).contains("warning: SPA_Port 62201/udp: no door opens natively (Open =) and Firewall = iptables, so knockd adds no rule for it"),
+        "{}",
+        text(&command)
+    );
 }
 
 /// The config's warnings reach the LogFile (knockd.conf(5) says they are logged), and each
@@ -227,9 +248,5 @@ fn knockctl_names_the_directory_that_keeps_a_user_out() {
         "{}",
         text(&out)
     );
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "still up"
-    );
+    k.wait_started();
 }

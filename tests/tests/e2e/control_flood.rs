@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use knock_e2e::knockd::{knock, native_rule, rule_count, wait_no_rule, wait_rule, OurKnockd};
 use knock_e2e::traffic::generator::{FloodSpec, Flooder, Pattern};
-use knock_e2e::{bin, require_root, wait_until, Lab, SRV_V4};
+use knock_e2e::{bin, load_average, require_root, wait_until, Lab, SRV_V4};
 use knock_ipc::codec::{decode, frame};
 use knock_ipc::{ClientMsg, Request, Response, ServerMsg, PROTOCOL_VERSION};
 
@@ -85,7 +85,9 @@ const DOOR: &str = "\
 
 /// 60,000 attempts tracked, four clients asking for `attempts` as fast as they may (50/s
 /// each, every answer 5,000 attempts and the total): a correct knock opens within 2 s, and
-/// its 3 s grant closes within 1 s of its deadline.
+/// its 3 s grant closes within 1 s of its deadline. The close is timed on knockd's own
+/// clock (its log lines' timestamps): the rule's removal then goes through iptables, and the
+/// test's polling, which a loaded machine slows down, is not what is measured.
 #[test]
 fn heavy_requests_do_not_delay_knocks_or_deadlines() {
     if !require_root() {
@@ -143,26 +145,34 @@ fn heavy_requests_do_not_delay_knocks_or_deadlines() {
         assert!(out.status.success(), "{out:?}");
         let opened = wait_rule(&lab, false, &rule, Duration::from_secs(2));
         let open_latency = t0.elapsed();
-        // The grant's deadline is 3 s after the last knock; it must be gone within 1 s of it.
-        let closed = wait_no_rule(&lab, false, &rule, Duration::from_secs(6));
+        // The grant's deadline is 3 s after the last knock; knockd must close it within 1 s
+        // of it. The rule is then gone within a few seconds more on any machine.
+        let closed = wait_no_rule(&lab, false, &rule, Duration::from_secs(10));
         let close_at = t0.elapsed();
         let served = answers.load(Ordering::Relaxed) - before;
         stop.store(true, Ordering::Relaxed);
         assert!(
             opened,
-            "no rule within 2 s of the knock under the request flood; log:\n{}",
+            "no rule within 2 s of the knock under the request flood ({}); log:\n{}",
+            load_average(),
             knockd.log()
         );
         assert!(closed, "the grant never closed; log:\n{}", knockd.log());
+        let decided = knockd.first_logged_at("ssh: command timeout")
+            - knockd.first_logged_at("ssh: OPEN SESAME");
         assert!(
-            close_at <= Duration::from_millis(4_000) + open_latency.min(Duration::from_millis(500)),
-            "3 s grant closed {close_at:?} after the knock (opened after {open_latency:?})"
+            decided <= 4.0,
+            "knockd closed the 3 s grant {decided:.2} s after it opened it, under the request \
+             flood ({})",
+            load_average()
         );
         let secs = close_at.as_secs_f64();
         eprintln!(
-            "control flood: open after {open_latency:?}, closed {close_at:?} after the knock; \
-             {served} attempts answers of 5000 in {secs:.1} s ({:.0}/s)",
-            served as f64 / secs
+            "control flood: open after {open_latency:?}, closed by knockd {decided:.2} s after \
+             it opened, the rule gone {close_at:?} after the knock; {served} attempts answers \
+             of 5000 in {secs:.1} s ({:.0}/s; {})",
+            served as f64 / secs,
+            load_average()
         );
         // The flood of requests was real (the rate limit allows 4 × 50/s; this debug-built
         // test decodes 5,000 attempts per answer, which bounds what it can ask for).

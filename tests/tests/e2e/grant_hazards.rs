@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
-use knock_e2e::knockd::{knock, OurKnockd, START_TIMEOUT};
+use knock_e2e::knockd::{knock, OurKnockd};
 use knock_e2e::{require_root, wait_until, Lab, CLI_V4, SRV_V4};
 
 const SEQ: [&str; 5] = [SRV_V4, "2222", "1111", "3333", "4444"];
@@ -116,12 +116,7 @@ fn a_held_xtables_lock_does_not_hang_knockd_and_the_grant_closes_once_it_is_free
     let lab = Lab::new();
     let lock = lab.write_file("xtables.lock", "");
     let k = OurKnockd::spawn_with(&lab, &door(2), legacy_with_private_lock(&lab, &lock), &[]);
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "{}",
-        k.log()
-    );
+    k.wait_started();
     knock(&lab, &SEQ);
     assert!(
         wait_until(Duration::from_secs(5), || has_grant_rule(&lab)),
@@ -361,12 +356,7 @@ fn a_knock_right_after_restoring_thousands_of_grants_is_not_stuck_behind_their_c
     let lab = Lab::new();
     previous_run(&lab, N, 60_000, 0);
     let k = OurKnockd::spawn(&lab, &door(60));
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "{}",
-        k.log()
-    );
+    k.wait_started();
     // The restore checks every grant's rule (one listing, not 2,000 `iptables -C` of 30 ms
     // each in front of this knock's rule).
     let knocked = Instant::now();
@@ -416,12 +406,7 @@ fn closing_five_thousand_restored_grants_takes_seconds() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(knockd_rules(&lab), N);
     let k = OurKnockd::spawn(&lab, &door(8));
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "{}",
-        k.log()
-    );
+    k.wait_started();
     let t0 = Instant::now();
     let closed = wait_until(Duration::from_secs(60), || knockd_rules(&lab) == 0);
     let took = t0.elapsed();

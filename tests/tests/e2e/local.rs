@@ -2,8 +2,8 @@
 //! `ulimit -n 1024`, clients stalled mid-frame, configs of thousands of doors through `-t`,
 //! start and reload, and LogFile/PidFile symlinks in a sticky world-writable directory.
 
-use knock_e2e::knockd::{self, native_rule, OurKnockd, START_TIMEOUT};
-use knock_e2e::{bin, require_root, wait_until, Daemon, Lab, SRV_IF, SRV_V4};
+use knock_e2e::knockd::{self, native_rule, OurKnockd};
+use knock_e2e::{bin, load_average, require_root, wait_until, Daemon, Lab, SRV_IF, SRV_V4};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,15 +18,6 @@ fn spawn_limited(lab: &Lab, conf_text: &str, nofile: u32, extra: &[&str]) -> Our
         "--".into(),
     ];
     OurKnockd::spawn_with(lab, conf_text, prlimit, extra)
-}
-
-fn started(k: &OurKnockd) {
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "knockd did not start:\n{}",
-        k.log()
-    );
 }
 
 fn text(o: &Output) -> String {
@@ -97,7 +88,7 @@ fn idle_connections_cannot_keep_a_grant_open_or_lock_root_out() {
         1024,
         &[],
     );
-    started(&k);
+    k.wait_started();
     assert!(
         k.log()
             .contains("MaxClients = 5000 does not fit in the open-files limit (1024)"),
@@ -162,7 +153,7 @@ fn stalled_frames_hold_bounded_memory_and_are_closed() {
         1024,
         &[],
     );
-    started(&k);
+    k.wait_started();
     open_socket_to_nobody(&lab, &k);
     let pid = k.daemon.pid();
     let (rss0, fds0) = (rss_kib(pid), fds(pid));
@@ -264,7 +255,7 @@ fn configs_of_thousands_of_doors_check_start_and_reload() {
     // Start with the first, reload to the others, knock right after each reload.
     let (conf, last) = big_config(configs[0].0, configs[0].1, configs[0].2);
     let k = spawn_limited(&lab, &conf, 1024, &[]);
-    started(&k);
+    k.wait_started();
     knock_last(&lab, &k, &last, configs[0].2);
     for &(doors, knocks, port) in &configs[1..] {
         let (conf, last) = big_config(doors, knocks, port);
@@ -284,7 +275,7 @@ fn configs_of_thousands_of_doors_check_start_and_reload() {
     assert!(k.daemon.wait_exit(Duration::from_secs(20)).is_some());
     let (conf, last) = big_config(configs[2].0, configs[2].1, configs[2].2);
     let k = spawn_limited(&lab, &conf, 1024, &[]);
-    started(&k);
+    k.wait_started();
     knock_last(&lab, &k, &last, configs[2].2);
 }
 
@@ -361,7 +352,7 @@ fn a_huge_reload_does_not_hold_a_grant_open() {
     }
     let lab = Lab::new();
     let k = spawn_limited(&lab, SSH, 1024, &[]);
-    started(&k);
+    k.wait_started();
     let (big, last) = big_config(100_000, 3, 2204);
     k.rewrite_conf(&format!("{SSH}{big}"));
     knockd::knock(&lab, &[SRV_V4, "2222", "1111", "3333"]);
@@ -373,58 +364,51 @@ fn a_huge_reload_does_not_hold_a_grant_open() {
         Duration::from_secs(5)
     ));
     let opened = Instant::now();
-    let t = Instant::now();
-    let out = k.knockctl(&["reload"]);
-    let took = t.elapsed();
-    assert!(out.status.success(), "{}", text(&out));
+    // SIGHUP: the same reload as `knockctl reload` (parsed off the engine task), without
+    // knockctl's 10 s wait for the answer, which a debug build parsing 100,000 doors on a
+    // loaded machine can need (the answer's time is not what this test is about).
+    k.daemon.kill_hup();
     assert!(
         knockd::wait_no_rule(&lab, false, &rule, Duration::from_secs(10)),
         "{}",
         k.log()
     );
     let closed = opened.elapsed();
+    assert!(
+        k.wait_count("configuration reloaded", 1, Duration::from_secs(120)),
+        "the 100,000-door reload did not succeed within 120 s:\n{}",
+        k.log()
+    );
+    let took = opened.elapsed();
     // When the engine decided to close it, from its own log (the rule's removal then goes
     // through the firewall queue and iptables, which a loaded machine can slow down).
     let log = k.log();
-    let at = |needle: &str| {
-        log.lines()
-            .find(|l| l.contains(needle))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(chrono_like_secs)
-            .unwrap_or_else(|| panic!("no '{needle}' in the log:\n{log}"))
-    };
+    let at = |needle: &str| k.first_logged_at(needle);
     let decided = at("ssh: command timeout") - at("ssh: OPEN SESAME");
     // The engine's own part of the reload: from its first line to its last. The tables of
     // 100,000 doors are built off the engine task; only the swap is left (about 1 s here
     // when the engine built them itself).
     let applied = at("configuration reloaded") - at("re-reading config file");
     eprintln!(
-        "reload to 100,000 doors answered in {took:?}; the engine applied it in {applied:.3} s \
-         and closed the 3 s grant after {decided:.2} s, the rule was gone after {closed:?}"
+        "reload to 100,000 doors done in {took:?}; the engine applied it in {applied:.3} s \
+         and closed the 3 s grant after {decided:.2} s, the rule was gone after {closed:?} ({})",
+        load_average()
     );
     assert!(
         applied < 0.5,
-        "the engine spent {applied:.3} s applying a 100,000-door reload"
+        "the engine spent {applied:.3} s applying a 100,000-door reload ({})",
+        load_average()
     );
     assert!(
         decided < 3.8,
-        "the engine closed a 3 s grant after {decided:.2} s during a 100,000-door reload:\n{}",
+        "the engine closed a 3 s grant after {decided:.2} s during a 100,000-door reload ({}):\n{}",
+        load_average(),
         log.lines()
             .filter(|l| l.contains("ssh:") || l.contains("re-reading") || l.contains("reloaded"))
             .collect::<Vec<_>>()
             .join("\n")
     );
     knock_last(&lab, &k, &last, 2204);
-}
-
-/// Seconds within the day of a tracing timestamp (`2026-11-25T17:48:05.505754Z`).
-fn chrono_like_secs(t: &str) -> Option<f64> {
-    let time = t.split_once('T')?.1.trim_end_matches('Z');
-    let mut it = time.split(':');
-    let h: f64 = it.next()?.parse().ok()?;
-    let m: f64 = it.next()?.parse().ok()?;
-    let s: f64 = it.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// `knockd -t` compiles the capture filter for the interface's own link type: Ethernet for

@@ -360,11 +360,31 @@ fn unix_now() -> u64 {
 /// The same packets from a second client address are refused (and logged), also after a
 /// reload (SIGHUP) and after a restart following `kill -9` (the replay memory is in the
 /// state file); after the window (steps of 10 s here) they open nothing.
+///
+/// A replay proves something only when knockd judged it inside the window (the step and the
+/// next): a go in which a step ended too soon on a slow machine is run again in a new lab, up
+/// to three times; a replay judged inside the window and not refused fails at once.
 #[test]
 fn knock_totp_opens_and_replays_are_refused() {
     if !require_root() {
         return;
     }
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        match totp_replays_go() {
+            Ok(()) => return,
+            Err(why) => {
+                eprintln!("inconclusive, again: {why}");
+                slow.push(why);
+            }
+        }
+    }
+    panic!("three goes, each too slow for 10 s TOTP steps: {slow:?}");
+}
+
+/// One go of [`knock_totp_opens_and_replays_are_refused`] in a lab of its own. Err: the
+/// window passed before a check was done (nothing proved either way).
+fn totp_replays_go() -> Result<(), String> {
     let lab = Lab::new();
     let secret = lab.path("door.totp");
     let out = std::process::Command::new(knock_e2e::bin("knockd"))
@@ -393,8 +413,8 @@ fn knock_totp_opens_and_replays_are_refused() {
         secret.display()
     );
     let knockd = OurKnockd::start(&lab, &conf);
-    // Knock when a step has at least 5 s left, so the test knows which step was sent and
-    // has 15 s or more for the reload and the restart within the window.
+    // Knock when a step has at least 5 s left, so that the knock is of a known step and the
+    // reload and the restart have 15 s or more within the window.
     while unix_now() % 10 > 4 {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -402,27 +422,39 @@ fn knock_totp_opens_and_replays_are_refused() {
     let secret_arg = secret.to_str().expect("utf8");
     let out = knock(&lab, &["--totp", secret_arg, SRV_V4]);
     assert!(out.status.success(), "{out:?}");
+    if spec.step_at(unix_now()) != step {
+        return Err(format!("knock --totp took until the next step ({out:?})"));
+    }
     assert!(
         knockd.wait_count("10.99.77.2: rot: OPEN SESAME", 1, EFFECT_TIMEOUT),
         "{}",
         knockd.log()
     );
     let ports = spec.ports(step);
+    // Replay from `src`, wait until knockd has seen it (the `n`th sync knock), and check that
+    // it was refused as a replay, if knockd saw it inside the window.
     let replay = |src: &str| {
         let mut k = Knocker::new(lab.cli_ns(), src.parse().expect("src"), srv()).expect("knocker");
         k.knock(&ports).expect("replay");
     };
-    let refused = |knockd: &OurKnockd, src: &str| {
+    let refused = |knockd: &OurKnockd, src: &str, n: usize| {
+        replay(src);
+        sync(&lab, knockd, n);
+        let now = spec.step_at(unix_now());
+        if now > step + 1 {
+            return Err(format!(
+                "the replay from {src} was seen by step {now}, after the window of step {step}"
+            ));
+        }
         let log = knockd.log();
         assert!(
             log.contains(&format!("{src}: rot: sequence refused: replay")),
             "replay from {src} not refused:\n{log}"
         );
         assert!(!log.contains(&format!("{src}: rot: OPEN SESAME")), "{log}");
+        Ok(())
     };
-    replay("10.99.77.41");
-    sync(&lab, &knockd, 1);
-    refused(&knockd, "10.99.77.41");
+    refused(&knockd, "10.99.77.41", 1)?;
     // A reload keeps the memory.
     knockd.daemon.kill_hup();
     assert!(
@@ -430,15 +462,19 @@ fn knock_totp_opens_and_replays_are_refused() {
         "{}",
         knockd.log()
     );
-    replay("10.99.77.43");
-    sync(&lab, &knockd, 2);
-    refused(&knockd, "10.99.77.43");
+    refused(&knockd, "10.99.77.43", 2)?;
     // So does a restart after kill -9: the memory is in the state file.
     knockd.daemon.kill_9();
     assert!(knockd.daemon.wait_exit(EFFECT_TIMEOUT).is_some());
     let before = knockd.log();
     let state = std::fs::read_to_string(lab.path("state.json")).unwrap_or_default();
     let knockd = OurKnockd::start(&lab, &conf);
+    let now = spec.step_at(unix_now());
+    if now > step + 1 {
+        return Err(format!(
+            "the restart was done by step {now}, after the window of step {step}"
+        ));
+    }
     assert!(
         knockd.log().contains(
             "replay memory: 1 of 1 TOTP step(s) from the state file still in their window"
@@ -446,13 +482,7 @@ fn knock_totp_opens_and_replays_are_refused() {
         "{}\n--- state file before the restart:\n{state}\n--- the killed knockd:\n{before}",
         knockd.log()
     );
-    assert!(
-        spec.step_at(unix_now()) <= step + 1,
-        "the test was too slow: the window passed"
-    );
-    replay("10.99.77.44");
-    sync(&lab, &knockd, 1);
-    refused(&knockd, "10.99.77.44");
+    refused(&knockd, "10.99.77.44", 1)?;
     // After the window (the step, its successor as "previous", then gone).
     while spec.step_at(unix_now()) < step + 2 {
         std::thread::sleep(Duration::from_millis(200));
@@ -470,6 +500,7 @@ fn knock_totp_opens_and_replays_are_refused() {
         .find_map(|l| l.strip_prefix("secret = "))
         .expect("secret line");
     assert!(!log.contains(b32));
+    Ok(())
 }
 
 /// knockd's CPU seconds (user + system) so far.

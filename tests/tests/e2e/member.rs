@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use knock_e2e::knockd::{OurKnockd, START_TIMEOUT};
+use knock_e2e::knockd::OurKnockd;
 use knock_e2e::{bin, require_root, Lab};
 
 /// A gid no group of the host has.
@@ -83,12 +83,7 @@ fn a_member_of_group_knockd_sees_kinds_and_knock_counts_never_sequences() {
     .chain([group_file.into_os_string()])
     .collect();
     let k = OurKnockd::spawn_with(&lab, &conf, prefix, &[]);
-    assert!(
-        k.daemon
-            .wait_for_log("starting up, listening on kv0", START_TIMEOUT),
-        "{}",
-        k.log()
-    );
+    k.wait_started();
     // The member can reach the socket (mode 0660, group knockd) through the lab's dir.
     std::fs::set_permissions(lab.tempdir(), std::fs::Permissions::from_mode(0o711))
         .expect("chmod lab dir");

@@ -329,17 +329,20 @@ fn nft_advice_cleanup_and_check() {
         "{text}"
     );
     // Start creates the table, stop leaves it (fail closed), --firewall-cleanup removes only it.
+    // The advice comes before the readiness line: whoever waits for `starting up` has it.
     let k = OurKnockd::start(&lab, &knockd_conf_text(&conf));
+    let log = k.log();
+    let advice = log.find("nft insert rule inet fw in");
+    let ready = log.find("starting up, listening on kv0");
     assert!(
-        k.log().contains("nft insert rule inet fw in"),
-        "{}",
-        k.log()
+        matches!((advice, ready), (Some(a), Some(r)) if a < r),
+        "the advice must be logged before `starting up`:\n{log}"
     );
     k.daemon.kill_term();
     assert!(k.daemon.wait_exit(Duration::from_secs(10)).is_some());
     assert!(table(&lab).contains("chain input"), "{}", table(&lab));
     let state = lab.path("state.json");
-    let cleanup = |force: bool| {
+    let cleanup = |state: &std::path::Path, force: bool| {
         let mut args = vec![
             bin.to_string(),
             "--firewall-cleanup".into(),
@@ -353,23 +356,45 @@ fn nft_advice_cleanup_and_check() {
         }
         lab.srv_exec(args)
     };
-    let out = cleanup(false);
+    let out = cleanup(&state, false);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(table(&lab), "");
     let rest = lab.srv_exec(["nft", "list", "ruleset"]);
     assert!(String::from_utf8_lossy(&rest.stdout).contains("table inet fw"));
     // Idempotent.
-    assert!(cleanup(false).status.success());
-    // While knockd runs, the clean-up refuses and names it; --force does it anyway.
+    assert!(cleanup(&state, false).status.success());
+    // While knockd runs, the clean-up refuses and names it, with --force too: the running
+    // knockd would re-create its table within a second, its ports open to all meanwhile.
     let k = OurKnockd::start(&lab, &knockd_conf_text(&conf));
-    let out = cleanup(false);
+    for force in [false, true] {
+        let out = cleanup(&state, force);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(&format!("pid {}", k.daemon.pid())),
+            "--force {force}: {out:?}"
+        );
+    }
+    assert!(table(&lab).contains("chain input"), "{}", table(&lab));
+    assert_eq!(
+        k.count("removed or changed by another program"),
+        0,
+        "{}",
+        k.log()
+    );
+    // Stopped, it belongs to no other config's knockd: refused and named; --force removes it.
+    k.daemon.kill_term();
+    assert!(k.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    let other = lab.path("other.json");
+    let out = cleanup(&other, false);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        !out.status.success() && err.contains(&format!("pid {}", k.daemon.pid())),
+        !out.status.success()
+            && err.contains(&format!("state file {} (not running now)", state.display()))
+            && err.contains("--force"),
         "{out:?}"
     );
     assert!(table(&lab).contains("chain input"), "{}", table(&lab));
-    assert!(cleanup(true).status.success());
+    assert!(cleanup(&other, true).status.success());
     assert_eq!(table(&lab), "");
 }
 

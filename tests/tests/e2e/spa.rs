@@ -4,7 +4,9 @@
 //! same address, after SIGHUP, after `kill -9` + restart (also a packet made after the restart
 //! by a client clock ahead: refused by the replay memory in the state file, not the start
 //! fence) and after the state file was deleted: every replay is refused and counted; a revoked client is refused without a restart; knockd
-//! binds no UDP socket and nothing answers a probe to the SPA port.
+//! binds no UDP socket and nothing answers a probe to the SPA port. With `Firewall = iptables`,
+//! knockd's own DROP rule keeps the port silent through grants, `kill -9` + restart, reloads,
+//! a clean exit and `--firewall-cleanup` (`spa_port_is_silent_with_iptables_*`).
 
 use knock_e2e::knockd::{self, srv_ok, OurKnockd};
 use knock_e2e::traffic::netns::create_in;
@@ -30,6 +32,12 @@ fn lab() -> Lab {
     let lab = Lab::new();
     let file = lab.write_file("host.nft", HOST_RULESET);
     srv_ok(&lab, &["nft", "-f", file.to_str().expect("utf-8 path")]);
+    listen_22(&lab);
+    lab
+}
+
+/// Something listening on port 22 of the server namespace (IPv4 and IPv6).
+fn listen_22(lab: &Lab) {
     let listener = create_in(lab.srv_ns(), || {
         Ok(TcpListener::bind(SocketAddr::from((
             std::net::Ipv6Addr::UNSPECIFIED,
@@ -42,7 +50,6 @@ fn lab() -> Lab {
             drop(conn);
         }
     });
-    lab
 }
 
 fn srv(v6: bool) -> IpAddr {
@@ -77,6 +84,23 @@ fn send(lab: &Lab, from: IpAddr, to: IpAddr, packet: Vec<u8>) {
         Ok(())
     })
     .expect("send from the client namespace");
+}
+
+/// Whether a probe from `from` (client namespace) to UDP `port` of `to` gets an answer.
+fn answered(lab: &Lab, from: IpAddr, to: IpAddr, port: u16) -> bool {
+    create_in(lab.cli_ns(), move || {
+        let s = UdpSocket::bind(SocketAddr::new(from, 0))?;
+        s.connect(SocketAddr::new(to, port))?;
+        s.set_read_timeout(Some(Duration::from_millis(800)))?;
+        s.send(b"probe")?;
+        let mut buf = [0u8; 64];
+        // Port unreachable shows as ECONNREFUSED on the next receive; silence as a timeout.
+        Ok(match s.recv(&mut buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        })
+    })
+    .expect("probe")
 }
 
 /// `knockd_spa_packets_total{outcome="..."}` from `knockctl metrics`.
@@ -143,20 +167,10 @@ fn spa_flow(v6: bool) {
         "{table:?}"
     );
     let to = srv(v6);
-    let answered = create_in(lab.cli_ns(), move || {
-        let s = UdpSocket::bind(SocketAddr::new(cli, 0))?;
-        s.connect(SocketAddr::new(to, knock_ipc::spa::DEFAULT_PORT))?;
-        s.set_read_timeout(Some(Duration::from_millis(800)))?;
-        s.send(b"probe")?;
-        let mut buf = [0u8; 64];
-        // Port unreachable shows as ECONNREFUSED on the next receive; silence as a timeout.
-        Ok(match s.recv(&mut buf) {
-            Ok(_) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        })
-    })
-    .expect("probe");
-    assert!(!answered, "the SPA port answered a probe");
+    assert!(
+        !answered(&lab, cli, to, knock_ipc::spa::DEFAULT_PORT),
+        "the SPA port answered a probe"
+    );
     assert!(!connects(&lab, v6));
 
     // Opens with the real client.
@@ -302,4 +316,227 @@ fn spa_opens_and_every_replay_is_refused_v4() {
 #[test]
 fn spa_opens_and_every_replay_is_refused_v6() {
     spa_flow(true);
+}
+
+/// The SPA port's DROP rule as `iptables -S INPUT` lists it (instance tag removed).
+fn drop_rule(port: u16) -> String {
+    format!(
+        "-A INPUT -p udp -m udp --dport {port} -m comment --comment \"knockd:spa-drop\" -j DROP"
+    )
+}
+
+/// How many drop rules of knockd's for `port` each family's INPUT holds: (IPv4, IPv6).
+fn drops(lab: &Lab, port: u16) -> (usize, usize) {
+    let rule = drop_rule(port);
+    (
+        knockd::rule_count(lab, false, &rule),
+        knockd::rule_count(lab, true, &rule),
+    )
+}
+
+fn wait_drops(lab: &Lab, port: u16, n: (usize, usize), log: &str) {
+    assert!(
+        wait_until(Duration::from_secs(5), || drops(lab, port) == n),
+        "drop rules for {port}: {:?}, not {n:?}\nv4:\n{}\nv6:\n{}\n{log}",
+        drops(lab, port),
+        lab.iptables_rules(false),
+        lab.iptables_rules(true)
+    );
+}
+
+fn iptables_conf(lab: &Lab, spa_port: u16) -> String {
+    format!(
+        "[options]\n\tFirewall = iptables\n\tSPA_Port = {spa_port}\n\tSPA_ClientDir = {}\n\tSPA_ServerKey = {}\n\
+         [ssh]\n\tSPA = alice\n\tOpen = 22/tcp\n\tCmd_Timeout = 30\n",
+        lab.path("clients").display(),
+        lab.path("spa.key").display()
+    )
+}
+
+/// `Firewall = iptables`: knockd's own DROP rule (`knockd@TAG:spa-drop`, first in INPUT, both
+/// families) keeps the SPA port silent while a grant (inserted in front of it) opens port 22
+/// under the admin's own drop; `kill -9` + restart keeps exactly one rule per family; a failed
+/// reload keeps it, one that moves SPA_Port swaps it; a clean exit leaves none, and
+/// `--firewall-cleanup` removes one a `kill -9` left.
+fn spa_iptables_flow(v6: bool) {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    listen_22(&lab);
+    // The admin's ruleset: port 22 closed, nothing about the SPA port (the kernel would
+    // answer it with ICMP port unreachable).
+    for tool in ["iptables", "ip6tables"] {
+        srv_ok(
+            &lab,
+            &[
+                tool, "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP",
+            ],
+        );
+    }
+    let port = knock_ipc::spa::DEFAULT_PORT;
+    let conf_text = iptables_conf(&lab, port);
+    let conf_path = lab.write_file("knockd.conf", &conf_text);
+    let key = lab.path("alice.knock");
+    let made = std::process::Command::new(bin("knockd"))
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["--new-client", "alice", "--out"])
+        .arg(&key)
+        .output()
+        .expect("knockd --new-client");
+    assert!(made.status.success(), "{made:?}");
+    let (cli, to): (IpAddr, IpAddr) = if v6 {
+        (CLI_V6.parse().expect("ip"), srv(true))
+    } else {
+        (CLI_V4.parse().expect("ip"), srv(false))
+    };
+    // Without knockd the kernel answers (what the rule is for; the probe sees it).
+    assert!(
+        answered(&lab, cli, to, port),
+        "no ICMP answer without the rule: the probe proves nothing"
+    );
+
+    let k = OurKnockd::start(&lab, &conf_text);
+    wait_drops(&lab, port, (1, 1), &k.log());
+    for tool in ["iptables", "ip6tables"] {
+        let said = format!("SPA port {port}/udp: inserted `{tool} -I INPUT 1 -p udp -m udp --dport {port} -m comment --comment knockd@");
+        assert!(k.log().contains(&said), "{said}\n{}", k.log());
+    }
+    assert!(
+        !answered(&lab, cli, to, port),
+        "the SPA port answered a probe"
+    );
+
+    // A grant goes in front of the drop rule and opens its own port.
+    assert!(!connects(&lab, v6));
+    let host = to.to_string();
+    knockd::knock(&lab, &["--spa", key.to_str().expect("utf-8"), &host]);
+    assert!(
+        wait_until(Duration::from_secs(5), || connects(&lab, v6)),
+        "{}",
+        k.log()
+    );
+    let rules = knockd::input_rules(&lab, v6);
+    assert_eq!(
+        rules.last().map(String::as_str),
+        Some("-A INPUT -p tcp -m tcp --dport 22 -j DROP"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[0].contains("-j ACCEPT") && rules[1] == drop_rule(port),
+        "{rules:?}"
+    );
+    assert!(
+        !answered(&lab, cli, to, port),
+        "the SPA port answered the granted client"
+    );
+
+    // kill -9 + restart: the rule left behind is kept, not doubled, and not taken for a grant.
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    drop(k);
+    wait_drops(&lab, port, (1, 1), "after kill -9");
+    let k = OurKnockd::start(&lab, &conf_text);
+    assert!(
+        k.wait_count(
+            "already in INPUT (left by an earlier run): kept",
+            2,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        k.log()
+    );
+    assert_eq!(drops(&lab, port), (1, 1), "{}", k.log());
+    assert!(
+        !k.log().contains("spa-drop: rule"),
+        "taken for a grant:\n{}",
+        k.log()
+    );
+    assert!(
+        !answered(&lab, cli, to, port),
+        "the SPA port answered after the restart"
+    );
+
+    // A reload that fails keeps the rule; one that moves the port swaps it.
+    k.rewrite_conf("[ssh\n");
+    k.daemon.kill_hup();
+    assert!(
+        k.wait_count("reload failed", 1, Duration::from_secs(5)),
+        "{}",
+        k.log()
+    );
+    assert_eq!(drops(&lab, port), (1, 1), "{}", k.log());
+    let moved = port + 1;
+    k.rewrite_conf(&iptables_conf(&lab, moved));
+    k.daemon.kill_hup();
+    wait_drops(&lab, moved, (1, 1), &k.log());
+    wait_drops(&lab, port, (0, 0), &k.log());
+    assert!(
+        !answered(&lab, cli, to, moved),
+        "the new SPA port answered a probe"
+    );
+
+    // A clean exit leaves none.
+    k.daemon.kill_term();
+    assert!(k.daemon.wait_exit(Duration::from_secs(20)).is_some());
+    assert_eq!(drops(&lab, moved), (0, 0), "{}", k.log());
+    assert!(
+        !lab.iptables_rules_raw(false).contains("spa-drop")
+            && !lab.iptables_rules_raw(true).contains("spa-drop"),
+        "{}",
+        k.log()
+    );
+    drop(k);
+
+    // --firewall-cleanup refuses while the owner runs (--force too), removes what a kill -9
+    // left, and nothing else.
+    let cleanup = |force: bool| {
+        let mut argv = vec![
+            bin("knockd").into_os_string(),
+            "-c".into(),
+            conf_path.clone().into_os_string(),
+            "--state-file".into(),
+            lab.path("state.json").into_os_string(),
+            "--firewall-cleanup".into(),
+        ];
+        if force {
+            argv.push("--force".into());
+        }
+        lab.srv_exec(argv)
+    };
+    let k = OurKnockd::start(&lab, &conf_text);
+    wait_drops(&lab, port, (1, 1), &k.log());
+    for force in [false, true] {
+        let refused = cleanup(force);
+        assert!(!refused.status.success(), "{refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("spa-drop is in use"),
+            "{refused:?}"
+        );
+        assert_eq!(drops(&lab, port), (1, 1));
+    }
+    k.daemon.kill_9();
+    assert!(k.daemon.wait_exit(Duration::from_secs(5)).is_some());
+    drop(k);
+    let cleanup = cleanup(false);
+    assert!(cleanup.status.success(), "{cleanup:?}");
+    assert_eq!(drops(&lab, port), (0, 0), "{cleanup:?}");
+    for v6 in [false, true] {
+        assert_eq!(
+            knockd::input_rules(&lab, v6).last().map(String::as_str),
+            Some("-A INPUT -p tcp -m tcp --dport 22 -j DROP"),
+            "the admin's rule stays"
+        );
+    }
+}
+
+#[test]
+fn spa_port_is_silent_with_iptables_v4() {
+    spa_iptables_flow(false);
+}
+
+#[test]
+fn spa_port_is_silent_with_iptables_v6() {
+    spa_iptables_flow(true);
 }

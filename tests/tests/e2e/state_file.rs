@@ -2,7 +2,7 @@
 //! exact shape knockd writes. A crafted state file must not make knockd delete an admin's
 //! rule at start.
 
-use knock_e2e::knockd::{srv_ok, OurKnockd};
+use knock_e2e::knockd::{knockd_args, srv_ok, OurKnockd};
 use knock_e2e::{require_root, wait_until, Lab};
 use std::time::Duration;
 
@@ -121,31 +121,14 @@ fn a_full_disk_refuses_opens_says_so_and_recovers() {
     .into_iter()
     .map(Into::into)
     .collect();
-    args.extend([
-        dir.clone().into_os_string(),
-        knock_e2e::bin("knockd").into_os_string(),
-        "-i".into(),
-        knock_e2e::SRV_IF.into(),
-        "-c".into(),
-        conf.clone().into_os_string(),
-        "--socket".into(),
-        socket.clone().into_os_string(),
-        "--state-file".into(),
-        dir.join("state.json").into_os_string(),
-    ]);
+    args.push(dir.clone().into_os_string());
+    args.extend(knockd_args(&conf, &socket, &dir.join("state.json")));
     let k = OurKnockd {
         daemon: lab.spawn_srv(args),
         conf,
         socket,
     };
-    assert!(
-        k.daemon.wait_for_log(
-            "starting up, listening on kv0",
-            knock_e2e::knockd::START_TIMEOUT
-        ),
-        "{}",
-        k.log()
-    );
+    k.wait_started();
     let pid = k.daemon.pid();
     let filler = fill(pid, &dir);
     let rule = knock_e2e::knockd::native_rule(22, "ssh");
@@ -243,35 +226,20 @@ fn a_kill_on_a_full_disk_then_a_restart_leaves_no_rule_of_its_own_behind() {
     let conf = lab.write_file("knockd.conf", &format!("{DOOR} cmd_timeout = 6\n"));
     let socket = lab.path("knockd.sock");
     let start = || {
-        let args: Vec<std::ffi::OsString> = vec![
+        let mut args: Vec<std::ffi::OsString> = vec![
             "nsenter".into(),
             "-t".into(),
             holder.pid().to_string().into(),
             "-m".into(),
             "--".into(),
-            knock_e2e::bin("knockd").into_os_string(),
-            "-i".into(),
-            knock_e2e::SRV_IF.into(),
-            "-c".into(),
-            conf.clone().into_os_string(),
-            "--socket".into(),
-            socket.clone().into_os_string(),
-            "--state-file".into(),
-            dir.join("state.json").into_os_string(),
         ];
+        args.extend(knockd_args(&conf, &socket, &dir.join("state.json")));
         let k = OurKnockd {
             daemon: lab.spawn_srv(args),
             conf: conf.clone(),
             socket: socket.clone(),
         };
-        assert!(
-            k.daemon.wait_for_log(
-                "starting up, listening on kv0",
-                knock_e2e::knockd::START_TIMEOUT
-            ),
-            "{}",
-            k.log()
-        );
+        k.wait_started();
         k
     };
     let k = start();

@@ -1,9 +1,9 @@
 //! Drawing: a pure function of the state and the time. Every colour has a text twin (a
 //! marker, a label, a border weight), so the screen reads the same with NO_COLOR.
 //!
-//! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]); this file lays them
-//! out and draws what they share: header, footer, pane frames, popups, the theme; tables
-//! that fit their pane are built in [`table`].
+//! One file per pane (`attempts`, `grants`, `events`, `doors`); this file lays them out and
+//! draws what they share: header, footer, pane frames, popups, the theme; tables that fit
+//! their pane are built in `table`.
 
 use chrono::{DateTime, FixedOffset};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};

@@ -22,7 +22,7 @@ impl AttemptEnd {
     }
 }
 
-/// A knock sequence in progress (or just ended, for [`LINGER_MS`]).
+/// A knock sequence in progress (or just ended, for [`super::LINGER_MS`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     /// Index in [`State::hosts`].

@@ -22,7 +22,7 @@ impl GrantEnd {
     }
 }
 
-/// An open grant (or just closed, for [`LINGER_MS`]).
+/// An open grant (or just closed, for [`super::LINGER_MS`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
     /// Index in [`State::hosts`].

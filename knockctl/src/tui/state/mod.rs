@@ -1,8 +1,8 @@
 //! Everything the dashboard shows, and the pure functions that change it.
 //!
-//! One file per pane ([`attempts`], [`grants`], [`events`], [`doors`]): its rows and how
-//! events and lists change them; [`hosts`]: each host's link and status (one host, or many
-//! with `-H`: rows carry their host's index); [`answers`]: what replies change. This file
+//! One file per pane (`attempts`, `grants`, `events`, `doors`): its rows and how events and
+//! lists change them; `hosts`: each host's link and status (one host, or many with `-H`:
+//! rows carry their host's index); `answers`: what replies change. This file
 //! holds what they share: the [`State`], the event dispatch, panes, selection, filter,
 //! notices and overlays.
 //!

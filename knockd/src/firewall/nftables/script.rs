@@ -131,7 +131,7 @@ fn remove(s: &mut String, e: &Elem) {
 }
 
 /// A state file path as the table comment carries it: no quote, backslash or control
-/// character (replaced by `_`), at most [`OWNER_MAX`] bytes.
+/// character (replaced by `_`), at most `OWNER_MAX` (160) bytes.
 pub fn owner_text(state_file: &std::path::Path) -> String {
     let mut out = String::new();
     for c in state_file.to_string_lossy().chars() {

@@ -113,8 +113,10 @@ pub fn remove_table_of_previous_run(state_file: &Path) -> Option<String> {
 }
 
 /// `knockd --firewall-cleanup`: remove this knockd's table (`NftTable` of `config_path`, if it
-/// can be read), and nothing else. Refused while a knockd owns it and runs, or when it
-/// belongs to another knockd, unless `force`.
+/// can be read), and nothing else. Refused while the knockd that owns it runs, `force` or
+/// not: a running knockd re-creates its table within a second of its removal (it repairs what
+/// another program deletes), so removing it would only leave the doors' ports unprotected
+/// meanwhile. `force` removes a table that belongs to another knockd, stopped.
 pub fn firewall_cleanup(
     config_path: &Path,
     overrides: &config::Overrides,
@@ -127,28 +129,32 @@ pub fn firewall_cleanup(
     overrides.apply(&mut options);
     super::set_table(options.nft_table()).map_err(anyhow::Error::msg)?;
     let t = table();
-    let ours = options.state_file();
-    if !force {
-        if let Some(owner) = current_owner().context("cannot read the nftables table")? {
-            let owner = owner.unwrap_or_else(|| owner_text(&ours));
-            if owner != owner_text(&ours) {
-                bail!(
-                    "table inet {t} belongs to {}, not to this config's knockd (state file {}); add --force to remove it anyway",
-                    other_owner(&owner),
-                    ours.display()
-                );
-            }
-            if let Some(pid) = crate::state::holder(&ours) {
-                let who = if pid == 0 {
-                    "a running knockd".to_string()
-                } else {
-                    format!("knockd (pid {pid})")
-                };
-                bail!(
-                    "table inet {t} is in use: {who} runs with state file {} and would lose the protection of its doors' ports; stop it first (systemctl stop knockd), or add --force",
-                    ours.display()
-                );
-            }
+    let state_file = options.state_file();
+    let ours = owner_text(&state_file);
+    if let Some(owner) = current_owner().context("cannot read the nftables table")? {
+        let owner = owner.unwrap_or_else(|| ours.clone());
+        // Ours by its real path (the comment's copy may be shortened).
+        let owner_state = if owner == ours {
+            state_file.as_path()
+        } else {
+            Path::new(&owner)
+        };
+        if let Some(pid) = crate::state::holder(owner_state) {
+            let who = if pid == 0 {
+                "a running knockd".to_string()
+            } else {
+                format!("knockd (pid {pid})")
+            };
+            bail!(
+                "table inet {t} is in use: {who} runs with state file {} and would re-create it within a second, leaving the doors' ports unprotected meanwhile (--force does not change that); stop it first (systemctl stop knockd)",
+                owner_state.display()
+            );
+        }
+        if owner != ours && !force {
+            bail!(
+                "table inet {t} belongs to {}, not to this config's knockd (state file {ours}); add --force to remove it anyway",
+                other_owner(&owner)
+            );
         }
     }
     transport::apply_script(&cleanup_script())

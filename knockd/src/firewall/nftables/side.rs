@@ -151,7 +151,7 @@ impl NftSide {
     }
 
     /// Check the table (after every element change already queued) and re-create it when it
-    /// is not whole; [`NftEvent::Repaired`] says how it went. One check at a time: a check
+    /// is not whole; [`NftEvent::Checked`] says how it went. One check at a time: a check
     /// asked for while one runs runs after it.
     pub fn check(&mut self) {
         if self.checking {
