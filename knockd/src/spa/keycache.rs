@@ -60,7 +60,7 @@ impl KeyCache {
     }
 
     /// Keys held (tests).
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.slots.iter().flatten().count()
     }
 }
