@@ -2,7 +2,7 @@
 //!
 //! One run: start the daemon, subscribe to the server's firewall events, knock once to warm
 //! up (ARP, iptables, page cache), then start the flood (if any) and knock as the legitimate
-//! client every `legit_interval`: the latency of a knock is from the moment its last SYN left
+//! client every `legit_interval` (the first one interval into the flood): the latency of a knock is from the moment its last SYN left
 //! to the moment the kernel committed the ACCEPT rule. After each knock the grant is revoked
 //! and its deletion awaited, so every knock opens anew.
 //!
@@ -11,17 +11,21 @@
 //! them in): a knock got access when that connection was made.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::access::{connect, Listener};
 use super::daemon::{open_refusals, Doors, RunningDaemon, Variant, PROTECTED_PORT, SEQUENCE};
 use super::fwcount;
+use super::keep::keep;
+use super::legit::unix_ms;
 use super::monitor::{RuleBook, RuleMonitor};
 use super::procfs;
-use super::report::{Growth, GrowthSample, Legit, RunResult};
+use super::report::{Growth, GrowthSample, Legit, RunResult, Try};
+use super::stats::ms;
 use knock_e2e::traffic::generator::{FloodSpec, FloodStats, Flooder, Pattern};
 use knock_e2e::traffic::knocker::Knocker;
 use knock_e2e::Lab;
@@ -47,12 +51,16 @@ pub struct Plan {
     /// State growth: this many first knocks from distinct sources at `growth_rate`.
     pub growth_sources: u64,
     pub growth_rate: u64,
-    /// During floods the legitimate client knocks this often...
+    /// During floods the legitimate client knocks this often, from one interval after the
+    /// flood started...
     pub legit_interval: Duration,
     /// ...and a knock whose rule is not there after this long is a miss.
     pub legit_timeout: Duration,
     /// Wait after a flood before the last look at the daemon (pcap stats refresh each second).
     pub settle: Duration,
+    /// Keep each run's files (daemon logs, config, status, the client's tries) in a folder
+    /// of this one ([`crate::keep`]).
+    pub keep_logs: Option<PathBuf>,
 }
 
 impl Plan {
@@ -74,6 +82,7 @@ impl Plan {
             legit_interval: Duration::from_millis(500),
             legit_timeout: Duration::from_secs(2),
             settle: Duration::from_millis(1200),
+            keep_logs: None,
         }
     }
 
@@ -96,6 +105,7 @@ impl Plan {
             legit_interval: Duration::from_millis(100),
             legit_timeout: Duration::from_secs(2),
             settle: Duration::from_millis(50),
+            keep_logs: None,
         }
     }
 
@@ -324,6 +334,13 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
             plan.quiet_gap
         };
         let knocking = (|| -> Result<()> {
+            if flood.is_some() {
+                // The client's first try is one interval into the flood: at
+                // its first instant knockd cannot tell the flood's new networks (each has
+                // asked once) from the client (see `knockd::fairstart`, "what it cannot tell
+                // apart"), and that instant is a lottery, not a measure of the flood.
+                std::thread::sleep(plan.legit_interval);
+            }
             loop {
                 let done = match &flood_thread {
                     Some(t) => t.is_finished(),
@@ -345,6 +362,7 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
                     book: &mut book,
                     monitor: &monitor,
                     connect_from: cli_ns,
+                    start,
                 };
                 k.once(plan, &mut legit)?;
                 if let Some(rest) = (slot + interval).checked_duration_since(Instant::now()) {
@@ -372,9 +390,10 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     let after = procfs::sample(pid)?;
     let processed = daemon.processed().saturating_sub(processed_before);
     let status = daemon.status();
-    let refused = daemon
-        .status_json()
-        .map(|j| open_refusals(&j))
+    let status_json = daemon.status_json();
+    let refused = status_json
+        .as_deref()
+        .map(open_refusals)
         .unwrap_or_default();
     let firewall = access.is_some().then(|| fwcount::count(&lab));
     samples.push(GrowthSample {
@@ -385,7 +404,14 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     });
     let growth = matches!(scenario, Scenario::StateGrowth { .. })
         .then(|| Growth::from_samples(samples, status.map(|(_, a)| a)));
+    let name = format!("{}-{}", scenario.name(), variant.label());
+    let kept = plan
+        .keep_logs
+        .as_deref()
+        .map(|dir| keep(dir, &name, lab.tempdir(), &legit, status_json.as_deref()))
+        .transpose()?;
     Ok(RunResult {
+        kept,
         scenario: scenario.name(),
         variant,
         target_pps: flood.map(|f| f.rate_pps),
@@ -417,6 +443,8 @@ struct Knock<'a, 'lab> {
     monitor: &'a RuleMonitor,
     /// Connect to the protected port after the knock, from this namespace.
     connect_from: Option<&'a str>,
+    /// When the flood started.
+    start: Instant,
 }
 
 impl Knock<'_, '_> {
@@ -426,17 +454,27 @@ impl Knock<'_, '_> {
         if self.book.watched_open() {
             // The previous knock's rule arrived after its timeout.
             legit.late += 1;
+            if let Some(last) = legit.tries.last_mut() {
+                last.late = true;
+            }
             self.close(legit)?;
         }
+        let losses = self.monitor.losses();
         let sent = self.knocker.knock(&SEQUENCE)?;
+        let mut this = Try {
+            sent_unix_ms: unix_ms(SystemTime::now()),
+            t_s: sent.saturating_duration_since(self.start).as_secs_f64(),
+            ..Try::default()
+        };
         legit.tried += 1;
         let added = self
             .book
             .wait_added(self.monitor, sent + plan.legit_timeout);
         if let Some(at) = added {
-            legit.latencies.push(at.saturating_duration_since(sent));
+            let latency = at.saturating_duration_since(sent);
+            legit.latencies.push(latency);
+            this.rule_ms = Some(ms(latency));
         }
-        let mut connected = false;
         if let (Some(ns), Some(n)) = (self.connect_from, legit.connected.as_mut()) {
             // No rule seen: try anyway, the event may have been lost.
             let timeout = if added.is_some() {
@@ -444,23 +482,33 @@ impl Knock<'_, '_> {
             } else {
                 BLIND_CONNECT_TIMEOUT
             };
-            connected = connect(ns, SRV, PROTECTED_PORT, timeout)?;
+            let connected = connect(ns, SRV, PROTECTED_PORT, timeout)?;
             *n += usize::from(connected);
+            this.connected = Some(connected);
         }
-        if added.is_some() || connected {
-            self.close(legit)?;
+        this.monitor_losses = self.monitor.losses() - losses;
+        let opened = this.opened();
+        legit.tries.push(this);
+        if opened {
+            let revoking = Instant::now();
+            if self.close(legit)? {
+                if let Some(t) = legit.tries.last_mut() {
+                    t.revoke_ms = Some(ms(revoking.elapsed()));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Revokes the grant; under a completing flood a slow revoke is counted, not fatal.
-    fn close(&mut self, legit: &mut Legit) -> Result<()> {
+    /// Revokes the grant; under a completing flood a slow revoke is counted (false), not
+    /// fatal.
+    fn close(&mut self, legit: &mut Legit) -> Result<bool> {
         match close(self.daemon, self.book, self.monitor) {
             Err(_) if self.connect_from.is_some() => {
                 legit.slow_revokes += 1;
-                Ok(())
+                Ok(false)
             }
-            r => r,
+            r => r.map(|()| true),
         }
     }
 }
