@@ -17,7 +17,8 @@
 //! - [`spa`]: `knock-bench --spa`, single-packet knocks, ours and [`fwknop`]'s side by side
 //!   ([`spa_load`]: the shared scenarios; [`spa_table`]: its table; [`pktstats`]: fwknopd's
 //!   capture counters).
-//! - [`runner`]: the scenarios; [`report`]: table, JSON and targets; [`stats`]: percentiles.
+//! - [`runner`]: the scenarios; [`legit`]: the legitimate client's tries; [`report`]: table,
+//!   JSON and targets; [`stats`]: percentiles; [`keep`]: a run's files kept (`--keep-logs`).
 
 pub mod access;
 pub mod daemon;
@@ -25,6 +26,8 @@ pub mod fleet;
 pub mod floor;
 pub mod fwcount;
 pub mod fwknop;
+pub mod keep;
+pub mod legit;
 pub mod monitor;
 pub mod pktstats;
 pub mod procfs;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use knock_bench::daemon::Variant;
+use knock_bench::legit::utc_ms;
 use knock_bench::report::table;
 use knock_bench::runner::Plan;
 
@@ -51,6 +52,20 @@ struct Args {
     /// Rates of the flood on the seed doors' ports in random order from 30k sources (empty: none)
     #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
     shuffled_rates: Option<Vec<u64>>,
+    /// Re-knocks after the client's rule was removed by hand, 0.2 s after each removal
+    /// (0: skip; iptables daemons only)
+    #[arg(long, value_name = "N")]
+    reknock_rounds: Option<usize>,
+    /// Start a re-knock round at most every SECS (default 0: the next removal as soon as the
+    /// rule is back)
+    #[arg(long, value_name = "SECS")]
+    reknock_period: Option<f64>,
+    /// Keep each run's files in a new folder of DIR: the daemon's log, stdout and stderr
+    /// (our knockd's stderr timestamps every line to the microsecond), config, state file,
+    /// `knockctl --json status` at the end, and `tries.tsv`, the legitimate client's tries
+    /// with the UTC time each was sent, so that a missed knock can be read in the log
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<PathBuf>,
     /// Distinct spoofed sources in the state-growth scenario (0: skip it)
     #[arg(long, value_name = "N")]
     growth_sources: Option<u64>,
@@ -128,6 +143,13 @@ impl Args {
         if let Some(r) = &self.shuffled_rates {
             plan.shuffled_rates = r.clone();
         }
+        plan.keep_logs.clone_from(&self.keep_logs);
+        if let Some(n) = self.reknock_rounds {
+            plan.reknock_rounds = n.min(1000);
+        }
+        if let Some(secs) = self.reknock_period {
+            plan.reknock_period = Duration::from_secs_f64(secs.clamp(0.0, 60.0));
+        }
         if let Some(n) = self.growth_sources {
             plan.growth_sources = n.min(1_000_000);
         }
@@ -186,6 +208,29 @@ fn run(args: &Args) -> Result<bool> {
             r.scenario,
             r.variant.label()
         );
+        if r.scenario.starts_with("reknock") {
+            if let Some((mean, n)) = r.legit.mean_after_first_ms() {
+                eprintln!("knock-bench:   re-knocks: rule back after {mean:.1} ms on average ({n} re-knocks)");
+            }
+        }
+        for (i, t) in r.legit.misses() {
+            eprintln!(
+                "knock-bench:   try {} at {} UTC (t = {:.1} s) missed: rule {}, connection {}",
+                i + 1,
+                utc_ms(t.sent_unix_ms),
+                t.t_s,
+                t.rule_ms
+                    .map_or_else(|| "not seen".to_string(), |m| format!("after {m:.1} ms")),
+                match t.connected {
+                    Some(true) => "made",
+                    Some(false) => "refused",
+                    None => "not tried",
+                }
+            );
+        }
+        if let Some(dir) = &r.kept {
+            eprintln!("knock-bench:   files kept in {}", dir.display());
+        }
     })?;
     print!("{}", table(&report));
     println!("\nJSON report: {}", args.out.display());

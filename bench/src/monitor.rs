@@ -6,13 +6,14 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
 use nix::sys::socket::{
     bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
@@ -79,6 +80,8 @@ pub struct RuleEvent {
 pub struct RuleMonitor {
     events: Receiver<RuleEvent>,
     stop: Arc<AtomicBool>,
+    /// Receive errors other than the poll time-out: events lost to a full buffer (ENOBUFS).
+    lost: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -90,13 +93,16 @@ impl RuleMonitor {
         let (tx, events) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let lost = Arc::new(AtomicU64::new(0));
+        let losses = Arc::clone(&lost);
         let thread = std::thread::Builder::new()
             .name("rule-monitor".into())
-            .spawn(move || listen(&fd, &tx, &flag))
+            .spawn(move || listen(&fd, &tx, &flag, &losses))
             .context("cannot start the rule monitor thread")?;
         Ok(RuleMonitor {
             events,
             stop,
+            lost,
             thread: Some(thread),
         })
     }
@@ -105,6 +111,11 @@ impl RuleMonitor {
     pub fn next_before(&self, deadline: Instant) -> Option<RuleEvent> {
         let wait = deadline.saturating_duration_since(Instant::now());
         self.events.recv_timeout(wait).ok()
+    }
+
+    /// How many times events were lost so far (the kernel's buffer overran: ENOBUFS).
+    pub fn losses(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -138,18 +149,24 @@ fn subscribe() -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn listen(fd: &OwnedFd, tx: &Sender<RuleEvent>, stop: &AtomicBool) {
+fn listen(fd: &OwnedFd, tx: &Sender<RuleEvent>, stop: &AtomicBool, lost: &AtomicU64) {
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(Ordering::Relaxed) {
         // An error is a timeout (time to check `stop`), an interruption, or events lost
-        // to a full buffer (ENOBUFS): carry on.
-        if let Ok(n) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            let at = Instant::now();
-            for rule in parse_messages(&buf[..n]) {
-                if tx.send(RuleEvent { at, rule }).is_err() {
-                    return;
+        // to a full buffer (ENOBUFS, counted): carry on.
+        match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => {
+                let at = Instant::now();
+                for rule in parse_messages(&buf[..n]) {
+                    if tx.send(RuleEvent { at, rule }).is_err() {
+                        return;
+                    }
                 }
             }
+            Err(Errno::ENOBUFS) => {
+                lost.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
         }
     }
 }

@@ -3,48 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::daemon::Variant;
 use super::floor::Floor;
 use super::fwcount::FirewallCount;
+pub use super::legit::{Legit, Try};
 use super::procfs::{MemPart, ThreadCpu};
-use super::stats::{ms, percentile};
 use knock_e2e::traffic::generator::FloodStats;
-
-/// The legitimate client's knocks during a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Legit {
-    pub tried: usize,
-    pub opened: usize,
-    /// Rules that appeared only after the knock had been counted as a miss.
-    pub late: usize,
-    /// Knocks after which a TCP connection to the opened port got through (completing
-    /// flood only; `None` where the bench does not connect).
-    pub connected: Option<usize>,
-    /// Revokes whose rule was still there after 5 s (completing flood: counted, not fatal).
-    pub slow_revokes: usize,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub max_ms: Option<f64>,
-    pub latencies_ms: Vec<f64>,
-    #[serde(skip)]
-    pub latencies: Vec<Duration>,
-}
-
-impl Legit {
-    /// Fills in the summary figures from the raw latencies.
-    pub fn finish(mut self) -> Legit {
-        self.opened = self.latencies.len();
-        self.p50_ms = percentile(&self.latencies, 50.0).map(ms);
-        self.p99_ms = percentile(&self.latencies, 99.0).map(ms);
-        self.max_ms = percentile(&self.latencies, 100.0).map(ms);
-        self.latencies_ms = self.latencies.iter().map(|&d| ms(d)).collect();
-        self
-    }
-}
 
 /// One look at the daemon during a flood.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -128,6 +96,8 @@ pub struct RunResult {
     pub memory: Vec<MemPart>,
     pub growth: Option<Growth>,
     pub error: Option<String>,
+    /// Where its files were kept (`--keep-logs`).
+    pub kept: Option<PathBuf>,
 }
 
 impl RunResult {
@@ -151,6 +121,7 @@ impl RunResult {
             memory: Vec::new(),
             growth: None,
             error: Some(format!("{err:#}")),
+            kept: None,
         }
     }
 }
@@ -601,6 +572,7 @@ fn rows() -> Vec<(&'static str, Cell)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn run(scenario: &str, v: Variant, lat_ms: &[u64], tried: usize, cpu: f64) -> RunResult {
         let legit = Legit {

@@ -2,7 +2,7 @@
 //!
 //! One run: start the daemon, subscribe to the server's firewall events, knock once to warm
 //! up (ARP, iptables, page cache), then start the flood (if any) and knock as the legitimate
-//! client every `legit_interval`: the latency of a knock is from the moment its last SYN left
+//! client every `legit_interval` (the first one interval into the flood): the latency of a knock is from the moment its last SYN left
 //! to the moment the kernel committed the ACCEPT rule. After each knock the grant is revoked
 //! and its deletion awaited, so every knock opens anew.
 //!
@@ -11,17 +11,21 @@
 //! them in): a knock got access when that connection was made.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::access::{connect, Listener};
 use super::daemon::{open_refusals, Doors, RunningDaemon, Variant, PROTECTED_PORT, SEQUENCE};
 use super::fwcount;
+use super::keep::keep;
+use super::legit::unix_ms;
 use super::monitor::{RuleBook, RuleMonitor};
 use super::procfs;
-use super::report::{Growth, GrowthSample, Legit, RunResult};
+use super::report::{Growth, GrowthSample, Legit, RunResult, Try};
+use super::stats::ms;
 use knock_e2e::traffic::generator::{FloodSpec, FloodStats, Flooder, Pattern};
 use knock_e2e::traffic::knocker::Knocker;
 use knock_e2e::Lab;
@@ -44,15 +48,24 @@ pub struct Plan {
     pub narrow_rates: Vec<u64>,
     /// Floods on the seed doors' ports in random order from [`NARROW_SOURCES`] sources.
     pub shuffled_rates: Vec<u64>,
+    /// Re-knocks after the client's rule was removed by hand (0: none); iptables daemons only.
+    pub reknock_rounds: usize,
+    /// ...each round starting this long after the last one started (zero: back to back, the
+    /// next removal as soon as the rule is back).
+    pub reknock_period: Duration,
     /// State growth: this many first knocks from distinct sources at `growth_rate`.
     pub growth_sources: u64,
     pub growth_rate: u64,
-    /// During floods the legitimate client knocks this often...
+    /// During floods the legitimate client knocks this often, from one interval after the
+    /// flood started...
     pub legit_interval: Duration,
     /// ...and a knock whose rule is not there after this long is a miss.
     pub legit_timeout: Duration,
     /// Wait after a flood before the last look at the daemon (pcap stats refresh each second).
     pub settle: Duration,
+    /// Keep each run's files (daemon logs, config, status, the client's tries) in a folder
+    /// of this one ([`crate::keep`]).
+    pub keep_logs: Option<PathBuf>,
 }
 
 impl Plan {
@@ -69,11 +82,14 @@ impl Plan {
             completing_rates: vec![20_000],
             narrow_rates: vec![20_000],
             shuffled_rates: vec![20_000],
+            reknock_rounds: 20,
+            reknock_period: Duration::ZERO,
             growth_sources: 1_000_000,
             growth_rate: 100_000,
             legit_interval: Duration::from_millis(500),
             legit_timeout: Duration::from_secs(2),
             settle: Duration::from_millis(1200),
+            keep_logs: None,
         }
     }
 
@@ -91,17 +107,25 @@ impl Plan {
             completing_rates: vec![1_000],
             narrow_rates: Vec::new(),
             shuffled_rates: Vec::new(),
+            reknock_rounds: 0,
+            reknock_period: Duration::ZERO,
             growth_sources: 1_000,
             growth_rate: 2_500,
             legit_interval: Duration::from_millis(100),
             legit_timeout: Duration::from_secs(2),
             settle: Duration::from_millis(50),
+            keep_logs: None,
         }
     }
 
     /// Every scenario of the plan, in order.
     pub fn scenarios(&self) -> Vec<Scenario> {
         let mut v = vec![Scenario::Quiet];
+        if self.reknock_rounds > 0 {
+            v.push(Scenario::Reknock {
+                rounds: self.reknock_rounds,
+            });
+        }
         v.extend(
             self.door_rates
                 .iter()
@@ -138,6 +162,10 @@ impl Plan {
 pub enum Scenario {
     /// Knocks and nothing else.
     Quiet,
+    /// One knock that opens, then `rounds` times: the client's rule is removed by hand
+    /// (`iptables -D`, not through the daemon), and [`REKNOCK_AFTER`] later the client knocks
+    /// again; each try's latency is until its rule is back.
+    Reknock { rounds: usize },
     /// Spoofed first knocks (port 7000), each from a new source.
     DoorFlood { pps: u64 },
     /// Spoofed SYNs to random ports from random sources.
@@ -172,6 +200,7 @@ impl Scenario {
     pub fn name(&self) -> String {
         match *self {
             Scenario::Quiet => "quiet".to_string(),
+            Scenario::Reknock { .. } => "reknock-by-hand".to_string(),
             Scenario::DoorFlood { pps } => format!("door-flood-{}", si(pps)),
             Scenario::ScanFlood { pps } => format!("scan-flood-{}", si(pps)),
             Scenario::StateGrowth { sources, .. } => format!("state-growth-{}", si(sources)),
@@ -191,6 +220,15 @@ impl Scenario {
         }
     }
 
+    /// Tries of a run without a flood: the quiet knocks, or the opening knock and the
+    /// re-knocks.
+    fn quiet_tries(&self, plan: &Plan) -> usize {
+        match *self {
+            Scenario::Reknock { rounds } => rounds + 1,
+            _ => plan.quiet_trials,
+        }
+    }
+
     fn seq_timeout(&self) -> u32 {
         match self {
             Scenario::StateGrowth { .. } => 120,
@@ -201,7 +239,7 @@ impl Scenario {
     fn flood(&self, plan: &Plan) -> Option<FloodSpec> {
         let door = Pattern::Door { port: SEQUENCE[0] };
         match *self {
-            Scenario::Quiet => None,
+            Scenario::Quiet | Scenario::Reknock { .. } => None,
             Scenario::DoorFlood { pps } => Some(FloodSpec {
                 pattern: door,
                 rate_pps: pps,
@@ -249,6 +287,9 @@ fn si(n: u64) -> String {
 /// The lab's client and server addresses ([`knock_e2e::CLI_V4`], [`knock_e2e::SRV_V4`]; a test checks they agree).
 pub const CLI: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 2);
 const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
+
+/// How long after removing the rule by hand the client knocks again (the issue's figure).
+pub const REKNOCK_AFTER: Duration = Duration::from_millis(200);
 
 /// How long the warm-up knock may take (first iptables run in a new namespace).
 const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -318,16 +359,26 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
             (Some(f), Some(spec)) => Some(s.spawn(|| f.run(spec, &progress, &stop))),
             _ => None,
         };
+        let by_hand = matches!(scenario, Scenario::Reknock { .. });
         let interval = if flood.is_some() {
             plan.legit_interval
+        } else if by_hand {
+            plan.reknock_period
         } else {
             plan.quiet_gap
         };
         let knocking = (|| -> Result<()> {
+            if flood.is_some() {
+                // The client's first try is one interval into the flood: at
+                // its first instant knockd cannot tell the flood's new networks (each has
+                // asked once) from the client (see `knockd::fairstart`, "what it cannot tell
+                // apart"), and that instant is a lottery, not a measure of the flood.
+                std::thread::sleep(plan.legit_interval);
+            }
             loop {
                 let done = match &flood_thread {
                     Some(t) => t.is_finished(),
-                    None => legit.tried >= plan.quiet_trials,
+                    None => legit.tried >= scenario.quiet_tries(plan),
                 };
                 if done {
                     return Ok(());
@@ -345,6 +396,8 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
                     book: &mut book,
                     monitor: &monitor,
                     connect_from: cli_ns,
+                    start,
+                    by_hand: by_hand.then_some(&lab),
                 };
                 k.once(plan, &mut legit)?;
                 if let Some(rest) = (slot + interval).checked_duration_since(Instant::now()) {
@@ -372,9 +425,10 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     let after = procfs::sample(pid)?;
     let processed = daemon.processed().saturating_sub(processed_before);
     let status = daemon.status();
-    let refused = daemon
-        .status_json()
-        .map(|j| open_refusals(&j))
+    let status_json = daemon.status_json();
+    let refused = status_json
+        .as_deref()
+        .map(open_refusals)
         .unwrap_or_default();
     let firewall = access.is_some().then(|| fwcount::count(&lab));
     samples.push(GrowthSample {
@@ -385,7 +439,14 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
     });
     let growth = matches!(scenario, Scenario::StateGrowth { .. })
         .then(|| Growth::from_samples(samples, status.map(|(_, a)| a)));
+    let name = format!("{}-{}", scenario.name(), variant.label());
+    let kept = plan
+        .keep_logs
+        .as_deref()
+        .map(|dir| keep(dir, &name, lab.tempdir(), &legit, status_json.as_deref()))
+        .transpose()?;
     Ok(RunResult {
+        kept,
         scenario: scenario.name(),
         variant,
         target_pps: flood.map(|f| f.rate_pps),
@@ -417,6 +478,10 @@ struct Knock<'a, 'lab> {
     monitor: &'a RuleMonitor,
     /// Connect to the protected port after the knock, from this namespace.
     connect_from: Option<&'a str>,
+    /// When the flood started.
+    start: Instant,
+    /// Remove the rule by hand in this lab instead of revoking the grant.
+    by_hand: Option<&'a Lab>,
 }
 
 impl Knock<'_, '_> {
@@ -426,17 +491,27 @@ impl Knock<'_, '_> {
         if self.book.watched_open() {
             // The previous knock's rule arrived after its timeout.
             legit.late += 1;
+            if let Some(last) = legit.tries.last_mut() {
+                last.late = true;
+            }
             self.close(legit)?;
         }
+        let losses = self.monitor.losses();
         let sent = self.knocker.knock(&SEQUENCE)?;
+        let mut this = Try {
+            sent_unix_ms: unix_ms(SystemTime::now()),
+            t_s: sent.saturating_duration_since(self.start).as_secs_f64(),
+            ..Try::default()
+        };
         legit.tried += 1;
         let added = self
             .book
             .wait_added(self.monitor, sent + plan.legit_timeout);
         if let Some(at) = added {
-            legit.latencies.push(at.saturating_duration_since(sent));
+            let latency = at.saturating_duration_since(sent);
+            legit.latencies.push(latency);
+            this.rule_ms = Some(ms(latency));
         }
-        let mut connected = false;
         if let (Some(ns), Some(n)) = (self.connect_from, legit.connected.as_mut()) {
             // No rule seen: try anyway, the event may have been lost.
             let timeout = if added.is_some() {
@@ -444,25 +519,69 @@ impl Knock<'_, '_> {
             } else {
                 BLIND_CONNECT_TIMEOUT
             };
-            connected = connect(ns, SRV, PROTECTED_PORT, timeout)?;
+            let connected = connect(ns, SRV, PROTECTED_PORT, timeout)?;
             *n += usize::from(connected);
+            this.connected = Some(connected);
         }
-        if added.is_some() || connected {
-            self.close(legit)?;
+        this.monitor_losses = self.monitor.losses() - losses;
+        let opened = this.opened();
+        legit.tries.push(this);
+        if let (true, Some(lab)) = (opened, self.by_hand) {
+            remove_by_hand(lab, self.book, self.monitor)?;
+            std::thread::sleep(REKNOCK_AFTER);
+        } else if opened {
+            let revoking = Instant::now();
+            if self.close(legit)? {
+                if let Some(t) = legit.tries.last_mut() {
+                    t.revoke_ms = Some(ms(revoking.elapsed()));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Revokes the grant; under a completing flood a slow revoke is counted, not fatal.
-    fn close(&mut self, legit: &mut Legit) -> Result<()> {
+    /// Revokes the grant; under a completing flood a slow revoke is counted (false), not
+    /// fatal.
+    fn close(&mut self, legit: &mut Legit) -> Result<bool> {
         match close(self.daemon, self.book, self.monitor) {
             Err(_) if self.connect_from.is_some() => {
                 legit.slow_revokes += 1;
-                Ok(())
+                Ok(false)
             }
-            r => r,
+            r => r.map(|()| true),
         }
     }
+}
+
+/// Deletes the client's rules from INPUT with iptables itself, as an admin would (the daemon
+/// is not told), and waits until they are gone.
+fn remove_by_hand(lab: &Lab, book: &mut RuleBook, monitor: &RuleMonitor) -> Result<()> {
+    let listing = lab.srv_exec(["iptables", "-w", "-S", "INPUT"]);
+    let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for line in text
+        .lines()
+        .filter(|l| l.contains(&format!("-s {CLI}/32 ")))
+    {
+        let mut args = vec!["iptables".to_string(), "-w".to_string()];
+        args.extend(
+            line.replacen("-A", "-D", 1)
+                .replace('"', "")
+                .split(' ')
+                .map(str::to_string),
+        );
+        let out = lab.srv_exec(&args);
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    if !book.wait_closed(monitor, Instant::now() + REVOKE_TIMEOUT) {
+        bail!("the client's rule was still there {REVOKE_TIMEOUT:?} after deleting it by hand");
+    }
+    Ok(())
 }
 
 /// Revokes the client's grant and waits until its rule is gone.
@@ -482,6 +601,10 @@ pub fn run_plan(plan: &Plan, mut progress: impl FnMut(&RunResult)) -> Vec<RunRes
     let mut results = Vec::new();
     for scenario in plan.scenarios() {
         for &variant in &plan.variants {
+            if matches!(scenario, Scenario::Reknock { .. }) && variant == Variant::OursNft {
+                // Its grants are set elements, not rules an admin deletes with iptables.
+                continue;
+            }
             let result = run_one(plan, scenario, variant)
                 .with_context(|| format!("{} / {}", scenario.name(), variant.label()))
                 .unwrap_or_else(|e| RunResult::failed(scenario.name(), variant, &e));
@@ -569,6 +692,22 @@ mod tests {
                 sources: 30_000
             }
         );
+    }
+
+    #[test]
+    fn reknock_runs_the_opening_knock_and_each_round_without_a_flood() {
+        let plan = Plan::full();
+        let s = Scenario::Reknock { rounds: 20 };
+        assert_eq!(s.name(), "reknock-by-hand");
+        assert_eq!(s.quiet_tries(&plan), 21);
+        assert_eq!(Scenario::Quiet.quiet_tries(&plan), plan.quiet_trials);
+        assert!(s.flood(&plan).is_none());
+        assert_eq!(s.doors(), Doors::Bench);
+        assert!(plan.scenarios().contains(&s));
+        assert!(!Plan::smoke()
+            .scenarios()
+            .iter()
+            .any(|s| matches!(s, Scenario::Reknock { .. })));
     }
 
     #[test]

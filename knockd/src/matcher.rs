@@ -333,7 +333,8 @@ impl Matcher {
     ) -> Outcome {
         let src = pkt.src;
         let flow = flow_id(pkt);
-        if let Some(i) = self.attempts.find(src, door as u32) {
+        let (found, probe) = self.attempts.find(src, door as u32);
+        if let Some(i) = found {
             let a = self.attempts.get(i);
             let stage = usize::from(a.stage);
             let variant = a.variant;
@@ -425,7 +426,7 @@ impl Matcher {
         let deadline = now + self.doors[door].seq_timeout;
         let mut a = Attempt::new(src, door as u32, variant, deadline, flow);
         a.guarded = self.guarded(door);
-        self.attempts.insert_at(a, net, known);
+        self.attempts.insert_at(a, net, known, Some(probe));
         Outcome::Counted
     }
 
@@ -532,7 +533,7 @@ impl Matcher {
     }
 
     /// Ends attempt `i`; the sweep guard forgets the strays of a source left unwatched.
-    fn remove(&mut self, i: u32) -> Attempt {
+    fn remove(&mut self, i: u32) -> Ended {
         let (a, watched_left) = self.attempts.remove(i);
         if watched_left == Some(0) {
             self.guard.forget(a.src);
@@ -544,7 +545,7 @@ impl Matcher {
     pub fn expire(&mut self, now: Instant, out: &mut Vec<MatchEvent>) {
         self.guard.expire(now);
         for door in 0..self.doors.len() {
-            while let Some(i) = self.attempts.pop_due(door, now) {
+            while let Some(i) = self.attempts.due(door, now) {
                 let a = self.remove(i);
                 out.push(MatchEvent::Timeout {
                     src: a.src,
@@ -582,7 +583,7 @@ pub use doors::{Prepared, Retired};
 pub use events::{MatchEvent, Refusal};
 pub use listing::AttemptInfo;
 use sweep::SweepGuard;
-use table::{Attempt, Table};
+use table::{Attempt, Ended, Table};
 use tiers::{door_share, network, NetId, Victim};
 
 #[cfg(test)]

@@ -43,6 +43,10 @@ struct Model {
     local: Vec<IpAddr>,
     attempts: Vec<ModelAttempt>,
     next_id: u64,
+    /// Per network, when (a count of changes) its number of stage-1 attempts last changed:
+    /// of the networks holding the most, the one that has held that many longest goes first.
+    changed: Vec<(u128, u64)>,
+    changes: u64,
     /// Sweep guard: distinct stray (protocol, port)s per source, while it has a guarded attempt.
     strays: Vec<(IpAddr, Vec<(Proto, u16)>)>,
     /// Sweep guard: penalised sources, until when, in the order penalised.
@@ -91,8 +95,27 @@ impl Model {
             .any(|a| a.src == src && self.guarded(a.door))
     }
 
+    /// The number of stage-1 attempts of `src`'s network changed.
+    fn changed(&mut self, src: IpAddr) {
+        let net = self.net(src);
+        self.changes += 1;
+        self.changed.retain(|(n, _)| *n != net);
+        self.changed.push((net, self.changes));
+    }
+
+    /// When the number of stage-1 attempts of `net` last changed.
+    fn changed_at(&self, net: u128) -> u64 {
+        self.changed
+            .iter()
+            .find(|(n, _)| *n == net)
+            .map_or(0, |(_, at)| *at)
+    }
+
     fn remove(&mut self, i: usize) -> ModelAttempt {
         let a = self.attempts.remove(i);
+        if a.stage == 1 {
+            self.changed(a.src);
+        }
         if !self.watching(a.src) {
             self.strays.retain(|(s, _)| *s != a.src);
         }
@@ -251,6 +274,9 @@ impl Model {
                 let a = &mut self.attempts[i];
                 a.stage += 1;
                 a.flows.push((p.sport, p.dport));
+                if stage == 1 {
+                    self.changed(src);
+                }
                 out.push(MatchEvent::Stage {
                     src,
                     door,
@@ -378,13 +404,14 @@ impl Model {
             variant,
         });
         self.next_id += 1;
+        self.changed(src);
         Outcome::Counted
     }
 
     /// Rule 5: a network holds at most `per_network` attempts and the table `max_attempts`;
     /// to make room, only a stage-1 attempt may go: the oldest of the own network when it is
     /// full, else of the network with the most stage-1 attempts (the own one on a tie, the
-    /// highest network id between others), or the oldest of the table when no network holds
+    /// one that has held that many longest between others), or the oldest of the table when no network holds
     /// more than one (and the own network none).
     fn make_room(&mut self, own: u128, out: &mut Vec<MatchEvent>) -> Result<(), Refusal> {
         let in_net = |m: &Model, net: u128, stage1: bool| {
@@ -401,12 +428,18 @@ impl Model {
             nets.sort();
             let heaviest = nets
                 .iter()
-                .map(|&n| (in_net(self, n, true), n))
-                .filter(|&(c, _)| c > 0)
+                .map(|&n| {
+                    (
+                        in_net(self, n, true),
+                        std::cmp::Reverse(self.changed_at(n)),
+                        n,
+                    )
+                })
+                .filter(|&(c, _, _)| c > 0)
                 .max();
             let victim = match heaviest {
-                Some((1, _)) if in_net(self, own, true) < 1 => None,
-                Some((most, net)) if in_net(self, own, true) < most => Some(net),
+                Some((1, _, _)) if in_net(self, own, true) < 1 => None,
+                Some((most, _, net)) if in_net(self, own, true) < most => Some(net),
                 _ => Some(own),
             };
             (victim, Refusal::TableFull)
@@ -706,6 +739,8 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         local: Vec::new(),
         attempts: Vec::new(),
         next_id: 0,
+        changed: Vec::new(),
+        changes: 0,
         strays: Vec::new(),
         penalised: Vec::new(),
         variants: case

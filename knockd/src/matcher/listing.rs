@@ -45,34 +45,29 @@ impl Matcher {
     }
 
     /// The `limit` oldest live attempts, oldest first, without looking at the others: a merge
-    /// of the per-door queues (each in start order), so the cost is O(limit · log doors) plus
-    /// the entries of attempts that already ended met on the way (at most about as many as
-    /// live ones: the queues are compacted). 100,000 attempts never cost the engine more than
-    /// the page it sends.
+    /// of the per-door lists (each in start order), so the cost is O(limit · log doors).
+    /// 100,000 attempts never cost the engine more than the page it sends.
     pub fn oldest(&self, limit: usize) -> Vec<AttemptInfo> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        // (start of the attempt, door, its position in the door's queue)
-        let mut heap: BinaryHeap<Reverse<(Instant, DoorId, usize)>> = (0..self.doors.len())
+        // (start of the attempt, door, its slot)
+        let mut heap: BinaryHeap<Reverse<(Instant, DoorId, u32)>> = (0..self.doors.len())
             .filter(|&door| self.attempts.doors[door].live > 0)
             .filter_map(|door| {
-                let (i, pos) = self.attempts.door_at(door, 0)?;
+                let i = self.attempts.door_first(door)?;
                 let deadline = self.attempts.get(i).deadline;
-                Some(Reverse((self.started(door, deadline), door, pos)))
+                Some(Reverse((self.started(door, deadline), door, i)))
             })
             .collect();
         let mut out = Vec::with_capacity(limit.min(self.attempts.len()));
         while out.len() < limit {
-            let Some(Reverse((_, door, pos))) = heap.pop() else {
+            let Some(Reverse((_, door, i))) = heap.pop() else {
                 break;
             };
-            let Some((i, pos)) = self.attempts.door_at(door, pos) else {
-                continue;
-            };
             out.push(self.info(self.attempts.get(i)));
-            if let Some((next, pos)) = self.attempts.door_at(door, pos + 1) {
+            if let Some(next) = self.attempts.door_next(i) {
                 let deadline = self.attempts.get(next).deadline;
-                heap.push(Reverse((self.started(door, deadline), door, pos)));
+                heap.push(Reverse((self.started(door, deadline), door, next)));
             }
         }
         out

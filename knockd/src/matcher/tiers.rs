@@ -1,7 +1,8 @@
 //! Eviction that protects progress: attempts are grouped by source network (an IPv4 /24 and
 //! an IPv6 /64 by default). One network holds at most a bounded share of the table; when the
 //! table or a network's share is full, a first knock may only displace an attempt still at
-//! stage 1, taken from the network holding the most stage-1 attempts (its oldest one). When
+//! stage 1, taken from the network holding the most stage-1 attempts (its oldest one; of
+//! several holding as many, the one that has held that many longest). When
 //! no network holds more than one, the oldest stage-1 attempt of the whole table goes: a
 //! flood from many networks (one forged first knock each) then turns the table over oldest
 //! first, whatever the addresses (not the highest network first, which let a slow flood of
@@ -62,7 +63,8 @@ pub fn door_share(cap: usize, others: usize) -> usize {
 
 /// Where a first knock from network `own` (holding `own_stage1` stage-1 attempts) takes room
 /// from in a full table whose heaviest network is `heaviest`, with `most` stage-1 attempts
-/// (the highest network on a tie): its own network when that holds as many; the whole table
+/// (on a tie, the one that has held that many longest: time decides, not the addresses a
+/// forger picks): its own network when that holds as many; the whole table
 /// (its oldest stage-1 attempt) when no network holds more than one; else the heaviest.
 pub fn victim<N>(own_stage1: u32, most: u32, own: N, heaviest: N) -> Victim<N> {
     if own_stage1 >= most {

@@ -1,107 +1,76 @@
-//! The heaviest network: a binary max-heap of the networks holding stage-1 attempts, ordered
-//! by (stage-1 count, network), each network once, its position kept in the network. Counts
-//! change by one at a time, so an update is a few swaps: no stale entries, no rebuilds, no
-//! allocation once the heap has grown to the number of networks.
+//! The heaviest network: the networks holding stage-1 attempts, in one list per stage-1
+//! count (each list in the order its networks reached that count), and the highest count
+//! with a network. A count changes by one at a time, so an update moves one network from
+//! one list's middle to the end of the next: O(1), no search, no allocation once the lists
+//! reach the largest count. On a tie the network that has held the count longest is the
+//! heaviest: time decides, not addresses (a forger picks those).
 
-use super::{Table, NONE};
+use super::lists::{self, Ends, Linked};
+use super::{Net, Table, NONE};
+
+impl Linked for Net {
+    #[inline]
+    fn link(&mut self, _: usize) -> &mut lists::Link {
+        &mut self.bucket
+    }
+}
 
 impl Table {
-    fn heavy_key(&self, n: u32) -> (u32, u128) {
-        let net = &self.nets[n as usize];
-        (net.stage1, net.id)
-    }
-
-    /// The network slot with the most stage-1 attempts (the highest network on a tie).
+    /// The network slot with the most stage-1 attempts (on a tie, the one that reached that
+    /// count first).
+    #[inline]
     pub(super) fn heaviest(&self) -> Option<u32> {
-        self.heavy.first().copied()
+        let top = *self.buckets.get(self.top as usize)?;
+        lists::some(top.head)
     }
 
-    /// Network slot `n`'s stage-1 count went one up (`up`) or down: its place follows.
-    pub(super) fn heavy_changed(&mut self, n: u32, up: bool) {
-        let pos = self.nets[n as usize].pos;
-        if up {
-            if pos == NONE {
-                self.heavy.push(n);
-                self.sift_up(self.heavy.len() - 1);
-            } else {
-                self.sift_up(pos as usize);
-            }
-        } else if self.nets[n as usize].stage1 == 0 {
-            self.heavy_remove(pos as usize);
-        } else {
-            self.sift_down(pos as usize);
-        }
-    }
-
-    fn heavy_remove(&mut self, pos: usize) {
-        let n = self.heavy[pos];
-        self.nets[n as usize].pos = NONE;
-        let Some(last) = self.heavy.pop() else {
+    /// Network slot `n`'s stage-1 count went from `old` to `new` (one up or down, or the
+    /// same: a stage-1 attempt started over counts as leaving and coming back).
+    #[inline]
+    pub(super) fn heavy_changed(&mut self, n: u32, old: u32, new: u32) {
+        if old == new {
+            lists::to_back(&mut self.nets, &mut self.buckets[old as usize], n, 0);
             return;
-        };
-        if pos < self.heavy.len() {
-            self.heavy[pos] = last;
-            self.sift_up(pos);
-            let pos = self.nets[last as usize].pos as usize;
-            self.sift_down(pos);
+        }
+        if old > 0 {
+            lists::unlink(&mut self.nets, &mut self.buckets[old as usize], n, 0);
+        }
+        if new > 0 {
+            if self.buckets.len() <= new as usize {
+                self.buckets.resize(new as usize + 1, Ends::EMPTY);
+            }
+            lists::push_back(&mut self.nets, &mut self.buckets[new as usize], n, 0);
+        }
+        if new > self.top {
+            self.top = new;
+        } else if new < old && old == self.top && self.buckets[old as usize].head == NONE {
+            // The count below holds this network (or, at 0, no network has any).
+            self.top = new;
         }
     }
 
-    fn sift_up(&mut self, mut pos: usize) {
-        let n = self.heavy[pos];
-        let key = self.heavy_key(n);
-        while pos > 0 {
-            let parent = (pos - 1) / 2;
-            let p = self.heavy[parent];
-            if self.heavy_key(p) >= key {
-                break;
-            }
-            self.heavy[pos] = p;
-            self.nets[p as usize].pos = pos as u32;
-            pos = parent;
-        }
-        self.heavy[pos] = n;
-        self.nets[n as usize].pos = pos as u32;
-    }
-
-    fn sift_down(&mut self, mut pos: usize) {
-        let n = self.heavy[pos];
-        let key = self.heavy_key(n);
-        let len = self.heavy.len();
-        loop {
-            let left = 2 * pos + 1;
-            if left >= len {
-                break;
-            }
-            let right = left + 1;
-            let mut child = left;
-            if right < len && self.heavy_key(self.heavy[right]) > self.heavy_key(self.heavy[left]) {
-                child = right;
-            }
-            let c = self.heavy[child];
-            if self.heavy_key(c) <= key {
-                break;
-            }
-            self.heavy[pos] = c;
-            self.nets[c as usize].pos = pos as u32;
-            pos = child;
-        }
-        self.heavy[pos] = n;
-        self.nets[n as usize].pos = pos as u32;
-    }
-
-    /// Checks the heap (tests): every network with stage-1 attempts once, in heap order.
+    /// Checks the lists (tests): every network with stage-1 attempts once, in the list of
+    /// its count; the top count is the highest.
     #[cfg(test)]
     pub(super) fn heavy_ok(&self) -> bool {
-        let listed = self
+        let mut listed = 0;
+        for (count, list) in self.buckets.iter().enumerate() {
+            let mut n = list.head;
+            while n != NONE {
+                let net = &self.nets[n as usize];
+                if net.stage1 as usize != count || net.total == 0 {
+                    return false;
+                }
+                listed += 1;
+                n = net.bucket.next;
+            }
+        }
+        let with_stage1 = self
             .nets
             .iter()
             .filter(|n| n.total > 0 && n.stage1 > 0)
             .count();
-        listed == self.heavy.len()
-            && self.heavy.iter().enumerate().all(|(pos, &n)| {
-                self.nets[n as usize].pos as usize == pos
-                    && (pos == 0 || self.heavy_key(self.heavy[(pos - 1) / 2]) > self.heavy_key(n))
-            })
+        let top = self.nets.iter().map(|n| n.stage1).max().unwrap_or(0);
+        listed == with_stage1 && top == self.top
     }
 }
