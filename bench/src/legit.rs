@@ -77,6 +77,18 @@ impl Legit {
             .filter(|(_, t)| t.rule_ms.is_none() || t.connected == Some(false))
     }
 
+    /// The mean time to the rule of the tries after the first (the re-knocks of
+    /// `reknock-by-hand`), over those whose rule came; and how many came.
+    pub fn mean_after_first_ms(&self) -> Option<(f64, usize)> {
+        let v: Vec<f64> = self
+            .tries
+            .iter()
+            .skip(1)
+            .filter_map(|t| t.rule_ms)
+            .collect();
+        (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
+    }
+
     /// One line per try, tab-separated, with a header: for reading next to the log.
     pub fn tries_tsv(&self) -> String {
         let mut out = String::from(

@@ -52,6 +52,14 @@ struct Args {
     /// Rates of the flood on the seed doors' ports in random order from 30k sources (empty: none)
     #[arg(long, value_delimiter = ',', value_name = "PPS", num_args = 0..)]
     shuffled_rates: Option<Vec<u64>>,
+    /// Re-knocks after the client's rule was removed by hand, 0.2 s after each removal
+    /// (0: skip; iptables daemons only)
+    #[arg(long, value_name = "N")]
+    reknock_rounds: Option<usize>,
+    /// Start a re-knock round at most every SECS (default 0: the next removal as soon as the
+    /// rule is back)
+    #[arg(long, value_name = "SECS")]
+    reknock_period: Option<f64>,
     /// Keep each run's files in a new folder of DIR: the daemon's log, stdout and stderr
     /// (our knockd's stderr timestamps every line to the microsecond), config, state file,
     /// `knockctl --json status` at the end, and `tries.tsv`, the legitimate client's tries
@@ -136,6 +144,12 @@ impl Args {
             plan.shuffled_rates = r.clone();
         }
         plan.keep_logs.clone_from(&self.keep_logs);
+        if let Some(n) = self.reknock_rounds {
+            plan.reknock_rounds = n.min(1000);
+        }
+        if let Some(secs) = self.reknock_period {
+            plan.reknock_period = Duration::from_secs_f64(secs.clamp(0.0, 60.0));
+        }
         if let Some(n) = self.growth_sources {
             plan.growth_sources = n.min(1_000_000);
         }
@@ -194,6 +208,11 @@ fn run(args: &Args) -> Result<bool> {
             r.scenario,
             r.variant.label()
         );
+        if r.scenario.starts_with("reknock") {
+            if let Some((mean, n)) = r.legit.mean_after_first_ms() {
+                eprintln!("knock-bench:   re-knocks: rule back after {mean:.1} ms on average ({n} re-knocks)");
+            }
+        }
         for (i, t) in r.legit.misses() {
             eprintln!(
                 "knock-bench:   try {} at {} UTC (t = {:.1} s) missed: rule {}, connection {}",

@@ -48,6 +48,11 @@ pub struct Plan {
     pub narrow_rates: Vec<u64>,
     /// Floods on the seed doors' ports in random order from [`NARROW_SOURCES`] sources.
     pub shuffled_rates: Vec<u64>,
+    /// Re-knocks after the client's rule was removed by hand (0: none); iptables daemons only.
+    pub reknock_rounds: usize,
+    /// ...each round starting this long after the last one started (zero: back to back, the
+    /// next removal as soon as the rule is back).
+    pub reknock_period: Duration,
     /// State growth: this many first knocks from distinct sources at `growth_rate`.
     pub growth_sources: u64,
     pub growth_rate: u64,
@@ -77,6 +82,8 @@ impl Plan {
             completing_rates: vec![20_000],
             narrow_rates: vec![20_000],
             shuffled_rates: vec![20_000],
+            reknock_rounds: 20,
+            reknock_period: Duration::ZERO,
             growth_sources: 1_000_000,
             growth_rate: 100_000,
             legit_interval: Duration::from_millis(500),
@@ -100,6 +107,8 @@ impl Plan {
             completing_rates: vec![1_000],
             narrow_rates: Vec::new(),
             shuffled_rates: Vec::new(),
+            reknock_rounds: 0,
+            reknock_period: Duration::ZERO,
             growth_sources: 1_000,
             growth_rate: 2_500,
             legit_interval: Duration::from_millis(100),
@@ -112,6 +121,11 @@ impl Plan {
     /// Every scenario of the plan, in order.
     pub fn scenarios(&self) -> Vec<Scenario> {
         let mut v = vec![Scenario::Quiet];
+        if self.reknock_rounds > 0 {
+            v.push(Scenario::Reknock {
+                rounds: self.reknock_rounds,
+            });
+        }
         v.extend(
             self.door_rates
                 .iter()
@@ -148,6 +162,10 @@ impl Plan {
 pub enum Scenario {
     /// Knocks and nothing else.
     Quiet,
+    /// One knock that opens, then `rounds` times: the client's rule is removed by hand
+    /// (`iptables -D`, not through the daemon), and [`REKNOCK_AFTER`] later the client knocks
+    /// again; each try's latency is until its rule is back.
+    Reknock { rounds: usize },
     /// Spoofed first knocks (port 7000), each from a new source.
     DoorFlood { pps: u64 },
     /// Spoofed SYNs to random ports from random sources.
@@ -182,6 +200,7 @@ impl Scenario {
     pub fn name(&self) -> String {
         match *self {
             Scenario::Quiet => "quiet".to_string(),
+            Scenario::Reknock { .. } => "reknock-by-hand".to_string(),
             Scenario::DoorFlood { pps } => format!("door-flood-{}", si(pps)),
             Scenario::ScanFlood { pps } => format!("scan-flood-{}", si(pps)),
             Scenario::StateGrowth { sources, .. } => format!("state-growth-{}", si(sources)),
@@ -201,6 +220,15 @@ impl Scenario {
         }
     }
 
+    /// Tries of a run without a flood: the quiet knocks, or the opening knock and the
+    /// re-knocks.
+    fn quiet_tries(&self, plan: &Plan) -> usize {
+        match *self {
+            Scenario::Reknock { rounds } => rounds + 1,
+            _ => plan.quiet_trials,
+        }
+    }
+
     fn seq_timeout(&self) -> u32 {
         match self {
             Scenario::StateGrowth { .. } => 120,
@@ -211,7 +239,7 @@ impl Scenario {
     fn flood(&self, plan: &Plan) -> Option<FloodSpec> {
         let door = Pattern::Door { port: SEQUENCE[0] };
         match *self {
-            Scenario::Quiet => None,
+            Scenario::Quiet | Scenario::Reknock { .. } => None,
             Scenario::DoorFlood { pps } => Some(FloodSpec {
                 pattern: door,
                 rate_pps: pps,
@@ -259,6 +287,9 @@ fn si(n: u64) -> String {
 /// The lab's client and server addresses ([`knock_e2e::CLI_V4`], [`knock_e2e::SRV_V4`]; a test checks they agree).
 pub const CLI: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 2);
 const SRV: Ipv4Addr = Ipv4Addr::new(10, 99, 77, 1);
+
+/// How long after removing the rule by hand the client knocks again (the issue's figure).
+pub const REKNOCK_AFTER: Duration = Duration::from_millis(200);
 
 /// How long the warm-up knock may take (first iptables run in a new namespace).
 const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -328,8 +359,11 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
             (Some(f), Some(spec)) => Some(s.spawn(|| f.run(spec, &progress, &stop))),
             _ => None,
         };
+        let by_hand = matches!(scenario, Scenario::Reknock { .. });
         let interval = if flood.is_some() {
             plan.legit_interval
+        } else if by_hand {
+            plan.reknock_period
         } else {
             plan.quiet_gap
         };
@@ -344,7 +378,7 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
             loop {
                 let done = match &flood_thread {
                     Some(t) => t.is_finished(),
-                    None => legit.tried >= plan.quiet_trials,
+                    None => legit.tried >= scenario.quiet_tries(plan),
                 };
                 if done {
                     return Ok(());
@@ -363,6 +397,7 @@ pub fn run_one(plan: &Plan, scenario: Scenario, variant: Variant) -> Result<RunR
                     monitor: &monitor,
                     connect_from: cli_ns,
                     start,
+                    by_hand: by_hand.then_some(&lab),
                 };
                 k.once(plan, &mut legit)?;
                 if let Some(rest) = (slot + interval).checked_duration_since(Instant::now()) {
@@ -445,6 +480,8 @@ struct Knock<'a, 'lab> {
     connect_from: Option<&'a str>,
     /// When the flood started.
     start: Instant,
+    /// Remove the rule by hand in this lab instead of revoking the grant.
+    by_hand: Option<&'a Lab>,
 }
 
 impl Knock<'_, '_> {
@@ -489,7 +526,10 @@ impl Knock<'_, '_> {
         this.monitor_losses = self.monitor.losses() - losses;
         let opened = this.opened();
         legit.tries.push(this);
-        if opened {
+        if let (true, Some(lab)) = (opened, self.by_hand) {
+            remove_by_hand(lab, self.book, self.monitor)?;
+            std::thread::sleep(REKNOCK_AFTER);
+        } else if opened {
             let revoking = Instant::now();
             if self.close(legit)? {
                 if let Some(t) = legit.tries.last_mut() {
@@ -513,6 +553,37 @@ impl Knock<'_, '_> {
     }
 }
 
+/// Deletes the client's rules from INPUT with iptables itself, as an admin would (the daemon
+/// is not told), and waits until they are gone.
+fn remove_by_hand(lab: &Lab, book: &mut RuleBook, monitor: &RuleMonitor) -> Result<()> {
+    let listing = lab.srv_exec(["iptables", "-w", "-S", "INPUT"]);
+    let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for line in text
+        .lines()
+        .filter(|l| l.contains(&format!("-s {CLI}/32 ")))
+    {
+        let mut args = vec!["iptables".to_string(), "-w".to_string()];
+        args.extend(
+            line.replacen("-A", "-D", 1)
+                .replace('"', "")
+                .split(' ')
+                .map(str::to_string),
+        );
+        let out = lab.srv_exec(&args);
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    if !book.wait_closed(monitor, Instant::now() + REVOKE_TIMEOUT) {
+        bail!("the client's rule was still there {REVOKE_TIMEOUT:?} after deleting it by hand");
+    }
+    Ok(())
+}
+
 /// Revokes the client's grant and waits until its rule is gone.
 fn close(daemon: &RunningDaemon<'_>, book: &mut RuleBook, monitor: &RuleMonitor) -> Result<()> {
     daemon.revoke(CLI)?;
@@ -530,6 +601,10 @@ pub fn run_plan(plan: &Plan, mut progress: impl FnMut(&RunResult)) -> Vec<RunRes
     let mut results = Vec::new();
     for scenario in plan.scenarios() {
         for &variant in &plan.variants {
+            if matches!(scenario, Scenario::Reknock { .. }) && variant == Variant::OursNft {
+                // Its grants are set elements, not rules an admin deletes with iptables.
+                continue;
+            }
             let result = run_one(plan, scenario, variant)
                 .with_context(|| format!("{} / {}", scenario.name(), variant.label()))
                 .unwrap_or_else(|e| RunResult::failed(scenario.name(), variant, &e));
@@ -617,6 +692,22 @@ mod tests {
                 sources: 30_000
             }
         );
+    }
+
+    #[test]
+    fn reknock_runs_the_opening_knock_and_each_round_without_a_flood() {
+        let plan = Plan::full();
+        let s = Scenario::Reknock { rounds: 20 };
+        assert_eq!(s.name(), "reknock-by-hand");
+        assert_eq!(s.quiet_tries(&plan), 21);
+        assert_eq!(Scenario::Quiet.quiet_tries(&plan), plan.quiet_trials);
+        assert!(s.flood(&plan).is_none());
+        assert_eq!(s.doors(), Doors::Bench);
+        assert!(plan.scenarios().contains(&s));
+        assert!(!Plan::smoke()
+            .scenarios()
+            .iter()
+            .any(|s| matches!(s, Scenario::Reknock { .. })));
     }
 
     #[test]
