@@ -26,6 +26,13 @@ pub const URGENT_GAP: Duration = Duration::from_millis(3);
 /// While writes fail, the next attempt comes this long after the last one (sooner when an
 /// open waits).
 pub const RETRY: Duration = Duration::from_secs(1);
+/// A changed replay memory ([`StateWriter::hurry`]) is written this long after it changed
+/// (and at least [`URGENT_GAP`] after the previous write): soon, but not at the very moment
+/// the open that changed it goes to the firewall, where the write (serialising, `fsync` on a
+/// thread of its own) would compete with it for the CPU. Nothing waits for it; a `kill -9`
+/// keeps what was written (the page cache survives it), and a packet made before the next
+/// start is refused by that start's fence anyway.
+pub const MEMORY_DELAY: Duration = Duration::from_millis(3);
 
 /// The state file cannot be written now: the last error, and since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +86,8 @@ enum Msg {
     Flush(oneshot::Sender<()>),
     /// An open waits for the next write: make it soon.
     Urgent,
+    /// A memory changed: write it within [`MEMORY_DELAY`].
+    Soon,
 }
 
 /// Handle to the writer task.
@@ -140,10 +149,11 @@ impl StateWriter {
         self.progress.borrow().failing.clone()
     }
 
-    /// Make the next write soon (within [`URGENT_GAP`] of the previous one) without waiting
-    /// for it: for records that must not wait the coalescing window (replay memory).
+    /// Make the next write soon ([`MEMORY_DELAY`] from now, and within [`URGENT_GAP`] of the
+    /// previous one) without waiting for it: for records that must not wait the coalescing
+    /// window (replay memory).
     pub fn hurry(&self) {
-        let _ = self.tx.send(Msg::Urgent);
+        let _ = self.tx.send(Msg::Soon);
     }
 
     /// Write what is pending now, and wait for it.
@@ -201,6 +211,25 @@ async fn write(path: &std::path::Path, copy: &Contents) -> Result<(), String> {
     }
 }
 
+/// When the next write is due (None: now, if anything is owed): within [`URGENT_GAP`] of the
+/// last when an open waits, at `soon` (not before [`URGENT_GAP`] after the last) for a
+/// changed memory, else the coalescing window (the retry period while writes fail).
+fn due_at(
+    last_write: Option<tokio::time::Instant>,
+    urgent: bool,
+    soon: Option<tokio::time::Instant>,
+    failing: bool,
+) -> Option<tokio::time::Instant> {
+    if urgent {
+        return last_write.map(|t| t + URGENT_GAP);
+    }
+    if let Some(s) = soon {
+        return Some(last_write.map_or(s, |t| s.max(t + URGENT_GAP)));
+    }
+    let gap = if failing { RETRY } else { COALESCE };
+    last_write.map(|t| t + gap)
+}
+
 async fn serve(
     path: PathBuf,
     mut rx: mpsc::UnboundedReceiver<Msg>,
@@ -215,17 +244,10 @@ async fn serve(
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut last_write: Option<tokio::time::Instant> = None;
     let mut failing: Option<Failing> = None;
-    let gap = |urgent: bool, failing: bool| {
-        if urgent {
-            URGENT_GAP
-        } else if failing {
-            RETRY
-        } else {
-            COALESCE
-        }
-    };
+    // A memory changed (hurry): written at this time.
+    let mut soon: Option<tokio::time::Instant> = None;
     loop {
-        let due = last_write.map(|t| t + gap(urgent, failing.is_some()));
+        let due = due_at(last_write, urgent, soon, failing.is_some());
         let msg = match (dirty || !waiters.is_empty(), due) {
             (true, Some(due)) if due > tokio::time::Instant::now() => {
                 tokio::time::timeout_at(due, rx.recv()).await.ok()
@@ -246,6 +268,10 @@ async fn serve(
                         dirty = true;
                     }
                     Msg::Urgent => urgent = true,
+                    Msg::Soon => {
+                        let at = tokio::time::Instant::now() + MEMORY_DELAY;
+                        soon = Some(soon.map_or(at, |s| s.min(at)));
+                    }
                     Msg::Flush(done) => {
                         urgent = true;
                         waiters.push(done);
@@ -254,7 +280,7 @@ async fn serve(
                 next = rx.try_recv().ok();
             }
             // Not due yet: wait (the loop computes the deadline again).
-            let due = last_write.map(|t| t + gap(urgent, failing.is_some()));
+            let due = due_at(last_write, urgent, soon, failing.is_some());
             if due.is_some_and(|d| d > tokio::time::Instant::now()) && !closed {
                 continue;
             }
@@ -300,6 +326,7 @@ async fn serve(
             progress.send_modify(|p| p.written = generation);
         }
         urgent = false;
+        soon = None;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
@@ -333,6 +360,37 @@ mod tests {
 
     /// Issue 21.8: a write that fails loses nothing: the writer says so (error, since when),
     /// an open's barrier is `false`, and the whole state it owes is written once it can be.
+    #[test]
+    fn a_changed_memory_waits_a_moment_an_open_does_not() {
+        let t = tokio::time::Instant::now();
+        let soon = Some(t + MEMORY_DELAY);
+        // Nothing written yet: an open's barrier writes at once, a memory at `soon`.
+        assert_eq!(due_at(None, true, soon, false), None);
+        assert_eq!(due_at(None, false, soon, false), soon);
+        assert_eq!(due_at(None, false, None, false), None);
+        // Just written: never closer than URGENT_GAP to the last write.
+        let last = Some(t + MEMORY_DELAY);
+        assert_eq!(
+            due_at(last, false, soon, false),
+            Some(t + MEMORY_DELAY + URGENT_GAP)
+        );
+        assert_eq!(
+            due_at(last, true, soon, true),
+            Some(t + MEMORY_DELAY + URGENT_GAP)
+        );
+        // Long ago: at `soon`; without a memory, the coalescing window (retry when failing).
+        let long_ago = Some(t - Duration::from_secs(5));
+        assert_eq!(due_at(long_ago, false, soon, false), soon);
+        assert_eq!(
+            due_at(long_ago, false, None, false),
+            Some(t - Duration::from_secs(5) + COALESCE)
+        );
+        assert_eq!(
+            due_at(long_ago, false, None, true),
+            Some(t - Duration::from_secs(5) + RETRY)
+        );
+    }
+
     #[tokio::test]
     async fn a_failed_write_is_owed_reported_and_retried() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -20,7 +20,8 @@
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+pub use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -303,16 +304,11 @@ pub fn verify(
         .map_err(|_| Refusal::Signature)
 }
 
-/// [`verify`] with the client's Ed25519 key as its 32 bytes (decompressed only here: the
-/// server keeps keys compressed until a packet passed every cheaper check).
-pub fn verify_compressed(
-    opened: &Opened,
-    packet: &[u8],
-    server_x: &[u8; 32],
-    client: &[u8; 32],
-) -> Result<(), Refusal> {
-    let key = VerifyingKey::from_bytes(client).map_err(|_| Refusal::Signature)?;
-    verify(opened, packet, server_x, &key)
+/// A client's Ed25519 key decompressed from its 32 bytes ([`Refusal::Signature`]: not a
+/// point of the curve), for [`verify`]. The server keeps keys compressed until a packet
+/// passed every cheaper check (and then only for clients that sent a valid packet lately).
+pub fn verifying_key(client: &[u8; 32]) -> Result<VerifyingKey, Refusal> {
+    VerifyingKey::from_bytes(client).map_err(|_| Refusal::Signature)
 }
 
 /// The nonce, as the replay memory keeps it (its first 8 bytes).

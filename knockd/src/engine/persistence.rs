@@ -5,7 +5,7 @@
 //!
 //! The ledger's changes are handed to the writer's thread after each turn of the engine loop
 //! ([`Persistence::persist`], O(changes)); the writer coalesces them and writes the file
-//! atomically a few milliseconds later (at once for a changed memory; see
+//! atomically a few milliseconds later (3 ms later for a changed memory; see
 //! [`crate::statewriter`]). A start waits for its record to be on disk ([`Persistence::barrier`]).
 
 use super::events::Events;

@@ -16,7 +16,8 @@ use std::time::SystemTime;
 pub const REVOKED_SUFFIX: &str = ".revoked";
 
 /// A client's public keys, compact (the Ed25519 key stays compressed until a packet passed
-/// every cheaper check).
+/// every cheaper check; the gate's [`super::keycache`] keeps it decompressed for clients
+/// that sent a valid packet lately).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub name: String,
@@ -48,12 +49,6 @@ pub struct Client {
     pub revoked: bool,
     /// When its last packet was accepted (unix ms).
     pub last_seen_ms: Option<u64>,
-}
-
-impl Client {
-    pub fn record_verify(&self) -> [u8; 32] {
-        self.record.verify
-    }
 }
 
 /// The clients of `SPA_ClientDir`.

@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod clients;
+pub mod keycache;
 pub mod replay;
 
 #[cfg(test)]
@@ -105,6 +106,8 @@ pub struct Gate {
     server_pub: [u8; 32],
     key_path: PathBuf,
     pub(crate) enrolled: Enrolled,
+    /// Decompressed Ed25519 keys of the clients that sent a valid packet lately.
+    pub(crate) keys: keycache::KeyCache,
     /// Hint → (client index, epoch), for epochs `hint_epoch ± EPOCH_SLACK` of every active
     /// client. ahash with random keys: an attacker cannot aim at the table's layout.
     ///
@@ -139,6 +142,7 @@ impl Gate {
             server_pub: [0; 32],
             key_path: config.options.spa_server_key(),
             enrolled: Enrolled::new(config.options.spa_client_dir()),
+            keys: keycache::KeyCache::default(),
             hints: HashMap::default(),
             hint_epoch: 0,
             doors: Vec::new(),
@@ -203,7 +207,7 @@ impl Gate {
         // per bucket.
         let buckets = (self.hints.capacity() * 8 / 7).next_power_of_two();
         let hints = buckets * (std::mem::size_of::<(u64, (u32, u32))>() + 1);
-        (clients + hints) / n
+        (clients + hints + self.keys.bytes()) / n
     }
 
     /// Take a new config (SIGHUP): doors, port, key and client directory. The replay memory
@@ -217,6 +221,7 @@ impl Gate {
             self.enrolled.clear(self.fence_ms);
             self.replay_all |= !self.replay_dirty.is_empty();
             self.hints.clear();
+            self.keys.clear();
             return lines;
         }
         let key_path = config.options.spa_server_key();
@@ -268,6 +273,7 @@ impl Gate {
 
     /// Rebuild the hint table for the epoch of `now_ms` (every active client, e-2..=e+2).
     pub fn rebuild_hints(&mut self, now_ms: u64) {
+        self.keys.clear();
         let e = now_ms / EPOCH_MS;
         self.hint_epoch = e;
         self.hints.clear();
@@ -370,11 +376,14 @@ impl Gate {
         let Some(c) = self.enrolled.get(ci) else {
             return self.refuse(Refusal::UnknownHint, None);
         };
-        if let Err(r) =
-            packet::verify_compressed(&opened, payload, &self.server_pub, &c.record_verify())
-        {
+        let key = match self.keys.key(ci, &c.record.verify) {
+            Ok(k) => k,
+            Err(r) => return self.refuse(r, name),
+        };
+        if let Err(r) = packet::verify(&opened, payload, &self.server_pub, &key) {
             return self.refuse(r, name);
         }
+        self.keys.keep(ci, key);
         let client = c.record.name.clone();
         let mut opens = Vec::new();
         let mut policy_refused = false;
@@ -460,6 +469,7 @@ impl Gate {
     /// so that a restart keeps it revoked. Err: not enrolled.
     pub fn revoke(&mut self, name: &str) -> Result<Vec<String>, String> {
         let lines = self.enrolled.revoke(name)?;
+        self.keys.clear();
         self.hints
             .retain(|_, (i, _)| self.enrolled.get(*i).is_some_and(|c| !c.revoked));
         Ok(lines)

@@ -284,3 +284,41 @@ fn replay_memory_survives_a_restart_through_the_state_file() {
         Verdict::Open { .. }
     ));
 }
+
+#[test]
+fn a_cached_key_never_verifies_for_other_keys() {
+    let (mut g, alice, _) = setup("source");
+    let open = |v: &Verdict| matches!(v, Verdict::Open { .. });
+    assert_eq!(g.keys.held(), 0, "nothing cached before a valid packet");
+    let p = alice
+        .packet(&body(NOW, None, DoorId::ANY), &[1; 24])
+        .expect("p");
+    assert!(open(&g.on_packet(src(), &p, NOW)));
+    assert_eq!(g.keys.held(), 1, "alice's key is kept once it verified");
+    let p = alice
+        .packet(&body(NOW + 1, None, DoorId::ANY), &[2; 24])
+        .expect("p");
+    assert!(open(&g.on_packet(src(), &p, NOW + 1)), "from the cache");
+    // alice enrolled again with a new signing key (same X25519 key, so the hint and the
+    // AEAD still pass) while the cache holds her old one: the old key must not verify.
+    let server = ServerKey::from_bytes([1; 32]);
+    let again = ClientKey::from_bytes("alice", [2; 32], [9; 32], server.public());
+    if let Some(c) = g.enrolled.get_mut(0) {
+        c.record.verify = again.record().verify.to_bytes();
+    }
+    let old = alice
+        .packet(&body(NOW + 2, None, DoorId::ANY), &[3; 24])
+        .expect("p");
+    assert!(refused(Refusal::Signature)(&g.on_packet(
+        src(),
+        &old,
+        NOW + 2
+    )));
+    let new = again
+        .packet(&body(NOW + 3, None, DoorId::ANY), &[4; 24])
+        .expect("p");
+    assert!(open(&g.on_packet(src(), &new, NOW + 3)));
+    // A revocation (any change of the client list) empties the cache.
+    assert!(g.revoke("alice").is_ok());
+    assert_eq!(g.keys.held(), 0);
+}
