@@ -535,7 +535,7 @@ impl Matcher {
     /// Ends attempt `i`; the sweep guard forgets the strays of a source left unwatched.
     fn remove(&mut self, i: u32) -> Ended {
         let (a, watched_left) = self.attempts.remove(i);
-        if watched_left == Some(0) {
+        if watched_left == Some(0) && self.guard.has_strays() {
             self.guard.forget(a.src);
         }
         a

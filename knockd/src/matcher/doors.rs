@@ -7,15 +7,10 @@ use std::net::IpAddr;
 
 use super::table::DoorState;
 use super::{DoorId, DoorRule, Hasher, Matcher, Settings, SweepGuard};
-use crate::config::{Proto, Step};
+use crate::config::Step;
+use steps::StepIndex;
 
-/// Doors by step, keyed by [`step_key`] (one word to hash).
-type StepIndex = HashMap<u32, Vec<DoorId>, Hasher>;
-
-/// A step as one word: protocol bit and port.
-fn step_key(step: Step) -> u32 {
-    (u32::from(step.proto == Proto::Udp) << 16) | u32::from(step.port)
-}
+mod steps;
 
 /// Which doors have a given step in any of their variants, each list in door order. Linear:
 /// ids arrive in order, so a door already listed is the last one (100,000 doors sharing a
@@ -24,7 +19,7 @@ fn step_index(variants: &[Vec<(u64, Vec<Step>)>]) -> StepIndex {
     let mut by_step = StepIndex::default();
     for (id, variants) in variants.iter().enumerate() {
         for step in variants.iter().flat_map(|(_, seq)| seq) {
-            let ids = by_step.entry(step_key(*step)).or_default();
+            let ids = by_step.entry(*step);
             if ids.last() != Some(&id) {
                 ids.push(id);
             }
@@ -56,31 +51,6 @@ fn static_variants(doors: &[DoorRule]) -> Vec<Vec<(u64, Vec<Step>)>> {
         .collect()
 }
 
-/// One bit per (protocol, port): whether any door knocks there. Most packets the sweep
-/// guard's filter lets in are no knock; this answers for them without hashing.
-#[derive(Debug, Clone)]
-struct KnockPorts(Vec<u64>);
-
-impl KnockPorts {
-    fn of(by_step: &StepIndex) -> KnockPorts {
-        let mut bits = KnockPorts(vec![0; 2 * 65536 / 64]);
-        for &key in by_step.keys() {
-            bits.set(key);
-        }
-        bits
-    }
-
-    fn set(&mut self, key: u32) {
-        let b = key as usize;
-        self.0[b / 64] |= 1 << (b % 64);
-    }
-
-    fn contains(&self, key: u32) -> bool {
-        let b = key as usize;
-        self.0[b / 64] & (1 << (b % 64)) != 0
-    }
-}
-
 /// A door set's tables, built from its rules alone, so that a reload builds them off the
 /// engine task (100,000 doors: most of a reload's cost) and [`Matcher::reconfigure_prepared`]
 /// only swaps them in and carries the attempts over.
@@ -90,7 +60,6 @@ pub struct Prepared {
     /// Per door, its accepted sequences: `(variant, sequence)`, the preferred one first.
     variants: Vec<Vec<(u64, Vec<Step>)>>,
     by_step: StepIndex,
-    knock_ports: KnockPorts,
     /// Door `Target`s: also "this host" for the sweep guard.
     pub(super) targets: HashSet<IpAddr, Hasher>,
     /// Replay keys shared by several replay-guarded doors, with those doors.
@@ -103,7 +72,6 @@ impl Prepared {
         let variants = static_variants(&doors);
         let by_step = step_index(&variants);
         Prepared {
-            knock_ports: KnockPorts::of(&by_step),
             by_step,
             targets: doors.iter().filter_map(|d| d.target).collect(),
             shared: shared_keys(&doors),
@@ -115,11 +83,7 @@ impl Prepared {
 
     /// Doors with `step` in any of their sequences.
     pub(super) fn doors_of(&self, step: Step) -> Option<&[DoorId]> {
-        let key = step_key(step);
-        if !self.knock_ports.contains(key) {
-            return None;
-        }
-        self.by_step.get(&key).map(Vec::as_slice)
+        self.by_step.get(step)
     }
 
     /// `door`'s sequence for `variant`.
@@ -142,19 +106,18 @@ impl Prepared {
     fn set_variants(&mut self, door: DoorId, variants: Vec<(u64, Vec<Step>)>) {
         let old = std::mem::replace(&mut self.variants[door], variants);
         for step in old.iter().flat_map(|(_, seq)| seq) {
-            if let Some(ids) = self.by_step.get_mut(&step_key(*step)) {
+            if let Some(ids) = self.by_step.get_mut(*step) {
                 ids.retain(|&d| d != door);
                 if ids.is_empty() {
-                    self.by_step.remove(&step_key(*step));
+                    self.by_step.remove(*step);
                 }
             }
         }
         for step in self.variants[door].iter().flat_map(|(_, seq)| seq) {
-            let ids = self.by_step.entry(step_key(*step)).or_default();
+            let ids = self.by_step.entry(*step);
             if let Err(pos) = ids.binary_search(&door) {
                 ids.insert(pos, door);
             }
-            self.knock_ports.set(step_key(*step));
         }
     }
 }

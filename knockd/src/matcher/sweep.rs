@@ -50,6 +50,7 @@ impl SweepGuard {
     }
 
     /// Whether any source has strays.
+    #[inline]
     pub fn has_strays(&self) -> bool {
         !self.strays.is_empty()
     }

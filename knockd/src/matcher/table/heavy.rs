@@ -30,22 +30,25 @@ impl Table {
     pub(super) fn heavy_changed(&mut self, n: u32, old: u32, new: u32) {
         if old == new {
             lists::to_back(&mut self.nets, &mut self.buckets[old as usize], n, 0);
-            return;
-        }
-        if old > 0 {
-            lists::unlink(&mut self.nets, &mut self.buckets[old as usize], n, 0);
-        }
-        if new > 0 {
+        } else if new > old {
+            if old > 0 {
+                lists::unlink(&mut self.nets, &mut self.buckets[old as usize], n, 0);
+            }
             if self.buckets.len() <= new as usize {
                 self.buckets.resize(new as usize + 1, Ends::EMPTY);
             }
             lists::push_back(&mut self.nets, &mut self.buckets[new as usize], n, 0);
-        }
-        if new > self.top {
-            self.top = new;
-        } else if new < old && old == self.top && self.buckets[old as usize].head == NONE {
-            // The count below holds this network (or, at 0, no network has any).
-            self.top = new;
+            self.top = self.top.max(new);
+        } else {
+            let from = &mut self.buckets[old as usize];
+            lists::unlink(&mut self.nets, from, n, 0);
+            if old == self.top && from.head == NONE {
+                // The count below holds this network (or, at 0, no network has any).
+                self.top = new;
+            }
+            if new > 0 {
+                lists::push_back(&mut self.nets, &mut self.buckets[new as usize], n, 0);
+            }
         }
     }
 
