@@ -458,7 +458,12 @@ fn nft_list_follows_the_kernels_time_left() {
             "nft", "delete", "element", "inet", "knockd", "allow4", &elem,
         ],
     );
-    assert!(grants(&k).is_empty(), "{}", k.log());
+    // knockd learns it from the kernel's notification, a moment after `nft` returns.
+    assert!(
+        wait_until(Duration::from_secs(3), || grants(&k).is_empty()),
+        "{}",
+        k.log()
+    );
     assert!(
         k.log().contains("grant no longer in the kernel"),
         "{}",
