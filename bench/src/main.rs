@@ -251,10 +251,10 @@ fn run_spa(args: &Args) -> Result<bool> {
         knock_bench::spa::SpaPlan::full()
     };
     if let Some(secs) = args.duration {
-        plan.flood = Duration::from_secs_f64(secs.clamp(0.1, 600.0));
+        plan.pace.flood = Duration::from_secs_f64(secs.clamp(0.1, 600.0));
     }
     if let Some(n) = args.trials {
-        plan.quiet_trials = n.max(1);
+        plan.pace.quiet_trials = n.max(1);
     }
     let r = knock_bench::spa::run(&plan)?;
     print!("{}", knock_bench::spa_table::table(&r));

@@ -34,15 +34,10 @@ use super::spa_load::{measure, median, Measured, Pace, Subject, CLI};
 #[derive(Debug, Clone)]
 pub struct SpaPlan {
     pub clients: u32,
-    pub quiet_trials: usize,
-    /// Between quiet knocks, and at least between knocks during the flood: knockd checks at
-    /// most 2 signatures per second per client (burst 10), so a client knocking faster is
-    /// refused as busy.
-    pub quiet_gap: Duration,
-    pub flood_pps: u64,
-    pub flood: Duration,
-    pub knock_every: Duration,
-    pub open_timeout: Duration,
+    /// How many knocks and how fast. Its `quiet_gap` is also the least time between knocks
+    /// during the flood: knockd checks at most 2 signatures per second per client (burst
+    /// 10), so a client knocking faster is refused as busy.
+    pub pace: Pace,
     /// Also our knockd with `Firewall = iptables` (fwknopd's firewall).
     pub ours_iptables: bool,
     /// Also fwknopd (with its default `PCAP_LOOP_SLEEP`, 100 ms).
@@ -55,12 +50,14 @@ impl SpaPlan {
     pub fn full() -> SpaPlan {
         SpaPlan {
             clients: 10_000,
-            quiet_trials: 30,
-            quiet_gap: Duration::from_millis(600),
-            flood_pps: 30_000,
-            flood: Duration::from_secs(10),
-            knock_every: Duration::from_secs(1),
-            open_timeout: Duration::from_secs(2),
+            pace: Pace {
+                quiet_trials: 30,
+                quiet_gap: Duration::from_millis(600),
+                flood_pps: 30_000,
+                flood: Duration::from_secs(10),
+                knock_every: Duration::from_secs(1),
+                open_timeout: Duration::from_secs(2),
+            },
             ours_iptables: true,
             fwknop: true,
             fwknop_tuned_sleep_us: Some(1_000),
@@ -70,26 +67,17 @@ impl SpaPlan {
     pub fn smoke() -> SpaPlan {
         SpaPlan {
             clients: 50,
-            quiet_trials: 3,
-            quiet_gap: Duration::from_millis(600),
-            flood_pps: 2_000,
-            flood: Duration::from_millis(1200),
-            knock_every: Duration::from_millis(600),
-            open_timeout: Duration::from_secs(2),
+            pace: Pace {
+                quiet_trials: 3,
+                quiet_gap: Duration::from_millis(600),
+                flood_pps: 2_000,
+                flood: Duration::from_millis(1200),
+                knock_every: Duration::from_millis(600),
+                open_timeout: Duration::from_secs(2),
+            },
             ours_iptables: false,
             fwknop: true,
             fwknop_tuned_sleep_us: None,
-        }
-    }
-
-    fn pace(&self) -> Pace {
-        Pace {
-            quiet_trials: self.quiet_trials,
-            quiet_gap: self.quiet_gap,
-            flood_pps: self.flood_pps,
-            flood: self.flood,
-            knock_every: self.knock_every,
-            open_timeout: self.open_timeout,
         }
     }
 }
@@ -132,7 +120,7 @@ impl SpaResult {
             clients,
             quiet_p50_ms: median(&m.quiet_ms),
             quiet_ms: m.quiet_ms,
-            flood_pps_asked: plan.flood_pps,
+            flood_pps_asked: plan.pace.flood_pps,
             forged_sent: m.forged_sent,
             flood_s: m.flood_s,
             flood_cpu_s: m.flood_cpu_s,
@@ -254,7 +242,7 @@ fn ours(plan: &SpaPlan, firewall: &str) -> Result<SpaResult> {
         }),
         drops: Box::new(|| Ok(metric(&k, "knockd_kernel_drops "))),
     };
-    let m = measure(&lab, &plan.pace(), &mut subject, &|| k.log())?;
+    let m = measure(&lab, &plan.pace, &mut subject, &|| k.log())?;
     drop(subject);
     let mut r = SpaResult::new("knockd-rs", firewall, plan.clients, plan, m);
     r.refused_unknown_hint = Some(metric(
@@ -277,7 +265,7 @@ fn fwknopd(plan: &SpaPlan, loop_sleep_us: Option<u32>) -> Result<SpaResult> {
         close: Box::new(|| f.close_all()),
         drops: Box::new(|| Ok(counter.read()?.drops)),
     };
-    let m = measure(&lab, &plan.pace(), &mut subject, &|| f.daemon.log_text());
+    let m = measure(&lab, &plan.pace, &mut subject, &|| f.daemon.log_text());
     drop(subject);
     f.stop();
     let m = m?;
