@@ -97,11 +97,13 @@ impl LogWriter {
 
 /// Lines written at once at most.
 pub const WRITE_BATCH: usize = 512;
-/// After writing [`BUSY_LINES`] or more at once (a flood), the thread waits this long before
-/// it looks for more: the lines pile up meanwhile and go out in one write, instead of a
-/// wake-up and a write per line. Fewer lines (start-up, a knock) never wait.
-pub const BUSY_PAUSE: Duration = Duration::from_millis(10);
-pub const BUSY_LINES: usize = 16;
+/// After every write the thread waits this long before it looks for more: lines that come
+/// meanwhile go out together in the next write. So the thread writes (and wakes) at most 40
+/// times a second, however the lines come: a flood's per-knock lines (200 a second, see
+/// [`crate::ratelimit`]) trickle in one or two per captured batch, and were a wake-up and a
+/// write each. A line after a quiet moment is written at once (the thread is waiting for it);
+/// one right after a write waits at most this long.
+pub const WRITE_GAP: Duration = Duration::from_millis(25);
 
 /// The sink the thread writes to, and what it has said about lost lines.
 struct Out {
@@ -144,8 +146,8 @@ impl Out {
     }
 }
 
-/// The thread: write lines in order, what is queued at once in one go (see [`BUSY_PAUSE`]);
-/// after a run of lost lines, say how many.
+/// The thread: write lines in order, what is queued at once in one go, at most one write per
+/// [`WRITE_GAP`]; after a run of lost lines, say how many.
 fn write_loop(
     sink: Box<dyn LogSink>,
     rx: &Receiver<Msg>,
@@ -181,9 +183,7 @@ fn write_loop(
             }
         }
         out.write(&mut lines, dropped);
-        if taken >= BUSY_LINES {
-            std::thread::sleep(BUSY_PAUSE);
-        }
+        std::thread::sleep(WRITE_GAP);
     }
 }
 
@@ -328,7 +328,7 @@ mod tests {
         );
         assert!(writes.iter().all(|b| b.len() <= WRITE_BATCH));
         assert_eq!(w.dropped_lines(), 0);
-        std::thread::sleep(BUSY_PAUSE * 4);
+        std::thread::sleep(WRITE_GAP * 4);
         let t = Instant::now();
         w.line("alone");
         while count() < 3001 && t.elapsed() < Duration::from_secs(10) {
@@ -337,6 +337,35 @@ mod tests {
         let writes = batches.0.lock().map(|b| b.clone()).unwrap_or_default();
         assert_eq!(writes.last(), Some(&vec!["alone".to_string()]));
         drop(w);
+    }
+
+    /// Lines that trickle in one by one (a flood's per-knock lines under the rate limit)
+    /// are written a few at a time: at most one write per [`WRITE_GAP`], every line in
+    /// order.
+    #[test]
+    fn a_trickle_of_lines_is_written_at_most_once_per_gap() {
+        let batches = Batches::default();
+        let mut w = LogWriter::start(Box::new(batches.clone()), no_reopen()).expect("start");
+        let t = Instant::now();
+        for i in 0..100 {
+            w.line(&format!("line {i}"));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let spent = t.elapsed();
+        drop(w);
+        let writes = batches.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let all: Vec<String> = writes.iter().flatten().cloned().collect();
+        assert_eq!(
+            all,
+            (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        );
+        // One write per gap while the lines came, the first at once, one more at the end.
+        let most = (spent.as_secs_f64() / WRITE_GAP.as_secs_f64()).ceil() as usize + 2;
+        assert!(
+            writes.len() <= most,
+            "{} writes for 100 lines over {spent:?} (at most {most})",
+            writes.len()
+        );
     }
 
     /// A sink that blocks until released: stands for a stalled disk or syslog daemon.
