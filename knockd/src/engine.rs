@@ -273,16 +273,12 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         // Under a flood (a large batch just came) the next batch is a few ms away: deadlines
         // until then are handled with it, not by a wake-up of their own (see below).
         let mut busy_until: Option<Instant> = None;
+        let mut alarm = timer::Alarm::default();
         loop {
-            let deadline = match (self.next_deadline(), busy_until) {
+            alarm.want(match (self.next_deadline(), busy_until) {
                 (Some(d), Some(b)) => Some(d.max(b)),
                 (d, _) => d,
-            };
-            let sleep = tokio::time::sleep_until(
-                deadline
-                    .map(tokio::time::Instant::from_std)
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
-            );
+            });
             // Not biased: packets, timers, completions and control requests all get their
             // turn, whatever the packet rate (a batch is at most capture::MAX_BATCH packets).
             tokio::select! {
@@ -313,7 +309,7 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
                         break;
                     }
                 },
-                () = sleep => self.on_timer(now()),
+                () = alarm.ring(), if alarm.is_armed() => self.on_timer(now()),
             }
             self.persist();
         }

@@ -20,9 +20,11 @@ pub const MIN_PAUSE: Duration = Duration::from_millis(1);
 pub const MAX_PAUSE: Duration = Duration::from_millis(4);
 /// A batch this large means the capture is pausing (a flood): the engine then handles
 /// deadlines with the batches rather than waking for them, and wakes for one at most
-/// [`COALESCE`] after the last such batch (when the flood stops).
+/// [`COALESCE`] after the last such batch (when the flood stops). While the flood lasts its
+/// timer rings once per [`COALESCE`] (see `engine::timer::Alarm`): 10 wake-ups a second
+/// (with 20 ms, 50 of the engine and as many of a tokio worker).
 pub const BUSY_BATCH: usize = 16;
-pub const COALESCE: Duration = Duration::from_millis(20);
+pub const COALESCE: Duration = Duration::from_millis(100);
 /// The rate is measured over windows this long.
 const WINDOW: Duration = Duration::from_millis(100);
 
