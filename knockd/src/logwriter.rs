@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Lines waiting to be written, at most (about 100 bytes each).
 pub const LOG_QUEUE: usize = 4096;
@@ -97,13 +97,37 @@ impl LogWriter {
 
 /// Lines written at once at most.
 pub const WRITE_BATCH: usize = 512;
-/// After every write the thread waits this long before it looks for more: lines that come
-/// meanwhile go out together in the next write. So the thread writes (and wakes) at most 40
-/// times a second, however the lines come: a flood's per-knock lines (200 a second, see
-/// [`crate::ratelimit`]) trickle in one or two per captured batch, and were a wake-up and a
-/// write each. A line after a quiet moment is written at once (the thread is waiting for it);
-/// one right after a write waits at most this long.
-pub const WRITE_GAP: Duration = Duration::from_millis(25);
+/// Writes (and wake-ups) of the thread: bursts of up to [`WRITE_BURST`] at once, then at most
+/// [`WRITE_RATE`] a second (a token bucket). When the bucket is empty the thread waits for the
+/// next token, and the lines that come meanwhile go out together in the next write. A knock's
+/// few lines, or anything after a quiet moment, are written at once; a flood's per-knock
+/// lines (200 a second, see [`crate::ratelimit`]) trickle in one or two per captured batch
+/// and were a wake-up and a write each.
+pub const WRITE_RATE: f64 = 40.0;
+pub const WRITE_BURST: f64 = 20.0;
+
+/// The writes the thread may still make at once (see [`WRITE_RATE`]).
+struct WriteBudget {
+    tokens: f64,
+    last: Instant,
+}
+
+impl WriteBudget {
+    fn new(now: Instant) -> Self {
+        WriteBudget {
+            tokens: WRITE_BURST,
+            last: now,
+        }
+    }
+
+    /// One write was made at `now`: how long to wait before the next one.
+    fn spend(&mut self, now: Instant) -> Option<Duration> {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * WRITE_RATE).min(WRITE_BURST) - 1.0;
+        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / WRITE_RATE))
+    }
+}
 
 /// The sink the thread writes to, and what it has said about lost lines.
 struct Out {
@@ -146,8 +170,8 @@ impl Out {
     }
 }
 
-/// The thread: write lines in order, what is queued at once in one go, at most one write per
-/// [`WRITE_GAP`]; after a run of lost lines, say how many.
+/// The thread: write lines in order, what is queued at once in one go, within the write
+/// budget ([`WRITE_RATE`]); after a run of lost lines, say how many.
 fn write_loop(
     sink: Box<dyn LogSink>,
     rx: &Receiver<Msg>,
@@ -160,6 +184,7 @@ fn write_loop(
         sink_seen: 0,
     };
     let mut lines: Vec<(SystemTime, String)> = Vec::new();
+    let mut budget = WriteBudget::new(Instant::now());
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         let mut taken = 0;
@@ -183,7 +208,9 @@ fn write_loop(
             }
         }
         out.write(&mut lines, dropped);
-        std::thread::sleep(WRITE_GAP);
+        if let Some(wait) = budget.spend(Instant::now()) {
+            std::thread::sleep(wait);
+        }
     }
 }
 
@@ -328,7 +355,7 @@ mod tests {
         );
         assert!(writes.iter().all(|b| b.len() <= WRITE_BATCH));
         assert_eq!(w.dropped_lines(), 0);
-        std::thread::sleep(WRITE_GAP * 4);
+        std::thread::sleep(Duration::from_secs_f64(WRITE_BURST / WRITE_RATE));
         let t = Instant::now();
         w.line("alone");
         while count() < 3001 && t.elapsed() < Duration::from_secs(10) {
@@ -340,14 +367,14 @@ mod tests {
     }
 
     /// Lines that trickle in one by one (a flood's per-knock lines under the rate limit)
-    /// are written a few at a time: at most one write per [`WRITE_GAP`], every line in
-    /// order.
+    /// are written a few at a time once the burst is spent: at most [`WRITE_BURST`] writes
+    /// plus [`WRITE_RATE`] a second, every line in order.
     #[test]
-    fn a_trickle_of_lines_is_written_at_most_once_per_gap() {
+    fn a_trickle_of_lines_is_written_within_the_write_budget() {
         let batches = Batches::default();
         let mut w = LogWriter::start(Box::new(batches.clone()), no_reopen()).expect("start");
         let t = Instant::now();
-        for i in 0..100 {
+        for i in 0..300 {
             w.line(&format!("line {i}"));
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -357,15 +384,31 @@ mod tests {
         let all: Vec<String> = writes.iter().flatten().cloned().collect();
         assert_eq!(
             all,
-            (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>()
+            (0..300).map(|i| format!("line {i}")).collect::<Vec<_>>()
         );
-        // One write per gap while the lines came, the first at once, one more at the end.
-        let most = (spent.as_secs_f64() / WRITE_GAP.as_secs_f64()).ceil() as usize + 2;
+        // The burst, then the rate while the lines came, and one more at the end.
+        let most = (WRITE_BURST + spent.as_secs_f64() * WRITE_RATE).ceil() as usize + 2;
         assert!(
             writes.len() <= most,
-            "{} writes for 100 lines over {spent:?} (at most {most})",
+            "{} writes for 300 lines over {spent:?} (at most {most})",
             writes.len()
         );
+    }
+
+    /// A knock's few lines are written as they come (within the burst), not held back to
+    /// go out together.
+    #[test]
+    fn a_few_lines_are_written_as_they_come() {
+        let batches = Batches::default();
+        let mut w = LogWriter::start(Box::new(batches.clone()), no_reopen()).expect("start");
+        for i in 0..5 {
+            w.line(&format!("line {i}"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(w);
+        let writes = batches.0.lock().map(|b| b.clone()).unwrap_or_default();
+        assert_eq!(writes.iter().map(Vec::len).sum::<usize>(), 5);
+        assert!(writes.len() >= 3, "{writes:?}");
     }
 
     /// A sink that blocks until released: stands for a stalled disk or syslog daemon.
