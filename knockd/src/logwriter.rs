@@ -104,7 +104,7 @@ pub const WRITE_BATCH: usize = 512;
 /// lines (200 a second, see [`crate::ratelimit`]) trickle in one or two per captured batch
 /// and were a wake-up and a write each.
 pub const WRITE_RATE: f64 = 40.0;
-pub const WRITE_BURST: f64 = 20.0;
+pub const WRITE_BURST: f64 = 100.0;
 
 /// The writes the thread may still make at once (see [`WRITE_RATE`]).
 struct WriteBudget {

@@ -121,6 +121,13 @@ fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
         rounds.push(t.elapsed());
     }
     let total = t0.elapsed();
+    // Logged once the check's result is in, by the log's own thread: a moment after the
+    // rule is back.
+    assert!(
+        k.wait_count("rule was missing, re-inserted", 2, Duration::from_secs(2)),
+        "{}",
+        k.log()
+    );
     assert_eq!(k.count("rule was missing, re-inserted"), 2, "{}", k.log());
     // The first OPEN SESAME is the first knock's; then one per re-knock.
     let knocked = k.logged_at("ssh: OPEN SESAME");
