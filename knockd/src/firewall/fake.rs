@@ -22,6 +22,8 @@ struct Inner {
     table_gone: bool,
     /// Every `spa_drop` asked for: the port wanted (None: no rule) and why not.
     spa_drops: Vec<(Option<u16>, &'static str)>,
+    /// Takes the quick lane (`apply_now`), like nftables' netlink socket.
+    immediate: bool,
 }
 
 /// Cheap to clone; clones share their rules and records.
@@ -99,7 +101,13 @@ impl RecordingFirewall {
         self.with(|i| i.delay = d);
     }
 
-    fn apply_now(&self, ops: Vec<Op>) -> Vec<OpOutcome> {
+    /// Small batches may be applied at once on the caller's thread (`apply_now`), the way
+    /// nftables' netlink socket takes them; `delay` is then only for batches through `apply`.
+    pub fn set_immediate(&self, on: bool) {
+        self.with(|i| i.immediate = on);
+    }
+
+    fn record(&self, ops: Vec<Op>) -> Vec<OpOutcome> {
         self.with(|i| {
             let out = ops
                 .iter()
@@ -143,8 +151,27 @@ impl Firewall for RecordingFirewall {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            me.apply_now(ops)
+            me.record(ops)
         })
+    }
+
+    /// Like a transaction: all applied (every op Ok), or nothing done.
+    fn apply_now(&self, ops: &[Op]) -> bool {
+        let ok = |i: &Inner, op: &Op| {
+            let text = op.to_string();
+            !i.table_gone
+                && !i.fail_on.iter().any(|f| text.contains(f.as_str()))
+                && match op {
+                    Op::Add { .. } => true,
+                    Op::Refresh { rule, .. } | Op::Delete { rule } => i.present.contains(rule),
+                    Op::Check { .. } => false,
+                }
+        };
+        if !self.with(|i| i.immediate && ops.iter().all(|op| ok(i, op))) {
+            return false;
+        }
+        self.record(ops.to_vec());
+        true
     }
 
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
