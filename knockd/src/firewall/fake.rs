@@ -22,7 +22,7 @@ struct Inner {
     table_gone: bool,
     /// Every `spa_drop` asked for: the port wanted (None: no rule) and why not.
     spa_drops: Vec<(Option<u16>, &'static str)>,
-    /// Takes the quick lane (`apply_now`), like nftables' netlink socket.
+    /// Applies small batches directly (`apply_now`), like nftables' netlink socket.
     immediate: bool,
 }
 

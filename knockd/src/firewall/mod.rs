@@ -7,7 +7,7 @@
 //! batch instead of one process per rule. One batch at a time, in submission order: the ops of
 //! one (door, source) can never overtake each other. A backend that can apply a few ops in
 //! microseconds without waiting (nftables) lets a small batch that finds the queue empty skip
-//! the hand-off to the queue's task (the [`quick`] lane, a burst then a rate).
+//! the hand-off to the queue's task ([`direct`] applies: a burst, then a rate).
 //!
 //! # Plugging in a backend
 //!
@@ -43,10 +43,10 @@
 //! - `set_up` and `repair` (optional): a backend that owns a table brings it in line with the
 //!   config, and re-creates it when another program removed it.
 
+pub mod direct;
 pub mod fake;
 pub mod iptables;
 pub mod nftables;
-pub mod quick;
 pub mod spa_drop;
 
 use crate::config::Proto;
@@ -207,7 +207,7 @@ pub trait Firewall: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Apply `ops` (one transaction when possible); one outcome per op, in order.
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>>;
-    /// The quick lane (see [`quick`]): apply a few `ops` here and now, on the caller's
+    /// A direct apply (see [`direct`]): a few `ops` here and now, on the caller's
     /// thread, when the backend can do it in well under 100 µs without waiting (nftables'
     /// netlink socket, when nothing of its own is queued). true: every op was applied, as
     /// [`OpOutcome::Ok`]. false: nothing was done (a failed transaction changes nothing), and
@@ -271,16 +271,16 @@ pub const MAX_BATCH_OPS: usize = 2048;
 
 /// The single owner of a backend: batches what is queued, applies it, answers each submitter.
 /// A small batch that finds the queue empty may be applied by the submitter itself (the
-/// [`quick`] lane).
+/// [`direct`] applies).
 #[derive(Clone)]
 pub struct FirewallQueue {
     tx: mpsc::UnboundedSender<Job>,
     name: &'static str,
     fw: Arc<dyn Firewall>,
-    /// Jobs sent to the task and not yet answered: the quick lane is open only at 0, so a
+    /// Jobs sent to the task and not yet answered: direct applies only at 0, so a
     /// batch applied at once is always ordered after everything submitted before it.
     queued: Arc<AtomicUsize>,
-    lane: Arc<Mutex<quick::Lane>>,
+    direct: Arc<Mutex<direct::Budget>>,
 }
 
 impl FirewallQueue {
@@ -295,7 +295,7 @@ impl FirewallQueue {
             name,
             fw,
             queued,
-            lane: Arc::default(),
+            direct: Arc::default(),
         }
     }
 
@@ -311,24 +311,24 @@ impl FirewallQueue {
             reply(Vec::new());
             return;
         }
-        if self.quick(&ops) {
+        if self.direct(&ops) {
             reply(vec![OpOutcome::Ok; ops.len()]);
             return;
         }
         self.send(Job { ops, reply });
     }
 
-    /// Apply `ops` at once on the quick lane, when it is open: nothing queued, the lane's
+    /// Apply `ops` at once, directly, when that is allowed: nothing queued, the budget of
     /// budget not spent, and the backend able to (see [`Firewall::apply_now`]).
-    fn quick(&self, ops: &[Op]) -> bool {
+    fn direct(&self, ops: &[Op]) -> bool {
         if self.queued.load(Ordering::SeqCst) != 0 {
             return false;
         }
-        let open = match self.lane.lock() {
-            Ok(mut lane) => lane.take(ops.len(), Instant::now()),
+        let allowed = match self.direct.lock() {
+            Ok(mut budget) => budget.take(ops.len(), Instant::now()),
             Err(_) => false,
         };
-        open && self.fw.apply_now(ops)
+        allowed && self.fw.apply_now(ops)
     }
 
     fn send(&self, job: Job) {
@@ -465,7 +465,7 @@ mod tests {
             "answered at once"
         );
         assert_eq!(fw.rules().len(), 1);
-        // A failing op does nothing on the quick lane and goes through the queue.
+        // A failing op does nothing when applied directly and goes through the queue.
         fw.set_delay(Duration::ZERO);
         fw.fail_on("23/tcp");
         let rx = submit(&q, vec![add(23)]);
@@ -474,27 +474,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_quick_lane_never_overtakes_a_queued_batch() {
+    async fn a_direct_apply_never_overtakes_a_queued_batch() {
         let fw = RecordingFirewall::default();
         fw.set_immediate(true);
         fw.set_delay(Duration::from_millis(50));
         let q = FirewallQueue::start(Arc::new(fw.clone()));
-        // Too large for the quick lane: queued, and slow.
-        let big: Vec<Op> = (0..=quick::MAX_OPS as u16).map(|i| add(1000 + i)).collect();
+        // Too large for a direct apply: queued, and slow.
+        let big: Vec<Op> = (0..=direct::MAX_OPS as u16)
+            .map(|i| add(1000 + i))
+            .collect();
         let first = submit(&q, big);
         let second = submit(&q, vec![add(22)]);
         assert!(first.await.is_ok() && second.await.is_ok());
         // Queued behind the large batch (here merged into it), not applied before it.
         let ops = fw.ops();
-        assert_eq!(ops.len(), quick::MAX_OPS + 2);
-        assert!(ops[quick::MAX_OPS + 1].contains(" 22/tcp"), "{ops:?}");
-        // The queue is empty again: the lane is open.
+        assert_eq!(ops.len(), direct::MAX_OPS + 2);
+        assert!(ops[direct::MAX_OPS + 1].contains(" 22/tcp"), "{ops:?}");
+        // The queue is empty again: direct applies again.
         let mut rx = submit(&q, vec![add(23)]);
         assert!(rx.try_recv().is_ok());
     }
 
     #[tokio::test]
-    async fn a_burst_of_opens_spends_the_lane_and_the_rest_is_batched() {
+    async fn a_burst_of_opens_spends_the_direct_budget_and_the_rest_is_batched() {
         let fw = RecordingFirewall::default();
         fw.set_immediate(true);
         fw.set_delay(Duration::from_millis(20));
@@ -506,8 +508,8 @@ mod tests {
             assert_eq!(r.await.expect("reply"), vec![OpOutcome::Ok]);
         }
         let sizes: Vec<usize> = fw.batches().iter().map(Vec::len).collect();
-        let quick_ones = sizes.iter().take_while(|&&n| n == 1).count();
-        assert_eq!(quick_ones as u32, quick::BURST, "{sizes:?}");
+        let direct_ones = sizes.iter().take_while(|&&n| n == 1).count();
+        assert_eq!(direct_ones as u32, direct::BURST, "{sizes:?}");
         assert!(
             sizes.len() < 20,
             "the rest went into few batches: {sizes:?}"

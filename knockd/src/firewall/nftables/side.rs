@@ -281,7 +281,7 @@ impl Firewall for Watched {
         self.inner.repair(script)
     }
 
-    /// A failed quick apply changed nothing: the ops then go through `apply`, which checks
+    /// A failed direct apply changed nothing: the ops then go through `apply`, which checks
     /// the table.
     fn apply_now(&self, ops: &[Op]) -> bool {
         self.inner.apply_now(ops)

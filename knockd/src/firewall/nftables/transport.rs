@@ -250,7 +250,7 @@ impl Job {
 }
 
 /// Sends work to the nftables worker thread, or applies a small element batch at once when
-/// nothing is queued (at most [`crate::firewall::quick::MAX_OPS`] ops). Cheap to clone.
+/// nothing is queued (at most [`crate::firewall::direct::MAX_OPS`] ops). Cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
     tx: std::sync::mpsc::Sender<Job>,
@@ -303,7 +303,7 @@ impl Handle {
     /// job as done only after it ran, so a batch applied here is always ordered after
     /// everything submitted before it.
     pub fn apply_now(&self, ops: &[ElemOp]) -> Option<Result<(), String>> {
-        if ops.is_empty() || ops.len() > crate::firewall::quick::MAX_OPS {
+        if ops.is_empty() || ops.len() > crate::firewall::direct::MAX_OPS {
             return None;
         }
         let mut transport = self.shared.transport.try_lock().ok()?;
