@@ -268,6 +268,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             true,
         );
         self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
+        // The element first (it may be applied right here, see firewall::direct), then the
+        // line and the event, which nothing on the packet's path waits for.
+        self.submit_nft(Some(id), &door.name, src, TaskKind::Start, ops);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
         let msg = format!(
             "{}: opening {opened} for {src} (nftables, kernel timeout {}s)",
@@ -275,7 +278,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             door.cmd_timeout.as_secs()
         );
         self.line(&msg);
-        self.submit_nft(Some(id), &door.name, src, TaskKind::Start, ops);
     }
 
     pub(super) fn pick<'a>(
