@@ -11,22 +11,13 @@
 use super::Engine;
 use crate::action::Executor;
 use crate::config::{Config, FirewallKind};
+pub(super) use crate::firewall::spa_drop::CHECK_EVERY;
 use crate::firewall::spa_drop::{Occasion, Protection};
 use crate::firewall::{BoxFuture, Firewall};
 use crate::knocklog::LogSink;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
-
-/// How often the rule is checked while one is wanted: a rule another program removed is put
-/// back within this time (the port answers probes with ICMP port unreachable meanwhile). A
-/// check is one `iptables -S INPUT` and one `ip6tables -S INPUT` (each takes the xtables lock
-/// briefly; nothing is written when the rule is there): 3 ms of CPU for both with a short
-/// INPUT chain, 35 ms with 2,000 rules in each (BENCHMARKS.md, "The SPA drop rule's periodic
-/// check"): every 15 s that is 0.02 % of a core, 0.23 % with long chains, for a window of at
-/// most 15 s in which probes are answered.
-pub const CHECK_EVERY: Duration = Duration::from_secs(15);
 
 /// What a periodic check needs: the same sync a reload asks, with the config it last asked.
 struct Check {
