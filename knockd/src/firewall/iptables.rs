@@ -549,10 +549,11 @@ impl Firewall for IptablesRestore {
         tag: String,
         port: Option<u16>,
         unwanted: &'static str,
+        occasion: super::spa_drop::Occasion,
     ) -> Option<BoxFuture<Vec<String>>> {
         let programs = [self.v4.single.clone(), self.v6.single.clone()];
         Some(Box::pin(super::spa_drop::sync(
-            programs, tag, port, unwanted,
+            programs, tag, port, unwanted, occasion,
         )))
     }
 

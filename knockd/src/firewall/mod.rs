@@ -234,14 +234,16 @@ pub trait Firewall: Send + Sync + 'static {
     }
     /// Backends whose rules share INPUT with the admin's (iptables): make INPUT of both
     /// families hold exactly instance `tag`'s DROP rule for UDP to `port` (the SPA port; None:
-    /// no such rule; `unwanted` says why, for the log), see [`spa_drop`]. Resolves to the lines
-    /// to log (failures start with `error: `). None: the backend keeps the port silent
-    /// otherwise (nftables: its table) or not at all.
+    /// no such rule; `unwanted` says why, for the log; `occasion`: start, reload, the periodic
+    /// check or stop, for what the lines say), see [`spa_drop`]. Resolves to the lines to log
+    /// (failures start with `error: `; a check that finds the rule in place: none). None: the
+    /// backend keeps the port silent otherwise (nftables: its table) or not at all.
     fn spa_drop(
         &self,
         _tag: String,
         _port: Option<u16>,
         _unwanted: &'static str,
+        _occasion: spa_drop::Occasion,
     ) -> Option<BoxFuture<Vec<String>>> {
         None
     }
