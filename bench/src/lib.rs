@@ -30,6 +30,7 @@ pub mod keep;
 pub mod legit;
 pub mod monitor;
 pub mod pktstats;
+pub mod plan;
 pub mod procfs;
 pub mod report;
 pub mod runner;

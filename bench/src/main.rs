@@ -28,7 +28,8 @@ struct Args {
     /// Where to write the JSON report
     #[arg(long, value_name = "FILE", default_value = "target/knock-bench.json")]
     out: PathBuf,
-    /// Daemons to run, comma-separated: debian, ours-cmd, ours-native, ours-nft
+    /// Daemons to run, comma-separated: debian, ours-cmd, ours-native, ours-nft (with --spa:
+    /// ours-nft, ours-native, fwknopd)
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     daemons: Vec<String>,
     /// Length of each flood in seconds
@@ -255,6 +256,19 @@ fn run_spa(args: &Args) -> Result<bool> {
     }
     if let Some(n) = args.trials {
         plan.pace.quiet_trials = n.max(1);
+    }
+    if !args.daemons.is_empty() {
+        let has = |name: &str| args.daemons.iter().any(|d| d == name);
+        if let Some(d) = args
+            .daemons
+            .iter()
+            .find(|d| !["ours-nft", "ours-native", "fwknopd"].contains(&d.as_str()))
+        {
+            bail!("--spa --daemons: unknown daemon '{d}' (use ours-nft, ours-native, fwknopd)");
+        }
+        plan.ours_nftables = has("ours-nft");
+        plan.ours_iptables = has("ours-native");
+        plan.fwknop = has("fwknopd");
     }
     let r = knock_bench::spa::run(&plan)?;
     print!("{}", knock_bench::spa_table::table(&r));

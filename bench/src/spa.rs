@@ -38,6 +38,8 @@ pub struct SpaPlan {
     /// during the flood: knockd checks at most 2 signatures per second per client (burst
     /// 10), so a client knocking faster is refused as busy.
     pub pace: Pace,
+    /// Our knockd with `Firewall = nftables`.
+    pub ours_nftables: bool,
     /// Also our knockd with `Firewall = iptables` (fwknopd's firewall).
     pub ours_iptables: bool,
     /// Also fwknopd (with its default `PCAP_LOOP_SLEEP`, 100 ms).
@@ -58,6 +60,7 @@ impl SpaPlan {
                 knock_every: Duration::from_secs(1),
                 open_timeout: Duration::from_secs(2),
             },
+            ours_nftables: true,
             ours_iptables: true,
             fwknop: true,
             fwknop_tuned_sleep_us: Some(1_000),
@@ -75,6 +78,7 @@ impl SpaPlan {
                 knock_every: Duration::from_millis(600),
                 open_timeout: Duration::from_secs(2),
             },
+            ours_nftables: true,
             ours_iptables: false,
             fwknop: true,
             fwknop_tuned_sleep_us: None,
@@ -145,11 +149,14 @@ pub struct SpaReport {
     pub fwknop_missing: Option<String>,
 }
 
-/// Runs the SPA scenarios: ours (nftables), ours (iptables) if asked, fwknopd (default, then
+/// Runs the SPA scenarios: ours (nftables) and ours (iptables) if asked, fwknopd (default, then
 /// tuned if asked) if asked and installed (else `fwknop_missing` says why).
 pub fn run(plan: &SpaPlan) -> Result<SpaReport> {
     let loadavg_before = super::report::loadavg();
-    let mut rows = vec![ours(plan, "nftables")?];
+    let mut rows = Vec::new();
+    if plan.ours_nftables {
+        rows.push(ours(plan, "nftables")?);
+    }
     if plan.ours_iptables {
         rows.push(ours(plan, "iptables")?);
     }

@@ -57,8 +57,9 @@ pub(crate) fn now() -> Instant {
 /// A failed close is retried after this, doubling up to [`CLOSE_RETRY_MAX`].
 pub const CLOSE_RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const CLOSE_RETRY_MAX: Duration = Duration::from_secs(60);
-/// Re-knocks check an open grant's rules at most this often, after a burst of
-/// [`crate::grants::CHECK_BURST`].
+/// A grant's own budget of re-knock checks: one per this, after a burst of
+/// [`crate::grants::CHECK_BURST`]; beyond it only the ledger's quick lane
+/// ([`crate::grants::LANE_PER_SEC`] a second for all grants) runs one at once.
 pub const REFRESH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Engine<E: Executor, L: LogSink> {

@@ -1,7 +1,11 @@
 //! The grant ledger: every door the daemon opened for an address, and how to close it.
 //! Pure data: what closes a grant is a [`Close`] value, run by the engine's owners.
 
+mod checks;
+
 pub use crate::close::Close;
+use checks::{GrantChecks, Paid, QuickLane};
+pub use checks::{CHECK_BURST, LANE_BURST, LANE_PER_SEC, SHARE_BURST, SHARE_PER_SEC};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -21,13 +25,13 @@ pub struct Grant {
     pub close: Close,
     /// How many times the door was knocked open again while this grant was open.
     pub refreshes: u32,
-    /// When its rules were last checked (re-knocks check at most once per interval).
+    /// When its rules were last checked.
     pub last_check: Option<Instant>,
-    /// A check queued for this time (a re-knock came when the grant's burst was spent).
+    /// A check queued for this time (a re-knock came when the grant's own budget and the
+    /// quick lane were spent).
     pub recheck: Option<Instant>,
-    /// The re-knock checks' budget (GCRA): a check may run once `now` is past this minus
-    /// [`CHECK_BURST`] - 1 intervals; each check moves it one interval on.
-    pub check_tat: Option<Instant>,
+    /// The re-knock checks' budgets (see [`checks`]).
+    pub checks: GrantChecks,
     /// Set once the grant is being closed: it stays in the ledger (and the state file) until
     /// its close succeeded.
     pub closing: Option<Closing>,
@@ -44,23 +48,6 @@ pub struct Closing {
     pub last_error: Option<String>,
     /// When the next attempt runs (None: one is running or none is scheduled).
     pub retry_at: Option<Instant>,
-}
-
-/// Re-knock checks a grant may have at once before they are paced (one per interval).
-pub const CHECK_BURST: u32 = 3;
-
-/// When the next check is allowed, given the budget's `tat` (None: now).
-fn check_allowed_at(tat: Option<Instant>, interval: std::time::Duration) -> Option<Instant> {
-    tat?.checked_sub(interval * (CHECK_BURST - 1))
-}
-
-impl Grant {
-    /// A check runs at `now`: it spends one of the budget.
-    fn checked(&mut self, now: Instant, interval: std::time::Duration) {
-        let tat = self.check_tat.map_or(now, |t| t.max(now));
-        self.check_tat = Some(tat + interval);
-        self.last_check = Some(now);
-    }
 }
 
 /// When a re-knock's check of a grant's rules runs.
@@ -82,6 +69,8 @@ pub struct Ledger {
     by_addr: HashMap<IpAddr, Vec<GrantId>>,
     timers: BTreeSet<(Instant, GrantId)>,
     rechecks: BTreeSet<(Instant, GrantId)>,
+    /// Checks beyond the grants' own budgets, for the whole ledger (see [`checks`]).
+    lane: QuickLane,
     retries: BTreeSet<(Instant, GrantId)>,
     /// Grants changed since the last [`Ledger::take_dirty`] (what the state writer needs).
     dirty: std::collections::HashSet<GrantId>,
@@ -150,7 +139,7 @@ impl Ledger {
                 refreshes: 0,
                 last_check: None,
                 recheck: None,
-                check_tat: None,
+                checks: GrantChecks::default(),
                 closing: None,
                 client: self.spa_clients.remove(&(door.to_string(), addr)),
             },
@@ -237,10 +226,12 @@ impl Ledger {
         }
     }
 
-    /// A re-knock wants the grant's rules checked: [`CHECK_BURST`] checks at once (the open
-    /// counts as one), then one per `interval`; a check asked for while the burst is spent is
-    /// queued for when the next one is allowed (one at a time). A person who removed the rule
-    /// and knocks again is answered at once; only a flood of re-knocks waits.
+    /// A re-knock (or the open) wants the grant's rules checked: at once from the grant's own
+    /// budget ([`CHECK_BURST`] at once, the open counting as one, then one per `interval`),
+    /// else at once from the ledger's quick lane ([`LANE_PER_SEC`] a second for all grants,
+    /// at most [`SHARE_PER_SEC`] of them for one), else queued for when the own budget allows
+    /// one (one queued check per grant). A person who removed the rule and knocks again, even
+    /// several times a second, is answered at once; only a flood of re-knocks waits.
     pub fn check_due(
         &mut self,
         id: GrantId,
@@ -250,17 +241,25 @@ impl Ledger {
         let Some(g) = self.grants.get_mut(&id) else {
             return CheckWhen::Later;
         };
-        match check_allowed_at(g.check_tat, interval) {
-            Some(at) if now < at => {
+        match self.lane.take(&mut g.checks, now, interval) {
+            Some(paid) => {
+                g.last_check = Some(now);
+                // A queued check is answered by this one. (Only for the lane's: with none of
+                // its tokens a grant decides exactly as it did before the lane.)
+                if paid == Paid::Lane {
+                    if let Some(t) = g.recheck.take() {
+                        self.rechecks.remove(&(t, id));
+                    }
+                }
+                CheckWhen::Now
+            }
+            None => {
                 if g.recheck.is_none() {
+                    let at = g.checks.own_allowed_at(interval).unwrap_or(now);
                     g.recheck = Some(at);
                     self.rechecks.insert((at, id));
                 }
                 CheckWhen::Later
-            }
-            _ => {
-                g.checked(now, interval);
-                CheckWhen::Now
             }
         }
     }
@@ -277,7 +276,8 @@ impl Ledger {
             self.rechecks.remove(k);
             if let Some(g) = self.grants.get_mut(&k.1) {
                 g.recheck = None;
-                g.checked(now, interval);
+                g.checks.spend_own(now, interval);
+                g.last_check = Some(now);
             }
         }
         due.into_iter().map(|(_, id)| id).collect()
@@ -460,6 +460,51 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
+    fn grants(l: &mut Ledger, n: u8) -> Vec<GrantId> {
+        let close = Close::StopCommand {
+            command: "x".into(),
+        };
+        (0..n)
+            .map(|i| {
+                let a = IpAddr::from([10, 0, 1, i]);
+                l.insert("d", a, "o".into(), SystemTime::now(), None, close.clone())
+            })
+            .collect()
+    }
+
+    /// Re-knocks of `ids[g]` at `t0 + ms` for each `(ms, g)` in time order, each grant's open
+    /// at `t0` first; queued checks that are due run before the re-knocks of each instant.
+    /// Returns the checks that ran (the opens too) and each re-knock's answer.
+    fn replay(
+        l: &mut Ledger,
+        ids: &[GrantId],
+        t0: Instant,
+        knocks: &[(u64, usize)],
+    ) -> (usize, Vec<CheckWhen>) {
+        let mut checks = 0;
+        for &id in ids {
+            assert_eq!(l.check_due(id, t0, SEC), CheckWhen::Now, "the open");
+            checks += 1;
+        }
+        let mut answers = Vec::new();
+        for &(ms, g) in knocks {
+            let now = t0 + Duration::from_millis(ms);
+            checks += l.due_rechecks(now, SEC).len();
+            let answer = l.check_due(ids[g], now, SEC);
+            checks += usize::from(answer == CheckWhen::Now);
+            answers.push(answer);
+            assert!(l.rechecks.len() <= ids.len(), "one queued check per grant");
+        }
+        (checks, answers)
+    }
+
+    /// `n` grants each re-knocked every `step` ms from `from` to `to` (exclusive).
+    fn flood(n: usize, from: u64, to: u64, step: u64) -> Vec<(u64, usize)> {
+        (from / step..to / step)
+            .flat_map(|k| (0..n).map(move |g| (k * step, g)))
+            .collect()
+    }
+
     #[test]
     fn a_person_who_removed_the_rule_and_knocks_again_is_checked_at_once() {
         // 20 rounds a second apart (the open, the rule removed by hand, a knock 0.2 s later),
@@ -477,34 +522,167 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_reknocks_gets_a_small_burst_then_one_check_a_second() {
+    fn back_to_back_reknocks_at_a_humans_pace_are_all_checked_at_once() {
+        // The rounds back to back: the rule removed by hand, a knock 0.2 s later,
+        // answered at once; a round every 0.25 s, or 0.2 s (the fastest the rounds can go).
+        for period in [250, 200] {
+            let knocks: Vec<(u64, usize)> = (1..=20).map(|r| (r * period, 0)).collect();
+            let t0 = Instant::now();
+            let mut l = Ledger::default();
+            let ids = grants(&mut l, 1);
+            let (_, answers) = replay(&mut l, &ids, t0, &knocks);
+            assert!(
+                answers.iter().all(|a| *a == CheckWhen::Now),
+                "every {period} ms: {answers:?}"
+            );
+            assert_eq!(l.next_recheck(), None);
+            // Without the lane the grant's own budget (3, then one a second) made most wait.
+            let mut l = Ledger {
+                lane: QuickLane::none(),
+                ..Ledger::default()
+            };
+            let ids = grants(&mut l, 1);
+            let (_, answers) = replay(&mut l, &ids, t0, &knocks);
+            let waited = answers.iter().filter(|a| **a == CheckWhen::Later).count();
+            assert!(
+                waited >= 10,
+                "every {period} ms without the lane: {answers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flood_of_reknocks_on_one_grant_gets_its_budget_and_half_the_lane() {
         let t0 = Instant::now();
         let mut l = Ledger::default();
-        let id = one_grant(&mut l);
+        let ids = grants(&mut l, 1);
+        // 10 s of re-knocks every 10 ms: its own 3 (the open included) + 1 a second, and its
+        // share of the lane, 4 + 4 a second; one queued check at a time.
+        let (checks, answers) = replay(&mut l, &ids, t0, &flood(1, 10, 10_000, 10));
+        let bound = (CHECK_BURST + 10 + SHARE_BURST + 10 * SHARE_PER_SEC) as usize;
+        assert!(
+            (bound - 3..=bound).contains(&checks),
+            "{checks} checks in 10 s (bound {bound})"
+        );
+        assert!(
+            answers[..6].iter().all(|a| *a == CheckWhen::Now),
+            "{answers:?}"
+        );
+        // The other half of the lane is still there for another grant.
+        let other = l.insert(
+            "another door",
+            addr("10.0.0.9"),
+            "o".into(),
+            SystemTime::now(),
+            None,
+            Close::StopCommand {
+                command: "x".into(),
+            },
+        );
+        let now = t0 + Duration::from_millis(10_000);
+        for _ in 0..CHECK_BURST + LANE_BURST - SHARE_BURST {
+            assert_eq!(l.check_due(other, now, SEC), CheckWhen::Now);
+        }
+        // Quiet for a while: the burst and the lane are back.
+        let later = t0 + Duration::from_secs(30);
+        for _ in 0..CHECK_BURST + SHARE_BURST {
+            assert_eq!(l.check_due(ids[0], later, SEC), CheckWhen::Now);
+        }
+        assert_eq!(l.check_due(ids[0], later, SEC), CheckWhen::Later);
+        assert_eq!(l.next_recheck(), Some(later + SEC));
+    }
+
+    #[test]
+    fn a_flood_across_many_grants_costs_their_own_budgets_plus_the_lane() {
+        // 50 grants, each re-knocked every 10 ms for 10 s (50,000 re-knocks).
+        let t0 = Instant::now();
+        let knocks = flood(50, 10, 10_000, 10);
+        let mut l = Ledger::default();
+        let ids = grants(&mut l, 50);
+        let (checks, _) = replay(&mut l, &ids, t0, &knocks);
+        let bound = 50 * (CHECK_BURST + 10) + LANE_BURST + 10 * LANE_PER_SEC;
+        assert!(
+            checks <= bound as usize,
+            "{checks} checks in 10 s (bound {bound})"
+        );
+        // The lane was used, and at most its worth beyond the grants' own budgets.
+        let mut own_only = Ledger {
+            lane: QuickLane::none(),
+            ..Ledger::default()
+        };
+        let ids = grants(&mut own_only, 50);
+        let (without, _) = replay(&mut own_only, &ids, t0, &knocks);
+        let lane = (LANE_BURST + 10 * LANE_PER_SEC) as usize;
+        assert!(
+            checks > without && checks <= without + lane,
+            "{checks} checks, {without} without the lane"
+        );
+    }
+
+    #[test]
+    fn with_the_lane_drained_a_grant_is_where_it_was_without_the_lane() {
+        // Ten flooded grants hold the lane (each takes the token as it comes back); a person
+        // re-knocks the eleventh every 250 ms: answered exactly as without the lane (its
+        // burst at once, then one a second, queued checks included).
+        let t0 = Instant::now();
+        let mut knocks = flood(10, 0, 6_000, 10);
+        knocks.extend((1..=20).map(|r| (r * 250 + 5, 10)));
+        knocks.sort();
+        let victim = |l: &mut Ledger| {
+            let ids = grants(l, 11);
+            let (_, answers) = replay(l, &ids, t0, &knocks);
+            knocks
+                .iter()
+                .zip(answers)
+                .filter(|((_, g), _)| *g == 10)
+                .map(|(_, a)| a)
+                .collect::<Vec<_>>()
+        };
+        let with = victim(&mut Ledger::default());
+        let without = victim(&mut Ledger {
+            lane: QuickLane::none(),
+            ..Ledger::default()
+        });
+        assert_eq!(with, without);
+        assert_eq!(with[..2], [CheckWhen::Now, CheckWhen::Now]);
+        assert!(with.contains(&CheckWhen::Later));
+    }
+
+    #[test]
+    fn queued_checks_run_when_the_own_budget_allows_and_a_lane_check_answers_one() {
+        let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        assert_eq!(l.check_due(id, t0, SEC), CheckWhen::Now, "the open");
-        assert_eq!(l.check_due(id, ms(100), SEC), CheckWhen::Now);
-        assert_eq!(l.check_due(id, ms(200), SEC), CheckWhen::Now);
-        // The burst (3 with the open) is spent: queued for when the budget allows one.
-        assert_eq!(l.check_due(id, ms(300), SEC), CheckWhen::Later);
-        assert_eq!(l.next_recheck(), Some(ms(1000)));
-        // 10 s of re-knocks every 10 ms: about one check a second, one queued at a time.
-        let mut checks = 0;
-        for n in 31..1000u64 {
-            let now = ms(n * 10);
-            checks += l.due_rechecks(now, SEC).len();
-            if l.check_due(id, now, SEC) == CheckWhen::Now {
-                checks += 1;
+        let mut l = Ledger::default();
+        let ids = grants(&mut l, 3);
+        // Two grants spend their own budgets and the whole lane at t0.
+        for &id in &ids[..2] {
+            for _ in 0..CHECK_BURST + SHARE_BURST {
+                assert_eq!(l.check_due(id, t0, SEC), CheckWhen::Now);
             }
-            assert!(l.rechecks.len() <= 1);
         }
-        assert!((9..=10).contains(&checks), "{checks} checks in 10 s");
-        // Quiet for a while: the burst is back.
-        let later = ms(30_000);
-        for _ in 0..3 {
-            assert_eq!(l.check_due(id, later, SEC), CheckWhen::Now);
+        let id = ids[2];
+        for _ in 0..CHECK_BURST {
+            assert_eq!(l.check_due(id, t0, SEC), CheckWhen::Now);
         }
-        assert_eq!(l.check_due(id, later, SEC), CheckWhen::Later);
+        assert_eq!(l.check_due(id, ms(50), SEC), CheckWhen::Later);
+        assert_eq!(l.check_due(id, ms(60), SEC), CheckWhen::Later);
+        assert_eq!(
+            l.next_recheck(),
+            Some(ms(1000)),
+            "one queued, at its own pace"
+        );
+        // The lane gets a token back (one per 125 ms): the next re-knock is answered at once
+        // from it, and the queued check goes.
+        assert_eq!(l.check_due(id, ms(130), SEC), CheckWhen::Now);
+        assert_eq!(l.next_recheck(), None);
+        assert!(l.rechecks.is_empty());
+        // Queued again; it runs when the grant's own budget allows one.
+        assert_eq!(l.check_due(id, ms(140), SEC), CheckWhen::Later);
+        assert!(l.due_rechecks(ms(999), SEC).is_empty());
+        assert_eq!(l.due_rechecks(ms(1000), SEC), vec![id]);
+        assert_eq!(l.get(id).and_then(|g| g.last_check), Some(ms(1000)));
+        assert_eq!(l.next_recheck(), None);
+        assert!(l.rechecks.is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What happens when a door opens: native rules, commands, grants, one-time sequences.
 //!
-//! A re-knock of an open grant whose action is unchanged moves its deadline (and checks its
-//! rules at most once per second); one whose action changed since (a reload changed `Open`,
+//! A re-knock of an open grant whose action is unchanged moves its deadline and checks its
+//! rules (at once within the grant's budget or the quick lane, see `grants::checks`; a flood
+//! of re-knocks is paced at one check a second per grant); one whose action changed since (a reload changed `Open`,
 //! `Open_Chain` or the start command) is a close of exactly the old rules plus an open.
 
 use super::events::{grant_info, OpenRefusal};
@@ -94,7 +95,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
     }
 
     /// A re-knock of an open grant: check (and restore) its rules now, or queued for when the
-    /// last check is [`REFRESH_CHECK_INTERVAL`] old.
+    /// grant's own budget allows one (one per [`REFRESH_CHECK_INTERVAL`] after its burst)
+    /// when the quick lane is spent too.
     fn request_check(&mut self, id: GrantId, now: Instant) {
         if self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL) == CheckWhen::Now {
             self.check_grant(id, now);
@@ -235,7 +237,8 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
         let expires = Some(now + door.cmd_timeout);
         if let Some(id) = self.ledger.find(&door.name, src).map(|g| g.id) {
             // The ledger's deadline moves now; the kernel's with the next check of this grant
-            // (at once, or at most once a second under a flood of re-knocks).
+            // (at once, or at most once a second per grant beyond the quick lane under a flood
+            // of re-knocks).
             self.ledger.refresh(id, expires);
             self.refreshed(id, door, src, "the kernel closes it");
             self.request_check(id, now);
@@ -265,6 +268,9 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             true,
         );
         self.ledger.check_due(id, now, REFRESH_CHECK_INTERVAL);
+        // The element first (it may be applied right here, see firewall::direct), then the
+        // line and the event, which nothing on the packet's path waits for.
+        self.submit_nft(Some(id), &door.name, src, TaskKind::Start, ops);
         self.emit_grant(id, |grant| ipc::EventKind::GrantAdded { grant });
         let msg = format!(
             "{}: opening {opened} for {src} (nftables, kernel timeout {}s)",
@@ -272,7 +278,6 @@ impl<E: Executor, L: LogSink> Engine<E, L> {
             door.cmd_timeout.as_secs()
         );
         self.line(&msg);
-        self.submit_nft(Some(id), &door.name, src, TaskKind::Start, ops);
     }
 
     pub(super) fn pick<'a>(

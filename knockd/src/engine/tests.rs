@@ -2,7 +2,7 @@ use super::{Engine, EngineError};
 use crate::capture::CaptureMsg;
 use crate::config::{flag, Command6, Config, Door, OpenPort, Proto, Step, TcpFlags};
 use crate::firewall::fake::RecordingFirewall;
-use crate::grants::Close;
+use crate::grants::{Close, SHARE_BURST};
 use crate::knocklog::MemoryLog;
 use crate::packet::Packet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -173,27 +173,31 @@ async fn reknock_does_not_duplicate_a_present_rule_and_restores_a_missing_one() 
     let mut t = T::new(seed());
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
-    // Right after the open: two checks at once (a burst of three with the open), then the
-    // deadline changes now and the check waits for the budget (one a second).
-    for _ in 0..4 {
+    // Right after the open, nine re-knocks at once: two checks from the grant's own budget
+    // (a burst of three with the open) and four from the quick lane (one grant's share of
+    // it); then the deadline changes now and the check waits for the own budget (one a
+    // second): a flood of re-knocks is still paced.
+    for _ in 0..9 {
         t.knock_seq(CLI, &[7000, 8000, 9000]);
         t.settle().await;
     }
+    let checks = 2 + SHARE_BURST as usize;
     let ran = t.exec.ran();
-    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert_eq!(ran.len(), 1 + checks, "{ran:?}");
     assert!(ran[1..].iter().all(|c| c.contains(" -C INPUT")), "{ran:?}");
     t.advance(Duration::from_secs(1)).await;
     t.settle().await;
     let ran = t.exec.ran();
-    assert_eq!(ran.len(), 4, "one queued check: {ran:?}");
-    assert!(ran[3].contains(" -C INPUT"), "{ran:?}");
+    assert_eq!(ran.len(), 2 + checks, "one queued check: {ran:?}");
+    assert!(ran[1 + checks].contains(" -C INPUT"), "{ran:?}");
     // Someone deleted the rule: the check fails and the start command runs again.
     t.exec.fail_on(" -C ");
     t.advance(Duration::from_secs(1)).await;
     t.knock_seq(CLI, &[7000, 8000, 9000]);
     t.settle().await;
     let ran = t.exec.ran();
-    assert!(ran[5].contains(" -I INPUT"), "{ran:?}");
+    assert!(ran[2 + checks].contains(" -C INPUT"), "{ran:?}");
+    assert!(ran[3 + checks].contains(" -I INPUT"), "{ran:?}");
     assert!(t.has_line("10.99.77.2: openSSH: rule was missing, re-inserted"));
 }
 
@@ -251,22 +255,17 @@ async fn native_reknock_refreshes_the_deadline() {
     t.knock_seq(CLI, &[1111, 2222, 3333]);
     t.settle().await;
     t.advance(Duration::from_secs(20)).await;
-    // A burst of re-knocks: three checks, then one a second; never a second rule.
-    for _ in 0..5 {
+    // A burst of nine re-knocks: three checks from the grant's own budget, four from the
+    // quick lane (one grant's share), then one a second; never a second rule.
+    for _ in 0..9 {
         t.knock_seq(CLI, &[1111, 2222, 3333]);
     }
     t.settle().await;
     assert_eq!(t.e.ledger().len(), 1);
     let refresh = "refresh INPUT 22/tcp from 10.99.77.2 (ssh)";
-    assert_eq!(
-        t.fw.ops(),
-        [
-            "add INPUT 22/tcp from 10.99.77.2 (ssh)",
-            refresh,
-            refresh,
-            refresh
-        ]
-    );
+    let ops = t.fw.ops();
+    assert_eq!(ops[0], "add INPUT 22/tcp from 10.99.77.2 (ssh)");
+    assert_eq!(ops[1..], vec![refresh; 3 + SHARE_BURST as usize], "{ops:?}");
     // Someone removed the rule: the queued check (a second later) puts it back.
     t.fw.remove_rule(&t.fw.rules()[0]);
     t.advance(Duration::from_secs(1)).await;

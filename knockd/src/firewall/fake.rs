@@ -2,6 +2,7 @@
 //! benchmarks without root. It behaves like a real one (a delete of a missing rule is
 //! `Absent`, a refresh re-adds a missing rule), can be made to fail ops, and to be slow.
 
+use super::spa_drop::{self, Occasion};
 use super::{BoxFuture, Firewall, FwRule, Op, OpOutcome};
 use crate::firewall::nftables::listing::KernelElem;
 use std::collections::HashSet;
@@ -22,6 +23,16 @@ struct Inner {
     table_gone: bool,
     /// Every `spa_drop` asked for: the port wanted (None: no rule) and why not.
     spa_drops: Vec<(Option<u16>, &'static str)>,
+    /// The occasion of each of them.
+    spa_occasions: Vec<Occasion>,
+    /// The ports of the SPA drop rules in INPUT, like `iptables -S INPUT` lists them.
+    spa_listed: Vec<u16>,
+    /// How long each `spa_drop` takes; how many run now, and the most that ever ran at once.
+    spa_delay: Duration,
+    spa_running: usize,
+    spa_most_at_once: usize,
+    /// Applies small batches directly (`apply_now`), like nftables' netlink socket.
+    immediate: bool,
 }
 
 /// Cheap to clone; clones share their rules and records.
@@ -94,12 +105,43 @@ impl RecordingFirewall {
         self.with(|i| i.spa_drops.clone())
     }
 
+    /// The occasion of every `spa_drop` asked for, in order.
+    pub fn spa_occasions(&self) -> Vec<Occasion> {
+        self.with(|i| i.spa_occasions.clone())
+    }
+
+    /// The ports of the SPA drop rules in INPUT now.
+    pub fn spa_listed(&self) -> Vec<u16> {
+        self.with(|i| i.spa_listed.clone())
+    }
+
+    /// Another program removed the SPA drop rules (`iptables -F INPUT`).
+    pub fn lose_spa_drop(&self) {
+        self.with(|i| i.spa_listed.clear());
+    }
+
+    /// Each `spa_drop` takes this long (tokio time).
+    pub fn set_spa_delay(&self, d: Duration) {
+        self.with(|i| i.spa_delay = d);
+    }
+
+    /// The most `spa_drop`s that ever ran at once.
+    pub fn spa_most_at_once(&self) -> usize {
+        self.with(|i| i.spa_most_at_once)
+    }
+
     /// Each batch takes this long.
     pub fn set_delay(&self, d: Duration) {
         self.with(|i| i.delay = d);
     }
 
-    fn apply_now(&self, ops: Vec<Op>) -> Vec<OpOutcome> {
+    /// Small batches may be applied at once on the caller's thread (`apply_now`), the way
+    /// nftables' netlink socket takes them; `delay` is then only for batches through `apply`.
+    pub fn set_immediate(&self, on: bool) {
+        self.with(|i| i.immediate = on);
+    }
+
+    fn record(&self, ops: Vec<Op>) -> Vec<OpOutcome> {
         self.with(|i| {
             let out = ops
                 .iter()
@@ -143,8 +185,27 @@ impl Firewall for RecordingFirewall {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            me.apply_now(ops)
+            me.record(ops)
         })
+    }
+
+    /// Like a transaction: all applied (every op Ok), or nothing done.
+    fn apply_now(&self, ops: &[Op]) -> bool {
+        let ok = |i: &Inner, op: &Op| {
+            let text = op.to_string();
+            !i.table_gone
+                && !i.fail_on.iter().any(|f| text.contains(f.as_str()))
+                && match op {
+                    Op::Add { .. } => true,
+                    Op::Refresh { rule, .. } | Op::Delete { rule } => i.present.contains(rule),
+                    Op::Check { .. } => false,
+                }
+        };
+        if !self.with(|i| i.immediate && ops.iter().all(|op| ok(i, op))) {
+            return false;
+        }
+        self.record(ops.to_vec());
+        true
     }
 
     fn list(&self) -> Option<BoxFuture<Result<Vec<KernelElem>, String>>> {
@@ -165,19 +226,49 @@ impl Firewall for RecordingFirewall {
         Some(Box::pin(async move { Ok(rules) }))
     }
 
-    /// Like iptables: records what is asked, answers one line.
+    /// Like iptables: records what is asked, brings its INPUT listing in line by the same
+    /// [`spa_drop::plan`] and answers the lines [`spa_drop::said`] gives (program `fake`),
+    /// once its delay is over.
     fn spa_drop(
         &self,
         tag: String,
         port: Option<u16>,
         unwanted: &'static str,
+        occasion: Occasion,
     ) -> Option<BoxFuture<Vec<String>>> {
-        self.with(|i| i.spa_drops.push((port, unwanted)));
-        let line = match port {
-            Some(p) => format!("SPA port {p}/udp: recording {tag} drop"),
-            None => format!("SPA drop of {tag}: none ({unwanted})"),
-        };
-        Some(Box::pin(async move { vec![line] }))
+        let delay = self.with(|i| {
+            i.spa_drops.push((port, unwanted));
+            i.spa_occasions.push(occasion);
+            i.spa_delay
+        });
+        let me = self.clone();
+        Some(Box::pin(async move {
+            me.with(|i| {
+                i.spa_running += 1;
+                i.spa_most_at_once = i.spa_most_at_once.max(i.spa_running);
+            });
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            me.with(|i| {
+                i.spa_running -= 1;
+                let steps = spa_drop::plan(port, &i.spa_listed);
+                let mut lines = Vec::new();
+                for step in steps {
+                    match step {
+                        spa_drop::Step::Insert(p) => i.spa_listed.insert(0, p),
+                        spa_drop::Step::Keep(_) => {}
+                        spa_drop::Step::Delete(p, _) => {
+                            if let Some(at) = i.spa_listed.iter().position(|&l| l == p) {
+                                i.spa_listed.remove(at);
+                            }
+                        }
+                    }
+                    lines.extend(spa_drop::said(step, occasion, "fake", &tag, unwanted));
+                }
+                lines
+            })
+        }))
     }
 
     fn repair(&self, script: String) -> BoxFuture<Result<bool, String>> {

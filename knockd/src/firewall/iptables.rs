@@ -1,9 +1,10 @@
 //! The iptables backend: a batch is one `iptables-restore -w 5 --noflush` transaction per
 //! address family (`ip6tables-restore` for IPv6), with the same `-I` (first in the chain) and
 //! `-D` lines a single `iptables` call would take. Checks (`-C`) run one process each: they
-//! only happen at start and for re-knocks (a burst of three per grant, then one a second); a
-//! batch with many of them (the restore of many grants) is answered by one `iptables -S` per
-//! chain, which also puts a batch's many deletes in the chain's order (see `order_deletes`).
+//! only happen at start and for re-knocks (a burst of three per grant, then one a second, plus
+//! a quick lane of 8 a second for all grants together: `grants::checks`); a batch with many of
+//! them (the restore of many grants) is answered by one `iptables -S` per chain, which also
+//! puts a batch's many deletes in the chain's order (see `order_deletes`).
 //!
 //! When a transaction fails, iptables-restore names the line: that op is retried alone (a
 //! delete of a rule already gone is then reported `Absent`, its check decides) and the rest is
@@ -548,10 +549,11 @@ impl Firewall for IptablesRestore {
         tag: String,
         port: Option<u16>,
         unwanted: &'static str,
+        occasion: super::spa_drop::Occasion,
     ) -> Option<BoxFuture<Vec<String>>> {
         let programs = [self.v4.single.clone(), self.v6.single.clone()];
         Some(Box::pin(super::spa_drop::sync(
-            programs, tag, port, unwanted,
+            programs, tag, port, unwanted, occasion,
         )))
     }
 

@@ -5,7 +5,9 @@
 //! batch ([`Firewall::apply`]). Ops that arrive while a batch is being applied go into the next
 //! batch, so a lone knock pays no batching delay and a flood of grants costs one transaction per
 //! batch instead of one process per rule. One batch at a time, in submission order: the ops of
-//! one (door, source) can never overtake each other.
+//! one (door, source) can never overtake each other. A backend that can apply a few ops in
+//! microseconds without waiting (nftables) lets a small batch that finds the queue empty skip
+//! the hand-off to the queue's task ([`direct`] applies: a burst, then a rate).
 //!
 //! # Plugging in a backend
 //!
@@ -31,6 +33,8 @@
 //!   ([`OpOutcome::Absent`]), and moves an expiring rule's timeout.
 //! - [`Op::Check`] (at start, for grants restored from the state file): [`OpOutcome::Ok`] if
 //!   the rule is present, [`OpOutcome::Absent`] if not.
+//! - `apply_now` (optional): apply a few ops at once on the caller's thread, all or nothing,
+//!   when that takes well under 100 µs and never waits; false hands them to `apply`.
 //! - `name` appears in logs and `knockctl status`.
 //! - `list` (optional): a backend whose kernel expires rules reads them back, so that
 //!   `knockctl list` shows the kernel's time left and the ledger follows the kernel.
@@ -39,6 +43,7 @@
 //! - `set_up` and `repair` (optional): a backend that owns a table brings it in line with the
 //!   config, and re-creates it when another program removed it.
 
+pub mod direct;
 pub mod fake;
 pub mod iptables;
 pub mod nftables;
@@ -49,8 +54,9 @@ use crate::firewall::nftables::listing::KernelElem;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A boxed future that is `Send` (what [`Firewall::apply`] returns, so backends can be chosen at
@@ -201,6 +207,14 @@ pub trait Firewall: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Apply `ops` (one transaction when possible); one outcome per op, in order.
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>>;
+    /// A direct apply (see [`direct`]): a few `ops` here and now, on the caller's
+    /// thread, when the backend can do it in well under 100 µs without waiting (nftables'
+    /// netlink socket, when nothing of its own is queued). true: every op was applied, as
+    /// [`OpOutcome::Ok`]. false: nothing was done (a failed transaction changes nothing), and
+    /// the ops go through [`Self::apply`]. Default: never.
+    fn apply_now(&self, _ops: &[Op]) -> bool {
+        false
+    }
     /// The most ops the queue hands `apply` at once (a backend that splits its own
     /// transactions may take more).
     fn max_batch(&self) -> usize {
@@ -220,14 +234,16 @@ pub trait Firewall: Send + Sync + 'static {
     }
     /// Backends whose rules share INPUT with the admin's (iptables): make INPUT of both
     /// families hold exactly instance `tag`'s DROP rule for UDP to `port` (the SPA port; None:
-    /// no such rule; `unwanted` says why, for the log), see [`spa_drop`]. Resolves to the lines
-    /// to log (failures start with `error: `). None: the backend keeps the port silent
-    /// otherwise (nftables: its table) or not at all.
+    /// no such rule; `unwanted` says why, for the log; `occasion`: start, reload, the periodic
+    /// check or stop, for what the lines say), see [`spa_drop`]. Resolves to the lines to log
+    /// (failures start with `error: `; a check that finds the rule in place: none). None: the
+    /// backend keeps the port silent otherwise (nftables: its table) or not at all.
     fn spa_drop(
         &self,
         _tag: String,
         _port: Option<u16>,
         _unwanted: &'static str,
+        _occasion: spa_drop::Occasion,
     ) -> Option<BoxFuture<Vec<String>>> {
         None
     }
@@ -256,10 +272,17 @@ struct Job {
 pub const MAX_BATCH_OPS: usize = 2048;
 
 /// The single owner of a backend: batches what is queued, applies it, answers each submitter.
+/// A small batch that finds the queue empty may be applied by the submitter itself (the
+/// [`direct`] applies).
 #[derive(Clone)]
 pub struct FirewallQueue {
     tx: mpsc::UnboundedSender<Job>,
     name: &'static str,
+    fw: Arc<dyn Firewall>,
+    /// Jobs sent to the task and not yet answered: direct applies only at 0, so a
+    /// batch applied at once is always ordered after everything submitted before it.
+    queued: Arc<AtomicUsize>,
+    direct: Arc<Mutex<direct::Budget>>,
 }
 
 impl FirewallQueue {
@@ -267,8 +290,15 @@ impl FirewallQueue {
     pub fn start(fw: Arc<dyn Firewall>) -> FirewallQueue {
         let (tx, rx) = mpsc::unbounded_channel();
         let name = fw.name();
-        tokio::spawn(Self::serve(fw, rx));
-        FirewallQueue { tx, name }
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(Self::serve(fw.clone(), rx, queued.clone()));
+        FirewallQueue {
+            tx,
+            name,
+            fw,
+            queued,
+            direct: Arc::default(),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -283,7 +313,30 @@ impl FirewallQueue {
             reply(Vec::new());
             return;
         }
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { ops, reply }) {
+        if self.direct(&ops) {
+            reply(vec![OpOutcome::Ok; ops.len()]);
+            return;
+        }
+        self.send(Job { ops, reply });
+    }
+
+    /// Apply `ops` at once, directly, when that is allowed: nothing queued, the budget of
+    /// budget not spent, and the backend able to (see [`Firewall::apply_now`]).
+    fn direct(&self, ops: &[Op]) -> bool {
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        let allowed = match self.direct.lock() {
+            Ok(mut budget) => budget.take(ops.len(), Instant::now()),
+            Err(_) => false,
+        };
+        allowed && self.fw.apply_now(ops)
+    }
+
+    fn send(&self, job: Job) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             let n = job.ops.len();
             (job.reply)(vec![
                 OpOutcome::Failed(
@@ -296,15 +349,17 @@ impl FirewallQueue {
 
     /// `reply` is called once everything submitted before has been applied.
     pub fn flush(&self, reply: Reply) {
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job {
+        self.send(Job {
             ops: Vec::new(),
             reply,
-        }) {
-            (job.reply)(Vec::new());
-        }
+        });
     }
 
-    async fn serve(fw: Arc<dyn Firewall>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn serve(
+        fw: Arc<dyn Firewall>,
+        mut rx: mpsc::UnboundedReceiver<Job>,
+        queued: Arc<AtomicUsize>,
+    ) {
         let mut carry: Option<Job> = None;
         loop {
             let first = match carry.take() {
@@ -343,9 +398,11 @@ impl FirewallQueue {
             };
             outcomes.resize(n, OpOutcome::Failed("no outcome from the backend".into()));
             let mut it = outcomes.into_iter();
+            let answered = replies.len();
             for (k, reply) in replies {
                 reply(it.by_ref().take(k).collect());
             }
+            queued.fetch_sub(answered, Ordering::SeqCst);
         }
     }
 }
@@ -376,6 +433,90 @@ mod tests {
             };
             assert!(!r.is_valid(), "{bad:?}");
         }
+    }
+
+    fn add(port: u16) -> Op {
+        Op::Add {
+            rule: rule("10.0.0.1", port),
+            timeout: None,
+        }
+    }
+
+    /// Submit `ops`; the receiver gets their outcomes.
+    fn submit(q: &FirewallQueue, ops: Vec<Op>) -> tokio::sync::oneshot::Receiver<Vec<OpOutcome>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        q.submit(
+            ops,
+            Box::new(move |o| {
+                let _ = tx.send(o);
+            }),
+        );
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_lone_small_batch_is_applied_before_submit_returns() {
+        let fw = RecordingFirewall::default();
+        fw.set_immediate(true);
+        fw.set_delay(Duration::from_secs(3600));
+        let q = FirewallQueue::start(Arc::new(fw.clone()));
+        let mut rx = submit(&q, vec![add(22)]);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(vec![OpOutcome::Ok]),
+            "answered at once"
+        );
+        assert_eq!(fw.rules().len(), 1);
+        // A failing op does nothing when applied directly and goes through the queue.
+        fw.set_delay(Duration::ZERO);
+        fw.fail_on("23/tcp");
+        let rx = submit(&q, vec![add(23)]);
+        assert!(rx.await.expect("reply")[0].is_failed());
+        assert_eq!(fw.batches().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_direct_apply_never_overtakes_a_queued_batch() {
+        let fw = RecordingFirewall::default();
+        fw.set_immediate(true);
+        fw.set_delay(Duration::from_millis(50));
+        let q = FirewallQueue::start(Arc::new(fw.clone()));
+        // Too large for a direct apply: queued, and slow.
+        let big: Vec<Op> = (0..=direct::MAX_OPS as u16)
+            .map(|i| add(1000 + i))
+            .collect();
+        let first = submit(&q, big);
+        let second = submit(&q, vec![add(22)]);
+        assert!(first.await.is_ok() && second.await.is_ok());
+        // Queued behind the large batch (here merged into it), not applied before it.
+        let ops = fw.ops();
+        assert_eq!(ops.len(), direct::MAX_OPS + 2);
+        assert!(ops[direct::MAX_OPS + 1].contains(" 22/tcp"), "{ops:?}");
+        // The queue is empty again: direct applies again.
+        let mut rx = submit(&q, vec![add(23)]);
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_opens_spends_the_direct_budget_and_the_rest_is_batched() {
+        let fw = RecordingFirewall::default();
+        fw.set_immediate(true);
+        fw.set_delay(Duration::from_millis(20));
+        let q = FirewallQueue::start(Arc::new(fw.clone()));
+        let replies: Vec<_> = (0..40u16)
+            .map(|i| submit(&q, vec![add(2000 + i)]))
+            .collect();
+        for r in replies {
+            assert_eq!(r.await.expect("reply"), vec![OpOutcome::Ok]);
+        }
+        let sizes: Vec<usize> = fw.batches().iter().map(Vec::len).collect();
+        let direct_ones = sizes.iter().take_while(|&&n| n == 1).count();
+        assert_eq!(direct_ones as u32, direct::BURST, "{sizes:?}");
+        assert!(
+            sizes.len() < 20,
+            "the rest went into few batches: {sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
     }
 
     #[tokio::test]

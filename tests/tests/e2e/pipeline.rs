@@ -66,12 +66,12 @@ fn a_reknock_after_a_reload_that_changed_the_port_leaves_no_rule_after_cmd_timeo
     assert_eq!(rule_count(&lab, false, &native_rule(2222, "ssh")), 0);
 }
 
-/// Someone removes the grant's rule by hand and knocks again right away, twice: each re-knock
-/// puts the rule back at once (a small burst of checks per grant; only a flood is paced at one
-/// check a second, which used to hold the second re-knock back until a second after the
-/// first one's check). Timed on knockd's own clock, from each re-knock's `OPEN SESAME` to its
-/// `re-inserted` line: the test's own processes (iptables, knock, polling), which a loaded
-/// machine slows down, are not in it.
+/// Someone removes the grant's rule by hand and knocks again 0.2 s later, eight times back to
+/// back: each re-knock puts the rule back at once (the grant's burst of three checks, then the
+/// quick lane; only a flood is paced at one check a second per grant, which used to hold the
+/// re-knocks from the third on back by most of a second each). Timed on knockd's own clock, from each
+/// re-knock's `OPEN SESAME` to its `re-inserted` line: the test's own processes (iptables,
+/// knock, polling), which a loaded machine slows down, are not in it.
 #[test]
 fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
     if !require_root() {
@@ -105,13 +105,14 @@ fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
         .split(' ')
         .map(String::from)
         .collect();
+    const ROUNDS: usize = 8;
     let mut rounds = Vec::new();
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         let t = Instant::now();
         let out =
             lab.srv_exec(std::iter::once("iptables".to_string()).chain(delete.iter().cloned()));
         assert!(out.status.success(), "{out:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(200));
         knock(&lab, &seq);
         assert!(
             wait_rule(&lab, false, &rule, Duration::from_secs(5)),
@@ -124,18 +125,34 @@ fn a_reknock_after_the_rule_was_removed_by_hand_reopens_at_once() {
     // Logged once the check's result is in, by the log's own thread: a moment after the
     // rule is back.
     assert!(
-        k.wait_count("rule was missing, re-inserted", 2, Duration::from_secs(2)),
+        k.wait_count(
+            "rule was missing, re-inserted",
+            ROUNDS,
+            Duration::from_secs(2)
+        ),
         "{}",
         k.log()
     );
-    assert_eq!(k.count("rule was missing, re-inserted"), 2, "{}", k.log());
+    assert_eq!(
+        k.count("rule was missing, re-inserted"),
+        ROUNDS,
+        "{}",
+        k.log()
+    );
     // The first OPEN SESAME is the first knock's; then one per re-knock.
     let knocked = k.logged_at("ssh: OPEN SESAME");
     let reinserted = k.logged_at("rule was missing, re-inserted");
-    assert_eq!((knocked.len(), reinserted.len()), (3, 2), "{}", k.log());
-    let waits: Vec<f64> = (0..2).map(|i| reinserted[i] - knocked[i + 1]).collect();
+    assert_eq!(
+        (knocked.len(), reinserted.len()),
+        (ROUNDS + 1, ROUNDS),
+        "{}",
+        k.log()
+    );
+    let waits: Vec<f64> = (0..ROUNDS)
+        .map(|i| reinserted[i] - knocked[i + 1])
+        .collect();
     eprintln!(
-        "open and two rounds: {total:?} (rounds {rounds:?}); knockd put the rule back \
+        "open and {ROUNDS} rounds: {total:?} (rounds {rounds:?}); knockd put the rule back \
          {waits:.3?} s after each re-knock ({})",
         load_average()
     );

@@ -6,7 +6,9 @@
 //! fence) and after the state file was deleted: every replay is refused and counted; a revoked client is refused without a restart; knockd
 //! binds no UDP socket and nothing answers a probe to the SPA port. With `Firewall = iptables`,
 //! knockd's own DROP rule keeps the port silent through grants, `kill -9` + restart, reloads,
-//! a clean exit and `--firewall-cleanup` (`spa_port_is_silent_with_iptables_*`).
+//! a clean exit and `--firewall-cleanup` (`spa_port_is_silent_with_iptables_*`), and is put
+//! back by the periodic check after another program deleted it
+//! (`a_deleted_spa_drop_rule_is_put_back_by_the_check`).
 
 use knock_e2e::knockd::{self, srv_ok, OurKnockd};
 use knock_e2e::traffic::netns::create_in;
@@ -539,4 +541,71 @@ fn spa_port_is_silent_with_iptables_v4() {
 #[test]
 fn spa_port_is_silent_with_iptables_v6() {
     spa_iptables_flow(true);
+}
+
+/// Another program deletes knockd's DROP rule in both families (`iptables -D`, what a ruleset
+/// restore or a flush of INPUT does to it): the periodic check (every 15 s) puts it back, says
+/// so once per family, and the port is silent again, with no reload.
+#[test]
+fn a_deleted_spa_drop_rule_is_put_back_by_the_check() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = knock_ipc::spa::DEFAULT_PORT;
+    let conf_text = iptables_conf(&lab, port);
+    let conf_path = lab.write_file("knockd.conf", &conf_text);
+    let made = std::process::Command::new(bin("knockd"))
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["--new-client", "alice", "--out"])
+        .arg(lab.path("alice.knock"))
+        .output()
+        .expect("knockd --new-client");
+    assert!(made.status.success(), "{made:?}");
+    let k = OurKnockd::start(&lab, &conf_text);
+    wait_drops(&lab, port, (1, 1), &k.log());
+    let started = std::time::Instant::now();
+    for (v6, tool) in [(false, "iptables"), (true, "ip6tables")] {
+        let listed = lab.iptables_rules_raw(v6);
+        let rule = listed
+            .lines()
+            .find(|l| l.contains(":spa-drop"))
+            .expect("the drop rule")
+            .replace('"', "");
+        let mut delete = vec![tool, "-D"];
+        delete.extend(rule.split_whitespace().skip(1));
+        srv_ok(&lab, &delete);
+    }
+    assert_eq!(drops(&lab, port), (0, 0));
+    let (cli, to): (IpAddr, IpAddr) = (CLI_V4.parse().expect("ip"), srv(false));
+    assert!(
+        answered(&lab, cli, to, port),
+        "the port stayed silent without the rule: the probe proves nothing"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || drops(&lab, port) == (1, 1)),
+        "not put back within 20 s: {:?}\n{}",
+        drops(&lab, port),
+        k.log()
+    );
+    let took = started.elapsed();
+    assert!(
+        k.wait_count(
+            "was missing from INPUT (removed by another program",
+            2,
+            Duration::from_secs(2)
+        ),
+        "{}",
+        k.log()
+    );
+    for tool in ["iptables", "ip6tables"] {
+        let said = format!("warning: SPA port {port}/udp: {tool}: DROP rule knockd@");
+        assert_eq!(k.count(&said), 1, "{said}\n{}", k.log());
+    }
+    assert!(!answered(&lab, cli, to, port), "the SPA port answered");
+    // Quiet when in place: only the two inserts at start and the two put back.
+    assert_eq!(k.count("SPA port 62201/udp"), 4, "{}", k.log());
+    assert!(!k.log().contains("already in INPUT"), "{}", k.log());
+    eprintln!("put back after {took:?}");
 }

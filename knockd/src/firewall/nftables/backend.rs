@@ -53,6 +53,17 @@ impl Firewall for NftFirewall {
         Box::pin(async move { transport::shared()?.repair(script).await })
     }
 
+    fn apply_now(&self, ops: &[Op]) -> bool {
+        let Ok(handle) = transport::shared() else {
+            return false;
+        };
+        let elem_ops: Vec<ElemOp> = ops.iter().filter_map(elem_op).collect();
+        if elem_ops.is_empty() {
+            return false;
+        }
+        matches!(handle.apply_now(&elem_ops), Some(Ok(())))
+    }
+
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
         Box::pin(async move {
             let handle = match transport::shared() {

@@ -16,8 +16,9 @@
 //! - [`listing`]: the kernel's set listing (`nft -j list table inet knockd`) back into elements.
 //! - [`dump`]: the kernel's elements with their time left, over netlink (pure decoding).
 //! - [`detect`]: native base chains on the input hook that drop, and the line the admin needs.
-//! - [`transport`]: the effect: a worker thread with a long-lived netlink socket (element
-//!   batches) and `nft -f -` (table set-up, listing, clean-up).
+//! - [`transport`]: the effect: a long-lived netlink socket for element batches (a small one
+//!   applied at once by the caller when nothing is queued, the rest by a worker thread) and
+//!   `nft -f -` (table set-up, listing, clean-up).
 
 pub mod backend;
 pub mod detect;

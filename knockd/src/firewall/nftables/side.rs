@@ -281,6 +281,12 @@ impl Firewall for Watched {
         self.inner.repair(script)
     }
 
+    /// A failed direct apply changed nothing: the ops then go through `apply`, which checks
+    /// the table.
+    fn apply_now(&self, ops: &[Op]) -> bool {
+        self.inner.apply_now(ops)
+    }
+
     fn apply(&self, ops: Vec<Op>) -> BoxFuture<Vec<OpOutcome>> {
         let inner = self.inner.clone();
         let script = self.script.lock().map(|s| s.clone()).unwrap_or_default();

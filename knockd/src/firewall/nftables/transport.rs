@@ -1,10 +1,13 @@
 //! The effect side of the nftables backend.
 //!
-//! Element changes (grants) go through a worker thread that owns a long-lived nf_tables
-//! netlink socket: one batch = one kernel transaction, tens of microseconds, no process. Jobs
+//! Element changes (grants) use one long-lived nf_tables netlink socket: one batch = one
+//! kernel transaction, tens of microseconds, no process. A small batch that finds nothing
+//! queued and the socket free is applied at once by the caller (the quiet case: a lone knock
+//! pays no hand-off to another thread, whose wake-up costs as much as the transaction on an
+//! idle machine). Everything else goes through a worker thread, in the order submitted: jobs
 //! that queue up while a transaction is in flight are merged into the next one (batching under
-//! load, no added delay for a lone knock). Table set-up, clean-up and listings are rare and
-//! go through the `nft` program (`nft -f -`, `nft -j list ...`).
+//! load). Table set-up, clean-up and listings are rare and go through the `nft` program
+//! (`nft -f -`, `nft -j list ...`).
 
 use super::dump;
 use super::listing::{self, KernelElem};
@@ -13,6 +16,8 @@ use super::{table, ElemOp, NftError};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Most element operations in one kernel transaction (keeps a batch well under the socket
@@ -202,6 +207,11 @@ impl Transport {
         }
     }
 
+    /// Element changes go over the netlink socket (not one `nft` process per batch).
+    fn is_netlink(&self) -> bool {
+        matches!(self, Transport::Netlink(_))
+    }
+
     pub fn apply(&mut self, ops: &[ElemOp]) -> Result<(), NftError> {
         for chunk in ops.chunks(MAX_OPS_PER_BATCH) {
             match self {
@@ -239,94 +249,96 @@ impl Job {
     }
 }
 
-/// Sends work to the nftables worker thread. Cheap to clone.
-#[derive(Clone, Debug)]
+/// Sends work to the nftables worker thread, or applies a small element batch at once when
+/// nothing is queued (at most [`crate::firewall::direct::MAX_OPS`] ops). Cheap to clone.
+#[derive(Clone)]
 pub struct Handle {
     tx: std::sync::mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// What the caller and the worker thread share: the transport (whoever holds the lock may
+/// use the socket) and the count of jobs submitted and not yet answered.
+struct Shared {
+    transport: Mutex<Transport>,
+    queued: AtomicUsize,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("queued", &self.shared.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handle {
     /// Start the worker thread with `transport`.
-    pub fn start(mut transport: Transport) -> Result<Handle, NftError> {
+    pub fn start(transport: Transport) -> Result<Handle, NftError> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let shared = Arc::new(Shared {
+            transport: Mutex::new(transport),
+            queued: AtomicUsize::new(0),
+        });
+        let worker = shared.clone();
         std::thread::Builder::new()
             .name("knockd-nft".into())
-            .spawn(move || {
-                let mut pending: Option<Job> = None;
-                loop {
-                    let first = match pending.take() {
-                        Some(j) => j,
-                        None => match rx.recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
-                        },
-                    };
-                    let Job { work, reply } = first;
-                    let first = match work {
-                        Work::Script(script) => {
-                            let r = apply_script(&script).map_err(|e| e.to_string());
-                            Job {
-                                work: Work::Ops(Vec::new()),
-                                reply,
-                            }
-                            .answer(r);
-                            continue;
-                        }
-                        Work::List(to) => {
-                            let _ = to.send(transport.list().map_err(|e| e.to_string()));
-                            continue;
-                        }
-                        Work::Repair(script, to) => {
-                            let _ = to.send(repair(&script).map_err(|e| e.to_string()));
-                            continue;
-                        }
-                        work @ Work::Ops(_) => Job { work, reply },
-                    };
-                    // Merge the element jobs queued behind this one, up to a script or list.
-                    let mut jobs = vec![first];
-                    while jobs.len() < MAX_OPS_PER_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) if !matches!(j.work, Work::Ops(_)) => {
-                                pending = Some(j);
-                                break;
-                            }
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    run_jobs(&mut transport, jobs);
-                }
-            })
+            .spawn(move || work(&worker, &rx))
             .map_err(|e| NftError::Netlink(format!("cannot start the nftables thread: {e}")))?;
-        Ok(Handle { tx })
+        Ok(Handle { tx, shared })
+    }
+
+    /// Queue `job` for the worker thread.
+    fn send(&self, job: Job) -> Result<(), String> {
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(job).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            "the nftables thread has stopped".to_string()
+        })
+    }
+
+    /// Apply `ops` here and now when they are few, nothing submitted before is still waiting
+    /// or running, and the socket is free (None otherwise: queue them). The lock is taken
+    /// before the count is read, and the worker holds it for every transaction and counts a
+    /// job as done only after it ran, so a batch applied here is always ordered after
+    /// everything submitted before it.
+    pub fn apply_now(&self, ops: &[ElemOp]) -> Option<Result<(), String>> {
+        if ops.is_empty() || ops.len() > crate::firewall::direct::MAX_OPS {
+            return None;
+        }
+        let mut transport = self.shared.transport.try_lock().ok()?;
+        if self.shared.queued.load(Ordering::SeqCst) != 0 || !transport.is_netlink() {
+            return None;
+        }
+        Some(transport.apply(ops).map_err(|e| e.to_string()))
     }
 
     async fn submit(&self, work: Work) -> Result<(), String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job {
-                work,
-                reply: Some(reply),
-            })
-            .map_err(|_| "the nftables thread has stopped".to_string())?;
+        self.send(Job {
+            work,
+            reply: Some(reply),
+        })?;
         rx.await
             .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
     }
 
-    /// Apply `ops` (in one transaction with whatever else is queued); Err names the problem.
+    /// Apply `ops` (at once when few and nothing is queued, else in one transaction with
+    /// whatever else is queued); Err names the problem.
     pub async fn apply(&self, ops: Vec<ElemOp>) -> Result<(), String> {
+        if let Some(r) = self.apply_now(&ops) {
+            return r;
+        }
         self.submit(Work::Ops(ops)).await
     }
 
     /// The elements the kernel holds, read after everything submitted before.
     pub async fn list(&self) -> Result<Vec<KernelElem>, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job {
-                work: Work::List(reply),
-                reply: None,
-            })
-            .map_err(|_| "the nftables thread has stopped".to_string())?;
+        self.send(Job {
+            work: Work::List(reply),
+            reply: None,
+        })?;
         rx.await
             .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
     }
@@ -335,12 +347,10 @@ impl Handle {
     /// with the script when it is not whole. Ok(true): it was re-created.
     pub async fn repair(&self, script: String) -> Result<bool, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job {
-                work: Work::Repair(script, reply),
-                reply: None,
-            })
-            .map_err(|_| "the nftables thread has stopped".to_string())?;
+        self.send(Job {
+            work: Work::Repair(script, reply),
+            reply: None,
+        })?;
         rx.await
             .unwrap_or_else(|_| Err("the nftables thread has stopped".to_string()))
     }
@@ -359,6 +369,61 @@ pub fn shared() -> Result<&'static Handle, String> {
         .get_or_init(|| Handle::start(Transport::best()).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The worker thread: jobs in the order submitted, each counted done once answered.
+fn work(shared: &Shared, rx: &std::sync::mpsc::Receiver<Job>) {
+    let done = |n: usize| shared.queued.fetch_sub(n, Ordering::SeqCst);
+    let transport = || shared.transport.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let Job { work, reply } = first;
+        let first = match work {
+            Work::Script(script) => {
+                let r = apply_script(&script).map_err(|e| e.to_string());
+                Job {
+                    work: Work::Ops(Vec::new()),
+                    reply,
+                }
+                .answer(r);
+                done(1);
+                continue;
+            }
+            Work::List(to) => {
+                let _ = to.send(transport().list().map_err(|e| e.to_string()));
+                done(1);
+                continue;
+            }
+            Work::Repair(script, to) => {
+                let _ = to.send(repair(&script).map_err(|e| e.to_string()));
+                done(1);
+                continue;
+            }
+            work @ Work::Ops(_) => Job { work, reply },
+        };
+        // Merge the element jobs queued behind this one, up to a script or list.
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_OPS_PER_BATCH {
+            match rx.try_recv() {
+                Ok(j) if !matches!(j.work, Work::Ops(_)) => {
+                    pending = Some(j);
+                    break;
+                }
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let n = jobs.len();
+        run_jobs(&mut transport(), jobs);
+        done(n);
+    }
 }
 
 fn ops_of(j: &Job) -> &[ElemOp] {
