@@ -1,5 +1,6 @@
-//! A token bucket for per-knock log lines (Stage, reset, timeout): a flood of spoofed knocks
-//! must not turn into a flood of log writes. OPEN SESAME, commands and errors are never limited.
+//! Rate limits: a token bucket for per-knock log lines (Stage, reset, timeout: a flood of
+//! spoofed knocks must not turn into a flood of log writes; OPEN SESAME, commands and errors
+//! are never limited), and [`Gcra`], the budget of re-knock checks and direct firewall applies.
 
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,31 @@ impl LogBudget {
         self.suppressed = 0;
         self.since = None;
         Some(msg)
+    }
+}
+
+/// A GCRA budget: `burst` at once, then one per `interval`. It holds only the theoretical
+/// arrival time: a spend is allowed once `now` is past it minus `burst - 1` intervals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gcra {
+    tat: Option<Instant>,
+}
+
+impl Gcra {
+    /// When the next spend is allowed (None: now). `burst` is at least 1.
+    pub fn allowed_at(&self, burst: u32, interval: Duration) -> Option<Instant> {
+        self.tat?.checked_sub(interval * burst.saturating_sub(1))
+    }
+
+    /// May one be spent at `now`?
+    pub fn allows(&self, now: Instant, burst: u32, interval: Duration) -> bool {
+        burst > 0 && self.allowed_at(burst, interval).is_none_or(|at| now >= at)
+    }
+
+    /// Spend one at `now`.
+    pub fn spend(&mut self, now: Instant, interval: Duration) {
+        let tat = self.tat.map_or(now, |t| t.max(now));
+        self.tat = Some(tat + interval);
     }
 }
 

@@ -9,6 +9,7 @@
 //! is batched by the queue (one transaction for many grants) instead of costing the engine one
 //! transaction per grant.
 
+use crate::ratelimit::Gcra;
 use std::time::{Duration, Instant};
 
 /// Most ops in a batch applied directly.
@@ -18,27 +19,19 @@ pub const RATE: u32 = 50;
 /// Batches applied directly at once after a quiet moment.
 pub const BURST: u32 = 10;
 
-/// A GCRA budget: a batch may be applied directly when `now` is past the theoretical arrival time
-/// less the burst's tolerance; each one moves it one interval on.
+/// The budget of direct applies (a GCRA: [`BURST`] at once, then [`RATE`] a second).
 #[derive(Debug, Default)]
-pub struct Budget {
-    tat: Option<Instant>,
-}
+pub struct Budget(Gcra);
 
 impl Budget {
     const INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / RATE as u64);
 
     /// May a batch of `ops` ops be applied directly at `now`? (Counts it when yes.)
     pub fn take(&mut self, ops: usize, now: Instant) -> bool {
-        if ops == 0 || ops > MAX_OPS {
+        if ops == 0 || ops > MAX_OPS || !self.0.allows(now, BURST, Self::INTERVAL) {
             return false;
         }
-        let tolerance = Self::INTERVAL * (BURST - 1);
-        let tat = self.tat.unwrap_or(now).max(now);
-        if tat.saturating_duration_since(now) > tolerance {
-            return false;
-        }
-        self.tat = Some(tat + Self::INTERVAL);
+        self.0.spend(now, Self::INTERVAL);
         true
     }
 }

@@ -27,6 +27,7 @@
 //! with the addresses of two or more open grants can drain it, and then every grant is back to
 //! its own budget. The lane is not shared fairly beyond that: first come, first served.
 
+use crate::ratelimit::Gcra;
 use std::time::{Duration, Instant};
 
 /// Re-knock checks a grant may have at once from its own budget (the open counts as one)
@@ -41,29 +42,6 @@ pub const LANE_PER_SEC: u32 = 8;
 pub const SHARE_BURST: u32 = 4;
 /// ...and per second: half the lane.
 pub const SHARE_PER_SEC: u32 = 4;
-
-/// A GCRA budget: `burst` at once, then one per `interval`. It holds only the theoretical
-/// arrival time: a spend is allowed once `now` is past it minus `burst - 1` intervals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Gcra {
-    tat: Option<Instant>,
-}
-
-impl Gcra {
-    /// When the next spend is allowed (None: now). `burst` is at least 1.
-    fn allowed_at(&self, burst: u32, interval: Duration) -> Option<Instant> {
-        self.tat?.checked_sub(interval * burst.saturating_sub(1))
-    }
-
-    fn allows(&self, now: Instant, burst: u32, interval: Duration) -> bool {
-        burst > 0 && self.allowed_at(burst, interval).is_none_or(|at| now >= at)
-    }
-
-    fn spend(&mut self, now: Instant, interval: Duration) {
-        let tat = self.tat.map_or(now, |t| t.max(now));
-        self.tat = Some(tat + interval);
-    }
-}
 
 fn per_sec(n: u32) -> Duration {
     Duration::from_secs(1) / n.max(1)
