@@ -9,6 +9,7 @@
 //! to them after the lines queued before.
 
 use crate::knocklog::{KnockLog, LogSink};
+use crate::ratelimit::Gcra;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -103,29 +104,20 @@ pub const WRITE_BATCH: usize = 512;
 /// few lines, or anything after a quiet moment, are written at once; a flood's per-knock
 /// lines (200 a second, see [`crate::ratelimit`]) trickle in one or two per captured batch
 /// and were a wake-up and a write each.
-pub const WRITE_RATE: f64 = 40.0;
-pub const WRITE_BURST: f64 = 100.0;
+pub const WRITE_RATE: u32 = 40;
+pub const WRITE_BURST: u32 = 100;
 
 /// The writes the thread may still make at once (see [`WRITE_RATE`]).
-struct WriteBudget {
-    tokens: f64,
-    last: Instant,
-}
+struct WriteBudget(Gcra);
 
 impl WriteBudget {
-    fn new(now: Instant) -> Self {
-        WriteBudget {
-            tokens: WRITE_BURST,
-            last: now,
-        }
-    }
+    const INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / WRITE_RATE as u64);
 
     /// One write was made at `now`: how long to wait before the next one.
     fn spend(&mut self, now: Instant) -> Option<Duration> {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * WRITE_RATE).min(WRITE_BURST) - 1.0;
-        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / WRITE_RATE))
+        self.0.spend(now, Self::INTERVAL);
+        let at = self.0.allowed_at(WRITE_BURST, Self::INTERVAL)?;
+        (at > now).then(|| at - now)
     }
 }
 
@@ -184,7 +176,7 @@ fn write_loop(
         sink_seen: 0,
     };
     let mut lines: Vec<(SystemTime, String)> = Vec::new();
-    let mut budget = WriteBudget::new(Instant::now());
+    let mut budget = WriteBudget(Gcra::default());
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         let mut taken = 0;
@@ -355,7 +347,9 @@ mod tests {
         );
         assert!(writes.iter().all(|b| b.len() <= WRITE_BATCH));
         assert_eq!(w.dropped_lines(), 0);
-        std::thread::sleep(Duration::from_secs_f64(WRITE_BURST / WRITE_RATE));
+        std::thread::sleep(Duration::from_secs_f64(
+            f64::from(WRITE_BURST) / f64::from(WRITE_RATE),
+        ));
         let t = Instant::now();
         w.line("alone");
         while count() < 3001 && t.elapsed() < Duration::from_secs(10) {
@@ -387,7 +381,9 @@ mod tests {
             (0..300).map(|i| format!("line {i}")).collect::<Vec<_>>()
         );
         // The burst, then the rate while the lines came, and one more at the end.
-        let most = (WRITE_BURST + spent.as_secs_f64() * WRITE_RATE).ceil() as usize + 2;
+        let most = (f64::from(WRITE_BURST) + spent.as_secs_f64() * f64::from(WRITE_RATE)).ceil()
+            as usize
+            + 2;
         assert!(
             writes.len() <= most,
             "{} writes for 300 lines over {spent:?} (at most {most})",

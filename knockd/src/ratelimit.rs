@@ -1,6 +1,7 @@
 //! Rate limits: a token bucket for per-knock log lines (Stage, reset, timeout: a flood of
 //! spoofed knocks must not turn into a flood of log writes; OPEN SESAME, commands and errors
-//! are never limited), and [`Gcra`], the budget of re-knock checks and direct firewall applies.
+//! are never limited), and [`Gcra`], the budget of re-knock checks, direct firewall applies
+//! and the log thread's writes.
 
 use std::time::{Duration, Instant};
 
