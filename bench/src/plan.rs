@@ -140,7 +140,7 @@ pub enum Scenario {
     /// Knocks and nothing else.
     Quiet,
     /// One knock that opens, then `rounds` times: the client's rule is removed by hand
-    /// (`iptables -D`, not through the daemon), and [`REKNOCK_AFTER`] later the client knocks
+    /// (`iptables -D`, not through the daemon), and [`super::runner::REKNOCK_AFTER`] later the client knocks
     /// again; each try's latency is until its rule is back.
     Reknock { rounds: usize },
     /// Spoofed first knocks (port 7000), each from a new source.

@@ -30,7 +30,7 @@ pub struct Grant {
     /// A check queued for this time (a re-knock came when the grant's own budget and the
     /// quick lane were spent).
     pub recheck: Option<Instant>,
-    /// The re-knock checks' budgets (see [`checks`]).
+    /// The re-knock checks' budgets: its own and its share of the quick lane (`grants/checks.rs`).
     pub checks: GrantChecks,
     /// Set once the grant is being closed: it stays in the ledger (and the state file) until
     /// its close succeeded.
